@@ -1,0 +1,79 @@
+"""Checks that need more than the config file: the model's files and tokenizer, and the data.
+
+Run by `validate` and before `run` starts Ray, so a bad sweep fails in seconds with one line
+instead of in every trial. Loads a tokenizer and the data, never model weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from search.config import ConfigError, SweepConfig, param_values
+
+FIT_SAMPLE = 200  # training examples checked for fitting at the smallest max_length
+
+
+@dataclass(frozen=True)
+class DataSummary:
+    train_examples: int
+    validation_examples: int
+    scaffolding_tokens: int
+    fitting_at_min_length: str
+
+
+def check_model_source(name_or_path: str) -> None:
+    path = Path(name_or_path)
+    if path.is_absolute():
+        if not path.exists():
+            hint = " (run `qlora-sweep fetch-model` to create it)" if "qlora-sweep" in str(path) else ""
+            raise ConfigError(f"model.name_or_path {path} does not exist{hint}")
+        if not (path / "config.json").is_file():
+            raise ConfigError(
+                f"model.name_or_path {path}: no config.json (expected a Hugging Face model folder; "
+                "for the SmolLM2 GGUF run `qlora-sweep fetch-model`)"
+            )
+
+
+def load_checked_tokenizer(sweep: SweepConfig):
+    from trainables.model import load_tokenizer
+
+    check_model_source(sweep.model.name_or_path)
+    try:
+        return load_tokenizer(sweep.model)
+    except Exception as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        where = "folder" if Path(sweep.model.name_or_path).is_absolute() else "hub id (is the Hugging Face hub reachable?)"
+        raise ConfigError(f"model.name_or_path {sweep.model.name_or_path}: tokenizer cannot be loaded from this {where}: {reason}") from None
+
+
+def check_sweep(sweep: SweepConfig) -> DataSummary:
+    """Raise ConfigError naming the problem, or describe the data that trials will see."""
+    from trainables.data import load_dialogues
+    from trainables.prompt import encode_example, scaffolding_length
+
+    tokenizer = load_checked_tokenizer(sweep)
+    dialogues = load_dialogues(sweep.data)
+    scaffolding = scaffolding_length(tokenizer, sweep.prompt)
+    shortest = int(min(param_values(sweep.search.max_length)))
+    if shortest <= scaffolding:
+        raise ConfigError(
+            f"search.max_length: {shortest} tokens is not longer than the prompt scaffolding "
+            f"({scaffolding} tokens with this tokenizer); raise it"
+        )
+    sample = dialogues["train"].select(range(min(FIT_SAMPLE, len(dialogues["train"]))))
+    fitting = sum(
+        encode_example(tokenizer, sweep.prompt, d or "", s or "", shortest) is not None
+        for d, s in zip(sample["dialogue"], sample["summary"])
+    )
+    if fitting == 0:
+        raise ConfigError(
+            f"search.max_length: at {shortest} tokens none of the first {len(sample)} training summaries fit "
+            "after the prompt; raise it"
+        )
+    return DataSummary(
+        train_examples=len(dialogues["train"]),
+        validation_examples=len(dialogues["validation"]),
+        scaffolding_tokens=scaffolding,
+        fitting_at_min_length=f"{fitting}/{len(sample)}",
+    )

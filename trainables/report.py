@@ -1,0 +1,121 @@
+"""The trial's only contact with Ray Tune: report each rung with its adapter checkpoint, and
+hand back the checkpoint a restarted trial resumes from.
+
+Rungs are the Trainer's save points (every steps_per_rung steps). At each one the Trainer logs
+the rung's mean train loss, evaluates validation loss, then saves; on save we add ROUGE,
+throughput and memory, and report metrics plus that checkpoint (adapter and optimizer state,
+never the base weights) in one `tune.report`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import resource
+import shutil
+import tempfile
+import time
+from typing import Any, Callable, Iterator
+
+from transformers import TrainerCallback
+
+TRIAL_RECORD = "qlora_sweep_trial.json"  # resolved config + hyperparameters, inside every checkpoint
+
+
+def peak_memory_gb() -> float:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**30
+    # ru_maxrss is in KiB on Linux: the process's high-water mark.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+class RungReporter(TrainerCallback):
+    def __init__(self, score_rouge: Callable[[Any], dict[str, float]], steps_per_rung: int, trial_record: dict):
+        self.score_rouge = score_rouge
+        self.steps_per_rung = steps_per_rung
+        self.trial_record = trial_record
+        self._reset(tokens_seen=0)
+
+    def _reset(self, tokens_seen: int) -> None:
+        self.train_seconds = 0.0
+        self.tokens_at_rung_start = tokens_seen
+        self.train_loss = float("nan")
+        self.eval_loss = float("nan")
+        self.rouge: dict[str, float] = {}
+        self._step_started = 0.0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        # On resume the Trainer has restored state: the rung starts from the saved token count.
+        self._reset(tokens_seen=state.num_input_tokens_seen)
+        _reset_peak_memory()
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._step_started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        _synchronize()
+        self.train_seconds += time.perf_counter() - self._step_started
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.train_loss = float(logs["loss"])  # mean over the steps since the last log = this rung
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+        self.eval_loss = float((metrics or {}).get("eval_loss", float("nan")))
+        self.rouge = self.score_rouge(model)
+
+    def on_save(self, args, state, control, **kwargs):
+        from ray import tune
+
+        checkpoint_dir = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+        with open(os.path.join(checkpoint_dir, TRIAL_RECORD), "w", encoding="utf-8") as f:
+            json.dump({**self.trial_record, "step": state.global_step}, f, indent=2)
+        rung_tokens = state.num_input_tokens_seen - self.tokens_at_rung_start
+        metrics = {
+            "rung": state.global_step // self.steps_per_rung,
+            "step": state.global_step,
+            "tokens_seen": int(state.num_input_tokens_seen),
+            "train_loss": self.train_loss,
+            "eval_loss": self.eval_loss,
+            **self.rouge,
+            "tokens_per_s": rung_tokens / self.train_seconds if self.train_seconds else 0.0,
+            "peak_memory_gb": peak_memory_gb(),
+        }
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
+        self._reset(tokens_seen=state.num_input_tokens_seen)
+        _reset_peak_memory()
+
+
+@contextlib.contextmanager
+def checkpoint_to_resume() -> Iterator[str | None]:
+    """A local copy of the trial's latest checkpoint when Tune restarted it, else None."""
+    from ray import tune
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        yield None
+        return
+    local = tempfile.mkdtemp(prefix="qlora-sweep-resume-")
+    try:
+        with checkpoint.as_directory() as directory:
+            shutil.copytree(directory, local, dirs_exist_ok=True)
+        yield local
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+
+
+def _synchronize() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _reset_peak_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()

@@ -1,0 +1,66 @@
+"""TRL's SFTTrainer, set up so that one rung = steps_per_rung optimizer steps ending in an
+evaluation and a checkpoint. The LR schedule spans the full budget (max_rungs rungs) so every
+trial is at the same point of its schedule at the same rung, whatever ASHA decides."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from search.config import TrainingConfig, TrialHyperparameters
+
+
+def build_trainer(
+    model: Any,
+    tokenizer: Any,
+    train_dataset: Any,
+    eval_dataset: Any,
+    training: TrainingConfig,
+    hp: TrialHyperparameters,
+    total_steps: int,
+    eval_batch_size: int,
+    output_dir: str,
+    callbacks: list,
+) -> Any:
+    import torch
+    from trl import SFTConfig, SFTTrainer
+
+    on_gpu = torch.cuda.is_available()
+    dtype = getattr(model, "dtype", None)
+    rung = training.steps_per_rung
+    args = SFTConfig(
+        output_dir=output_dir,
+        max_steps=total_steps,
+        per_device_train_batch_size=training.micro_batch_size,
+        per_device_eval_batch_size=eval_batch_size,
+        gradient_accumulation_steps=training.gradient_accumulation_steps,
+        learning_rate=hp.learning_rate,
+        lr_scheduler_type=training.lr_scheduler,
+        warmup_steps=training.warmup_steps,
+        weight_decay=training.weight_decay,
+        optim=training.optimizer,
+        seed=training.seed,
+        gradient_checkpointing=training.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        bf16=on_gpu and dtype == torch.bfloat16,
+        fp16=on_gpu and dtype == torch.float16,
+        use_cpu=not on_gpu,
+        logging_steps=rung,
+        eval_strategy="steps",
+        eval_steps=rung,
+        save_strategy="steps",
+        save_steps=rung,
+        save_total_limit=1,  # Tune has the reported copies; keep only the newest locally
+        include_num_input_tokens_seen="non_padding",
+        max_length=None,  # already truncated, dialogue-first, by trainables.prompt
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_pin_memory=on_gpu,
+    )
+    return SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )

@@ -1,0 +1,61 @@
+"""One trial of the sweep: the QLoRA recipe, rung by rung.
+
+Imports stay inside `run_trial` so that the driver can hand this function to Tune without
+loading torch, transformers or bitsandbytes.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from search.config import SweepConfig, TrialHyperparameters
+
+
+def run_trial(trial_config: dict[str, Any], sweep: SweepConfig) -> None:
+    from transformers import set_seed
+
+    from trainables.data import load_dialogues, tokenize_for_training
+    from trainables.evaluation import rouge_on_validation
+    from trainables.model import attach_lora, load_quantized_model, load_tokenizer
+    from trainables.prompt import encode_prompt
+    from trainables.report import RungReporter, checkpoint_to_resume
+    from trainables.train import build_trainer
+
+    hp = TrialHyperparameters.resolve(sweep.search, trial_config)
+    set_seed(sweep.training.seed)
+
+    # Data and prompts
+    tokenizer = load_tokenizer(sweep.model)
+    dialogues = load_dialogues(sweep.data)
+    train_set = tokenize_for_training(dialogues["train"], tokenizer, sweep.prompt, hp.max_length)
+    eval_set = tokenize_for_training(dialogues["validation"], tokenizer, sweep.prompt, hp.max_length)
+    if len(train_set) == 0:
+        raise ValueError(f"max_length={hp.max_length}: no training summary fits; raise search.max_length")
+    prompts = [encode_prompt(tokenizer, sweep.prompt, d, hp.max_length) for d in dialogues["validation"]["dialogue"]]
+    references = list(dialogues["validation"]["summary"])
+
+    # The 4-bit model with LoRA on top
+    model = attach_lora(load_quantized_model(sweep.model, sweep.training.gradient_checkpointing), hp)
+
+    # Train rung by rung; each rung ends in evaluation, a report and an adapter checkpoint
+    def score_rouge(trained_model: Any) -> dict[str, float]:
+        return rouge_on_validation(
+            trained_model, tokenizer, prompts, references, sweep.prompt.end_marker,
+            sweep.evaluation.max_new_tokens, sweep.evaluation.batch_size,
+        )
+
+    reporter = RungReporter(
+        score_rouge,
+        sweep.training.steps_per_rung,
+        trial_record={"sweep": sweep.model_dump(mode="json"), "hyperparameters": hp.model_dump(mode="json")},
+    )
+    trainer = build_trainer(
+        model, tokenizer, train_set, eval_set, sweep.training, hp,
+        total_steps=sweep.total_steps,
+        eval_batch_size=sweep.evaluation.batch_size,
+        output_dir=os.path.join(os.getcwd(), "trainer"),
+        callbacks=[reporter],
+    )
+    with checkpoint_to_resume() as resume_dir:
+        trainer.train(resume_from_checkpoint=resume_dir)
