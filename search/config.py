@@ -10,10 +10,10 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 RECIPE_INTRO = (
     "Below is an instruction that describes a task. "
@@ -65,7 +65,20 @@ class Range(Section):
         return self
 
 
-Param = Union[Choice, Range, float, int, str, list]
+def _parse_param(value: Any) -> Any:
+    """A mapping is a Choice or a Range by its keys; anything else is a fixed value."""
+    if not isinstance(value, dict):
+        return value
+    kind = Choice if "choice" in value else Range if ("low" in value or "high" in value) else None
+    if kind is None:
+        raise ValueError("expected a value, {choice: [...]} or {low: ..., high: ..., log: true|false}")
+    try:
+        return kind.model_validate(value)
+    except ValidationError as exc:
+        raise ValueError(_format_error(exc)) from None
+
+
+Param = Annotated[Union[Choice, Range, float, int, str, list], BeforeValidator(_parse_param)]
 
 
 def param_values(param: Param) -> list[Any]:

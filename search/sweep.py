@@ -3,6 +3,7 @@ config, fit the Tuner, print the best trial."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -56,6 +57,8 @@ def run_sweep(sweep: SweepConfig) -> int:
     from search.tuner import build_tuner
 
     refuse_existing_experiment(sweep)
+    # Tune warns when it snapshots often; with a checkpoint every rung that is by design.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # Inside `ray job submit` (RAY_ADDRESS set) or next to `ray start`, this joins that cluster;
     # otherwise it starts a local Ray for this process.
     ray.init(ignore_reinit_error=True)

@@ -7,6 +7,7 @@ validation.jsonl, ...); a single file is the train split. Loading and tokenizing
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,9 @@ def load_dialogues(data: DataConfig) -> dict[str, Any]:
     import datasets
 
     datasets.disable_progress_bars()
+    # Loader failures come back as one ConfigError line; datasets would also log them.
+    datasets.logging.set_verbosity_error()
+    logging.getLogger("datasets").setLevel(logging.CRITICAL)
     source = resolve_data_path(data)
     path = Path(source)
     if path.exists():
@@ -88,11 +92,14 @@ def load_dialogues(data: DataConfig) -> dict[str, Any]:
 def _load_file(file: Path):
     import datasets
 
+    if file.stat().st_size == 0:
+        raise ConfigError(f"data file {file}: the dataset is empty")
     try:
         loaded = datasets.load_dataset(BUILDERS[file.suffix], data_files=str(file), split="train")
     except Exception as exc:  # datasets raises many types for unreadable files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"data file {file}: cannot be read ({reason[:200]})") from None
+        if "corresponds to no data" in str(exc):
+            raise ConfigError(f"data file {file}: the dataset is empty") from None
+        raise ConfigError(f"data file {file}: cannot be read ({_reason(exc)})") from None
     return loaded
 
 
@@ -102,11 +109,23 @@ def _load_hub(dataset_id: str) -> dict[str, Any]:
     try:
         return dict(datasets.load_dataset(dataset_id))
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(
             f"data.path '{dataset_id}' is not a local path and could not be loaded from the "
-            f"Hugging Face hub ({reason[:160]}); give a local folder or file instead"
+            f"Hugging Face hub ({_reason(exc)}); give a local folder or file instead"
         ) from None
+
+
+def _reason(exc: BaseException) -> str:
+    """The first specific message: datasets wraps the parser's useful one in a generic error."""
+    chain: list[BaseException] = []
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    for candidate in chain:
+        text = str(candidate).strip()
+        if text and "An error occurred while generating the dataset" not in text:
+            return text.splitlines()[0][:200]
+    return type(chain[0]).__name__
 
 
 def _check_fields(dataset, data: DataConfig, where: str) -> None:

@@ -22,6 +22,7 @@ def build_trainer(
     callbacks: list,
 ) -> Any:
     import torch
+    from transformers import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
     on_gpu = torch.cuda.is_available()
@@ -56,7 +57,7 @@ def build_trainer(
         disable_tqdm=True,
         dataloader_pin_memory=on_gpu,
     )
-    return SFTTrainer(
+    trainer = SFTTrainer(
         model=model,
         args=args,
         train_dataset=train_dataset,
@@ -64,3 +65,5 @@ def build_trainer(
         processing_class=tokenizer,
         callbacks=callbacks,
     )
+    trainer.remove_callback(PrinterCallback)  # metrics go to Tune's table, not raw dicts on stdout
+    return trainer

@@ -7,12 +7,14 @@ loading torch, transformers or bitsandbytes.
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 from search.config import SweepConfig, TrialHyperparameters
 
 
 def run_trial(trial_config: dict[str, Any], sweep: SweepConfig) -> None:
+    quiet_libraries()
     from transformers import set_seed
 
     from trainables.data import load_dialogues, tokenize_for_training
@@ -59,3 +61,14 @@ def run_trial(trial_config: dict[str, Any], sweep: SweepConfig) -> None:
     )
     with checkpoint_to_resume() as resume_dir:
         trainer.train(resume_from_checkpoint=resume_dir)
+
+
+def quiet_libraries() -> None:
+    """Keep trial output to Tune's table and real problems."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # transformers 5.x renames several training arguments; the notices repeat in every trial.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()

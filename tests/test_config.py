@@ -1,0 +1,135 @@
+"""Bad configs and bad data: one line naming the key or file, exit code 2, nothing written."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from search.cli import main
+from search.config import Choice, Range, SweepConfig, TrialHyperparameters, load_config
+from tests.conftest import tiny_sweep_dict, write_config
+
+
+def _drop(config: dict, dotted: str) -> dict:
+    *parents, last = dotted.split(".")
+    node = config
+    for part in parents:
+        node = node[part]
+    del node[last]
+    return config
+
+
+BAD_CONFIGS = [
+    # (case id, change to a valid config, expected message fragment)
+    ("unknown top-level key", {"color": "blue"}, "color: unknown key"),
+    ("unknown nested key", {"model": {"quantisation": "nf4"}}, "model.quantisation: unknown key"),
+    ("wrong type", {"training": {"micro_batch_size": "four"}}, "training.micro_batch_size: Input should be a valid integer"),
+    ("alpha zero", {"search": {"lora_alpha": {"choice": [0, 16]}}}, "search.lora_alpha: values must be > 0, got 0"),
+    ("alpha negative fixed", {"search": {"lora_alpha": -8}}, "search.lora_alpha: values must be > 0"),
+    ("learning rate zero", {"search": {"learning_rate": {"low": 0.0, "high": 1.0e-3}}}, "search.learning_rate: values must be > 0"),
+    ("learning rate negative", {"search": {"learning_rate": -1.0e-4}}, "search.learning_rate: values must be > 0"),
+    ("range upside down", {"search": {"lora_r": {"low": 64, "high": 8}}}, "search.lora_r: low (64) must be below high (8)"),
+    ("grace beyond last rung", {"scheduler": {"grace_period": 5, "max_rungs": 3}}, "grace_period (5) is beyond the last rung (max_rungs=3)"),
+    ("mode against metric", {"scheduler": {"metric": "eval_loss", "mode": "max"}}, "mode 'max' would pick the worst eval_loss"),
+    ("unknown metric", {"scheduler": {"metric": "bleu"}}, "scheduler.metric: Input should be"),
+    ("fractional gpus above one", {"resources": {"gpus_per_trial": 1.5}}, "above 1 GPU only whole numbers"),
+    ("bad experiment name", {"name": "../escape"}, "name: use letters, digits"),
+    ("nothing searched", {"search": {"lora_r": 8, "lora_alpha": 16, "learning_rate": 1.0e-4, "max_length": 256}},
+     "search: nothing to search"),
+    ("bad target modules", {"search": {"target_modules": [1, 2]}}, "search.target_modules: each option must be"),
+    ("validation fraction", {"data": {"validation_fraction": 1.5}}, "data.validation_fraction: Input should be less than 1"),
+    ("max_length below scaffolding", {"search": {"max_length": {"choice": [16, 256]}}},
+     "search.max_length: 16 tokens is not longer than the prompt scaffolding"),
+    ("missing model folder", {"model": {"name_or_path": "/nonexistent/model"}}, "model.name_or_path /nonexistent/model does not exist"),
+    ("hub id while offline", {"model": {"name_or_path": "no-such-org/no-such-model"}},
+     "model.name_or_path no-such-org/no-such-model: tokenizer cannot be loaded from this hub id"),
+    ("missing data file", {"data": {"path": "/nonexistent/data.jsonl"}}, "data.path /nonexistent/data.jsonl does not exist"),
+    ("missing field", {"data": {"summary_field": "abstract"}}, "missing field 'abstract'"),
+    ("no train split", {"data": {"train_split": "training"}}, "no 'training' split"),
+]
+
+
+@pytest.mark.parametrize("case,change,message", BAD_CONFIGS, ids=[c[0] for c in BAD_CONFIGS])
+def test_bad_config_fails_with_one_line_naming_the_problem(case, change, message, tiny_model_path, tmp_path, capsys):
+    config = tiny_sweep_dict(tiny_model_path, tmp_path / "results", **change)
+    path = write_config(tmp_path / "sweep.yaml", config)
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("qlora-sweep: error: "), err
+    assert message in err
+    assert not (tmp_path / "results").exists()
+
+
+def _jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+BAD_DATA = [
+    ("empty file", lambda d: (d / "train.jsonl").write_text(""), "the dataset is empty"),
+    ("no rows in csv", lambda d: (d / "train.csv").write_text("dialogue,summary\n"), "the dataset is empty"),
+    ("field missing", lambda d: _jsonl(d / "train.jsonl", [{"dialogue": "hi", "abstract": "x"}]), "missing field 'summary'"),
+    ("not json", lambda d: (d / "train.jsonl").write_text("{not json\n"), "cannot be read"),
+    ("no data files", lambda d: (d / "notes.txt").write_text("x"), "no .jsonl/.json/.csv/.parquet files"),
+]
+
+
+@pytest.mark.parametrize("case,make,message", BAD_DATA, ids=[c[0] for c in BAD_DATA])
+def test_bad_data_fails_with_one_line_naming_the_file(case, make, message, tiny_model_path, tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    make(data)
+    config = tiny_sweep_dict(tiny_model_path, tmp_path / "results", data={"path": str(data)})
+    assert main(["validate", str(write_config(tmp_path / "sweep.yaml", config))]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+
+
+def test_missing_or_unparsable_config_file(tmp_path, capsys):
+    assert main(["validate", str(tmp_path / "none.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: [unclosed\n")
+    assert main(["validate", str(broken)]) == 2
+    assert "not valid YAML (line 2)" in capsys.readouterr().err
+    no_model = write_config(tmp_path / "no_model.yaml", {"name": "x"})
+    assert main(["validate", str(no_model)]) == 2
+    assert "model: Field required" in capsys.readouterr().err
+
+
+def test_set_overrides_any_field_and_parses_values_as_yaml(tiny_model_path, tmp_path):
+    path = write_config(tmp_path / "sweep.yaml", tiny_sweep_dict(tiny_model_path, tmp_path))
+    sweep = load_config(path, ["training.micro_batch_size=8", "search.lora_r={choice: [4, 64]}", "name=other",
+                                "data.max_train_examples=null"])
+    assert sweep.training.micro_batch_size == 8
+    assert sweep.search.lora_r == Choice(choice=[4, 64])
+    assert sweep.name == "other" and sweep.data.max_train_examples is None
+    with pytest.raises(ValueError, match="expected section.key=value"):
+        load_config(path, ["training.micro_batch_size"])
+    with pytest.raises(ValueError, match="training.micro_batch: unknown key"):
+        load_config(path, ["training.micro_batch=8"])
+
+
+def test_config_is_frozen_and_paths_become_absolute(tiny_model_path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = tiny_sweep_dict(tiny_model_path, tmp_path, data={"path": "./data"})
+    sweep = SweepConfig.model_validate(config)
+    assert sweep.data.path == str(tmp_path / "data")
+    with pytest.raises(Exception):
+        sweep.name = "changed"
+
+
+def test_trial_hyperparameters_merge_fixed_and_searched_values(tiny_model_path, tmp_path):
+    config = tiny_sweep_dict(tiny_model_path, tmp_path, search={"lora_dropout": 0.1,
+                                                               "target_modules": {"choice": ["all-linear", ["q_proj", "v_proj"]]}})
+    sweep = SweepConfig.model_validate(config)
+    assert set(sweep.search.searched) == {"lora_r", "lora_alpha", "learning_rate", "max_length", "target_modules"}
+    hp = TrialHyperparameters.resolve(sweep.search, {"lora_r": 4, "lora_alpha": 8, "learning_rate": 1e-3,
+                                                      "max_length": 192, "target_modules": "q_proj,v_proj"})
+    assert hp.lora_dropout == 0.1 and hp.target_modules == ["q_proj", "v_proj"]
+    assert isinstance(sweep.search.learning_rate, Range)
+
+
+def test_shipped_configs_are_valid():
+    for path in sorted(Path(__file__).resolve().parent.parent.joinpath("configs").glob("*.yaml")):
+        load_config(path)

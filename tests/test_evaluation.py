@@ -1,0 +1,40 @@
+import pytest
+from rouge_score import rouge_scorer
+
+from trainables.evaluation import cut_at_end_marker, rouge_scores
+
+PAIRS = [
+    ("#Person1# books a table for four on Friday.", "#Person2# books a table for 4 people on Friday at 7 pm."),
+    ("The cat sat on the mat. It was happy.", "A cat was sitting on a mat. The cat seemed happy."),
+    ("Totally unrelated words here.", "Nothing in common at all?"),
+]
+
+
+def test_rouge_equals_rouge_score_mean_f1_on_known_pairs():
+    predictions, references = zip(*PAIRS)
+    ours = rouge_scores(list(predictions), list(references))
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    for name in ("rouge1", "rouge2", "rougeL"):
+        expected = sum(scorer.score(r, p)[name].fmeasure for p, r in PAIRS) / len(PAIRS)
+        assert ours[name] == pytest.approx(expected, abs=1e-12)
+    # rougeLsum splits sentences onto lines first, as rouge_score expects for summary-level LCS.
+    lsum = rouge_scorer.RougeScorer(["rougeLsum"], use_stemmer=True)
+    expected = sum(
+        lsum.score(r.replace(". ", ".\n"), p.replace(". ", ".\n"))["rougeLsum"].fmeasure for p, r in PAIRS
+    ) / len(PAIRS)
+    assert ours["rougeLsum"] == pytest.approx(expected, abs=1e-12)
+
+
+def test_identical_texts_score_one_and_stemming_matches_word_forms():
+    assert rouge_scores(["the dogs are running"], ["the dogs are running"])["rougeL"] == 1.0
+    assert rouge_scores(["he runs"], ["he running"])["rouge1"] == 1.0
+
+
+def test_generation_is_cut_at_the_end_marker():
+    assert cut_at_end_marker(" A summary.\n\n### End\n### Instruct: more", "### End") == "A summary."
+    assert cut_at_end_marker("no marker", "### End") == "no marker"
+
+
+def test_mismatched_lengths_are_rejected():
+    with pytest.raises(ValueError, match="2 predictions for 1 references"):
+        rouge_scores(["a", "b"], ["a"])

@@ -1,0 +1,127 @@
+"""A whole sweep through the real stack: CLI, local Ray, Tune, OptunaSearch, ASHA, TRL,
+peft, bitsandbytes 4-bit on a tiny Llama, then `best` and `report` on its folder."""
+
+import json
+import shutil
+
+import pytest
+
+from tests.conftest import tiny_sweep_dict, write_config
+from tests.helpers import run_cli, trial_dirs
+
+NUM_TRIALS = 6
+MAX_RUNGS = 3
+
+
+@pytest.fixture(scope="module")
+def sweep(tiny_model_path, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sweep")
+    # eval_loss separates trials on a random tiny model (its ROUGE is ~0 for all), so ASHA has
+    # something to decide on; the default metric, rougeL, is exercised by the quickstart.
+    config = tiny_sweep_dict(
+        tiny_model_path, folder / "results", name="e2e",
+        search={"num_trials": NUM_TRIALS, "seed": 3},
+        scheduler={"metric": "eval_loss", "max_rungs": MAX_RUNGS, "grace_period": 1, "reduction_factor": 2},
+    )
+    done = run_cli("run", write_config(folder / "sweep.yaml", config))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return folder / "results" / "e2e", done
+
+
+def test_run_prints_the_experiment_folder_and_the_best_trial(sweep):
+    experiment, done = sweep
+    assert f"experiment folder: {experiment}" in done.stdout
+    assert "best trial:" in done.stdout and "adapter checkpoint:" in done.stdout
+    assert (experiment / "qlora_sweep.yaml").is_file()
+
+
+def test_every_trial_runs_and_asha_stops_at_least_one_early(sweep):
+    experiment, _ = sweep
+    dirs = trial_dirs(experiment)
+    assert len(dirs) == NUM_TRIALS
+    rungs = [len((d / "result.json").read_text().splitlines()) for d in dirs]
+    assert min(rungs) >= 1
+    assert any(r < MAX_RUNGS for r in rungs), f"ASHA stopped no trial: rungs per trial {rungs}"
+    assert any(r == MAX_RUNGS for r in rungs)
+    configs = {tuple(sorted(json.loads((d / "params.json").read_text()).items())) for d in dirs}
+    assert len(configs) == NUM_TRIALS  # Optuna proposed a new configuration each time
+
+
+def test_each_report_has_the_rung_metrics(sweep):
+    experiment, _ = sweep
+    rows = [json.loads(line) for line in (trial_dirs(experiment)[0] / "result.json").read_text().splitlines()]
+    for rung, row in enumerate(rows, start=1):
+        assert row["rung"] == rung and row["step"] == 2 * rung
+        for key in ("tokens_seen", "train_loss", "eval_loss", "rouge1", "rouge2", "rougeL", "rougeLsum",
+                    "tokens_per_s", "peak_memory_gb"):
+            assert isinstance(row[key], (int, float)), key
+        assert row["checkpoint_dir_name"]
+
+
+def test_checkpoints_hold_the_adapter_only_and_are_bounded_per_trial(sweep):
+    experiment, _ = sweep
+    for trial in trial_dirs(experiment):
+        checkpoints = sorted(trial.glob("checkpoint_*"))
+        assert 1 <= len(checkpoints) <= 2  # checkpoints_kept
+        for checkpoint in checkpoints:
+            assert (checkpoint / "adapter_model.safetensors").is_file()
+            assert not (checkpoint / "model.safetensors").exists()
+            assert (checkpoint / "qlora_sweep_trial.json").is_file()
+
+
+def test_best_adapter_loads_onto_the_base_with_peft_and_generates(sweep, tiny_model_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    experiment, _ = sweep
+    done = run_cli("best", experiment, "--json")
+    assert done.returncode == 0, done.stderr
+    best = json.loads(done.stdout)
+    assert best["metric"] == "eval_loss" and best["mode"] == "min"
+    losses = [json.loads(line)["eval_loss"] for d in trial_dirs(experiment)
+              for line in (d / "result.json").read_text().splitlines()]
+    assert best["metrics"]["eval_loss"] == pytest.approx(min(losses))
+    assert set(best["hyperparameters"]) == {"lora_r", "lora_alpha", "learning_rate", "max_length"}
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+    model = PeftModel.from_pretrained(base, best["checkpoint"])
+    trained_b = [p for n, p in model.named_parameters() if "lora_B" in n]
+    assert trained_b and any(p.abs().sum() > 0 for p in trained_b)  # B starts at zero: it trained
+    prompt = tokenizer("#Person1#: Hello.", return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**prompt, max_new_tokens=5, do_sample=False)
+    assert out.shape[1] == prompt["input_ids"].shape[1] + 5
+
+
+def test_report_ranks_every_trial_with_status_and_rungs(sweep):
+    experiment, _ = sweep
+    done = run_cli("report", experiment)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert "ranked by eval_loss" in lines[0]
+    assert lines[1].split()[:2] == ["trial", "status"] and "rungs" in lines[1]
+    assert len(lines) == 2 + NUM_TRIALS
+    assert "STOPPED_EARLY" in done.stdout and "TERMINATED" in done.stdout
+
+
+def test_best_and_report_work_on_a_copy_of_the_folder(sweep, tmp_path):
+    experiment, _ = sweep
+    copy = shutil.copytree(experiment, tmp_path / "elsewhere")
+    done = run_cli("best", copy, "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["checkpoint"].startswith(str(copy))
+    assert run_cli("report", copy).returncode == 0
+
+
+def test_tensorboard_has_each_trials_scalars_and_hyperparameters(sweep):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    experiment, _ = sweep
+    for trial in trial_dirs(experiment):
+        events = EventAccumulator(str(trial))
+        events.Reload()
+        assert "ray/tune/rougeL" in events.Tags()["scalars"]
+        assert "ray/tune/eval_loss" in events.Tags()["scalars"]
+        assert events.PluginTagToContent("hparams"), f"no HParams in {trial.name}"
