@@ -66,4 +66,18 @@ def build_trainer(
         callbacks=callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # metrics go to Tune's table, not raw dicts on stdout
+    keep_adapter_in_float32(model)
     return trainer
+
+
+def keep_adapter_in_float32(model: Any) -> None:
+    """Undo SFTTrainer's bf16 cast of QLoRA adapter weights.
+
+    A trial resumed from a checkpoint gets its adapter back through peft's load_adapter, which
+    upcasts to float32; without this, resumed and uninterrupted trials would train in different
+    precisions. float32 master weights are peft's default (matmuls still run in bf16 under
+    autocast on GPU). In place, so the optimizer built later holds these same tensors.
+    """
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != param.data.float().dtype:
+            param.data = param.data.float()
