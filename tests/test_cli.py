@@ -1,0 +1,55 @@
+import subprocess
+import sys
+import time
+
+from tests.conftest import tiny_sweep_dict, write_config
+from tests.helpers import ROOT, run_cli
+
+
+def test_validate_summarizes_a_good_config(tiny_model_path, tmp_path):
+    done = run_cli("validate", write_config(tmp_path / "s.yaml", tiny_sweep_dict(tiny_model_path, tmp_path / "r")))
+    assert done.returncode == 0, done.stderr
+    assert "config OK: tiny" in done.stdout and "64 train / 6 validation examples" in done.stdout
+    assert not (tmp_path / "r").exists()
+
+
+def test_run_with_a_bad_config_exits_2_quickly_and_writes_nothing(tiny_model_path, tmp_path):
+    config = tiny_sweep_dict(tiny_model_path, tmp_path / "results", search={"lora_alpha": {"choice": [0]}})
+    started = time.time()
+    done = run_cli("run", write_config(tmp_path / "s.yaml", config))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"qlora-sweep: error: {tmp_path / 's.yaml'}: search.lora_alpha: values must be > 0, got 0"]
+    assert "Ray" not in done.stdout + done.stderr and time.time() - started < 60
+    assert not (tmp_path / "results").exists()
+
+
+def test_run_refuses_an_experiment_name_that_already_exists(tiny_model_path, tmp_path):
+    existing = tmp_path / "results" / "tiny"
+    existing.mkdir(parents=True)
+    (existing / "keep.txt").write_text("earlier results")
+    done = run_cli("run", write_config(tmp_path / "s.yaml", tiny_sweep_dict(tiny_model_path, tmp_path / "results")))
+    assert done.returncode == 2
+    assert "already exists; give the sweep a new name (--set name=...)" in done.stderr
+    assert [p.name for p in existing.iterdir()] == ["keep.txt"]
+
+
+def test_best_on_a_folder_that_is_not_an_experiment_exits_2(tmp_path):
+    done = run_cli("best", tmp_path)
+    assert done.returncode == 2 and "no experiment_state-*.json" in done.stderr
+
+
+def test_the_driver_imports_no_cuda_heavy_module():
+    code = ("import sys, search.cli, search.tuner, search.results, search.checks, trainables.trial; "
+            "heavy = [m for m in ('torch', 'bitsandbytes', 'peft', 'transformers', 'trl') if m in sys.modules]; "
+            "print(heavy)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_python_dash_m_search_is_the_same_cli():
+    done = subprocess.run([sys.executable, "-m", "search", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0
+    for command in ("run", "validate", "best", "report", "fetch-model"):
+        assert command in done.stdout

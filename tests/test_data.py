@@ -1,0 +1,73 @@
+import json
+
+import pytest
+
+from search.config import ConfigError, DataConfig, PromptConfig
+from trainables.data import load_dialogues, tokenize_for_training
+
+ROWS = [{"id": str(i), "text": f"#Person1#: line {i}.\n#Person2#: ok.", "abstract": f"Summary {i}.", "topic": "t"}
+        for i in range(20)]
+
+
+def _write(folder, split, fmt, rows):
+    import pandas as pd
+
+    path = folder / f"{split}.{fmt}"
+    frame = pd.DataFrame(rows)
+    if fmt == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif fmt == "json":
+        path.write_text(json.dumps(rows))
+    elif fmt == "csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json", "csv", "parquet"])
+def test_each_local_format_loads_with_renamed_fields(fmt, tmp_path):
+    _write(tmp_path, "train", fmt, ROWS)
+    _write(tmp_path, "validation", fmt, ROWS[:5])
+    data = load_dialogues(DataConfig(path=str(tmp_path), dialogue_field="text", summary_field="abstract"))
+    assert len(data["train"]) == 20 and len(data["validation"]) == 5
+    assert data["train"].column_names == ["dialogue", "summary"]
+    assert data["validation"][0]["summary"] == "Summary 0."
+
+
+def test_a_single_file_is_split_by_the_validation_fraction_reproducibly(tmp_path):
+    path = _write(tmp_path, "all", "jsonl", ROWS)
+    config = DataConfig(path=str(path), dialogue_field="text", summary_field="abstract", validation_fraction=0.25)
+    first, second = load_dialogues(config), load_dialogues(config)
+    assert len(first["train"]) == 15 and len(first["validation"]) == 5
+    assert first["validation"]["summary"] == second["validation"]["summary"]
+
+
+def test_caps_limit_train_and_validation_examples(tmp_path):
+    _write(tmp_path, "train", "jsonl", ROWS)
+    _write(tmp_path, "validation", "jsonl", ROWS)
+    data = load_dialogues(DataConfig(path=str(tmp_path), dialogue_field="text", summary_field="abstract",
+                                     max_train_examples=7, max_validation_examples=3))
+    assert len(data["train"]) == 7 and len(data["validation"]) == 3
+
+
+def test_the_shipped_sample_is_the_default():
+    data = load_dialogues(DataConfig())
+    assert len(data["train"]) == 240 and len(data["validation"]) == 40
+
+
+def test_a_hub_id_fails_with_a_clear_message_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConfigError, match="is not a local path and could not be loaded from the Hugging Face hub"):
+        load_dialogues(DataConfig(path="some-org/some-dataset"))
+
+
+def test_tokenizing_drops_examples_whose_summary_cannot_fit(tiny_tokenizer, tmp_path):
+    rows = [{"dialogue": "#Person1#: hi.", "summary": "short."},
+            {"dialogue": "#Person1#: hi.", "summary": "a very long summary " * 40}]
+    _write(tmp_path, "train", "jsonl", rows)
+    _write(tmp_path, "validation", "jsonl", rows)
+    data = load_dialogues(DataConfig(path=str(tmp_path)))
+    encoded = tokenize_for_training(data["train"], tiny_tokenizer, PromptConfig(), 150)
+    assert len(encoded) == 1
+    assert set(encoded.column_names) == {"input_ids", "labels"}

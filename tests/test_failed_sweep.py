@@ -1,0 +1,26 @@
+"""A sweep whose trials all crash: `run` says so and exits non-zero, `report` lists the failures
+and `best` explains that nothing was scored."""
+
+import shutil
+
+from tests.conftest import tiny_sweep_dict, write_config
+from tests.helpers import run_cli
+
+
+def test_report_and_best_on_a_failed_experiment(tiny_model_path, tmp_path):
+    broken = shutil.copytree(tiny_model_path, tmp_path / "broken-model")
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")  # tokenizer loads, weights don't
+    config = tiny_sweep_dict(broken, tmp_path / "results", name="failing", trial_retries=0,
+                             search={"num_trials": 2})
+    done = run_cli("run", write_config(tmp_path / "s.yaml", config))
+    assert done.returncode == 1, done.stdout[-2000:]
+    assert "no best trial" in done.stdout
+
+    experiment = tmp_path / "results" / "failing"
+    report = run_cli("report", experiment)
+    assert report.returncode == 0, report.stderr
+    assert report.stdout.count("ERROR") == 2
+
+    best = run_cli("best", experiment)
+    assert best.returncode == 2
+    assert "no trial has reported rougeL yet" in best.stderr
