@@ -6,8 +6,11 @@ instead of in every trial. Loads a tokenizer and the data, never model weights.
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from search.config import ConfigError, SweepConfig, param_values
 
@@ -20,6 +23,34 @@ class DataSummary:
     validation_examples: int
     scaffolding_tokens: int
     fitting_at_min_length: str
+
+
+def hub_unreachable() -> str | None:
+    """Why the Hugging Face hub can't be used, or None. A 3 s probe, instead of the hub client's
+    ~50 s of retries before it says the same."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return "HF_HUB_OFFLINE is set"
+    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+    except OSError as exc:
+        return f"{host} is unreachable: {exc.strerror or exc}"
+    return None
+
+
+def prefer_local_cache_when_offline(sweep: SweepConfig) -> str | None:
+    """With a hub id in the config and no hub, look only in the local Hugging Face cache.
+
+    Must run before transformers or datasets is imported: they read HF_HUB_OFFLINE once, at
+    import. Ray workers started from this process inherit it.
+    """
+    uses_hub = not Path(sweep.model.name_or_path).is_absolute() or (
+        sweep.data.path is not None and not Path(sweep.data.path).is_absolute()
+    )
+    reason = hub_unreachable() if uses_hub else None
+    if reason:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    return reason
 
 
 def check_model_source(name_or_path: str) -> None:
@@ -35,7 +66,7 @@ def check_model_source(name_or_path: str) -> None:
             )
 
 
-def load_checked_tokenizer(sweep: SweepConfig):
+def load_checked_tokenizer(sweep: SweepConfig, offline_reason: str | None = None):
     from trainables.model import load_tokenizer
 
     check_model_source(sweep.model.name_or_path)
@@ -43,8 +74,15 @@ def load_checked_tokenizer(sweep: SweepConfig):
         return load_tokenizer(sweep.model)
     except Exception as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        where = "folder" if Path(sweep.model.name_or_path).is_absolute() else "hub id (is the Hugging Face hub reachable?)"
-        raise ConfigError(f"model.name_or_path {sweep.model.name_or_path}: tokenizer cannot be loaded from this {where}: {reason}") from None
+        if Path(sweep.model.name_or_path).is_absolute():
+            where = "this folder"
+        elif offline_reason:
+            where = f"this hub id: it is not in the local Hugging Face cache and {offline_reason}; give a local folder"
+            reason = ""
+        else:
+            where = "this hub id"
+        detail = f": {reason}" if reason else ""
+        raise ConfigError(f"model.name_or_path {sweep.model.name_or_path}: tokenizer cannot be loaded from {where}{detail}") from None
 
 
 def check_sweep(sweep: SweepConfig) -> DataSummary:
@@ -52,7 +90,8 @@ def check_sweep(sweep: SweepConfig) -> DataSummary:
     from trainables.data import load_dialogues
     from trainables.prompt import encode_example, scaffolding_length
 
-    tokenizer = load_checked_tokenizer(sweep)
+    offline_reason = prefer_local_cache_when_offline(sweep)
+    tokenizer = load_checked_tokenizer(sweep, offline_reason)
     dialogues = load_dialogues(sweep.data)
     scaffolding = scaffolding_length(tokenizer, sweep.prompt)
     shortest = int(min(param_values(sweep.search.max_length)))

@@ -53,3 +53,17 @@ def test_python_dash_m_search_is_the_same_cli():
     assert done.returncode == 0
     for command in ("run", "validate", "best", "report", "fetch-model"):
         assert command in done.stdout
+
+
+def test_a_hub_id_without_a_network_fails_fast_with_one_line(tiny_model_path, tmp_path):
+    import os
+
+    config = tiny_sweep_dict(tiny_model_path, tmp_path / "r", model={"name_or_path": "no-such-org/no-such-model"})
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    started = time.time()
+    done = subprocess.run([sys.executable, "-m", "search", "validate", str(write_config(tmp_path / "s.yaml", config))],
+                          capture_output=True, text=True, cwd=ROOT, env=env)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "model.name_or_path no-such-org/no-such-model" in lines[0]
+    assert time.time() - started < 30  # the hub client alone retries for ~50 s

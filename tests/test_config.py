@@ -42,7 +42,7 @@ BAD_CONFIGS = [
      "search.max_length: 16 tokens is not longer than the prompt scaffolding"),
     ("missing model folder", {"model": {"name_or_path": "/nonexistent/model"}}, "model.name_or_path /nonexistent/model does not exist"),
     ("hub id while offline", {"model": {"name_or_path": "no-such-org/no-such-model"}},
-     "model.name_or_path no-such-org/no-such-model: tokenizer cannot be loaded from this hub id"),
+     "model.name_or_path no-such-org/no-such-model: tokenizer cannot be loaded from this hub id: it is not in the local Hugging Face cache and HF_HUB_OFFLINE is set"),
     ("missing data file", {"data": {"path": "/nonexistent/data.jsonl"}}, "data.path /nonexistent/data.jsonl does not exist"),
     ("missing field", {"data": {"summary_field": "abstract"}}, "missing field 'abstract'"),
     ("no train split", {"data": {"train_split": "training"}}, "no 'training' split"),
