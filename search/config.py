@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Callable, Literal, Union
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -179,6 +179,16 @@ class EvaluationConfig(Section):
     batch_size: int = Field(16, ge=1, description="Dialogues per batched greedy generation.")
 
 
+def _check_numbers(param: Param, rule: str, holds: Callable[[float], bool], whole: bool = False) -> Param:
+    for value in param_values(param):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not number or (whole and value != int(value)):
+            raise ValueError(f"values must be {'whole numbers' if whole else 'numbers'}, got {value!r}")
+        if not holds(value):
+            raise ValueError(f"values must be {rule}, got {value!r}")
+    return param
+
+
 HYPERPARAMETERS = ("lora_r", "lora_alpha", "learning_rate", "max_length", "lora_dropout", "target_modules")
 
 
@@ -215,33 +225,20 @@ class SearchConfig(Section):
             raise ValueError("nothing to search: give at least one hyperparameter a {choice: [...]} or {low, high}")
         return self
 
-    @field_validator("lora_r", "lora_alpha", "max_length")
+    @field_validator("lora_r", "max_length")
     @classmethod
-    def _positive_ints(cls, param: Param, info) -> Param:
-        for value in param_values(param):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
-                raise ValueError(f"values must be whole numbers, got {value!r}")
-            if value <= 0:
-                raise ValueError(f"values must be > 0, got {value!r}")
-        return param
+    def _positive_whole(cls, param: Param) -> Param:
+        return _check_numbers(param, "> 0", lambda v: v > 0, whole=True)
 
-    @field_validator("learning_rate")
+    @field_validator("lora_alpha", "learning_rate")
     @classmethod
-    def _positive_lr(cls, param: Param) -> Param:
-        for value in param_values(param):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"values must be numbers, got {value!r}")
-            if value <= 0:
-                raise ValueError(f"values must be > 0, got {value!r}")
-        return param
+    def _positive(cls, param: Param) -> Param:
+        return _check_numbers(param, "> 0", lambda v: v > 0)
 
     @field_validator("lora_dropout")
     @classmethod
     def _dropout_range(cls, param: Param) -> Param:
-        for value in param_values(param):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-                raise ValueError(f"values must be in [0, 1), got {value!r}")
-        return param
+        return _check_numbers(param, "in [0, 1)", lambda v: 0 <= v < 1)
 
     @field_validator("target_modules")
     @classmethod

@@ -133,3 +133,10 @@ def test_trial_hyperparameters_merge_fixed_and_searched_values(tiny_model_path, 
 def test_shipped_configs_are_valid():
     for path in sorted(Path(__file__).resolve().parent.parent.joinpath("configs").glob("*.yaml")):
         load_config(path)
+
+
+def test_lora_alpha_may_be_fractional_but_rank_must_be_whole(tiny_model_path, tmp_path):
+    sweep = SweepConfig.model_validate(tiny_sweep_dict(tiny_model_path, tmp_path, search={"lora_alpha": {"choice": [8.5, 16]}}))
+    assert sweep.search.lora_alpha == Choice(choice=[8.5, 16])
+    with pytest.raises(Exception, match="lora_r: values must be whole numbers, got 4.5"):
+        load_config(write_config(tmp_path / "s.yaml", tiny_sweep_dict(tiny_model_path, tmp_path, search={"lora_r": {"choice": [4.5]}})))
