@@ -54,6 +54,7 @@ def run_sweep(sweep: SweepConfig) -> int:
     import ray
 
     from search.results import best_trial, format_best, load_experiment
+    from search.storage import check_storage_for_cluster
     from search.tuner import build_tuner
 
     refuse_existing_experiment(sweep)
@@ -62,6 +63,7 @@ def run_sweep(sweep: SweepConfig) -> int:
     # Inside `ray job submit` (RAY_ADDRESS set) or next to `ray start`, this joins that cluster;
     # otherwise it starts a local Ray for this process.
     ray.init(ignore_reinit_error=True)
+    check_storage_for_cluster(sweep)
     print(f"experiment folder: {sweep.experiment_path}", flush=True)
     write_resolved_config(sweep)
     results = build_tuner(sweep).fit()

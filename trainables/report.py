@@ -83,10 +83,20 @@ class RungReporter(TrainerCallback):
             **self.rouge,
             "tokens_per_s": rung_tokens / self.train_seconds if self.train_seconds else 0.0,
             "peak_memory_gb": peak_memory_gb(),
+            **placement(),
         }
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
         self._reset(tokens_seen=state.num_input_tokens_seen)
         _reset_peak_memory()
+
+
+def placement() -> dict[str, str]:
+    """Where this trial runs, from Ray itself: its node and the GPU ids Ray gave it."""
+    import ray
+
+    context = ray.get_runtime_context()
+    gpus = context.get_accelerator_ids().get("GPU", [])
+    return {"node_id": context.get_node_id(), "gpu_ids": ",".join(str(g) for g in gpus)}
 
 
 @contextlib.contextmanager

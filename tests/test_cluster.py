@@ -1,0 +1,99 @@
+"""Cluster sweeps on a real two-node Ray cluster on this machine, started like a real one:
+`ray start --head` with token authentication and the dashboard/job API on loopback, a second
+`ray start --address=...` node with its own custom resource, and sweeps sent with
+`ray job submit`. The second node runs in its own mount namespace with a private folder over
+one directory (and over /tmp/ray), so a storage path inside it is invisible to that node, as a
+node-local disk is on a real cluster."""
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import tiny_sweep_dict, write_config
+from tests.helpers import ROOT, run_cli, trial_dirs
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ray(env, *args, check=True, timeout=180):
+    done = subprocess.run([RAY, *args], env=env, capture_output=True, text=True, timeout=timeout)
+    if check and done.returncode != 0:
+        raise AssertionError(f"ray {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return done
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    base = tmp_path_factory.mktemp("cluster")
+    token = base / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    env.pop("RAY_ADDRESS", None)
+    gcs_port, dashboard_port = _free_port(), _free_port()
+    private = base / "node-local"  # the second node sees its own, empty, folder here
+    private.mkdir()
+    try:
+        _ray(env, "start", "--head", f"--port={gcs_port}", "--node-ip-address=127.0.0.1",
+             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", "--num-cpus=1",
+             "--object-store-memory=150000000", "--disable-usage-stats")
+        # Its own /tmp/ray too, as on a separate machine: nodes sharing one session folder would
+        # garbage-collect each other's runtime-env packages.
+        join = (f"mount -t tmpfs tmpfs {private} && mount -t tmpfs tmpfs /tmp/ray && exec {RAY} start --address=127.0.0.1:{gcs_port} "
+                f"--node-ip-address=127.0.0.1 --num-cpus=1 --resources='{{\"second_node\": 1}}' "
+                f"--object-store-memory=150000000 --disable-usage-stats")
+        done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", join],
+                              env=env, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        yield {"env": env, "address": f"http://127.0.0.1:{dashboard_port}", "base": base, "private": private}
+    finally:
+        _ray(env, "stop", "--force", check=False)
+
+
+def _submit(cluster, config_path, timeout=420):
+    return subprocess.run(
+        [RAY, "job", "submit", "--address", cluster["address"], "--working-dir", str(ROOT), "--",
+         sys.executable, "-m", "search", "run", str(config_path)],
+        env=cluster["env"], capture_output=True, text=True, timeout=timeout)
+
+
+def test_job_submit_spreads_trials_over_both_nodes_into_shared_storage(cluster, tiny_model_path):
+    shared = cluster["base"] / "shared"
+    config = tiny_sweep_dict(tiny_model_path, shared, name="on-cluster",
+                             search={"num_trials": 4, "max_concurrent_trials": 2})
+    done = _submit(cluster, write_config(cluster["base"] / "cluster.yaml", config))
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "succeeded" in done.stdout
+
+    experiment = shared / "on-cluster"
+    nodes = {json.loads(line)["node_id"] for d in trial_dirs(experiment)
+             for line in (d / "result.json").read_text().splitlines()}
+    alive = json.loads(_ray(cluster["env"], "list", "nodes", "--format=json", "--address",
+                            cluster["address"]).stdout)
+    assert len(nodes) == 2 and nodes <= {n["node_id"] for n in alive}
+
+    best = run_cli("best", experiment, "--json")
+    assert best.returncode == 0, best.stderr
+    assert Path(json.loads(best.stdout)["checkpoint"]).is_relative_to(experiment)
+
+
+def test_a_local_path_some_node_cannot_see_is_refused_before_any_trial(cluster, tiny_model_path):
+    storage = cluster["private"] / "results"
+    config = tiny_sweep_dict(tiny_model_path, storage, name="scattered")
+    done = _submit(cluster, write_config(cluster["base"] / "refused.yaml", config))
+    assert done.returncode != 0
+    assert "a local path that 1 of the cluster's 2 nodes cannot see" in done.stdout
+    assert "Use a bucket URI" in done.stdout
+    assert not storage.exists()  # nothing written, not even the storage root
