@@ -40,6 +40,11 @@ class Experiment:
 def load_experiment(path: str) -> Experiment:
     from ray.tune import ExperimentAnalysis
 
+    if "://" in path:
+        raise ConfigError(
+            f"{path}: best and report read a local folder; copy the experiment first "
+            "(e.g. aws s3 sync / gsutil rsync) or read it on a node that mounts it"
+        )
     path = os.path.abspath(os.path.expanduser(path))
     if not os.path.isdir(path):
         raise ConfigError(f"experiment folder {path} does not exist")

@@ -50,6 +50,16 @@ def write_resolved_config(sweep: SweepConfig) -> None:
         stream.write(text.encode("utf-8"))
 
 
+def warn_about_idle_gpus(sweep: SweepConfig) -> None:
+    import ray
+
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if gpus and not sweep.resources.gpus_per_trial:
+        # Ray hides every GPU from a trial that asks for none: it would train on the CPU.
+        print(f"warning: the cluster has {gpus:g} GPUs but resources.gpus_per_trial is 0, so trials "
+              "run on CPUs; set it to 1 (or a fraction to share a GPU)", file=sys.stderr, flush=True)
+
+
 def run_sweep(sweep: SweepConfig) -> int:
     import ray
 
@@ -64,6 +74,7 @@ def run_sweep(sweep: SweepConfig) -> int:
     # otherwise it starts a local Ray for this process.
     ray.init(ignore_reinit_error=True)
     check_storage_for_cluster(sweep)
+    warn_about_idle_gpus(sweep)
     print(f"experiment folder: {sweep.experiment_path}", flush=True)
     write_resolved_config(sweep)
     results = build_tuner(sweep).fit()

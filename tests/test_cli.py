@@ -67,3 +67,8 @@ def test_a_hub_id_without_a_network_fails_fast_with_one_line(tiny_model_path, tm
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "model.name_or_path no-such-org/no-such-model" in lines[0]
     assert time.time() - started < 30  # the hub client alone retries for ~50 s
+
+
+def test_best_on_a_bucket_uri_says_to_copy_it_first():
+    done = run_cli("best", "s3://bucket/experiment")
+    assert done.returncode == 2 and "copy the experiment first" in done.stderr
