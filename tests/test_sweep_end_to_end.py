@@ -125,3 +125,19 @@ def test_tensorboard_has_each_trials_scalars_and_hyperparameters(sweep):
         assert "ray/tune/rougeL" in events.Tags()["scalars"]
         assert "ray/tune/eval_loss" in events.Tags()["scalars"]
         assert events.PluginTagToContent("hparams"), f"no HParams in {trial.name}"
+
+
+def test_the_throughput_benchmark_reads_a_sweep_folder(sweep, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    experiment, _ = sweep
+    out = tmp_path / "summary.json"
+    done = subprocess.run([sys.executable, "benchmarks/sweep_throughput.py", str(experiment), "--json", str(out)],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    (summary,) = json.loads(out.read_text())
+    assert len(summary["trials"]) == NUM_TRIALS and summary["total_tokens"] > 0
+    assert summary["aggregate_tokens_per_s"] > 0 and len(summary["nodes_used"]) == 1
