@@ -23,6 +23,7 @@ class DataSummary:
     validation_examples: int
     scaffolding_tokens: int
     fitting_at_min_length: str
+    bad_rows: str  # "" when every row was usable
 
 
 def hub_unreachable() -> str | None:
@@ -87,7 +88,7 @@ def load_checked_tokenizer(sweep: SweepConfig, offline_reason: str | None = None
 
 def check_sweep(sweep: SweepConfig) -> DataSummary:
     """Raise ConfigError naming the problem, or describe the data that trials will see."""
-    from trainables.data import load_dialogues
+    from trainables.data import describe_problems, load_dialogues
     from trainables.prompt import encode_example, scaffolding_length
 
     offline_reason = prefer_local_cache_when_offline(sweep)
@@ -115,4 +116,5 @@ def check_sweep(sweep: SweepConfig) -> DataSummary:
         validation_examples=len(dialogues["validation"]),
         scaffolding_tokens=scaffolding,
         fitting_at_min_length=f"{fitting}/{len(sample)}",
+        bad_rows=describe_problems(dialogues["problems"]),
     )

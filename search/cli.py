@@ -70,6 +70,8 @@ def validate(sweep: SweepConfig) -> int:
     print(f"  data: {summary.train_examples} train / {summary.validation_examples} validation examples; "
           f"prompt scaffolding {summary.scaffolding_tokens} tokens; "
           f"{summary.fitting_at_min_length} sampled examples fit the smallest max_length")
+    if summary.bad_rows:
+        print(f"  bad rows ({sweep.data.bad_rows}): {summary.bad_rows}")
     print(f"  search: {', '.join(sweep.search.searched)} over {sweep.search.num_trials} trials; "
           f"ASHA on {sweep.scheduler.metric} ({sweep.scheduler.resolved_mode}), {sweep.scheduler.max_rungs} rungs "
           f"of {sweep.training.steps_per_rung} steps")
@@ -81,7 +83,9 @@ def run(sweep: SweepConfig) -> int:
     from search.checks import check_sweep
     from search.sweep import run_sweep
 
-    check_sweep(sweep)
+    summary = check_sweep(sweep)
+    if summary.bad_rows:
+        print(f"data: bad rows dropped or truncated: {summary.bad_rows}", flush=True)
     return run_sweep(sweep)
 
 

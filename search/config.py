@@ -137,6 +137,15 @@ class DataConfig(Section):
         100, ge=1, description="Validation examples scored for loss and ROUGE each rung (first N)."
     )
     seed: int = Field(0, description="Seed of the validation hold-out split.")
+    id_field: str = Field("id", description="Rows repeating an id already seen are bad rows (when the field exists).")
+    bad_rows: Literal["drop", "fail"] = Field(
+        "drop",
+        description="Rows with an empty or non-string dialogue/summary, invalid UTF-8, broken JSON or a repeated "
+        "id: drop them (counted and reported) or fail before the sweep starts.",
+    )
+    max_dialogue_chars: int = Field(
+        200_000, ge=1, description="Longer dialogues (~50k tokens) are cut to this many characters before tokenizing."
+    )
 
     @field_validator("path")
     @classmethod

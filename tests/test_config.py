@@ -69,7 +69,8 @@ BAD_DATA = [
     ("empty file", lambda d: (d / "train.jsonl").write_text(""), "the dataset is empty"),
     ("no rows in csv", lambda d: (d / "train.csv").write_text("dialogue,summary\n"), "the dataset is empty"),
     ("field missing", lambda d: _jsonl(d / "train.jsonl", [{"dialogue": "hi", "abstract": "x"}]), "missing field 'summary'"),
-    ("not json", lambda d: (d / "train.jsonl").write_text("{not json\n"), "cannot be read"),
+    ("not json", lambda d: (d / "train.jsonl").write_text("{not json\n"), "no readable rows (1 not valid JSON)"),
+    ("broken csv", lambda d: (d / "train.csv").write_bytes(b'dialogue,summary\n"unclosed,x\n'), "cannot be read"),
     ("no data files", lambda d: (d / "notes.txt").write_text("x"), "no .jsonl/.json/.csv/.parquet files"),
 ]
 
@@ -140,3 +141,15 @@ def test_lora_alpha_may_be_fractional_but_rank_must_be_whole(tiny_model_path, tm
     assert sweep.search.lora_alpha == Choice(choice=[8.5, 16])
     with pytest.raises(Exception, match="lora_r: values must be whole numbers, got 4.5"):
         load_config(write_config(tmp_path / "s.yaml", tiny_sweep_dict(tiny_model_path, tmp_path, search={"lora_r": {"choice": [4.5]}})))
+
+
+def test_yaml_is_loaded_safely(tmp_path, capsys):
+    target = tmp_path / "pwned"
+    config = tmp_path / "evil.yaml"
+    config.write_text(f'name: !!python/object/apply:os.system ["touch {target}"]\n')
+    assert main(["validate", str(config)]) == 2
+    assert "not valid YAML" in capsys.readouterr().err and not target.exists()
+
+
+def test_remote_code_stays_off_unless_the_config_turns_it_on(tiny_model_path, tmp_path):
+    assert SweepConfig.model_validate(tiny_sweep_dict(tiny_model_path, tmp_path)).model.trust_remote_code is False

@@ -3,6 +3,7 @@ import json
 import pytest
 
 from search.config import ConfigError, DataConfig, PromptConfig
+from tests.dirty_data import EXPECTED_PROBLEMS, GOOD_ROWS, write_dirty_data
 from trainables.data import load_dialogues, tokenize_for_training
 
 ROWS = [{"id": str(i), "text": f"#Person1#: line {i}.\n#Person2#: ok.", "abstract": f"Summary {i}.", "topic": "t"}
@@ -71,3 +72,19 @@ def test_tokenizing_drops_examples_whose_summary_cannot_fit(tiny_tokenizer, tmp_
     encoded = tokenize_for_training(data["train"], tiny_tokenizer, PromptConfig(), 150)
     assert len(encoded) == 1
     assert set(encoded.column_names) == {"input_ids", "labels"}
+
+
+def test_bad_rows_are_counted_per_problem_and_dropped_or_truncated(tmp_path):
+    data = load_dialogues(DataConfig(path=str(write_dirty_data(tmp_path / "dirty")), max_dialogue_chars=1000))
+    assert dict(data["problems"]["train"]) == EXPECTED_PROBLEMS
+    assert len(data["train"]) == GOOD_ROWS + 1  # the over-long dialogue stays, cut
+    assert max(len(d) for d in data["train"]["dialogue"]) == 1000
+    assert all(isinstance(s, str) and s.strip() for s in data["train"]["summary"])
+
+
+def test_bad_rows_fail_policy_names_every_problem_but_not_truncation(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        load_dialogues(DataConfig(path=str(write_dirty_data(tmp_path / "dirty")), bad_rows="fail"))
+    message = str(error.value)
+    assert "1 duplicate id" in message and "1 invalid UTF-8" in message and "1 not valid JSON" in message
+    assert "truncated" not in message and "set data.bad_rows: drop" in message

@@ -58,8 +58,15 @@ def test_each_report_has_the_rung_metrics(sweep):
         assert row["checkpoint_dir_name"]
 
 
+def _size(path):
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
 def test_checkpoints_hold_the_adapter_only_and_are_bounded_per_trial(sweep):
     experiment, _ = sweep
+    largest_checkpoint = max(_size(c) for c in experiment.glob("*/checkpoint_*"))
+    # At most trials x kept checkpoints x one checkpoint, plus small per-trial logs.
+    assert _size(experiment) <= NUM_TRIALS * (2 * largest_checkpoint + 512 * 1024)
     for trial in trial_dirs(experiment):
         checkpoints = sorted(trial.glob("checkpoint_*"))
         assert 1 <= len(checkpoints) <= 2  # checkpoints_kept

@@ -7,13 +7,16 @@ validation.jsonl, ...); a single file is the train split. Loading and tokenizing
 
 from __future__ import annotations
 
+import json
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from search.config import ConfigError, DataConfig, PromptConfig
 
 BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+TRUNCATED = "over-long dialogue (truncated)"  # kept, cut to max_dialogue_chars; never a reason to fail
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "search" / "samples"
 
 
@@ -56,13 +59,14 @@ def load_dialogues(data: DataConfig) -> dict[str, Any]:
         wanted = {data.train_split: files[data.train_split]}
         if data.validation_split and data.validation_split in files:
             wanted[data.validation_split] = files[data.validation_split]
-        splits = {}
+        splits, problems = {}, {}
         for split, file in wanted.items():
-            splits[split] = _load_file(file)
+            splits[split], problems[split] = _load_file(file, data)
     elif _looks_local(source):
         raise ConfigError(f"data.path {source} does not exist")
     else:
         splits = _load_hub(source)
+        problems = {split: Counter() for split in splits}
     if data.train_split not in splits:
         raise ConfigError(f"data {source}: no '{data.train_split}' split (found: {', '.join(splits)})")
 
@@ -77,8 +81,14 @@ def load_dialogues(data: DataConfig) -> dict[str, Any]:
         held_out = train.train_test_split(test_size=data.validation_fraction, seed=data.seed)
         train, validation = held_out["train"], held_out["test"]
 
-    train = _standardize(train, data)
-    validation = _standardize(validation, data)
+    train, train_problems = _clean(train, data, problems.get(data.train_split, Counter()))
+    held_out = problems.get(data.validation_split, Counter()) if data.validation_split in problems else Counter()
+    validation, validation_problems = _clean(validation, data, held_out)
+    report = {"train": train_problems, "validation": validation_problems}
+    dropped = {split: Counter({p: n for p, n in c.items() if p != TRUNCATED}) for split, c in report.items()}
+    if data.bad_rows == "fail" and any(sum(c.values()) for c in dropped.values()):
+        raise ConfigError(f"data {source}: bad rows ({describe_problems(dropped)}); "
+                          "fix them or set data.bad_rows: drop")
     if data.max_train_examples is not None:
         train = train.select(range(min(len(train), data.max_train_examples)))
     validation = validation.select(range(min(len(validation), data.max_validation_examples)))
@@ -86,21 +96,110 @@ def load_dialogues(data: DataConfig) -> dict[str, Any]:
         raise ConfigError(f"data {source}: the training set is empty")
     if len(validation) == 0:
         raise ConfigError(f"data {source}: the validation set is empty")
-    return {"train": train, "validation": validation}
+    return {"train": train, "validation": validation, "problems": report}
 
 
-def _load_file(file: Path):
+def describe_problems(report: dict[str, Counter]) -> str:
+    """'train: 2 empty summary, 1 duplicate id; validation: 1 invalid UTF-8' (dropped or truncated rows)."""
+    parts = []
+    for split, problems in report.items():
+        if problems:
+            parts.append(f"{split}: " + ", ".join(f"{n} {p}" for p, n in sorted(problems.items())))
+    return "; ".join(parts)
+
+
+def _row_problem(dialogue: Any, summary: Any) -> str:
+    for name, value in (("dialogue", dialogue), ("summary", summary)):
+        if value is None:
+            return f"missing {name}"
+        if not isinstance(value, str):
+            return f"non-string {name}"
+    if not dialogue.strip():
+        return "empty dialogue"
+    if not summary.strip():
+        return "empty summary"
+    if "\ufffd" in dialogue or "\ufffd" in summary:
+        return "invalid UTF-8"  # decoded with replacement characters by the file reader
+    return ""
+
+
+def _clean(dataset, data: DataConfig, problems: Counter):
+    """Standardized columns, bad rows dropped (and counted), over-long dialogues cut."""
+    problems = Counter(problems)
+    dialogues = dataset[data.dialogue_field] if data.dialogue_field in dataset.column_names else [None] * len(dataset)
+    summaries = dataset[data.summary_field] if data.summary_field in dataset.column_names else [None] * len(dataset)
+    ids = dataset[data.id_field] if data.id_field in dataset.column_names else [None] * len(dataset)
+    keep, seen = [], set()
+    for index, (dialogue, summary, row_id) in enumerate(zip(dialogues, summaries, ids)):
+        problem = _row_problem(dialogue, summary)
+        if not problem and row_id is not None:
+            if row_id in seen:
+                problem = "duplicate id"
+            seen.add(row_id)
+        if problem:
+            problems[problem] += 1
+        else:
+            keep.append(index)
+            if len(dialogue) > data.max_dialogue_chars:
+                problems[TRUNCATED] += 1
+    dataset = _standardize(dataset.select(keep), data)
+    if problems[TRUNCATED]:
+        limit = data.max_dialogue_chars
+        dataset = dataset.map(lambda row: {"dialogue": row["dialogue"][:limit]}, desc="truncate")
+    return dataset, problems
+
+
+def _load_file(file: Path, data: DataConfig) -> tuple[Any, Counter]:
+    """The file as a Dataset, and the rows that could not even be read, by problem."""
     import datasets
 
     if file.stat().st_size == 0:
         raise ConfigError(f"data file {file}: the dataset is empty")
     try:
-        loaded = datasets.load_dataset(BUILDERS[file.suffix], data_files=str(file), split="train")
+        return datasets.load_dataset(BUILDERS[file.suffix], data_files=str(file), split="train"), Counter()
     except Exception as exc:  # datasets raises many types for unreadable files
         if "corresponds to no data" in str(exc):
             raise ConfigError(f"data file {file}: the dataset is empty") from None
-        raise ConfigError(f"data file {file}: cannot be read ({_reason(exc)})") from None
-    return loaded
+        if file.suffix != ".jsonl":
+            raise ConfigError(f"data file {file}: cannot be read ({_reason(exc)})") from None
+    # One bad line (invalid UTF-8, broken JSON, a number where text belongs) makes datasets reject
+    # the whole file; read it line by line instead and count what had to be left out.
+    return _read_jsonl_row_by_row(file, data)
+
+
+def _read_jsonl_row_by_row(file: Path, data: DataConfig) -> tuple[Any, Counter]:
+    import datasets
+
+    fields = (data.id_field, data.dialogue_field, data.summary_field)
+    rows, problems, seen_fields = [], Counter(), set()
+    for raw in file.read_bytes().splitlines():
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            problems["invalid UTF-8"] += 1
+            continue
+        except json.JSONDecodeError:
+            problems["not valid JSON"] += 1
+            continue
+        if not isinstance(row, dict):
+            problems["not a JSON object"] += 1
+            continue
+        seen_fields.update(row)
+        wrong_type = [f for f in fields[1:] if row.get(f) is not None and not isinstance(row[f], str)]
+        if wrong_type:
+            problems[f"non-string {wrong_type[0]}"] += 1
+            continue
+        row_id = row.get(data.id_field)
+        # Arrow columns hold one type: ids of other types become their JSON text.
+        rows.append({**{f: row.get(f) for f in fields[1:]},
+                     data.id_field: row_id if isinstance(row_id, str) or row_id is None else json.dumps(row_id)})
+    if not rows:
+        reasons = ", ".join(f"{n} {problem}" for problem, n in problems.items())
+        raise ConfigError(f"data file {file}: no readable rows ({reasons})")
+    columns = {f: [r[f] for r in rows] for f in fields if f in seen_fields}
+    return datasets.Dataset.from_dict(columns), problems
 
 
 def _load_hub(dataset_id: str) -> dict[str, Any]:
