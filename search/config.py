@@ -180,6 +180,11 @@ class TrainingConfig(Section):
     )
     optimizer: str = Field("adamw_torch", description="Any transformers `optim` name, e.g. paged_adamw_8bit on GPU.")
     gradient_checkpointing: bool = Field(True, description="Recompute activations: less memory, ~30% slower.")
+    retry_on_oom: bool = Field(
+        True,
+        description="On CUDA out-of-memory, retry the trial once with half the micro-batch and twice the "
+        "gradient accumulation (the same effective batch), from its last checkpoint.",
+    )
     seed: int = 42
 
 

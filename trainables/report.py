@@ -83,6 +83,7 @@ class RungReporter(TrainerCallback):
             **self.rouge,
             "tokens_per_s": rung_tokens / self.train_seconds if self.train_seconds else 0.0,
             "peak_memory_gb": peak_memory_gb(),
+            "micro_batch_size": args.per_device_train_batch_size,  # halved after an out-of-memory retry
             **placement(),
         }
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))

@@ -4,6 +4,7 @@ trial is at the same point of its schedule at the same rung, whatever ASHA decid
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from search.config import TrainingConfig, TrialHyperparameters
@@ -81,3 +82,98 @@ def keep_adapter_in_float32(model: Any) -> None:
     for param in model.parameters():
         if param.requires_grad and param.dtype != param.data.float().dtype:
             param.data = param.data.float()
+
+
+class TrialOutOfMemory(RuntimeError):
+    """A trial that ran out of GPU memory, with the settings that did it."""
+
+
+def adapter_state(model: Any) -> dict:
+    """A copy of the trainable (LoRA) weights: a retry that finds no checkpoint starts from these."""
+    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def train_with_oom_retry(trainer_for, training: TrainingConfig, hp: TrialHyperparameters,
+                         resume_dir: str | None, model: Any, initial_adapter: dict) -> None:
+    """Train; on CUDA out-of-memory, once more at half the micro-batch and twice the accumulation.
+
+    The effective batch (micro-batch x accumulation) stays the same, so the learning-rate
+    schedule and the step count mean the same. The retry resumes from the newest checkpoint this
+    process wrote (or the one Tune restarted it from); with none, from the initial adapter.
+    A trial is its own process, so its failure frees its memory and leaves other trials sharing
+    the GPU running.
+    """
+    import gc
+
+    import torch
+    from transformers.trainer_utils import get_last_checkpoint
+
+    trainer = trainer_for(training)
+    try:
+        _train(trainer, training, hp, resume_dir)
+        return
+    except torch.cuda.OutOfMemoryError as exc:
+        cause = _oom_cause(training, hp)
+        if not training.retry_on_oom or training.micro_batch_size == 1:
+            raise TrialOutOfMemory(f"{cause}; lower training.micro_batch_size or search.max_length") from exc
+        output_dir = trainer.args.output_dir
+    del trainer
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    smaller = training.model_copy(update={
+        "micro_batch_size": training.micro_batch_size // 2,
+        "gradient_accumulation_steps": training.gradient_accumulation_steps * 2,
+    })
+    print(f"qlora-sweep: {cause}; retrying from the last checkpoint with micro_batch_size="
+          f"{smaller.micro_batch_size}, gradient_accumulation_steps={smaller.gradient_accumulation_steps}",
+          flush=True)
+    latest = (get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None) or resume_dir
+    if latest is None:
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name in initial_adapter:
+                    param.copy_(initial_adapter[name])
+    try:
+        _train(trainer_for(smaller), smaller, hp, latest)
+    except torch.cuda.OutOfMemoryError as exc:
+        raise TrialOutOfMemory(
+            f"{_oom_cause(smaller, hp)} (after retrying from micro_batch_size={training.micro_batch_size}); "
+            "lower training.micro_batch_size or search.max_length"
+        ) from exc
+
+
+def _oom_cause(training: TrainingConfig, hp: TrialHyperparameters) -> str:
+    return (f"out of GPU memory at micro_batch_size={training.micro_batch_size}, max_length={hp.max_length}, "
+            f"gradient_checkpointing={training.gradient_checkpointing}")
+
+
+def _train(trainer: Any, training: TrainingConfig, hp: TrialHyperparameters, resume_dir: str | None) -> None:
+    simulate_oom_for_tests(trainer, training, hp)
+    trainer.train(resume_from_checkpoint=resume_dir)
+
+
+def simulate_oom_for_tests(trainer: Any, training: TrainingConfig, hp: TrialHyperparameters) -> None:
+    """Test-only fault switch, so CI (no GPU) drives the real recovery path.
+
+    QLORA_SWEEP_TEST_OOM_ABOVE_TOKENS=T[@S]: a training step at global step >= S (default 0) of a
+    trial whose micro_batch_size x max_length exceeds T raises CUDA's out-of-memory error, as a
+    too-large batch would. A real OOM on a GPU is recorded in BENCHMARKS.md.
+    """
+    setting = os.environ.get("QLORA_SWEEP_TEST_OOM_ABOVE_TOKENS")
+    if not setting:
+        return
+    limit, _, first_step = setting.partition("@")
+    if training.micro_batch_size * hp.max_length <= int(limit):
+        return
+    from transformers import TrainerCallback
+
+    class RaiseOutOfMemory(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            import torch
+
+            if state.global_step >= int(first_step or 0):
+                raise torch.cuda.OutOfMemoryError(
+                    f"simulated: {training.micro_batch_size} x {hp.max_length} tokens > {limit}")
+
+    trainer.add_callback(RaiseOutOfMemory())

@@ -10,7 +10,7 @@ import os
 import warnings
 from typing import Any
 
-from search.config import SweepConfig, TrialHyperparameters
+from search.config import SweepConfig, TrainingConfig, TrialHyperparameters
 
 
 def run_trial(trial_config: dict[str, Any], sweep: SweepConfig) -> None:
@@ -22,7 +22,7 @@ def run_trial(trial_config: dict[str, Any], sweep: SweepConfig) -> None:
     from trainables.model import attach_lora, load_quantized_model, load_tokenizer
     from trainables.prompt import encode_prompt
     from trainables.report import RungReporter, checkpoint_to_resume
-    from trainables.train import build_trainer
+    from trainables.train import adapter_state, build_trainer, train_with_oom_retry
 
     hp = TrialHyperparameters.resolve(sweep.search, trial_config)
     set_seed(sweep.training.seed)
@@ -47,20 +47,23 @@ def run_trial(trial_config: dict[str, Any], sweep: SweepConfig) -> None:
             sweep.evaluation.max_new_tokens, sweep.evaluation.batch_size,
         )
 
+    initial_adapter = adapter_state(model)
     reporter = RungReporter(
         score_rouge,
         sweep.training.steps_per_rung,
         trial_record={"sweep": sweep.model_dump(mode="json"), "hyperparameters": hp.model_dump(mode="json")},
     )
-    trainer = build_trainer(
-        model, tokenizer, train_set, eval_set, sweep.training, hp,
-        total_steps=sweep.total_steps,
-        eval_batch_size=sweep.evaluation.batch_size,
-        output_dir=os.path.join(os.getcwd(), "trainer"),
-        callbacks=[reporter],
-    )
+    def trainer_for(training: TrainingConfig) -> Any:
+        return build_trainer(
+            model, tokenizer, train_set, eval_set, training, hp,
+            total_steps=sweep.total_steps,
+            eval_batch_size=sweep.evaluation.batch_size,
+            output_dir=os.path.join(os.getcwd(), "trainer"),
+            callbacks=[reporter],
+        )
+
     with checkpoint_to_resume() as resume_dir:
-        trainer.train(resume_from_checkpoint=resume_dir)
+        train_with_oom_retry(trainer_for, sweep.training, hp, resume_dir, model, initial_adapter)
 
 
 def quiet_libraries() -> None:

@@ -1,0 +1,63 @@
+"""Out-of-memory trials: named cause, one retry at half the micro-batch and twice the
+accumulation from the last checkpoint, and a trial that still fails leaves its neighbours running.
+CI has no GPU, so a test-only switch raises CUDA's OutOfMemoryError; what follows is the real path."""
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import tiny_sweep_dict, write_config
+from tests.helpers import ROOT, run_cli, trial_dirs
+
+
+def _run(config_path, oom_setting):
+    env = {**os.environ, "QLORA_SWEEP_TEST_OOM_ABOVE_TOKENS": oom_setting}
+    return subprocess.run([sys.executable, "-m", "search", "run", str(config_path)], capture_output=True,
+                          text=True, cwd=ROOT, env=env, timeout=600)
+
+
+def test_an_oom_trial_retries_at_half_the_micro_batch_from_its_checkpoint(tiny_model_path, tmp_path):
+    config = tiny_sweep_dict(
+        tiny_model_path, tmp_path / "results", name="oom-retry", trial_retries=0,
+        training={"steps_per_rung": 2, "micro_batch_size": 4, "gradient_accumulation_steps": 1,
+                  "gradient_checkpointing": False},
+        search={"lora_r": {"choice": [4]}, "max_length": 192, "num_trials": 1, "max_concurrent_trials": 1},
+        scheduler={"max_rungs": 3, "grace_period": 1},
+    )
+    done = _run(write_config(tmp_path / "s.yaml", config), "500@2")  # 4 x 192 > 500, from rung 2 on
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    output = done.stdout + done.stderr
+    assert "out of GPU memory at micro_batch_size=4, max_length=192" in output
+    assert "retrying from the last checkpoint with micro_batch_size=2, gradient_accumulation_steps=2" in output
+
+    (trial,) = trial_dirs(tmp_path / "results" / "oom-retry")
+    rows = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4, 6]  # resumed at the rung-1 checkpoint, not from 0
+    assert [r["micro_batch_size"] for r in rows] == [4, 2, 2]
+    # The same effective batch: each rung still sees 2 steps x 4 examples' worth of tokens.
+    per_rung = [b["tokens_seen"] - a["tokens_seen"] for a, b in zip([{"tokens_seen": 0}] + rows, rows)]
+    assert per_rung[1] == per_rung[2] and per_rung[1] > 0
+
+
+def test_a_trial_still_out_of_memory_fails_alone_with_its_cause(tiny_model_path, tmp_path):
+    config = tiny_sweep_dict(
+        tiny_model_path, tmp_path / "results", name="oom-fail", trial_retries=0,
+        training={"steps_per_rung": 2, "micro_batch_size": 1, "gradient_checkpointing": False},
+        search={"max_length": {"choice": [160, 192]}, "num_trials": 4, "seed": 1},
+        scheduler={"max_rungs": 2, "grace_period": 2},
+    )
+    done = _run(write_config(tmp_path / "s.yaml", config), "170")  # only max_length 192 trials "OOM"
+    experiment = tmp_path / "results" / "oom-fail"
+    lengths = {d.name: json.loads((d / "params.json").read_text())["max_length"] for d in trial_dirs(experiment)}
+    assert set(lengths.values()) == {160, 192}, lengths
+    report = run_cli("report", experiment).stdout
+    for line in report.splitlines()[2:]:
+        assert ("ERROR" in line) == (" 192 " in f" {line} "), report
+    for trial in trial_dirs(experiment):
+        error = trial / "error.txt"
+        if lengths[trial.name] == 192:
+            assert "out of GPU memory at micro_batch_size=1, max_length=192" in error.read_text()
+        else:
+            assert not error.exists() and len((trial / "result.json").read_text().splitlines()) == 2
+    assert done.returncode == 0  # the sweep itself completes, with its best from the survivors
