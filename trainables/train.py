@@ -118,15 +118,18 @@ def train_with_oom_retry(trainer_for, training: TrainingConfig, hp: TrialHyperpa
             raise TrialOutOfMemory(f"{cause}; lower training.micro_batch_size or search.max_length") from exc
         output_dir = trainer.args.output_dir
     del trainer
+    model.zero_grad(set_to_none=True)
     gc.collect()
+    in_use = ""
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+        in_use = f" ({torch.cuda.memory_allocated() / 2**30:.1f} GiB still allocated before the retry)"
     smaller = training.model_copy(update={
         "micro_batch_size": training.micro_batch_size // 2,
         "gradient_accumulation_steps": training.gradient_accumulation_steps * 2,
     })
     print(f"qlora-sweep: {cause}; retrying from the last checkpoint with micro_batch_size="
-          f"{smaller.micro_batch_size}, gradient_accumulation_steps={smaller.gradient_accumulation_steps}",
+          f"{smaller.micro_batch_size}, gradient_accumulation_steps={smaller.gradient_accumulation_steps}{in_use}",
           flush=True)
     latest = (get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None) or resume_dir
     if latest is None:
