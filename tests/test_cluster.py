@@ -97,3 +97,60 @@ def test_a_local_path_some_node_cannot_see_is_refused_before_any_trial(cluster, 
     assert "a local path that 1 of the cluster's 2 nodes cannot see" in done.stdout
     assert "Use a bucket URI" in done.stdout
     assert not storage.exists()  # nothing written, not even the storage root
+
+
+def _processes_of_second_node() -> list[int]:
+    """Every process in a mount namespace other than ours: the second node's Ray processes."""
+    ours = os.readlink("/proc/self/ns/mnt")
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.readlink(entry / "ns" / "mnt") != ours:
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+# Last in this module: it takes the second node away.
+def test_a_lost_node_s_trial_resumes_on_the_other_node_from_shared_storage(cluster, tiny_model_path):
+    import signal
+    import time
+
+    shared = cluster["base"] / "shared"
+    config = tiny_sweep_dict(
+        tiny_model_path, shared, name="lost-node", trial_retries=2,
+        training={"steps_per_rung": 12, "micro_batch_size": 2, "gradient_checkpointing": False},
+        search={"num_trials": 2, "max_concurrent_trials": 2},
+        scheduler={"max_rungs": 3, "grace_period": 3},  # no early stopping: both trials must finish
+    )
+    head_id = next(n["node_id"] for n in json.loads(_ray(cluster["env"], "list", "nodes", "--format=json",
+                                                        "--address", cluster["address"]).stdout)
+                   if n["is_head_node"])
+    job = subprocess.Popen(
+        [RAY, "job", "submit", "--address", cluster["address"], "--working-dir", str(ROOT), "--",
+         sys.executable, "-m", "search", "run", str(write_config(cluster["base"] / "lost.yaml", config))],
+        env=cluster["env"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    experiment, killed, deadline = shared / "lost-node", [], time.time() + 300
+    while not killed and time.time() < deadline and job.poll() is None:
+        for result in experiment.glob("*/result.json"):
+            rows = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+            if rows and rows[0]["node_id"] != head_id:  # a trial on the second node checkpointed rung 1
+                killed = _processes_of_second_node()
+                for pid in killed:
+                    os.kill(pid, signal.SIGKILL)
+                break
+        time.sleep(0.1)
+    output, _ = job.communicate(timeout=420)
+    assert killed, output[-3000:]
+    assert job.returncode == 0 and "succeeded" in output, output[-4000:]
+
+    moved = []
+    for trial in trial_dirs(experiment):
+        rows = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
+        assert [r["step"] for r in rows] == [12, 24, 36]
+        if rows[0]["node_id"] != head_id:
+            moved.append(rows)
+    assert len(moved) == 1
+    assert moved[0][-1]["node_id"] == head_id  # finished on the surviving node, from its checkpoint
