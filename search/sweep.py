@@ -33,7 +33,8 @@ def refuse_existing_experiment(sweep: SweepConfig) -> None:
         return
     path = Path(sweep.experiment_path)
     if path.exists() and any(path.iterdir()):
-        raise ConfigError(f"experiment folder {path} already exists; give the sweep a new name (--set name=...)")
+        raise ConfigError(f"experiment folder {path} already exists; continue it with --resume "
+                          "(or `qlora-sweep resume`), or give the sweep a new name (--set name=...)")
 
 
 def write_resolved_config(sweep: SweepConfig) -> None:
@@ -60,14 +61,22 @@ def warn_about_idle_gpus(sweep: SweepConfig) -> None:
               "run on CPUs; set it to 1 (or a fraction to share a GPU)", file=sys.stderr, flush=True)
 
 
-def run_sweep(sweep: SweepConfig) -> int:
+def load_resolved_config(experiment: str) -> SweepConfig:
+    """The config an experiment was started with, pointed at where the folder is now."""
+    folder = Path(experiment).expanduser().resolve()
+    recorded = folder / RESOLVED_CONFIG
+    if not recorded.is_file() or not (folder / "tuner.pkl").is_file():
+        raise ConfigError(f"{folder}: not a qlora-sweep experiment folder (no {RESOLVED_CONFIG} or tuner.pkl)")
+    values = yaml.safe_load(recorded.read_text(encoding="utf-8"))
+    values.update(storage=str(folder.parent), name=folder.name)  # it may have been copied or moved
+    return SweepConfig.model_validate(values)
+
+
+def _start_ray(sweep: SweepConfig) -> None:
     import ray
 
-    from search.results import best_trial, format_best, load_experiment
     from search.storage import check_storage_for_cluster
-    from search.tuner import build_tuner
 
-    refuse_existing_experiment(sweep)
     # Tune warns when it snapshots often; with a checkpoint every rung that is by design.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # Inside `ray job submit` (RAY_ADDRESS set) or next to `ray start`, this joins that cluster;
@@ -76,8 +85,31 @@ def run_sweep(sweep: SweepConfig) -> int:
     check_storage_for_cluster(sweep)
     warn_about_idle_gpus(sweep)
     print(f"experiment folder: {sweep.experiment_path}", flush=True)
+
+
+def resume_sweep(experiment: str) -> int:
+    """Continue a sweep whose driver died: same folder, same trials, searcher and ASHA state."""
+    from search.tuner import restore_tuner
+
+    sweep = load_resolved_config(experiment)
+    _start_ray(sweep)
+    return _finish(sweep, restore_tuner(sweep).fit())
+
+
+def run_sweep(sweep: SweepConfig, resume: bool = False) -> int:
+    from search.tuner import build_tuner
+
+    if resume and Path(sweep.experiment_path, RESOLVED_CONFIG).is_file():
+        return resume_sweep(sweep.experiment_path)
+    refuse_existing_experiment(sweep)
+    _start_ray(sweep)
     write_resolved_config(sweep)
-    results = build_tuner(sweep).fit()
+    return _finish(sweep, build_tuner(sweep).fit())
+
+
+def _finish(sweep: SweepConfig, results) -> int:
+    from search.results import best_trial, format_best, load_experiment
+
     print(f"\nexperiment folder: {sweep.experiment_path}")
     if "://" in sweep.experiment_path:
         return 0 if results.num_errors < len(results) else 1

@@ -30,7 +30,7 @@ def test_run_refuses_an_experiment_name_that_already_exists(tiny_model_path, tmp
     (existing / "keep.txt").write_text("earlier results")
     done = run_cli("run", write_config(tmp_path / "s.yaml", tiny_sweep_dict(tiny_model_path, tmp_path / "results")))
     assert done.returncode == 2
-    assert "already exists; give the sweep a new name (--set name=...)" in done.stderr
+    assert "already exists; continue it with --resume" in done.stderr
     assert [p.name for p in existing.iterdir()] == ["keep.txt"]
 
 

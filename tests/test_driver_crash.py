@@ -1,0 +1,84 @@
+"""A sweep whose driver is killed (kill -9) continues with `qlora-sweep resume`: finished trials
+stay finished, a trial with a checkpoint continues from it, the sweep ends with exactly the
+configured number of distinct trials, and ASHA still knows the results from before the crash."""
+
+import json
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+from tests.conftest import tiny_sweep_dict, write_config
+from tests.helpers import ROOT, run_cli, trial_dirs
+
+NUM_TRIALS = 6
+STEPS_PER_RUNG = 8
+
+
+def _rows(trial):
+    text = (trial / "result.json").read_text() if (trial / "result.json").exists() else ""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _ray_processes() -> int:
+    done = subprocess.run(["pgrep", "-f", "raylet|gcs_server|ray::"], capture_output=True, text=True)
+    return len(done.stdout.split())
+
+
+def test_a_killed_driver_resumes_with_trials_checkpoints_and_asha_state(tiny_model_path, tmp_path):
+    config = tiny_sweep_dict(
+        tiny_model_path, tmp_path / "results", name="crash",
+        training={"steps_per_rung": STEPS_PER_RUNG, "micro_batch_size": 2, "gradient_checkpointing": False},
+        search={"num_trials": NUM_TRIALS, "max_concurrent_trials": 2},
+        scheduler={"metric": "eval_loss", "max_rungs": 3, "grace_period": 1},
+    )
+    config_path = write_config(tmp_path / "s.yaml", config)
+    experiment = tmp_path / "results" / "crash"
+    driver = subprocess.Popen([sys.executable, "-m", "search", "run", str(config_path)], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    mid_trial, deadline = None, time.time() + 300
+    while mid_trial is None and time.time() < deadline and driver.poll() is None:
+        done_trials = [d for d in trial_dirs(experiment) if len(_rows(d)) == 3] if experiment.exists() else []
+        midway = [d for d in trial_dirs(experiment) if 1 <= len(_rows(d)) < 3] if experiment.exists() else []
+        if done_trials and midway:
+            mid_trial = midway[0].name
+            driver.send_signal(signal.SIGKILL)
+        time.sleep(0.05)
+    driver.wait(timeout=60)
+    assert mid_trial is not None, "the sweep finished before it could be interrupted"
+    before = {d.name: len(_rows(d)) for d in trial_dirs(experiment)}
+    for _ in range(120):  # Ray tears its local cluster down once it notices the driver is gone
+        if _ray_processes() == 0:
+            break
+        time.sleep(0.5)
+
+    # A plain `run` into the same folder is refused; `run --resume` or `resume` continues it.
+    refused = run_cli("run", config_path)
+    assert refused.returncode == 2 and "continue it with --resume" in refused.stderr
+    resumed = run_cli("resume", experiment)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+
+    dirs = trial_dirs(experiment)
+    assert len(dirs) == NUM_TRIALS
+    configs = {tuple(sorted(json.loads((d / "params.json").read_text()).items())) for d in dirs}
+    assert len(configs) == NUM_TRIALS
+    for d in dirs:
+        rows = _rows(d)
+        assert [r["step"] for r in rows] == [STEPS_PER_RUNG * (i + 1) for i in range(len(rows))], d.name
+        if before.get(d.name) == 3:
+            assert len({r["pid"] for r in rows}) == 1  # finished before the crash: not run again
+    continued = _rows(next(d for d in dirs if d.name == mid_trial))
+    if len(continued) > before[mid_trial]:  # ASHA may have stopped it at the rung it had reached
+        assert continued[before[mid_trial]]["pid"] != continued[0]["pid"]  # a new process, same steps on
+
+    sessions = sorted(experiment.glob("qlora_sweep_asha_state-*.pkl"))
+    assert len(sessions) == 2  # one per driver session
+    with open(sessions[-1], "rb") as f:
+        state = pickle.load(f)
+    first_rung = dict(state["_brackets"][0]._rungs)[1]
+    assert set(first_rung) == {json.loads(d.joinpath("result.json").read_text().splitlines()[0])["trial_id"]
+                               for d in dirs}  # includes trials that never reported after the crash
+
+    best = run_cli("best", experiment, "--json")
+    assert best.returncode == 0 and json.loads(best.stdout)["checkpoint"]
