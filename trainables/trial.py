@@ -39,6 +39,7 @@ def run_trial(trial_config: dict[str, Any], sweep: SweepConfig) -> None:
 
     # The 4-bit model with LoRA on top
     model = attach_lora(load_quantized_model(sweep.model, sweep.training.gradient_checkpointing), hp)
+    initial_adapter = adapter_state(model)  # where an out-of-memory retry with no checkpoint restarts
 
     # Train rung by rung; each rung ends in evaluation, a report and an adapter checkpoint
     def score_rouge(trained_model: Any) -> dict[str, float]:
@@ -47,12 +48,12 @@ def run_trial(trial_config: dict[str, Any], sweep: SweepConfig) -> None:
             sweep.evaluation.max_new_tokens, sweep.evaluation.batch_size,
         )
 
-    initial_adapter = adapter_state(model)
     reporter = RungReporter(
         score_rouge,
         sweep.training.steps_per_rung,
         trial_record={"sweep": sweep.model_dump(mode="json"), "hyperparameters": hp.model_dump(mode="json")},
     )
+
     def trainer_for(training: TrainingConfig) -> Any:
         return build_trainer(
             model, tokenizer, train_set, eval_set, training, hp,
