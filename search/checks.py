@@ -68,13 +68,14 @@ def check_model_source(name_or_path: str) -> None:
 
 
 def load_checked_tokenizer(sweep: SweepConfig, offline_reason: str | None = None):
+    from trainables.data import exception_reason
     from trainables.model import load_tokenizer
 
     check_model_source(sweep.model.name_or_path)
     try:
         return load_tokenizer(sweep.model)
     except Exception as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        reason = exception_reason(exc)
         if Path(sweep.model.name_or_path).is_absolute():
             where = "this folder"
         elif offline_reason:

@@ -32,6 +32,14 @@ METRICS_MODE = {
 }
 
 
+RESOLVED_CONFIG = "qlora_sweep.yaml"  # the resolved config, inside every experiment folder
+
+
+def is_uri(path: str) -> bool:
+    """A storage URI (s3://, gs://, ...) rather than a local path."""
+    return "://" in path
+
+
 class ConfigError(ValueError):
     """A config, data or model problem, as one line that names the key or file."""
 
@@ -325,7 +333,7 @@ class SweepConfig(Section):
     @property
     def experiment_path(self) -> str:
         """Where this sweep's results live: storage/name (local paths expanded)."""
-        if "://" in self.storage:
+        if is_uri(self.storage):
             return self.storage.rstrip("/") + "/" + self.name
         return str(Path(self.storage).expanduser().resolve() / self.name)
 

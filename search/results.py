@@ -12,9 +12,7 @@ from typing import Any
 
 import yaml
 
-from search.config import METRICS_MODE, ConfigError, Choice, Range
-
-RESOLVED_CONFIG = "qlora_sweep.yaml"
+from search.config import METRICS_MODE, RESOLVED_CONFIG, Choice, ConfigError, Range, is_uri
 REPORTED_METRICS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "eval_loss", "train_loss", "step", "tokens_seen")
 
 
@@ -40,7 +38,7 @@ class Experiment:
 def load_experiment(path: str) -> Experiment:
     from ray.tune import ExperimentAnalysis
 
-    if "://" in path:
+    if is_uri(path):
         raise ConfigError(
             f"{path}: best and report read a local folder; copy the experiment first "
             "(e.g. aws s3 sync / gsutil rsync) or read it on a node that mounts it"

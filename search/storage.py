@@ -13,7 +13,7 @@ import os
 import uuid
 from pathlib import Path
 
-from search.config import ConfigError, SweepConfig
+from search.config import ConfigError, SweepConfig, is_uri
 
 VISIBILITY_TIMEOUT_S = 120
 
@@ -23,7 +23,7 @@ def check_storage_for_cluster(sweep: SweepConfig) -> None:
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    if "://" in sweep.storage:
+    if is_uri(sweep.storage):
         return  # a bucket URI: every node writes to it directly
     nodes = [node for node in ray.nodes() if node["Alive"]]
     if len(nodes) <= 1:

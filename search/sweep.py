@@ -11,9 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from search.config import ConfigError, SweepConfig
-
-RESOLVED_CONFIG = "qlora_sweep.yaml"
+from search.config import RESOLVED_CONFIG, ConfigError, SweepConfig, is_uri
 
 
 def code_version() -> str:
@@ -29,7 +27,7 @@ def code_version() -> str:
 
 
 def refuse_existing_experiment(sweep: SweepConfig) -> None:
-    if "://" in sweep.experiment_path:
+    if is_uri(sweep.experiment_path):
         return
     path = Path(sweep.experiment_path)
     if path.exists() and any(path.iterdir()):
@@ -111,7 +109,7 @@ def _finish(sweep: SweepConfig, results) -> int:
     from search.results import best_trial, format_best, load_experiment
 
     print(f"\nexperiment folder: {sweep.experiment_path}")
-    if "://" in sweep.experiment_path:
+    if is_uri(sweep.experiment_path):
         return 0 if results.num_errors < len(results) else 1
     experiment = load_experiment(sweep.experiment_path)
     try:

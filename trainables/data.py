@@ -126,8 +126,7 @@ def _row_problem(dialogue: Any, summary: Any) -> str:
 def _clean(dataset, data: DataConfig, problems: Counter):
     """Standardized columns, bad rows dropped (and counted), over-long dialogues cut."""
     problems = Counter(problems)
-    dialogues = dataset[data.dialogue_field] if data.dialogue_field in dataset.column_names else [None] * len(dataset)
-    summaries = dataset[data.summary_field] if data.summary_field in dataset.column_names else [None] * len(dataset)
+    dialogues, summaries = dataset[data.dialogue_field], dataset[data.summary_field]  # checked by _check_fields
     ids = dataset[data.id_field] if data.id_field in dataset.column_names else [None] * len(dataset)
     keep, seen = [], set()
     for index, (dialogue, summary, row_id) in enumerate(zip(dialogues, summaries, ids)):
@@ -161,7 +160,7 @@ def _load_file(file: Path, data: DataConfig) -> tuple[Any, Counter]:
         if "corresponds to no data" in str(exc):
             raise ConfigError(f"data file {file}: the dataset is empty") from None
         if file.suffix != ".jsonl":
-            raise ConfigError(f"data file {file}: cannot be read ({_reason(exc)})") from None
+            raise ConfigError(f"data file {file}: cannot be read ({exception_reason(exc)})") from None
     # One bad line (invalid UTF-8, broken JSON, a number where text belongs) makes datasets reject
     # the whole file; read it line by line instead and count what had to be left out.
     return _read_jsonl_row_by_row(file, data)
@@ -210,11 +209,11 @@ def _load_hub(dataset_id: str) -> dict[str, Any]:
     except Exception as exc:
         raise ConfigError(
             f"data.path '{dataset_id}' is not a local path and could not be loaded from the "
-            f"Hugging Face hub ({_reason(exc)}); give a local folder or file instead"
+            f"Hugging Face hub ({exception_reason(exc)}); give a local folder or file instead"
         ) from None
 
 
-def _reason(exc: BaseException) -> str:
+def exception_reason(exc: BaseException) -> str:
     """The first specific message: datasets wraps the parser's useful one in a generic error."""
     chain: list[BaseException] = []
     while exc is not None and exc not in chain:

@@ -79,8 +79,10 @@ def keep_adapter_in_float32(model: Any) -> None:
     precisions. float32 master weights are peft's default (matmuls still run in bf16 under
     autocast on GPU). In place, so the optimizer built later holds these same tensors.
     """
+    import torch
+
     for param in model.parameters():
-        if param.requires_grad and param.dtype != param.data.float().dtype:
+        if param.requires_grad and param.dtype != torch.float32:
             param.data = param.data.float()
 
 
