@@ -106,8 +106,11 @@ def run_sweep(sweep: SweepConfig, resume: bool = False) -> int:
 
 
 def _finish(sweep: SweepConfig, results) -> int:
+    from search.history import restore_result_rows
     from search.results import best_trial, format_best, load_experiment
 
+    for change in restore_result_rows(sweep.experiment_path):
+        print(f"qlora-sweep: {change}", flush=True)
     print(f"\nexperiment folder: {sweep.experiment_path}")
     if is_uri(sweep.experiment_path):
         return 0 if results.num_errors < len(results) else 1

@@ -5,6 +5,10 @@ Rungs are the Trainer's save points (every steps_per_rung steps). At each one th
 the rung's mean train loss, evaluates validation loss, then saves; on save we add ROUGE,
 throughput and memory, and report metrics plus that checkpoint (adapter and optimizer state,
 never the base weights) in one `tune.report`.
+
+Each checkpoint also carries the trial's rung history up to it. Tune's driver writes result.json
+and its own state on a timer, so a driver killed with -9 can lose rows that the checkpoints
+(written by the trial before it reports) still hold; `search.history` puts them back.
 """
 
 from __future__ import annotations
@@ -16,9 +20,12 @@ import resource
 import shutil
 import tempfile
 import time
+import uuid
 from typing import Any, Callable, Iterator
 
 from transformers import TrainerCallback
+
+from search.config import RUNG_HISTORY
 
 TRIAL_RECORD = "qlora_sweep_trial.json"  # resolved config + hyperparameters, inside every checkpoint
 
@@ -37,7 +44,15 @@ class RungReporter(TrainerCallback):
         self.score_rouge = score_rouge
         self.steps_per_rung = steps_per_rung
         self.trial_record = trial_record
+        self.history: list[dict[str, Any]] = []
         self._reset(tokens_seen=0)
+
+    def resume_history(self, checkpoint_dir: str | None) -> None:
+        """The rungs reported before the checkpoint this trial restarts from."""
+        path = os.path.join(checkpoint_dir or "", RUNG_HISTORY)
+        if checkpoint_dir and os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                self.history = [json.loads(line) for line in f if line.strip()]
 
     def _reset(self, tokens_seen: int) -> None:
         self.train_seconds = 0.0
@@ -85,7 +100,13 @@ class RungReporter(TrainerCallback):
             "peak_memory_gb": peak_memory_gb(),
             "micro_batch_size": args.per_device_train_batch_size,  # halved after an out-of-memory retry
             **placement(),
+            "report_id": uuid.uuid4().hex,  # ties this result.json row to the checkpoint histories
         }
+        # A rung redone after a restart replaces the record of the first attempt.
+        self.history = [row for row in self.history if row["step"] < state.global_step]
+        self.history.append({**metrics, "pid": os.getpid(), "timestamp": time.time()})
+        with open(os.path.join(checkpoint_dir, RUNG_HISTORY), "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(row) + "\n" for row in self.history)
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
         self._reset(tokens_seen=state.num_input_tokens_seen)
         _reset_peak_memory()

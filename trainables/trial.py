@@ -64,6 +64,7 @@ def run_trial(trial_config: dict[str, Any], sweep: SweepConfig) -> None:
         )
 
     with checkpoint_to_resume() as resume_dir:
+        reporter.resume_history(resume_dir)
         train_with_oom_retry(trainer_for, sweep.training, hp, resume_dir, model, initial_adapter)
 
 

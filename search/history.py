@@ -1,0 +1,105 @@
+"""Make each trial's result.json agree with the rung history its newest checkpoint carries.
+
+Tune's driver writes result.json and its experiment state to the storage folder on a timer, in
+the background. A driver killed with -9 can therefore leave a trial whose checkpoint Tune knows
+but whose rows never reached result.json, or rows for a rung whose checkpoint Tune had not yet
+registered (so the resumed trial runs that rung again). Every checkpoint holds the rungs that
+led to it (`RUNG_HISTORY`, written by the trial before it reports), and Tune always keeps a
+trial's newest checkpoint: that chain is the record of the weights the trial ended with.
+
+After a sweep (and after a resumed one) each result.json is made to match that chain: missing
+rows come back, marked `restored_from_checkpoint`; rows of a first attempt at a rung that was
+run again move to `result.superseded.json` beside it, so nothing is deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from search.config import RUNG_HISTORY
+
+# Fields Tune adds to every row that don't change within a trial.
+TRIAL_FIELDS = ("trial_id", "experiment_tag", "config", "hostname", "node_ip")
+
+
+def restore_result_rows(experiment_path: str) -> list[str]:
+    """Repair every trial folder of the experiment; returns one line per trial that changed."""
+    import pyarrow.fs
+
+    filesystem, root = pyarrow.fs.FileSystem.from_uri(experiment_path)
+    changes = []
+    for trial in filesystem.get_file_info(pyarrow.fs.FileSelector(root)):
+        if trial.type == pyarrow.fs.FileType.Directory:
+            change = _restore_trial(filesystem, trial.path)
+            if change:
+                changes.append(change)
+    return changes
+
+
+def _restore_trial(filesystem: Any, trial_dir: str) -> str | None:
+    chain = _newest_chain(filesystem, trial_dir)
+    if not chain:
+        return None
+    rows = _read_rows(filesystem, f"{trial_dir}/result.json")
+    chain_ids = {row["report_id"] for row in chain}
+    last_step = chain[-1]["step"]
+    kept, superseded = [], []
+    for row in rows:
+        redone = row.get("report_id") not in chain_ids and row.get("step", 0) <= last_step
+        (superseded if redone else kept).append(row)
+    present = {row.get("report_id") for row in kept}
+    trial_fields = {key: rows[-1][key] for key in TRIAL_FIELDS if rows and key in rows[-1]}
+    trial_fields.setdefault("trial_id", _trial_id_from_folder(trial_dir))
+    restored = [
+        {**trial_fields, **row, "training_iteration": row["rung"], "restored_from_checkpoint": True}
+        for row in chain if row["report_id"] not in present
+    ]
+    if not restored and not superseded:
+        return None
+    merged = sorted(kept + restored, key=lambda row: row.get("step", 0))
+    if superseded:
+        earlier = _read_rows(filesystem, f"{trial_dir}/result.superseded.json")
+        _write_rows(filesystem, f"{trial_dir}/result.superseded.json", earlier + superseded)
+    _write_rows(filesystem, f"{trial_dir}/result.json", merged)
+    return (f"{trial_dir.rsplit('/', 1)[-1]}: {len(restored)} result row(s) restored from its checkpoint, "
+            f"{len(superseded)} superseded by a rerun")
+
+
+def _newest_chain(filesystem: Any, trial_dir: str) -> list[dict[str, Any]]:
+    import pyarrow.fs
+
+    checkpoints = sorted(
+        info.path for info in filesystem.get_file_info(pyarrow.fs.FileSelector(trial_dir))
+        if info.type == pyarrow.fs.FileType.Directory and re.fullmatch(r"checkpoint_\d+", info.base_name)
+    )
+    for checkpoint in reversed(checkpoints):
+        chain = _read_rows(filesystem, f"{checkpoint}/{RUNG_HISTORY}")
+        if chain:
+            return chain
+    return []
+
+
+def _read_rows(filesystem: Any, path: str) -> list[dict[str, Any]]:
+    import pyarrow.fs
+
+    if filesystem.get_file_info(path).type != pyarrow.fs.FileType.File:
+        return []
+    with filesystem.open_input_stream(path) as stream:
+        text = stream.read().decode("utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _write_rows(filesystem: Any, path: str, rows: list[dict[str, Any]]) -> None:
+    # Written beside, then moved over: a reader never sees half a file.
+    partial = f"{path}.partial"
+    with filesystem.open_output_stream(partial) as stream:
+        stream.write("".join(json.dumps(row) + "\n" for row in rows).encode("utf-8"))
+    filesystem.move(partial, path)
+
+
+def _trial_id_from_folder(trial_dir: str) -> str:
+    # Tune names trial folders <trainable>_<trial_id>_<tag>; run_trial has one underscore.
+    parts = trial_dir.rsplit("/", 1)[-1].split("_")
+    return parts[2] if len(parts) > 2 else ""
