@@ -178,6 +178,19 @@ class PromptConfig(Section):
         return value
 
 
+def _auto_or(kind: type) -> Callable[[Any], Any]:
+    """`auto`, or a value of `kind`, with one message for anything else."""
+    def check(value: Any) -> Any:
+        if value == "auto" or (isinstance(value, kind) and (kind is bool or not isinstance(value, bool))):
+            return value
+        raise ValueError(f"must be auto or {'true/false' if kind is bool else 'a whole number'}, got {value!r}")
+    return check
+
+
+AutoOrBool = Annotated[Union[bool, Literal["auto"]], BeforeValidator(_auto_or(bool))]
+AutoOrInt = Annotated[Union[int, Literal["auto"]], BeforeValidator(_auto_or(int))]
+
+
 class TrainingConfig(Section):
     steps_per_rung: int = Field(20, ge=1, description="Optimizer steps between two reports (one ASHA rung).")
     micro_batch_size: int = Field(4, ge=1)
@@ -188,7 +201,16 @@ class TrainingConfig(Section):
         "linear", description="Over the full budget, max_rungs x steps_per_rung steps."
     )
     optimizer: str = Field("adamw_torch", description="Any transformers `optim` name, e.g. paged_adamw_8bit on GPU.")
-    gradient_checkpointing: bool = Field(True, description="Recompute activations: less memory, ~30% slower.")
+    gradient_checkpointing: AutoOrBool = Field(
+        "auto",
+        description="Recompute activations: less memory, ~25% more compute. auto: on only when one micro-batch's "
+        "activations would not fit the trial's memory (resources.gpu_memory_gb); off on CPU.",
+    )
+    padding_free: bool = Field(
+        True,
+        description="Train on each micro-batch as one row without padding; attention stays inside each example "
+        "(position ids -> block-diagonal mask). Same examples per step, no compute spent on padding.",
+    )
     retry_on_oom: bool = Field(
         True,
         description="On CUDA out-of-memory, retry the trial once with half the micro-batch and twice the "
@@ -199,7 +221,18 @@ class TrainingConfig(Section):
 
 class EvaluationConfig(Section):
     max_new_tokens: int = Field(96, ge=1, description="Longest generated summary scored by ROUGE.")
-    batch_size: int = Field(16, ge=1, description="Dialogues per batched greedy generation.")
+    batch_size: AutoOrInt = Field(
+        "auto",
+        description="Dialogues per batched greedy generation. auto: as many as the KV cache fits in the trial's "
+        "memory on GPU (at most 128), 16 on CPU.",
+    )
+
+    @field_validator("batch_size")
+    @classmethod
+    def _positive_batch(cls, value: int | str) -> int | str:
+        if value != "auto" and value < 1:
+            raise ValueError(f"must be at least 1 or auto, got {value}")
+        return value
 
 
 def _check_numbers(param: Param, rule: str, holds: Callable[[float], bool], whole: bool = False) -> Param:
@@ -301,6 +334,11 @@ class SchedulerConfig(Section):
 class ResourcesConfig(Section):
     cpus_per_trial: float = Field(1.0, gt=0)
     gpus_per_trial: float = Field(0.0, ge=0, description="Fractions (e.g. 0.5) put several trials on one GPU.")
+    gpu_memory_gb: float | None = Field(
+        None, gt=0,
+        description="GPU memory one trial may plan for (automatic checkpointing and evaluation batch). Default: "
+        "the GPU's memory times gpus_per_trial (capped at one GPU).",
+    )
 
     @field_validator("gpus_per_trial")
     @classmethod

@@ -25,7 +25,7 @@ def test_smollm2_loads_in_4bit_nf4_and_answers(smollm2):
     from trainables.model import load_quantized_model, load_tokenizer
 
     config = ModelConfig(name_or_path=str(smollm2))
-    model = load_quantized_model(config, gradient_checkpointing=False)
+    model = load_quantized_model(config)
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
     tokenizer = load_tokenizer(config)
     prompt = tokenizer("The capital of France is", return_tensors="pt")

@@ -25,9 +25,8 @@ def load_tokenizer(model: ModelConfig) -> Any:
     return tokenizer
 
 
-def load_quantized_model(model: ModelConfig, gradient_checkpointing: bool) -> Any:
+def load_quantized_model(model: ModelConfig) -> Any:
     import torch
-    from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     dtype = compute_dtype(model)
@@ -46,6 +45,15 @@ def load_quantized_model(model: ModelConfig, gradient_checkpointing: bool) -> An
         device_map=device_map,
         trust_remote_code=model.trust_remote_code,
     )
+    # Generation turns the KV cache on explicitly; in training a cache would also hide packed
+    # examples' boundaries from the attention mask (transformers builds it only without a cache).
+    base.config.use_cache = False
+    return base
+
+
+def prepare_for_training(base: Any, gradient_checkpointing: bool) -> Any:
+    from peft import prepare_model_for_kbit_training
+
     return prepare_model_for_kbit_training(base, use_gradient_checkpointing=gradient_checkpointing)
 
 

@@ -99,6 +99,7 @@ class RungReporter(TrainerCallback):
             "tokens_per_s": rung_tokens / self.train_seconds if self.train_seconds else 0.0,
             "peak_memory_gb": peak_memory_gb(),
             "micro_batch_size": args.per_device_train_batch_size,  # halved after an out-of-memory retry
+            "gradient_checkpointing": bool(args.gradient_checkpointing),  # as `auto` resolved it
             **placement(),
             "report_id": uuid.uuid4().hex,  # ties this result.json row to the checkpoint histories
         }

@@ -41,7 +41,8 @@ def build_trainer(
         weight_decay=training.weight_decay,
         optim=training.optimizer,
         seed=training.seed,
-        gradient_checkpointing=training.gradient_checkpointing,
+        gradient_checkpointing=training.gradient_checkpointing,  # resolved from auto by the trial
+        padding_free=training.padding_free,
         gradient_checkpointing_kwargs={"use_reentrant": False},
         bf16=on_gpu and dtype == torch.bfloat16,
         fp16=on_gpu and dtype == torch.float16,

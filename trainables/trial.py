@@ -19,7 +19,8 @@ def run_trial(trial_config: dict[str, Any], sweep: SweepConfig) -> None:
 
     from trainables.data import load_dialogues, tokenize_for_training
     from trainables.evaluation import rouge_on_validation
-    from trainables.model import attach_lora, load_quantized_model, load_tokenizer
+    from trainables.memory import generation_batch_size, memory_budget_bytes, use_gradient_checkpointing
+    from trainables.model import attach_lora, load_quantized_model, load_tokenizer, prepare_for_training
     from trainables.prompt import encode_prompt
     from trainables.report import RungReporter, checkpoint_to_resume
     from trainables.train import adapter_state, build_trainer, train_with_oom_retry
@@ -37,15 +38,20 @@ def run_trial(trial_config: dict[str, Any], sweep: SweepConfig) -> None:
     prompts = [encode_prompt(tokenizer, sweep.prompt, d, hp.max_length) for d in dialogues["validation"]["dialogue"]]
     references = list(dialogues["validation"]["summary"])
 
-    # The 4-bit model with LoRA on top
-    model = attach_lora(load_quantized_model(sweep.model, sweep.training.gradient_checkpointing), hp)
+    # The 4-bit model with LoRA on top; recompute activations only if memory needs it
+    base = load_quantized_model(sweep.model)
+    budget = memory_budget_bytes(sweep.resources)
+    checkpointing = use_gradient_checkpointing(sweep.training, base, hp.max_length, budget)
+    training = sweep.training.model_copy(update={"gradient_checkpointing": checkpointing})
+    model = attach_lora(prepare_for_training(base, checkpointing), hp)
     initial_adapter = adapter_state(model)  # where an out-of-memory retry with no checkpoint restarts
+    generation_batch = generation_batch_size(sweep.evaluation, model, hp.max_length, budget)
 
     # Train rung by rung; each rung ends in evaluation, a report and an adapter checkpoint
     def score_rouge(trained_model: Any) -> dict[str, float]:
         return rouge_on_validation(
             trained_model, tokenizer, prompts, references, sweep.prompt.end_marker,
-            sweep.evaluation.max_new_tokens, sweep.evaluation.batch_size,
+            sweep.evaluation.max_new_tokens, generation_batch,
         )
 
     reporter = RungReporter(
@@ -58,14 +64,14 @@ def run_trial(trial_config: dict[str, Any], sweep: SweepConfig) -> None:
         return build_trainer(
             model, tokenizer, train_set, eval_set, training, hp,
             total_steps=sweep.total_steps,
-            eval_batch_size=sweep.evaluation.batch_size,
+            eval_batch_size=generation_batch,
             output_dir=os.path.join(os.getcwd(), "trainer"),
             callbacks=[reporter],
         )
 
     with checkpoint_to_resume() as resume_dir:
         reporter.resume_history(resume_dir)
-        train_with_oom_retry(trainer_for, sweep.training, hp, resume_dir, model, initial_adapter)
+        train_with_oom_retry(trainer_for, training, hp, resume_dir, model, initial_adapter)
 
 
 def quiet_libraries() -> None:

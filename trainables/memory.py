@@ -1,0 +1,80 @@
+"""What one trial may spend of its GPU's memory, and the choices that depend on it: whether to
+recompute activations (gradient checkpointing) and how many dialogues to generate at once.
+
+The estimates are per token, from the model's shape; they lean high on purpose, and a trial that
+still runs out of memory is retried by trainables.train at half the micro-batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from search.config import EvaluationConfig, ResourcesConfig, TrainingConfig
+
+GIB = 2**30
+HEADROOM_BYTES = 2 * GIB  # CUDA context, allocator fragmentation, the optimizer's LoRA state
+MAX_GENERATION_BATCH = 128
+CPU_GENERATION_BATCH = 16
+
+
+def memory_budget_bytes(resources: ResourcesConfig) -> int | None:
+    """The trial's share of GPU memory; None on CPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    if resources.gpu_memory_gb is not None:
+        return int(resources.gpu_memory_gb * GIB)
+    share = min(resources.gpus_per_trial, 1.0) or 1.0
+    return int(torch.cuda.get_device_properties(0).total_memory * share)
+
+
+def activation_bytes_per_token(config: Any, gradient_checkpointing: bool) -> float:
+    """Activations a decoder keeps for the backward pass, per token, in bf16.
+
+    Without recompute each layer keeps about 16 hidden-size values per token (norm inputs and
+    outputs, partly float32; q/k/v; attention output; residuals; LoRA inputs) and 5 MLP-size ones
+    (gate, up, activation, product, LoRA input of down_proj). With recompute only each layer's input
+    stays, plus one layer rebuilt at a time. Not yet calibrated against a GPU measurement.
+    """
+    hidden, layers = config.hidden_size, config.num_hidden_layers
+    one_layer = 2 * (16 * hidden + 5 * config.intermediate_size)
+    if gradient_checkpointing:
+        return layers * 2 * hidden + one_layer
+    return layers * one_layer
+
+
+def use_gradient_checkpointing(training: TrainingConfig, model: Any, max_length: int, budget: int | None) -> bool:
+    """The configured choice, or for auto: recompute only when one micro-batch would not fit."""
+    if training.gradient_checkpointing != "auto":
+        return training.gradient_checkpointing
+    if budget is None:
+        return False  # CPU: host memory is not the limit, compute is
+    tokens = training.micro_batch_size * max_length
+    needed = model.get_memory_footprint() + tokens * activation_bytes_per_token(model.config, False) + HEADROOM_BYTES
+    return needed > budget
+
+
+def kv_cache_bytes_per_token(config: Any) -> int:
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    return 2 * config.num_hidden_layers * kv_heads * head_dim * 2  # keys and values, bf16
+
+
+def generation_batch_size(evaluation: EvaluationConfig, model: Any, longest_prompt: int, budget: int | None) -> int:
+    """The configured batch, or for auto: as many sequences as the KV cache fits into half the free share."""
+    if evaluation.batch_size != "auto":
+        return evaluation.batch_size
+    if budget is None:
+        return CPU_GENERATION_BATCH
+    free = budget - _allocated_bytes() - HEADROOM_BYTES
+    tokens = longest_prompt + evaluation.max_new_tokens
+    # Per sequence: its KV cache plus the float32 logits of one step over the vocabulary.
+    per_sequence = tokens * kv_cache_bytes_per_token(model.config) + 4 * model.config.vocab_size
+    return max(1, min(MAX_GENERATION_BATCH, int(free / 2 / per_sequence)))
+
+
+def _allocated_bytes() -> int:
+    import torch
+
+    return torch.cuda.memory_allocated() if torch.cuda.is_available() else 0
