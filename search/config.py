@@ -219,6 +219,9 @@ class TrainingConfig(Section):
     seed: int = 42
 
 
+AUTO_MIN_RUNG_EXAMPLES = 64
+
+
 class EvaluationConfig(Section):
     max_new_tokens: int = Field(96, ge=1, description="Longest generated summary scored by ROUGE.")
     batch_size: AutoOrInt = Field(
@@ -227,12 +230,38 @@ class EvaluationConfig(Section):
         "memory on GPU (at most 128), 16 on CPU.",
     )
 
+    rung_examples: list[int] | Literal["auto", "all"] = Field(
+        "auto",
+        description="Validation dialogues scored by ROUGE at rungs 1, 2, ...: a list (later rungs score all), "
+        "auto (the last rung all, each earlier rung half the next, at least 64), or all. The subset is the same "
+        "fixed-seed sample for every trial, so ASHA compares trials at a rung on the same dialogues; the last "
+        "rung and the leaderboard use the whole validation set.",
+    )
+
     @field_validator("batch_size")
     @classmethod
     def _positive_batch(cls, value: int | str) -> int | str:
         if value != "auto" and value < 1:
             raise ValueError(f"must be at least 1 or auto, got {value}")
         return value
+
+    @field_validator("rung_examples")
+    @classmethod
+    def _positive_counts(cls, value: list[int] | str) -> list[int] | str:
+        if isinstance(value, list):
+            if not value or any(n < 1 for n in value):
+                raise ValueError(f"each count must be at least 1, got {value}")
+            if value != sorted(value):
+                raise ValueError(f"counts must not shrink from one rung to the next, got {value}")
+        return value
+
+    def examples_at(self, rung: int, max_rungs: int, available: int) -> int:
+        """Validation dialogues ROUGE scores at this rung (1-based); the last rung scores them all."""
+        if self.rung_examples == "all" or rung >= max_rungs:
+            return available
+        if self.rung_examples == "auto":
+            return min(available, max(AUTO_MIN_RUNG_EXAMPLES, math.ceil(available / 2 ** (max_rungs - rung))))
+        return min(available, self.rung_examples[rung - 1]) if rung <= len(self.rung_examples) else available
 
 
 def _check_numbers(param: Param, rule: str, holds: Callable[[float], bool], whole: bool = False) -> Param:

@@ -77,6 +77,18 @@ def _best_row(rows: list[dict[str, Any]], metric: str, mode: str) -> dict[str, A
     return (max if mode == "max" else min)(scored, key=lambda r: r[metric])
 
 
+def _whole_set_rows(rows: list[dict[str, Any]], metric: str, whole: int) -> list[dict[str, Any]]:
+    """Rows whose ROUGE covers the whole validation set (early rungs may score a subset)."""
+    if not metric.startswith("rouge"):
+        return rows  # validation loss is always on the whole set
+    return [r for r in rows if not _finite(r.get("rouge_examples")) or r["rouge_examples"] >= whole]
+
+
+def _validation_size(histories: list[list[dict[str, Any]]]) -> int:
+    return max((int(r["rouge_examples"]) for rows in histories for r in rows if _finite(r.get("rouge_examples"))),
+               default=0)
+
+
 def _status(experiment: Experiment, trial: Any, rungs: int) -> str:
     if trial.status == "TERMINATED" and experiment.max_rungs and rungs < experiment.max_rungs:
         return "STOPPED_EARLY"
@@ -86,10 +98,14 @@ def _status(experiment: Experiment, trial: Any, rungs: int) -> str:
 def trial_rows(experiment: Experiment) -> list[dict[str, Any]]:
     """One row per trial, best first (trials with no score last)."""
     metric, mode = experiment.metric, experiment.mode
+    histories = {trial.trial_id: _history(experiment, trial) for trial in experiment.analysis.trials}
+    whole = _validation_size(list(histories.values()))
     rows = []
     for trial in experiment.analysis.trials:
-        history = _history(experiment, trial)
-        best = _best_row(history, metric, mode)
+        history = histories[trial.trial_id]
+        best = _best_row(_whole_set_rows(history, metric, whole), metric, mode)
+        # A trial ASHA stopped before the last rung has only subset scores: shown, ranked after the rest.
+        best_on_subset = None if best else _best_row(history, metric, mode)
         rungs = max((int(r.get("training_iteration") or 0) for r in history), default=0)
         rows.append({
             "trial_id": trial.trial_id,
@@ -98,21 +114,34 @@ def trial_rows(experiment: Experiment) -> list[dict[str, Any]]:
             "rungs": rungs,
             f"best_{metric}": best[metric] if best else None,
             "best_row": best,
+            "best_row_on_subset": best_on_subset,
             "trial": trial,
         })
     sign = -1 if mode == "max" else 1
-    rows.sort(key=lambda r: (r[f"best_{metric}"] is None, sign * (r[f"best_{metric}"] or 0)))
+
+    def rank(row: dict[str, Any]) -> tuple:
+        subset = row["best_row_on_subset"]
+        return (row["best_row"] is None, subset is None,
+                sign * (row[f"best_{metric}"] if row["best_row"] else subset[metric] if subset else 0))
+
+    rows.sort(key=rank)
     return rows
 
 
 def best_trial(experiment: Experiment) -> dict[str, Any]:
     metric, mode = experiment.metric, experiment.mode
-    ranked = [r for r in trial_rows(experiment) if r["best_row"] is not None]
+    rows = trial_rows(experiment)
+    ranked = [r for r in rows if r["best_row"] is not None]
+    notes = []
     if not ranked:
-        raise ConfigError(f"{experiment.path}: no trial has reported {metric} yet")
+        ranked = [{**r, "best_row": r["best_row_on_subset"]} for r in rows if r["best_row_on_subset"] is not None]
+        if not ranked:
+            raise ConfigError(f"{experiment.path}: no trial has reported {metric} yet")
+        notes.append(f"no trial has {metric} on the whole validation set yet; this is the best on the early "
+                     "rungs' subsets")
     top = ranked[0]
-    checkpoint = experiment.analysis.get_best_checkpoint(top["trial"], metric=metric, mode=mode)
     best = top["best_row"]
+    checkpoint = _checkpoint_of(experiment, top["trial"], best)
     return {
         "experiment": experiment.path,
         "metric": metric,
@@ -123,9 +152,20 @@ def best_trial(experiment: Experiment) -> dict[str, Any]:
         "rungs": top["rungs"],
         "best_rung": int(best.get("training_iteration") or 0),
         "metrics": {k: best[k] for k in REPORTED_METRICS if _finite(best.get(k))},
-        "checkpoint": checkpoint.path if checkpoint else None,
-        "warnings": boundary_warnings(experiment, top["hyperparameters"]),
+        "checkpoint": checkpoint,
+        "warnings": notes + boundary_warnings(experiment, top["hyperparameters"]),
     }
+
+
+def _checkpoint_of(experiment: Experiment, trial: Any, row: dict[str, Any]) -> str | None:
+    """The checkpoint saved with that very row, else the trial's best one that Tune kept."""
+    name = row.get("checkpoint_dir_name")
+    if isinstance(name, str) and name:
+        path = os.path.join(trial.path, name)
+        if os.path.isdir(path):
+            return path
+    checkpoint = experiment.analysis.get_best_checkpoint(trial, metric=experiment.metric, mode=experiment.mode)
+    return checkpoint.path if checkpoint else None
 
 
 def boundary_warnings(experiment: Experiment, hyperparameters: dict[str, Any]) -> list[str]:
@@ -165,6 +205,15 @@ def format_best(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_file_scores(scores: dict[str, Any]) -> str:
+    lines = [f"on {scores['file']}: {scores['examples']} dialogues ({scores['skipped_rows']} rows skipped), "
+             f"references: {', '.join(scores['reference_fields'])}"]
+    for rule, meaning in scores["rules"].items():
+        figures = ", ".join(f"{name}={value:.4f}" for name, value in scores[rule].items())
+        lines.append(f"  {rule} ({meaning}): {figures}")
+    return "\n".join(lines)
+
+
 def format_leaderboard(experiment: Experiment) -> str:
     rows = trial_rows(experiment)
     metric = experiment.metric
@@ -172,10 +221,16 @@ def format_leaderboard(experiment: Experiment) -> str:
     header = ["trial", "status", *params, "rungs", f"best {metric}"]
     table = [header]
     for r in rows:
-        best = r[f"best_{metric}"]
+        best, subset = r[f"best_{metric}"], r["best_row_on_subset"]
+        if best is not None:
+            shown = f"{best:.4f}"
+        elif subset is not None:
+            shown = f"({subset[metric]:.4f} on {int(subset['rouge_examples'])} dialogues)"
+        else:
+            shown = "-"
         table.append([
             r["trial_id"], r["status"], *(_short(r["hyperparameters"].get(p, "")) for p in params),
-            str(r["rungs"]), "-" if best is None else f"{best:.4f}",
+            str(r["rungs"]), shown,
         ])
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     lines = [f"experiment: {experiment.path} ({len(rows)} trials, ranked by {metric}, {experiment.mode})"]

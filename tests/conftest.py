@@ -32,7 +32,7 @@ def tiny_sweep_dict(model_path: Path, storage: Path, **sections) -> dict:
         "model": {"name_or_path": str(model_path)},
         "data": {"max_train_examples": 64, "max_validation_examples": 6},
         "training": {"steps_per_rung": 2, "micro_batch_size": 2, "gradient_checkpointing": False},
-        "evaluation": {"max_new_tokens": 12, "batch_size": 8},
+        "evaluation": {"max_new_tokens": 12, "batch_size": 8, "rung_examples": [2, 4]},
         "search": {
             "lora_r": {"choice": [2, 4]},
             "lora_alpha": {"choice": [4, 8]},

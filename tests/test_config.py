@@ -41,6 +41,8 @@ BAD_CONFIGS = [
     ("generation batch zero", {"evaluation": {"batch_size": 0}}, "evaluation.batch_size: must be at least 1 or auto, got 0"),
     ("checkpointing a number", {"training": {"gradient_checkpointing": 1}}, "training.gradient_checkpointing: must be auto or true/false, got 1"),
     ("memory budget zero", {"resources": {"gpu_memory_gb": 0}}, "resources.gpu_memory_gb"),
+    ("rung examples shrink", {"evaluation": {"rung_examples": [64, 32]}}, "evaluation.rung_examples: counts must not shrink"),
+    ("rung examples zero", {"evaluation": {"rung_examples": [0]}}, "evaluation.rung_examples: each count must be at least 1"),
     ("validation fraction", {"data": {"validation_fraction": 1.5}}, "data.validation_fraction: Input should be less than 1"),
     ("max_length below scaffolding", {"search": {"max_length": {"choice": [16, 256]}}},
      "search.max_length: 16 tokens is not longer than the prompt scaffolding"),
@@ -157,3 +159,15 @@ def test_yaml_is_loaded_safely(tmp_path, capsys):
 
 def test_remote_code_stays_off_unless_the_config_turns_it_on(tiny_model_path, tmp_path):
     assert SweepConfig.model_validate(tiny_sweep_dict(tiny_model_path, tmp_path)).model.trust_remote_code is False
+
+
+def test_rung_examples_grow_to_the_whole_validation_set_at_the_last_rung():
+    from search.config import EvaluationConfig
+
+    auto = EvaluationConfig()
+    assert [auto.examples_at(rung, 3, 500) for rung in (1, 2, 3)] == [125, 250, 500]
+    assert [auto.examples_at(rung, 4, 100) for rung in (1, 2, 3, 4)] == [64, 64, 64, 100]
+    listed = EvaluationConfig(rung_examples=[10, 20])
+    assert [listed.examples_at(rung, 4, 100) for rung in (1, 2, 3, 4)] == [10, 20, 100, 100]
+    assert [listed.examples_at(rung, 2, 15) for rung in (1, 2)] == [10, 15]  # the last rung scores all
+    assert EvaluationConfig(rung_examples="all").examples_at(1, 4, 100) == 100

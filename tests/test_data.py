@@ -88,3 +88,36 @@ def test_bad_rows_fail_policy_names_every_problem_but_not_truncation(tmp_path):
     message = str(error.value)
     assert "1 duplicate id" in message and "1 invalid UTF-8" in message and "1 not valid JSON" in message
     assert "truncated" not in message and "set data.bad_rows: drop" in message
+
+
+def test_trials_share_one_tokenized_copy_per_tokenizer_prompt_and_max_length(tiny_model_path, tmp_path):
+    """Each trial tokenizes in its own process; datasets' on-disk cache, keyed by the fingerprint of
+    (data, tokenizer, prompt, max_length), hands later trials the first one's result."""
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "validation"):
+        (data / f"{split}.jsonl").write_text((ROOT / "search" / "samples" / f"{split}.jsonl").read_text())
+    trial = (
+        "import sys, os; from search.config import DataConfig, ModelConfig, PromptConfig; "
+        "from trainables.data import load_dialogues, tokenize_for_training; "
+        "from trainables.model import load_tokenizer; "
+        f"d = load_dialogues(DataConfig(path={str(data)!r})); "
+        f"t = load_tokenizer(ModelConfig(name_or_path={str(tiny_model_path)!r})); "
+        "ds = tokenize_for_training(d['train'], t, PromptConfig(), int(sys.argv[1])); "
+        "f = ds.cache_files[0]['filename']; print(f, os.stat(f).st_mtime_ns)"
+    )
+
+    def tokenize_in_a_new_process(max_length):
+        done = subprocess.run([sys.executable, "-c", trial, str(max_length)], cwd=ROOT, capture_output=True,
+                              text=True, env={**__import__("os").environ, "HF_DATASETS_CACHE": str(tmp_path / "cache")})
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.split()
+
+    first = tokenize_in_a_new_process(256)
+    assert tokenize_in_a_new_process(256) == first  # same file, not rewritten
+    assert tokenize_in_a_new_process(320)[0] != first[0]  # another max_length, another copy

@@ -1,7 +1,7 @@
 import pytest
 from rouge_score import rouge_scorer
 
-from trainables.evaluation import cut_at_end_marker, rouge_scores
+from trainables.evaluation import BEST_REFERENCE, MEAN_OVER_REFERENCES, cut_at_end_marker, rouge_scores, rouge_scores_multi
 
 PAIRS = [
     ("#Person1# books a table for four on Friday.", "#Person2# books a table for 4 people on Friday at 7 pm."),
@@ -38,3 +38,16 @@ def test_generation_is_cut_at_the_end_marker():
 def test_mismatched_lengths_are_rejected():
     with pytest.raises(ValueError, match="2 predictions for 1 references"):
         rouge_scores(["a", "b"], ["a"])
+
+
+def test_several_references_score_by_the_best_match_and_by_the_mean():
+    prediction = "#Person1# books a table for four on Friday."
+    references = [prediction, "Nothing in common at all?"]
+    scores = rouge_scores_multi([prediction], [references])
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    unrelated = scorer.score(references[1], prediction)["rougeL"].fmeasure
+    assert scores[BEST_REFERENCE]["rougeL"] == 1.0
+    assert scores[MEAN_OVER_REFERENCES]["rougeL"] == pytest.approx((1.0 + unrelated) / 2)
+    # One reference: both rules agree with the single-reference score.
+    single = rouge_scores([prediction], [references[1]])
+    assert rouge_scores_multi([prediction], [[references[1]]])[MEAN_OVER_REFERENCES] == pytest.approx(single)

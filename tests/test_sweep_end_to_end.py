@@ -56,6 +56,32 @@ def test_each_report_has_the_rung_metrics(sweep):
                     "tokens_per_s", "peak_memory_gb"):
             assert isinstance(row[key], (int, float)), key
         assert row["checkpoint_dir_name"]
+        assert row["rouge_examples"] == [2, 4, 6][rung - 1]  # evaluation.rung_examples [2, 4], then all 6
+
+
+def test_ranking_by_rouge_uses_only_scores_on_the_whole_validation_set(sweep):
+    from dataclasses import replace
+
+    from search.results import best_trial, format_leaderboard, load_experiment, trial_rows
+
+    experiment, _ = sweep
+    loaded = load_experiment(str(experiment))
+    by_rouge = replace(loaded, config={**loaded.config, "scheduler": {**loaded.config["scheduler"], "metric": "rougeL"}})
+    rows = trial_rows(by_rouge)
+    finished = [r for r in rows if r["best_row"] is not None]
+    stopped = [r for r in rows if r["best_row"] is None]
+    assert finished and stopped  # ASHA stopped some before the last, whole-set rung
+    assert all(r["best_row"]["rouge_examples"] == 6 for r in finished)
+    assert all(r["best_row_on_subset"]["rouge_examples"] < 6 for r in stopped)
+    assert rows.index(finished[-1]) < rows.index(stopped[0])  # subset-only trials rank after
+    best = best_trial(by_rouge)
+    assert best["trial_id"] in {r["trial_id"] for r in finished}
+    assert best["checkpoint"].endswith(best_row_checkpoint(rows, best["trial_id"]))
+    assert "on 2 dialogues)" in format_leaderboard(by_rouge) or "on 4 dialogues)" in format_leaderboard(by_rouge)
+
+
+def best_row_checkpoint(rows, trial_id):
+    return next(r for r in rows if r["trial_id"] == trial_id)["best_row"]["checkpoint_dir_name"]
 
 
 def _size(path):
@@ -148,3 +174,41 @@ def test_the_throughput_benchmark_reads_a_sweep_folder(sweep, tmp_path):
     (summary,) = json.loads(out.read_text())
     assert len(summary["trials"]) == NUM_TRIALS and summary["total_tokens"] > 0
     assert summary["aggregate_tokens_per_s"] > 0 and len(summary["nodes_used"]) == 1
+
+
+def test_best_scores_its_adapter_on_a_test_file_with_three_references_by_both_rules(sweep, tmp_path):
+    from tests.tiny_model import SAMPLE
+
+    experiment, _ = sweep
+    rows = [json.loads(line) for line in SAMPLE.read_text().splitlines()[:5]]
+    test_file = tmp_path / "test.jsonl"
+    test_file.write_text("".join(json.dumps({
+        "id": r["id"], "dialogue": r["dialogue"], "summary1": r["summary"], "summary2": "Nothing alike here.",
+        "summary3": r["summary"].upper()}) + "\n" for r in rows) + json.dumps({"id": "x", "dialogue": "", "summary1": "s"}) + "\n")
+
+    done = run_cli("best", experiment, "--json", "--eval-file", test_file)
+    assert done.returncode == 0, done.stderr[-3000:]
+    scores = json.loads(done.stdout)["eval_file"]
+    assert scores["examples"] == 5 and scores["skipped_rows"] == 1
+    assert scores["reference_fields"] == ["summary1", "summary2", "summary3"]
+    assert set(scores["rules"]) == {"best_reference", "mean_over_references"}
+    for name in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
+        assert scores["best_reference"][name] >= scores["mean_over_references"][name] >= 0
+
+    text = run_cli("best", experiment, "--eval-file", test_file, "--reference-fields", "summary1", "--max-examples", "2")
+    assert text.returncode == 0, text.stderr[-3000:]
+    assert "2 dialogues" in text.stdout and "best_reference (per example" in text.stdout
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--eval-file", "/nonexistent/test.jsonl"], "--eval-file /nonexistent/test.jsonl does not exist"),
+    (["--max-examples", "3"], "--reference-fields and --max-examples go with --eval-file"),
+    (["--eval-file", "{file}", "--reference-fields", "gold"], "reference field(s) gold not in the file"),
+])
+def test_best_refuses_a_bad_evaluation_request_with_one_line(sweep, tmp_path, extra, message):
+    experiment, _ = sweep
+    test_file = tmp_path / "test.jsonl"
+    test_file.write_text(json.dumps({"dialogue": "#Person1#: Hi.", "summary": "A greeting."}) + "\n")
+    done = run_cli("best", experiment, *[a.format(file=test_file) for a in extra])
+    assert done.returncode == 2
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1

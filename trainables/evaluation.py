@@ -22,6 +22,19 @@ def _sentences_on_lines(text: str) -> str:
 
 def rouge_scores(predictions: list[str], references: list[str]) -> dict[str, float]:
     """Mean F1 of ROUGE-1/2/L/Lsum (0..1), rouge_score with the Porter stemmer."""
+    return rouge_scores_multi(predictions, [[r] for r in references])[BEST_REFERENCE]
+
+
+BEST_REFERENCE = "best_reference"  # per example, the reference scoring highest (rouge_score's score_multi)
+MEAN_OVER_REFERENCES = "mean_over_references"  # per example, the mean F1 over its references
+
+
+def rouge_scores_multi(predictions: list[str], references: list[list[str]]) -> dict[str, dict[str, float]]:
+    """Mean F1 over examples, each example scored against several references by both rules.
+
+    best_reference: per ROUGE type, the best-matching reference's F1 (rouge_score's score_multi).
+    mean_over_references: per ROUGE type, the F1 averaged over the example's references.
+    """
     from rouge_score import rouge_scorer
 
     if len(predictions) != len(references):
@@ -29,12 +42,18 @@ def rouge_scores(predictions: list[str], references: list[str]) -> dict[str, flo
     if not predictions:
         raise ValueError("no predictions to score")
     scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
-    totals = dict.fromkeys(ROUGE_TYPES, 0.0)
-    for prediction, reference in zip(predictions, references):
-        scores = scorer.score(_sentences_on_lines(reference), _sentences_on_lines(prediction))
+    totals = {rule: dict.fromkeys(ROUGE_TYPES, 0.0) for rule in (BEST_REFERENCE, MEAN_OVER_REFERENCES)}
+    for prediction, targets in zip(predictions, references):
+        if not targets:
+            raise ValueError("an example without a reference")
+        lines = _sentences_on_lines(prediction)
+        targets = [_sentences_on_lines(t) for t in targets]
+        best = scorer.score_multi(targets, lines)
+        each = [scorer.score(t, lines) for t in targets]
         for name in ROUGE_TYPES:
-            totals[name] += scores[name].fmeasure
-    return {name: total / len(predictions) for name, total in totals.items()}
+            totals[BEST_REFERENCE][name] += best[name].fmeasure
+            totals[MEAN_OVER_REFERENCES][name] += sum(s[name].fmeasure for s in each) / len(each)
+    return {rule: {name: total / len(predictions) for name, total in sums.items()} for rule, sums in totals.items()}
 
 
 def cut_at_end_marker(text: str, end_marker: str) -> str:

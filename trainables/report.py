@@ -40,7 +40,7 @@ def peak_memory_gb() -> float:
 
 
 class RungReporter(TrainerCallback):
-    def __init__(self, score_rouge: Callable[[Any], dict[str, float]], steps_per_rung: int, trial_record: dict):
+    def __init__(self, score_rouge: Callable[[Any, int], dict[str, float]], steps_per_rung: int, trial_record: dict):
         self.score_rouge = score_rouge
         self.steps_per_rung = steps_per_rung
         self.trial_record = trial_record
@@ -80,7 +80,7 @@ class RungReporter(TrainerCallback):
 
     def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
         self.eval_loss = float((metrics or {}).get("eval_loss", float("nan")))
-        self.rouge = self.score_rouge(model)
+        self.rouge = self.score_rouge(model, state.global_step // self.steps_per_rung)
 
     def on_save(self, args, state, control, **kwargs):
         from ray import tune

@@ -7,6 +7,7 @@ loading torch, transformers or bitsandbytes.
 from __future__ import annotations
 
 import os
+import random
 import warnings
 from typing import Any
 
@@ -47,12 +48,17 @@ def run_trial(trial_config: dict[str, Any], sweep: SweepConfig) -> None:
     initial_adapter = adapter_state(model)  # where an out-of-memory retry with no checkpoint restarts
     generation_batch = generation_batch_size(sweep.evaluation, model, hp.max_length, budget)
 
-    # Train rung by rung; each rung ends in evaluation, a report and an adapter checkpoint
-    def score_rouge(trained_model: Any) -> dict[str, float]:
-        return rouge_on_validation(
-            trained_model, tokenizer, prompts, references, sweep.prompt.end_marker,
-            sweep.evaluation.max_new_tokens, generation_batch,
+    # Train rung by rung; each rung ends in evaluation, a report and an adapter checkpoint.
+    # Early rungs score ROUGE on a prefix of one fixed-seed shuffle: the same dialogues for every trial.
+    scoring_order = random.Random(sweep.data.seed).sample(range(len(prompts)), len(prompts))
+
+    def score_rouge(trained_model: Any, rung: int) -> dict[str, float]:
+        chosen = scoring_order[: sweep.evaluation.examples_at(rung, sweep.scheduler.max_rungs, len(prompts))]
+        scores = rouge_on_validation(
+            trained_model, tokenizer, [prompts[i] for i in chosen], [references[i] for i in chosen],
+            sweep.prompt.end_marker, sweep.evaluation.max_new_tokens, generation_batch,
         )
+        return {**scores, "rouge_examples": len(chosen)}
 
     reporter = RungReporter(
         score_rouge,
