@@ -45,7 +45,25 @@ def summarize(experiment: Path) -> dict:
         "mean_trial_train_tokens_per_s": sum(t["train_tokens_per_s"] for t in trials) / len(trials),
         "gpus_used": sorted({g for t in trials for g in t["gpu_ids"] if g}),
         "nodes_used": sorted({t["node_id"] for t in trials}),
+        "per_gpu": per_gpu(trials, wall),
     }
+
+
+def per_gpu(trials: list[dict], wall: float) -> dict[str, dict]:
+    """Training tokens each physical GPU (node, GPU id) processed over the sweep's wall time, and
+    how many trials shared it: what packing several trials onto one GPU achieves."""
+    gpus: dict[str, dict] = {}
+    for t in trials:
+        for gpu in t["gpu_ids"] or [""]:
+            if not gpu:
+                continue
+            key = f"{t['node_id'][:8]}/gpu{gpu}"
+            entry = gpus.setdefault(key, {"trials": 0, "tokens": 0})
+            entry["trials"] += 1
+            entry["tokens"] += t["tokens"] / len(t["gpu_ids"])  # a multi-GPU trial's tokens split evenly
+    for entry in gpus.values():
+        entry["aggregate_tokens_per_s"] = entry["tokens"] / wall if wall else 0.0
+    return gpus
 
 
 def main() -> None:
@@ -58,6 +76,8 @@ def main() -> None:
         print(f"{s['experiment']}: {len(s['trials'])} trials on GPUs {s['gpus_used'] or 'none'}, "
               f"{s['total_tokens']} tokens in {s['wall_s']:.0f} s = {s['aggregate_tokens_per_s']:.0f} tokens/s aggregate; "
               f"mean per-trial training {s['mean_trial_train_tokens_per_s']:.0f} tokens/s")
+        for gpu, g in s["per_gpu"].items():
+            print(f"  {gpu}: {g['trials']} trials, {g['aggregate_tokens_per_s']:.0f} tokens/s aggregate")
         for t in s["trials"]:
             print(f"  {t['trial_id']} gpu {','.join(t['gpu_ids']) or '-'} node {t['node_id'][:8]} rungs {t['rungs']} "
                   f"tokens {t['tokens']} train {t['train_tokens_per_s']:.0f} tok/s peak {t['peak_memory_gb']:.1f} GB")

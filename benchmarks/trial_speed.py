@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 from search.config import (  # noqa: E402
     DataConfig, EvaluationConfig, ModelConfig, PromptConfig, ResourcesConfig, TrainingConfig, TrialHyperparameters,
 )
+from trainables.report import reset_peak_memory, synchronize_gpu  # noqa: E402
 
 SHAPES = {
     "llama3-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
@@ -138,8 +139,8 @@ def plain_train(model: Any, rows: Any, tokenizer: Any, micro_batch: int, steps: 
     tokens, started = 0, None
     for step in range(warmup + steps):
         if step == warmup:
-            _synchronize()
-            _reset_peak()
+            synchronize_gpu()
+            reset_peak_memory()
             started = time.perf_counter()
         examples = [rows[order[(step * micro_batch + i) % len(order)]] for i in range(micro_batch)]
         batch = _pad(examples, tokenizer.pad_token_id)
@@ -150,7 +151,7 @@ def plain_train(model: Any, rows: Any, tokenizer: Any, micro_batch: int, steps: 
         optimizer.zero_grad(set_to_none=True)
         if step >= warmup:
             tokens += int(batch["attention_mask"].sum())
-    _synchronize()
+    synchronize_gpu()
     return _speed(tokens, time.perf_counter() - started)
 
 
@@ -198,12 +199,12 @@ def trial_train(model: Any, rows: Any, tokenizer: Any, training: TrainingConfig,
     class Clock(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
             if state.global_step == warmup:
-                _synchronize()
-                _reset_peak()
+                synchronize_gpu()
+                reset_peak_memory()
                 self.started, self.tokens_at_start = time.perf_counter(), state.num_input_tokens_seen
 
         def on_train_end(self, args, state, control, **kwargs):
-            _synchronize()
+            synchronize_gpu()
             self.result = _speed(state.num_input_tokens_seen - self.tokens_at_start, time.perf_counter() - self.started)
 
     clock = Clock()
@@ -255,12 +256,12 @@ def measure_shape(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     ours.update(mfu=mfu(ours["tokens_per_s"], params, recompute=checkpointing), gradient_checkpointing=checkpointing,
                 padding_free=training.padding_free, memory_budget_gb=budget_gb)
     batch = generation_batch_size(EvaluationConfig(max_new_tokens=args.max_new_tokens), model, args.max_length, budget)
-    _synchronize()
+    synchronize_gpu()
     started = time.perf_counter()
     predictions = generate_summaries(model, tokenizer, data["prompts"], PromptConfig().end_marker,
                                      args.max_new_tokens, batch)
     rouge_scores(predictions, data["references"])
-    _synchronize()
+    synchronize_gpu()
     ours.update(rouge_eval_s=time.perf_counter() - started, generation_batch_size=batch)
     result["qlora_sweep"] = ours
     result["speedup"] = ours["tokens_per_s"] / plain["tokens_per_s"]
@@ -329,20 +330,6 @@ def _dtype():
     import torch
 
     return torch.bfloat16 if torch.cuda.is_available() else torch.float32
-
-
-def _synchronize() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def _reset_peak() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
 
 
 def _free() -> None:

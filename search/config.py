@@ -362,16 +362,24 @@ class SchedulerConfig(Section):
 
 class ResourcesConfig(Section):
     cpus_per_trial: float = Field(1.0, gt=0)
-    gpus_per_trial: float = Field(0.0, ge=0, description="Fractions (e.g. 0.5) put several trials on one GPU.")
+    gpus_per_trial: float | Literal["auto"] = Field(
+        0.0,
+        description="GPUs per trial. Fractions (e.g. 0.5) put several trials on one GPU; auto gives each trial "
+        "the share of a GPU its predicted peak memory needs (search.packing), so trials pack by memory.",
+    )
     gpu_memory_gb: float | None = Field(
         None, gt=0,
         description="GPU memory one trial may plan for (automatic checkpointing and evaluation batch). Default: "
-        "the GPU's memory times gpus_per_trial (capped at one GPU).",
+        "the GPU's memory times gpus_per_trial (capped at one GPU); with gpus_per_trial auto, its predicted peak.",
     )
 
-    @field_validator("gpus_per_trial")
+    @field_validator("gpus_per_trial", mode="before")
     @classmethod
-    def _whole_above_one(cls, value: float) -> float:
+    def _whole_above_one(cls, value: Any) -> Any:
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"must be auto or a number of GPUs (0 or more), got {value!r}")
         if value > 1 and value != int(value):
             raise ValueError(f"above 1 GPU only whole numbers are allowed, got {value}")
         return value

@@ -70,7 +70,7 @@ def load_resolved_config(experiment: str) -> SweepConfig:
     return SweepConfig.model_validate(values)
 
 
-def _start_ray(sweep: SweepConfig) -> None:
+def _start_ray(sweep: SweepConfig) -> int | None:
     import ray
 
     from search.storage import check_storage_for_cluster
@@ -82,7 +82,25 @@ def _start_ray(sweep: SweepConfig) -> None:
     ray.init(ignore_reinit_error=True)
     check_storage_for_cluster(sweep)
     warn_about_idle_gpus(sweep)
+    gpu_memory = plan_gpu_shares(sweep)
     print(f"experiment folder: {sweep.experiment_path}", flush=True)
+    return gpu_memory
+
+
+def plan_gpu_shares(sweep: SweepConfig) -> int | None:
+    """With gpus_per_trial auto: the GPU size shares are cut from, after checking the largest trial fits."""
+    from search.packing import GIB, check_every_trial_fits, smallest_gpu_memory_bytes
+
+    if sweep.resources.gpus_per_trial != "auto":
+        return None
+    gpu_memory = smallest_gpu_memory_bytes()
+    if gpu_memory is None:
+        print("gpus_per_trial: auto, and the cluster has no GPU: trials run on CPUs", flush=True)
+        return None
+    check_every_trial_fits(sweep, gpu_memory)
+    print(f"gpus_per_trial: auto: each trial gets the share of a {gpu_memory / GIB:.0f} GiB GPU its predicted "
+          "peak memory needs", flush=True)
+    return gpu_memory
 
 
 def resume_sweep(experiment: str) -> int:
@@ -90,8 +108,8 @@ def resume_sweep(experiment: str) -> int:
     from search.tuner import restore_tuner
 
     sweep = load_resolved_config(experiment)
-    _start_ray(sweep)
-    return _finish(sweep, restore_tuner(sweep).fit())
+    gpu_memory = _start_ray(sweep)
+    return _finish(sweep, restore_tuner(sweep, gpu_memory).fit())
 
 
 def run_sweep(sweep: SweepConfig, resume: bool = False) -> int:
@@ -100,9 +118,9 @@ def run_sweep(sweep: SweepConfig, resume: bool = False) -> int:
     if resume and Path(sweep.experiment_path, RESOLVED_CONFIG).is_file():
         return resume_sweep(sweep.experiment_path)
     refuse_existing_experiment(sweep)
-    _start_ray(sweep)
+    gpu_memory = _start_ray(sweep)
     write_resolved_config(sweep)
-    return _finish(sweep, build_tuner(sweep).fit())
+    return _finish(sweep, build_tuner(sweep, gpu_memory).fit())
 
 
 def _finish(sweep: SweepConfig, results) -> int:

@@ -97,22 +97,22 @@ def restore_scheduler_state(scheduler: "PersistentASHA", experiment_path: str) -
     return True
 
 
-def _trainable(sweep: SweepConfig) -> Any:
+def _trainable(sweep: SweepConfig, gpu_memory_bytes: int | None) -> Any:
     from ray import tune
 
+    from search.packing import trial_resources
     from trainables.trial import run_trial
 
-    resources = {"cpu": sweep.resources.cpus_per_trial, "gpu": sweep.resources.gpus_per_trial}
-    return tune.with_resources(tune.with_parameters(run_trial, sweep=sweep), resources)
+    return tune.with_resources(tune.with_parameters(run_trial, sweep=sweep), trial_resources(sweep, gpu_memory_bytes))
 
 
-def restore_tuner(sweep: SweepConfig) -> Any:
+def restore_tuner(sweep: SweepConfig, gpu_memory_bytes: int | None = None) -> Any:
     """The interrupted sweep's Tuner: finished trials stay finished, unfinished ones continue from
     their last checkpoint, errored ones are retried from theirs; Optuna's history and ASHA's rung
     records come back."""
     from ray import tune
 
-    tuner = tune.Tuner.restore(sweep.experiment_path, trainable=_trainable(sweep),
+    tuner = tune.Tuner.restore(sweep.experiment_path, trainable=_trainable(sweep, gpu_memory_bytes),
                                resume_unfinished=True, resume_errored=True)
     # Tune keeps the TuneConfig it restored on its internal tuner; there is no public accessor.
     internal = getattr(tuner, "_local_tuner", None)
@@ -123,7 +123,7 @@ def restore_tuner(sweep: SweepConfig) -> Any:
     return tuner
 
 
-def build_tuner(sweep: SweepConfig) -> Any:
+def build_tuner(sweep: SweepConfig, gpu_memory_bytes: int | None = None) -> Any:
     import optuna
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
@@ -142,7 +142,7 @@ def build_tuner(sweep: SweepConfig) -> Any:
         reduction_factor=sweep.scheduler.reduction_factor,
     )
     return tune.Tuner(
-        _trainable(sweep),
+        _trainable(sweep, gpu_memory_bytes),
         param_space=tune_search_space(sweep.search),
         tune_config=tune.TuneConfig(
             metric=metric,

@@ -174,6 +174,7 @@ def test_the_throughput_benchmark_reads_a_sweep_folder(sweep, tmp_path):
     (summary,) = json.loads(out.read_text())
     assert len(summary["trials"]) == NUM_TRIALS and summary["total_tokens"] > 0
     assert summary["aggregate_tokens_per_s"] > 0 and len(summary["nodes_used"]) == 1
+    assert summary["per_gpu"] == {}  # CPU trials: no GPU to aggregate over
 
 
 def test_best_scores_its_adapter_on_a_test_file_with_three_references_by_both_rules(sweep, tmp_path):

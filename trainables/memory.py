@@ -7,41 +7,33 @@ still runs out of memory is retried by trainables.train at half the micro-batch.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from search.config import EvaluationConfig, ResourcesConfig, TrainingConfig
+from search.packing import HEADROOM_BYTES, activation_bytes_per_token
 
 GIB = 2**30
-HEADROOM_BYTES = 2 * GIB  # CUDA context, allocator fragmentation, the optimizer's LoRA state
 MAX_GENERATION_BATCH = 128
 CPU_GENERATION_BATCH = 16
 
 
-def memory_budget_bytes(resources: ResourcesConfig) -> int | None:
-    """The trial's share of GPU memory; None on CPU."""
+def memory_budget_bytes(resources: ResourcesConfig, plan: Callable[[float], float] | None = None) -> int | None:
+    """The trial's share of GPU memory; None on CPU.
+
+    `plan` maps one GPU's memory to the trial's predicted peak: with gpus_per_trial auto, Ray
+    reserved that share of a GPU for the trial (search.packing), so that is its budget.
+    """
     import torch
 
     if not torch.cuda.is_available():
         return None
     if resources.gpu_memory_gb is not None:
         return int(resources.gpu_memory_gb * GIB)
-    share = min(resources.gpus_per_trial, 1.0) or 1.0
-    return int(torch.cuda.get_device_properties(0).total_memory * share)
-
-
-def activation_bytes_per_token(config: Any, gradient_checkpointing: bool) -> float:
-    """Activations a decoder keeps for the backward pass, per token, in bf16.
-
-    Without recompute each layer keeps about 16 hidden-size values per token (norm inputs and
-    outputs, partly float32; q/k/v; attention output; residuals; LoRA inputs) and 5 MLP-size ones
-    (gate, up, activation, product, LoRA input of down_proj). With recompute only each layer's input
-    stays, plus one layer rebuilt at a time. Not yet calibrated against a GPU measurement.
-    """
-    hidden, layers = config.hidden_size, config.num_hidden_layers
-    one_layer = 2 * (16 * hidden + 5 * config.intermediate_size)
-    if gradient_checkpointing:
-        return layers * 2 * hidden + one_layer
-    return layers * one_layer
+    total = torch.cuda.get_device_properties(0).total_memory
+    if resources.gpus_per_trial == "auto" and plan is not None:
+        return int(plan(total))
+    share = resources.gpus_per_trial if resources.gpus_per_trial != "auto" else 1.0
+    return int(total * (min(share, 1.0) or 1.0))
 
 
 def use_gradient_checkpointing(training: TrainingConfig, model: Any, max_length: int, budget: int | None) -> bool:

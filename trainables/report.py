@@ -65,13 +65,13 @@ class RungReporter(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         # On resume the Trainer has restored state: the rung starts from the saved token count.
         self._reset(tokens_seen=state.num_input_tokens_seen)
-        _reset_peak_memory()
+        reset_peak_memory()
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._step_started = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
-        _synchronize()
+        synchronize_gpu()
         self.train_seconds += time.perf_counter() - self._step_started
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -110,7 +110,7 @@ class RungReporter(TrainerCallback):
             f.writelines(json.dumps(row) + "\n" for row in self.history)
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
         self._reset(tokens_seen=state.num_input_tokens_seen)
-        _reset_peak_memory()
+        reset_peak_memory()
 
 
 def placement() -> dict[str, str]:
@@ -140,14 +140,14 @@ def checkpoint_to_resume() -> Iterator[str | None]:
         shutil.rmtree(local, ignore_errors=True)
 
 
-def _synchronize() -> None:
+def synchronize_gpu() -> None:
     import torch
 
     if torch.cuda.is_available():
         torch.cuda.synchronize()
 
 
-def _reset_peak_memory() -> None:
+def reset_peak_memory() -> None:
     import torch
 
     if torch.cuda.is_available():

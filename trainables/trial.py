@@ -12,6 +12,7 @@ import warnings
 from typing import Any
 
 from search.config import SweepConfig, TrainingConfig, TrialHyperparameters
+from search.packing import planned_peak
 
 
 def run_trial(trial_config: dict[str, Any], sweep: SweepConfig) -> None:
@@ -41,7 +42,8 @@ def run_trial(trial_config: dict[str, Any], sweep: SweepConfig) -> None:
 
     # The 4-bit model with LoRA on top; recompute activations only if memory needs it
     base = load_quantized_model(sweep.model)
-    budget = memory_budget_bytes(sweep.resources)
+    plan = planned_peak(sweep, hp) if sweep.resources.gpus_per_trial == "auto" else None
+    budget = memory_budget_bytes(sweep.resources, plan)
     checkpointing = use_gradient_checkpointing(sweep.training, base, hp.max_length, budget)
     training = sweep.training.model_copy(update={"gradient_checkpointing": checkpointing})
     model = attach_lora(prepare_for_training(base, checkpointing), hp)
