@@ -155,6 +155,11 @@ class DataConfig(Section):
     max_dialogue_chars: int = Field(
         200_000, ge=1, description="Longer dialogues (~50k tokens) are cut to this many characters before tokenizing."
     )
+    reuse_tokenized: bool = Field(
+        True,
+        description="Trials needing the same (data, tokenizer, prompt, max_length) reuse the first one's tokenized "
+        "copy from datasets' on-disk cache; false makes every trial tokenize again (a benchmark baseline).",
+    )
 
     @field_validator("path")
     @classmethod

@@ -108,12 +108,12 @@ def test_trials_share_one_tokenized_copy_per_tokenizer_prompt_and_max_length(tin
         "from trainables.model import load_tokenizer; "
         f"d = load_dialogues(DataConfig(path={str(data)!r})); "
         f"t = load_tokenizer(ModelConfig(name_or_path={str(tiny_model_path)!r})); "
-        "ds = tokenize_for_training(d['train'], t, PromptConfig(), int(sys.argv[1])); "
+        "ds = tokenize_for_training(d['train'], t, PromptConfig(), int(sys.argv[1]), sys.argv[2] == 'reuse'); "
         "f = ds.cache_files[0]['filename']; print(f, os.stat(f).st_mtime_ns)"
     )
 
-    def tokenize_in_a_new_process(max_length):
-        done = subprocess.run([sys.executable, "-c", trial, str(max_length)], cwd=ROOT, capture_output=True,
+    def tokenize_in_a_new_process(max_length, reuse="reuse"):
+        done = subprocess.run([sys.executable, "-c", trial, str(max_length), reuse], cwd=ROOT, capture_output=True,
                               text=True, env={**__import__("os").environ, "HF_DATASETS_CACHE": str(tmp_path / "cache")})
         assert done.returncode == 0, done.stderr[-2000:]
         return done.stdout.split()
@@ -121,3 +121,5 @@ def test_trials_share_one_tokenized_copy_per_tokenizer_prompt_and_max_length(tin
     first = tokenize_in_a_new_process(256)
     assert tokenize_in_a_new_process(256) == first  # same file, not rewritten
     assert tokenize_in_a_new_process(320)[0] != first[0]  # another max_length, another copy
+    again = tokenize_in_a_new_process(256, reuse="no")  # data.reuse_tokenized: false tokenizes anew
+    assert again != first

@@ -213,3 +213,30 @@ def test_best_refuses_a_bad_evaluation_request_with_one_line(sweep, tmp_path, ex
     done = run_cli("best", experiment, *[a.format(file=test_file) for a in extra])
     assert done.returncode == 2
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_the_sweep_benchmark_reads_finished_sweeps_into_curves_a_table_and_a_plot(sweep, tmp_path):
+    """benchmarks/sweep_benchmark.py --analyze-only on this sweep's folder standing in for (b), (c), (d)."""
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    experiment, _ = sweep
+    seed_folder = tmp_path / "out" / "seed0"
+    seed_folder.mkdir(parents=True)
+    for name in ("recipe-s0", "plain-tune-s0", "qlora-sweep-s0"):
+        shutil.copytree(experiment, seed_folder / name)
+    (seed_folder / "zero_shot.json").write_text(json.dumps({"rougeL": 0.05}))
+    config = write_config(tmp_path / "c.yaml", tiny_sweep_dict(experiment, tmp_path / "r"))
+    plot = tmp_path / "docs" / "curves.png"
+    done = subprocess.run([sys.executable, "benchmarks/sweep_benchmark.py", str(config), "--seeds", "0",
+                           "--out", str(tmp_path / "out"), "--plot", str(plot), "--analyze-only", "--gpus", "1"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (summary,) = json.loads((tmp_path / "out" / "summary.json").read_text())
+    plain, ours = summary["plain_tune"], summary["qlora_sweep"]
+    assert plain["points"] and plain["best"] == max(v for _, v in plain["points"])
+    assert ours["time_to_reach_plain_best_s"] == plain["time_to_best_s"]  # the same folder reaches it as soon
+    assert summary["sooner_than_plain"] in (1.0, None) and plain["gpu_hours"] == pytest.approx(plain["wall_s"] / 3600)
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -243,8 +243,12 @@ def _standardize(dataset, data: DataConfig):
     return dataset.rename_columns(renames) if renames else dataset
 
 
-def tokenize_for_training(dataset, tokenizer: Any, prompt: PromptConfig, max_length: int):
-    """input_ids/labels per example; examples whose summary cannot fit are dropped."""
+def tokenize_for_training(dataset, tokenizer: Any, prompt: PromptConfig, max_length: int, reuse: bool = True):
+    """input_ids/labels per example; examples whose summary cannot fit are dropped.
+
+    datasets caches the result on disk under a fingerprint of (data, tokenizer, prompt,
+    max_length), so later trials on the node load it instead of tokenizing again (`reuse`).
+    """
     from trainables.prompt import encode_example
 
     def encode(batch: dict[str, list]) -> dict[str, list]:
@@ -256,5 +260,6 @@ def tokenize_for_training(dataset, tokenizer: Any, prompt: PromptConfig, max_len
             out["labels"].append(encoded["labels"] if encoded else [])
         return out
 
-    encoded = dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc="tokenize")
-    return encoded.filter(lambda fits: fits, input_columns="fits").remove_columns("fits")
+    encoded = dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc="tokenize",
+                          load_from_cache_file=reuse)
+    return encoded.filter(lambda fits: fits, input_columns="fits", load_from_cache_file=reuse).remove_columns("fits")

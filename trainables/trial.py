@@ -15,6 +15,9 @@ from search.config import SweepConfig, TrainingConfig, TrialHyperparameters
 from search.packing import planned_peak
 
 
+EVAL_LOSS_BATCH = 16
+
+
 def run_trial(trial_config: dict[str, Any], sweep: SweepConfig) -> None:
     quiet_libraries()
     from transformers import set_seed
@@ -33,8 +36,9 @@ def run_trial(trial_config: dict[str, Any], sweep: SweepConfig) -> None:
     # Data and prompts
     tokenizer = load_tokenizer(sweep.model)
     dialogues = load_dialogues(sweep.data)
-    train_set = tokenize_for_training(dialogues["train"], tokenizer, sweep.prompt, hp.max_length)
-    eval_set = tokenize_for_training(dialogues["validation"], tokenizer, sweep.prompt, hp.max_length)
+    reuse = sweep.data.reuse_tokenized
+    train_set = tokenize_for_training(dialogues["train"], tokenizer, sweep.prompt, hp.max_length, reuse)
+    eval_set = tokenize_for_training(dialogues["validation"], tokenizer, sweep.prompt, hp.max_length, reuse)
     if len(train_set) == 0:
         raise ValueError(f"max_length={hp.max_length}: no training summary fits; raise search.max_length")
     prompts = [encode_prompt(tokenizer, sweep.prompt, d, hp.max_length) for d in dialogues["validation"]["dialogue"]]
@@ -72,7 +76,8 @@ def run_trial(trial_config: dict[str, Any], sweep: SweepConfig) -> None:
         return build_trainer(
             model, tokenizer, train_set, eval_set, training, hp,
             total_steps=sweep.total_steps,
-            eval_batch_size=generation_batch,
+            # Padding-free rows get a dense (tokens x tokens) attention mask under SDPA: keep them short.
+            eval_batch_size=min(generation_batch, EVAL_LOSS_BATCH),
             output_dir=os.path.join(os.getcwd(), "trainer"),
             callbacks=[reporter],
         )
