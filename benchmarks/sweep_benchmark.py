@@ -10,6 +10,8 @@ For each seed (the searcher's and the training seed), in this order on one machi
   (c) plain Ray Tune: the same search space, number of trials, ASHA settings and seeds, with
       qlora-sweep's levers off: one GPU per trial, whole-set ROUGE at every rung, every trial
       tokenizing its own data, padded micro-batches, recompute on, generation 16 at a time;
+  (c') plain script: benchmarks/plain_ray_tune.py, Ray Tune glued by hand with none of
+      qlora-sweep's trial code, to show that (c) is not a strawman;
   (d) qlora-sweep: the config as given (gpus_per_trial auto, ROUGE budgeted by rung, ...).
 For (c) and (d): best-so-far whole-set ROUGE-L against wall time since the sweep started, the
 best, when it was first reached, when (d) first reached (c)'s best, and GPU-hours (wall time x
@@ -84,6 +86,18 @@ def run_sweep(config: str, overrides: list[str], name: str, storage: Path) -> Pa
     return storage / name
 
 
+def run_plain_script(config: str, overrides: list[str], name: str, storage: Path) -> Path:
+    command = [sys.executable, "benchmarks/plain_ray_tune.py", config, "--name", name, "--storage", str(storage)]
+    for override in overrides:
+        command += ["--set", override]
+    started = time.time()
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    print(f"{name}: {time.time() - started:.0f} s", flush=True)
+    return storage / name
+
+
 def zero_shot(config: str, overrides: list[str]) -> dict[str, float]:
     from trainables.data import load_dialogues
     from trainables.evaluation import generate_summaries, rouge_scores
@@ -114,9 +128,10 @@ def gpus_in_cluster() -> int:
 def summarize(out: Path, seed: int, gpus: int) -> dict[str, Any]:
     folder = out / f"seed{seed}"
     plain, ours = curve(folder / f"plain-tune-s{seed}"), curve(folder / f"qlora-sweep-s{seed}")
+    script = curve(folder / f"plain-script-s{seed}")
     recipe = curve(folder / f"recipe-s{seed}")
     reach = time_to_reach(ours["points"], plain["best"])
-    for entry in (plain, ours):
+    for entry in (plain, script, ours):
         entry["gpu_hours"] = entry["wall_s"] * gpus / 3600
     zero = json.loads((folder / "zero_shot.json").read_text()) if (folder / "zero_shot.json").is_file() else None
     return {
@@ -124,6 +139,7 @@ def summarize(out: Path, seed: int, gpus: int) -> dict[str, Any]:
         "zero_shot": zero,
         "recipe_rougeL": recipe["best"],
         "plain_tune": plain,
+        "plain_script": script,
         "qlora_sweep": {**ours, "time_to_reach_plain_best_s": reach},
         "sooner_than_plain": plain["time_to_best_s"] / reach if reach else None,
     }
@@ -137,7 +153,8 @@ def plot(summaries: list[dict[str, Any]], path: Path) -> None:
 
     figure, axes = plt.subplots(figsize=(7, 4))
     for summary in summaries:
-        for key, style, label in (("plain_tune", "--", "plain Ray Tune"), ("qlora_sweep", "-", "qlora-sweep")):
+        for key, style, label in (("plain_script", ":", "Ray Tune by hand"), ("plain_tune", "--", "levers off"),
+                                  ("qlora_sweep", "-", "qlora-sweep")):
             points = summary[key]["points"]
             if points:
                 xs = [p[0] / 60 for p in points] + [summary[key]["wall_s"] / 60]
@@ -171,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         (folder / "zero_shot.json").write_text(json.dumps(zero_shot(args.config, seeded), indent=2))
         run_sweep(args.config, seeded + RECIPE, f"recipe-s{seed}", folder)
         run_sweep(args.config, seeded + LEVERS_OFF, f"plain-tune-s{seed}", folder)
+        run_plain_script(args.config, seeded, f"plain-script-s{seed}", folder)
         run_sweep(args.config, seeded, f"qlora-sweep-s{seed}", folder)
     summaries = [summarize(args.out, seed, gpus) for seed in args.seeds]
     (args.out / "summary.json").write_text(json.dumps(summaries, indent=2))

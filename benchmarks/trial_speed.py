@@ -112,7 +112,7 @@ def load_rows(data: str, max_length: int, tokenizer: Any, train: int, validation
 
 # --- the plain recipe ------------------------------------------------------------------------
 
-def plain_model(path: Path, seed: int) -> Any:
+def plain_model(path: Path, seed: int, lora: dict[str, Any] = LORA) -> Any:
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
@@ -124,22 +124,24 @@ def plain_model(path: Path, seed: int) -> Any:
     base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=True)
     base.config.use_cache = False  # as the recipe does next to checkpointing; its generation then runs without a cache
     torch.manual_seed(seed)
-    lora = LoraConfig(r=LORA["lora_r"], lora_alpha=LORA["lora_alpha"], lora_dropout=LORA["lora_dropout"],
-                      target_modules=LORA["target_modules"], task_type="CAUSAL_LM")
-    return get_peft_model(base, lora)
+    config = LoraConfig(r=lora["lora_r"], lora_alpha=lora["lora_alpha"], lora_dropout=lora["lora_dropout"],
+                        target_modules=lora["target_modules"], task_type="CAUSAL_LM")
+    return get_peft_model(base, config)
 
 
 def plain_train(model: Any, rows: Any, tokenizer: Any, micro_batch: int, steps: int, warmup: int,
-                learning_rate: float, seed: int) -> dict[str, float]:
-    """Padded micro-batches, full logits, one AdamW step each; timed after `warmup` steps."""
+                learning_rate: float, seed: int, optimizer: Any = None, first_step: int = 0) -> dict[str, float]:
+    """Padded micro-batches, full logits, one AdamW step each; timed after `warmup` steps.
+    Pass the optimizer and the step reached to continue a run (plain_ray_tune's rungs)."""
     import torch
 
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate)
+    if optimizer is None:
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate)
     order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed)).tolist()
     model.train()
     tokens, started = 0, None
-    for step in range(warmup + steps):
-        if step == warmup:
+    for step in range(first_step, first_step + warmup + steps):
+        if step == first_step + warmup:
             synchronize_gpu()
             reset_peak_memory()
             started = time.perf_counter()
@@ -150,7 +152,7 @@ def plain_train(model: Any, rows: Any, tokenizer: Any, micro_batch: int, steps: 
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if step >= warmup:
+        if step >= first_step + warmup:
             tokens += int(batch["attention_mask"].sum())
     synchronize_gpu()
     return _speed(tokens, time.perf_counter() - started)

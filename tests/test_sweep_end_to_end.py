@@ -215,7 +215,7 @@ def test_best_refuses_a_bad_evaluation_request_with_one_line(sweep, tmp_path, ex
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
-def test_the_sweep_benchmark_reads_finished_sweeps_into_curves_a_table_and_a_plot(sweep, tmp_path):
+def test_the_sweep_benchmark_reads_finished_sweeps_into_curves_a_table_and_a_plot(sweep, tiny_model_path, tmp_path):
     """benchmarks/sweep_benchmark.py --analyze-only on this sweep's folder standing in for (b), (c), (d)."""
     import subprocess
     import sys
@@ -228,7 +228,18 @@ def test_the_sweep_benchmark_reads_finished_sweeps_into_curves_a_table_and_a_plo
     for name in ("recipe-s0", "plain-tune-s0", "qlora-sweep-s0"):
         shutil.copytree(experiment, seed_folder / name)
     (seed_folder / "zero_shot.json").write_text(json.dumps({"rougeL": 0.05}))
-    config = write_config(tmp_path / "c.yaml", tiny_sweep_dict(experiment, tmp_path / "r"))
+    config = write_config(tmp_path / "c.yaml", tiny_sweep_dict(
+        tiny_model_path, tmp_path / "r", data={"path": str(ROOT / "search" / "samples"), "max_train_examples": 32,
+                                               "max_validation_examples": 4},
+        search={"num_trials": 2, "max_concurrent_trials": 2}, scheduler={"max_rungs": 2, "grace_period": 1},
+        evaluation={"max_new_tokens": 4}))
+    # The hand-written Ray Tune arm runs for real, on the tiny model.
+    script = subprocess.run([sys.executable, "benchmarks/plain_ray_tune.py", str(config), "--name", "plain-script-s0",
+                             "--storage", str(seed_folder)], cwd=ROOT, capture_output=True, text=True)
+    assert script.returncode == 0, script.stdout[-2000:] + script.stderr[-3000:]
+    script_rows = [json.loads(line) for f in (seed_folder / "plain-script-s0").glob("*/result.json")
+                   for line in f.read_text().splitlines()]
+    assert {r["trial_id"] for r in script_rows} and all(r["rouge_examples"] == 4 for r in script_rows)
     plot = tmp_path / "docs" / "curves.png"
     done = subprocess.run([sys.executable, "benchmarks/sweep_benchmark.py", str(config), "--seeds", "0",
                            "--out", str(tmp_path / "out"), "--plot", str(plot), "--analyze-only", "--gpus", "1"],
@@ -239,4 +250,5 @@ def test_the_sweep_benchmark_reads_finished_sweeps_into_curves_a_table_and_a_plo
     assert plain["points"] and plain["best"] == max(v for _, v in plain["points"])
     assert ours["time_to_reach_plain_best_s"] == plain["time_to_best_s"]  # the same folder reaches it as soon
     assert summary["sooner_than_plain"] in (1.0, None) and plain["gpu_hours"] == pytest.approx(plain["wall_s"] / 3600)
+    assert summary["plain_script"]["points"] and summary["plain_script"]["validation_examples"] == 4
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
