@@ -75,19 +75,18 @@ def time_to_reach(points: list[tuple[float, float]], target: float | None) -> fl
 
 
 def run_sweep(config: str, overrides: list[str], name: str, storage: Path) -> Path:
-    command = [sys.executable, "-m", "search", "run", config, "--set", f"name={name}", "--set", f"storage={storage}"]
-    for override in overrides:
-        command += ["--set", override]
-    started = time.time()
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    print(f"{name}: {time.time() - started:.0f} s", flush=True)
-    return storage / name
+    """One arm through qlora-sweep's CLI."""
+    return _run([sys.executable, "-m", "search", "run", config, "--set", f"name={name}", "--set", f"storage={storage}"],
+                overrides, name, storage)
 
 
 def run_plain_script(config: str, overrides: list[str], name: str, storage: Path) -> Path:
-    command = [sys.executable, "benchmarks/plain_ray_tune.py", config, "--name", name, "--storage", str(storage)]
+    """The Ray Tune-by-hand arm."""
+    return _run([sys.executable, "benchmarks/plain_ray_tune.py", config, "--name", name, "--storage", str(storage)],
+                overrides, name, storage)
+
+
+def _run(command: list[str], overrides: list[str], name: str, storage: Path) -> Path:
     for override in overrides:
         command += ["--set", override]
     started = time.time()
