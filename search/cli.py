@@ -111,6 +111,8 @@ def best(experiment: str, as_json: bool, eval_file: str | None = None, reference
         raise ConfigError("--reference-fields and --max-examples go with --eval-file")
     if max_examples is not None and max_examples < 1:
         raise ConfigError(f"--max-examples must be at least 1, got {max_examples}")
+    if eval_file is not None:
+        check_eval_file(eval_file)  # before loading anything heavy
     summary = best_trial(load_experiment(experiment))
     if eval_file is not None:
         from search.sweep import load_resolved_config
@@ -128,6 +130,18 @@ def best(experiment: str, as_json: bool, eval_file: str | None = None, reference
         if eval_file is not None:
             print(format_file_scores(summary["eval_file"]))
     return 0
+
+
+def check_eval_file(eval_file: str) -> None:
+    from pathlib import Path
+
+    from search.config import DATA_SUFFIXES
+
+    path = Path(eval_file).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"--eval-file {eval_file} does not exist")
+    if path.suffix not in DATA_SUFFIXES:
+        raise ConfigError(f"--eval-file {eval_file}: expected one of {', '.join(DATA_SUFFIXES)}")
 
 
 def report(experiment: str) -> int:

@@ -33,6 +33,7 @@ METRICS_MODE = {
 
 
 RESOLVED_CONFIG = "qlora_sweep.yaml"  # the resolved config, inside every experiment folder
+DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")  # the local data files qlora-sweep reads
 RUNG_HISTORY = "qlora_sweep_rungs.jsonl"  # every rung reported so far, inside every adapter checkpoint
 
 

@@ -120,5 +120,18 @@ def test_trials_share_one_tokenized_copy_per_tokenizer_prompt_and_max_length(tin
 
     first = tokenize_in_a_new_process(256)
     assert tokenize_in_a_new_process(256) == first  # same file, not rewritten
-    again = tokenize_in_a_new_process(256, reuse="no")  # data.reuse_tokenized: false tokenizes anew
-    assert again != first
+
+    # data.reuse_tokenized: false computes and writes the copy again instead of loading it.
+    import os
+
+    from search.config import ModelConfig
+    from trainables.model import load_tokenizer
+
+    train = load_dialogues(DataConfig(path=str(data)))["train"]
+    tokenizer = load_tokenizer(ModelConfig(name_or_path=str(tiny_model_path)))
+    cached = tokenize_for_training(train, tokenizer, PromptConfig(), 256).cache_files[0]["filename"]
+    written = os.stat(cached).st_mtime_ns
+    assert tokenize_for_training(train, tokenizer, PromptConfig(), 256).cache_files[0]["filename"] == cached
+    assert os.stat(cached).st_mtime_ns == written
+    tokenize_for_training(train, tokenizer, PromptConfig(), 256, reuse=False)
+    assert os.stat(cached).st_mtime_ns > written

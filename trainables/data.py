@@ -13,9 +13,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from search.config import ConfigError, DataConfig, PromptConfig
+from search.config import DATA_SUFFIXES, ConfigError, DataConfig, PromptConfig
 
-BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+BUILDERS = dict(zip(DATA_SUFFIXES, ("json", "json", "csv", "parquet")))  # datasets' loader for each
 TRUNCATED = "over-long dialogue (truncated)"  # kept, cut to max_dialogue_chars; never a reason to fail
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "search" / "samples"
 

@@ -34,7 +34,7 @@ def score_adapter_on_file(sweep: SweepConfig, hyperparameters: dict[str, Any], c
     import datasets
     from peft import PeftModel
 
-    from trainables.data import BUILDERS, _load_file
+    from trainables.data import _load_file
     from trainables.evaluation import BEST_REFERENCE, MEAN_OVER_REFERENCES, generate_summaries, rouge_scores_multi
     from trainables.memory import generation_batch_size, memory_budget_bytes
     from trainables.model import load_quantized_model, load_tokenizer
@@ -44,11 +44,7 @@ def score_adapter_on_file(sweep: SweepConfig, hyperparameters: dict[str, Any], c
 
     quiet_libraries()
     datasets.disable_progress_bars()
-    path = Path(eval_file).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"--eval-file {eval_file} does not exist")
-    if path.suffix not in BUILDERS:
-        raise ConfigError(f"--eval-file {eval_file}: expected one of {', '.join(sorted(BUILDERS))}")
+    path = Path(eval_file).expanduser()  # its existence and type were checked by the CLI
     data = DataConfig(dialogue_field=sweep.data.dialogue_field, summary_field=sweep.data.summary_field)
     rows, _ = _load_file(path, data)
     if data.dialogue_field not in rows.column_names:
