@@ -93,45 +93,42 @@ def test_bad_rows_fail_policy_names_every_problem_but_not_truncation(tmp_path):
 def test_trials_share_one_tokenized_copy_per_tokenizer_prompt_and_max_length(tiny_model_path, tmp_path):
     """Each trial tokenizes in its own process; datasets' on-disk cache, keyed by the fingerprint of
     (data, tokenizer, prompt, max_length), hands later trials the first one's result."""
+    import os
     import subprocess
     import sys
 
+    import datasets
+
+    from search.config import ModelConfig
     from tests.helpers import ROOT
+    from trainables.model import load_tokenizer
 
     data = tmp_path / "data"
     data.mkdir()
     for split in ("train", "validation"):
         (data / f"{split}.jsonl").write_text((ROOT / "search" / "samples" / f"{split}.jsonl").read_text())
+
+    # The first trial, here.
+    train = load_dialogues(DataConfig(path=str(data)))["train"]
+    tokenizer = load_tokenizer(ModelConfig(name_or_path=str(tiny_model_path)))
+    cached = tokenize_for_training(train, tokenizer, PromptConfig(), 256).cache_files[0]["filename"]
+    written = os.stat(cached).st_mtime_ns
+
+    # The next trial, in a process of its own (same cache folder): the same file, not written again.
     trial = (
         "import sys, os; from search.config import DataConfig, ModelConfig, PromptConfig; "
         "from trainables.data import load_dialogues, tokenize_for_training; "
         "from trainables.model import load_tokenizer; "
         f"d = load_dialogues(DataConfig(path={str(data)!r})); "
         f"t = load_tokenizer(ModelConfig(name_or_path={str(tiny_model_path)!r})); "
-        "ds = tokenize_for_training(d['train'], t, PromptConfig(), int(sys.argv[1]), sys.argv[2] == 'reuse'); "
+        "ds = tokenize_for_training(d['train'], t, PromptConfig(), 256); "
         "f = ds.cache_files[0]['filename']; print(f, os.stat(f).st_mtime_ns)"
     )
-
-    def tokenize_in_a_new_process(max_length, reuse="reuse"):
-        done = subprocess.run([sys.executable, "-c", trial, str(max_length), reuse], cwd=ROOT, capture_output=True,
-                              text=True, env={**__import__("os").environ, "HF_DATASETS_CACHE": str(tmp_path / "cache")})
-        assert done.returncode == 0, done.stderr[-2000:]
-        return done.stdout.split()
-
-    first = tokenize_in_a_new_process(256)
-    assert tokenize_in_a_new_process(256) == first  # same file, not rewritten
+    done = subprocess.run([sys.executable, "-c", trial], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "HF_DATASETS_CACHE": str(datasets.config.HF_DATASETS_CACHE)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == [cached, str(written)]
 
     # data.reuse_tokenized: false computes and writes the copy again instead of loading it.
-    import os
-
-    from search.config import ModelConfig
-    from trainables.model import load_tokenizer
-
-    train = load_dialogues(DataConfig(path=str(data)))["train"]
-    tokenizer = load_tokenizer(ModelConfig(name_or_path=str(tiny_model_path)))
-    cached = tokenize_for_training(train, tokenizer, PromptConfig(), 256).cache_files[0]["filename"]
-    written = os.stat(cached).st_mtime_ns
-    assert tokenize_for_training(train, tokenizer, PromptConfig(), 256).cache_files[0]["filename"] == cached
-    assert os.stat(cached).st_mtime_ns == written
     tokenize_for_training(train, tokenizer, PromptConfig(), 256, reuse=False)
     assert os.stat(cached).st_mtime_ns > written

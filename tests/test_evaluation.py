@@ -51,3 +51,17 @@ def test_several_references_score_by_the_best_match_and_by_the_mean():
     # One reference: both rules agree with the single-reference score.
     single = rouge_scores([prediction], [references[1]])
     assert rouge_scores_multi([prediction], [[references[1]]])[MEAN_OVER_REFERENCES] == pytest.approx(single)
+
+
+def test_reference_fields_are_the_named_ones_else_summary_else_its_numbered_copies():
+    from search.config import ConfigError
+    from trainables.score_file import reference_fields
+
+    assert reference_fields(["dialogue", "summary"], "summary", None) == ["summary"]
+    assert reference_fields(["dialogue", "summary10", "summary2", "summary1"], "summary", None) == [
+        "summary1", "summary2", "summary10"]
+    assert reference_fields(["dialogue", "a", "b"], "summary", ["b"]) == ["b"]
+    with pytest.raises(ConfigError, match=r"reference field\(s\) gold not in the file \(it has: dialogue, summary\)"):
+        reference_fields(["dialogue", "summary"], "summary", ["gold"])
+    with pytest.raises(ConfigError, match="no 'summary' or 'summary1'"):
+        reference_fields(["dialogue", "abstract"], "summary", None)

@@ -206,12 +206,13 @@ def test_best_scores_its_adapter_on_a_test_file_with_three_references_by_both_ru
 @pytest.mark.parametrize("extra,message", [
     (["--eval-file", "/nonexistent/test.jsonl"], "--eval-file /nonexistent/test.jsonl does not exist"),
     (["--max-examples", "3"], "--reference-fields and --max-examples go with --eval-file"),
-    (["--eval-file", "{file}", "--reference-fields", "gold"], "reference field(s) gold not in the file"),
+    (["--eval-file", "{file}.txt"], "expected one of .jsonl, .json, .csv, .parquet"),
 ])
 def test_best_refuses_a_bad_evaluation_request_with_one_line(sweep, tmp_path, extra, message):
     experiment, _ = sweep
     test_file = tmp_path / "test.jsonl"
     test_file.write_text(json.dumps({"dialogue": "#Person1#: Hi.", "summary": "A greeting."}) + "\n")
+    (tmp_path / "test.jsonl.txt").write_text("not data\n")
     done = run_cli("best", experiment, *[a.format(file=test_file) for a in extra])
     assert done.returncode == 2
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
@@ -233,7 +234,7 @@ def test_the_sweep_benchmark_reads_finished_sweeps_into_curves_a_table_and_a_plo
     config = write_config(tmp_path / "c.yaml", tiny_sweep_dict(
         tiny_model_path, tmp_path / "r", data={"path": str(ROOT / "search" / "samples"), "max_train_examples": 32,
                                                "max_validation_examples": 4},
-        search={"num_trials": 2, "max_concurrent_trials": 2}, scheduler={"max_rungs": 2, "grace_period": 1},
+        search={"num_trials": 1, "max_concurrent_trials": 1}, scheduler={"max_rungs": 2, "grace_period": 1},
         evaluation={"max_new_tokens": 4}))
     # The hand-written Ray Tune arm runs for real, on the tiny model.
     script = subprocess.run([sys.executable, "benchmarks/plain_ray_tune.py", str(config), "--name", "plain-script-s0",
