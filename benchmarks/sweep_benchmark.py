@@ -53,8 +53,9 @@ def curve(experiment: Path, metric: str = "rougeL") -> dict[str, Any]:
     rows = rows_of(experiment)
     if not rows:
         raise SystemExit(f"{experiment}: no results")
-    start = min(r["timestamp"] - r["time_total_s"] for r in rows if r.get("training_iteration") == 1) \
-        if any(r.get("training_iteration") == 1 for r in rows) else min(r["timestamp"] for r in rows)
+    first_rungs = [r for r in rows if r.get("training_iteration") == 1]
+    start = (min(r["timestamp"] - r["time_total_s"] for r in first_rungs) if first_rungs
+             else min(r["timestamp"] for r in rows))
     whole = max((r.get("rouge_examples") or 0) for r in rows)
     scored = sorted((r["timestamp"] - start, r[metric]) for r in rows
                     if (r.get("rouge_examples") or whole) >= whole and isinstance(r.get(metric), (int, float)))

@@ -45,7 +45,7 @@ def model_shape(model: ModelConfig) -> dict[str, Any]:
     return values
 
 
-def activation_bytes_per_token(shape: Any, gradient_checkpointing: bool) -> float:
+def activation_bytes_per_token(shape: dict[str, Any], gradient_checkpointing: bool) -> float:
     """Activations a decoder keeps for the backward pass, per token, in bf16.
 
     Without recompute each layer keeps about 16 hidden-size values per token (norm inputs and
@@ -53,9 +53,8 @@ def activation_bytes_per_token(shape: Any, gradient_checkpointing: bool) -> floa
     (gate, up, activation, product, LoRA input of down_proj). With recompute only each layer's
     input stays, plus one layer rebuilt at a time. Not yet calibrated against a GPU measurement.
     """
-    get = shape.get if isinstance(shape, dict) else lambda key: getattr(shape, key)
-    hidden, layers = get("hidden_size"), get("num_hidden_layers")
-    one_layer = 2 * (16 * hidden + 5 * get("intermediate_size"))
+    hidden, layers = shape["hidden_size"], shape["num_hidden_layers"]
+    one_layer = 2 * (16 * hidden + 5 * shape["intermediate_size"])
     if gradient_checkpointing:
         return layers * 2 * hidden + one_layer
     return layers * one_layer

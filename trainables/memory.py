@@ -10,9 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from search.config import EvaluationConfig, ResourcesConfig, TrainingConfig
-from search.packing import HEADROOM_BYTES, activation_bytes_per_token
-
-GIB = 2**30
+from search.packing import GIB, HEADROOM_BYTES, activation_bytes_per_token
 MAX_GENERATION_BATCH = 128
 CPU_GENERATION_BATCH = 16
 
@@ -43,7 +41,8 @@ def use_gradient_checkpointing(training: TrainingConfig, model: Any, max_length:
     if budget is None:
         return False  # CPU: host memory is not the limit, compute is
     tokens = training.micro_batch_size * max_length
-    needed = model.get_memory_footprint() + tokens * activation_bytes_per_token(model.config, False) + HEADROOM_BYTES
+    activations = tokens * activation_bytes_per_token(model.config.to_dict(), False)
+    needed = model.get_memory_footprint() + activations + HEADROOM_BYTES
     return needed > budget
 
 

@@ -39,7 +39,6 @@ def score_adapter_on_file(sweep: SweepConfig, hyperparameters: dict[str, Any], c
     from trainables.memory import generation_batch_size, memory_budget_bytes
     from trainables.model import load_quantized_model, load_tokenizer
     from trainables.prompt import encode_prompt
-
     from trainables.trial import quiet_libraries
 
     quiet_libraries()
