@@ -105,9 +105,12 @@ def plan_gpu_shares(sweep: SweepConfig) -> int | None:
 
 def resume_sweep(experiment: str) -> int:
     """Continue a sweep whose driver died: same folder, same trials, searcher and ASHA state."""
+    from search.state_files import mend_torn_state_files
     from search.tuner import restore_tuner
 
     sweep = load_resolved_config(experiment)
+    for change in mend_torn_state_files(Path(sweep.experiment_path)):
+        print(f"qlora-sweep: {change}", flush=True)
     gpu_memory = _start_ray(sweep)
     return _finish(sweep, restore_tuner(sweep, gpu_memory).fit())
 

@@ -3,6 +3,7 @@ the metric, trial retries. The only driver module that talks to Tune."""
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import time
@@ -10,7 +11,7 @@ from typing import Any
 
 from ray.tune.schedulers import ASHAScheduler
 
-from search.config import SweepConfig
+from search.config import ConfigError, SweepConfig
 from search.space import tune_search_space
 
 # Ray Tune's default loggers include TBXLoggerCallback: scalars per trial under the experiment
@@ -106,12 +107,29 @@ def _trainable(sweep: SweepConfig, gpu_memory_bytes: int | None) -> Any:
     return tune.with_resources(tune.with_parameters(run_trial, sweep=sweep), trial_resources(sweep, gpu_memory_bytes))
 
 
+class RefuseFreshStartOnResume(logging.Filter):
+    """Turns Tune's "Failed to restore the run state." into an error.
+
+    When Tune cannot read an experiment's state on resume it logs that, then starts the
+    experiment afresh in the same folder, beside the trials it could not restore. Its log record
+    is the only hook between the two, so the filter raises there.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith("Failed to restore the run state"):
+            cause = record.exc_info[1] if record.exc_info else None
+            raise ConfigError(f"Tune could not restore the experiment's state ({type(cause).__name__}: {cause}); "
+                              "stopped rather than start the sweep again in the same folder")
+        return True
+
+
 def restore_tuner(sweep: SweepConfig, gpu_memory_bytes: int | None = None) -> Any:
     """The interrupted sweep's Tuner: finished trials stay finished, unfinished ones continue from
     their last checkpoint, errored ones are retried from theirs; Optuna's history and ASHA's rung
     records come back."""
     from ray import tune
 
+    logging.getLogger("ray.tune.execution.tune_controller").addFilter(RefuseFreshStartOnResume())
     tuner = tune.Tuner.restore(sweep.experiment_path, trainable=_trainable(sweep, gpu_memory_bytes),
                                resume_unfinished=True, resume_errored=True)
     # Tune keeps the TuneConfig it restored on its internal tuner; there is no public accessor.

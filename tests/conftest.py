@@ -55,3 +55,25 @@ def tiny_sweep_dict(model_path: Path, storage: Path, **sections) -> dict:
 def write_config(path: Path, config: dict) -> Path:
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
+
+
+E2E_NUM_TRIALS = 6
+E2E_MAX_RUNGS = 3
+
+
+@pytest.fixture(scope="session")
+def sweep(tiny_model_path, tmp_path_factory):
+    """A finished six-trial sweep on the tiny model, shared by the tests that read its folder."""
+    from tests.helpers import run_cli
+
+    folder = tmp_path_factory.mktemp("sweep")
+    # eval_loss separates trials on a random tiny model (its ROUGE is ~0 for all), so ASHA has
+    # something to decide on; the default metric, rougeL, is exercised by the quickstart.
+    config = tiny_sweep_dict(
+        tiny_model_path, folder / "results", name="e2e",
+        search={"num_trials": E2E_NUM_TRIALS, "seed": 3},
+        scheduler={"metric": "eval_loss", "max_rungs": E2E_MAX_RUNGS, "grace_period": 1, "reduction_factor": 2},
+    )
+    done = run_cli("run", write_config(folder / "sweep.yaml", config))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return folder / "results" / "e2e", done

@@ -6,27 +6,10 @@ import shutil
 
 import pytest
 
+from tests.conftest import E2E_MAX_RUNGS as MAX_RUNGS
+from tests.conftest import E2E_NUM_TRIALS as NUM_TRIALS
 from tests.conftest import tiny_sweep_dict, write_config
 from tests.helpers import run_cli, trial_dirs
-
-NUM_TRIALS = 6
-MAX_RUNGS = 3
-
-
-@pytest.fixture(scope="module")
-def sweep(tiny_model_path, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("sweep")
-    # eval_loss separates trials on a random tiny model (its ROUGE is ~0 for all), so ASHA has
-    # something to decide on; the default metric, rougeL, is exercised by the quickstart.
-    config = tiny_sweep_dict(
-        tiny_model_path, folder / "results", name="e2e",
-        search={"num_trials": NUM_TRIALS, "seed": 3},
-        scheduler={"metric": "eval_loss", "max_rungs": MAX_RUNGS, "grace_period": 1, "reduction_factor": 2},
-    )
-    done = run_cli("run", write_config(folder / "sweep.yaml", config))
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return folder / "results" / "e2e", done
-
 
 def test_run_prints_the_experiment_folder_and_the_best_trial(sweep):
     experiment, done = sweep

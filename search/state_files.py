@@ -1,0 +1,92 @@
+"""Tune's experiment state in the experiment folder, checked (and mended) before a resume.
+
+Tune writes its state (experiment_state-*.json, search_gen_state-*.json, searcher-state-*.pkl) into
+a staging folder under the driver's Ray session directory, then copies that folder into the
+experiment folder from a background thread, one plain, non-atomic copy per file. A driver killed
+during a copy leaves a torn file behind. Tune's resume then fails to read it, logs the failure and
+starts the experiment afresh in the same folder, beside the old trials. So before a resume every
+state file is read the way Tune reads it; if one is torn, the dead driver's staging copy of the
+whole set (complete, and from the same save) replaces it, when that driver ran on this machine.
+Otherwise the resume stops with an error that names the torn file, and nothing is changed.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+from search.config import ConfigError
+
+TUNE_STATE_PATTERNS = ("experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl")
+
+
+def newest_state_files(folder: Path) -> list[Path]:
+    """Per kind, the file Tune resumes from: the greatest name (names end in the session's start time)."""
+    newest = []
+    for pattern in TUNE_STATE_PATTERNS:
+        found = sorted(folder.glob(pattern))
+        if found:
+            newest.append(found[-1])
+    return newest
+
+
+def why_unreadable(path: Path) -> str | None:
+    """None if Tune can read the file; else the error reading it gives."""
+    from ray import cloudpickle
+    from ray.tune.utils.serialization import _loads_with_cloudpickle
+
+    try:
+        data = path.read_bytes()
+        if path.name.startswith("experiment_state-"):
+            _loads_with_cloudpickle(data)
+        elif path.name.startswith("search_gen_state-"):
+            cloudpickle.loads(data)
+        else:
+            pickle.loads(data)
+    except Exception as exc:  # any failure to load is what makes Tune's resume start afresh
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def ray_temp_dir() -> Path:
+    """Where Ray keeps its session folders on this machine (Ray's own rule: RAY_TMPDIR, TMPDIR, /tmp)."""
+    base = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
+    return Path(base, "ray")
+
+
+def intact_staging_copy(experiment_name: str, names: list[str], temp_dir: Path) -> Path | None:
+    """The newest staging folder of a driver that ran this experiment and holds every file in
+    `names`, all readable. The names carry the driver session's start time, so another
+    experiment's staging folder does not match."""
+    candidates = sorted(temp_dir.glob(f"session_*/artifacts/*/{experiment_name}/driver_artifacts"),
+                        key=lambda p: p.stat().st_mtime, reverse=True)
+    for staging in candidates:
+        if all((staging / name).is_file() and why_unreadable(staging / name) is None for name in names):
+            return staging
+    return None
+
+
+def mend_torn_state_files(experiment: Path, temp_dir: Path | None = None) -> list[str]:
+    """Check the state files a resume reads; replace a torn set from the dead driver's staging copy.
+    Returns one line per file replaced; raises ConfigError when a torn file cannot be mended."""
+    state_files = newest_state_files(experiment)
+    torn = {path: why for path in state_files if (why := why_unreadable(path)) is not None}
+    if not torn:
+        return []
+    temp_dir = temp_dir or ray_temp_dir()
+    staging = intact_staging_copy(experiment.name, [p.name for p in state_files], temp_dir)
+    if staging is None:
+        path, why = next(iter(torn.items()))
+        raise ConfigError(f"{path}: unreadable ({why}); the driver was probably killed while saving it, and no "
+                          f"intact copy of the experiment's state is left under {temp_dir}, so it cannot be "
+                          "resumed; nothing was changed")
+    changes = []
+    for path in state_files:
+        partial = path.with_name(path.name + ".partial")
+        shutil.copyfile(staging / path.name, partial)
+        os.replace(partial, path)  # never a half-written state file here either
+        why = f"the copy here was torn ({torn[path]})" if path in torn else "to match the mended files"
+        changes.append(f"{path.name}: replaced by the dead driver's staging copy in {staging}, {why}")
+    return changes
