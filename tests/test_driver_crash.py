@@ -12,7 +12,7 @@ import time
 from tests.conftest import tiny_sweep_dict, write_config
 from tests.helpers import ROOT, run_cli, trial_dirs
 
-NUM_TRIALS = 6
+NUM_TRIALS = 4
 STEPS_PER_RUNG = 8
 
 

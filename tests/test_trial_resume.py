@@ -40,9 +40,10 @@ def _final_adapter(trial):
 
 def test_a_killed_trial_resumes_from_its_checkpoint_with_the_saved_step_and_adapter(tiny_model_path, tmp_path):
     storage = tmp_path / "results"
-    reference = run_cli("run", write_config(tmp_path / "ref.yaml", _config(tiny_model_path, storage, "ref")))
-    assert reference.returncode == 0, reference.stderr[-3000:]
-
+    # The uninterrupted reference runs alongside, in its own local Ray, to keep the test short.
+    reference = subprocess.Popen([sys.executable, "-m", "search", "run",
+                                  str(write_config(tmp_path / "ref.yaml", _config(tiny_model_path, storage, "ref")))],
+                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     sweep = subprocess.Popen([sys.executable, "-m", "search", "run",
                               str(write_config(tmp_path / "killed.yaml", _config(tiny_model_path, storage, "killed")))],
                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -60,6 +61,8 @@ def test_a_killed_trial_resumes_from_its_checkpoint_with_the_saved_step_and_adap
     output, _ = sweep.communicate(timeout=300)
     assert killed_pid is not None, output[-3000:]
     assert sweep.returncode == 0, output[-3000:]
+    reference_output, _ = reference.communicate(timeout=300)
+    assert reference.returncode == 0, reference_output[-3000:]
 
     (trial,) = trial_dirs(storage / "killed")
     rows = _rows(trial)
