@@ -14,7 +14,9 @@ shape's full vocabulary.
   and AdamW step; generation as the recipe leaves it (KV cache off, as checkpointing sets it).
 - qlora-sweep: the trial's own code and defaults (TRL SFTTrainer, padding-free micro-batches,
   TRL's fused LM head, checkpointing chosen from the memory budget, batched KV-cached generation
-  sized to memory, stopping at `### End`).
+  sized to memory, stopping at `### End`). Its evaluation is also timed through
+  `evaluation.merged_copy` (a dense merged copy, built inside the timing), reported under
+  `qlora_sweep.merged_copy`, to decide whether that lever becomes a default.
 
 Reported per side: real (non-padding) tokens/s, peak GPU memory, MFU, and the wall time to
 generate and score ROUGE on the validation dialogues. MFU counts (6 + 2 if recomputing) x the
@@ -41,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 from search.config import (  # noqa: E402
     DataConfig, EvaluationConfig, ModelConfig, PromptConfig, ResourcesConfig, TrainingConfig, TrialHyperparameters,
 )
-from trainables.report import reset_peak_memory, synchronize_gpu  # noqa: E402
+from trainables.report import peak_memory_gb, reset_peak_memory, synchronize_gpu  # noqa: E402
 
 SHAPES = {
     "llama3-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
@@ -266,12 +268,36 @@ def measure_shape(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     rouge_scores(predictions, data["references"])
     synchronize_gpu()
     ours.update(rouge_eval_s=time.perf_counter() - started, generation_batch_size=batch)
+    ours["merged_copy"] = time_merged_copy_evaluation(args, model, tokenizer, data, budget)
     result["qlora_sweep"] = ours
     result["speedup"] = ours["tokens_per_s"] / plain["tokens_per_s"]
     result["eval_examples"] = len(data["prompts"])
     del model
     _free()
     return result
+
+
+def time_merged_copy_evaluation(args: argparse.Namespace, model: Any, tokenizer: Any, data: dict[str, Any],
+                                budget: int | None) -> dict[str, Any]:
+    """The same ROUGE evaluation through evaluation.merged_copy: building the copy counts."""
+    from trainables.evaluation import generate_summaries, rouge_scores
+    from trainables.memory import generation_batch_size
+    import torch
+
+    from trainables.model import model_for_generation
+
+    evaluation = EvaluationConfig(max_new_tokens=args.max_new_tokens, merged_copy=True)
+    batch = generation_batch_size(evaluation, model, args.max_length, budget)
+    synchronize_gpu()
+    reset_peak_memory()
+    started = time.perf_counter()
+    with model_for_generation(model, merged_copy=True) as dense:
+        predictions = generate_summaries(dense, tokenizer, data["prompts"], PromptConfig().end_marker,
+                                         args.max_new_tokens, batch)
+    rouge_scores(predictions, data["references"])
+    synchronize_gpu()
+    return {"rouge_eval_s": time.perf_counter() - started, "generation_batch_size": batch,
+            "peak_memory_gb": peak_memory_gb() if torch.cuda.is_available() else None}
 
 
 def measure_quality(args: argparse.Namespace, folder: Path) -> list[dict[str, Any]]:

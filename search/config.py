@@ -235,6 +235,13 @@ class EvaluationConfig(Section):
         description="Dialogues per batched greedy generation. auto: as many as the KV cache fits in the trial's "
         "memory on GPU (at most 128), 16 on CPU.",
     )
+    merged_copy: bool = Field(
+        False,
+        description="Generate ROUGE's summaries through a dense copy of the adapted model in the compute dtype "
+        "(4-bit weights dequantized, LoRA merged), built for each evaluation and freed after, instead of "
+        "dequantizing every weight for every new token. Costs 2 bytes per parameter (bf16) while it lives; its "
+        "GPU speed is not yet measured, so it is off by default.",
+    )
 
     rung_examples: list[int] | Literal["auto", "all"] = Field(
         "auto",

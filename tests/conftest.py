@@ -73,6 +73,8 @@ def sweep(tiny_model_path, tmp_path_factory):
         tiny_model_path, folder / "results", name="e2e",
         search={"num_trials": E2E_NUM_TRIALS, "seed": 3},
         scheduler={"metric": "eval_loss", "max_rungs": E2E_MAX_RUNGS, "grace_period": 1, "reduction_factor": 2},
+        # The other sweeps in the suite generate through the 4-bit model itself, the default.
+        evaluation={"merged_copy": True},
     )
     done = run_cli("run", write_config(folder / "sweep.yaml", config))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -24,6 +24,7 @@ def test_the_trial_speed_benchmark_measures_both_sides_and_writes_json(tiny_mode
         assert result[side]["tokens_per_s"] > 0 and result[side]["real_tokens"] > 0
         assert result[side]["rouge_eval_s"] > 0
     assert result["plain"]["rouge_eval_extrapolated_from"] == 2 and result["eval_examples"] == 4
+    assert result["qlora_sweep"]["merged_copy"]["rouge_eval_s"] > 0  # the evaluation.merged_copy lever, timed too
     assert result["qlora_sweep"]["padding_free"] is True
     assert result["qlora_sweep"]["gradient_checkpointing"] is False  # auto on CPU
     assert result["speedup"] > 0

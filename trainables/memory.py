@@ -59,10 +59,26 @@ def generation_batch_size(evaluation: EvaluationConfig, model: Any, longest_prom
     if budget is None:
         return CPU_GENERATION_BATCH
     free = budget - _allocated_bytes() - HEADROOM_BYTES
+    if evaluation.merged_copy:
+        free -= dense_copy_bytes(model)
     tokens = longest_prompt + evaluation.max_new_tokens
     # Per sequence: its KV cache plus the float32 logits of one step over the vocabulary.
     per_sequence = tokens * kv_cache_bytes_per_token(model.config) + 4 * model.config.vocab_size
     return max(1, min(MAX_GENERATION_BATCH, int(free / 2 / per_sequence)))
+
+
+def dense_copy_bytes(model: Any) -> int:
+    """Memory of the model as a dense copy in its compute dtype (trainables.model.merged_dense_copy)."""
+    import bitsandbytes as bnb
+    import torch
+
+    dtype = model.config.quantization_config.bnb_4bit_compute_dtype
+    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    quantized = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    packed = {id(m.weight) for m in quantized}
+    parameters = sum(m.in_features * m.out_features for m in quantized)
+    parameters += sum(p.numel() for name, p in model.named_parameters() if id(p) not in packed and "lora_" not in name)
+    return parameters * torch.empty((), dtype=dtype).element_size()
 
 
 def _allocated_bytes() -> int:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from search.config import ModelConfig, TrialHyperparameters
 
@@ -69,3 +70,85 @@ def attach_lora(base: Any, hp: TrialHyperparameters) -> Any:
         task_type="CAUSAL_LM",
     )
     return get_peft_model(base, lora)
+
+
+@contextmanager
+def model_for_generation(model: Any, merged_copy: bool) -> Iterator[Any]:
+    """The adapted model itself, or (merged_copy) a dense merged copy of it, freed on exit."""
+    if not merged_copy:
+        yield model
+        return
+    import gc
+
+    import torch
+
+    dense = merged_dense_copy(model)
+    try:
+        yield dense
+    finally:
+        del dense
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # hand the copy's memory back before training goes on
+
+
+def merged_dense_copy(model: Any) -> Any:
+    """The adapted model as a plain dense model in its compute dtype: every 4-bit weight
+    dequantized and every LoRA delta added once, for generation.
+
+    Generating through the 4-bit model dequantizes each weight again for each new token and runs
+    the LoRA branch beside it; the copy runs plain matmuls instead. The training model is not
+    touched: the copy shares only the tensors of the layers it replaces, and replaces them with
+    new modules rather than changing them. It costs compute-dtype bytes per parameter while it lives.
+    """
+    import copy
+    import itertools
+
+    import bitsandbytes as bnb
+    import torch
+    from peft.tuners.lora import LoraLayer
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    dtype = base.config.quantization_config.bnb_4bit_compute_dtype
+    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    replaced = []
+    for name, module in base.named_modules():
+        inside_replaced = any(name.startswith(done + ".") for done, _ in replaced)
+        if not inside_replaced and isinstance(module, (LoraLayer, bnb.nn.Linear4bit)):
+            replaced.append((name, module))
+    shared = {id(t): t for _, m in replaced for t in itertools.chain(m.parameters(), m.buffers())}
+    dense = copy.deepcopy(base, memo=shared)
+    for name, module in replaced:
+        parent_name, _, child = name.rpartition(".")
+        parent = dense.get_submodule(parent_name) if parent_name else dense
+        setattr(parent, child, _dense_linear(module, dtype))
+    # The copy holds no quantized layer now; transformers refuses dtype casts while it says it does.
+    dense.hf_quantizer.remove_quantization_config(dense)
+    dense.to(dtype)  # norms and embeddings that k-bit preparation made float32 (copies, not shared)
+    dense.eval()
+    return dense
+
+
+def _dense_linear(layer: Any, dtype: Any) -> Any:
+    import bitsandbytes as bnb
+    import torch
+    from peft.tuners.lora import LoraLayer
+    from peft.utils.integrations import dequantize_bnb_weight
+
+    base_layer = layer.get_base_layer() if isinstance(layer, LoraLayer) else layer
+    with torch.no_grad():
+        if isinstance(base_layer, bnb.nn.Linear4bit):
+            weight = dequantize_bnb_weight(base_layer.weight, state=base_layer.weight.quant_state)
+        else:
+            weight = base_layer.weight.detach()
+        weight = weight.to(torch.float32)  # add the deltas in float32, round once
+        if isinstance(layer, LoraLayer) and not layer.disable_adapters:
+            for adapter in layer.active_adapters:
+                if adapter in layer.lora_A:
+                    weight = weight + layer.get_delta_weight(adapter).to(torch.float32)
+        linear = torch.nn.Linear(base_layer.in_features, base_layer.out_features, bias=base_layer.bias is not None,
+                                 device="meta")
+        linear.weight = torch.nn.Parameter(weight.to(dtype), requires_grad=False)
+        if base_layer.bias is not None:
+            linear.bias = torch.nn.Parameter(base_layer.bias.detach().to(dtype).clone(), requires_grad=False)
+    return linear

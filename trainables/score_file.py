@@ -37,7 +37,7 @@ def score_adapter_on_file(sweep: SweepConfig, hyperparameters: dict[str, Any], c
     from trainables.data import _load_file
     from trainables.evaluation import BEST_REFERENCE, MEAN_OVER_REFERENCES, generate_summaries, rouge_scores_multi
     from trainables.memory import generation_batch_size, memory_budget_bytes
-    from trainables.model import load_quantized_model, load_tokenizer
+    from trainables.model import load_quantized_model, load_tokenizer, model_for_generation
     from trainables.prompt import encode_prompt
     from trainables.trial import quiet_libraries
 
@@ -68,8 +68,10 @@ def score_adapter_on_file(sweep: SweepConfig, hyperparameters: dict[str, Any], c
     model = PeftModel.from_pretrained(load_quantized_model(sweep.model), checkpoint)
     prompts = [encode_prompt(tokenizer, sweep.prompt, d, hp.max_length) for d in dialogues]
     batch = generation_batch_size(sweep.evaluation, model, hp.max_length, memory_budget_bytes(sweep.resources))
-    predictions = generate_summaries(model, tokenizer, prompts, sweep.prompt.end_marker,
-                                     sweep.evaluation.max_new_tokens, batch)
+    # Scored the way the sweep scored validation, through the merged copy if it used one.
+    with model_for_generation(model, sweep.evaluation.merged_copy) as generator:
+        predictions = generate_summaries(generator, tokenizer, prompts, sweep.prompt.end_marker,
+                                         sweep.evaluation.max_new_tokens, batch)
     scores = rouge_scores_multi(predictions, references)
     return {
         "file": str(path.resolve()),

@@ -25,7 +25,9 @@ def run_trial(trial_config: dict[str, Any], sweep: SweepConfig) -> None:
     from trainables.data import load_dialogues, tokenize_for_training
     from trainables.evaluation import rouge_on_validation
     from trainables.memory import generation_batch_size, memory_budget_bytes, use_gradient_checkpointing
-    from trainables.model import attach_lora, load_quantized_model, load_tokenizer, prepare_for_training
+    from trainables.model import (
+        attach_lora, load_quantized_model, load_tokenizer, model_for_generation, prepare_for_training,
+    )
     from trainables.prompt import encode_prompt
     from trainables.report import RungReporter, checkpoint_to_resume
     from trainables.train import adapter_state, build_trainer, train_with_oom_retry
@@ -60,10 +62,11 @@ def run_trial(trial_config: dict[str, Any], sweep: SweepConfig) -> None:
 
     def score_rouge(trained_model: Any, rung: int) -> dict[str, float]:
         chosen = scoring_order[: sweep.evaluation.examples_at(rung, sweep.scheduler.max_rungs, len(prompts))]
-        scores = rouge_on_validation(
-            trained_model, tokenizer, [prompts[i] for i in chosen], [references[i] for i in chosen],
-            sweep.prompt.end_marker, sweep.evaluation.max_new_tokens, generation_batch,
-        )
+        with model_for_generation(trained_model, sweep.evaluation.merged_copy) as generator:
+            scores = rouge_on_validation(
+                generator, tokenizer, [prompts[i] for i in chosen], [references[i] for i in chosen],
+                sweep.prompt.end_marker, sweep.evaluation.max_new_tokens, generation_batch,
+            )
         return {**scores, "rouge_examples": len(chosen)}
 
     reporter = RungReporter(
