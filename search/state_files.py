@@ -43,7 +43,7 @@ def why_unreadable(path: Path) -> str | None:
             _loads_with_cloudpickle(data)
         elif path.name.startswith("search_gen_state-"):
             cloudpickle.loads(data)
-        else:
+        else:  # searcher-state-*.pkl, tuner.pkl
             pickle.loads(data)
     except Exception as exc:  # any failure to load is what makes Tune's resume start afresh
         return f"{type(exc).__name__}: {exc}"
@@ -56,14 +56,15 @@ def ray_temp_dir() -> Path:
     return Path(base, "ray")
 
 
-def intact_staging_copy(experiment_name: str, names: list[str], temp_dir: Path) -> Path | None:
+def intact_staging_copy(experiment: Path, names: list[str], temp_dir: Path) -> Path | None:
     """The newest staging folder of a driver that ran this experiment and holds every file in
-    `names`, all readable. The names carry the driver session's start time, so another
-    experiment's staging folder does not match."""
-    candidates = sorted(temp_dir.glob(f"session_*/artifacts/*/{experiment_name}/driver_artifacts"),
+    `names`, all readable. The names carry the driver session's start time, and the staging
+    folder's trial folders (named by random trial ids) must all be this experiment's."""
+    candidates = sorted(temp_dir.glob(f"session_*/artifacts/*/{experiment.name}/driver_artifacts"),
                         key=lambda p: p.stat().st_mtime, reverse=True)
     for staging in candidates:
-        if all((staging / name).is_file() and why_unreadable(staging / name) is None for name in names):
+        same_trials = all((experiment / d.name).is_dir() for d in staging.iterdir() if d.is_dir())
+        if same_trials and all((staging / n).is_file() and why_unreadable(staging / n) is None for n in names):
             return staging
     return None
 
@@ -71,12 +72,17 @@ def intact_staging_copy(experiment_name: str, names: list[str], temp_dir: Path) 
 def mend_torn_state_files(experiment: Path, temp_dir: Path | None = None) -> list[str]:
     """Check the state files a resume reads; replace a torn set from the dead driver's staging copy.
     Returns one line per file replaced; raises ConfigError when a torn file cannot be mended."""
+    tuner = experiment / "tuner.pkl"
+    if tuner.is_file() and (why := why_unreadable(tuner)) is not None:
+        # Written once, straight into the folder, as the sweep starts: no other copy exists.
+        raise ConfigError(f"{tuner}: unreadable ({why}); the driver died while starting the sweep, before any "
+                          "trial could be saved; start it again (--set name=... for a new folder)")
     state_files = newest_state_files(experiment)
     torn = {path: why for path in state_files if (why := why_unreadable(path)) is not None}
     if not torn:
         return []
     temp_dir = temp_dir or ray_temp_dir()
-    staging = intact_staging_copy(experiment.name, [p.name for p in state_files], temp_dir)
+    staging = intact_staging_copy(experiment, [p.name for p in state_files], temp_dir)
     if staging is None:
         path, why = next(iter(torn.items()))
         raise ConfigError(f"{path}: unreadable ({why}); the driver was probably killed while saving it, and no "

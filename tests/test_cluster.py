@@ -72,7 +72,8 @@ def _submit(cluster, config_path, timeout=420):
 def test_job_submit_spreads_trials_over_both_nodes_into_shared_storage(cluster, tiny_model_path):
     shared = cluster["base"] / "shared"
     config = tiny_sweep_dict(tiny_model_path, shared, name="on-cluster",
-                             search={"num_trials": 4, "max_concurrent_trials": 2})
+                             # One CPU per node and two trials at once: one trial on each node.
+                             search={"num_trials": 2, "max_concurrent_trials": 2})
     done = _submit(cluster, write_config(cluster["base"] / "cluster.yaml", config))
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "succeeded" in done.stdout

@@ -13,12 +13,26 @@ from tests.conftest import tiny_sweep_dict, write_config
 from tests.helpers import ROOT, run_cli, trial_dirs
 
 NUM_TRIALS = 4
-STEPS_PER_RUNG = 8
+STEPS_PER_RUNG = 6
 
 
 def _rows(trial):
     text = (trial / "result.json").read_text() if (trial / "result.json").exists() else ""
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _trial_id(trial) -> str:
+    return trial.name.split("_")[2]  # run_trial_<id>_<n>_<params>
+
+
+def _tune_status(experiment, session=-1) -> dict[str, str]:
+    """Trial id -> status in a driver session's saved Tune state ({} while it is being copied)."""
+    files = sorted(experiment.glob("experiment_state-*.json"))
+    try:
+        state = json.loads(files[session].read_text())
+    except (IndexError, ValueError):
+        return {}
+    return {json.loads(trial)["trial_id"]: json.loads(trial)["status"] for trial, _ in state["trial_data"]}
 
 
 def _ray_processes() -> int:
@@ -41,8 +55,9 @@ def test_a_killed_driver_resumes_with_trials_checkpoints_and_asha_state(tiny_mod
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     mid_trial, deadline = None, time.time() + 300
     while mid_trial is None and time.time() < deadline and driver.poll() is None:
-        done_trials = [d for d in trial_dirs(experiment) if len(_rows(d)) == 3] if experiment.exists() else []
-        midway = [d for d in trial_dirs(experiment) if 1 <= len(_rows(d)) < 3] if experiment.exists() else []
+        dirs, status = (trial_dirs(experiment), _tune_status(experiment)) if experiment.exists() else ([], {})
+        done_trials = [d for d in dirs if status.get(_trial_id(d)) == "TERMINATED"]
+        midway = [d for d in dirs if status.get(_trial_id(d)) == "RUNNING" and 1 <= len(_rows(d)) < 3]
         if done_trials and midway:
             mid_trial = midway[0].name
             driver.send_signal(signal.SIGKILL)
@@ -61,6 +76,10 @@ def test_a_killed_driver_resumes_with_trials_checkpoints_and_asha_state(tiny_mod
     resumed = run_cli("resume", experiment)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
 
+    # What the dead driver's Tune had saved (the state the resume started from). A trial whose last
+    # row was written but whose end Tune had not yet saved runs its last rung again, rightly.
+    recorded = _tune_status(experiment, session=0)
+    assert "TERMINATED" in recorded.values()
     dirs = trial_dirs(experiment)
     assert len(dirs) == NUM_TRIALS
     configs = {tuple(sorted(json.loads((d / "params.json").read_text()).items())) for d in dirs}
@@ -68,8 +87,8 @@ def test_a_killed_driver_resumes_with_trials_checkpoints_and_asha_state(tiny_mod
     for d in dirs:
         rows = _rows(d)
         assert [r["step"] for r in rows] == [STEPS_PER_RUNG * (i + 1) for i in range(len(rows))], d.name
-        if before.get(d.name) == 3:
-            assert len({r["pid"] for r in rows}) == 1  # finished before the crash: not run again
+        if recorded.get(_trial_id(d)) == "TERMINATED":
+            assert len({r["pid"] for r in rows}) == 1, d.name  # finished before the crash: not run again
     continued = _rows(next(d for d in dirs if d.name == mid_trial))
     if len(continued) > before[mid_trial]:  # ASHA may have stopped it at the rung it had reached
         assert continued[before[mid_trial]]["pid"] != continued[0]["pid"]  # a new process, same steps on

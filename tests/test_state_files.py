@@ -29,6 +29,9 @@ def torn_copy(sweep, tmp_path):
     staging.mkdir(parents=True)
     for name, data in state.items():
         (staging / name).write_bytes(data)
+    for trial in copy.iterdir():
+        if trial.is_dir():
+            (staging / trial.name).mkdir()  # Tune stages each trial's folder too
     torn = next(p for p in newest_state_files(copy) if p.name.startswith("experiment_state-"))
     _tear(torn)
     return copy, torn, state, tmp_path / "ray"
@@ -101,3 +104,22 @@ def test_the_refusal_is_a_config_error_the_cli_prints_as_one_line():
         RefuseFreshStartOnResume().filter(record)
     other = logging.LogRecord("x", logging.INFO, __file__, 1, "Restarting experiment.", None, None)
     assert RefuseFreshStartOnResume().filter(other) is True
+
+
+def test_a_torn_tuner_file_says_the_sweep_died_starting_and_changes_nothing(torn_copy):
+    copy, _, _, temp_dir = torn_copy
+    _tear(copy / "tuner.pkl")
+    before = {p.name: p.read_bytes() for p in copy.iterdir() if p.is_file()}
+
+    with pytest.raises(ConfigError, match="tuner.pkl: unreadable .*died while starting the sweep"):
+        mend_torn_state_files(copy, temp_dir)
+    assert {p.name: p.read_bytes() for p in copy.iterdir() if p.is_file()} == before
+
+
+def test_a_staging_folder_of_another_experiment_with_the_same_name_is_not_used(torn_copy):
+    copy, torn, _, temp_dir = torn_copy
+    (temp_dir / "session_2026_1" / "artifacts" / "2026-11-28_04-00-00" / copy.name / "driver_artifacts"
+     / "run_trial_0000_1_other").mkdir()
+
+    with pytest.raises(ConfigError, match=f"{torn.name}: unreadable"):
+        mend_torn_state_files(copy, temp_dir)
