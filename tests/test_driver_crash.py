@@ -14,6 +14,7 @@ from tests.helpers import ROOT, run_cli, trial_dirs
 
 NUM_TRIALS = 4
 STEPS_PER_RUNG = 6
+MAX_RUNGS = 2
 
 
 def _rows(trial):
@@ -47,7 +48,7 @@ def test_a_killed_driver_resumes_with_trials_checkpoints_and_asha_state(tiny_mod
         tiny_model_path, tmp_path / "results", name="crash",
         training={"steps_per_rung": STEPS_PER_RUNG, "micro_batch_size": 2, "gradient_checkpointing": False},
         search={"num_trials": NUM_TRIALS, "max_concurrent_trials": 2},
-        scheduler={"metric": "eval_loss", "max_rungs": 3, "grace_period": 1},
+        scheduler={"metric": "eval_loss", "max_rungs": MAX_RUNGS, "grace_period": 1},
     )
     config_path = write_config(tmp_path / "s.yaml", config)
     experiment = tmp_path / "results" / "crash"
@@ -57,7 +58,7 @@ def test_a_killed_driver_resumes_with_trials_checkpoints_and_asha_state(tiny_mod
     while mid_trial is None and time.time() < deadline and driver.poll() is None:
         dirs, status = (trial_dirs(experiment), _tune_status(experiment)) if experiment.exists() else ([], {})
         done_trials = [d for d in dirs if status.get(_trial_id(d)) == "TERMINATED"]
-        midway = [d for d in dirs if status.get(_trial_id(d)) == "RUNNING" and 1 <= len(_rows(d)) < 3]
+        midway = [d for d in dirs if status.get(_trial_id(d)) == "RUNNING" and 1 <= len(_rows(d)) < MAX_RUNGS]
         if done_trials and midway:
             mid_trial = midway[0].name
             driver.send_signal(signal.SIGKILL)
