@@ -225,8 +225,7 @@ def trial_train(model: Any, rows: Any, tokenizer: Any, training: TrainingConfig,
 # --- measuring -------------------------------------------------------------------------------
 
 def measure_shape(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
-    from trainables.evaluation import generate_summaries, rouge_scores
-    from trainables.memory import generation_batch_size
+    from trainables.evaluation import rouge_scores
     from trainables.model import load_tokenizer
 
     path = build_random_model(args.shape, args.tokenizer, folder / "model")
@@ -260,15 +259,9 @@ def measure_shape(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                        args.max_length, folder / "trainer")
     ours.update(mfu=mfu(ours["tokens_per_s"], params, recompute=checkpointing), gradient_checkpointing=checkpointing,
                 padding_free=training.padding_free, memory_budget_gb=budget_gb)
-    batch = generation_batch_size(EvaluationConfig(max_new_tokens=args.max_new_tokens), model, args.max_length, budget)
-    synchronize_gpu()
-    started = time.perf_counter()
-    predictions = generate_summaries(model, tokenizer, data["prompts"], PromptConfig().end_marker,
-                                     args.max_new_tokens, batch)
-    rouge_scores(predictions, data["references"])
-    synchronize_gpu()
-    ours.update(rouge_eval_s=time.perf_counter() - started, generation_batch_size=batch)
-    ours["merged_copy"] = time_merged_copy_evaluation(args, model, tokenizer, data, budget)
+    default = timed_rouge_evaluation(args, model, tokenizer, data, budget, merged_copy=False)
+    ours.update(rouge_eval_s=default["rouge_eval_s"], generation_batch_size=default["generation_batch_size"])
+    ours["merged_copy"] = timed_rouge_evaluation(args, model, tokenizer, data, budget, merged_copy=True)
     result["qlora_sweep"] = ours
     result["speedup"] = ours["tokens_per_s"] / plain["tokens_per_s"]
     result["eval_examples"] = len(data["prompts"])
@@ -277,22 +270,23 @@ def measure_shape(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     return result
 
 
-def time_merged_copy_evaluation(args: argparse.Namespace, model: Any, tokenizer: Any, data: dict[str, Any],
-                                budget: int | None) -> dict[str, Any]:
-    """The same ROUGE evaluation through evaluation.merged_copy: building the copy counts."""
-    from trainables.evaluation import generate_summaries, rouge_scores
-    from trainables.memory import generation_batch_size
+def timed_rouge_evaluation(args: argparse.Namespace, model: Any, tokenizer: Any, data: dict[str, Any],
+                           budget: int | None, merged_copy: bool) -> dict[str, Any]:
+    """The trial's ROUGE evaluation on every validation dialogue, timed; with merged_copy, building
+    the copy counts."""
     import torch
 
+    from trainables.evaluation import generate_summaries, rouge_scores
+    from trainables.memory import generation_batch_size
     from trainables.model import model_for_generation
 
-    evaluation = EvaluationConfig(max_new_tokens=args.max_new_tokens, merged_copy=True)
+    evaluation = EvaluationConfig(max_new_tokens=args.max_new_tokens, merged_copy=merged_copy)
     batch = generation_batch_size(evaluation, model, args.max_length, budget)
     synchronize_gpu()
     reset_peak_memory()
     started = time.perf_counter()
-    with model_for_generation(model, merged_copy=True) as dense:
-        predictions = generate_summaries(dense, tokenizer, data["prompts"], PromptConfig().end_marker,
+    with model_for_generation(model, merged_copy) as generator:
+        predictions = generate_summaries(generator, tokenizer, data["prompts"], PromptConfig().end_marker,
                                          args.max_new_tokens, batch)
     rouge_scores(predictions, data["references"])
     synchronize_gpu()

@@ -50,12 +50,6 @@ def why_unreadable(path: Path) -> str | None:
     return None
 
 
-def ray_temp_dir() -> Path:
-    """Where Ray keeps its session folders on this machine (Ray's own rule: RAY_TMPDIR, TMPDIR, /tmp)."""
-    base = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
-    return Path(base, "ray")
-
-
 def intact_staging_copy(experiment: Path, names: list[str], temp_dir: Path) -> Path | None:
     """The newest staging folder of a driver that ran this experiment and holds every file in
     `names`, all readable. The names carry the driver session's start time, and the staging
@@ -81,7 +75,10 @@ def mend_torn_state_files(experiment: Path, temp_dir: Path | None = None) -> lis
     torn = {path: why for path in state_files if (why := why_unreadable(path)) is not None}
     if not torn:
         return []
-    temp_dir = temp_dir or ray_temp_dir()
+    if temp_dir is None:
+        from ray._common.utils import get_default_ray_temp_dir  # where Ray keeps its session folders
+
+        temp_dir = Path(get_default_ray_temp_dir())
     staging = intact_staging_copy(experiment, [p.name for p in state_files], temp_dir)
     if staging is None:
         path, why = next(iter(torn.items()))

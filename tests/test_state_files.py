@@ -14,6 +14,10 @@ from search.state_files import mend_torn_state_files, newest_state_files
 from tests.helpers import ROOT
 
 
+def _files(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
 def _tear(path):
     path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 3])
 
@@ -58,14 +62,14 @@ def test_a_torn_state_file_is_replaced_with_the_whole_set_from_the_dead_drivers_
 def test_a_torn_state_file_without_an_intact_copy_stops_the_resume_with_one_line_and_changes_nothing(torn_copy):
     copy, torn, _, temp_dir = torn_copy
     shutil.rmtree(temp_dir)
-    before = {p.name: p.read_bytes() for p in copy.iterdir() if p.is_file()}
+    before = _files(copy)
 
     done = subprocess.run([sys.executable, "-m", "search", "resume", str(copy)], capture_output=True, text=True,
                           cwd=ROOT, env={**os.environ, "RAY_TMPDIR": str(temp_dir.parent / "no-ray")}, timeout=120)
 
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and str(torn) in done.stderr and "cannot be resumed" in done.stderr
-    assert {p.name: p.read_bytes() for p in copy.iterdir() if p.is_file()} == before
+    assert _files(copy) == before
     assert not (temp_dir.parent / "no-ray").exists()  # no Ray was started
 
 
@@ -109,11 +113,11 @@ def test_the_refusal_is_a_config_error_the_cli_prints_as_one_line():
 def test_a_torn_tuner_file_says_the_sweep_died_starting_and_changes_nothing(torn_copy):
     copy, _, _, temp_dir = torn_copy
     _tear(copy / "tuner.pkl")
-    before = {p.name: p.read_bytes() for p in copy.iterdir() if p.is_file()}
+    before = _files(copy)
 
     with pytest.raises(ConfigError, match="tuner.pkl: unreadable .*died while starting the sweep"):
         mend_torn_state_files(copy, temp_dir)
-    assert {p.name: p.read_bytes() for p in copy.iterdir() if p.is_file()} == before
+    assert _files(copy) == before
 
 
 def test_a_staging_folder_of_another_experiment_with_the_same_name_is_not_used(torn_copy):

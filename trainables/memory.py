@@ -72,8 +72,9 @@ def dense_copy_bytes(model: Any) -> int:
     import bitsandbytes as bnb
     import torch
 
-    dtype = model.config.quantization_config.bnb_4bit_compute_dtype
-    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    from trainables.model import loaded_compute_dtype
+
+    dtype = loaded_compute_dtype(model)
     quantized = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     packed = {id(m.weight) for m in quantized}
     parameters = sum(m.in_features * m.out_features for m in quantized)

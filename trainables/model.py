@@ -72,6 +72,14 @@ def attach_lora(base: Any, hp: TrialHyperparameters) -> Any:
     return get_peft_model(base, lora)
 
 
+def loaded_compute_dtype(model: Any) -> Any:
+    """The torch dtype a loaded 4-bit model computes in (its bitsandbytes config's)."""
+    import torch
+
+    dtype = model.config.quantization_config.bnb_4bit_compute_dtype
+    return getattr(torch, dtype) if isinstance(dtype, str) else dtype
+
+
 @contextmanager
 def model_for_generation(model: Any, merged_copy: bool) -> Iterator[Any]:
     """The adapted model itself, or (merged_copy) a dense merged copy of it, freed on exit."""
@@ -105,17 +113,14 @@ def merged_dense_copy(model: Any) -> Any:
     import itertools
 
     import bitsandbytes as bnb
-    import torch
     from peft.tuners.lora import LoraLayer
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    dtype = base.config.quantization_config.bnb_4bit_compute_dtype
-    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-    replaced = []
-    for name, module in base.named_modules():
-        inside_replaced = any(name.startswith(done + ".") for done, _ in replaced)
-        if not inside_replaced and isinstance(module, (LoraLayer, bnb.nn.Linear4bit)):
-            replaced.append((name, module))
+    dtype = loaded_compute_dtype(base)
+    # LoRA layers and the 4-bit layers outside them; a LoRA layer's own 4-bit layer is its base_layer.
+    replaced = [(name, module) for name, module in base.named_modules()
+                if isinstance(module, LoraLayer)
+                or (isinstance(module, bnb.nn.Linear4bit) and not name.endswith(".base_layer"))]
     shared = {id(t): t for _, m in replaced for t in itertools.chain(m.parameters(), m.buffers())}
     dense = copy.deepcopy(base, memo=shared)
     for name, module in replaced:
