@@ -14,7 +14,7 @@ from tests.helpers import ROOT, run_cli, trial_dirs
 
 NUM_TRIALS = 4
 STEPS_PER_RUNG = 6
-MAX_RUNGS = 2
+MAX_RUNGS = 3
 
 
 def _rows(trial):
