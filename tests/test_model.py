@@ -79,14 +79,33 @@ def test_a_bfloat16_merged_copy_is_bfloat16_and_close_to_the_adapted_model(tiny_
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_the_memory_plan_counts_the_merged_copy_exactly_and_shrinks_the_generation_batch(tiny_model_path, dtype):
+def test_the_memory_plan_counts_the_merged_copy_and_each_kind_of_kv_cache_exactly(tiny_model_path, dtype):
+    from trainables.memory import MAX_GENERATION_BATCH
+
     model = _adapted(tiny_model_path, dtype)
     dense = merged_dense_copy(model)
     assert dense_copy_bytes(model) == sum(p.numel() * p.element_size() for p in dense.parameters())
 
     evaluation = EvaluationConfig(max_new_tokens=16)
-    per_sequence = (192 + 16) * kv_cache_bytes_per_token(model.config) + 4 * model.config.vocab_size
-    budget = HEADROOM_BYTES + dense_copy_bytes(model) + 2 * 10 * per_sequence  # room for 10 sequences beside a copy
+    logits = 4 * model.config.vocab_size
+    copy_sequence = (192 + 16) * kv_cache_bytes_per_token(model.config, getattr(torch, dtype).itemsize) + logits
+    budget = HEADROOM_BYTES + dense_copy_bytes(model) + 2 * 10 * copy_sequence  # room for 10 sequences beside a copy
     with_copy = generation_batch_size(evaluation.model_copy(update={"merged_copy": True}), model, 192, budget)
+    assert with_copy == 10
+    # Without the copy its memory goes to sequences, each caching in float32 (the prepared model's).
+    own_sequence = (192 + 16) * kv_cache_bytes_per_token(model.config, 4) + logits
     without = generation_batch_size(evaluation, model, 192, budget)
-    assert with_copy == 10 and without > with_copy
+    assert without == min(MAX_GENERATION_BATCH, int((budget - HEADROOM_BYTES) / 2 / own_sequence))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_kv_cache_is_planned_float32_for_the_prepared_4bit_model_and_in_compute_dtype_for_a_copy(
+        tiny_model_path, dtype):
+    from trainables.memory import cache_value_bytes
+
+    model = _adapted(tiny_model_path, dtype)
+    assert cache_value_bytes(model, merged_copy=False) == 4  # norms stay float32, so do hidden states
+    assert cache_value_bytes(model, merged_copy=True) == getattr(torch, dtype).itemsize
+    with torch.no_grad():  # the copy's cache really is in its compute dtype
+        cache = merged_dense_copy(model)(input_ids=torch.randint(0, 500, (1, 8)), use_cache=True).past_key_values
+    assert cache.layers[0].keys.dtype == getattr(torch, dtype)

@@ -53,3 +53,20 @@ def test_a_padding_free_micro_batch_has_the_loss_of_the_padded_one(tiny_model_pa
     # The check can fail: one running position sequence lets examples attend to each other.
     leaky = {**flat, "position_ids": torch.arange(flat["input_ids"].shape[1])[None]}
     assert abs(_loss(free_trainer, leaky) - expected) > 1e-4 * expected
+
+
+@pytest.mark.parametrize("compute_dtype, expected", [("bfloat16", {"bf16": True, "fp16": False}),
+                                                     ("float16", {"bf16": False, "fp16": True}),
+                                                     ("float32", {"bf16": False, "fp16": False})])
+def test_training_autocasts_to_the_4bit_compute_dtype_though_preparation_made_the_model_float32(
+        tiny_model_path, compute_dtype, expected):
+    from trainables.model import attach_lora, load_quantized_model, prepare_for_training
+    from trainables.train import mixed_precision
+
+    hp = TrialHyperparameters(lora_r=4, lora_alpha=8, learning_rate=1e-3, max_length=192, lora_dropout=0.0,
+                              target_modules="all-linear")
+    base = load_quantized_model(ModelConfig(name_or_path=str(tiny_model_path), compute_dtype=compute_dtype))
+    model = attach_lora(prepare_for_training(base, False), hp)
+    assert model.dtype == torch.float32  # what k-bit preparation leaves, whatever the compute dtype
+    assert mixed_precision(model, on_gpu=True) == expected
+    assert mixed_precision(model, on_gpu=False) == {"bf16": False, "fp16": False}

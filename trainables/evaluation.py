@@ -66,6 +66,8 @@ def generate_summaries(
     """Greedy summaries, batched with left padding and the KV cache, longest prompts first."""
     import torch
 
+    from trainables.model import compute_autocast
+
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     outputs: list[str] = [""] * len(prompts)
     padding_side = tokenizer.padding_side
@@ -77,7 +79,7 @@ def generate_summaries(
             batch_ids = order[start : start + batch_size]
             batch = tokenizer([prompts[i] for i in batch_ids], return_tensors="pt", padding=True)
             batch = {k: v.to(model.device) for k, v in batch.items()}
-            with torch.no_grad():
+            with torch.no_grad(), compute_autocast(model):
                 generated = model.generate(
                     **batch,
                     max_new_tokens=max_new_tokens,

@@ -73,11 +73,32 @@ def attach_lora(base: Any, hp: TrialHyperparameters) -> Any:
 
 
 def loaded_compute_dtype(model: Any) -> Any:
-    """The torch dtype a loaded 4-bit model computes in (its bitsandbytes config's)."""
+    """The torch dtype a loaded 4-bit model computes in (its bitsandbytes config's); for a model
+    without one (a dense merged copy), the dtype of its weights."""
     import torch
 
-    dtype = model.config.quantization_config.bnb_4bit_compute_dtype
+    quantization = getattr(model.config, "quantization_config", None)
+    if quantization is None:
+        return model.dtype
+    dtype = quantization.bnb_4bit_compute_dtype if not isinstance(quantization, dict) \
+        else quantization["bnb_4bit_compute_dtype"]
     return getattr(torch, dtype) if isinstance(dtype, str) else dtype
+
+
+def compute_autocast(model: Any) -> Any:
+    """Autocast to the model's compute dtype on a GPU (a no-op elsewhere or in float32).
+
+    A prepared 4-bit model keeps norms, embeddings and LoRA weights in float32, so without it the
+    hidden states, attention, KV cache and LM head of generation all run in float32.
+    """
+    from contextlib import nullcontext
+
+    import torch
+
+    dtype = loaded_compute_dtype(model)
+    if not torch.cuda.is_available() or dtype == torch.float32:
+        return nullcontext()
+    return torch.autocast("cuda", dtype=dtype)
 
 
 @contextmanager

@@ -27,7 +27,7 @@ def build_trainer(
     from trl import SFTConfig, SFTTrainer
 
     on_gpu = torch.cuda.is_available()
-    dtype = getattr(model, "dtype", None)
+    precision = mixed_precision(model, on_gpu)
     rung = training.steps_per_rung
     args = SFTConfig(
         output_dir=output_dir,
@@ -44,8 +44,7 @@ def build_trainer(
         gradient_checkpointing=training.gradient_checkpointing,  # resolved from auto by the trial
         padding_free=training.padding_free,
         gradient_checkpointing_kwargs={"use_reentrant": False},
-        bf16=on_gpu and dtype == torch.bfloat16,
-        fp16=on_gpu and dtype == torch.float16,
+        **precision,
         use_cpu=not on_gpu,
         logging_steps=rung,
         eval_strategy="steps",
@@ -70,6 +69,21 @@ def build_trainer(
     trainer.remove_callback(PrinterCallback)  # metrics go to Tune's table, not raw dicts on stdout
     keep_adapter_in_float32(model)
     return trainer
+
+
+def mixed_precision(model: Any, on_gpu: bool) -> dict[str, bool]:
+    """The Trainer's autocast: the 4-bit layers' compute dtype, on a GPU.
+
+    Not `model.dtype`: k-bit preparation makes the norms and embeddings float32, so a prepared
+    model reports float32, and training without autocast then runs attention, the LoRA branches
+    and the LM head in float32 (measured on an H100: 3.5x slower than the plain recipe).
+    """
+    import torch
+
+    from trainables.model import loaded_compute_dtype
+
+    dtype = loaded_compute_dtype(model) if on_gpu else torch.float32
+    return {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16}
 
 
 def keep_adapter_in_float32(model: Any) -> None:
