@@ -54,12 +54,17 @@ SHAPES = {
                  num_key_value_heads=2, vocab_size=1024, tie_word_embeddings=False),
 }
 BF16_PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "A10G": 125e12, "L4": 121e12}
+STARTED = time.perf_counter()
 LORA = dict(lora_r=32, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear")
 
 
 def build_random_model(shape: str, tokenizer_path: str, folder: Path) -> Path:
+    """The shape with random weights, saved in bf16; an earlier run's copy in `folder` is reused."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+
+    if (folder / "config.json").is_file() and (folder / "tokenizer_config.json").is_file():
+        return folder
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
     values = dict(SHAPES[shape])
@@ -77,6 +82,11 @@ def build_random_model(shape: str, tokenizer_path: str, folder: Path) -> Path:
     del model
     _free()
     return folder
+
+
+def log(message: str) -> None:
+    """Progress on stderr, so a run cut off at a time limit still shows how far it got."""
+    print(f"[trial_speed {time.perf_counter() - STARTED:7.1f}s] {message}", file=sys.stderr, flush=True)
 
 
 def linear_parameters(model: Any) -> int:
@@ -228,24 +238,28 @@ def measure_shape(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     from trainables.evaluation import rouge_scores
     from trainables.model import load_tokenizer
 
-    path = build_random_model(args.shape, args.tokenizer, folder / "model")
+    models = Path(args.model_cache) if args.model_cache else folder
+    path = build_random_model(args.shape, args.tokenizer, models / f"random-{args.shape}")
     tokenizer = load_tokenizer(ModelConfig(name_or_path=str(path)))
     data = load_rows(args.data, args.max_length, tokenizer, args.train_examples, args.eval_examples)
     result: dict[str, Any] = {"shape": args.shape, "micro_batch_size": args.micro_batch_size,
                               "max_length": args.max_length, "steps": args.steps, "warmup": args.warmup}
 
+    log(f"{args.shape}: model ready, data tokenized; plain recipe")
     model = plain_model(path, seed=0)
     params = linear_parameters(model)
     plain = plain_train(model, data["train"], tokenizer, args.micro_batch_size, args.steps, args.warmup, 1e-4, 0)
     plain["mfu"] = mfu(plain["tokens_per_s"], params, recompute=True)
-    subset = data["prompts"][: args.plain_eval_examples]
-    started = time.perf_counter()
-    predictions = plain_generate(model, tokenizer, subset, args.max_new_tokens, args.plain_eval_batch)
-    rouge_scores(predictions, data["references"][: len(subset)])
-    seconds = time.perf_counter() - started
-    plain["rouge_eval_s"] = seconds * len(data["prompts"]) / len(subset)
-    plain["rouge_eval_extrapolated_from"] = len(subset)
+    if not args.skip_eval:
+        subset = data["prompts"][: args.plain_eval_examples]
+        started = time.perf_counter()
+        predictions = plain_generate(model, tokenizer, subset, args.max_new_tokens, args.plain_eval_batch)
+        rouge_scores(predictions, data["references"][: len(subset)])
+        seconds = time.perf_counter() - started
+        plain["rouge_eval_s"] = seconds * len(data["prompts"]) / len(subset)
+        plain["rouge_eval_extrapolated_from"] = len(subset)
     result["plain"] = plain
+    log(f"plain: {plain}")
     del model
     _free()
 
@@ -259,15 +273,49 @@ def measure_shape(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                        args.max_length, folder / "trainer")
     ours.update(mfu=mfu(ours["tokens_per_s"], params, recompute=checkpointing), gradient_checkpointing=checkpointing,
                 padding_free=training.padding_free, memory_budget_gb=budget_gb)
-    default = timed_rouge_evaluation(args, model, tokenizer, data, budget, merged_copy=False)
-    ours.update(rouge_eval_s=default["rouge_eval_s"], generation_batch_size=default["generation_batch_size"])
-    ours["merged_copy"] = timed_rouge_evaluation(args, model, tokenizer, data, budget, merged_copy=True)
+    log(f"qlora-sweep training: {ours}")
+    if not args.skip_eval:
+        default = timed_rouge_evaluation(args, model, tokenizer, data, budget, merged_copy=False)
+        ours.update(rouge_eval_s=default["rouge_eval_s"], generation_batch_size=default["generation_batch_size"],
+                    rouge_eval_peak_memory_gb=default["peak_memory_gb"])
+        ours["merged_copy"] = timed_rouge_evaluation(args, model, tokenizer, data, budget, merged_copy=True)
     result["qlora_sweep"] = ours
     result["speedup"] = ours["tokens_per_s"] / plain["tokens_per_s"]
     result["eval_examples"] = len(data["prompts"])
     del model
     _free()
+    result["variants"] = {spec: measure_variant(args, spec, path, tokenizer, data, params, budget_gb, folder)
+                          for spec in args.variant}
+    for variant in result["variants"].values():
+        variant["speedup"] = variant["tokens_per_s"] / plain["tokens_per_s"]
     return result
+
+
+def measure_variant(args: argparse.Namespace, spec: str, path: Path, tokenizer: Any, data: dict[str, Any],
+                    params: int, budget_gb: float, folder: Path) -> dict[str, Any]:
+    """qlora-sweep's training with some settings changed, e.g. "micro_batch_size=16,gradient_checkpointing=false"
+    (TrainingConfig fields, plus memory_budget_gb); training speed only."""
+    import yaml
+
+    settings = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in spec.split(","))}
+    budget_gb = settings.pop("memory_budget_gb", budget_gb)
+    training = TrainingConfig(**{"micro_batch_size": args.micro_batch_size, "padding_free": not args.no_padding_free,
+                                 "gradient_checkpointing": args.gradient_checkpointing, **settings})
+    resources = ResourcesConfig(gpus_per_trial=1, gpu_memory_gb=budget_gb)
+    model, checkpointing, _ = trial_model(path, training, resources, args.max_length, seed=0)
+    training = training.model_copy(update={"gradient_checkpointing": checkpointing})
+    try:
+        speed = trial_train(model, data["train"], tokenizer, training, args.steps, args.warmup, 1e-4,
+                            args.max_length, folder / "variant")
+    except Exception as error:  # noqa: BLE001 - one variant running out of memory is a result, not the end of the run
+        speed = {"error": f"{type(error).__name__}: {str(error).splitlines()[0][:300]}", "tokens_per_s": 0.0}
+    speed.update(mfu=mfu(speed["tokens_per_s"], params, recompute=checkpointing) if speed["tokens_per_s"] else None,
+                 gradient_checkpointing=checkpointing, micro_batch_size=training.micro_batch_size,
+                 padding_free=training.padding_free, memory_budget_gb=budget_gb)
+    log(f"variant {spec}: {speed}")
+    del model
+    _free()
+    return speed
 
 
 def timed_rouge_evaluation(args: argparse.Namespace, model: Any, tokenizer: Any, data: dict[str, Any],
@@ -277,10 +325,13 @@ def timed_rouge_evaluation(args: argparse.Namespace, model: Any, tokenizer: Any,
     import torch
 
     from trainables.evaluation import generate_summaries, rouge_scores
-    from trainables.memory import generation_batch_size
+    from trainables.memory import dense_copy_bytes, generation_batch_size
     from trainables.model import model_for_generation
 
     evaluation = EvaluationConfig(max_new_tokens=args.max_new_tokens, merged_copy=merged_copy)
+    if merged_copy and budget is not None and torch.cuda.memory_allocated() + dense_copy_bytes(model) > budget:
+        return {"skipped": f"the dense copy ({dense_copy_bytes(model) / 2**30:.1f} GB) does not fit the memory budget "
+                           f"({budget / 2**30:.1f} GB) beside the training model"}
     batch = generation_batch_size(evaluation, model, args.max_length, budget)
     synchronize_gpu()
     reset_peak_memory()
@@ -290,8 +341,10 @@ def timed_rouge_evaluation(args: argparse.Namespace, model: Any, tokenizer: Any,
                                          args.max_new_tokens, batch)
     rouge_scores(predictions, data["references"])
     synchronize_gpu()
-    return {"rouge_eval_s": time.perf_counter() - started, "generation_batch_size": batch,
-            "peak_memory_gb": peak_memory_gb() if torch.cuda.is_available() else None}
+    timed = {"rouge_eval_s": time.perf_counter() - started, "generation_batch_size": batch,
+             "peak_memory_gb": peak_memory_gb() if torch.cuda.is_available() else None}
+    log(f"ROUGE evaluation (merged_copy={merged_copy}): {timed}")
+    return timed
 
 
 def measure_quality(args: argparse.Namespace, folder: Path) -> list[dict[str, Any]]:
@@ -317,6 +370,7 @@ def measure_quality(args: argparse.Namespace, folder: Path) -> list[dict[str, An
             predictions = generate_summaries(model, tokenizer, data["prompts"], PromptConfig().end_marker,
                                              args.max_new_tokens, 32)
             row[side] = rouge_scores(predictions, data["references"])["rougeL"]
+            log(f"quality seed {seed} {side}: ROUGE-L {row[side]:.4f}")
             del model
             _free()
         runs.append(row)
@@ -376,11 +430,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-examples", type=int, default=2000)
     parser.add_argument("--eval-examples", type=int, default=500)
     parser.add_argument("--max-new-tokens", type=int, default=96)
-    parser.add_argument("--plain-eval-examples", type=int, default=32)
+    parser.add_argument("--plain-eval-examples", type=int, default=16)
     parser.add_argument("--plain-eval-batch", type=int, default=16)
     parser.add_argument("--memory-budget-gb", type=float, help="the trial's memory share (default: plain's peak)")
     parser.add_argument("--gradient-checkpointing", default="auto", choices=["auto", "true", "false"])
     parser.add_argument("--no-padding-free", action="store_true")
+    parser.add_argument("--variant", action="append", default=[],
+                        help="also time qlora-sweep's training with these settings, e.g. micro_batch_size=16 "
+                             "or gradient_checkpointing=false,memory_budget_gb=40 (repeatable)")
+    parser.add_argument("--skip-eval", action="store_true", help="time training only (no ROUGE evaluation)")
+    parser.add_argument("--model-cache", help="keep the random-weight model here and reuse it in a later run")
     parser.add_argument("--quality-model", help="a local model folder for the ROUGE-L comparison (e.g. SmolLM2)")
     parser.add_argument("--quality-seeds", type=int, nargs="*", default=[])
     parser.add_argument("--quality-steps", type=int, default=60)
