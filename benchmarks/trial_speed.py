@@ -13,10 +13,12 @@ shape's full vocabulary.
 - plain: gradient checkpointing, padded micro-batches, a plain forward with labels (full logits)
   and AdamW step; generation as the recipe leaves it (KV cache off, as checkpointing sets it).
 - qlora-sweep: the trial's own code and defaults (TRL SFTTrainer, padding-free micro-batches,
-  TRL's fused LM head, checkpointing chosen from the memory budget, batched KV-cached generation
-  sized to memory, stopping at `### End`). Its evaluation is also timed through
-  `evaluation.merged_copy` (a dense merged copy, built inside the timing), reported under
-  `qlora_sweep.merged_copy`, to decide whether that lever becomes a default.
+  TRL's fused LM head on a GPU, checkpointing chosen from the memory budget, batched KV-cached
+  generation under autocast sized to memory, stopping at `### End`). Its evaluation is timed both
+  through the 4-bit model and through `evaluation.merged_copy` (a dense merged copy, built inside
+  the timing); `merged_copy_by_default` says which one the trial's `auto` picks at this budget.
+- --variant times the trial's training with other settings beside it; --plain-again times the
+  plain side once more at the end, which shows how much the card's speed drifted within the run.
 
 Reported per side: real (non-padding) tokens/s, peak GPU memory, MFU, and the wall time to
 generate and score ROUGE on the validation dialogues. MFU counts (6 + 2 if recomputing) x the
@@ -218,16 +220,19 @@ def trial_train(model: Any, rows: Any, tokenizer: Any, training: TrainingConfig,
                 reset_peak_memory()
                 self.started, self.tokens_at_start = time.perf_counter(), state.num_input_tokens_seen
 
-        def on_train_end(self, args, state, control, **kwargs):
-            synchronize_gpu()
-            self.result = _speed(state.num_input_tokens_seen - self.tokens_at_start, time.perf_counter() - self.started)
+        def on_step_end(self, args, state, control, **kwargs):
+            # Stopped here, after the last optimizer step: the Trainer's closing evaluation and
+            # checkpoint are not training speed.
+            if state.global_step == warmup + steps:
+                synchronize_gpu()
+                self.result = _speed(state.num_input_tokens_seen - self.tokens_at_start,
+                                     time.perf_counter() - self.started)
 
     clock = Clock()
     hp = TrialHyperparameters(**LORA, learning_rate=learning_rate, max_length=max_length)
-    # One rung longer than the run: no evaluation or checkpoint inside the timed steps.
     rung = training.model_copy(update={"steps_per_rung": warmup + steps + 1})
-    trainer = build_trainer(model, tokenizer, rows, rows, rung, hp, total_steps=warmup + steps, eval_batch_size=8,
-                            output_dir=str(folder), callbacks=[clock])
+    trainer = build_trainer(model, tokenizer, rows, rows.select(range(min(8, len(rows)))), rung, hp,
+                            total_steps=warmup + steps, eval_batch_size=8, output_dir=str(folder), callbacks=[clock])
     trainer.train()
     return clock.result
 
@@ -236,6 +241,7 @@ def trial_train(model: Any, rows: Any, tokenizer: Any, training: TrainingConfig,
 
 def measure_shape(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     from trainables.evaluation import rouge_scores
+    from trainables.memory import use_merged_copy
     from trainables.model import load_tokenizer
 
     models = Path(args.model_cache) if args.model_cache else folder
@@ -279,6 +285,8 @@ def measure_shape(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         ours.update(rouge_eval_s=default["rouge_eval_s"], generation_batch_size=default["generation_batch_size"],
                     rouge_eval_peak_memory_gb=default["peak_memory_gb"])
         ours["merged_copy"] = timed_rouge_evaluation(args, model, tokenizer, data, budget, merged_copy=True)
+        evaluation = EvaluationConfig(max_new_tokens=args.max_new_tokens)
+        ours["merged_copy_by_default"] = use_merged_copy(evaluation, model, args.max_length, budget)
     result["qlora_sweep"] = ours
     result["speedup"] = ours["tokens_per_s"] / plain["tokens_per_s"]
     result["eval_examples"] = len(data["prompts"])
@@ -288,6 +296,15 @@ def measure_shape(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                           for spec in args.variant}
     for variant in result["variants"].values():
         variant["speedup"] = variant["tokens_per_s"] / plain["tokens_per_s"]
+    if args.plain_again:
+        # The same plain run once more, last: how far the card's speed drifted within this run.
+        model = plain_model(path, seed=0)
+        again = plain_train(model, data["train"], tokenizer, args.micro_batch_size, args.steps, args.warmup, 1e-4, 0)
+        result["plain_again"] = again
+        result["speedup_against_plain_again"] = ours["tokens_per_s"] / again["tokens_per_s"]
+        log(f"plain again: {again}")
+        del model
+        _free()
     return result
 
 
@@ -425,8 +442,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="JSON file to write")
     parser.add_argument("--micro-batch-size", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=512)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--train-examples", type=int, default=2000)
     parser.add_argument("--eval-examples", type=int, default=500)
     parser.add_argument("--max-new-tokens", type=int, default=96)
@@ -438,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", action="append", default=[],
                         help="also time qlora-sweep's training with these settings, e.g. micro_batch_size=16 "
                              "or gradient_checkpointing=false,memory_budget_gb=40 (repeatable)")
+    parser.add_argument("--plain-again", action="store_true",
+                        help="time the plain recipe's training again at the end, to show drift within the run")
     parser.add_argument("--skip-eval", action="store_true", help="time training only (no ROUGE evaluation)")
     parser.add_argument("--model-cache", help="keep the random-weight model here and reuse it in a later run")
     parser.add_argument("--quality-model", help="a local model folder for the ROUGE-L comparison (e.g. SmolLM2)")

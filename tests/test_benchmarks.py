@@ -15,7 +15,7 @@ def test_the_trial_speed_benchmark_measures_both_sides_and_writes_json(tiny_mode
          "--steps", "2", "--warmup", "1", "--train-examples", "16", "--eval-examples", "4",
          "--plain-eval-examples", "2", "--max-new-tokens", "4",
          "--quality-model", str(tiny_model_path), "--quality-seeds", "0", "1", "--quality-steps", "2",
-         "--quality-eval-examples", "2"],
+         "--quality-eval-examples", "2", "--variant", "fused_lm_head=true,micro_batch_size=1", "--plain-again"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -28,5 +28,9 @@ def test_the_trial_speed_benchmark_measures_both_sides_and_writes_json(tiny_mode
     assert result["qlora_sweep"]["padding_free"] is True
     assert result["qlora_sweep"]["gradient_checkpointing"] is False  # auto on CPU
     assert result["speedup"] > 0
+    assert result["qlora_sweep"]["merged_copy_by_default"] is False  # auto, on CPU
+    variant = result["variants"]["fused_lm_head=true,micro_batch_size=1"]
+    assert variant["tokens_per_s"] > 0 and variant["micro_batch_size"] == 1
+    assert result["plain_again"]["tokens_per_s"] > 0
     assert [run["seed"] for run in result["quality_rougeL"]] == [0, 1]
     assert all(0 <= run[side] <= 1 for run in result["quality_rougeL"] for side in ("plain", "qlora_sweep"))

@@ -45,7 +45,7 @@ def test_an_explicit_checkpointing_setting_is_kept_whatever_the_memory():
 
 def test_the_auto_generation_batch_grows_with_memory_and_stays_within_bounds():
     model = Shape(LLAMA_3_8B, weights_gb=5.5)
-    auto = EvaluationConfig(max_new_tokens=96, batch_size="auto")
+    auto = EvaluationConfig(max_new_tokens=96, batch_size="auto", merged_copy=False)
     small = generation_batch_size(auto, model, longest_prompt=512, budget=12 * GIB)
     large = generation_batch_size(auto, model, longest_prompt=512, budget=40 * GIB)
     assert 1 <= small < large <= MAX_GENERATION_BATCH

@@ -86,7 +86,7 @@ def test_the_memory_plan_counts_the_merged_copy_and_each_kind_of_kv_cache_exactl
     dense = merged_dense_copy(model)
     assert dense_copy_bytes(model) == sum(p.numel() * p.element_size() for p in dense.parameters())
 
-    evaluation = EvaluationConfig(max_new_tokens=16)
+    evaluation = EvaluationConfig(max_new_tokens=16, merged_copy=False)
     logits = 4 * model.config.vocab_size
     copy_sequence = (192 + 16) * kv_cache_bytes_per_token(model.config, getattr(torch, dtype).itemsize) + logits
     budget = HEADROOM_BYTES + dense_copy_bytes(model) + 2 * 10 * copy_sequence  # room for 10 sequences beside a copy
@@ -109,3 +109,20 @@ def test_the_kv_cache_is_planned_float32_for_the_prepared_4bit_model_and_in_comp
     with torch.no_grad():  # the copy's cache really is in its compute dtype
         cache = merged_dense_copy(model)(input_ids=torch.randint(0, 500, (1, 8)), use_cache=True).past_key_values
     assert cache.layers[0].keys.dtype == getattr(torch, dtype)
+
+
+def test_auto_uses_the_merged_copy_only_on_a_gpu_share_that_fits_it_beside_32_sequences(tiny_model_path):
+    from trainables.memory import MIN_MERGED_BATCH, use_merged_copy
+
+    model = _adapted(tiny_model_path, "bfloat16")
+    auto = EvaluationConfig(max_new_tokens=16)
+    assert auto.merged_copy == "auto"
+    sequence = (192 + 16) * kv_cache_bytes_per_token(model.config, 2) + 4 * model.config.vocab_size
+    just_enough = HEADROOM_BYTES + dense_copy_bytes(model) + 2 * MIN_MERGED_BATCH * sequence
+    assert use_merged_copy(auto, model, 192, just_enough) is True
+    assert use_merged_copy(auto, model, 192, just_enough - 2 * sequence) is False
+    assert use_merged_copy(auto, model, 192, None) is False  # CPU
+    assert use_merged_copy(auto.model_copy(update={"merged_copy": True}), model, 192, None) is True
+    assert use_merged_copy(auto.model_copy(update={"merged_copy": False}), model, 192, just_enough) is False
+    # The batch is planned around the copy exactly when auto chooses it.
+    assert generation_batch_size(auto, model, 192, just_enough) == MIN_MERGED_BATCH

@@ -10,7 +10,7 @@ from search.config import ModelConfig, PromptConfig, TrainingConfig, TrialHyperp
 from tests.tiny_model import SAMPLE
 
 
-def _trainer(tiny_model_path, tmp_path, padding_free):
+def _trainer(tiny_model_path, tmp_path, padding_free, fused_lm_head="auto"):
     from datasets import Dataset
 
     from trainables.data import tokenize_for_training
@@ -25,9 +25,10 @@ def _trainer(tiny_model_path, tmp_path, padding_free):
                               target_modules="all-linear")
     torch.manual_seed(0)
     model = attach_lora(prepare_for_training(load_quantized_model(model_config), False), hp)
-    training = TrainingConfig(micro_batch_size=4, gradient_checkpointing=False, padding_free=padding_free)
+    training = TrainingConfig(micro_batch_size=4, gradient_checkpointing=False, padding_free=padding_free,
+                              fused_lm_head=fused_lm_head)
     trainer = build_trainer(model, tokenizer, dataset, dataset, training, hp, total_steps=1, eval_batch_size=4,
-                            output_dir=str(tmp_path / f"out-{padding_free}"), callbacks=[])
+                            output_dir=str(tmp_path / f"out-{padding_free}-{fused_lm_head}"), callbacks=[])
     return trainer, [dataset[i] for i in range(len(dataset))]
 
 
@@ -70,3 +71,19 @@ def test_training_autocasts_to_the_4bit_compute_dtype_though_preparation_made_th
     assert model.dtype == torch.float32  # what k-bit preparation leaves, whatever the compute dtype
     assert mixed_precision(model, on_gpu=True) == expected
     assert mixed_precision(model, on_gpu=False) == {"bf16": False, "fp16": False}
+
+
+def test_full_logits_and_trls_fused_lm_head_give_the_same_loss_and_auto_picks_full_logits_on_cpu(
+        tiny_model_path, tmp_path):
+    from trl import SFTTrainer
+
+    from trainables.train import use_fused_lm_head
+
+    assert use_fused_lm_head(TrainingConfig()) is False  # auto, and this machine has no GPU
+    assert use_fused_lm_head(TrainingConfig(fused_lm_head=True)) is True
+    full, examples = _trainer(tiny_model_path, tmp_path, padding_free=True)
+    fused, _ = _trainer(tiny_model_path, tmp_path, padding_free=True, fused_lm_head=True)
+    assert type(fused) is SFTTrainer and type(full) is not SFTTrainer
+    batch = full.data_collator(examples)
+    expected = _loss(fused, batch)
+    assert abs(_loss(full, batch) - expected) < 1e-5 * expected

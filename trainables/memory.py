@@ -13,6 +13,7 @@ from search.config import EvaluationConfig, ResourcesConfig, TrainingConfig
 from search.packing import GIB, HEADROOM_BYTES, activation_bytes_per_token
 MAX_GENERATION_BATCH = 128
 CPU_GENERATION_BATCH = 16
+MIN_MERGED_BATCH = 32
 
 
 def memory_budget_bytes(resources: ResourcesConfig, plan: Callable[[float], float] | None = None) -> int | None:
@@ -66,20 +67,37 @@ def cache_value_bytes(model: Any, merged_copy: bool) -> int:
     return dtype.itemsize
 
 
+def use_merged_copy(evaluation: EvaluationConfig, model: Any, longest_prompt: int, budget: int | None) -> bool:
+    """The configured choice, or for auto: a dense merged copy when it fits the trial's share with room
+    left for MIN_MERGED_BATCH sequences (a copy that forces tiny batches loses what it gains); never on CPU."""
+    if evaluation.merged_copy != "auto":
+        return evaluation.merged_copy
+    if budget is None:
+        return False
+    free = budget - _allocated_bytes() - HEADROOM_BYTES - dense_copy_bytes(model)
+    return free / 2 >= MIN_MERGED_BATCH * _bytes_per_sequence(evaluation, model, longest_prompt, merged_copy=True)
+
+
 def generation_batch_size(evaluation: EvaluationConfig, model: Any, longest_prompt: int, budget: int | None) -> int:
-    """The configured batch, or for auto: as many sequences as the KV cache fits into half the free share."""
+    """The configured batch, or for auto: as many sequences as the KV cache fits into half the free share
+    (beside the merged copy, when one is used)."""
     if evaluation.batch_size != "auto":
         return evaluation.batch_size
     if budget is None:
         return CPU_GENERATION_BATCH
+    merged_copy = use_merged_copy(evaluation, model, longest_prompt, budget)
     free = budget - _allocated_bytes() - HEADROOM_BYTES
-    if evaluation.merged_copy:
+    if merged_copy:
         free -= dense_copy_bytes(model)
-    tokens = longest_prompt + evaluation.max_new_tokens
-    # Per sequence: its KV cache plus the float32 logits of one step over the vocabulary.
-    value_bytes = cache_value_bytes(model, evaluation.merged_copy)
-    per_sequence = tokens * kv_cache_bytes_per_token(model.config, value_bytes) + 4 * model.config.vocab_size
+    per_sequence = _bytes_per_sequence(evaluation, model, longest_prompt, merged_copy)
     return max(1, min(MAX_GENERATION_BATCH, int(free / 2 / per_sequence)))
+
+
+def _bytes_per_sequence(evaluation: EvaluationConfig, model: Any, longest_prompt: int, merged_copy: bool) -> int:
+    """One generated sequence's KV cache plus the float32 logits of one step over the vocabulary."""
+    tokens = longest_prompt + evaluation.max_new_tokens
+    value_bytes = cache_value_bytes(model, merged_copy)
+    return tokens * kv_cache_bytes_per_token(model.config, value_bytes) + 4 * model.config.vocab_size
 
 
 def dense_copy_bytes(model: Any) -> int:

@@ -36,7 +36,7 @@ def score_adapter_on_file(sweep: SweepConfig, hyperparameters: dict[str, Any], c
 
     from trainables.data import _load_file
     from trainables.evaluation import BEST_REFERENCE, MEAN_OVER_REFERENCES, generate_summaries, rouge_scores_multi
-    from trainables.memory import generation_batch_size, memory_budget_bytes
+    from trainables.memory import generation_batch_size, memory_budget_bytes, use_merged_copy
     from trainables.model import load_quantized_model, load_tokenizer, model_for_generation
     from trainables.prompt import encode_prompt
     from trainables.trial import quiet_libraries
@@ -67,9 +67,10 @@ def score_adapter_on_file(sweep: SweepConfig, hyperparameters: dict[str, Any], c
     tokenizer = load_tokenizer(sweep.model)
     model = PeftModel.from_pretrained(load_quantized_model(sweep.model), checkpoint)
     prompts = [encode_prompt(tokenizer, sweep.prompt, d, hp.max_length) for d in dialogues]
-    batch = generation_batch_size(sweep.evaluation, model, hp.max_length, memory_budget_bytes(sweep.resources))
-    # Scored the way the sweep scored validation, through the merged copy if it used one.
-    with model_for_generation(model, sweep.evaluation.merged_copy) as generator:
+    budget = memory_budget_bytes(sweep.resources)
+    batch = generation_batch_size(sweep.evaluation, model, hp.max_length, budget)
+    # Scored the way the sweep scores validation: through a merged copy where its settings call for one.
+    with model_for_generation(model, use_merged_copy(sweep.evaluation, model, hp.max_length, budget)) as generator:
         predictions = generate_summaries(generator, tokenizer, prompts, sweep.prompt.end_marker,
                                          sweep.evaluation.max_new_tokens, batch)
     scores = rouge_scores_multi(predictions, references)

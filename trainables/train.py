@@ -58,7 +58,8 @@ def build_trainer(
         disable_tqdm=True,
         dataloader_pin_memory=on_gpu,
     )
-    trainer = SFTTrainer(
+    trainer_class = SFTTrainer if use_fused_lm_head(training) else FullLogitsSFTTrainer()
+    trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=train_dataset,
@@ -69,6 +70,34 @@ def build_trainer(
     trainer.remove_callback(PrinterCallback)  # metrics go to Tune's table, not raw dicts on stdout
     keep_adapter_in_float32(model)
     return trainer
+
+
+def use_fused_lm_head(training: TrainingConfig) -> bool:
+    """The configured choice, or for auto: on a GPU, where TRL runs its chunked LM head as a Triton
+    kernel; its torch fallback on CPU is slower than full logits."""
+    import torch
+
+    if training.fused_lm_head != "auto":
+        return training.fused_lm_head
+    return torch.cuda.is_available()
+
+
+def FullLogitsSFTTrainer() -> type:
+    """SFTTrainer with transformers' own loss: the model's forward with labels, over full logits.
+
+    SFTTrainer always computes its loss through TRL's chunked LM head, which also derives entropy
+    and token accuracy for its logs. On CPU its torch fallback made a step 2.5x slower than this.
+    Everything else (collation, padding-free batches, checkpoints) is SFTTrainer's.
+    """
+    from transformers import Trainer
+    from trl import SFTTrainer
+
+    class _FullLogitsSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            inputs["use_cache"] = False
+            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+
+    return _FullLogitsSFTTrainer
 
 
 def mixed_precision(model: Any, on_gpu: bool) -> dict[str, bool]:

@@ -24,7 +24,9 @@ def run_trial(trial_config: dict[str, Any], sweep: SweepConfig) -> None:
 
     from trainables.data import load_dialogues, tokenize_for_training
     from trainables.evaluation import rouge_on_validation
-    from trainables.memory import generation_batch_size, memory_budget_bytes, use_gradient_checkpointing
+    from trainables.memory import (
+        generation_batch_size, memory_budget_bytes, use_gradient_checkpointing, use_merged_copy,
+    )
     from trainables.model import (
         attach_lora, load_quantized_model, load_tokenizer, model_for_generation, prepare_for_training,
     )
@@ -54,6 +56,7 @@ def run_trial(trial_config: dict[str, Any], sweep: SweepConfig) -> None:
     training = sweep.training.model_copy(update={"gradient_checkpointing": checkpointing})
     model = attach_lora(prepare_for_training(base, checkpointing), hp)
     initial_adapter = adapter_state(model)  # where an out-of-memory retry with no checkpoint restarts
+    merged_copy = use_merged_copy(sweep.evaluation, model, hp.max_length, budget)
     generation_batch = generation_batch_size(sweep.evaluation, model, hp.max_length, budget)
 
     # Train rung by rung; each rung ends in evaluation, a report and an adapter checkpoint.
@@ -62,7 +65,7 @@ def run_trial(trial_config: dict[str, Any], sweep: SweepConfig) -> None:
 
     def score_rouge(trained_model: Any, rung: int) -> dict[str, float]:
         chosen = scoring_order[: sweep.evaluation.examples_at(rung, sweep.scheduler.max_rungs, len(prompts))]
-        with model_for_generation(trained_model, sweep.evaluation.merged_copy) as generator:
+        with model_for_generation(trained_model, merged_copy) as generator:
             scores = rouge_on_validation(
                 generator, tokenizer, [prompts[i] for i in chosen], [references[i] for i in chosen],
                 sweep.prompt.end_marker, sweep.evaluation.max_new_tokens, generation_batch,
