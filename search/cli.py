@@ -95,8 +95,10 @@ def validate(sweep: SweepConfig) -> int:
 
 def run(sweep: SweepConfig, resume: bool = False) -> int:
     from search.checks import check_sweep
-    from search.sweep import run_sweep
+    from search.sweep import refuse_existing_experiment, run_sweep
 
+    if not resume:
+        refuse_existing_experiment(sweep)  # a taken name is found in milliseconds; the data checks take seconds
     summary = check_sweep(sweep)
     if summary.bad_rows:
         print(f"data: bad rows dropped or truncated: {summary.bad_rows}", flush=True)

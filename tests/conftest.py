@@ -1,4 +1,6 @@
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -8,13 +10,35 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Keep every cache a test touches inside pytest's temp area, and the hub unreachable on purpose.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Tests run two at a time (pytest-xdist): every sweep starts its own local Ray, and never joins
+# the two-node cluster that tests/test_cluster.py runs meanwhile (ray.init() would, unasked).
+os.environ.setdefault("RAY_ADDRESS", "local")
+
+
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """A folder `build` fills once per test run: with pytest-xdist, the first worker to get here
+    builds it and the other waits for it and reuses it, rather than building its own beside it."""
+    import fcntl
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by the workers of this run
+    folder = root / name
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / ".built").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            build(folder)
+            (folder / ".built").touch()
+    return folder
 
 
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory) -> Path:
     from tests.tiny_model import build_tiny_llama
 
-    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+    return built_once(tmp_path_factory, "tiny-llama", build_tiny_llama)
 
 
 @pytest.fixture(scope="session")
@@ -66,16 +90,22 @@ def sweep(tiny_model_path, tmp_path_factory):
     """A finished six-trial sweep on the tiny model, shared by the tests that read its folder."""
     from tests.helpers import run_cli
 
-    folder = tmp_path_factory.mktemp("sweep")
-    # eval_loss separates trials on a random tiny model (its ROUGE is ~0 for all), so ASHA has
-    # something to decide on; the default metric, rougeL, is exercised by the quickstart.
-    config = tiny_sweep_dict(
-        tiny_model_path, folder / "results", name="e2e",
-        search={"num_trials": E2E_NUM_TRIALS, "seed": 3},
-        scheduler={"metric": "eval_loss", "max_rungs": E2E_MAX_RUNGS, "grace_period": 1, "reduction_factor": 2},
-        # The other sweeps in the suite generate through the 4-bit model itself, the default.
-        evaluation={"merged_copy": True},
-    )
-    done = run_cli("run", write_config(folder / "sweep.yaml", config))
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    def run_the_sweep(folder: Path) -> None:
+        # eval_loss separates trials on a random tiny model (its ROUGE is ~0 for all), so ASHA has
+        # something to decide on; the default metric, rougeL, is exercised by the quickstart.
+        config = tiny_sweep_dict(
+            tiny_model_path, folder / "results", name="e2e",
+            search={"num_trials": E2E_NUM_TRIALS, "seed": 3},
+            scheduler={"metric": "eval_loss", "max_rungs": E2E_MAX_RUNGS, "grace_period": 1, "reduction_factor": 2},
+            # The other sweeps in the suite generate through the 4-bit model itself, the default.
+            evaluation={"merged_copy": True},
+        )
+        done = run_cli("run", write_config(folder / "sweep.yaml", config))
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        (folder / "run.stdout").write_text(done.stdout)
+        (folder / "run.stderr").write_text(done.stderr)
+
+    folder = built_once(tmp_path_factory, "sweep", run_the_sweep)
+    done = subprocess.CompletedProcess(["qlora-sweep", "run"], 0, stdout=(folder / "run.stdout").read_text(),
+                                       stderr=(folder / "run.stderr").read_text())
     return folder / "results" / "e2e", done

@@ -8,11 +8,12 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from tests.conftest import tiny_sweep_dict, write_config
 from tests.helpers import ROOT, run_cli, trial_dirs
 
-NUM_TRIALS = 4
+NUM_TRIALS = 3  # one finishes, one is killed midway, one has not started or just has
 STEPS_PER_RUNG = 6
 MAX_RUNGS = 3
 
@@ -36,11 +37,35 @@ def _tune_status(experiment, session=-1) -> dict[str, str]:
     return {json.loads(trial)["trial_id"]: json.loads(trial)["status"] for trial, _ in state["trial_data"]}
 
 
-def _ray_processes() -> int:
-    """The dead driver's raylet, GCS and trial workers still alive. Its dashboard and runtime-env
-    agents linger a minute longer but write nothing to the experiment."""
-    done = subprocess.run(["pgrep", "-af", "raylet|gcs_server|ray::"], capture_output=True, text=True)
-    return len([line for line in done.stdout.splitlines() if "Agent" not in line])
+def _process_tree(pid: int) -> set[int]:
+    """The driver's descendants: the local Ray it started (GCS, raylet) and that Ray's workers."""
+    table = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True).stdout.split()
+    children: dict[int, list[int]] = {}
+    for child, parent in zip(map(int, table[::2]), map(int, table[1::2])):
+        children.setdefault(parent, []).append(child)
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _still_running(pids: set[int]) -> int:
+    """Those of the dead driver's Ray processes still alive. Its dashboard and runtime-env agents
+    linger a minute longer but write nothing to the experiment. Other tests' Rays (the suite runs
+    two tests at a time) are not counted."""
+    alive = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if stat.rsplit(")", 1)[1].split()[0] != "Z" and "Agent" not in command:
+            alive += 1
+    return alive
 
 
 def test_a_killed_driver_resumes_with_trials_checkpoints_and_asha_state(tiny_model_path, tmp_path):
@@ -61,13 +86,14 @@ def test_a_killed_driver_resumes_with_trials_checkpoints_and_asha_state(tiny_mod
         midway = [d for d in dirs if status.get(_trial_id(d)) == "RUNNING" and 1 <= len(_rows(d)) < MAX_RUNGS]
         if done_trials and midway:
             mid_trial = midway[0].name
+            ray_processes = _process_tree(driver.pid)
             driver.send_signal(signal.SIGKILL)
         time.sleep(0.05)
     driver.wait(timeout=60)
     assert mid_trial is not None, "the sweep finished before it could be interrupted"
     before = {d.name: len(_rows(d)) for d in trial_dirs(experiment)}
     for _ in range(120):  # Ray tears its local cluster down once it notices the driver is gone
-        if _ray_processes() == 0:
+        if _still_running(ray_processes) == 0:
             break
         time.sleep(0.5)
 

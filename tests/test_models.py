@@ -8,7 +8,10 @@ from search.models import fetch_smollm2
 
 @pytest.fixture(scope="module")
 def smollm2(tmp_path_factory):
-    return fetch_smollm2(tmp_path_factory.mktemp("cache") / "SmolLM2-135M-Instruct")
+    from tests.conftest import built_once
+
+    cache = built_once(tmp_path_factory, "smollm2-cache", lambda folder: fetch_smollm2(folder / "SmolLM2-135M-Instruct"))
+    return cache / "SmolLM2-135M-Instruct"
 
 
 def test_fetch_model_writes_a_loadable_folder_and_is_idempotent(smollm2):

@@ -11,6 +11,7 @@ from tests.conftest import E2E_NUM_TRIALS as NUM_TRIALS
 from tests.conftest import tiny_sweep_dict, write_config
 from tests.helpers import run_cli, trial_dirs
 
+
 def test_run_prints_the_experiment_folder_and_the_best_trial(sweep):
     experiment, done = sweep
     assert f"experiment folder: {experiment}" in done.stdout
