@@ -58,7 +58,7 @@ def build_trainer(
         disable_tqdm=True,
         dataloader_pin_memory=on_gpu,
     )
-    trainer_class = SFTTrainer if use_fused_lm_head(training) else FullLogitsSFTTrainer()
+    trainer_class = SFTTrainer if use_fused_lm_head(training) else full_logits_sft_trainer()
     trainer = trainer_class(
         model=model,
         args=args,
@@ -82,7 +82,7 @@ def use_fused_lm_head(training: TrainingConfig) -> bool:
     return torch.cuda.is_available()
 
 
-def FullLogitsSFTTrainer() -> type:
+def full_logits_sft_trainer() -> type:
     """SFTTrainer with transformers' own loss: the model's forward with labels, over full logits.
 
     SFTTrainer always computes its loss through TRL's chunked LM head, which also derives entropy
@@ -92,12 +92,12 @@ def FullLogitsSFTTrainer() -> type:
     from transformers import Trainer
     from trl import SFTTrainer
 
-    class _FullLogitsSFTTrainer(SFTTrainer):
+    class FullLogitsSFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             inputs["use_cache"] = False
             return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
 
-    return _FullLogitsSFTTrainer
+    return FullLogitsSFTTrainer
 
 
 def mixed_precision(model: Any, on_gpu: bool) -> dict[str, bool]:
