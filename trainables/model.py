@@ -80,8 +80,7 @@ def loaded_compute_dtype(model: Any) -> Any:
     quantization = getattr(model.config, "quantization_config", None)
     if quantization is None:
         return model.dtype
-    dtype = quantization.bnb_4bit_compute_dtype if not isinstance(quantization, dict) \
-        else quantization["bnb_4bit_compute_dtype"]
+    dtype = quantization.bnb_4bit_compute_dtype
     return getattr(torch, dtype) if isinstance(dtype, str) else dtype
 
 

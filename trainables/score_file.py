@@ -68,9 +68,11 @@ def score_adapter_on_file(sweep: SweepConfig, hyperparameters: dict[str, Any], c
     model = PeftModel.from_pretrained(load_quantized_model(sweep.model), checkpoint)
     prompts = [encode_prompt(tokenizer, sweep.prompt, d, hp.max_length) for d in dialogues]
     budget = memory_budget_bytes(sweep.resources)
-    batch = generation_batch_size(sweep.evaluation, model, hp.max_length, budget)
     # Scored the way the sweep scores validation: through a merged copy where its settings call for one.
-    with model_for_generation(model, use_merged_copy(sweep.evaluation, model, hp.max_length, budget)) as generator:
+    evaluation = sweep.evaluation.model_copy(
+        update={"merged_copy": use_merged_copy(sweep.evaluation, model, hp.max_length, budget)})
+    batch = generation_batch_size(evaluation, model, hp.max_length, budget)
+    with model_for_generation(model, evaluation.merged_copy) as generator:
         predictions = generate_summaries(generator, tokenizer, prompts, sweep.prompt.end_marker,
                                          sweep.evaluation.max_new_tokens, batch)
     scores = rouge_scores_multi(predictions, references)

@@ -105,7 +105,7 @@ def mixed_precision(model: Any, on_gpu: bool) -> dict[str, bool]:
 
     Not `model.dtype`: k-bit preparation makes the norms and embeddings float32, so a prepared
     model reports float32, and training without autocast then runs attention, the LoRA branches
-    and the LM head in float32 (measured on an H100: 3.5x slower than the plain recipe).
+    and the LM head in float32. (How much that cost on a GPU was not measured apart.)
     """
     import torch
 

@@ -56,8 +56,9 @@ def run_trial(trial_config: dict[str, Any], sweep: SweepConfig) -> None:
     training = sweep.training.model_copy(update={"gradient_checkpointing": checkpointing})
     model = attach_lora(prepare_for_training(base, checkpointing), hp)
     initial_adapter = adapter_state(model)  # where an out-of-memory retry with no checkpoint restarts
-    merged_copy = use_merged_copy(sweep.evaluation, model, hp.max_length, budget)
-    generation_batch = generation_batch_size(sweep.evaluation, model, hp.max_length, budget)
+    evaluation = sweep.evaluation.model_copy(
+        update={"merged_copy": use_merged_copy(sweep.evaluation, model, hp.max_length, budget)})
+    generation_batch = generation_batch_size(evaluation, model, hp.max_length, budget)
 
     # Train rung by rung; each rung ends in evaluation, a report and an adapter checkpoint.
     # Early rungs score ROUGE on a prefix of one fixed-seed shuffle: the same dialogues for every trial.
@@ -65,7 +66,7 @@ def run_trial(trial_config: dict[str, Any], sweep: SweepConfig) -> None:
 
     def score_rouge(trained_model: Any, rung: int) -> dict[str, float]:
         chosen = scoring_order[: sweep.evaluation.examples_at(rung, sweep.scheduler.max_rungs, len(prompts))]
-        with model_for_generation(trained_model, merged_copy) as generator:
+        with model_for_generation(trained_model, evaluation.merged_copy) as generator:
             scores = rouge_on_validation(
                 generator, tokenizer, [prompts[i] for i in chosen], [references[i] for i in chosen],
                 sweep.prompt.end_marker, sweep.evaluation.max_new_tokens, generation_batch,
