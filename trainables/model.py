@@ -49,7 +49,25 @@ def load_quantized_model(model: ModelConfig) -> Any:
     # Generation turns the KV cache on explicitly; in training a cache would also hide packed
     # examples' boundaries from the attention mask (transformers builds it only without a cache).
     base.config.use_cache = False
+    keep_4bit_layout_on_cpu(base)
     return base
+
+
+def keep_4bit_layout_on_cpu(model: Any) -> None:
+    """Stop bitsandbytes from repacking 4-bit weights for its AVX512-BF16 kernel on CPUs that have one.
+
+    On such a CPU, bitsandbytes 0.50 rewrites a Linear4bit's weight into a CPU-only layout at its
+    first forward in eval mode without gradients (our ROUGE generation), and from then on computes
+    that layer in bfloat16 whatever the compute dtype. Dequantizing the rewritten weight (the merged
+    copy) then gives wrong values, and a trial that evaluated computes differently from one resumed
+    from a checkpoint, whose weights are not yet rewritten. Whether it happens depends on the host's
+    CPU: without this, tests passed on one CI machine and failed on the next.
+    """
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
 
 
 def prepare_for_training(base: Any, gradient_checkpointing: bool) -> Any:
