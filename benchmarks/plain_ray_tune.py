@@ -22,7 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from search.config import SweepConfig, TrialHyperparameters, load_config  # noqa: E402
+from search.config import SweepConfig, load_config  # noqa: E402
+from search.space import resolve_hyperparameters  # noqa: E402
+from search.tuner import tune_search_space  # noqa: E402
 
 
 def trainable(config: dict[str, Any], sweep_values: dict[str, Any]) -> None:
@@ -36,7 +38,7 @@ def trainable(config: dict[str, Any], sweep_values: dict[str, Any]) -> None:
     from trial_speed import plain_generate, plain_model, plain_train
 
     sweep = SweepConfig.model_validate(sweep_values)
-    hp = TrialHyperparameters.resolve(sweep.search, config)
+    hp = resolve_hyperparameters(sweep.search, config)
     tokenizer = AutoTokenizer.from_pretrained(sweep.model.name_or_path)
     tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
     folder = Path(sweep.data.path)
@@ -79,8 +81,6 @@ def main(argv: list[str] | None = None) -> int:
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
-
-    from search.space import tune_search_space
 
     ray.init(ignore_reinit_error=True)
     gpus = 1 if ray.cluster_resources().get("GPU", 0) else 0

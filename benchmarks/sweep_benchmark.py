@@ -33,7 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from search.config import load_config  # noqa: E402
+from search.packing import TrialPlanner  # noqa: E402
 
+RECIPE_VALUES = {"lora_r": 32, "lora_alpha": 32, "learning_rate": 2.0e-4, "max_length": 512}
 RECIPE = ["search.lora_r={choice: [32]}", "search.lora_alpha={choice: [32]}",
           "search.learning_rate={choice: [2.0e-4]}", "search.max_length={choice: [512]}",
           "search.num_trials=1", "search.max_concurrent_trials=1", "evaluation.rung_examples=all"]
@@ -99,21 +101,23 @@ def _run(command: list[str], overrides: list[str], name: str, storage: Path) -> 
 
 
 def zero_shot(config: str, overrides: list[str]) -> dict[str, float]:
+    """The base model without an adapter, scored as a trial with the recipe's max_length scores validation."""
     from trainables.data import load_dialogues
-    from trainables.evaluation import generate_summaries, rouge_scores
-    from trainables.memory import generation_batch_size, memory_budget_bytes
-    from trainables.model import load_quantized_model, load_tokenizer
-    from trainables.prompt import encode_prompt
+    from trainables.evaluation import RougeEvaluation
+    from trainables.memory import local_gpu_memory_bytes
+    from trainables.model import load_quantized_model
+    from trainables.prompt import load_tokenizer
 
     sweep = load_config(config, overrides)
-    tokenizer = load_tokenizer(sweep.model)
-    model = load_quantized_model(sweep.model)
-    validation = load_dialogues(sweep.data)["validation"]
-    prompts = [encode_prompt(tokenizer, sweep.prompt, d, 512) for d in validation["dialogue"]]
-    batch = generation_batch_size(sweep.evaluation, model, 512, memory_budget_bytes(sweep.resources))
-    predictions = generate_summaries(model, tokenizer, prompts, sweep.prompt.end_marker,
-                                     sweep.evaluation.max_new_tokens, batch)
-    return rouge_scores(predictions, list(validation["summary"]))
+    gpu_memory = local_gpu_memory_bytes()
+    alone = sweep.model_copy(update={"resources": sweep.resources.model_copy(
+        update={"gpus_per_trial": 1 if gpu_memory else 0, "gpu_memory_gb": None})})
+    trial = TrialPlanner.for_cluster(alone, gpu_memory).trial_config(RECIPE_VALUES)
+    tokenizer = load_tokenizer(trial.model)
+    validation = load_dialogues(trial.data)["validation"]
+    evaluation = RougeEvaluation.for_trial(trial, tokenizer)
+    return evaluation.rouge(load_quantized_model(trial.model), evaluation.prompts(validation["dialogue"]),
+                            list(validation["summary"]))
 
 
 def gpus_in_cluster() -> int:

@@ -42,10 +42,25 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from search.config import (  # noqa: E402
-    DataConfig, EvaluationConfig, ModelConfig, PromptConfig, ResourcesConfig, TrainingConfig, TrialHyperparameters,
+import torch  # noqa: E402
+import yaml  # noqa: E402
+from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training  # noqa: E402
+from transformers import (  # noqa: E402
+    AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, LlamaConfig, TrainerCallback,
 )
+
+from trainables.config import (  # noqa: E402
+    DataConfig, EvaluationConfig, MemoryPlan, ModelConfig, PromptConfig, TrainingConfig, TrialHyperparameters,
+)
+from trainables.data import load_dialogues, tokenize_for_training  # noqa: E402
+from trainables.evaluation import RougeEvaluation, cut_at_end_marker, rouge_scores  # noqa: E402
+from trainables.memory import (  # noqa: E402
+    GIB, GpuRequest, dense_copy_bytes, local_gpu_memory_bytes, model_shape, plan_memory,
+)
+from trainables.model import attach_lora, load_quantized_model, prepare_for_training  # noqa: E402
+from trainables.prompt import encode_prompt, load_tokenizer  # noqa: E402
 from trainables.report import peak_memory_gb, reset_peak_memory, synchronize_gpu  # noqa: E402
+from trainables.train import build_trainer  # noqa: E402
 
 SHAPES = {
     "llama3-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
@@ -62,9 +77,6 @@ LORA = dict(lora_r=32, lora_alpha=32, lora_dropout=0.05, target_modules="all-lin
 
 def build_random_model(shape: str, tokenizer_path: str, folder: Path) -> Path:
     """The shape with random weights, saved in bf16; an earlier run's copy in `folder` is reused."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
-
     if (folder / "config.json").is_file() and (folder / "tokenizer_config.json").is_file():
         return folder
 
@@ -93,8 +105,6 @@ def log(message: str) -> None:
 
 def linear_parameters(model: Any) -> int:
     """Parameters of the linear layers (4-bit ones counted at their logical size), LM head included."""
-    import torch
-
     total = 0
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Linear) and "lora_" not in name:  # peft's A/B matrices are tiny extras
@@ -103,8 +113,6 @@ def linear_parameters(model: Any) -> int:
 
 
 def mfu(tokens_per_s: float, params: int, recompute: bool) -> float | None:
-    import torch
-
     if not torch.cuda.is_available():
         return None
     name = torch.cuda.get_device_name(0)
@@ -113,9 +121,6 @@ def mfu(tokens_per_s: float, params: int, recompute: bool) -> float | None:
 
 
 def load_rows(data: str, max_length: int, tokenizer: Any, train: int, validation: int) -> dict[str, Any]:
-    from trainables.data import load_dialogues, tokenize_for_training
-    from trainables.prompt import encode_prompt
-
     dialogues = load_dialogues(DataConfig(path=data, max_train_examples=train, max_validation_examples=validation))
     return {
         "train": tokenize_for_training(dialogues["train"], tokenizer, PromptConfig(), max_length),
@@ -127,10 +132,6 @@ def load_rows(data: str, max_length: int, tokenizer: Any, train: int, validation
 # --- the plain recipe ------------------------------------------------------------------------
 
 def plain_model(path: Path, seed: int, lora: dict[str, Any] = LORA) -> Any:
-    import torch
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-
     quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                       bnb_4bit_compute_dtype=_dtype(), bnb_4bit_use_double_quant=False)
     base = AutoModelForCausalLM.from_pretrained(path, quantization_config=quantization, dtype=_dtype(),
@@ -147,8 +148,6 @@ def plain_train(model: Any, rows: Any, tokenizer: Any, micro_batch: int, steps: 
                 learning_rate: float, seed: int, optimizer: Any = None, first_step: int = 0) -> dict[str, float]:
     """Padded micro-batches, full logits, one AdamW step each; timed after `warmup` steps.
     Pass the optimizer and the step reached to continue a run (plain_ray_tune's rungs)."""
-    import torch
-
     if optimizer is None:
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate)
     order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed)).tolist()
@@ -174,10 +173,6 @@ def plain_train(model: Any, rows: Any, tokenizer: Any, micro_batch: int, steps: 
 
 def plain_generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
     """The recipe's generation: batches in data order, left padding, KV cache as checkpointing left it (off)."""
-    import torch
-
-    from trainables.evaluation import cut_at_end_marker
-
     model.eval()
     tokenizer.padding_side = "left"
     outputs = []
@@ -193,26 +188,30 @@ def plain_generate(model: Any, tokenizer: Any, prompts: list[str], max_new_token
 
 # --- qlora-sweep's trial ---------------------------------------------------------------------
 
-def trial_model(path: Path, training: TrainingConfig, resources: ResourcesConfig, max_length: int, seed: int):
-    import torch
+def trial_plan(path: Path, training: TrainingConfig, evaluation: EvaluationConfig, budget_gb: float | None,
+               max_length: int) -> MemoryPlan:
+    """The memory plan a sweep's driver would give this trial: one whole GPU, within `budget_gb` when given."""
+    gpu_memory = local_gpu_memory_bytes()
+    model = ModelConfig(name_or_path=str(path))
+    gpu = GpuRequest(gpu_memory, 1, budget_gb * GIB if budget_gb else None) if gpu_memory else None
+    hp = TrialHyperparameters(**LORA, learning_rate=1e-4, max_length=max_length)
+    return plan_memory(model_shape(model) if gpu else None, model, training, evaluation, hp, gpu)
 
-    from trainables.memory import memory_budget_bytes, use_gradient_checkpointing
-    from trainables.model import attach_lora, load_quantized_model, prepare_for_training
 
+def trial_model(path: Path, plan: MemoryPlan, max_length: int, seed: int) -> Any:
     base = load_quantized_model(ModelConfig(name_or_path=str(path)))
-    budget = memory_budget_bytes(resources)
-    checkpointing = use_gradient_checkpointing(training, base, max_length, budget)
     torch.manual_seed(seed)
     hp = TrialHyperparameters(**LORA, learning_rate=1e-4, max_length=max_length)
-    return attach_lora(prepare_for_training(base, checkpointing), hp), checkpointing, budget
+    return attach_lora(prepare_for_training(base, plan.gradient_checkpointing), hp)
+
+
+def planned_training(training: TrainingConfig, plan: MemoryPlan) -> TrainingConfig:
+    return training.model_copy(update={"gradient_checkpointing": plan.gradient_checkpointing,
+                                       "fused_lm_head": plan.fused_lm_head, "micro_batch_size": plan.micro_batch_size})
 
 
 def trial_train(model: Any, rows: Any, tokenizer: Any, training: TrainingConfig, steps: int, warmup: int,
                 learning_rate: float, max_length: int, folder: Path) -> dict[str, float]:
-    from transformers import TrainerCallback
-
-    from trainables.train import build_trainer
-
     class Clock(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
             if state.global_step == warmup:
@@ -240,10 +239,6 @@ def trial_train(model: Any, rows: Any, tokenizer: Any, training: TrainingConfig,
 # --- measuring -------------------------------------------------------------------------------
 
 def measure_shape(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
-    from trainables.evaluation import rouge_scores
-    from trainables.memory import use_merged_copy
-    from trainables.model import load_tokenizer
-
     models = Path(args.model_cache) if args.model_cache else folder
     path = build_random_model(args.shape, args.tokenizer, models / f"random-{args.shape}")
     tokenizer = load_tokenizer(ModelConfig(name_or_path=str(path)))
@@ -270,23 +265,28 @@ def measure_shape(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     _free()
 
     budget_gb = args.memory_budget_gb or plain["peak_memory_gb"]
-    resources = ResourcesConfig(gpus_per_trial=1, gpu_memory_gb=budget_gb)
     training = TrainingConfig(micro_batch_size=args.micro_batch_size, padding_free=not args.no_padding_free,
                               gradient_checkpointing=args.gradient_checkpointing)
-    model, checkpointing, budget = trial_model(path, training, resources, args.max_length, seed=0)
-    training = training.model_copy(update={"gradient_checkpointing": checkpointing})
-    ours = trial_train(model, data["train"], tokenizer, training, args.steps, args.warmup, 1e-4,
-                       args.max_length, folder / "trainer")
-    ours.update(mfu=mfu(ours["tokens_per_s"], params, recompute=checkpointing), gradient_checkpointing=checkpointing,
-                padding_free=training.padding_free, memory_budget_gb=budget_gb)
+    evaluation = EvaluationConfig(max_new_tokens=args.max_new_tokens)
+    plan = trial_plan(path, training, evaluation, budget_gb, args.max_length)
+    model = trial_model(path, plan, args.max_length, seed=0)
+    ours = trial_train(model, data["train"], tokenizer, planned_training(training, plan), args.steps, args.warmup,
+                       1e-4, args.max_length, folder / "trainer")
+    ours.update(mfu=mfu(ours["tokens_per_s"], params, recompute=plan.gradient_checkpointing),
+                gradient_checkpointing=plan.gradient_checkpointing, padding_free=training.padding_free,
+                memory_budget_gb=budget_gb)
     log(f"qlora-sweep training: {ours}")
     if not args.skip_eval:
-        default = timed_rouge_evaluation(args, model, tokenizer, data, budget, merged_copy=False)
+        timings = {}
+        for merged_copy in (False, True):
+            forced = evaluation.model_copy(update={"merged_copy": merged_copy})
+            timings[merged_copy] = timed_rouge_evaluation(
+                args, model, tokenizer, data, trial_plan(path, training, forced, budget_gb, args.max_length))
+        default = timings[False]
         ours.update(rouge_eval_s=default["rouge_eval_s"], generation_batch_size=default["generation_batch_size"],
                     rouge_eval_peak_memory_gb=default["peak_memory_gb"])
-        ours["merged_copy"] = timed_rouge_evaluation(args, model, tokenizer, data, budget, merged_copy=True)
-        evaluation = EvaluationConfig(max_new_tokens=args.max_new_tokens)
-        ours["merged_copy_by_default"] = use_merged_copy(evaluation, model, args.max_length, budget)
+        ours["merged_copy"] = timings[True]
+        ours["merged_copy_by_default"] = plan.merged_copy
     result["qlora_sweep"] = ours
     result["speedup"] = ours["tokens_per_s"] / plain["tokens_per_s"]
     result["eval_examples"] = len(data["prompts"])
@@ -312,18 +312,17 @@ def measure_variant(args: argparse.Namespace, spec: str, path: Path, tokenizer: 
                     params: int, budget_gb: float, folder: Path) -> dict[str, Any]:
     """qlora-sweep's training with some settings changed, e.g. "micro_batch_size=16,gradient_checkpointing=false"
     (TrainingConfig fields, plus memory_budget_gb); training speed only."""
-    import yaml
-
     settings = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in spec.split(","))}
     budget_gb = settings.pop("memory_budget_gb", budget_gb)
     training = TrainingConfig(**{"micro_batch_size": args.micro_batch_size, "padding_free": not args.no_padding_free,
                                  "gradient_checkpointing": args.gradient_checkpointing, **settings})
-    resources = ResourcesConfig(gpus_per_trial=1, gpu_memory_gb=budget_gb)
-    model, checkpointing, _ = trial_model(path, training, resources, args.max_length, seed=0)
-    training = training.model_copy(update={"gradient_checkpointing": checkpointing})
+    plan = trial_plan(path, training, EvaluationConfig(max_new_tokens=args.max_new_tokens), budget_gb,
+                      args.max_length)
+    model = trial_model(path, plan, args.max_length, seed=0)
+    checkpointing = plan.gradient_checkpointing
     try:
-        speed = trial_train(model, data["train"], tokenizer, training, args.steps, args.warmup, 1e-4,
-                            args.max_length, folder / "variant")
+        speed = trial_train(model, data["train"], tokenizer, planned_training(training, plan), args.steps,
+                            args.warmup, 1e-4, args.max_length, folder / "variant")
     except Exception as error:  # noqa: BLE001 - one variant running out of memory is a result, not the end of the run
         speed = {"error": f"{type(error).__name__}: {str(error).splitlines()[0][:300]}", "tokens_per_s": 0.0}
     speed.update(mfu=mfu(speed["tokens_per_s"], params, recompute=checkpointing) if speed["tokens_per_s"] else None,
@@ -336,39 +335,30 @@ def measure_variant(args: argparse.Namespace, spec: str, path: Path, tokenizer: 
 
 
 def timed_rouge_evaluation(args: argparse.Namespace, model: Any, tokenizer: Any, data: dict[str, Any],
-                           budget: int | None, merged_copy: bool) -> dict[str, Any]:
-    """The trial's ROUGE evaluation on every validation dialogue, timed; with merged_copy, building
-    the copy counts."""
-    import torch
-
-    from trainables.evaluation import generate_summaries, rouge_scores
-    from trainables.memory import dense_copy_bytes, generation_batch_size
-    from trainables.model import model_for_generation
-
-    evaluation = EvaluationConfig(max_new_tokens=args.max_new_tokens, merged_copy=merged_copy)
-    if merged_copy and budget is not None and torch.cuda.memory_allocated() + dense_copy_bytes(model) > budget:
-        return {"skipped": f"the dense copy ({dense_copy_bytes(model) / 2**30:.1f} GB) does not fit the memory budget "
-                           f"({budget / 2**30:.1f} GB) beside the training model"}
-    batch = generation_batch_size(evaluation, model, args.max_length, budget)
+                           plan: MemoryPlan) -> dict[str, Any]:
+    """The trial's ROUGE evaluation on every validation dialogue, as `plan` has it, timed; through the
+    merged copy, building the copy counts."""
+    budget = plan.memory_budget_gb * GIB if plan.memory_budget_gb else None
+    if plan.merged_copy and budget is not None:
+        copy = dense_copy_bytes(model_shape(ModelConfig(name_or_path=model.config.name_or_path)), 2)
+        if torch.cuda.memory_allocated() + copy > budget:
+            return {"skipped": f"the dense copy ({copy / GIB:.1f} GB) does not fit the memory budget "
+                               f"({budget / GIB:.1f} GB) beside the training model"}
+    evaluation = RougeEvaluation(tokenizer, PromptConfig(), args.max_length, args.max_new_tokens,
+                                 plan.generation_batch_size, plan.merged_copy)
     synchronize_gpu()
     reset_peak_memory()
     started = time.perf_counter()
-    with model_for_generation(model, merged_copy) as generator:
-        predictions = generate_summaries(generator, tokenizer, data["prompts"], PromptConfig().end_marker,
-                                         args.max_new_tokens, batch)
-    rouge_scores(predictions, data["references"])
+    evaluation.rouge(model, data["prompts"], data["references"])
     synchronize_gpu()
-    timed = {"rouge_eval_s": time.perf_counter() - started, "generation_batch_size": batch,
+    timed = {"rouge_eval_s": time.perf_counter() - started, "generation_batch_size": plan.generation_batch_size,
              "peak_memory_gb": peak_memory_gb() if torch.cuda.is_available() else None}
-    log(f"ROUGE evaluation (merged_copy={merged_copy}): {timed}")
+    log(f"ROUGE evaluation (merged_copy={plan.merged_copy}): {timed}")
     return timed
 
 
 def measure_quality(args: argparse.Namespace, folder: Path) -> list[dict[str, Any]]:
     """Same steps, examples and seed on both sides; validation ROUGE-L after training."""
-    from trainables.evaluation import generate_summaries, rouge_scores
-    from trainables.model import load_tokenizer
-
     path = Path(args.quality_model)
     tokenizer = load_tokenizer(ModelConfig(name_or_path=str(path)))
     data = load_rows(args.data, args.max_length, tokenizer, args.train_examples, args.quality_eval_examples)
@@ -381,12 +371,12 @@ def measure_quality(args: argparse.Namespace, folder: Path) -> list[dict[str, An
                 plain_train(model, data["train"], tokenizer, args.micro_batch_size, args.quality_steps, 0, 2e-4, seed)
             else:
                 training = TrainingConfig(micro_batch_size=args.micro_batch_size, seed=seed)
-                model, _, _ = trial_model(path, training, ResourcesConfig(gpus_per_trial=1), args.max_length, seed)
-                trial_train(model, data["train"], tokenizer, training, args.quality_steps, 0, 2e-4,
-                            args.max_length, folder / f"quality-{seed}")
-            predictions = generate_summaries(model, tokenizer, data["prompts"], PromptConfig().end_marker,
-                                             args.max_new_tokens, 32)
-            row[side] = rouge_scores(predictions, data["references"])["rougeL"]
+                plan = trial_plan(path, training, EvaluationConfig(), None, args.max_length)
+                model = trial_model(path, plan, args.max_length, seed)
+                trial_train(model, data["train"], tokenizer, planned_training(training, plan), args.quality_steps, 0,
+                            2e-4, args.max_length, folder / f"quality-{seed}")
+            scoring = RougeEvaluation(tokenizer, PromptConfig(), args.max_length, args.max_new_tokens, 32)
+            row[side] = scoring.rouge(model, data["prompts"], data["references"])["rougeL"]
             log(f"quality seed {seed} {side}: ROUGE-L {row[side]:.4f}")
             del model
             _free()
@@ -395,8 +385,6 @@ def measure_quality(args: argparse.Namespace, folder: Path) -> list[dict[str, An
 
 
 def _pad(examples: list[dict], pad_id: int) -> dict[str, Any]:
-    import torch
-
     longest = max(len(e["input_ids"]) for e in examples)
     ids = torch.full((len(examples), longest), pad_id)
     labels = torch.full((len(examples), longest), -100)
@@ -408,27 +396,19 @@ def _pad(examples: list[dict], pad_id: int) -> dict[str, Any]:
 
 
 def _speed(tokens: int, seconds: float) -> dict[str, float]:
-    import torch
-
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
     return {"tokens_per_s": tokens / seconds, "real_tokens": tokens, "seconds": seconds, "peak_memory_gb": peak}
 
 
 def _device() -> str:
-    import torch
-
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _dtype():
-    import torch
-
     return torch.bfloat16 if torch.cuda.is_available() else torch.float32
 
 
 def _free() -> None:
-    import torch
-
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -466,8 +446,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.gradient_checkpointing != "auto":
         args.gradient_checkpointing = args.gradient_checkpointing == "true"
-
-    import torch
 
     with tempfile.TemporaryDirectory(prefix="trial-speed-") as scratch:
         result = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",

@@ -1,4 +1,4 @@
-"""Write the small dialogue-summary sample shipped with qlora-sweep (search/samples/).
+"""Write the small dialogue-summary sample shipped with qlora-sweep (trainables/samples/).
 
 Original text, generated from templates written for this project (no DialogSum text; DialogSum's
 licence forbids copying it here). Deterministic: rerunning writes the same files.
@@ -150,7 +150,7 @@ def make_rows(count: int, seed: int, prefix: str) -> list[dict[str, str]]:
 
 
 def main() -> None:
-    out = Path(__file__).resolve().parent.parent / "search" / "samples"
+    out = Path(__file__).resolve().parent.parent / "trainables" / "samples"
     out.mkdir(parents=True, exist_ok=True)
     for split, count, seed in (("train", 240, 1), ("validation", 40, 2)):
         with open(out / f"{split}.jsonl", "w", encoding="utf-8") as f:

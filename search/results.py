@@ -8,36 +8,41 @@ import glob
 import math
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-import yaml
+from ray.tune import ExperimentAnalysis
 
-from search.config import METRICS_MODE, RESOLVED_CONFIG, Choice, ConfigError, Range, is_uri
-REPORTED_METRICS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "eval_loss", "train_loss", "step", "tokens_seen")
+from search.config import Choice, Range, SchedulerConfig, SearchConfig
+from search.experiment import is_uri, read_resolved_config
+from trainables.errors import ConfigError
+from trainables.metrics import RUNG_METRICS
 
 
 @dataclass
 class Experiment:
     path: str
-    config: dict[str, Any] | None
+    config: dict[str, Any] | None  # the resolved config (qlora_sweep.yaml) as data; None in a plain Tune folder
     analysis: Any
 
     @property
+    def scheduler(self) -> SchedulerConfig:
+        return SchedulerConfig.model_validate((self.config or {}).get("scheduler", {}))
+
+    @property
     def metric(self) -> str:
-        return ((self.config or {}).get("scheduler") or {}).get("metric") or "rougeL"
+        return self.scheduler.metric
 
     @property
     def mode(self) -> str:
-        return ((self.config or {}).get("scheduler") or {}).get("mode") or METRICS_MODE[self.metric]
+        return self.scheduler.resolved_mode
 
     @property
     def max_rungs(self) -> int | None:
-        return ((self.config or {}).get("scheduler") or {}).get("max_rungs")
+        return self.scheduler.max_rungs if self.config else None
 
 
 def load_experiment(path: str) -> Experiment:
-    from ray.tune import ExperimentAnalysis
-
     if is_uri(path):
         raise ConfigError(
             f"{path}: best and report read a local folder; copy the experiment first "
@@ -51,11 +56,8 @@ def load_experiment(path: str) -> Experiment:
             f"{path}: no experiment_state-*.json (not a Tune experiment folder, or the sweep has not "
             "recorded its first trial yet)"
         )
-    config = None
-    config_file = os.path.join(path, RESOLVED_CONFIG)
-    if os.path.isfile(config_file):
-        with open(config_file, encoding="utf-8") as f:
-            config = yaml.safe_load(f)
+    sweep = read_resolved_config(Path(path))
+    config = sweep.model_dump(mode="json") if sweep else None
     return Experiment(path=path, config=config, analysis=ExperimentAnalysis(path))
 
 
@@ -151,7 +153,7 @@ def best_trial(experiment: Experiment) -> dict[str, Any]:
         "hyperparameters": top["hyperparameters"],
         "rungs": top["rungs"],
         "best_rung": int(best.get("training_iteration") or 0),
-        "metrics": {k: best[k] for k in REPORTED_METRICS if _finite(best.get(k))},
+        "metrics": {k: best[k] for k in RUNG_METRICS if _finite(best.get(k))},
         "checkpoint": checkpoint,
         "warnings": notes + boundary_warnings(experiment, top["hyperparameters"]),
     }
@@ -170,15 +172,9 @@ def _checkpoint_of(experiment: Experiment, trial: Any, row: dict[str, Any]) -> s
 
 def boundary_warnings(experiment: Experiment, hyperparameters: dict[str, Any]) -> list[str]:
     """The tuning playbook's check: a best value on the edge of the space suggests widening it."""
-    from search.config import SearchConfig
-
-    search_section = (experiment.config or {}).get("search")
-    if not search_section:
+    if not experiment.config:
         return []
-    try:
-        search = SearchConfig.model_validate(search_section)
-    except Exception:
-        return []
+    search = SearchConfig.model_validate(experiment.config["search"])
     warnings = []
     for name, param in search.searched.items():
         value = hyperparameters.get(name)

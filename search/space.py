@@ -1,31 +1,41 @@
-"""The search space as data: config choices and ranges -> Ray Tune domains, which OptunaSearch
-turns into Optuna distributions. Fixed values stay out of the space (they are merged in the trial
-by `TrialHyperparameters.resolve`), so Optuna and TensorBoard see only what is searched."""
+"""The search space as data: which hyperparameters a sweep searches, and how one trial's values
+are put together. Tune and Optuna see only what is searched; fixed values are merged in here, in
+one place, before the trial is planned (search.packing)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from search.config import Choice, Param, Range, SearchConfig, modules_to_text
+from search.config import HYPERPARAMETERS, Choice, Range, SearchConfig
+from trainables.config import TrialHyperparameters
 
 INTEGER_PARAMETERS = {"lora_r", "max_length"}
 
 
-def tune_search_space(search: SearchConfig) -> dict[str, Any]:
-    from ray import tune
+def modules_to_text(option: str | list[str]) -> str:
+    """Optuna's categorical values must be scalars: module lists travel as 'q_proj,v_proj'."""
+    return option if isinstance(option, str) else ",".join(option)
 
-    space: dict[str, Any] = {}
+
+def resolve_hyperparameters(search: SearchConfig, searched: dict[str, Any]) -> TrialHyperparameters:
+    """Fixed values from the sweep config, overlaid with what the searcher chose for one trial."""
+    values = {**search.fixed, **{k: v for k, v in searched.items() if k in HYPERPARAMETERS}}
+    modules = modules_to_text(values["target_modules"])
+    values["target_modules"] = modules if modules == "all-linear" else modules.split(",")
+    for name in INTEGER_PARAMETERS:
+        values[name] = int(values[name])
+    return TrialHyperparameters.model_validate(values)
+
+
+def largest_corner(search: SearchConfig) -> TrialHyperparameters:
+    """The trial of the space that needs the most memory: every searched value at its largest."""
+    corner: dict[str, Any] = {}
     for name, param in search.searched.items():
-        space[name] = _domain(tune, name, param)
-    return space
-
-
-def _domain(tune: Any, name: str, param: Param) -> Any:
-    if isinstance(param, Choice):
-        values = [modules_to_text(v) for v in param.choice] if name == "target_modules" else list(param.choice)
-        return tune.choice(values)
-    assert isinstance(param, Range)
-    if name in INTEGER_PARAMETERS:
-        low, high = int(param.low), int(param.high) + 1  # tune's integer upper bounds are exclusive
-        return tune.lograndint(low, high) if param.log else tune.randint(low, high)
-    return tune.loguniform(param.low, param.high) if param.log else tune.uniform(param.low, param.high)
+        if name == "target_modules":
+            corner[name] = "all-linear"  # the most LoRA weights
+        elif isinstance(param, Choice):
+            corner[name] = max(param.choice)
+        else:
+            assert isinstance(param, Range)
+            corner[name] = param.high
+    return resolve_hyperparameters(search, corner)

@@ -13,11 +13,11 @@ Otherwise the resume stops with an error that names the torn file, and nothing i
 from __future__ import annotations
 
 import os
-import pickle
 import shutil
 from pathlib import Path
 
-from search.config import ConfigError
+from search.tuner import ray_temp_dir, read_tune_state_file
+from trainables.errors import ConfigError
 
 TUNE_STATE_PATTERNS = ("experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl")
 
@@ -34,17 +34,10 @@ def newest_state_files(folder: Path) -> list[Path]:
 
 def why_unreadable(path: Path) -> str | None:
     """None if Tune can read the file; else the error reading it gives."""
-    from ray import cloudpickle
-    from ray.tune.utils.serialization import _loads_with_cloudpickle
-
     try:
-        data = path.read_bytes()
-        if path.name.startswith("experiment_state-"):
-            _loads_with_cloudpickle(data)
-        elif path.name.startswith("search_gen_state-"):
-            cloudpickle.loads(data)
-        else:  # searcher-state-*.pkl, tuner.pkl
-            pickle.loads(data)
+        read_tune_state_file(path)
+    except ConfigError:
+        raise  # not the file: the installed Ray is not the one this reader was written for
     except Exception as exc:  # any failure to load is what makes Tune's resume start afresh
         return f"{type(exc).__name__}: {exc}"
     return None
@@ -76,9 +69,7 @@ def mend_torn_state_files(experiment: Path, temp_dir: Path | None = None) -> lis
     if not torn:
         return []
     if temp_dir is None:
-        from ray._common.utils import get_default_ray_temp_dir  # where Ray keeps its session folders
-
-        temp_dir = Path(get_default_ray_temp_dir())
+        temp_dir = ray_temp_dir()
     staging = intact_staging_copy(experiment, [p.name for p in state_files], temp_dir)
     if staging is None:
         path, why = next(iter(torn.items()))

@@ -1,29 +1,142 @@
-"""The driver's Ray Tune setup: Tuner + OptunaSearch (seeded TPE) + ASHA, checkpoints kept by
-the metric, trial retries. The only driver module that talks to Tune."""
+"""The driver's one door to Ray: start or join Ray, read the cluster, set up and restore the Tuner
+(OptunaSearch with seeded TPE, an ASHA that keeps its state, checkpoints kept by the metric, trial
+retries), and the function each trial's worker runs. The Ray internals a resume relies on are
+gathered at the end of this module, behind a check of Ray's version.
+
+Ray Tune's default loggers include TBXLoggerCallback: scalars per trial under the experiment folder,
+and at trial end the searched hyperparameters with the last metrics (TensorBoard's HParams tab).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import pickle
 import tempfile
 import time
+from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
+import optuna
+import pyarrow.fs
+import ray
+from ray import cloudpickle, tune
 from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.optuna import OptunaSearch
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from search.config import ConfigError, SweepConfig
-from search.space import tune_search_space
+from search.config import Choice, Param, Range, SearchConfig, SweepConfig
+from search.experiment import experiment_path
+from search.output import configure_trial_output
+from search.packing import TrialPlanner
+from search.space import INTEGER_PARAMETERS, modules_to_text
+from trainables.errors import ConfigError
+from trainables.memory import SHARE_STEP, local_gpu_memory_bytes
 
-# Ray Tune's default loggers include TBXLoggerCallback: scalars per trial under the experiment
-# folder, and at trial end the searched hyperparameters with the last metrics (TensorBoard HParams).
-
-
-def storage_path(sweep: SweepConfig) -> str:
-    return sweep.experiment_path.rsplit("/", 1)[0]
-
-
+CLUSTER_QUERY_TIMEOUT_S = 180
 SCHEDULER_STATE = "qlora_sweep_asha_state"
 
+
+# --- the cluster -----------------------------------------------------------------------------
+
+def start_ray() -> None:
+    """Inside `ray job submit` (RAY_ADDRESS set) or next to `ray start`, join that cluster;
+    otherwise start a local Ray for this process."""
+    # Tune warns when it snapshots often; with a checkpoint every rung that is by design.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    ray.init(ignore_reinit_error=True)
+
+
+def cluster_gpus() -> float:
+    return ray.cluster_resources().get("GPU", 0)
+
+
+def _alive_nodes(with_gpus: bool = False) -> list[dict[str, Any]]:
+    return [node for node in ray.nodes() if node["Alive"] and (not with_gpus or node["Resources"].get("GPU", 0) > 0)]
+
+
+def alive_node_count() -> int:
+    return len(_alive_nodes())
+
+
+def _on_node(remote_function: Any, node_id: str) -> Any:
+    return remote_function.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)).remote()
+
+
+def smallest_gpu_memory_bytes() -> int | None:
+    """Memory of the smallest GPU in the running cluster, read on every GPU node; None without GPUs.
+
+    Shares are fractions of "a GPU" to Ray, whatever its size: sizing them by the smallest GPU
+    keeps every placement within memory in a mixed cluster.
+    """
+    @ray.remote(num_cpus=0, num_gpus=SHARE_STEP, max_retries=0)
+    def gpu_memory() -> int | None:
+        return local_gpu_memory_bytes()  # loads torch: on the GPU node, never in the driver
+
+    found = {}
+    for node in _alive_nodes(with_gpus=True):
+        try:
+            found[node["NodeID"]] = ray.get(_on_node(gpu_memory, node["NodeID"]), timeout=CLUSTER_QUERY_TIMEOUT_S)
+        except Exception as exc:  # a busy or broken node: say which, and what to do
+            raise ConfigError(f"gpus_per_trial: auto could not read the GPU memory of node {node['NodeID'][:12]} "
+                              f"({type(exc).__name__}); give resources.gpus_per_trial a number") from None
+    unreadable = [node_id for node_id, memory in found.items() if not memory]
+    if unreadable:
+        raise ConfigError(f"gpus_per_trial: auto: node {unreadable[0][:12]} advertises GPUs that torch cannot see; "
+                          "give resources.gpus_per_trial a number")
+    return min(found.values()) if found else None
+
+
+def nodes_that_cannot_see(path: str) -> tuple[int, int]:
+    """(nodes on which `path` does not exist, alive nodes), asked on every node."""
+    @ray.remote(num_cpus=0, max_retries=0)
+    def sees() -> bool:
+        return os.path.exists(path)
+
+    nodes = _alive_nodes()
+    checks = [_on_node(sees, node["NodeID"]) for node in nodes]
+    return sum(not seen for seen in ray.get(checks, timeout=CLUSTER_QUERY_TIMEOUT_S)), len(nodes)
+
+
+# --- the search space --------------------------------------------------------------------------
+
+def tune_search_space(search: SearchConfig) -> dict[str, Any]:
+    """Config choices and ranges as Tune domains, which OptunaSearch turns into Optuna distributions.
+    Fixed values stay out (search.space merges them in), so Optuna and TensorBoard see only what is searched."""
+    return {name: _domain(name, param) for name, param in search.searched.items()}
+
+
+def _domain(name: str, param: Param) -> Any:
+    if isinstance(param, Choice):
+        values = [modules_to_text(v) for v in param.choice] if name == "target_modules" else list(param.choice)
+        return tune.choice(values)
+    assert isinstance(param, Range)
+    if name in INTEGER_PARAMETERS:
+        low, high = int(param.low), int(param.high) + 1  # tune's integer upper bounds are exclusive
+        return tune.lograndint(low, high) if param.log else tune.randint(low, high)
+    return tune.loguniform(param.low, param.high) if param.log else tune.uniform(param.low, param.high)
+
+
+# --- the trials --------------------------------------------------------------------------------
+
+def run_trial(searched: dict[str, Any], planner: TrialPlanner) -> None:
+    """What Tune runs in each trial's worker: the driver's plan for these values, then the recipe.
+    (Tune names trial folders after it: run_trial_<id>_<n>_<values>.)"""
+    configure_trial_output()
+    import trainables.trial  # heavy (torch): in the trial's own process only
+
+    needs_gpu_size = planner.shape is not None and planner.gpu_memory_bytes is None
+    trainables.trial.run_trial(planner.trial_config(searched, local_gpu_memory_bytes() if needs_gpu_size else None))
+
+
+def _trainable(planner: TrialPlanner) -> Any:
+    resources = planner.resources if planner.packs_by_memory else planner.resources({})
+    return tune.with_resources(tune.with_parameters(run_trial, planner=planner), resources)
+
+
+# --- ASHA that survives a dead driver --------------------------------------------------------
 
 class PersistentASHA(ASHAScheduler):
     """ASHA that keeps its rung records in the experiment folder after every result.
@@ -56,9 +169,7 @@ class PersistentASHA(ASHAScheduler):
         save_scheduler_state(self)
 
 
-def save_scheduler_state(scheduler: "PersistentASHA") -> None:
-    import pyarrow.fs
-
+def save_scheduler_state(scheduler: PersistentASHA) -> None:
     with tempfile.TemporaryDirectory() as work:
         local = os.path.join(work, scheduler.state_name)
         scheduler.save(local)  # ASHA's own serialization
@@ -69,43 +180,30 @@ def save_scheduler_state(scheduler: "PersistentASHA") -> None:
         filesystem.move(final + ".partial", final)  # never a half-written state file
 
 
-def latest_scheduler_state(experiment_path: str) -> str | None:
-    import pyarrow.fs
-
-    filesystem, path = pyarrow.fs.FileSystem.from_uri(experiment_path)
+def latest_scheduler_state(experiment: str) -> str | None:
+    filesystem, path = pyarrow.fs.FileSystem.from_uri(experiment)
     found = filesystem.get_file_info(pyarrow.fs.FileSelector(path))
     names = sorted(f.base_name for f in found
                    if f.base_name.startswith(SCHEDULER_STATE) and f.base_name.endswith(".pkl"))
     return f"{path}/{names[-1]}" if names else None
 
 
-def restore_scheduler_state(scheduler: "PersistentASHA", experiment_path: str) -> bool:
-    import pyarrow.fs
-
-    state = latest_scheduler_state(experiment_path)
+def restore_scheduler_state(scheduler: PersistentASHA, experiment: str) -> bool:
+    state = latest_scheduler_state(experiment)
     if state is None:
         return False
-    filesystem, _ = pyarrow.fs.FileSystem.from_uri(experiment_path)
+    filesystem, _ = pyarrow.fs.FileSystem.from_uri(experiment)
     with tempfile.TemporaryDirectory() as work:
         local = os.path.join(work, "state.pkl")
         with filesystem.open_input_stream(state) as source, open(local, "wb") as target:
             target.write(source.read())
         scheduler.restore(local)
-    # The saved state holds the metric and mode Tune gave the scheduler; Tune sets them again on
-    # resume and refuses a scheduler that already has them. It also holds the old location.
-    scheduler._metric = scheduler._mode = None
-    scheduler.start_session(experiment_path)
+    _forget_metric_and_mode(scheduler)
+    scheduler.start_session(experiment)
     return True
 
 
-def _trainable(sweep: SweepConfig, gpu_memory_bytes: int | None) -> Any:
-    from ray import tune
-
-    from search.packing import trial_resources
-    from trainables.trial import run_trial
-
-    return tune.with_resources(tune.with_parameters(run_trial, sweep=sweep), trial_resources(sweep, gpu_memory_bytes))
-
+# --- Tuner --------------------------------------------------------------------------------------
 
 class RefuseFreshStartOnResume(logging.Filter):
     """Turns Tune's "Failed to restore the run state." into an error.
@@ -123,44 +221,33 @@ class RefuseFreshStartOnResume(logging.Filter):
         return True
 
 
-def restore_tuner(sweep: SweepConfig, gpu_memory_bytes: int | None = None) -> Any:
+def restore_tuner(sweep: SweepConfig, planner: TrialPlanner) -> Any:
     """The interrupted sweep's Tuner: finished trials stay finished, unfinished ones continue from
     their last checkpoint, errored ones are retried from theirs; Optuna's history and ASHA's rung
     records come back."""
-    from ray import tune
-
     logging.getLogger("ray.tune.execution.tune_controller").addFilter(RefuseFreshStartOnResume())
-    tuner = tune.Tuner.restore(sweep.experiment_path, trainable=_trainable(sweep, gpu_memory_bytes),
+    tuner = tune.Tuner.restore(experiment_path(sweep), trainable=_trainable(planner),
                                resume_unfinished=True, resume_errored=True)
-    # Tune keeps the TuneConfig it restored on its internal tuner; there is no public accessor.
-    internal = getattr(tuner, "_local_tuner", None)
-    config = getattr(internal, "_tune_config", None)
-    if config is None or config.scheduler is None:
-        raise RuntimeError("this Ray version hides the restored scheduler; ASHA's state cannot be restored")
-    restore_scheduler_state(config.scheduler, sweep.experiment_path)
+    restore_scheduler_state(_restored_scheduler(tuner), experiment_path(sweep))
     return tuner
 
 
-def build_tuner(sweep: SweepConfig, gpu_memory_bytes: int | None = None) -> Any:
-    import optuna
-    from ray import tune
-    from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
-
+def build_tuner(sweep: SweepConfig, planner: TrialPlanner) -> Any:
     metric, mode = sweep.scheduler.metric, sweep.scheduler.resolved_mode
+    folder = experiment_path(sweep)
     searcher = ConcurrencyLimiter(
         OptunaSearch(sampler=optuna.samplers.TPESampler(seed=sweep.search.seed)),
         max_concurrent=sweep.search.max_concurrent_trials,
     )
     scheduler = PersistentASHA(
-        experiment_path=sweep.experiment_path,
+        experiment_path=folder,
         time_attr="training_iteration",  # one iteration = one rung: grace period and max_t in rungs
         max_t=sweep.scheduler.max_rungs,
         grace_period=sweep.scheduler.grace_period,
         reduction_factor=sweep.scheduler.reduction_factor,
     )
     return tune.Tuner(
-        _trainable(sweep, gpu_memory_bytes),
+        _trainable(planner),
         param_space=tune_search_space(sweep.search),
         tune_config=tune.TuneConfig(
             metric=metric,
@@ -171,7 +258,7 @@ def build_tuner(sweep: SweepConfig, gpu_memory_bytes: int | None = None) -> Any:
         ),
         run_config=tune.RunConfig(
             name=sweep.name,
-            storage_path=storage_path(sweep),
+            storage_path=folder.rsplit("/", 1)[0],
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=sweep.checkpoints_kept,
                 checkpoint_score_attribute=metric,
@@ -180,3 +267,56 @@ def build_tuner(sweep: SweepConfig, gpu_memory_bytes: int | None = None) -> Any:
             failure_config=tune.FailureConfig(max_failures=sweep.trial_retries),
         ),
     )
+
+
+# --- Ray internals that resume relies on ----------------------------------------------------------
+# No public API offers these. Each use checks first that the installed Ray is the one they were
+# written against, so that a Ray upgrade fails with one line instead of a resume gone wrong.
+
+RAY_INTERNALS_WRITTEN_FOR = "2.60"
+
+
+def check_ray_internals() -> None:
+    installed = version("ray")
+    if not (installed == RAY_INTERNALS_WRITTEN_FOR or installed.startswith(RAY_INTERNALS_WRITTEN_FOR + ".")):
+        raise ConfigError(f"Ray {installed} is installed, but qlora-sweep's resume reads Ray internals written for "
+                          f"Ray {RAY_INTERNALS_WRITTEN_FOR}; install ray[default,tune]=={RAY_INTERNALS_WRITTEN_FOR}.0 "
+                          "(pyproject.toml)")
+
+
+def read_tune_state_file(path: Path) -> None:
+    """Load a Tune state file the way Tune's resume loads it; raises whatever that raises."""
+    check_ray_internals()
+    from ray.tune.utils.serialization import _loads_with_cloudpickle  # Tune's reader of experiment_state-*.json
+
+    data = path.read_bytes()
+    if path.name.startswith("experiment_state-"):
+        _loads_with_cloudpickle(data)
+    elif path.name.startswith("search_gen_state-"):
+        cloudpickle.loads(data)
+    else:  # searcher-state-*.pkl, tuner.pkl
+        pickle.loads(data)
+
+
+def ray_temp_dir() -> Path:
+    """Where Ray keeps its session folders on this machine (RAY_TMPDIR, else /tmp/ray)."""
+    check_ray_internals()
+    from ray._common.utils import get_default_ray_temp_dir
+
+    return Path(get_default_ray_temp_dir())
+
+
+def _restored_scheduler(tuner: Any) -> PersistentASHA:
+    """Tune keeps the TuneConfig it restored on its internal tuner; there is no public accessor."""
+    check_ray_internals()
+    config = getattr(getattr(tuner, "_local_tuner", None), "_tune_config", None)
+    if config is None or not isinstance(config.scheduler, PersistentASHA):
+        raise ConfigError("the restored Tuner holds no qlora-sweep scheduler; ASHA's state cannot be restored")
+    return config.scheduler
+
+
+def _forget_metric_and_mode(scheduler: PersistentASHA) -> None:
+    """The saved state holds the metric and mode Tune gave the scheduler; Tune sets them again on
+    resume and refuses a scheduler that already has them."""
+    check_ray_internals()
+    scheduler._metric = scheduler._mode = None

@@ -14,6 +14,23 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # the two-node cluster that tests/test_cluster.py runs meanwhile (ray.init() would, unasked).
 os.environ.setdefault("RAY_ADDRESS", "local")
 
+LAYERS = ("unit", "sweep", "cluster", "gpu")  # pyproject.toml says what each is
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test is in exactly one layer; GPU tests skip, saying why, on a machine without one."""
+    unlayered = [item.nodeid for item in items
+                 if sum(item.get_closest_marker(layer) is not None for layer in LAYERS) != 1]
+    if unlayered:
+        raise pytest.UsageError(f"tests need exactly one layer marker ({', '.join(LAYERS)}): {', '.join(unlayered[:5])}")
+    gpu_tests = [item for item in items if item.get_closest_marker("gpu")]
+    if gpu_tests:
+        import torch
+
+        if not torch.cuda.is_available():
+            for item in gpu_tests:
+                item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU, and torch sees none on this machine"))
+
 
 def built_once(tmp_path_factory, name: str, build) -> Path:
     """A folder `build` fills once per test run: with pytest-xdist, the first worker to get here

@@ -4,13 +4,17 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import ROOT
+
+pytestmark = pytest.mark.sweep
 
 
 def test_the_trial_speed_benchmark_measures_both_sides_and_writes_json(tiny_model_path, tmp_path):
     out = tmp_path / "speed.json"
     done = subprocess.run(
-        [sys.executable, "benchmarks/trial_speed.py", "--shape", "tiny", "--data", "search/samples",
+        [sys.executable, "benchmarks/trial_speed.py", "--shape", "tiny", "--data", "trainables/samples",
          "--tokenizer", str(tiny_model_path), "--out", str(out), "--micro-batch-size", "2", "--max-length", "384",
          "--steps", "2", "--warmup", "1", "--train-examples", "16", "--eval-examples", "4",
          "--plain-eval-examples", "2", "--max-new-tokens", "4",

@@ -4,10 +4,15 @@ import json
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from search.cli import main
-from search.config import Choice, Range, SweepConfig, TrialHyperparameters, load_config
+from search.config import Choice, Range, SweepConfig, load_config
+from search.space import resolve_hyperparameters
 from tests.conftest import tiny_sweep_dict, write_config
+from trainables.errors import ConfigError
+
+pytestmark = pytest.mark.unit
 
 
 def _drop(config: dict, dotted: str) -> dict:
@@ -122,7 +127,7 @@ def test_config_is_frozen_and_paths_become_absolute(tiny_model_path, tmp_path, m
     config = tiny_sweep_dict(tiny_model_path, tmp_path, data={"path": "./data"})
     sweep = SweepConfig.model_validate(config)
     assert sweep.data.path == str(tmp_path / "data")
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="Instance is frozen"):
         sweep.name = "changed"
 
 
@@ -131,7 +136,7 @@ def test_trial_hyperparameters_merge_fixed_and_searched_values(tiny_model_path, 
                                                                "target_modules": {"choice": ["all-linear", ["q_proj", "v_proj"]]}})
     sweep = SweepConfig.model_validate(config)
     assert set(sweep.search.searched) == {"lora_r", "lora_alpha", "learning_rate", "max_length", "target_modules"}
-    hp = TrialHyperparameters.resolve(sweep.search, {"lora_r": 4, "lora_alpha": 8, "learning_rate": 1e-3,
+    hp = resolve_hyperparameters(sweep.search, {"lora_r": 4, "lora_alpha": 8, "learning_rate": 1e-3,
                                                       "max_length": 192, "target_modules": "q_proj,v_proj"})
     assert hp.lora_dropout == 0.1 and hp.target_modules == ["q_proj", "v_proj"]
     assert isinstance(sweep.search.learning_rate, Range)
@@ -145,7 +150,7 @@ def test_shipped_configs_are_valid():
 def test_lora_alpha_may_be_fractional_but_rank_must_be_whole(tiny_model_path, tmp_path):
     sweep = SweepConfig.model_validate(tiny_sweep_dict(tiny_model_path, tmp_path, search={"lora_alpha": {"choice": [8.5, 16]}}))
     assert sweep.search.lora_alpha == Choice(choice=[8.5, 16])
-    with pytest.raises(Exception, match="lora_r: values must be whole numbers, got 4.5"):
+    with pytest.raises(ConfigError, match="lora_r: values must be whole numbers, got 4.5"):
         load_config(write_config(tmp_path / "s.yaml", tiny_sweep_dict(tiny_model_path, tmp_path, search={"lora_r": {"choice": [4.5]}})))
 
 
@@ -162,7 +167,7 @@ def test_remote_code_stays_off_unless_the_config_turns_it_on(tiny_model_path, tm
 
 
 def test_rung_examples_grow_to_the_whole_validation_set_at_the_last_rung():
-    from search.config import EvaluationConfig
+    from trainables.config import EvaluationConfig
 
     auto = EvaluationConfig()
     assert [auto.examples_at(rung, 3, 500) for rung in (1, 2, 3)] == [125, 250, 500]

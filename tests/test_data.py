@@ -2,9 +2,12 @@ import json
 
 import pytest
 
-from search.config import ConfigError, DataConfig, PromptConfig
 from tests.dirty_data import EXPECTED_PROBLEMS, GOOD_ROWS, write_dirty_data
+from trainables.config import DataConfig, PromptConfig
 from trainables.data import load_dialogues, tokenize_for_training
+from trainables.errors import ConfigError
+
+pytestmark = pytest.mark.unit
 
 ROWS = [{"id": str(i), "text": f"#Person1#: line {i}.\n#Person2#: ok.", "abstract": f"Summary {i}.", "topic": "t"}
         for i in range(20)]
@@ -99,14 +102,14 @@ def test_trials_share_one_tokenized_copy_per_tokenizer_prompt_and_max_length(tin
 
     import datasets
 
-    from search.config import ModelConfig
     from tests.helpers import ROOT
-    from trainables.model import load_tokenizer
+    from trainables.config import ModelConfig
+    from trainables.prompt import load_tokenizer
 
     data = tmp_path / "data"
     data.mkdir()
     for split in ("train", "validation"):
-        (data / f"{split}.jsonl").write_text((ROOT / "search" / "samples" / f"{split}.jsonl").read_text())
+        (data / f"{split}.jsonl").write_text((ROOT / "trainables" / "samples" / f"{split}.jsonl").read_text())
 
     # The first trial, here.
     train = load_dialogues(DataConfig(path=str(data)))["train"]
@@ -116,9 +119,9 @@ def test_trials_share_one_tokenized_copy_per_tokenizer_prompt_and_max_length(tin
 
     # The next trial, in a process of its own (same cache folder): the same file, not written again.
     trial = (
-        "import sys, os; from search.config import DataConfig, ModelConfig, PromptConfig; "
+        "import sys, os; from trainables.config import DataConfig, ModelConfig, PromptConfig; "
         "from trainables.data import load_dialogues, tokenize_for_training; "
-        "from trainables.model import load_tokenizer; "
+        "from trainables.prompt import load_tokenizer; "
         f"d = load_dialogues(DataConfig(path={str(data)!r})); "
         f"t = load_tokenizer(ModelConfig(name_or_path={str(tiny_model_path)!r})); "
         "ds = tokenize_for_training(d['train'], t, PromptConfig(), 256); "

@@ -7,9 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import tiny_sweep_dict, write_config
 from tests.dirty_data import write_dirty_data
 from tests.helpers import ROOT, trial_dirs
+
+pytestmark = pytest.mark.sweep
 
 SECRET = "hf_qlorasweepTestSecret0123456789"
 

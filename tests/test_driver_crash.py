@@ -10,8 +10,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import tiny_sweep_dict, write_config
 from tests.helpers import ROOT, run_cli, trial_dirs
+
+pytestmark = pytest.mark.sweep
 
 NUM_TRIALS = 3  # one finishes, one is killed midway, one has not started or just has
 STEPS_PER_RUNG = 6
@@ -92,6 +96,7 @@ def test_a_killed_driver_resumes_with_trials_checkpoints_and_asha_state(tiny_mod
     driver.wait(timeout=60)
     assert mid_trial is not None, "the sweep finished before it could be interrupted"
     before = {d.name: len(_rows(d)) for d in trial_dirs(experiment)}
+    killed_pid = _rows(experiment / mid_trial)[-1]["pid"]  # the process the dead driver's sweep ran it in
     for _ in range(120):  # Ray tears its local cluster down once it notices the driver is gone
         if _still_running(ray_processes) == 0:
             break
@@ -116,9 +121,12 @@ def test_a_killed_driver_resumes_with_trials_checkpoints_and_asha_state(tiny_mod
         assert [r["step"] for r in rows] == [STEPS_PER_RUNG * (i + 1) for i in range(len(rows))], d.name
         if recorded.get(_trial_id(d)) == "TERMINATED":
             assert len({r["pid"] for r in rows}) == 1, d.name  # finished before the crash: not run again
+    # The trial killed mid-run was not finished in the saved state (it was running when the driver
+    # died), so the resumed sweep ran it on, in a new process: its next rung, or the rung it was
+    # in again if Tune had not yet saved that rung's checkpoint.
+    assert recorded[_trial_id(experiment / mid_trial)] != "TERMINATED"
     continued = _rows(next(d for d in dirs if d.name == mid_trial))
-    if len(continued) > before[mid_trial]:  # ASHA may have stopped it at the rung it had reached
-        assert continued[before[mid_trial]]["pid"] != continued[0]["pid"]  # a new process, same steps on
+    assert continued[-1]["pid"] != killed_pid and len(continued) >= before[mid_trial]
 
     sessions = sorted(experiment.glob("qlora_sweep_asha_state-*.pkl"))
     assert len(sessions) == 2  # one per driver session

@@ -1,7 +1,15 @@
 import pytest
 from rouge_score import rouge_scorer
 
-from trainables.evaluation import BEST_REFERENCE, MEAN_OVER_REFERENCES, cut_at_end_marker, rouge_scores, rouge_scores_multi
+from trainables.evaluation import (
+    BEST_REFERENCE,
+    MEAN_OVER_REFERENCES,
+    cut_at_end_marker,
+    rouge_scores,
+    rouge_scores_multi,
+)
+
+pytestmark = pytest.mark.unit
 
 PAIRS = [
     ("#Person1# books a table for four on Friday.", "#Person2# books a table for 4 people on Friday at 7 pm."),
@@ -54,7 +62,7 @@ def test_several_references_score_by_the_best_match_and_by_the_mean():
 
 
 def test_reference_fields_are_the_named_ones_else_summary_else_its_numbered_copies():
-    from search.config import ConfigError
+    from trainables.errors import ConfigError
     from trainables.score_file import reference_fields
 
     assert reference_fields(["dialogue", "summary"], "summary", None) == ["summary"]

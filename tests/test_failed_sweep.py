@@ -3,8 +3,12 @@ and `best` explains that nothing was scored."""
 
 import shutil
 
+import pytest
+
 from tests.conftest import tiny_sweep_dict, write_config
 from tests.helpers import run_cli
+
+pytestmark = pytest.mark.sweep
 
 
 def test_report_and_best_on_a_failed_experiment(tiny_model_path, tmp_path):

@@ -3,8 +3,12 @@ rows a killed driver never wrote come back, rows of a rung that was run again ar
 
 import json
 
-from search.config import RUNG_HISTORY
+import pytest
+
 from search.history import restore_result_rows
+from trainables.checkpoint_files import RUNG_HISTORY
+
+pytestmark = pytest.mark.unit
 
 
 def _row(step, report_id, **extra):

@@ -1,53 +1,108 @@
-"""Automatic choices from the trial's memory share: recompute only when a micro-batch would not
-fit, and a generation batch sized to the KV cache that fits."""
+"""The one memory planner (trainables.memory), as arithmetic on a model's shape: recompute only when
+a micro-batch would not fit, a merged copy only where it fits beside 32 sequences, a generation
+batch sized to the memory left, and on CPU the choices that suit a CPU."""
 
-from transformers import LlamaConfig
+import pytest
 
-from search.config import EvaluationConfig, TrainingConfig
+from trainables.config import (
+    DataConfig,
+    EvaluationConfig,
+    MemoryPlan,
+    ModelConfig,
+    PromptConfig,
+    TrainingConfig,
+    TrialConfig,
+    TrialHyperparameters,
+)
 from trainables.memory import (
-    GIB, MAX_GENERATION_BATCH, activation_bytes_per_token, generation_batch_size, use_gradient_checkpointing,
+    CPU_GENERATION_BATCH,
+    GIB,
+    HEADROOM_BYTES,
+    MAX_GENERATION_BATCH,
+    MIN_MERGED_BATCH,
+    GpuRequest,
+    activation_bytes_per_token,
+    dense_copy_bytes,
+    generation_bytes_per_sequence,
+    lora_bytes,
+    plan_memory,
+    weight_bytes,
 )
 
-LLAMA_3_8B = LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-                         num_key_value_heads=8, vocab_size=128256)
+pytestmark = pytest.mark.unit
+
+LLAMA_3_8B = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                  num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False)
+MODEL = ModelConfig(name_or_path="/models/llama-3-8b", compute_dtype="bfloat16")
+HP = TrialHyperparameters(lora_r=16, lora_alpha=16, learning_rate=1e-4, max_length=512, lora_dropout=0.0,
+                          target_modules="all-linear")
 
 
-class Shape:
-    """A loaded model as these helpers see it: its config and its weights' footprint."""
-
-    def __init__(self, config, weights_gb):
-        self.config, self.weights = config, weights_gb * GIB
-
-    def get_memory_footprint(self):
-        return self.weights
+def _plan(budget_gb=None, training=TrainingConfig(micro_batch_size=8), evaluation=EvaluationConfig(),
+          gpus_per_trial=1, gpu_gb=80):
+    gpu = GpuRequest(gpu_gb * GIB, gpus_per_trial, budget_gb * GIB if budget_gb else None)
+    return plan_memory(LLAMA_3_8B, MODEL, training, evaluation, HP, gpu)
 
 
 def test_recompute_costs_far_less_memory_per_token_than_keeping_activations():
-    kept = activation_bytes_per_token(LLAMA_3_8B.to_dict(), gradient_checkpointing=False)
-    recomputed = activation_bytes_per_token(LLAMA_3_8B.to_dict(), gradient_checkpointing=True)
+    kept = activation_bytes_per_token(LLAMA_3_8B, gradient_checkpointing=False)
+    recomputed = activation_bytes_per_token(LLAMA_3_8B, gradient_checkpointing=True)
     assert 5e6 < kept < 12e6  # several MB per token on the 8B shape
     assert recomputed < kept / 10
 
 
 def test_auto_checkpointing_turns_on_only_when_the_micro_batch_does_not_fit():
-    model = Shape(LLAMA_3_8B, weights_gb=5.5)
-    training = TrainingConfig(micro_batch_size=8, gradient_checkpointing="auto")
-    assert use_gradient_checkpointing(training, model, max_length=512, budget=80 * GIB) is False
-    assert use_gradient_checkpointing(training, model, max_length=512, budget=16 * GIB) is True
-    assert use_gradient_checkpointing(training, model, max_length=512, budget=None) is False  # CPU
+    assert _plan(budget_gb=80).gradient_checkpointing is False
+    assert _plan(budget_gb=16).gradient_checkpointing is True
+    assert _plan(gpus_per_trial=0.25).gradient_checkpointing is True  # a quarter of 80 GB is 20 GB
+    cpu = plan_memory(None, MODEL, TrainingConfig(), EvaluationConfig(), HP, None)
+    assert cpu.gradient_checkpointing is False and cpu.memory_budget_gb is None and cpu.gpu_share == 0
 
 
-def test_an_explicit_checkpointing_setting_is_kept_whatever_the_memory():
-    model = Shape(LLAMA_3_8B, weights_gb=5.5)
-    assert use_gradient_checkpointing(TrainingConfig(gradient_checkpointing=True), model, 512, 80 * GIB) is True
-    assert use_gradient_checkpointing(TrainingConfig(gradient_checkpointing=False), model, 512, 1 * GIB) is False
+def test_an_explicit_setting_is_kept_whatever_the_memory():
+    assert _plan(budget_gb=80, training=TrainingConfig(gradient_checkpointing=True)).gradient_checkpointing is True
+    assert _plan(budget_gb=1, training=TrainingConfig(gradient_checkpointing=False)).gradient_checkpointing is False
+    fixed = EvaluationConfig(batch_size=7, merged_copy=False)
+    assert (_plan(budget_gb=80, evaluation=fixed).generation_batch_size, _plan(evaluation=fixed).merged_copy) == (7, False)
+    assert _plan(training=TrainingConfig(fused_lm_head=False)).fused_lm_head is False
 
 
-def test_the_auto_generation_batch_grows_with_memory_and_stays_within_bounds():
-    model = Shape(LLAMA_3_8B, weights_gb=5.5)
-    auto = EvaluationConfig(max_new_tokens=96, batch_size="auto", merged_copy=False)
-    small = generation_batch_size(auto, model, longest_prompt=512, budget=12 * GIB)
-    large = generation_batch_size(auto, model, longest_prompt=512, budget=40 * GIB)
-    assert 1 <= small < large <= MAX_GENERATION_BATCH
-    assert generation_batch_size(auto, model, longest_prompt=512, budget=None) == 16  # CPU
-    assert generation_batch_size(EvaluationConfig(batch_size=7), model, 512, 80 * GIB) == 7
+def test_the_generation_batch_fills_half_the_memory_left_and_stays_within_bounds():
+    no_copy = EvaluationConfig(max_new_tokens=96, merged_copy=False)
+    small, large = _plan(budget_gb=12, evaluation=no_copy), _plan(budget_gb=40, evaluation=no_copy)
+    assert 1 <= small.generation_batch_size < large.generation_batch_size <= MAX_GENERATION_BATCH
+    # The 4-bit model caches in float32 (its norms are float32), beside its weights and LoRA state.
+    left = 12 * GIB - weight_bytes(LLAMA_3_8B, 2) - lora_bytes(LLAMA_3_8B, HP) - HEADROOM_BYTES
+    per_sequence = generation_bytes_per_sequence(LLAMA_3_8B, HP, no_copy, value_bytes=4)
+    assert small.generation_batch_size == int(left / 2 / per_sequence)
+    cpu = plan_memory(None, MODEL, TrainingConfig(), EvaluationConfig(), HP, None)
+    assert cpu.generation_batch_size == CPU_GENERATION_BATCH
+
+
+def test_auto_uses_the_merged_copy_only_where_it_fits_beside_32_sequences():
+    through_copy = generation_bytes_per_sequence(LLAMA_3_8B, HP, EvaluationConfig(), value_bytes=2)
+    resident = weight_bytes(LLAMA_3_8B, 2) + lora_bytes(LLAMA_3_8B, HP) + HEADROOM_BYTES
+    just_enough = (resident + dense_copy_bytes(LLAMA_3_8B, 2) + 2 * MIN_MERGED_BATCH * through_copy) / GIB
+    fits = _plan(budget_gb=just_enough)
+    assert fits.merged_copy is True and fits.generation_batch_size == MIN_MERGED_BATCH
+    assert _plan(budget_gb=just_enough - 2 * through_copy / GIB).merged_copy is False
+    assert plan_memory(None, MODEL, TrainingConfig(), EvaluationConfig(), HP, None).merged_copy is False  # CPU
+    assert 14 * GIB < dense_copy_bytes(LLAMA_3_8B, 2) < 16 * GIB  # an 8B model in bf16: 16 GB
+
+
+def test_the_fused_lm_head_is_the_gpu_default_and_full_logits_the_cpu_one():
+    assert _plan().fused_lm_head is True
+    assert plan_memory(None, MODEL, TrainingConfig(), EvaluationConfig(), HP, None).fused_lm_head is False
+
+
+def test_a_trial_is_given_its_sections_with_the_plans_decisions_and_never_an_auto():
+    plan = _plan(budget_gb=16)
+    trial = TrialConfig.planned(MODEL, DataConfig(), PromptConfig(), TrainingConfig(), EvaluationConfig(), 3, HP, plan)
+    assert trial.training.gradient_checkpointing is plan.gradient_checkpointing is True
+    assert (trial.evaluation.batch_size, trial.evaluation.merged_copy) == (plan.generation_batch_size, plan.merged_copy)
+    assert trial.total_steps == 3 * TrainingConfig().steps_per_rung
+    with pytest.raises(ValueError, match="training.gradient_checkpointing, training.fused_lm_head, "
+                                         "evaluation.merged_copy, evaluation.batch_size"):
+        TrialConfig(model=MODEL, data=DataConfig(), prompt=PromptConfig(), training=TrainingConfig(),
+                    evaluation=EvaluationConfig(), max_rungs=3, hyperparameters=HP, plan=plan)
+    assert isinstance(trial.plan, MemoryPlan)

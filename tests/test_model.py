@@ -5,12 +5,18 @@ training model as it was."""
 import pytest
 import torch
 
-from search.config import EvaluationConfig, ModelConfig, TrialHyperparameters
-from search.packing import HEADROOM_BYTES
+from trainables.config import ModelConfig, TrialHyperparameters
 from trainables.evaluation import generate_summaries
-from trainables.memory import dense_copy_bytes, generation_batch_size, kv_cache_bytes_per_token
-from trainables.model import attach_lora, load_quantized_model, merged_dense_copy, model_for_generation
-from trainables.model import prepare_for_training
+from trainables.memory import DTYPE_BYTES, FLOAT32_BYTES, dense_copy_bytes, kv_cache_bytes_per_token, model_shape
+from trainables.model import (
+    attach_lora,
+    load_quantized_model,
+    merged_dense_copy,
+    model_for_generation,
+    prepare_for_training,
+)
+
+pytestmark = pytest.mark.unit
 
 
 def _adapted(path, dtype="float32"):
@@ -79,50 +85,36 @@ def test_a_bfloat16_merged_copy_is_bfloat16_and_close_to_the_adapted_model(tiny_
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_the_memory_plan_counts_the_merged_copy_and_each_kind_of_kv_cache_exactly(tiny_model_path, dtype):
-    from trainables.memory import MAX_GENERATION_BATCH
-
+def test_the_plan_counts_the_merged_copy_exactly_from_the_models_shape(tiny_model_path, dtype):
     model = _adapted(tiny_model_path, dtype)
     dense = merged_dense_copy(model)
-    assert dense_copy_bytes(model) == sum(p.numel() * p.element_size() for p in dense.parameters())
-
-    evaluation = EvaluationConfig(max_new_tokens=16, merged_copy=False)
-    logits = 4 * model.config.vocab_size
-    copy_sequence = (192 + 16) * kv_cache_bytes_per_token(model.config, getattr(torch, dtype).itemsize) + logits
-    budget = HEADROOM_BYTES + dense_copy_bytes(model) + 2 * 10 * copy_sequence  # room for 10 sequences beside a copy
-    with_copy = generation_batch_size(evaluation.model_copy(update={"merged_copy": True}), model, 192, budget)
-    assert with_copy == 10
-    # Without the copy its memory goes to sequences, each caching in float32 (the prepared model's).
-    own_sequence = (192 + 16) * kv_cache_bytes_per_token(model.config, 4) + logits
-    without = generation_batch_size(evaluation, model, 192, budget)
-    assert without == min(MAX_GENERATION_BATCH, int((budget - HEADROOM_BYTES) / 2 / own_sequence))
+    real = sum(p.numel() * p.element_size() for p in dense.parameters())
+    assert dense_copy_bytes(model_shape(ModelConfig(name_or_path=str(tiny_model_path))), DTYPE_BYTES[dtype]) == real
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_the_kv_cache_is_planned_float32_for_the_prepared_4bit_model_and_in_compute_dtype_for_a_copy(
-        tiny_model_path, dtype):
-    from trainables.memory import cache_value_bytes
-
+def test_the_kv_cache_is_float32_in_the_prepared_4bit_model_and_in_compute_dtype_in_a_copy(tiny_model_path, dtype):
+    """What the plan assumes per cached value (trainables.memory.plan_memory), against real caches."""
     model = _adapted(tiny_model_path, dtype)
-    assert cache_value_bytes(model, merged_copy=False) == 4  # norms stay float32, so do hidden states
-    assert cache_value_bytes(model, merged_copy=True) == getattr(torch, dtype).itemsize
-    with torch.no_grad():  # the copy's cache really is in its compute dtype
-        cache = merged_dense_copy(model)(input_ids=torch.randint(0, 500, (1, 8)), use_cache=True).past_key_values
-    assert cache.layers[0].keys.dtype == getattr(torch, dtype)
+    ids = torch.randint(0, 500, (1, 8))
+    with torch.no_grad():
+        own = model(input_ids=ids, use_cache=True).past_key_values
+        copy = merged_dense_copy(model)(input_ids=ids, use_cache=True).past_key_values
+    assert own.layers[0].keys.dtype.itemsize == FLOAT32_BYTES  # norms stay float32, so do hidden states
+    assert copy.layers[0].keys.dtype == getattr(torch, dtype)
+    shape = model_shape(ModelConfig(name_or_path=str(tiny_model_path)))
+    per_token = sum(t.numel() * t.element_size() for layer in own.layers for t in (layer.keys, layer.values)) / 8
+    assert kv_cache_bytes_per_token(shape, FLOAT32_BYTES) == per_token
 
 
-def test_auto_uses_the_merged_copy_only_on_a_gpu_share_that_fits_it_beside_32_sequences(tiny_model_path):
-    from trainables.memory import MIN_MERGED_BATCH, use_merged_copy
+def test_a_forward_in_eval_mode_keeps_the_4bit_layout_that_dequantization_reads(tiny_model_path):
+    """On CPUs with AVX512-BF16, bitsandbytes would repack the weights at the first eval forward
+    (trainables.model.keep_4bit_layout_on_cpu); every loaded model is kept from it."""
+    import bitsandbytes as bnb
 
-    model = _adapted(tiny_model_path, "bfloat16")
-    auto = EvaluationConfig(max_new_tokens=16)
-    assert auto.merged_copy == "auto"
-    sequence = (192 + 16) * kv_cache_bytes_per_token(model.config, 2) + 4 * model.config.vocab_size
-    just_enough = HEADROOM_BYTES + dense_copy_bytes(model) + 2 * MIN_MERGED_BATCH * sequence
-    assert use_merged_copy(auto, model, 192, just_enough) is True
-    assert use_merged_copy(auto, model, 192, just_enough - 2 * sequence) is False
-    assert use_merged_copy(auto, model, 192, None) is False  # CPU
-    assert use_merged_copy(auto.model_copy(update={"merged_copy": True}), model, 192, None) is True
-    assert use_merged_copy(auto.model_copy(update={"merged_copy": False}), model, 192, just_enough) is False
-    # The batch is planned around the copy exactly when auto chooses it.
-    assert generation_batch_size(auto, model, 192, just_enough) == MIN_MERGED_BATCH
+    model = _adapted(tiny_model_path)
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert layers and not any(m.support_avx512bf16_for_cpu for m in layers)
+    with torch.no_grad():
+        model(input_ids=torch.randint(0, 500, (1, 8)))
+    assert not any(getattr(m.weight.quant_state, "packing_format_for_cpu", False) for m in layers)

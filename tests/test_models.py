@@ -2,8 +2,10 @@
 
 import pytest
 
-from search.config import ModelConfig
 from search.models import fetch_smollm2
+from trainables.config import ModelConfig
+
+pytestmark = pytest.mark.sweep
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +27,8 @@ def test_smollm2_loads_in_4bit_nf4_and_answers(smollm2):
     import bitsandbytes as bnb
     import torch
 
-    from trainables.model import load_quantized_model, load_tokenizer
+    from trainables.model import load_quantized_model
+    from trainables.prompt import load_tokenizer
 
     config = ModelConfig(name_or_path=str(smollm2))
     model = load_quantized_model(config)

@@ -7,8 +7,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import tiny_sweep_dict, write_config
 from tests.helpers import ROOT, run_cli, trial_dirs
+
+pytestmark = pytest.mark.sweep
 
 
 def _run(config_path, oom_setting):

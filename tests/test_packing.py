@@ -1,24 +1,36 @@
-"""gpus_per_trial: auto sizes each trial's GPU share by its predicted peak memory, so trials
-pack onto a GPU by what they need and never add up to more than it has."""
+"""gpus_per_trial: auto sizes each trial's GPU share by its predicted peak memory, so trials pack
+onto a GPU by what they need and never add up to more than it has; the driver plans each trial
+once, and the plan that sized its share is the plan the trial is given."""
 
 import json
 
 import pytest
+from pydantic import ValidationError
 
-from search.config import ConfigError, ModelConfig, SearchConfig, SweepConfig, TrainingConfig, TrialHyperparameters
-from search.packing import (
-    GIB, model_shape, plan_trial, predicted_peak_bytes, trial_resources, weight_bytes, check_every_trial_fits,
-)
+from search.config import SweepConfig
+from search.packing import TrialPlanner
+from trainables.config import ModelConfig, TrainingConfig, TrialHyperparameters
+from trainables.errors import ConfigError
+from trainables.memory import GIB, GpuRequest, model_shape, plan_memory, predicted_peak_bytes, weight_bytes
+
+pytestmark = pytest.mark.unit
 
 LLAMA_3_8B = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
                   num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False)
 SMOLLM2 = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
                num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True)
+MODEL = ModelConfig(name_or_path="/models/m", compute_dtype="bfloat16")
 
 
 def _hp(r=16, max_length=512, modules="all-linear"):
     return TrialHyperparameters(lora_r=r, lora_alpha=16, learning_rate=1e-4, max_length=max_length, lora_dropout=0.0,
                                 target_modules=modules)
+
+
+def _packed(shape, hp, training, gpu_gb):
+    from trainables.config import EvaluationConfig
+
+    return plan_memory(shape, MODEL, training, EvaluationConfig(), hp, GpuRequest(gpu_gb * GIB, "auto"))
 
 
 def test_predicted_4bit_weights_cover_what_bitsandbytes_actually_allocates(tiny_model_path):
@@ -33,50 +45,76 @@ def test_predicted_4bit_weights_cover_what_bitsandbytes_actually_allocates(tiny_
 
 
 def test_small_trials_share_a_gpu_and_keep_activations_when_they_fit():
-    share, checkpointing = plan_trial(SMOLLM2, _hp(), TrainingConfig(micro_batch_size=16), 80 * GIB)
-    assert checkpointing is False and share <= 0.25  # four or more SmolLM2 trials per H100
-    longer, _ = plan_trial(SMOLLM2, _hp(max_length=1024), TrainingConfig(micro_batch_size=16), 80 * GIB)
-    assert longer > share  # shares follow each trial's own max_length
+    plan = _packed(SMOLLM2, _hp(), TrainingConfig(micro_batch_size=16), 80)
+    assert plan.gradient_checkpointing is False and plan.gpu_share <= 0.25  # four or more SmolLM2 trials per H100
+    longer = _packed(SMOLLM2, _hp(max_length=1024), TrainingConfig(micro_batch_size=16), 80)
+    assert longer.gpu_share > plan.gpu_share  # shares follow each trial's own max_length
 
 
 def test_a_trial_that_fits_a_gpu_only_with_recompute_gets_recompute():
     training = TrainingConfig(micro_batch_size=4)
-    share, checkpointing = plan_trial(LLAMA_3_8B, _hp(max_length=1024), training, 24 * GIB)
-    assert checkpointing is True and share < 1
-    assert share * 24 * GIB >= predicted_peak_bytes(LLAMA_3_8B, _hp(max_length=1024), training, True)
+    plan = _packed(LLAMA_3_8B, _hp(max_length=1024), training, 24)
+    assert plan.gradient_checkpointing is True and plan.gpu_share < 1
+    assert plan.gpu_share * 24 * GIB >= predicted_peak_bytes(LLAMA_3_8B, _hp(max_length=1024), training, True)
+    assert plan.memory_budget_gb == pytest.approx(plan.gpu_share * 24)  # the trial plans within what Ray reserved
 
 
 def test_a_trial_too_large_for_one_gpu_is_refused_with_its_settings():
     with pytest.raises(ConfigError, match="max_length=4096, micro_batch_size=64.*more than one GPU's 24.0 GiB"):
-        plan_trial(LLAMA_3_8B, _hp(max_length=4096), TrainingConfig(micro_batch_size=64), 24 * GIB)
+        _packed(LLAMA_3_8B, _hp(max_length=4096), TrainingConfig(micro_batch_size=64), 24)
 
 
-def _sweep(model_path, **search):
-    return SweepConfig(name="p", model={"name_or_path": str(model_path)}, resources={"gpus_per_trial": "auto"},
-                       search={"lora_r": {"choice": [8, 64]}, "max_length": {"choice": [256, 1024]}, **search},
+def _sweep(model_path, **resources):
+    return SweepConfig(name="p", model={"name_or_path": str(model_path)},
+                       resources={"gpus_per_trial": "auto", **resources},
+                       search={"lora_r": {"choice": [8, 64]}, "max_length": {"choice": [256, 1024]}},
                        training={"micro_batch_size": 8})
 
 
 def test_each_trial_asks_ray_for_the_share_its_own_hyperparameters_need(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(LLAMA_3_8B))
-    ask = trial_resources(_sweep(tmp_path), 80 * GIB)
+    planner = TrialPlanner.for_cluster(_sweep(tmp_path), 80 * GIB)
     chosen = {"lora_alpha": 16, "learning_rate": 1e-4}
-    short = ask({**chosen, "lora_r": 8, "max_length": 256})
-    long = ask({**chosen, "lora_r": 64, "max_length": 1024})
+    short = planner.resources({**chosen, "lora_r": 8, "max_length": 256})
+    long = planner.resources({**chosen, "lora_r": 64, "max_length": 1024})
     assert short["cpu"] == 1 and 0 < short["gpu"] < long["gpu"] <= 1
-    assert trial_resources(_sweep(tmp_path), None) == {"cpu": 1, "gpu": 0}  # no GPU in the cluster
+    no_gpu = TrialPlanner.for_cluster(_sweep(tmp_path), None)
+    assert no_gpu.resources(chosen) == {"cpu": 1, "gpu": 0} and no_gpu.shape is None  # CPU trials, no shape read
     fixed = SweepConfig(name="f", model={"name_or_path": str(tmp_path)}, resources={"gpus_per_trial": 0.5})
-    assert trial_resources(fixed, 80 * GIB) == {"cpu": 1, "gpu": 0.5}
+    assert TrialPlanner.for_cluster(fixed, 80 * GIB).resources(chosen) == {"cpu": 1, "gpu": 0.5}
+
+
+def test_the_plan_that_sized_a_trials_share_is_the_plan_the_trial_is_given(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(LLAMA_3_8B))
+    planner = TrialPlanner.for_cluster(_sweep(tmp_path), 80 * GIB)
+    searched = {"lora_r": 64, "lora_alpha": 32, "max_length": 1024, "learning_rate": 1e-4}
+    trial = planner.trial_config(searched)
+    assert trial.plan.gpu_share == planner.resources(searched)["gpu"]
+    assert trial.hyperparameters.lora_r == 64 and trial.hyperparameters.lora_dropout == 0.05  # fixed value merged in
+    assert trial.training.gradient_checkpointing == trial.plan.gradient_checkpointing
+    assert trial.max_rungs == 4
+
+
+def test_a_fixed_share_on_a_cluster_without_gpus_yet_is_planned_on_the_gpu_the_trial_lands_on(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(LLAMA_3_8B))
+    sweep = SweepConfig(name="f", model={"name_or_path": str(tmp_path)}, resources={"gpus_per_trial": 0.5})
+    planner = TrialPlanner.for_cluster(sweep, None)  # an autoscaler adds GPU nodes as trials queue
+    searched = {"lora_r": 8, "lora_alpha": 16, "learning_rate": 1e-4, "max_length": 256}
+    trial = planner.trial_config(searched, gpu_memory_bytes=48 * GIB)
+    assert trial.plan.memory_budget_gb == pytest.approx(24)
+    with pytest.raises(ValueError, match="needs the size of its GPU"):
+        planner.trial_config(searched)
 
 
 def test_the_largest_corner_of_the_search_space_is_checked_before_any_trial(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(LLAMA_3_8B))
-    check_every_trial_fits(_sweep(tmp_path), 80 * GIB)
+    corner = TrialPlanner.for_cluster(_sweep(tmp_path), 80 * GIB).check_every_trial_fits()
+    assert (corner.lora_r, corner.max_length) == (64, 1024)
     with pytest.raises(ConfigError, match="max_length=1024, micro_batch_size=8, lora_r=64"):
-        check_every_trial_fits(_sweep(tmp_path), 10 * GIB)
+        TrialPlanner.for_cluster(_sweep(tmp_path), 10 * GIB).check_every_trial_fits()
 
 
 def test_auto_is_a_valid_gpu_setting_and_other_words_are_not():
-    assert SearchConfig  # imported for the sweep fixtures above
-    with pytest.raises(Exception, match="must be auto or a number of GPUs"):
+    assert SweepConfig(name="x", model={"name_or_path": "/tmp"}, resources={"gpus_per_trial": "auto"})
+    with pytest.raises(ValidationError, match="must be auto or a number of GPUs"):
         SweepConfig(name="x", model={"name_or_path": "/tmp"}, resources={"gpus_per_trial": "many"})

@@ -1,6 +1,16 @@
-from search.config import PromptConfig
-from trainables.prompt import (IGNORE_INDEX, encode_example, encode_prompt, format_example, format_prompt,
-                               scaffolding_length)
+import pytest
+
+from trainables.config import PromptConfig
+from trainables.prompt import (
+    IGNORE_INDEX,
+    encode_example,
+    encode_prompt,
+    format_example,
+    format_prompt,
+    scaffolding_length,
+)
+
+pytestmark = pytest.mark.unit
 
 INTRO = ("Below is an instruction that describes a task. "
          "Write a response that appropriately completes the request.")

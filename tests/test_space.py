@@ -1,7 +1,10 @@
+import pytest
 from ray import tune
 
 from search.config import SearchConfig
-from search.space import tune_search_space
+from search.tuner import tune_search_space
+
+pytestmark = pytest.mark.unit
 
 
 def test_choices_and_ranges_become_tune_domains_and_fixed_values_stay_out():

@@ -9,9 +9,11 @@ import sys
 
 import pytest
 
-from search.config import ConfigError
 from search.state_files import mend_torn_state_files, newest_state_files
 from tests.helpers import ROOT
+from trainables.errors import ConfigError
+
+pytestmark = pytest.mark.sweep
 
 
 def _files(folder):
@@ -78,13 +80,14 @@ def test_tune_failing_to_restore_stops_instead_of_starting_the_sweep_again(torn_
     # Past the check above, straight to Tune: its own restore fails on the torn file.
     script = (
         "import ray, sys\n"
-        "from search.sweep import load_resolved_config\n"
+        "from search.experiment import load_resolved_config\n"
+        "from search.packing import TrialPlanner\n"
         "from search.tuner import restore_tuner\n"
-        "from search.config import ConfigError\n"
+        "from trainables.errors import ConfigError\n"
         "ray.init(num_cpus=1, include_dashboard=False)\n"
         f"sweep = load_resolved_config({str(copy)!r})\n"
         "try:\n"
-        "    restore_tuner(sweep).fit()\n"
+        "    restore_tuner(sweep, TrialPlanner.for_cluster(sweep, None)).fit()\n"
         "except ConfigError as exc:\n"
         "    print('refused:', exc); sys.exit(3)\n"
     )

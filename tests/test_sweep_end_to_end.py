@@ -11,6 +11,8 @@ from tests.conftest import E2E_NUM_TRIALS as NUM_TRIALS
 from tests.conftest import tiny_sweep_dict, write_config
 from tests.helpers import run_cli, trial_dirs
 
+pytestmark = pytest.mark.sweep
+
 
 def test_run_prints_the_experiment_folder_and_the_best_trial(sweep):
     experiment, done = sweep
@@ -61,7 +63,10 @@ def test_ranking_by_rouge_uses_only_scores_on_the_whole_validation_set(sweep):
     best = best_trial(by_rouge)
     assert best["trial_id"] in {r["trial_id"] for r in finished}
     assert best["checkpoint"].endswith(best_row_checkpoint(rows, best["trial_id"]))
-    assert "on 2 dialogues)" in format_leaderboard(by_rouge) or "on 4 dialogues)" in format_leaderboard(by_rouge)
+    leaderboard = format_leaderboard(by_rouge)
+    for row in stopped:  # each subset-only trial with the score it has, and on how many dialogues
+        subset = row["best_row_on_subset"]
+        assert f"({subset['rougeL']:.4f} on {int(subset['rouge_examples'])} dialogues)" in leaderboard
 
 
 def best_row_checkpoint(rows, trial_id):
@@ -216,7 +221,7 @@ def test_the_sweep_benchmark_reads_finished_sweeps_into_curves_a_table_and_a_plo
         shutil.copytree(experiment, seed_folder / name)
     (seed_folder / "zero_shot.json").write_text(json.dumps({"rougeL": 0.05}))
     config = write_config(tmp_path / "c.yaml", tiny_sweep_dict(
-        tiny_model_path, tmp_path / "r", data={"path": str(ROOT / "search" / "samples"), "max_train_examples": 32,
+        tiny_model_path, tmp_path / "r", data={"path": str(ROOT / "trainables" / "samples"), "max_train_examples": 32,
                                                "max_validation_examples": 4},
         search={"num_trials": 1, "max_concurrent_trials": 1}, scheduler={"max_rungs": 2, "grace_period": 1},
         evaluation={"max_new_tokens": 4}))

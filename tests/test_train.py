@@ -6,15 +6,18 @@ import json
 import pytest
 import torch
 
-from search.config import ModelConfig, PromptConfig, TrainingConfig, TrialHyperparameters
 from tests.tiny_model import SAMPLE
+from trainables.config import ModelConfig, PromptConfig, TrainingConfig, TrialHyperparameters
+
+pytestmark = pytest.mark.unit
 
 
-def _trainer(tiny_model_path, tmp_path, padding_free, fused_lm_head="auto"):
+def _trainer(tiny_model_path, tmp_path, padding_free, fused_lm_head=False):
     from datasets import Dataset
 
     from trainables.data import tokenize_for_training
-    from trainables.model import attach_lora, load_quantized_model, load_tokenizer, prepare_for_training
+    from trainables.model import attach_lora, load_quantized_model, prepare_for_training
+    from trainables.prompt import load_tokenizer
     from trainables.train import build_trainer
 
     model_config = ModelConfig(name_or_path=str(tiny_model_path))
@@ -73,14 +76,9 @@ def test_training_autocasts_to_the_4bit_compute_dtype_though_preparation_made_th
     assert mixed_precision(model, on_gpu=False) == {"bf16": False, "fp16": False}
 
 
-def test_full_logits_and_trls_fused_lm_head_give_the_same_loss_and_auto_picks_full_logits_on_cpu(
-        tiny_model_path, tmp_path):
+def test_full_logits_and_trls_fused_lm_head_give_the_same_loss(tiny_model_path, tmp_path):
     from trl import SFTTrainer
 
-    from trainables.train import use_fused_lm_head
-
-    assert use_fused_lm_head(TrainingConfig()) is False  # auto, and this machine has no GPU
-    assert use_fused_lm_head(TrainingConfig(fused_lm_head=True)) is True
     full, examples = _trainer(tiny_model_path, tmp_path, padding_free=True)
     fused, _ = _trainer(tiny_model_path, tmp_path, padding_free=True, fused_lm_head=True)
     assert type(fused) is SFTTrainer and type(full) is not SFTTrainer

@@ -14,6 +14,8 @@ import pytest
 from tests.conftest import tiny_sweep_dict, write_config
 from tests.helpers import ROOT, run_cli, trial_dirs
 
+pytestmark = pytest.mark.sweep
+
 STEPS_PER_RUNG = 16
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-SAMPLE = Path(__file__).resolve().parent.parent / "search" / "samples" / "train.jsonl"
+SAMPLE = Path(__file__).resolve().parent.parent / "trainables" / "samples" / "train.jsonl"
 
 
 def build_tiny_llama(folder: Path, seed: int = 0) -> Path:

@@ -7,17 +7,23 @@ validation.jsonl, ...); a single file is the train split. Loading and tokenizing
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from search.config import DATA_SUFFIXES, ConfigError, DataConfig, PromptConfig
+import datasets
 
+from trainables.config import DataConfig, PromptConfig
+from trainables.errors import ConfigError
+from trainables.prompt import encode_example
+
+DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")  # the local data files qlora-sweep reads
 BUILDERS = dict(zip(DATA_SUFFIXES, ("json", "json", "csv", "parquet")))  # datasets' loader for each
 TRUNCATED = "over-long dialogue (truncated)"  # kept, cut to max_dialogue_chars; never a reason to fail
-SAMPLE_DIR = Path(__file__).resolve().parent.parent / "search" / "samples"
+SAMPLE_DIR = Path(__file__).resolve().parent / "samples"  # the dialogue sample shipped with qlora-sweep
 
 
 def resolve_data_path(data: DataConfig) -> str:
@@ -44,12 +50,6 @@ def _looks_local(text: str) -> bool:
 
 def load_dialogues(data: DataConfig) -> dict[str, Any]:
     """{'train': Dataset, 'validation': Dataset}, columns renamed to dialogue/summary, checked."""
-    import datasets
-
-    datasets.disable_progress_bars()
-    # Loader failures come back as one ConfigError line; datasets would also log them.
-    datasets.logging.set_verbosity_error()
-    logging.getLogger("datasets").setLevel(logging.CRITICAL)
     source = resolve_data_path(data)
     path = Path(source)
     if path.exists():
@@ -61,7 +61,7 @@ def load_dialogues(data: DataConfig) -> dict[str, Any]:
             wanted[data.validation_split] = files[data.validation_split]
         splits, problems = {}, {}
         for split, file in wanted.items():
-            splits[split], problems[split] = _load_file(file, data)
+            splits[split], problems[split] = load_file(file, data)
     elif _looks_local(source):
         raise ConfigError(f"data.path {source} does not exist")
     else:
@@ -148,14 +148,13 @@ def _clean(dataset, data: DataConfig, problems: Counter):
     return dataset, problems
 
 
-def _load_file(file: Path, data: DataConfig) -> tuple[Any, Counter]:
+def load_file(file: Path, data: DataConfig) -> tuple[Any, Counter]:
     """The file as a Dataset, and the rows that could not even be read, by problem."""
-    import datasets
-
     if file.stat().st_size == 0:
         raise ConfigError(f"data file {file}: the dataset is empty")
     try:
-        return datasets.load_dataset(BUILDERS[file.suffix], data_files=str(file), split="train"), Counter()
+        with loader_errors_quiet():
+            return datasets.load_dataset(BUILDERS[file.suffix], data_files=str(file), split="train"), Counter()
     except Exception as exc:  # datasets raises many types for unreadable files
         if "corresponds to no data" in str(exc):
             raise ConfigError(f"data file {file}: the dataset is empty") from None
@@ -167,8 +166,6 @@ def _load_file(file: Path, data: DataConfig) -> tuple[Any, Counter]:
 
 
 def _read_jsonl_row_by_row(file: Path, data: DataConfig) -> tuple[Any, Counter]:
-    import datasets
-
     fields = (data.id_field, data.dialogue_field, data.summary_field)
     rows, problems, seen_fields = [], Counter(), set()
     for raw in file.read_bytes().splitlines():
@@ -202,15 +199,27 @@ def _read_jsonl_row_by_row(file: Path, data: DataConfig) -> tuple[Any, Counter]:
 
 
 def _load_hub(dataset_id: str) -> dict[str, Any]:
-    import datasets
-
     try:
-        return dict(datasets.load_dataset(dataset_id))
+        with loader_errors_quiet():
+            return dict(datasets.load_dataset(dataset_id))
     except Exception as exc:
         raise ConfigError(
             f"data.path '{dataset_id}' is not a local path and could not be loaded from the "
             f"Hugging Face hub ({exception_reason(exc)}); give a local folder or file instead"
         ) from None
+
+
+@contextlib.contextmanager
+def loader_errors_quiet() -> Iterator[None]:
+    """datasets logs a loader's failure as well as raising it; the failure comes back as one
+    ConfigError line, so the log record would say the same thing twice."""
+    datasets_logger = logging.getLogger("datasets")
+    level = datasets_logger.level
+    datasets_logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        datasets_logger.setLevel(level)
 
 
 def exception_reason(exc: BaseException) -> str:
@@ -249,8 +258,6 @@ def tokenize_for_training(dataset, tokenizer: Any, prompt: PromptConfig, max_len
     datasets caches the result on disk under a fingerprint of (data, tokenizer, prompt,
     max_length), so later trials on the node load it instead of tokenizing again (`reuse`).
     """
-    from trainables.prompt import encode_example
-
     def encode(batch: dict[str, list]) -> dict[str, list]:
         out: dict[str, list] = {"input_ids": [], "labels": [], "fits": []}
         for dialogue, summary in zip(batch["dialogue"], batch["summary"]):

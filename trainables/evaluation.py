@@ -1,4 +1,7 @@
-"""Validation ROUGE: batched greedy generation, cut at the end marker, scored with rouge_score.
+"""ROUGE as a trial scores it, assembled once (`RougeEvaluation`): the recipe's prompt cut to the
+trial's max_length, batched greedy generation (through the merged copy where the plan says so),
+cut at the end marker, scored with rouge_score. The trial, `best --eval-file` and the benchmarks
+all score through it.
 
 The figures equal rouge_score's (with stemming) averaged over examples, which is what
 `evaluate.load("rouge")` computes with use_aggregator=False; that loader fetches its script from
@@ -8,10 +11,51 @@ the Hugging Face hub, so it is not used here.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
-ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+import torch
+from rouge_score import rouge_scorer
+
+from trainables.config import PromptConfig, TrialConfig
+from trainables.metrics import BEST_REFERENCE, MEAN_OVER_REFERENCES, ROUGE_METRICS
+from trainables.model import compute_autocast, model_for_generation
+from trainables.prompt import encode_prompt
+
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+@dataclass(frozen=True)
+class RougeEvaluation:
+    """How dialogues are summarized and scored: prompts, generation, the cut, ROUGE."""
+
+    tokenizer: Any
+    prompt: PromptConfig
+    max_length: int  # tokens a prompt may take: the trial's max_length (its dialogue is shortened to fit)
+    max_new_tokens: int
+    batch_size: int  # dialogues generated at once
+    merged_copy: bool = False  # generate through a dense merged copy (trainables.model.merged_dense_copy)
+
+    @classmethod
+    def for_trial(cls, trial: TrialConfig, tokenizer: Any) -> "RougeEvaluation":
+        return cls(tokenizer, trial.prompt, trial.hyperparameters.max_length, trial.evaluation.max_new_tokens,
+                   trial.evaluation.batch_size, trial.evaluation.merged_copy)
+
+    def prompts(self, dialogues: list[str]) -> list[str]:
+        return [encode_prompt(self.tokenizer, self.prompt, d, self.max_length) for d in dialogues]
+
+    def summaries(self, model: Any, prompts: list[str]) -> list[str]:
+        with model_for_generation(model, self.merged_copy) as generator:
+            return generate_summaries(generator, self.tokenizer, prompts, self.prompt.end_marker,
+                                      self.max_new_tokens, self.batch_size)
+
+    def rouge(self, model: Any, prompts: list[str], references: list[str]) -> dict[str, float]:
+        """Mean ROUGE F1 against one reference per prompt."""
+        return rouge_scores(self.summaries(model, prompts), references)
+
+    def rouge_by_rule(self, model: Any, prompts: list[str], references: list[list[str]]) -> dict[str, dict[str, float]]:
+        """Mean ROUGE F1 against several references per prompt, by both rules of trainables.metrics."""
+        return rouge_scores_multi(self.summaries(model, prompts), references)
 
 
 def _sentences_on_lines(text: str) -> str:
@@ -25,10 +69,6 @@ def rouge_scores(predictions: list[str], references: list[str]) -> dict[str, flo
     return rouge_scores_multi(predictions, [[r] for r in references])[BEST_REFERENCE]
 
 
-BEST_REFERENCE = "best_reference"  # per example, the reference scoring highest (rouge_score's score_multi)
-MEAN_OVER_REFERENCES = "mean_over_references"  # per example, the mean F1 over its references
-
-
 def rouge_scores_multi(predictions: list[str], references: list[list[str]]) -> dict[str, dict[str, float]]:
     """Mean F1 over examples, each example scored against several references by both rules.
 
@@ -36,21 +76,19 @@ def rouge_scores_multi(predictions: list[str], references: list[list[str]]) -> d
     picks; taken here from the per-reference scores the mean needs anyway, so each pair is scored once).
     mean_over_references: per ROUGE type, the F1 averaged over the example's references.
     """
-    from rouge_score import rouge_scorer
-
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
     if not predictions:
         raise ValueError("no predictions to score")
-    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
-    totals = {rule: dict.fromkeys(ROUGE_TYPES, 0.0) for rule in (BEST_REFERENCE, MEAN_OVER_REFERENCES)}
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_METRICS), use_stemmer=True)
+    totals = {rule: dict.fromkeys(ROUGE_METRICS, 0.0) for rule in (BEST_REFERENCE, MEAN_OVER_REFERENCES)}
     for prediction, targets in zip(predictions, references):
         if not targets:
             raise ValueError("an example without a reference")
         lines = _sentences_on_lines(prediction)
         targets = [_sentences_on_lines(t) for t in targets]
         each = [scorer.score(t, lines) for t in targets]
-        for name in ROUGE_TYPES:
+        for name in ROUGE_METRICS:
             totals[BEST_REFERENCE][name] += max(s[name].fmeasure for s in each)
             totals[MEAN_OVER_REFERENCES][name] += sum(s[name].fmeasure for s in each) / len(each)
     return {rule: {name: total / len(predictions) for name, total in sums.items()} for rule, sums in totals.items()}
@@ -64,10 +102,6 @@ def generate_summaries(
     model: Any, tokenizer: Any, prompts: list[str], end_marker: str, max_new_tokens: int, batch_size: int
 ) -> list[str]:
     """Greedy summaries, batched with left padding and the KV cache, longest prompts first."""
-    import torch
-
-    from trainables.model import compute_autocast
-
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     outputs: list[str] = [""] * len(prompts)
     padding_side = tokenizer.padding_side
@@ -97,11 +131,3 @@ def generate_summaries(
         if was_training:
             model.train()
     return outputs
-
-
-def rouge_on_validation(
-    model: Any, tokenizer: Any, prompts: list[str], references: list[str], end_marker: str,
-    max_new_tokens: int, batch_size: int,
-) -> dict[str, float]:
-    predictions = generate_summaries(model, tokenizer, prompts, end_marker, max_new_tokens, batch_size)
-    return rouge_scores(predictions, references)

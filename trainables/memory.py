@@ -1,121 +1,218 @@
-"""What one trial may spend of its GPU's memory, and the choices that depend on it: whether to
-recompute activations (gradient checkpointing) and how many dialogues to generate at once.
+"""The one memory planner: what a trial will need, and what follows from it.
 
-The estimates are per token, from the model's shape; they lean high on purpose, and a trial that
-still runs out of memory is retried by trainables.train at half the micro-batch.
+From the model's shape (its config.json, pure arithmetic, no torch) it predicts a trial's peak GPU
+memory: 4-bit weights, LoRA weights with their gradients and AdamW state, one micro-batch's
+activations and a fixed headroom. From that it decides, once per trial, the `MemoryPlan`: the
+share of a GPU the trial asks Ray for (`gpus_per_trial: auto`), whether it recomputes activations,
+its micro-batch, whether ROUGE's generation runs through a merged dense copy, and how many
+dialogues it generates at once. The driver plans every trial with it before the trial starts;
+the trial applies the plan as given. The estimates lean high on purpose, and a
+trial that still runs out of memory is retried by trainables.train at half the micro-batch.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
 
-from search.config import EvaluationConfig, ResourcesConfig, TrainingConfig
-from search.packing import GIB, HEADROOM_BYTES, activation_bytes_per_token
+from trainables.config import EvaluationConfig, MemoryPlan, ModelConfig, TrainingConfig, TrialHyperparameters
+from trainables.errors import ConfigError
+
+GIB = 2**30
+HEADROOM_BYTES = 2 * GIB  # CUDA context, allocator fragmentation, generation's working set
+NF4_BYTES_PER_WEIGHT = 0.5 + 4 / 64  # 4 bits, plus one float32 scale per 64-weight block
+LORA_BYTES_PER_WEIGHT = 16  # float32 weight, gradient and AdamW's two moments
+SHARE_STEP = 0.01  # GPU shares are whole hundredths: what Ray reserves is never below the prediction
+DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
+FLOAT32_BYTES = 4
 MAX_GENERATION_BATCH = 128
 CPU_GENERATION_BATCH = 16
-MIN_MERGED_BATCH = 32
+MIN_MERGED_BATCH = 32  # a merged copy that leaves room for fewer sequences at once loses what it gains
 
 
-def memory_budget_bytes(resources: ResourcesConfig, plan: Callable[[float], float] | None = None) -> int | None:
-    """The trial's share of GPU memory; None on CPU.
+@dataclass(frozen=True)
+class GpuRequest:
+    """The GPU side of a trial as the sweep configured it (resources.*)."""
 
-    `plan` maps one GPU's memory to the trial's predicted peak: with gpus_per_trial auto, Ray
-    reserved that share of a GPU for the trial (search.packing), so that is its budget.
+    gpu_memory_bytes: float  # one GPU's memory: the smallest in the cluster, so every placement fits
+    gpus_per_trial: float | Literal["auto"]
+    budget_bytes: float | None = None  # resources.gpu_memory_gb, when the user set it
+
+
+def model_shape(model: ModelConfig) -> dict[str, Any]:
+    """The fields of the model's config.json the predictions need."""
+    path = Path(model.name_or_path)
+    if path.is_dir():
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise ConfigError(f"model.name_or_path {path}: no config.json to size trials by")
+        values = json.loads(config_file.read_text(encoding="utf-8"))
+    else:
+        from transformers import AutoConfig  # heavy; a hub id's config, from the local cache or the hub
+
+        values = AutoConfig.from_pretrained(model.name_or_path, trust_remote_code=model.trust_remote_code).to_dict()
+    values = values.get("text_config", values)
+    needed = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+    missing = [key for key in needed if key not in values]
+    if missing:
+        raise ConfigError(f"model {model.name_or_path}: config.json lacks {', '.join(missing)}; "
+                          "set resources.gpus_per_trial to a number")
+    return values
+
+
+def compute_dtype_name(model: ModelConfig, on_gpu: bool) -> str:
+    """The 4-bit layers' compute dtype: `auto` is bfloat16 on a GPU, float32 on a CPU (where bf16
+    matmuls run ~15x slower than float32 without AMX)."""
+    if model.compute_dtype != "auto":
+        return model.compute_dtype
+    return "bfloat16" if on_gpu else "float32"
+
+
+def activation_bytes_per_token(shape: dict[str, Any], gradient_checkpointing: bool) -> float:
+    """Activations a decoder keeps for the backward pass, per token, in bf16.
+
+    Without recompute each layer keeps about 16 hidden-size values per token (norm inputs and
+    outputs, partly float32; q/k/v; attention output; residuals; LoRA inputs) and 5 MLP-size ones
+    (gate, up, activation, product, LoRA input of down_proj). With recompute only each layer's
+    input stays, plus one layer rebuilt at a time. Not yet calibrated against a GPU measurement.
     """
-    import torch
-
-    if not torch.cuda.is_available():
-        return None
-    if resources.gpu_memory_gb is not None:
-        return int(resources.gpu_memory_gb * GIB)
-    total = torch.cuda.get_device_properties(0).total_memory
-    if resources.gpus_per_trial == "auto" and plan is not None:
-        return int(plan(total))
-    share = resources.gpus_per_trial if resources.gpus_per_trial != "auto" else 1.0
-    return int(total * (min(share, 1.0) or 1.0))
+    hidden, layers = shape["hidden_size"], shape["num_hidden_layers"]
+    one_layer = 2 * (16 * hidden + 5 * shape["intermediate_size"])
+    if gradient_checkpointing:
+        return layers * 2 * hidden + one_layer
+    return layers * one_layer
 
 
-def use_gradient_checkpointing(training: TrainingConfig, model: Any, max_length: int, budget: int | None) -> bool:
-    """The configured choice, or for auto: recompute only when one micro-batch would not fit."""
-    if training.gradient_checkpointing != "auto":
-        return training.gradient_checkpointing
-    if budget is None:
-        return False  # CPU: host memory is not the limit, compute is
-    tokens = training.micro_batch_size * max_length
-    activations = tokens * activation_bytes_per_token(model.config.to_dict(), False)
-    needed = model.get_memory_footprint() + activations + HEADROOM_BYTES
-    return needed > budget
+def _linear_shapes(shape: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """(in, out) of each projection in one decoder layer, by module name."""
+    hidden, inner = shape["hidden_size"], shape["intermediate_size"]
+    heads = shape["num_attention_heads"]
+    head_dim = _head_dim(shape)
+    kv = (shape.get("num_key_value_heads") or heads) * head_dim
+    return {
+        "q_proj": (hidden, heads * head_dim), "k_proj": (hidden, kv), "v_proj": (hidden, kv),
+        "o_proj": (heads * head_dim, hidden),
+        "gate_proj": (hidden, inner), "up_proj": (hidden, inner), "down_proj": (inner, hidden),
+    }
 
 
-def kv_cache_bytes_per_token(config: Any, value_bytes: int = 2) -> int:
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    return 2 * config.num_hidden_layers * kv_heads * head_dim * value_bytes  # keys and values
+def _head_dim(shape: dict[str, Any]) -> int:
+    return shape.get("head_dim") or shape["hidden_size"] // shape["num_attention_heads"]
 
 
-def cache_value_bytes(model: Any, merged_copy: bool) -> int:
-    """Bytes per cached key or value. A 4-bit model prepared for training keeps its norms in
-    float32, so its hidden states, and the keys and values made from them, are float32 even under
-    autocast (measured on an H100: the bf16 estimate let an 8B evaluation peak 22% over its
-    share); a merged copy computes, and caches, in its compute dtype."""
-    from trainables.model import loaded_compute_dtype
-
-    try:
-        dtype = loaded_compute_dtype(model) if merged_copy else model.dtype
-    except AttributeError:  # a shape without weights (planning ahead of loading)
-        return 2
-    return dtype.itemsize
+def _dense_parameters(shape: dict[str, Any]) -> tuple[int, int]:
+    """(parameters of the quantized projections, parameters left dense: embeddings, LM head, norms)."""
+    layers, hidden = shape["num_hidden_layers"], shape["hidden_size"]
+    projections = layers * sum(i * o for i, o in _linear_shapes(shape).values())
+    embeddings = shape["vocab_size"] * hidden  # bitsandbytes leaves them unquantized
+    head = 0 if shape.get("tie_word_embeddings") else embeddings
+    norms = (2 * layers + 1) * hidden
+    return projections, embeddings + head + norms
 
 
-def use_merged_copy(evaluation: EvaluationConfig, model: Any, longest_prompt: int, budget: int | None) -> bool:
-    """The configured choice, or for auto: a dense merged copy when it fits the trial's share with room
-    left for MIN_MERGED_BATCH sequences (a copy that forces tiny batches loses what it gains); never on CPU."""
-    if evaluation.merged_copy != "auto":
-        return evaluation.merged_copy
-    if budget is None:
-        return False
-    free = budget - _allocated_bytes() - HEADROOM_BYTES - dense_copy_bytes(model)
-    return free / 2 >= MIN_MERGED_BATCH * _bytes_per_sequence(evaluation, model, longest_prompt, merged_copy=True)
+def weight_bytes(shape: dict[str, Any], dense_bytes: int = 2) -> float:
+    """The base model in memory: NF4 projections; embeddings, LM head and norms in the compute dtype
+    (bf16 on GPU: dense_bytes=2)."""
+    projections, dense = _dense_parameters(shape)
+    return projections * NF4_BYTES_PER_WEIGHT + dense * dense_bytes
 
 
-def generation_batch_size(evaluation: EvaluationConfig, model: Any, longest_prompt: int, budget: int | None) -> int:
-    """The configured batch, or for auto: as many sequences as the KV cache fits into half the free share
-    (beside the merged copy, when one is used)."""
-    if evaluation.batch_size != "auto":
-        return evaluation.batch_size
-    if budget is None:
-        return CPU_GENERATION_BATCH
-    merged_copy = use_merged_copy(evaluation, model, longest_prompt, budget)
-    free = budget - _allocated_bytes() - HEADROOM_BYTES
-    if merged_copy:
-        free -= dense_copy_bytes(model)
-    per_sequence = _bytes_per_sequence(evaluation, model, longest_prompt, merged_copy)
-    return max(1, min(MAX_GENERATION_BATCH, int(free / 2 / per_sequence)))
+def dense_copy_bytes(shape: dict[str, Any], dtype_bytes: int) -> int:
+    """A dense copy of the whole model in the compute dtype (trainables.model.merged_dense_copy)."""
+    return sum(_dense_parameters(shape)) * dtype_bytes
 
 
-def _bytes_per_sequence(evaluation: EvaluationConfig, model: Any, longest_prompt: int, merged_copy: bool) -> int:
+def lora_bytes(shape: dict[str, Any], hp: TrialHyperparameters) -> float:
+    modules = _linear_shapes(shape)
+    targets = modules if hp.target_modules == "all-linear" else set(hp.target_modules)
+    chosen = {name: dims for name, dims in modules.items() if name in targets}
+    per_layer = sum(hp.lora_r * (i + o) for i, o in chosen.values())
+    return shape["num_hidden_layers"] * per_layer * LORA_BYTES_PER_WEIGHT
+
+
+def kv_cache_bytes_per_token(shape: dict[str, Any], value_bytes: int) -> int:
+    kv_heads = shape.get("num_key_value_heads") or shape["num_attention_heads"]
+    return 2 * shape["num_hidden_layers"] * kv_heads * _head_dim(shape) * value_bytes  # keys and values
+
+
+def predicted_peak_bytes(shape: dict[str, Any], hp: TrialHyperparameters, training: TrainingConfig,
+                         gradient_checkpointing: bool) -> float:
+    tokens = training.micro_batch_size * hp.max_length
+    return (weight_bytes(shape) + lora_bytes(shape, hp) + HEADROOM_BYTES
+            + tokens * activation_bytes_per_token(shape, gradient_checkpointing))
+
+
+def generation_bytes_per_sequence(shape: dict[str, Any], hp: TrialHyperparameters, evaluation: EvaluationConfig,
+                                  value_bytes: int) -> int:
     """One generated sequence's KV cache plus the float32 logits of one step over the vocabulary."""
-    tokens = longest_prompt + evaluation.max_new_tokens
-    value_bytes = cache_value_bytes(model, merged_copy)
-    return tokens * kv_cache_bytes_per_token(model.config, value_bytes) + 4 * model.config.vocab_size
+    tokens = hp.max_length + evaluation.max_new_tokens
+    return tokens * kv_cache_bytes_per_token(shape, value_bytes) + FLOAT32_BYTES * shape["vocab_size"]
 
 
-def dense_copy_bytes(model: Any) -> int:
-    """Memory of the model as a dense copy in its compute dtype (trainables.model.merged_dense_copy)."""
-    import bitsandbytes as bnb
-    import torch
+def plan_memory(shape: dict[str, Any] | None, model: ModelConfig, training: TrainingConfig,
+                evaluation: EvaluationConfig, hp: TrialHyperparameters, gpu: GpuRequest | None) -> MemoryPlan:
+    """Every memory decision of one trial; `gpu` None: it trains on CPUs (no shape needed)."""
+    if gpu is None:
+        return MemoryPlan(
+            gpu_share=0.0, memory_budget_gb=None, predicted_peak_gb=None,
+            gradient_checkpointing=_given(training.gradient_checkpointing, False),  # compute, not memory, limits a CPU
+            fused_lm_head=_given(training.fused_lm_head, False),  # its torch fallback is slower than full logits
+            micro_batch_size=training.micro_batch_size,
+            merged_copy=_given(evaluation.merged_copy, False),
+            generation_batch_size=_given(evaluation.batch_size, CPU_GENERATION_BATCH),
+        )
+    if shape is None:
+        raise ValueError("a GPU trial is planned from the model's shape")
+    whole = gpu.gpu_memory_bytes
+    packed = gpu.gpus_per_trial == "auto"
+    # What the trial may grow to: a whole GPU when its share is sized to fit it, else its fixed share.
+    room = gpu.budget_bytes or (whole if packed else whole * min(float(gpu.gpus_per_trial), 1.0))
+    checkpointing = _given(training.gradient_checkpointing,
+                           predicted_peak_bytes(shape, hp, training, False) > room)
+    peak = predicted_peak_bytes(shape, hp, training, checkpointing)
+    if packed:
+        if peak > whole:
+            raise ConfigError(
+                f"a trial with max_length={hp.max_length}, micro_batch_size={training.micro_batch_size}, "
+                f"lora_r={hp.lora_r} needs about {peak / GIB:.1f} GiB, more than one GPU's {whole / GIB:.1f} GiB; "
+                "lower them, or give whole GPUs (resources.gpus_per_trial: 1 or more)"
+            )
+        share = min(1.0, round(math.ceil(peak / whole / SHARE_STEP) * SHARE_STEP, 2))
+        budget = gpu.budget_bytes or share * whole
+    else:
+        share, budget = float(gpu.gpus_per_trial), room
 
-    from trainables.model import loaded_compute_dtype
+    dtype_bytes = DTYPE_BYTES[compute_dtype_name(model, on_gpu=True)]
+    # While the trial evaluates, its weights, adapter, gradients and optimizer state stay in memory.
+    free = budget - weight_bytes(shape, dtype_bytes) - lora_bytes(shape, hp) - HEADROOM_BYTES
+    copy = dense_copy_bytes(shape, dtype_bytes)
+    # The prepared 4-bit model keeps its norms in float32, so its hidden states, and the keys and
+    # values cached from them, are float32 even under autocast (measured on an H100: a bf16 estimate
+    # let an 8B evaluation peak 22% over its share); a merged copy caches in its compute dtype.
+    through_copy = generation_bytes_per_sequence(shape, hp, evaluation, dtype_bytes)
+    through_model = generation_bytes_per_sequence(shape, hp, evaluation, FLOAT32_BYTES)
+    merged = _given(evaluation.merged_copy, (free - copy) / 2 >= MIN_MERGED_BATCH * through_copy)
+    # Half the free memory goes to generation's KV cache and logits; the rest is slack.
+    room_for_sequences = (free - copy if merged else free) / 2
+    batch = _given(evaluation.batch_size, max(1, min(MAX_GENERATION_BATCH,
+                                                    int(room_for_sequences / (through_copy if merged else through_model)))))
+    return MemoryPlan(
+        gpu_share=share, memory_budget_gb=budget / GIB, predicted_peak_gb=peak / GIB,
+        gradient_checkpointing=checkpointing, fused_lm_head=_given(training.fused_lm_head, True),
+        micro_batch_size=training.micro_batch_size, merged_copy=merged, generation_batch_size=batch,
+    )
 
-    dtype = loaded_compute_dtype(model)
-    quantized = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
-    packed = {id(m.weight) for m in quantized}
-    parameters = sum(m.in_features * m.out_features for m in quantized)
-    parameters += sum(p.numel() for name, p in model.named_parameters() if id(p) not in packed and "lora_" not in name)
-    return parameters * torch.empty((), dtype=dtype).element_size()
+
+def _given(value: Any, decided: Any) -> Any:
+    """The configured value, or for `auto` the planner's decision."""
+    return decided if value == "auto" else value
 
 
-def _allocated_bytes() -> int:
-    import torch
+def local_gpu_memory_bytes() -> int | None:
+    """This process's first visible GPU's memory, None without one (scoring runs where it is asked)."""
+    import torch  # heavy: only the trial's own processes and `best --eval-file` call this
 
-    return torch.cuda.memory_allocated() if torch.cuda.is_available() else 0
+    return torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else None

@@ -2,34 +2,29 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+import copy
+import gc
+import itertools
+import warnings
+from contextlib import contextmanager, nullcontext
 from typing import Any, Iterator
 
-from search.config import ModelConfig, TrialHyperparameters
+import bitsandbytes as bnb
+import torch
+from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+from peft.tuners.lora import LoraLayer
+from peft.utils.integrations import dequantize_bnb_weight
+from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+from trainables.config import ModelConfig, TrialHyperparameters
+from trainables.memory import compute_dtype_name
 
 
-def compute_dtype(model: ModelConfig):
-    import torch
-
-    if model.compute_dtype == "auto":
-        # bf16 matmuls run ~15x slower than fp32 on CPUs without AMX; GPUs want bf16.
-        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    return getattr(torch, model.compute_dtype)
-
-
-def load_tokenizer(model: ModelConfig) -> Any:
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model.name_or_path, trust_remote_code=model.trust_remote_code)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
+def compute_dtype(model: ModelConfig) -> torch.dtype:
+    return getattr(torch, compute_dtype_name(model, on_gpu=torch.cuda.is_available()))
 
 
 def load_quantized_model(model: ModelConfig) -> Any:
-    import torch
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-
     dtype = compute_dtype(model)
     quantization = BitsAndBytesConfig(
         load_in_4bit=True,
@@ -63,22 +58,16 @@ def keep_4bit_layout_on_cpu(model: Any) -> None:
     from a checkpoint, whose weights are not yet rewritten. Whether it happens depends on the host's
     CPU: without this, tests passed on one CI machine and failed on the next.
     """
-    import bitsandbytes as bnb
-
     for module in model.modules():
         if isinstance(module, bnb.nn.Linear4bit):
             module.support_avx512bf16_for_cpu = False
 
 
 def prepare_for_training(base: Any, gradient_checkpointing: bool) -> Any:
-    from peft import prepare_model_for_kbit_training
-
     return prepare_model_for_kbit_training(base, use_gradient_checkpointing=gradient_checkpointing)
 
 
 def attach_lora(base: Any, hp: TrialHyperparameters) -> Any:
-    from peft import LoraConfig, get_peft_model
-
     lora = LoraConfig(
         r=hp.lora_r,
         lora_alpha=hp.lora_alpha,
@@ -87,14 +76,27 @@ def attach_lora(base: Any, hp: TrialHyperparameters) -> Any:
         bias="none",
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(base, lora)
+    with checkpointing_rename_quiet():
+        return get_peft_model(base, lora)
+
+
+@contextmanager
+def checkpointing_rename_quiet() -> Iterator[None]:
+    """Silence transformers' notices that `gradient_checkpointing` is renamed `activation_checkpointing`.
+
+    transformers 5.2x deprecates the old names, and peft, TRL and our SFTConfig still use them; the
+    new names do not exist in transformers 5.17 (the GPU image's), so the old ones stay. Every trial
+    would print the same notices. Only these messages are silenced, only around the calls that raise them.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`(is_)?gradient_checkpointing(_kwargs)?` is deprecated",
+                                category=FutureWarning)
+        yield
 
 
 def loaded_compute_dtype(model: Any) -> Any:
     """The torch dtype a loaded 4-bit model computes in (its bitsandbytes config's); for a model
     without one (a dense merged copy), the dtype of its weights."""
-    import torch
-
     quantization = getattr(model.config, "quantization_config", None)
     if quantization is None:
         return model.dtype
@@ -108,10 +110,6 @@ def compute_autocast(model: Any) -> Any:
     A prepared 4-bit model keeps norms, embeddings and LoRA weights in float32, so without it the
     hidden states, attention, KV cache and LM head of generation all run in float32.
     """
-    from contextlib import nullcontext
-
-    import torch
-
     dtype = loaded_compute_dtype(model)
     if not torch.cuda.is_available() or dtype == torch.float32:
         return nullcontext()
@@ -124,10 +122,6 @@ def model_for_generation(model: Any, merged_copy: bool) -> Iterator[Any]:
     if not merged_copy:
         yield model
         return
-    import gc
-
-    import torch
-
     dense = merged_dense_copy(model)
     try:
         yield dense
@@ -147,12 +141,6 @@ def merged_dense_copy(model: Any) -> Any:
     touched: the copy shares only the tensors of the layers it replaces, and replaces them with
     new modules rather than changing them. It costs compute-dtype bytes per parameter while it lives.
     """
-    import copy
-    import itertools
-
-    import bitsandbytes as bnb
-    from peft.tuners.lora import LoraLayer
-
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     dtype = loaded_compute_dtype(base)
     # LoRA layers and the 4-bit layers outside them; a LoRA layer's own 4-bit layer is its base_layer.
@@ -173,11 +161,6 @@ def merged_dense_copy(model: Any) -> Any:
 
 
 def _dense_linear(layer: Any, dtype: Any) -> Any:
-    import bitsandbytes as bnb
-    import torch
-    from peft.tuners.lora import LoraLayer
-    from peft.utils.integrations import dequantize_bnb_weight
-
     base_layer = layer.get_base_layer() if isinstance(layer, LoraLayer) else layer
     with torch.no_grad():
         if isinstance(base_layer, bnb.nn.Linear4bit):

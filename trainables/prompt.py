@@ -7,12 +7,32 @@ Truncation shortens the dialogue, never the summary or the response marker.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from search.config import PromptConfig
+if TYPE_CHECKING:  # trainables.config takes the recipe's text below as PromptConfig's defaults
+    from trainables.config import ModelConfig, PromptConfig
+
+# The recipe's prompt (the defaults of trainables.config.PromptConfig).
+RECIPE_INTRO = (
+    "\nBelow is an instruction that describes a task. "
+    "Write a response that appropriately completes the request."
+)
+RECIPE_INSTRUCTION = "### Instruct: Summarize the below conversation."
+RECIPE_RESPONSE_MARKER = "### Output:\n"
+RECIPE_END_MARKER = "### End"
 
 SEPARATOR = "\n\n"
 IGNORE_INDEX = -100  # label value the cross-entropy loss skips
+
+
+def load_tokenizer(model: ModelConfig) -> Any:
+    """The model's tokenizer, with a pad token (the EOS token when the model has none)."""
+    from transformers import AutoTokenizer  # heavy: the driver loads it only to check a sweep
+
+    tokenizer = AutoTokenizer.from_pretrained(model.name_or_path, trust_remote_code=model.trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def format_prompt(prompt: PromptConfig, dialogue: str) -> str:

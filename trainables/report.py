@@ -8,7 +8,7 @@ never the base weights) in one `tune.report`.
 
 Each checkpoint also carries the trial's rung history up to it. Tune's driver writes result.json
 and its own state on a timer, so a driver killed with -9 can lose rows that the checkpoints
-(written by the trial before it reports) still hold; `search.history` puts them back.
+(written by the trial before it reports) still hold; the driver puts them back.
 """
 
 from __future__ import annotations
@@ -23,16 +23,15 @@ import time
 import uuid
 from typing import Any, Callable, Iterator
 
+import ray
+import torch
+from ray import tune
 from transformers import TrainerCallback
 
-from search.config import RUNG_HISTORY
-
-TRIAL_RECORD = "qlora_sweep_trial.json"  # resolved config + hyperparameters, inside every checkpoint
+from trainables.checkpoint_files import RUNG_HISTORY, TRIAL_RECORD, parse_rung_history, rung_history_text
 
 
 def peak_memory_gb() -> float:
-    import torch
-
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**30
     # ru_maxrss is in KiB on Linux: the process's high-water mark.
@@ -52,7 +51,7 @@ class RungReporter(TrainerCallback):
         path = os.path.join(checkpoint_dir or "", RUNG_HISTORY)
         if checkpoint_dir and os.path.isfile(path):
             with open(path, encoding="utf-8") as f:
-                self.history = [json.loads(line) for line in f if line.strip()]
+                self.history = parse_rung_history(f.read())
 
     def _reset(self, tokens_seen: int) -> None:
         self.train_seconds = 0.0
@@ -83,8 +82,6 @@ class RungReporter(TrainerCallback):
         self.rouge = self.score_rouge(model, state.global_step // self.steps_per_rung)
 
     def on_save(self, args, state, control, **kwargs):
-        from ray import tune
-
         checkpoint_dir = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
         with open(os.path.join(checkpoint_dir, TRIAL_RECORD), "w", encoding="utf-8") as f:
             json.dump({**self.trial_record, "step": state.global_step}, f, indent=2)
@@ -107,7 +104,7 @@ class RungReporter(TrainerCallback):
         self.history = [row for row in self.history if row["step"] < state.global_step]
         self.history.append({**metrics, "pid": os.getpid(), "timestamp": time.time()})
         with open(os.path.join(checkpoint_dir, RUNG_HISTORY), "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(row) + "\n" for row in self.history)
+            f.write(rung_history_text(self.history))
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
         self._reset(tokens_seen=state.num_input_tokens_seen)
         reset_peak_memory()
@@ -115,8 +112,6 @@ class RungReporter(TrainerCallback):
 
 def placement() -> dict[str, str]:
     """Where this trial runs, from Ray itself: its node and the GPU ids Ray gave it."""
-    import ray
-
     context = ray.get_runtime_context()
     gpus = context.get_accelerator_ids().get("GPU", [])
     return {"node_id": context.get_node_id(), "gpu_ids": ",".join(str(g) for g in gpus)}
@@ -125,8 +120,6 @@ def placement() -> dict[str, str]:
 @contextlib.contextmanager
 def checkpoint_to_resume() -> Iterator[str | None]:
     """A local copy of the trial's latest checkpoint when Tune restarted it, else None."""
-    from ray import tune
-
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         yield None
@@ -141,14 +134,10 @@ def checkpoint_to_resume() -> Iterator[str | None]:
 
 
 def synchronize_gpu() -> None:
-    import torch
-
     if torch.cuda.is_available():
         torch.cuda.synchronize()
 
 
 def reset_peak_memory() -> None:
-    import torch
-
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()

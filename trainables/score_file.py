@@ -8,7 +8,15 @@ import re
 from pathlib import Path
 from typing import Any
 
-from search.config import ConfigError, DataConfig, SweepConfig, TrialHyperparameters
+from peft import PeftModel
+
+from trainables.config import DataConfig, TrialConfig
+from trainables.data import load_file
+from trainables.errors import ConfigError
+from trainables.evaluation import RougeEvaluation
+from trainables.metrics import REFERENCE_RULES
+from trainables.model import load_quantized_model
+from trainables.prompt import load_tokenizer
 
 NUMBERED_REFERENCE = re.compile(r"(.+?)(\d+)$")
 
@@ -29,23 +37,12 @@ def reference_fields(columns: list[str], summary_field: str, given: list[str] | 
     return sorted(numbered, key=lambda c: int(NUMBERED_REFERENCE.fullmatch(c).group(2)))
 
 
-def score_adapter_on_file(sweep: SweepConfig, hyperparameters: dict[str, Any], checkpoint: str, eval_file: str,
-                          given_fields: list[str] | None = None, max_examples: int | None = None) -> dict[str, Any]:
-    import datasets
-    from peft import PeftModel
-
-    from trainables.data import _load_file
-    from trainables.evaluation import BEST_REFERENCE, MEAN_OVER_REFERENCES, generate_summaries, rouge_scores_multi
-    from trainables.memory import generation_batch_size, memory_budget_bytes, use_merged_copy
-    from trainables.model import load_quantized_model, load_tokenizer, model_for_generation
-    from trainables.prompt import encode_prompt
-    from trainables.trial import quiet_libraries
-
-    quiet_libraries()
-    datasets.disable_progress_bars()
+def score_adapter_on_file(trial: TrialConfig, checkpoint: str, eval_file: str, given_fields: list[str] | None = None,
+                          max_examples: int | None = None) -> dict[str, Any]:
+    """`trial`: the best trial's config, planned for this machine (`best --eval-file`)."""
     path = Path(eval_file).expanduser()  # its existence and type were checked by the CLI
-    data = DataConfig(dialogue_field=sweep.data.dialogue_field, summary_field=sweep.data.summary_field)
-    rows, _ = _load_file(path, data)
+    data = DataConfig(dialogue_field=trial.data.dialogue_field, summary_field=trial.data.summary_field)
+    rows, _ = load_file(path, data)
     if data.dialogue_field not in rows.column_names:
         raise ConfigError(f"--eval-file {eval_file}: no '{data.dialogue_field}' field (it has: "
                           f"{', '.join(rows.column_names)})")
@@ -63,27 +60,16 @@ def score_adapter_on_file(sweep: SweepConfig, hyperparameters: dict[str, Any], c
     if not dialogues:
         raise ConfigError(f"--eval-file {eval_file}: no row has both a dialogue and a reference summary")
 
-    hp = TrialHyperparameters.resolve(sweep.search, hyperparameters)
-    tokenizer = load_tokenizer(sweep.model)
-    model = PeftModel.from_pretrained(load_quantized_model(sweep.model), checkpoint)
-    prompts = [encode_prompt(tokenizer, sweep.prompt, d, hp.max_length) for d in dialogues]
-    budget = memory_budget_bytes(sweep.resources)
-    # Scored the way the sweep scores validation: through a merged copy where its settings call for one.
-    evaluation = sweep.evaluation.model_copy(
-        update={"merged_copy": use_merged_copy(sweep.evaluation, model, hp.max_length, budget)})
-    batch = generation_batch_size(evaluation, model, hp.max_length, budget)
-    with model_for_generation(model, evaluation.merged_copy) as generator:
-        predictions = generate_summaries(generator, tokenizer, prompts, sweep.prompt.end_marker,
-                                         sweep.evaluation.max_new_tokens, batch)
-    scores = rouge_scores_multi(predictions, references)
+    tokenizer = load_tokenizer(trial.model)
+    model = PeftModel.from_pretrained(load_quantized_model(trial.model), checkpoint)
+    # Scored the way the sweep scores validation: the same prompts, generation and cut.
+    evaluation = RougeEvaluation.for_trial(trial, tokenizer)
+    scores = evaluation.rouge_by_rule(model, evaluation.prompts(dialogues), references)
     return {
         "file": str(path.resolve()),
         "examples": len(dialogues),
         "skipped_rows": skipped,
         "reference_fields": fields,
-        "rules": {
-            BEST_REFERENCE: "per example and ROUGE type, the F1 of the best-matching reference (rouge_score score_multi)",
-            MEAN_OVER_REFERENCES: "per example and ROUGE type, the F1 averaged over its references",
-        },
+        "rules": dict(REFERENCE_RULES),
         **scores,
     }

@@ -4,10 +4,20 @@ trial is at the same point of its schedule at the same rung, whatever ASHA decid
 
 from __future__ import annotations
 
+import gc
+import logging
 import os
 from typing import Any
 
-from search.config import TrainingConfig, TrialHyperparameters
+import torch
+from transformers import PrinterCallback, Trainer, TrainerCallback
+from transformers.trainer_utils import get_last_checkpoint
+from trl import SFTConfig, SFTTrainer
+
+from trainables.config import TrainingConfig, TrialHyperparameters
+from trainables.model import checkpointing_rename_quiet, loaded_compute_dtype
+
+logger = logging.getLogger(__name__)
 
 
 def build_trainer(
@@ -22,14 +32,28 @@ def build_trainer(
     output_dir: str,
     callbacks: list,
 ) -> Any:
-    import torch
-    from transformers import PrinterCallback
-    from trl import SFTConfig, SFTTrainer
-
+    """`training` as the trial's plan decided it: no `auto` left (trainables.config.TrialConfig)."""
     on_gpu = torch.cuda.is_available()
-    precision = mixed_precision(model, on_gpu)
+    trainer_class = SFTTrainer if training.fused_lm_head else full_logits_sft_trainer()
+    with checkpointing_rename_quiet():
+        trainer = trainer_class(
+            model=model,
+            args=_sft_config(output_dir, total_steps, training, hp, eval_batch_size, mixed_precision(model, on_gpu),
+                             on_gpu),
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=tokenizer,
+            callbacks=callbacks,
+        )
+    trainer.remove_callback(PrinterCallback)  # metrics go to Tune's table, not raw dicts on stdout
+    keep_adapter_in_float32(model)
+    return trainer
+
+
+def _sft_config(output_dir: str, total_steps: int, training: TrainingConfig, hp: TrialHyperparameters,
+                eval_batch_size: int, precision: dict[str, bool], on_gpu: bool) -> Any:
     rung = training.steps_per_rung
-    args = SFTConfig(
+    return SFTConfig(
         output_dir=output_dir,
         max_steps=total_steps,
         per_device_train_batch_size=training.micro_batch_size,
@@ -41,7 +65,7 @@ def build_trainer(
         weight_decay=training.weight_decay,
         optim=training.optimizer,
         seed=training.seed,
-        gradient_checkpointing=training.gradient_checkpointing,  # resolved from auto by the trial
+        gradient_checkpointing=training.gradient_checkpointing,  # decided by the trial's memory plan
         padding_free=training.padding_free,
         gradient_checkpointing_kwargs={"use_reentrant": False},
         **precision,
@@ -58,28 +82,6 @@ def build_trainer(
         disable_tqdm=True,
         dataloader_pin_memory=on_gpu,
     )
-    trainer_class = SFTTrainer if use_fused_lm_head(training) else full_logits_sft_trainer()
-    trainer = trainer_class(
-        model=model,
-        args=args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        processing_class=tokenizer,
-        callbacks=callbacks,
-    )
-    trainer.remove_callback(PrinterCallback)  # metrics go to Tune's table, not raw dicts on stdout
-    keep_adapter_in_float32(model)
-    return trainer
-
-
-def use_fused_lm_head(training: TrainingConfig) -> bool:
-    """The configured choice, or for auto: on a GPU, where TRL runs its chunked LM head as a Triton
-    kernel; its torch fallback on CPU is slower than full logits."""
-    import torch
-
-    if training.fused_lm_head != "auto":
-        return training.fused_lm_head
-    return torch.cuda.is_available()
 
 
 def full_logits_sft_trainer() -> type:
@@ -89,9 +91,6 @@ def full_logits_sft_trainer() -> type:
     and token accuracy for its logs. On CPU its torch fallback made a step 2.5x slower than this.
     Everything else (collation, padding-free batches, checkpoints) is SFTTrainer's.
     """
-    from transformers import Trainer
-    from trl import SFTTrainer
-
     class FullLogitsSFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             inputs["use_cache"] = False
@@ -107,10 +106,6 @@ def mixed_precision(model: Any, on_gpu: bool) -> dict[str, bool]:
     model reports float32, and training without autocast then runs attention, the LoRA branches
     and the LM head in float32. (How much that cost on a GPU was not measured apart.)
     """
-    import torch
-
-    from trainables.model import loaded_compute_dtype
-
     dtype = loaded_compute_dtype(model) if on_gpu else torch.float32
     return {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16}
 
@@ -123,8 +118,6 @@ def keep_adapter_in_float32(model: Any) -> None:
     precisions. float32 master weights are peft's default (matmuls still run in bf16 under
     autocast on GPU). In place, so the optimizer built later holds these same tensors.
     """
-    import torch
-
     for param in model.parameters():
         if param.requires_grad and param.dtype != torch.float32:
             param.data = param.data.float()
@@ -149,11 +142,6 @@ def train_with_oom_retry(trainer_for, training: TrainingConfig, hp: TrialHyperpa
     A trial is its own process, so its failure frees its memory and leaves other trials sharing
     the GPU running.
     """
-    import gc
-
-    import torch
-    from transformers.trainer_utils import get_last_checkpoint
-
     trainer = trainer_for(training)
     try:
         _train(trainer, training, hp, resume_dir)
@@ -174,9 +162,8 @@ def train_with_oom_retry(trainer_for, training: TrainingConfig, hp: TrialHyperpa
         "micro_batch_size": training.micro_batch_size // 2,
         "gradient_accumulation_steps": training.gradient_accumulation_steps * 2,
     })
-    print(f"qlora-sweep: {cause}; retrying from the last checkpoint with micro_batch_size="
-          f"{smaller.micro_batch_size}, gradient_accumulation_steps={smaller.gradient_accumulation_steps}{in_use}",
-          flush=True)
+    logger.warning("%s; retrying from the last checkpoint with micro_batch_size=%d, gradient_accumulation_steps=%d%s",
+                   cause, smaller.micro_batch_size, smaller.gradient_accumulation_steps, in_use)
     latest = (get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None) or resume_dir
     if latest is None:
         with torch.no_grad():
@@ -199,7 +186,8 @@ def _oom_cause(training: TrainingConfig, hp: TrialHyperparameters) -> str:
 
 def _train(trainer: Any, training: TrainingConfig, hp: TrialHyperparameters, resume_dir: str | None) -> None:
     simulate_oom_for_tests(trainer, training, hp)
-    trainer.train(resume_from_checkpoint=resume_dir)
+    with checkpointing_rename_quiet():
+        trainer.train(resume_from_checkpoint=resume_dir)
 
 
 def simulate_oom_for_tests(trainer: Any, training: TrainingConfig, hp: TrialHyperparameters) -> None:
@@ -215,12 +203,9 @@ def simulate_oom_for_tests(trainer: Any, training: TrainingConfig, hp: TrialHype
     limit, _, first_step = setting.partition("@")
     if training.micro_batch_size * hp.max_length <= int(limit):
         return
-    from transformers import TrainerCallback
 
     class RaiseOutOfMemory(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
-            import torch
-
             if state.global_step >= int(first_step or 0):
                 raise torch.cuda.OutOfMemoryError(
                     f"simulated: {training.micro_batch_size} x {hp.max_length} tokens > {limit}")

@@ -1,0 +1,70 @@
+"""On a CUDA GPU, what the memory plan and the fast paths assume of it: the prepared 4-bit model
+caches keys and values in float32 under autocast (trainables.memory plans 4 bytes a value), a bf16
+merged copy generates what the adapted 4-bit model does, and TRL's fused LM head gives the loss of
+full logits. Skipped elsewhere, with the reason (tests/conftest.py)."""
+
+import json
+
+import pytest
+import torch
+
+from tests.tiny_model import SAMPLE
+from trainables.config import ModelConfig, PromptConfig, TrainingConfig, TrialHyperparameters
+from trainables.evaluation import generate_summaries
+from trainables.memory import FLOAT32_BYTES
+from trainables.model import attach_lora, compute_autocast, load_quantized_model, model_for_generation
+from trainables.model import prepare_for_training
+
+pytestmark = pytest.mark.gpu
+
+HP = TrialHyperparameters(lora_r=4, lora_alpha=8, learning_rate=1e-3, max_length=192, lora_dropout=0.0,
+                          target_modules="all-linear")
+
+
+def _adapted(path):
+    model = attach_lora(prepare_for_training(load_quantized_model(ModelConfig(name_or_path=str(path))), False), HP)
+    torch.manual_seed(0)
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:
+            parameter.data.normal_(0, 0.05)
+    return model.eval()
+
+
+def test_the_prepared_4bit_model_caches_float32_under_autocast_on_the_gpu(tiny_model_path):
+    model = _adapted(tiny_model_path)
+    assert next(model.parameters()).is_cuda
+    with torch.no_grad(), compute_autocast(model):
+        cache = model(input_ids=torch.randint(0, 500, (1, 8), device="cuda"), use_cache=True).past_key_values
+    assert cache.layers[0].keys.dtype.itemsize == FLOAT32_BYTES
+
+
+def test_a_bf16_merged_copy_generates_what_the_adapted_4bit_model_generates(tiny_model_path, tiny_tokenizer):
+    model = _adapted(tiny_model_path)
+    prompts = [f"### Instruct: Summarize.\n\n#Person1#: hello {i} " * (1 + i % 3) + "\n\n### Output:\n" for i in range(6)]
+    direct = generate_summaries(model, tiny_tokenizer, prompts, "### End", max_new_tokens=8, batch_size=4)
+    with model_for_generation(model, merged_copy=True) as dense:
+        assert {p.dtype for p in dense.parameters()} == {torch.bfloat16}
+        merged = generate_summaries(dense, tiny_tokenizer, prompts, "### End", max_new_tokens=8, batch_size=4)
+    agreeing = sum(a == b for a, b in zip(direct, merged))
+    assert agreeing >= 5, (direct, merged)  # greedy decoding may part at a bf16 near-tie, rarely
+
+
+def test_the_fused_lm_head_gives_the_loss_of_full_logits_on_the_gpu(tiny_model_path, tiny_tokenizer, tmp_path):
+    from datasets import Dataset
+
+    from trainables.data import tokenize_for_training
+    from trainables.train import build_trainer
+
+    rows = [json.loads(line) for line in SAMPLE.read_text().splitlines()[:4]]
+    dataset = tokenize_for_training(Dataset.from_list(rows), tiny_tokenizer, PromptConfig(), max_length=1000)
+    losses = {}
+    for fused in (False, True):
+        model = _adapted(tiny_model_path)
+        training = TrainingConfig(micro_batch_size=4, gradient_checkpointing=False, fused_lm_head=fused)
+        trainer = build_trainer(model, tiny_tokenizer, dataset, dataset, training, HP, total_steps=1,
+                                eval_batch_size=4, output_dir=str(tmp_path / str(fused)), callbacks=[])
+        batch = trainer.data_collator([dataset[i] for i in range(len(dataset))])
+        batch = {k: v.cuda() for k, v in batch.items()}
+        with torch.no_grad(), compute_autocast(model):
+            losses[fused] = float(trainer.compute_loss(model, batch))
+    assert losses[True] == pytest.approx(losses[False], rel=2e-2)

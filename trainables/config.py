@@ -1,0 +1,307 @@
+"""One trial's configuration: the schema of what a trial is given.
+
+The sections a user writes in a sweep's YAML (model, data, prompt, training, evaluation) are
+defined here, with the trial that reads them; the driver's sweep config (search/config.py)
+composes them. A `TrialConfig` is what the driver hands each trial: those sections, the
+hyperparameters Optuna chose, and the memory plan the driver made for them, with every `auto`
+already decided. YAML keys equal field names; unknown keys fail; every field says what it is.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any, Callable, Literal, Union
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from trainables.prompt import RECIPE_END_MARKER, RECIPE_INSTRUCTION, RECIPE_INTRO, RECIPE_RESPONSE_MARKER
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+def _absolute_if_local(value: str) -> str:
+    """Local paths become absolute (trials run in another working directory); hub ids stay."""
+    if value.startswith(("/", "./", "../", "~")) or value in (".", "..") or Path(value).exists():
+        return str(Path(value).expanduser().resolve())
+    return value
+
+
+def _auto_or(kind: type) -> Callable[[Any], Any]:
+    """`auto`, or a value of `kind`, with one message for anything else."""
+    def check(value: Any) -> Any:
+        if value == "auto" or (isinstance(value, kind) and (kind is bool or not isinstance(value, bool))):
+            return value
+        raise ValueError(f"must be auto or {'true/false' if kind is bool else 'a whole number'}, got {value!r}")
+    return check
+
+
+AutoOrBool = Annotated[Union[bool, Literal["auto"]], BeforeValidator(_auto_or(bool))]
+AutoOrInt = Annotated[Union[int, Literal["auto"]], BeforeValidator(_auto_or(int))]
+
+
+class ModelConfig(Section):
+    name_or_path: str = Field(
+        description="A local Hugging Face model folder (made absolute), or a hub id, which needs a network."
+    )
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="bitsandbytes 4-bit data type of the base weights.")
+    compute_dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto",
+        description="dtype the 4-bit layers compute in. auto: bfloat16 on a GPU, float32 on CPU (where bf16 "
+        "matmuls are ~15x slower).",
+    )
+    double_quant: bool = Field(
+        False, description="Quantize the quantization constants too: ~0.4 bit less per parameter."
+    )
+    trust_remote_code: bool = Field(
+        False, description="Run model code shipped with the model folder or hub repo. Off unless you trust it."
+    )
+
+    @field_validator("name_or_path")
+    @classmethod
+    def _absolute_local_path(cls, value: str) -> str:
+        return _absolute_if_local(value)
+
+
+class DataConfig(Section):
+    path: str | None = Field(
+        None,
+        description="A folder of `<split>.jsonl/.json/.csv/.parquet` files, one such file (its train split), or a "
+        "hub dataset id. null: the dialogue sample shipped with qlora-sweep (trainables/samples/).",
+    )
+    dialogue_field: str = Field("dialogue", description="Field holding the dialogue: the model's input.")
+    summary_field: str = Field(
+        "summary", description="Field holding the reference summary: the training target and ROUGE's reference."
+    )
+    train_split: str = Field("train", description="Split trained on (the file `<train_split>.<ext>` in a folder).")
+    validation_split: str | None = Field(
+        "validation",
+        description="Split scored at every rung. With no such split (or null), a seeded validation_fraction of "
+        "train is held out instead.",
+    )
+    validation_fraction: float = Field(
+        0.1, gt=0, lt=1, description="Share of train held out as validation when there is no validation split."
+    )
+    max_train_examples: int | None = Field(
+        None, ge=1, description="Train on the first N examples (after bad rows are dropped); null: all."
+    )
+    max_validation_examples: int = Field(
+        100, ge=1,
+        description="Validation examples scored (loss and ROUGE) at every rung: the first N. More is steadier "
+        "and slower.",
+    )
+    seed: int = Field(0, description="Seed of the held-out validation split and of the subsets early rungs score.")
+    id_field: str = Field(
+        "id", description="A row repeating an id already seen is a bad row (when the data has this field)."
+    )
+    bad_rows: Literal["drop", "fail"] = Field(
+        "drop",
+        description="Rows with an empty, missing or non-string dialogue or summary, invalid UTF-8, broken JSON or "
+        "a repeated id. drop: leave them out and report counts per problem (validate, and run before it starts); "
+        "fail: stop with those counts before any trial.",
+    )
+    max_dialogue_chars: int = Field(
+        200_000, ge=1,
+        description="Longer dialogues (about 50k tokens at the default) are cut to this many characters before "
+        "tokenizing: kept and counted as truncated, never a reason to fail.",
+    )
+    reuse_tokenized: bool = Field(
+        True,
+        description="Trials that need the same (data, tokenizer, prompt, max_length) load the first one's "
+        "tokenized copy from datasets' on-disk cache (per node) instead of tokenizing again; false: every trial "
+        "tokenizes (a benchmark baseline).",
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _absolute_local_path(cls, value: str | None) -> str | None:
+        return None if value is None else _absolute_if_local(value)
+
+
+class PromptConfig(Section):
+    """Parts joined by a blank line: intro, instruction, dialogue, response_marker + summary, end_marker."""
+
+    intro: str = Field(RECIPE_INTRO, description="First part of every prompt; the recipe's by default.")
+    instruction: str = Field(RECIPE_INSTRUCTION, description="The task, after the intro, before the dialogue.")
+    response_marker: str = Field(
+        RECIPE_RESPONSE_MARKER, description="After the dialogue; the summary follows it. The loss starts here."
+    )
+    end_marker: str = Field(
+        RECIPE_END_MARKER, description="Ends every training summary; generated summaries are cut at it."
+    )
+
+    @field_validator("response_marker", "end_marker")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank: generation is cut at it")
+        return value
+
+
+class TrainingConfig(Section):
+    steps_per_rung: int = Field(
+        20, ge=1,
+        description="Optimizer steps per rung; after each rung a trial is scored, reports and checkpoints "
+        "(ASHA's unit of time).",
+    )
+    micro_batch_size: int = Field(
+        4, ge=1, description="Examples per forward pass; activation memory grows with it times max_length."
+    )
+    gradient_accumulation_steps: int = Field(
+        1, ge=1, description="Micro-batches per optimizer step: the effective batch is micro_batch_size times this."
+    )
+    warmup_steps: int = Field(0, ge=0, description="Optimizer steps of linear learning-rate warm-up.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay on the LoRA weights.")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        "linear",
+        description="Learning-rate schedule over the whole budget (max_rungs x steps_per_rung steps), so every "
+        "trial is at the same point of it at the same rung, whatever ASHA decides.",
+    )
+    optimizer: str = Field(
+        "adamw_torch", description="Any transformers `optim` name, e.g. adamw_torch, or paged_adamw_8bit (GPU only)."
+    )
+    gradient_checkpointing: AutoOrBool = Field(
+        "auto",
+        description="Recompute activations in the backward pass: less memory, about 25% more compute. auto: on "
+        "only when one micro-batch's activations would not fit the trial's memory plan; off on CPU.",
+    )
+    padding_free: bool = Field(
+        True,
+        description="Each micro-batch trains as one row with no padding; position ids keep every example's "
+        "attention inside the example (the loss equals the padded batch's). Without FlashAttention, SDPA gets a "
+        "dense block-diagonal mask of (micro-batch tokens)^2: fine up to ~16k tokens a micro-batch.",
+    )
+    fused_lm_head: AutoOrBool = Field(
+        "auto",
+        description="TRL's chunked LM head: the loss without materializing the logits (the same loss as full "
+        "logits). auto: on a GPU, where its Triton kernel trained the Llama-3-8B shape 1.4x faster in about 24% "
+        "less memory than full logits; off on CPU, where its torch fallback made a step 2.5x slower.",
+    )
+    retry_on_oom: bool = Field(
+        True,
+        description="On CUDA out-of-memory, retry the trial once from its last checkpoint at half the micro-batch "
+        "and twice the accumulation: the same effective batch.",
+    )
+    seed: int = Field(42, description="Seed of LoRA's initialization and of the training data's order.")
+
+
+AUTO_MIN_RUNG_EXAMPLES = 64
+
+
+class EvaluationConfig(Section):
+    max_new_tokens: int = Field(96, ge=1, description="Longest generated summary, in tokens.")
+    batch_size: AutoOrInt = Field(
+        "auto",
+        description="Dialogues per batched greedy generation (and per validation-loss batch, at most 16). auto: "
+        "as many as the KV cache fits in half the trial's free GPU memory, at most 128; 16 on CPU.",
+    )
+    merged_copy: AutoOrBool = Field(
+        "auto",
+        description="Generate ROUGE's summaries through a dense copy of the adapted model in the compute dtype "
+        "(4-bit weights dequantized, LoRA merged; the same logits to float rounding), built for each evaluation "
+        "and freed after, instead of dequantizing every weight for every new token. Costs 2 bytes per parameter "
+        "in bf16 while it lives. auto: on a GPU when the copy fits the trial's memory with room for 32 dialogues "
+        "at once; off on CPU.",
+    )
+    rung_examples: list[int] | Literal["auto", "all"] = Field(
+        "auto",
+        description="Validation dialogues ROUGE scores at rungs 1, 2, ...: a list such as [64, 128] (later rungs "
+        "score all), auto (the last rung all, each earlier rung half the next, at least 64) or all. Every trial "
+        "scores the same fixed-seed sample at a rung; the last rung and the leaderboard use the whole set.",
+    )
+
+    @field_validator("batch_size")
+    @classmethod
+    def _positive_batch(cls, value: int | str) -> int | str:
+        if value != "auto" and value < 1:
+            raise ValueError(f"must be at least 1 or auto, got {value}")
+        return value
+
+    @field_validator("rung_examples")
+    @classmethod
+    def _positive_counts(cls, value: list[int] | str) -> list[int] | str:
+        if isinstance(value, list):
+            if not value or any(n < 1 for n in value):
+                raise ValueError(f"each count must be at least 1, got {value}")
+            if value != sorted(value):
+                raise ValueError(f"counts must not shrink from one rung to the next, got {value}")
+        return value
+
+    def examples_at(self, rung: int, max_rungs: int, available: int) -> int:
+        """Validation dialogues ROUGE scores at this rung (1-based); the last rung scores them all."""
+        if self.rung_examples == "all" or rung >= max_rungs:
+            return available
+        if self.rung_examples == "auto":
+            return min(available, max(AUTO_MIN_RUNG_EXAMPLES, math.ceil(available / 2 ** (max_rungs - rung))))
+        return min(available, self.rung_examples[rung - 1]) if rung <= len(self.rung_examples) else available
+
+
+class TrialHyperparameters(Section):
+    """The searchable values of one trial, as the driver resolved them (fixed ones and Optuna's choices)."""
+
+    lora_r: int = Field(ge=1, description="LoRA rank.")
+    lora_alpha: float = Field(gt=0, description="LoRA scaling numerator: the update is scaled by lora_alpha / lora_r.")
+    learning_rate: float = Field(gt=0, description="Peak learning rate.")
+    max_length: int = Field(ge=1, description="Tokens per training example, prompt and summary together.")
+    lora_dropout: float = Field(ge=0, lt=1, description="Dropout on LoRA's input.")
+    target_modules: str | list[str] = Field(description="'all-linear' or the names of the modules LoRA adapts.")
+
+
+class MemoryPlan(Section):
+    """What the driver decided for one trial from its predicted memory (trainables.memory.plan_memory).
+    The trial applies it as given; it never plans again."""
+
+    gpu_share: float = Field(ge=0, description="Share of one GPU Ray reserves for the trial; 0 on CPU.")
+    memory_budget_gb: float | None = Field(
+        description="GPU memory (GiB) the trial plans within; None on CPU, where host memory is not the limit."
+    )
+    predicted_peak_gb: float | None = Field(description="The trial's predicted peak GPU memory (GiB); None on CPU.")
+    gradient_checkpointing: bool
+    fused_lm_head: bool
+    micro_batch_size: int = Field(ge=1)
+    merged_copy: bool
+    generation_batch_size: int = Field(ge=1)
+
+
+class TrialConfig(Section):
+    """Everything one trial needs, every `auto` decided: the driver builds it, the trial reads it."""
+
+    model: ModelConfig
+    data: DataConfig
+    prompt: PromptConfig
+    training: TrainingConfig
+    evaluation: EvaluationConfig
+    max_rungs: int = Field(ge=1, description="Rungs the trial runs at most: its schedule spans all of them.")
+    hyperparameters: TrialHyperparameters
+    plan: MemoryPlan
+
+    @classmethod
+    def planned(cls, model: ModelConfig, data: DataConfig, prompt: PromptConfig, training: TrainingConfig,
+                evaluation: EvaluationConfig, max_rungs: int, hyperparameters: TrialHyperparameters,
+                plan: MemoryPlan) -> "TrialConfig":
+        """The sections with the plan's decisions in place of their `auto`s."""
+        return cls(
+            model=model, data=data, prompt=prompt, max_rungs=max_rungs, hyperparameters=hyperparameters, plan=plan,
+            training=training.model_copy(update={
+                "gradient_checkpointing": plan.gradient_checkpointing, "fused_lm_head": plan.fused_lm_head,
+                "micro_batch_size": plan.micro_batch_size}),
+            evaluation=evaluation.model_copy(update={
+                "merged_copy": plan.merged_copy, "batch_size": plan.generation_batch_size}),
+        )
+
+    @model_validator(mode="after")
+    def _every_auto_decided(self) -> "TrialConfig":
+        undecided = [name for name, value in (
+            ("training.gradient_checkpointing", self.training.gradient_checkpointing),
+            ("training.fused_lm_head", self.training.fused_lm_head),
+            ("evaluation.merged_copy", self.evaluation.merged_copy),
+            ("evaluation.batch_size", self.evaluation.batch_size)) if value == "auto"]
+        if undecided:
+            raise ValueError(f"a trial is given decided values, not auto: {', '.join(undecided)} (use TrialConfig.planned)")
+        return self
+
+    @property
+    def total_steps(self) -> int:
+        return self.max_rungs * self.training.steps_per_rung
