@@ -50,7 +50,7 @@ def write(storage: Path) -> Path:
     config = {"name": NAME, "storage": str(storage), "model": {"name_or_path": "/models/none"},
               "search": SEARCH, "scheduler": {"metric": "rougeL", "max_rungs": 3}}
     (experiment / "qlora_sweep.yaml").write_text(yaml.safe_dump(config))
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(num_cpus=len(ROUGE_L), include_dashboard=False)  # every scripted trial at once: they only report
     tuner = tune.Tuner(
         scripted_trial,
         param_space={"lora_r": tune.grid_search(list(ROUGE_L)),

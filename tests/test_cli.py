@@ -44,15 +44,6 @@ def test_best_on_a_folder_that_is_not_an_experiment_exits_2(tmp_path):
     assert done.returncode == 2 and "no experiment_state-*.json" in done.stderr
 
 
-def test_the_driver_imports_no_cuda_heavy_module():
-    code = ("import sys, search.cli, search.tuner, search.results, search.checks, search.sweep, search.packing; "
-            "heavy = [m for m in ('torch', 'bitsandbytes', 'peft', 'transformers', 'trl') if m in sys.modules]; "
-            "print(heavy)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
-
-
 def test_python_dash_m_search_is_the_same_cli():
     done = subprocess.run([sys.executable, "-m", "search", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0
