@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from search.config import SweepConfig, load_config
-from search.experiment import experiment_path, is_uri, refuse_existing_experiment
+from search.experiment import check_storage_writable, experiment_path, is_uri, refuse_existing_experiment
 from search.hub import prefer_local_cache_when_offline
 from search.output import configure_cli_output
 from trainables.errors import ConfigError
@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def validate(sweep: SweepConfig) -> int:
+    check_storage_writable(sweep)
     offline_reason = prefer_local_cache_when_offline(sweep)
     from search.checks import check_sweep
 
@@ -104,7 +105,7 @@ def validate(sweep: SweepConfig) -> int:
     print(f"  search: {', '.join(sweep.search.searched)} over {sweep.search.num_trials} trials; "
           f"ASHA on {sweep.scheduler.metric} ({sweep.scheduler.resolved_mode}), {sweep.scheduler.max_rungs} rungs "
           f"of {sweep.training.steps_per_rung} steps")
-    print(f"  results: {experiment_path(sweep)}")
+    print(f"  results: {experiment_path(sweep)} (storage writable)")
     return 0
 
 
@@ -115,6 +116,7 @@ def run(sweep: SweepConfig, resume: bool = False) -> int:
 
     if not resume:
         refuse_existing_experiment(sweep)  # a taken name is found in milliseconds; the data checks take seconds
+    check_storage_writable(sweep)
     summary = check_sweep(sweep, offline_reason)
     if summary.bad_rows:
         print(f"data: bad rows dropped or truncated: {summary.bad_rows}", flush=True)
@@ -123,9 +125,14 @@ def run(sweep: SweepConfig, resume: bool = False) -> int:
 
 def finish(outcome: SweepOutcome) -> int:
     """The sweep's end as a person reads it: where it is, and its best trial."""
-    from search.results import best_trial, format_best, load_experiment
+    from search.results import best_trial, format_best, load_experiment, trial_counts, trial_rows
 
-    print(f"\nexperiment folder: {outcome.experiment}")
+    if outcome.already_finished:
+        experiment = load_experiment(outcome.experiment)
+        print(f"experiment {outcome.experiment} has finished ({trial_counts(trial_rows(experiment))}); "
+              "nothing to resume")
+    else:
+        print(f"\nexperiment folder: {outcome.experiment}")
     if is_uri(outcome.experiment):
         return 0 if outcome.errors < outcome.trials else 1
     try:

@@ -9,6 +9,7 @@ is generated from these descriptions: scripts/config_table.py).
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from pathlib import Path
@@ -58,7 +59,7 @@ def _parse_param(value: Any) -> Any:
     try:
         return kind.model_validate(value)
     except ValidationError as exc:
-        raise ValueError(_format_error(exc)) from None
+        raise ValueError(_format_error(exc)[0]) from None
 
 
 Param = Annotated[Union[Choice, Range, float, int, str, list], BeforeValidator(_parse_param)]
@@ -74,6 +75,8 @@ def param_values(param: Param) -> list[Any]:
 
 
 def _check_numbers(param: Param, rule: str, holds: Callable[[float], bool], whole: bool = False) -> Param:
+    if isinstance(param, list):
+        raise ValueError(f"got the list {_flow(param)}: to search among these values, write {{choice: {_flow(param)}}}")
     for value in param_values(param):
         number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         if not number or (whole and value != int(value)):
@@ -229,7 +232,8 @@ class SweepConfig(Section):
     storage: str = Field(
         "~/qlora-sweep-results",
         description="Where experiment folders go: a local path or any URI Ray accepts (s3://, gs://). On a "
-        "cluster, a bucket or a file system every node mounts.",
+        "cluster, a bucket or a file system every node mounts. validate and run check that it can be written "
+        "before anything starts.",
     )
     checkpoints_kept: int = Field(
         2, ge=1,
@@ -257,29 +261,66 @@ class SweepConfig(Section):
 # --- loading --------------------------------------------------------------------------
 
 
-def _format_error(error: ValidationError) -> str:
-    parts = []
+def _flow(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).strip()
+
+
+def known_keys(schema: type[Section] | None = None, prefix: str = "") -> list[str]:
+    """Every key a sweep's YAML may hold, dotted (sections and their fields)."""
+    keys = []
+    for name, field in (schema or SweepConfig).model_fields.items():
+        keys.append(prefix + name)
+        if isinstance(field.annotation, type) and issubclass(field.annotation, Section) \
+                and field.annotation not in (Choice, Range):
+            keys += known_keys(field.annotation, f"{prefix}{name}.")
+    return keys
+
+
+def _did_you_mean(key: str) -> str:
+    match = difflib.get_close_matches(key, known_keys(), n=1, cutoff=0.6)
+    return f"; did you mean {match[0]}?" if match else ""
+
+
+def _format_error(error: ValidationError, overrides: dict[str, str] | None = None) -> tuple[str, bool]:
+    """The first few problems as one line, and whether the first came from a --set (`overrides`:
+    dotted key -> the --set text)."""
+    parts, from_set = [], []
     for item in error.errors():
         loc = ".".join(str(p) for p in item["loc"] if not str(p).startswith(("function-", "union[")))
         # Union members add their class name to the path; keep only field names.
         loc = re.sub(r"\.(Choice|Range|float|int|str|list\[any\])(?=\.|$)", "", loc)
+        given = next((key for key in overrides or {} if key == loc or key.startswith(loc + ".")
+                      or loc.startswith(key + ".")), None) if loc else None
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            message = "unknown key"
-        parts.append(f"{loc}: {message}" if loc else message)
+            # An unknown section written with --set shows as that section: name the whole key given.
+            loc = given if given and given.startswith(loc + ".") else loc
+            message = "unknown key" + _did_you_mean(loc)
+        part = f"{loc}: {message}" if loc else message
+        parts.append(f"--set {overrides[given]}: {part}" if given else part)
+        from_set.append(given is not None)
     # A union reports one error per member; the first few say enough.
     unique = list(dict.fromkeys(parts))
-    return "; ".join(unique[:3])
+    return "; ".join(unique[:3]), bool(from_set) and from_set[0]
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, str]:
+    """`section.key=value` strings by their dotted key."""
+    parsed = {}
+    for override in overrides:
+        key, sep, _ = override.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {override!r}: expected section.key=value")
+        parsed[key.strip()] = override
+    return parsed
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply `section.key=value` strings; values are parsed as YAML (8 -> int, [1,2] -> list)."""
     merged = yaml.safe_load(yaml.safe_dump(raw)) or {}
-    for override in overrides:
-        key, sep, text = override.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {override!r}: expected section.key=value")
-        path = key.strip().split(".")
+    for key, override in parse_overrides(overrides).items():
+        text = override.partition("=")[2]
+        path = key.split(".")
         try:
             value = yaml.safe_load(text)
         except yaml.YAMLError:
@@ -309,15 +350,18 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> SweepCo
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
     if raw is None:
-        raw = {}
+        raise ConfigError(f"{path}: the file is empty; a sweep needs at least name and model.name_or_path "
+                          "(configs/quickstart.yaml is one to start from)")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-    return validate_sweep(apply_overrides(raw, overrides or []), where=str(path))
+    overrides = overrides or []
+    return validate_sweep(apply_overrides(raw, overrides), where=str(path), overrides=parse_overrides(overrides))
 
 
-def validate_sweep(values: dict[str, Any], where: str) -> SweepConfig:
-    """The typed config of these values, or a ConfigError naming `where` and the first problems."""
+def validate_sweep(values: dict[str, Any], where: str, overrides: dict[str, str] | None = None) -> SweepConfig:
+    """The typed config of these values, or a ConfigError naming `where` (or the --set) and the first problems."""
     try:
         return SweepConfig.model_validate(values)
     except ValidationError as exc:
-        raise ConfigError(f"{where}: {_format_error(exc)}") from None
+        message, from_set = _format_error(exc, overrides)
+        raise ConfigError(message if from_set else f"{where}: {message}") from None

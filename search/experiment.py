@@ -1,12 +1,22 @@
-"""The experiment folder: where a sweep keeps its results and the config it was started with.
+"""The experiment folder: where a sweep keeps its results, the config it was started with, and
+what its driver leaves for a resume.
 
 `<storage>/<name>/qlora_sweep.yaml` records the resolved config, the code version and the command;
-this module writes it, and is its one reader (resume, `best`, `report`)."""
+this module writes it, and is its one reader (resume, `best`, `report`). Beside it the driver
+keeps `qlora_sweep_driver.json`, a heartbeat that tells a live sweep from one whose driver died,
+and `qlora_sweep_state/`, a complete copy of Tune's state files (search.tuner.SweepKeeper).
+"""
 
 from __future__ import annotations
 
+import errno
+import json
+import os
+import socket
 import subprocess
 import sys
+import time
+import uuid
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -19,6 +29,10 @@ from trainables.errors import ConfigError
 
 RESOLVED_CONFIG = "qlora_sweep.yaml"  # the resolved config, inside every experiment folder
 TUNER_FILE = "tuner.pkl"  # Tune writes it as a sweep starts: with it, a folder is an experiment
+DRIVER_HEARTBEAT = "qlora_sweep_driver.json"  # the driver's pid, host and last sign of life
+STATE_COPY = "qlora_sweep_state"  # qlora-sweep's own complete copy of Tune's state files
+HEARTBEAT_S = 10  # how often a running driver says it is alive
+HEARTBEAT_STALE_S = 60  # a driver on another machine silent this long is taken for dead
 
 
 def is_uri(path: str) -> bool:
@@ -37,9 +51,58 @@ def refuse_existing_experiment(sweep: SweepConfig) -> None:
     path = experiment_path(sweep)
     if is_uri(path):
         return
+    if Path(path).exists() and not Path(path).is_dir():
+        raise ConfigError(f"experiment folder {path} is a file; give the sweep another name (--set name=...)")
     if Path(path).exists() and any(Path(path).iterdir()):
         raise ConfigError(f"experiment folder {path} already exists; continue it with --resume "
                           "(or `qlora-sweep resume`), or give the sweep a new name (--set name=...)")
+
+
+def check_storage_writable(sweep: SweepConfig) -> None:
+    """Refuse, before anything starts, a storage that cannot be written: one line naming the path
+    and the reason. Writes and removes a probe file; folders it had to create are removed again
+    (the sweep creates them when it starts)."""
+    if is_uri(sweep.storage):
+        _probe_uri(sweep.storage)
+        return
+    root = Path(sweep.storage).expanduser()
+    missing = [folder for folder in (root, *root.parents) if not folder.exists()]
+    try:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            probe = root / f".qlora-sweep-probe-{uuid.uuid4().hex}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(f"storage {sweep.storage}: cannot be written ({_why(exc, root)})") from None
+    finally:
+        for folder in missing:  # deepest first
+            if folder.is_dir():
+                folder.rmdir()
+
+
+def _why(exc: OSError, root: Path) -> str:
+    blocking = next((p for p in (root, *root.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None or exc.errno == errno.ENOTDIR:
+        return f"{blocking or root} is not a directory"
+    if exc.errno == errno.EROFS:
+        return "read-only file system"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    return exc.strerror or type(exc).__name__
+
+
+def _probe_uri(uri: str) -> None:
+    probe = f".qlora-sweep-probe-{uuid.uuid4().hex}"
+    try:
+        filesystem, path = pyarrow.fs.FileSystem.from_uri(uri)
+        filesystem.create_dir(path, recursive=True)
+        with filesystem.open_output_stream(f"{path}/{probe}") as stream:
+            stream.write(b"")
+        filesystem.delete_file(f"{path}/{probe}")
+    except Exception as exc:  # pyarrow raises many types for a bucket it cannot reach or write
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"storage {uri}: cannot be written ({reason[:200]})") from None
 
 
 def code_version() -> str:
@@ -82,3 +145,46 @@ def load_resolved_config(experiment: str) -> SweepConfig:
     if sweep is None:
         raise ConfigError(f"{folder}: not a qlora-sweep experiment folder (no {RESOLVED_CONFIG} or {TUNER_FILE})")
     return sweep
+
+
+def write_atomically(experiment: str, relative: str, data: bytes) -> None:
+    """A file in the experiment folder (local or URI), under a temporary name, then moved over:
+    a reader never sees half of it."""
+    filesystem, root = pyarrow.fs.FileSystem.from_uri(experiment)
+    final = f"{root}/{relative}"
+    filesystem.create_dir(final.rsplit("/", 1)[0], recursive=True)
+    with filesystem.open_output_stream(final + ".partial") as stream:
+        stream.write(data)
+    filesystem.move(final + ".partial", final)
+
+
+def write_driver_heartbeat(experiment: str, ended: bool = False) -> None:
+    beat = {"pid": os.getpid(), "host": socket.gethostname(), "heartbeat": time.time(), "ended": ended}
+    write_atomically(experiment, DRIVER_HEARTBEAT, json.dumps(beat).encode("utf-8"))
+
+
+def driver_is_gone(folder: Path) -> bool | None:
+    """Whether the sweep's driver died without ending it; None when the folder has no heartbeat
+    (a sweep from before it was kept, or a plain Tune folder)."""
+    try:
+        beat = json.loads((folder / DRIVER_HEARTBEAT).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if beat.get("ended"):
+        return False
+    if beat.get("host") == socket.gethostname():
+        return not _process_alive(int(beat["pid"]))
+    return time.time() - float(beat["heartbeat"]) > HEARTBEAT_STALE_S
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed driver whose parent has not reaped it yet is a zombie
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

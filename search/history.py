@@ -9,11 +9,14 @@ trial's newest checkpoint: that chain is the record of the weights the trial end
 
 After a sweep (and after a resumed one) each result.json is made to match that chain: missing
 rows come back, marked `restored_from_checkpoint`; rows of a first attempt at a rung that was
-run again move to `result.superseded.json` beside it, so nothing is deleted.
+run again move to `result.superseded.json` beside it, so nothing is deleted. Then progress.csv is
+written again from result.json where it holds fewer rows: after a resume Tune starts it over.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 from typing import Any
@@ -32,10 +35,41 @@ def restore_result_rows(experiment_path: str) -> list[str]:
     changes = []
     for trial in filesystem.get_file_info(pyarrow.fs.FileSelector(root)):
         if trial.type == pyarrow.fs.FileType.Directory:
-            change = _restore_trial(filesystem, trial.path)
-            if change:
-                changes.append(change)
+            for change in (_restore_trial(filesystem, trial.path), _restore_progress(filesystem, trial.path)):
+                if change:
+                    changes.append(change)
     return changes
+
+
+def _restore_progress(filesystem: Any, trial_dir: str) -> str | None:
+    """progress.csv as Tune's CSV logger writes it (a row per result, `config` left out, nested
+    values flattened with '/'), from result.json, where it holds fewer rows."""
+    rows = _read_rows(filesystem, f"{trial_dir}/result.json")
+    path = f"{trial_dir}/progress.csv"
+    if not rows or filesystem.get_file_info(path).type != pyarrow.fs.FileType.File:
+        return None
+    with filesystem.open_input_stream(path) as stream:
+        written = max(0, len(list(csv.reader(io.StringIO(stream.read().decode("utf-8"))))) - 1)
+    if written >= len(rows):
+        return None
+    flat = [_flatten({k: v for k, v in row.items() if k != "config"}) for row in rows]
+    columns = list(dict.fromkeys(key for row in flat for key in row))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, columns)
+    writer.writeheader()
+    writer.writerows(flat)
+    _write_text(filesystem, path, text.getvalue())
+    return f"{trial_dir.rsplit('/', 1)[-1]}: progress.csv written again from result.json ({len(rows)} rows, it had {written})"
+
+
+def _flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in row.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}/"))
+        else:
+            flat[prefix + key] = value
+    return flat
 
 
 def _restore_trial(filesystem: Any, trial_dir: str) -> str | None:
@@ -88,10 +122,14 @@ def _read_rows(filesystem: Any, path: str) -> list[dict[str, Any]]:
 
 
 def _write_rows(filesystem: Any, path: str, rows: list[dict[str, Any]]) -> None:
+    _write_text(filesystem, path, "".join(json.dumps(row) + "\n" for row in rows))
+
+
+def _write_text(filesystem: Any, path: str, text: str) -> None:
     # Written beside, then moved over: a reader never sees half a file.
     partial = f"{path}.partial"
     with filesystem.open_output_stream(partial) as stream:
-        stream.write("".join(json.dumps(row) + "\n" for row in rows).encode("utf-8"))
+        stream.write(text.encode("utf-8"))
     filesystem.move(partial, path)
 
 

@@ -5,18 +5,21 @@ checkpoint, and a leaderboard of every trial."""
 from __future__ import annotations
 
 import glob
+import logging
 import math
 import os
 from dataclasses import dataclass
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 from ray.tune import ExperimentAnalysis
 
 from search.config import Choice, Range, SchedulerConfig, SearchConfig
-from search.experiment import is_uri, read_resolved_config
+from search.experiment import driver_is_gone, is_uri, read_resolved_config
 from trainables.errors import ConfigError
 from trainables.metrics import RUNG_METRICS
+from trainables.quiet import logger_quiet_below
 
 
 @dataclass
@@ -24,6 +27,7 @@ class Experiment:
     path: str
     config: dict[str, Any] | None  # the resolved config (qlora_sweep.yaml) as data; None in a plain Tune folder
     analysis: Any
+    driver_gone: bool | None = None  # the driver died without ending the sweep; None: not known
 
     @property
     def scheduler(self) -> SchedulerConfig:
@@ -58,7 +62,15 @@ def load_experiment(path: str) -> Experiment:
         )
     sweep = read_resolved_config(Path(path))
     config = sweep.model_dump(mode="json") if sweep else None
-    return Experiment(path=path, config=config, analysis=ExperimentAnalysis(path))
+    with _no_warning_for_trials_without_results():
+        analysis = ExperimentAnalysis(path)
+    return Experiment(path=path, config=config, analysis=analysis, driver_gone=driver_is_gone(Path(path)))
+
+
+def _no_warning_for_trials_without_results() -> AbstractContextManager[None]:
+    """Tune warns of every trial that has reported nothing yet (a trial just started, or cut off by
+    a killed driver); the leaderboard shows such a trial with no score, so the warning says nothing."""
+    return logger_quiet_below("ray.tune.analysis.experiment_analysis", logging.ERROR)
 
 
 def _history(experiment: Experiment, trial: Any) -> list[dict[str, Any]]:
@@ -91,10 +103,34 @@ def _validation_size(histories: list[list[dict[str, Any]]]) -> int:
                default=0)
 
 
+UNFINISHED = ("RUNNING", "PENDING", "PAUSED")  # Tune's statuses of a trial it would still run
+INTERRUPTED = "INTERRUPTED"  # an unfinished trial of a sweep whose driver died: `resume` continues it
+
+
 def _status(experiment: Experiment, trial: Any, rungs: int) -> str:
     if trial.status == "TERMINATED" and experiment.max_rungs and rungs < experiment.max_rungs:
         return "STOPPED_EARLY"
+    if trial.status in UNFINISHED and experiment.driver_gone:
+        return INTERRUPTED
     return trial.status
+
+
+def is_finished(experiment: Experiment) -> bool:
+    """Every trial the sweep was to run has ended (finished, stopped early or failed)."""
+    trials = experiment.analysis.trials
+    wanted = ((experiment.config or {}).get("search") or {}).get("num_trials", len(trials))
+    return len(trials) >= wanted and all(trial.status not in UNFINISHED for trial in trials)
+
+
+def trial_counts(rows: list[dict[str, Any]]) -> str:
+    """'6 trials: 4 finished, 2 stopped early' (from trial_rows)."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    words = {"TERMINATED": "finished", "STOPPED_EARLY": "stopped early", "ERROR": "failed",
+             INTERRUPTED: "interrupted"}
+    parts = [f"{n} {words.get(status, status.lower())}" for status, n in counts.items()]
+    return f"{len(rows)} trials: {', '.join(parts)}"
 
 
 def trial_rows(experiment: Experiment) -> list[dict[str, Any]]:
@@ -231,6 +267,8 @@ def format_leaderboard(experiment: Experiment) -> str:
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     lines = [f"experiment: {experiment.path} ({len(rows)} trials, ranked by {metric}, {experiment.mode})"]
     lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
+    if any(r["status"] == INTERRUPTED for r in rows):
+        lines.append(f"the sweep's driver died before the sweep ended; continue it with: qlora-sweep resume {experiment.path}")
     return "\n".join(lines)
 
 

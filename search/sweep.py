@@ -14,7 +14,8 @@ from search.experiment import (
 )
 from search.history import restore_result_rows
 from search.packing import TrialPlanner
-from search.state_files import mend_torn_state_files
+from search.results import is_finished, load_experiment
+from search.state_files import mend_torn_state_files, torn_state_files
 from search.storage import check_storage_for_cluster
 from search.tuner import build_tuner, cluster_gpus, restore_tuner, smallest_gpu_memory_bytes, start_ray
 from trainables.memory import GIB
@@ -27,6 +28,7 @@ class SweepOutcome:
     experiment: str  # the experiment folder (a path or a URI)
     trials: int
     errors: int  # trials that ended in an error
+    already_finished: bool = False  # a resume found nothing left to run: no Ray was started
 
 
 def run_sweep(sweep: SweepConfig, resume: bool = False) -> SweepOutcome:
@@ -39,9 +41,18 @@ def run_sweep(sweep: SweepConfig, resume: bool = False) -> SweepOutcome:
 
 
 def resume_sweep(experiment: str) -> SweepOutcome:
-    """Continue a sweep whose driver died: same folder, same trials, searcher and ASHA state."""
+    """Continue a sweep whose driver died: same folder, same trials, searcher and ASHA state. A sweep
+    that has ended is left as it is: no Ray, nothing written (but result rows a killed driver lost)."""
     sweep = load_resolved_config(experiment)
-    for change in mend_torn_state_files(Path(experiment_path(sweep))):
+    folder = Path(experiment_path(sweep))
+    if any(folder.glob("experiment_state-*.json")) and not torn_state_files(folder):
+        ended = load_experiment(str(folder))
+        if is_finished(ended):
+            for change in restore_result_rows(str(folder)):
+                logger.info("qlora-sweep: %s", change)
+            errors = sum(trial.status == "ERROR" for trial in ended.analysis.trials)
+            return SweepOutcome(str(folder), len(ended.analysis.trials), errors, already_finished=True)
+    for change in mend_torn_state_files(folder):
         logger.info("qlora-sweep: %s", change)
     planner = _start(sweep)
     return _finish(sweep, restore_tuner(sweep, planner).fit())

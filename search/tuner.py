@@ -9,6 +9,8 @@ and at trial end the searched hyperparameters with the last metrics (TensorBoard
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import pickle
@@ -28,7 +30,7 @@ from ray.tune.search.optuna import OptunaSearch
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from search.config import Choice, Param, Range, SearchConfig, SweepConfig
-from search.experiment import experiment_path
+from search.experiment import HEARTBEAT_S, STATE_COPY, experiment_path, write_atomically, write_driver_heartbeat
 from search.output import configure_trial_output
 from search.packing import TrialPlanner
 from search.space import INTEGER_PARAMETERS, modules_to_text
@@ -37,6 +39,7 @@ from trainables.memory import SHARE_STEP, local_gpu_memory_bytes
 
 CLUSTER_QUERY_TIMEOUT_S = 180
 SCHEDULER_STATE = "qlora_sweep_asha_state"
+TUNE_STATE_PATTERNS = ("experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl")
 
 
 # --- the cluster -----------------------------------------------------------------------------
@@ -171,13 +174,9 @@ class PersistentASHA(ASHAScheduler):
 
 def save_scheduler_state(scheduler: PersistentASHA) -> None:
     with tempfile.TemporaryDirectory() as work:
-        local = os.path.join(work, scheduler.state_name)
-        scheduler.save(local)  # ASHA's own serialization
-        filesystem, path = pyarrow.fs.FileSystem.from_uri(scheduler.experiment_path)
-        final = f"{path}/{scheduler.state_name}"
-        with open(local, "rb") as source, filesystem.open_output_stream(final + ".partial") as target:
-            target.write(source.read())
-        filesystem.move(final + ".partial", final)  # never a half-written state file
+        local = Path(work, scheduler.state_name)
+        scheduler.save(str(local))  # ASHA's own serialization
+        write_atomically(scheduler.experiment_path, scheduler.state_name, local.read_bytes())
 
 
 def latest_scheduler_state(experiment: str) -> str | None:
@@ -203,6 +202,72 @@ def restore_scheduler_state(scheduler: PersistentASHA, experiment: str) -> bool:
     return True
 
 
+# --- what the driver keeps for a resume ----------------------------------------------------------
+
+def newest_state_files(folder: Path) -> list[Path]:
+    """Per kind, the file Tune resumes from: the greatest name (names end in the session's start time)."""
+    newest = []
+    for pattern in TUNE_STATE_PATTERNS:
+        found = sorted(folder.glob(pattern))
+        if found:
+            newest.append(found[-1])
+    return newest
+
+
+class SweepKeeper(tune.Callback):
+    """Keeps two things in the experiment folder while the sweep runs: a heartbeat that tells a
+    live driver from a dead one (`report`), and, after each of Tune's saves, a complete copy of
+    Tune's state files. Tune copies its files into the folder one by one, not atomically, so a
+    killed driver can leave one torn, and the intact set it saved last then lives only in its
+    staging folder on its own machine; the copy kept here survives the machine (search.state_files)."""
+
+    def __init__(self, experiment: str):
+        self.experiment = experiment
+        self._last_beat = 0.0
+        self._copied: dict[str, tuple[int, int]] = {}
+        self._generation = 0
+
+    def setup(self, **info):
+        write_driver_heartbeat(self.experiment)
+        self._last_beat = time.monotonic()
+
+    def on_step_end(self, iteration, trials, **info):
+        if time.monotonic() - self._last_beat >= HEARTBEAT_S:
+            write_driver_heartbeat(self.experiment)
+            self._last_beat = time.monotonic()
+        if trials:
+            # Tune saves its state to the staging folder in this same thread, between steps:
+            # what is there now is one whole save.
+            self._copy_state(_driver_staging_path(trials[0]))
+
+    def on_experiment_end(self, trials, **info):
+        write_driver_heartbeat(self.experiment, ended=True)
+
+    def _copy_state(self, staging: Path) -> None:
+        files = newest_state_files(staging)
+        seen = {f.name: (f.stat().st_mtime_ns, f.stat().st_size) for f in files}
+        if not files or seen == self._copied:
+            return
+        self._generation += 1
+        generation = f"{STATE_COPY}/{os.getpid()}-{self._generation:06d}"
+        hashes = {}
+        for file in files:
+            data = file.read_bytes()
+            write_atomically(self.experiment, f"{generation}/{file.name}", data)
+            hashes[file.name] = hashlib.sha256(data).hexdigest()
+        # The pointer moves last: a copy interrupted midway leaves the previous whole one in use.
+        current = {"folder": generation.split("/", 1)[1], "files": hashes, "copied_at": time.time()}
+        write_atomically(self.experiment, f"{STATE_COPY}/current.json", json.dumps(current).encode("utf-8"))
+        self._forget_older_copies(generation)
+        self._copied = seen
+
+    def _forget_older_copies(self, keep: str) -> None:
+        filesystem, root = pyarrow.fs.FileSystem.from_uri(self.experiment)
+        for info in filesystem.get_file_info(pyarrow.fs.FileSelector(f"{root}/{STATE_COPY}")):
+            if info.type == pyarrow.fs.FileType.Directory and info.base_name != keep.split("/", 1)[1]:
+                filesystem.delete_dir(info.path)
+
+
 # --- Tuner --------------------------------------------------------------------------------------
 
 class RefuseFreshStartOnResume(logging.Filter):
@@ -226,7 +291,10 @@ def restore_tuner(sweep: SweepConfig, planner: TrialPlanner) -> Any:
     their last checkpoint, errored ones are retried from theirs; Optuna's history and ASHA's rung
     records come back."""
     logging.getLogger("ray.tune.execution.tune_controller").addFilter(RefuseFreshStartOnResume())
+    # param_space only lets Tune's live table show the searched values again; the filter above
+    # stops a restore that fails before Tune could start new trials from it.
     tuner = tune.Tuner.restore(experiment_path(sweep), trainable=_trainable(planner),
+                               param_space=tune_search_space(sweep.search),
                                resume_unfinished=True, resume_errored=True)
     restore_scheduler_state(_restored_scheduler(tuner), experiment_path(sweep))
     return tuner
@@ -265,6 +333,7 @@ def build_tuner(sweep: SweepConfig, planner: TrialPlanner) -> Any:
                 checkpoint_score_order=mode,
             ),
             failure_config=tune.FailureConfig(max_failures=sweep.trial_retries),
+            callbacks=[SweepKeeper(folder)],
         ),
     )
 
@@ -296,6 +365,12 @@ def read_tune_state_file(path: Path) -> None:
         cloudpickle.loads(data)
     else:  # searcher-state-*.pkl, tuner.pkl
         pickle.loads(data)
+
+
+def _driver_staging_path(trial: Any) -> Path:
+    """The local folder Tune saves its state to before copying it into the experiment folder."""
+    check_ray_internals()
+    return Path(trial.storage.experiment_driver_staging_path)
 
 
 def ray_temp_dir() -> Path:

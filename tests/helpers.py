@@ -13,3 +13,34 @@ def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 
 def trial_dirs(experiment: Path) -> list[Path]:
     return sorted(p for p in experiment.iterdir() if p.is_dir() and (p / "params.json").exists())
+
+
+def process_tree(pid: int) -> set[int]:
+    """The driver's descendants: the local Ray it started (GCS, raylet) and that Ray's workers."""
+    table = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True).stdout.split()
+    children: dict[int, list[int]] = {}
+    for child, parent in zip(map(int, table[::2]), map(int, table[1::2])):
+        children.setdefault(parent, []).append(child)
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def ray_processes_still_running(pids: set[int]) -> int:
+    """Those of the dead driver's Ray processes still alive. Its dashboard and runtime-env agents
+    linger a minute longer but write nothing to the experiment. Other tests' Rays (the suite runs
+    two tests at a time) are not counted."""
+    alive = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if stat.rsplit(")", 1)[1].split()[0] != "Z" and "Agent" not in command:
+            alive += 1
+    return alive

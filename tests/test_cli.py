@@ -29,6 +29,26 @@ def test_run_with_a_bad_config_exits_2_before_ray_starts_and_writes_nothing(tiny
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.parametrize("command", ["run", "validate"])
+def test_storage_that_cannot_be_written_is_refused_before_ray_starts(tiny_model_path, tmp_path, command):
+    (tmp_path / "a-file").write_text("not a folder")
+    config = tiny_sweep_dict(tiny_model_path, tmp_path / "a-file" / "results")
+    ray_temp = tmp_path / "ray"
+    done = subprocess.run([sys.executable, "-m", "search", command, str(write_config(tmp_path / "s.yaml", config))],
+                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, "RAY_TMPDIR": str(ray_temp)})
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"qlora-sweep: error: storage {tmp_path}/a-file/results: cannot be written ({tmp_path}/a-file is not a directory)"]
+    assert not ray_temp.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "s.yaml"]
+
+
+def test_resume_on_a_folder_that_is_not_an_experiment_exits_2_with_one_line(tmp_path):
+    done = run_cli("resume", tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"qlora-sweep: error: {tmp_path}: not a qlora-sweep experiment folder (no qlora_sweep.yaml or tuner.pkl)"]
+
+
 def test_run_refuses_an_experiment_name_that_already_exists(tiny_model_path, tmp_path):
     existing = tmp_path / "results" / "tiny"
     existing.mkdir(parents=True)

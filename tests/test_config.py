@@ -57,6 +57,10 @@ BAD_CONFIGS = [
     ("missing data file", {"data": {"path": "/nonexistent/data.jsonl"}}, "data.path /nonexistent/data.jsonl does not exist"),
     ("missing field", {"data": {"summary_field": "abstract"}}, "missing field 'abstract'"),
     ("no train split", {"data": {"train_split": "training"}}, "no 'training' split"),
+    ("list where a searched value goes", {"search": {"lora_r": [8, 16]}},
+     "search.lora_r: got the list [8, 16]: to search among these values, write {choice: [8, 16]}"),
+    ("unknown key near a known one", {"training": {"micro_batch": 4}},
+     "training.micro_batch: unknown key; did you mean training.micro_batch_size?"),
 ]
 
 
@@ -69,6 +73,18 @@ def test_bad_config_fails_with_one_line_naming_the_problem(case, change, message
     assert err.count("\n") == 1 and err.startswith("qlora-sweep: error: "), err
     assert message in err
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("storage,message", [
+    ("/etc/hostname", "storage /etc/hostname: cannot be written (/etc/hostname is not a directory)"),
+    ("/proc/qlora-sweep-nope", "storage /proc/qlora-sweep-nope: cannot be written ("),
+])
+def test_storage_that_cannot_be_written_fails_validate_with_one_line(storage, message, tiny_model_path, tmp_path, capsys):
+    config = tiny_sweep_dict(tiny_model_path, storage)
+    assert main(["validate", str(write_config(tmp_path / "sweep.yaml", config))]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not Path("/proc/qlora-sweep-nope").exists()
 
 
 def _jsonl(path: Path, rows: list) -> Path:
@@ -107,6 +123,22 @@ def test_missing_or_unparsable_config_file(tmp_path, capsys):
     no_model = write_config(tmp_path / "no_model.yaml", {"name": "x"})
     assert main(["validate", str(no_model)]) == 2
     assert "model: Field required" in capsys.readouterr().err
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing yet\n")
+    assert main(["validate", str(empty)]) == 2
+    assert capsys.readouterr().err == (f"qlora-sweep: error: {empty}: the file is empty; a sweep needs at least name "
+                                       "and model.name_or_path (configs/quickstart.yaml is one to start from)\n")
+
+
+def test_a_set_mistake_names_the_set_and_the_nearest_valid_key(tiny_model_path, tmp_path, capsys):
+    path = write_config(tmp_path / "sweep.yaml", tiny_sweep_dict(tiny_model_path, tmp_path / "results"))
+    assert main(["validate", str(path), "--set", "trainer.learning_rate=1e-4"]) == 2
+    assert capsys.readouterr().err == ("qlora-sweep: error: --set trainer.learning_rate=1e-4: trainer.learning_rate: "
+                                       "unknown key; did you mean search.learning_rate?\n")
+    assert main(["validate", str(path), "--set", "training.micro_batch_size=-1"]) == 2
+    assert capsys.readouterr().err.startswith("qlora-sweep: error: --set training.micro_batch_size=-1: "
+                                              "training.micro_batch_size: Input should be greater than or equal to 1")
+    assert not (tmp_path / "results").exists()
 
 
 def test_set_overrides_any_field_and_parses_values_as_yaml(tiny_model_path, tmp_path):

@@ -2,18 +2,18 @@
 stay finished, a trial with a checkpoint continues from it, the sweep ends with exactly the
 configured number of distinct trials, and ASHA still knows the results from before the crash."""
 
+import csv
 import json
 import pickle
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import tiny_sweep_dict, write_config
-from tests.helpers import ROOT, run_cli, trial_dirs
+from tests.helpers import ROOT, process_tree, ray_processes_still_running, run_cli, trial_dirs
 
 pytestmark = pytest.mark.sweep
 
@@ -41,37 +41,6 @@ def _tune_status(experiment, session=-1) -> dict[str, str]:
     return {json.loads(trial)["trial_id"]: json.loads(trial)["status"] for trial, _ in state["trial_data"]}
 
 
-def _process_tree(pid: int) -> set[int]:
-    """The driver's descendants: the local Ray it started (GCS, raylet) and that Ray's workers."""
-    table = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True).stdout.split()
-    children: dict[int, list[int]] = {}
-    for child, parent in zip(map(int, table[::2]), map(int, table[1::2])):
-        children.setdefault(parent, []).append(child)
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def _still_running(pids: set[int]) -> int:
-    """Those of the dead driver's Ray processes still alive. Its dashboard and runtime-env agents
-    linger a minute longer but write nothing to the experiment. Other tests' Rays (the suite runs
-    two tests at a time) are not counted."""
-    alive = 0
-    for pid in pids:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            command = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if stat.rsplit(")", 1)[1].split()[0] != "Z" and "Agent" not in command:
-            alive += 1
-    return alive
-
-
 def test_a_killed_driver_resumes_with_trials_checkpoints_and_asha_state(tiny_model_path, tmp_path):
     config = tiny_sweep_dict(
         tiny_model_path, tmp_path / "results", name="crash",
@@ -90,7 +59,7 @@ def test_a_killed_driver_resumes_with_trials_checkpoints_and_asha_state(tiny_mod
         midway = [d for d in dirs if status.get(_trial_id(d)) == "RUNNING" and 1 <= len(_rows(d)) < MAX_RUNGS]
         if done_trials and midway:
             mid_trial = midway[0].name
-            ray_processes = _process_tree(driver.pid)
+            ray_processes = process_tree(driver.pid)
             driver.send_signal(signal.SIGKILL)
         time.sleep(0.05)
     driver.wait(timeout=60)
@@ -98,15 +67,24 @@ def test_a_killed_driver_resumes_with_trials_checkpoints_and_asha_state(tiny_mod
     before = {d.name: len(_rows(d)) for d in trial_dirs(experiment)}
     killed_pid = _rows(experiment / mid_trial)[-1]["pid"]  # the process the dead driver's sweep ran it in
     for _ in range(120):  # Ray tears its local cluster down once it notices the driver is gone
-        if _still_running(ray_processes) == 0:
+        if ray_processes_still_running(ray_processes) == 0:
             break
         time.sleep(0.5)
+
+    # `report` tells the trials left unfinished from ones waiting to run, and says how to go on.
+    interrupted = run_cli("report", experiment)
+    assert interrupted.returncode == 0, interrupted.stderr
+    assert "INTERRUPTED" in interrupted.stdout and "PENDING" not in interrupted.stdout
+    assert interrupted.stdout.strip().splitlines()[-1] == (
+        f"the sweep's driver died before the sweep ended; continue it with: qlora-sweep resume {experiment}")
 
     # A plain `run` into the same folder is refused; `run --resume` or `resume` continues it.
     refused = run_cli("run", config_path)
     assert refused.returncode == 2 and "continue it with --resume" in refused.stderr
     resumed = run_cli("resume", experiment)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    tables = [line for line in resumed.stdout.splitlines() if "Trial name" in line and "status" in line]
+    assert tables and all("lora_r" in line and "learning_rate" in line for line in tables)  # the searched values
 
     # What the dead driver's Tune had saved (the state the resume started from). A trial whose last
     # row was written but whose end Tune had not yet saved runs its last rung again, rightly.
@@ -127,6 +105,11 @@ def test_a_killed_driver_resumes_with_trials_checkpoints_and_asha_state(tiny_mod
     assert recorded[_trial_id(experiment / mid_trial)] != "TERMINATED"
     continued = _rows(next(d for d in dirs if d.name == mid_trial))
     assert continued[-1]["pid"] != killed_pid and len(continued) >= before[mid_trial]
+
+    # progress.csv holds every rung, not only those reported after the resume.
+    for d in dirs:
+        with open(d / "progress.csv", newline="") as f:
+            assert [int(row["step"]) for row in csv.DictReader(f)] == [r["step"] for r in _rows(d)], d.name
 
     sessions = sorted(experiment.glob("qlora_sweep_asha_state-*.pkl"))
     assert len(sessions) == 2  # one per driver session

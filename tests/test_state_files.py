@@ -1,16 +1,23 @@
 """A resume whose experiment folder holds a state file torn by a killed driver (Tune copies them
-non-atomically in the background) mends it from the dead driver's staging copy, or stops with one
-line and changes nothing; and Tune never silently starts the sweep again in the same folder."""
+non-atomically in the background) mends it from the dead driver's staging copy, or, with that
+machine gone, from the copy qlora-sweep keeps in the experiment folder; or it stops with one line
+and changes nothing. And Tune never silently starts the sweep again in the same folder."""
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
 
+from search.experiment import STATE_COPY
 from search.state_files import mend_torn_state_files, newest_state_files
-from tests.helpers import ROOT
+from tests.conftest import tiny_sweep_dict, write_config
+from tests.helpers import ROOT, process_tree, ray_processes_still_running, run_cli, trial_dirs
 from trainables.errors import ConfigError
 
 pytestmark = pytest.mark.sweep
@@ -64,6 +71,7 @@ def test_a_torn_state_file_is_replaced_with_the_whole_set_from_the_dead_drivers_
 def test_a_torn_state_file_without_an_intact_copy_stops_the_resume_with_one_line_and_changes_nothing(torn_copy):
     copy, torn, _, temp_dir = torn_copy
     shutil.rmtree(temp_dir)
+    shutil.rmtree(copy / STATE_COPY)
     before = _files(copy)
 
     done = subprocess.run([sys.executable, "-m", "search", "resume", str(copy)], capture_output=True, text=True,
@@ -127,6 +135,82 @@ def test_a_staging_folder_of_another_experiment_with_the_same_name_is_not_used(t
     copy, torn, _, temp_dir = torn_copy
     (temp_dir / "session_2026_1" / "artifacts" / "2026-11-28_04-00-00" / copy.name / "driver_artifacts"
      / "run_trial_0000_1_other").mkdir()
+    shutil.rmtree(copy / STATE_COPY)
 
     with pytest.raises(ConfigError, match=f"{torn.name}: unreadable"):
         mend_torn_state_files(copy, temp_dir)
+
+
+def test_with_the_staging_folder_gone_the_copy_kept_in_the_experiment_folder_mends_the_torn_file(torn_copy):
+    copy, torn, _, temp_dir = torn_copy
+    shutil.rmtree(temp_dir)  # the dead driver's machine, and its staging folder, are gone
+    current = json.loads((copy / STATE_COPY / "current.json").read_text())
+    kept = copy / STATE_COPY / current["folder"]
+
+    changes = mend_torn_state_files(copy, temp_dir)
+
+    assert f"{torn.name}: replaced by qlora-sweep's own copy in {kept}" in changes[0]
+    assert {p.name: p.read_bytes() for p in newest_state_files(copy)} == {
+        p.name: p.read_bytes() for p in newest_state_files(kept)}
+    assert mend_torn_state_files(copy, temp_dir) == []  # whole again
+
+
+def test_a_kept_copy_that_does_not_match_its_checksums_is_not_used(torn_copy):
+    copy, torn, _, temp_dir = torn_copy
+    shutil.rmtree(temp_dir)
+    current = json.loads((copy / STATE_COPY / "current.json").read_text())
+    _tear(copy / STATE_COPY / current["folder"] / torn.name)
+    before = _files(copy)
+
+    with pytest.raises(ConfigError, match=f"{torn.name}: unreadable .*neither under .* nor in {STATE_COPY}/"):
+        mend_torn_state_files(copy, temp_dir)
+    assert _files(copy) == before
+
+
+def test_a_sweep_torn_while_its_head_node_is_lost_resumes_from_the_kept_copy_and_runs_every_trial_once(
+        tiny_model_path, tmp_path):
+    config = tiny_sweep_dict(
+        tiny_model_path, tmp_path / "results", name="lost-head",
+        training={"steps_per_rung": 4, "micro_batch_size": 2, "gradient_checkpointing": False},
+        search={"num_trials": 2, "max_concurrent_trials": 1},
+        scheduler={"metric": "eval_loss", "max_rungs": 2, "grace_period": 2},  # no early stop: both run 2 rungs
+    )
+    experiment = tmp_path / "results" / "lost-head"
+    # Ray's socket paths must stay short (AF_UNIX): its folders go under /tmp, not the test's.
+    dead_machine = Path(tempfile.mkdtemp(prefix="qs-lost-head-"))
+    new_machine = Path(tempfile.mkdtemp(prefix="qs-new-head-"))
+    driver = subprocess.Popen([sys.executable, "-m", "search", "run", str(write_config(tmp_path / "s.yaml", config))],
+                              cwd=ROOT, env={**os.environ, "RAY_TMPDIR": str(dead_machine)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and driver.poll() is None:
+        if (experiment / STATE_COPY / "current.json").is_file() and any(_rows(t) for t in trial_dirs(experiment)):
+            break
+        time.sleep(0.1)
+    assert driver.poll() is None, "the sweep ended before it could be interrupted"
+    ray_processes = process_tree(driver.pid)
+    driver.kill()
+    driver.wait(timeout=60)
+    for _ in range(120):
+        if ray_processes_still_running(ray_processes) == 0:
+            break
+        time.sleep(0.5)
+    torn = next(p for p in newest_state_files(experiment) if p.name.startswith("experiment_state-"))
+    _tear(torn)
+    shutil.rmtree(dead_machine)
+
+    resumed = subprocess.run([sys.executable, "-m", "search", "resume", str(experiment)], capture_output=True,
+                             text=True, cwd=ROOT, env={**os.environ, "RAY_TMPDIR": str(new_machine)}, timeout=600)
+    shutil.rmtree(new_machine, ignore_errors=True)
+
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"{torn.name}: replaced by qlora-sweep's own copy" in resumed.stdout
+    trials = trial_dirs(experiment)
+    assert len(trials) == 2 and all([r["step"] for r in _rows(t)] == [4, 8] for t in trials)
+    report = run_cli("report", experiment).stdout.splitlines()
+    assert [line.split()[1] for line in report[2:]] == ["TERMINATED", "TERMINATED"], report
+
+
+def _rows(trial):
+    path = trial / "result.json"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []

@@ -244,3 +244,25 @@ def test_the_sweep_benchmark_reads_finished_sweeps_into_curves_a_table_and_a_plo
     assert summary["sooner_than_plain"] in (1.0, None) and plain["gpu_hours"] == pytest.approx(plain["wall_s"] / 3600)
     assert summary["plain_script"]["points"] and summary["plain_script"]["validation_examples"] == 4
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_resume_on_a_finished_sweep_says_so_starts_no_ray_and_writes_nothing(sweep, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    experiment, _ = sweep
+    copy = shutil.copytree(experiment, tmp_path / "finished")
+    before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+    ray_temp = tmp_path / "ray"  # where a Ray started by the resume would keep its session
+    done = subprocess.run([sys.executable, "-m", "search", "resume", str(copy)], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, "RAY_TMPDIR": str(ray_temp)}, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    first = done.stdout.splitlines()[0]
+    assert first.startswith(f"experiment {copy} has finished ({NUM_TRIALS} trials: ") and first.endswith(
+        "); nothing to resume")
+    assert "best trial:" in done.stdout and "by eval_loss (min)" in done.stdout
+    assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before
+    assert not ray_temp.exists()

@@ -7,18 +7,19 @@ validation.jsonl, ...); a single file is the train split. Loading and tokenizing
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from collections import Counter
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import datasets
 
 from trainables.config import DataConfig, PromptConfig
 from trainables.errors import ConfigError
 from trainables.prompt import encode_example
+from trainables.quiet import logger_quiet_below
 
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")  # the local data files qlora-sweep reads
 BUILDERS = dict(zip(DATA_SUFFIXES, ("json", "json", "csv", "parquet")))  # datasets' loader for each
@@ -209,17 +210,10 @@ def _load_hub(dataset_id: str) -> dict[str, Any]:
         ) from None
 
 
-@contextlib.contextmanager
-def loader_errors_quiet() -> Iterator[None]:
+def loader_errors_quiet() -> AbstractContextManager[None]:
     """datasets logs a loader's failure as well as raising it; the failure comes back as one
     ConfigError line, so the log record would say the same thing twice."""
-    datasets_logger = logging.getLogger("datasets")
-    level = datasets_logger.level
-    datasets_logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        datasets_logger.setLevel(level)
+    return logger_quiet_below("datasets", logging.CRITICAL)
 
 
 def exception_reason(exc: BaseException) -> str:

@@ -1,0 +1,26 @@
+"""The random-kill soak (benchmarks/chaos.py), small: 4 kills of drivers and trial workers at
+random moments, and nothing lost. BENCHMARKS.md records a run with 30 or more."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import ROOT
+
+pytestmark = pytest.mark.sweep
+
+
+def test_four_random_kills_lose_no_trial_no_rung_and_leave_no_process(tiny_model_path, tmp_path):
+    out = tmp_path / "chaos.json"
+    done = subprocess.run([sys.executable, "benchmarks/chaos.py", "--model", str(tiny_model_path), "--kills", "4",
+                           "--seed", "2", "--out", str(out), "--workdir", str(tmp_path / "work")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert out.is_file(), done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads(out.read_text())
+    assert summary["kills_tried"] == 4 and summary["lost"] == 0, json.dumps(summary, indent=2)[-3000:]
+    assert summary["driver_kills"] >= 1 and summary["worker_kills"] >= 1  # seed 2 draws both kinds
+    assert done.returncode == 0
+    for sweep in summary["sweeps"]:
+        assert sweep["trials"] == sweep["distinct_configurations"] == 4 and sweep["best_answers"]
