@@ -104,15 +104,10 @@ def zero_shot(config: str, overrides: list[str]) -> dict[str, float]:
     """The base model without an adapter, scored as a trial with the recipe's max_length scores validation."""
     from trainables.data import load_dialogues
     from trainables.evaluation import RougeEvaluation
-    from trainables.memory import local_gpu_memory_bytes
     from trainables.model import load_quantized_model
     from trainables.prompt import load_tokenizer
 
-    sweep = load_config(config, overrides)
-    gpu_memory = local_gpu_memory_bytes()
-    alone = sweep.model_copy(update={"resources": sweep.resources.model_copy(
-        update={"gpus_per_trial": 1 if gpu_memory else 0, "gpu_memory_gb": None})})
-    trial = TrialPlanner.for_cluster(alone, gpu_memory).trial_config(RECIPE_VALUES)
+    trial = TrialPlanner.alone_on_this_machine(load_config(config, overrides)).trial_config(RECIPE_VALUES)
     tokenizer = load_tokenizer(trial.model)
     validation = load_dialogues(trial.data)["validation"]
     evaluation = RougeEvaluation.for_trial(trial, tokenizer)

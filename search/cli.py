@@ -183,14 +183,9 @@ def score_best_on_file(experiment: str, summary: dict, eval_file: str, fields: l
     """The best adapter scored on a file here, alone: its trial planned for this machine's whole GPU."""
     from search.experiment import load_resolved_config
     from search.packing import TrialPlanner
-    from trainables.memory import local_gpu_memory_bytes  # heavy (torch): scoring loads the model anyway
     from trainables.score_file import score_adapter_on_file
 
-    sweep = load_resolved_config(experiment)
-    gpu_memory = local_gpu_memory_bytes()
-    alone = sweep.model_copy(update={"resources": sweep.resources.model_copy(
-        update={"gpus_per_trial": 1 if gpu_memory else 0, "gpu_memory_gb": None})})
-    trial = TrialPlanner.for_cluster(alone, gpu_memory).trial_config(summary["hyperparameters"])
+    trial = TrialPlanner.alone_on_this_machine(load_resolved_config(experiment)).trial_config(summary["hyperparameters"])
     return score_adapter_on_file(trial, summary["checkpoint"], eval_file, fields, max_examples)
 
 

@@ -42,8 +42,8 @@ def quiet_libraries() -> None:
         logging.getLogger("transformers").setLevel(logging.ERROR)
 
 
-def configure_cli_output(verbose: bool = False) -> None:
-    """Progress lines on stdout as plain text, warnings on stderr; `verbose` adds debug records."""
+def configure_cli_output() -> None:
+    """Progress lines on stdout as plain text, warnings and errors on stderr."""
     quiet_libraries()
     progress = logging.StreamHandler(sys.stdout)
     progress.addFilter(_BelowWarning())
@@ -54,7 +54,7 @@ def configure_cli_output(verbose: bool = False) -> None:
     for name in OUR_LOGGERS:
         logger = logging.getLogger(name)
         logger.handlers[:] = [progress, problems]
-        logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+        logger.setLevel(logging.INFO)
         logger.propagate = False
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from search.config import SweepConfig
 from search.space import largest_corner, resolve_hyperparameters
 from trainables.config import TrialConfig, TrialHyperparameters
-from trainables.memory import GIB, GpuRequest, model_shape, plan_memory
+from trainables.memory import GIB, GpuRequest, local_gpu_memory_bytes, model_shape, plan_memory
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,14 @@ class TrialPlanner:
         on_gpu = sweep.resources.gpus_per_trial != 0 and (
             gpu_memory_bytes is not None or sweep.resources.gpus_per_trial != "auto")
         return cls(sweep, gpu_memory_bytes, model_shape(sweep.model) if on_gpu else None)
+
+    @classmethod
+    def alone_on_this_machine(cls, sweep: SweepConfig) -> "TrialPlanner":
+        """For a trial run here by itself (`best --eval-file`, a benchmark's zero-shot arm): this
+        machine's whole first GPU, or its CPU. Loads torch to ask."""
+        gpu_memory = local_gpu_memory_bytes()
+        resources = sweep.resources.model_copy(update={"gpus_per_trial": 1 if gpu_memory else 0, "gpu_memory_gb": None})
+        return cls.for_cluster(sweep.model_copy(update={"resources": resources}), gpu_memory)
 
     @property
     def packs_by_memory(self) -> bool:

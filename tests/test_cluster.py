@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.conftest import tiny_sweep_dict, write_config
 from tests.helpers import ROOT, run_cli, trial_dirs

@@ -27,7 +27,7 @@ def restored_loggers():
 def test_the_cli_shows_progress_on_stdout_and_problems_on_stderr(restored_loggers, capsys):
     configure_cli_output()
     logging.getLogger("search.sweep").info("experiment folder: /r/x")
-    logging.getLogger("trainables.train").debug("not shown unless --verbose")
+    logging.getLogger("trainables.train").debug("a detail for whoever debugs: not shown")
     logging.getLogger("search.sweep").warning("the cluster has 1 GPUs but resources.gpus_per_trial is 0")
     out, err = capsys.readouterr()
     assert out == "experiment folder: /r/x\n"
