@@ -205,11 +205,6 @@ def trial_model(path: Path, plan: MemoryPlan, max_length: int, seed: int) -> Any
     return attach_lora(prepare_for_training(base, plan.gradient_checkpointing), hp)
 
 
-def planned_training(training: TrainingConfig, plan: MemoryPlan) -> TrainingConfig:
-    return training.model_copy(update={"gradient_checkpointing": plan.gradient_checkpointing,
-                                       "fused_lm_head": plan.fused_lm_head, "micro_batch_size": plan.micro_batch_size})
-
-
 def trial_train(model: Any, rows: Any, tokenizer: Any, training: TrainingConfig, steps: int, warmup: int,
                 learning_rate: float, max_length: int, folder: Path) -> dict[str, float]:
     class Clock(TrainerCallback):
@@ -270,7 +265,7 @@ def measure_shape(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     evaluation = EvaluationConfig(max_new_tokens=args.max_new_tokens)
     plan = trial_plan(path, training, evaluation, budget_gb, args.max_length)
     model = trial_model(path, plan, args.max_length, seed=0)
-    ours = trial_train(model, data["train"], tokenizer, planned_training(training, plan), args.steps, args.warmup,
+    ours = trial_train(model, data["train"], tokenizer, plan.decide_training(training), args.steps, args.warmup,
                        1e-4, args.max_length, folder / "trainer")
     ours.update(mfu=mfu(ours["tokens_per_s"], params, recompute=plan.gradient_checkpointing),
                 gradient_checkpointing=plan.gradient_checkpointing, padding_free=training.padding_free,
@@ -321,7 +316,7 @@ def measure_variant(args: argparse.Namespace, spec: str, path: Path, tokenizer: 
     model = trial_model(path, plan, args.max_length, seed=0)
     checkpointing = plan.gradient_checkpointing
     try:
-        speed = trial_train(model, data["train"], tokenizer, planned_training(training, plan), args.steps,
+        speed = trial_train(model, data["train"], tokenizer, plan.decide_training(training), args.steps,
                             args.warmup, 1e-4, args.max_length, folder / "variant")
     except Exception as error:  # noqa: BLE001 - one variant running out of memory is a result, not the end of the run
         speed = {"error": f"{type(error).__name__}: {str(error).splitlines()[0][:300]}", "tokens_per_s": 0.0}
@@ -373,7 +368,7 @@ def measure_quality(args: argparse.Namespace, folder: Path) -> list[dict[str, An
                 training = TrainingConfig(micro_batch_size=args.micro_batch_size, seed=seed)
                 plan = trial_plan(path, training, EvaluationConfig(), None, args.max_length)
                 model = trial_model(path, plan, args.max_length, seed)
-                trial_train(model, data["train"], tokenizer, planned_training(training, plan), args.quality_steps, 0,
+                trial_train(model, data["train"], tokenizer, plan.decide_training(training), args.quality_steps, 0,
                             2e-4, args.max_length, folder / f"quality-{seed}")
             scoring = RougeEvaluation(tokenizer, PromptConfig(), args.max_length, args.max_new_tokens, 32)
             row[side] = scoring.rouge(model, data["prompts"], data["references"])["rougeL"]

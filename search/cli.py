@@ -127,16 +127,16 @@ def finish(outcome: SweepOutcome) -> int:
     """The sweep's end as a person reads it: where it is, and its best trial."""
     from search.results import best_trial, format_best, load_experiment, trial_counts, trial_rows
 
+    experiment = None if is_uri(outcome.experiment) else load_experiment(outcome.experiment)
     if outcome.already_finished:
-        experiment = load_experiment(outcome.experiment)
         print(f"experiment {outcome.experiment} has finished ({trial_counts(trial_rows(experiment))}); "
               "nothing to resume")
     else:
         print(f"\nexperiment folder: {outcome.experiment}")
-    if is_uri(outcome.experiment):
+    if experiment is None:
         return 0 if outcome.errors < outcome.trials else 1
     try:
-        print(format_best(best_trial(load_experiment(outcome.experiment))))
+        print(format_best(best_trial(experiment)))
     except ConfigError as exc:
         print(f"no best trial: {exc}")
         return 1

@@ -121,10 +121,7 @@ def write_resolved_config(sweep: SweepConfig) -> None:
         f"# qlora-sweep {code_version()}; command: {' '.join(sys.argv)}\n"
     )
     text = header + yaml.safe_dump(sweep.model_dump(mode="json"), sort_keys=False)
-    filesystem, path = pyarrow.fs.FileSystem.from_uri(experiment_path(sweep))
-    filesystem.create_dir(path, recursive=True)
-    with filesystem.open_output_stream(f"{path}/{RESOLVED_CONFIG}") as stream:
-        stream.write(text.encode("utf-8"))
+    write_atomically(experiment_path(sweep), RESOLVED_CONFIG, text.encode("utf-8"))
 
 
 def read_resolved_config(folder: Path) -> SweepConfig | None:
@@ -153,9 +150,14 @@ def write_atomically(experiment: str, relative: str, data: bytes) -> None:
     filesystem, root = pyarrow.fs.FileSystem.from_uri(experiment)
     final = f"{root}/{relative}"
     filesystem.create_dir(final.rsplit("/", 1)[0], recursive=True)
-    with filesystem.open_output_stream(final + ".partial") as stream:
+    replace_file(filesystem, final, data)
+
+
+def replace_file(filesystem: pyarrow.fs.FileSystem, path: str, data: bytes) -> None:
+    """Write `path` beside itself, then move it over: a reader never sees half a file."""
+    with filesystem.open_output_stream(path + ".partial") as stream:
         stream.write(data)
-    filesystem.move(final + ".partial", final)
+    filesystem.move(path + ".partial", path)
 
 
 def write_driver_heartbeat(experiment: str, ended: bool = False) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 
 import pyarrow.fs
 
+from search.experiment import replace_file
 from trainables.checkpoint_files import RUNG_HISTORY
 
 # Fields Tune adds to every row that don't change within a trial.
@@ -126,11 +127,7 @@ def _write_rows(filesystem: Any, path: str, rows: list[dict[str, Any]]) -> None:
 
 
 def _write_text(filesystem: Any, path: str, text: str) -> None:
-    # Written beside, then moved over: a reader never sees half a file.
-    partial = f"{path}.partial"
-    with filesystem.open_output_stream(partial) as stream:
-        stream.write(text.encode("utf-8"))
-    filesystem.move(partial, path)
+    replace_file(filesystem, path, text.encode("utf-8"))
 
 
 def _trial_id_from_folder(trial_dir: str) -> str:

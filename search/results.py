@@ -9,6 +9,7 @@ import logging
 import math
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ class Experiment:
     analysis: Any
     driver_gone: bool | None = None  # the driver died without ending the sweep; None: not known
 
-    @property
+    @cached_property
     def scheduler(self) -> SchedulerConfig:
         return SchedulerConfig.model_validate((self.config or {}).get("scheduler", {}))
 

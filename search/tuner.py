@@ -226,8 +226,10 @@ class SweepKeeper(tune.Callback):
         self._last_beat = 0.0
         self._copied: dict[str, tuple[int, int]] = {}
         self._generation = 0
+        self._staging: Path | None = None  # found at the first step with a trial; it stays put for the session
 
     def setup(self, **info):
+        self._staging = None  # a resumed session stages elsewhere
         write_driver_heartbeat(self.experiment)
         self._last_beat = time.monotonic()
 
@@ -238,7 +240,8 @@ class SweepKeeper(tune.Callback):
         if trials:
             # Tune saves its state to the staging folder in this same thread, between steps:
             # what is there now is one whole save.
-            self._copy_state(_driver_staging_path(trials[0]))
+            self._staging = self._staging or _driver_staging_path(trials[0])
+            self._copy_state(self._staging)
 
     def on_experiment_end(self, trials, **info):
         write_driver_heartbeat(self.experiment, ended=True)

@@ -264,6 +264,15 @@ class MemoryPlan(Section):
     merged_copy: bool
     generation_batch_size: int = Field(ge=1)
 
+    def decide_training(self, training: TrainingConfig) -> TrainingConfig:
+        """`training` with this plan's decisions in place of its `auto`s."""
+        return training.model_copy(update={"gradient_checkpointing": self.gradient_checkpointing,
+                                           "fused_lm_head": self.fused_lm_head,
+                                           "micro_batch_size": self.micro_batch_size})
+
+    def decide_evaluation(self, evaluation: EvaluationConfig) -> EvaluationConfig:
+        return evaluation.model_copy(update={"merged_copy": self.merged_copy, "batch_size": self.generation_batch_size})
+
 
 class TrialConfig(Section):
     """Everything one trial needs, every `auto` decided: the driver builds it, the trial reads it."""
@@ -282,14 +291,8 @@ class TrialConfig(Section):
                 evaluation: EvaluationConfig, max_rungs: int, hyperparameters: TrialHyperparameters,
                 plan: MemoryPlan) -> "TrialConfig":
         """The sections with the plan's decisions in place of their `auto`s."""
-        return cls(
-            model=model, data=data, prompt=prompt, max_rungs=max_rungs, hyperparameters=hyperparameters, plan=plan,
-            training=training.model_copy(update={
-                "gradient_checkpointing": plan.gradient_checkpointing, "fused_lm_head": plan.fused_lm_head,
-                "micro_batch_size": plan.micro_batch_size}),
-            evaluation=evaluation.model_copy(update={
-                "merged_copy": plan.merged_copy, "batch_size": plan.generation_batch_size}),
-        )
+        return cls(model=model, data=data, prompt=prompt, max_rungs=max_rungs, hyperparameters=hyperparameters,
+                   plan=plan, training=plan.decide_training(training), evaluation=plan.decide_evaluation(evaluation))
 
     @model_validator(mode="after")
     def _every_auto_decided(self) -> "TrialConfig":
