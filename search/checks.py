@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from search.config import SweepConfig, param_values
+from search.models import is_unfetched_builtin
 from trainables.data import describe_problems, exception_reason, load_dialogues
 from trainables.errors import ConfigError
 from trainables.prompt import encode_example, load_tokenizer, scaffolding_length
@@ -22,7 +23,7 @@ FIT_SAMPLE = 200  # training examples checked for fitting at the smallest max_le
 class DataSummary:
     train_examples: int
     validation_examples: int
-    scaffolding_tokens: int
+    scaffolding_tokens: int | None  # None: not counted (the model's tokenizer is not there yet)
     fitting_at_min_length: str
     bad_rows: str  # "" when every row was usable
 
@@ -60,6 +61,10 @@ def load_checked_tokenizer(sweep: SweepConfig, offline_reason: str | None = None
 def check_sweep(sweep: SweepConfig, offline_reason: str | None = None) -> DataSummary:
     """Raise ConfigError naming the problem, or describe the data that trials will see.
     `offline_reason`: why the hub cannot be reached (search.hub), for a hub id's error message."""
+    if is_unfetched_builtin(sweep.model.name_or_path):  # validate, before run has fetched it: the data alone
+        dialogues = load_dialogues(sweep.data)
+        return DataSummary(len(dialogues["train"]), len(dialogues["validation"]), None, "not checked",
+                           describe_problems(dialogues["problems"]))
     tokenizer = load_checked_tokenizer(sweep, offline_reason)
     dialogues = load_dialogues(sweep.data)
     scaffolding = scaffolding_length(tokenizer, sweep.prompt)

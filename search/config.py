@@ -18,8 +18,10 @@ from typing import Annotated, Any, Callable, Literal, Union
 import yaml
 from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
+from search.models import BUILTIN_MODELS, builtin_model_path
 from trainables.config import (
     DataConfig, EvaluationConfig, ModelConfig, PromptConfig, Section, TrainingConfig, TrialHyperparameters,
+    expand_path,
 )
 from trainables.errors import ConfigError
 from trainables.metrics import METRIC_MODES
@@ -253,9 +255,28 @@ class SweepConfig(Section):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
+        if not is_experiment_name(value):
             raise ValueError("use letters, digits, '.', '_' and '-' only (it becomes a folder name)")
         return value
+
+    @field_validator("storage")
+    @classmethod
+    def _expanded_storage(cls, value: str) -> str:
+        return value if "://" in value else expand_path(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _builtin_model_path(cls, values: Any) -> Any:
+        """A built-in model's short name (smollm2-135m-instruct) stands for its folder in the cache."""
+        model = values.get("model") if isinstance(values, dict) else None
+        name = model.get("name_or_path") if isinstance(model, dict) else None
+        if isinstance(name, str) and name.lower() in BUILTIN_MODELS:
+            values = {**values, "model": {**model, "name_or_path": str(builtin_model_path(name))}}
+        return values
+
+
+def is_experiment_name(text: str) -> bool:
+    return re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", text) is not None
 
 
 # --- loading --------------------------------------------------------------------------

@@ -24,7 +24,8 @@ from pathlib import Path
 import pyarrow.fs
 import yaml
 
-from search.config import SweepConfig, validate_sweep
+from search.config import SweepConfig, is_experiment_name, validate_sweep
+from trainables.config import expand_path
 from trainables.errors import ConfigError
 
 RESOLVED_CONFIG = "qlora_sweep.yaml"  # the resolved config, inside every experiment folder
@@ -44,7 +45,37 @@ def experiment_path(sweep: SweepConfig) -> str:
     """Where this sweep's results live: storage/name (local paths expanded)."""
     if is_uri(sweep.storage):
         return sweep.storage.rstrip("/") + "/" + sweep.name
-    return str(Path(sweep.storage).expanduser().resolve() / sweep.name)
+    return str(Path(expand_path(sweep.storage)).resolve() / sweep.name)
+
+
+DEFAULT_STORAGE = SweepConfig.model_fields["storage"].default
+
+
+def find_experiment(name_or_path: str, storage: str | None = None) -> str:
+    """The experiment folder a user means: a name in `storage` (default: the configs' default
+    storage), or a path to the folder. An unknown name is a ConfigError listing the names there."""
+    if is_uri(name_or_path):
+        return name_or_path
+    root = Path(expand_path(storage or DEFAULT_STORAGE)).resolve()
+    if is_experiment_name(name_or_path) and (root / name_or_path).is_dir():
+        return str(root / name_or_path)
+    as_path = Path(expand_path(name_or_path))
+    if as_path.is_dir():
+        return str(as_path.resolve())
+    if not is_experiment_name(name_or_path):
+        raise ConfigError(f"experiment folder {as_path.absolute()} does not exist")
+    names = experiment_names(root)
+    there = f"experiments there: {', '.join(names)}" if names else "there are none there yet"
+    raise ConfigError(f"no experiment named {name_or_path!r} in {root} ({there}); give its name, "
+                      "its folder, or --storage where it was written")
+
+
+def experiment_names(root: Path) -> list[str]:
+    """Experiment folders directly under a storage folder, by name."""
+    if not root.is_dir():
+        return []
+    return sorted(folder.name for folder in root.iterdir()
+                  if (folder / RESOLVED_CONFIG).is_file() or any(folder.glob("experiment_state-*.json")))
 
 
 def refuse_existing_experiment(sweep: SweepConfig) -> None:
@@ -53,7 +84,8 @@ def refuse_existing_experiment(sweep: SweepConfig) -> None:
         return
     if Path(path).exists() and not Path(path).is_dir():
         raise ConfigError(f"experiment folder {path} is a file; give the sweep another name (--set name=...)")
-    if Path(path).exists() and any(Path(path).iterdir()):
+    # A driver.log alone is what a run that failed before its first trial leaves: the name is still free.
+    if Path(path).exists() and any(p.name != "driver.log" for p in Path(path).iterdir()):
         raise ConfigError(f"experiment folder {path} already exists; continue it with --resume "
                           "(or `qlora-sweep resume`), or give the sweep a new name (--set name=...)")
 
@@ -65,7 +97,7 @@ def check_storage_writable(sweep: SweepConfig) -> None:
     if is_uri(sweep.storage):
         _probe_uri(sweep.storage)
         return
-    root = Path(sweep.storage).expanduser()
+    root = Path(expand_path(sweep.storage))
     missing = [folder for folder in (root, *root.parents) if not folder.exists()]
     try:
         try:
@@ -137,7 +169,7 @@ def read_resolved_config(folder: Path) -> SweepConfig | None:
 
 def load_resolved_config(experiment: str) -> SweepConfig:
     """The config of a qlora-sweep experiment folder, or a ConfigError saying it is not one."""
-    folder = Path(experiment).expanduser().resolve()
+    folder = Path(expand_path(experiment)).resolve()
     sweep = read_resolved_config(folder) if (folder / TUNER_FILE).is_file() else None
     if sweep is None:
         raise ConfigError(f"{folder}: not a qlora-sweep experiment folder (no {RESOLVED_CONFIG} or {TUNER_FILE})")

