@@ -9,11 +9,15 @@ where the user has not set them, so `TRANSFORMERS_VERBOSITY=info` still shows wh
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+from pathlib import Path
+from typing import Iterator, TextIO
 
 OUR_LOGGERS = ("search", "trainables")
+LIBRARY_LOGGERS = ("ray", "optuna")  # what a sweep's driver hears from the libraries it runs
 LIBRARY_SETTINGS = {
     "TRANSFORMERS_VERBOSITY": "error",  # its notices repeat in every trial; errors still show
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # model loading's bars, once per trial
@@ -40,6 +44,10 @@ def quiet_libraries() -> None:
         sys.modules["datasets"].disable_progress_bars()
     if os.environ["TRANSFORMERS_VERBOSITY"] == "error":
         logging.getLogger("transformers").setLevel(logging.ERROR)
+    # On a CPU with AVX512-BF16, bitsandbytes warns at import, in every process, that the optional
+    # `kernels` package for its packed CPU layout is missing; trials keep the plain 4-bit layout,
+    # which needs none (trainables.model.keep_4bit_layout_on_cpu).
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 def configure_cli_output() -> None:
@@ -68,3 +76,54 @@ def configure_trial_output() -> None:
         logger.handlers[:] = [problems]
         logger.setLevel(logging.WARNING)
         logger.propagate = False
+
+
+@contextlib.contextmanager
+def libraries_output_to(log_path: Path | None) -> Iterator[TextIO]:
+    """While a sweep runs, what Ray, Tune and Optuna say (log records, status boxes, hints,
+    warnings) goes to `log_path` rather than the screen; yields the screen's stream, for the
+    sweep's own view. None (--verbose): everything stays where it goes.
+
+    Our own loggers keep their handlers, which hold the real streams. Lines Ray forwards from
+    trial workers are sent to the same file by search.tuner.start_ray.
+    """
+    screen = sys.stdout
+    if log_path is None:
+        yield screen
+        return
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a", buffering=1, encoding="utf-8", errors="replace") as log:
+        to_log = logging.StreamHandler(log)
+        to_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        kept: dict[str, list[logging.Handler]] = {}
+        names = [name for name in logging.Logger.manager.loggerDict if name.split(".")[0] in LIBRARY_LOGGERS]
+        for name in {*LIBRARY_LOGGERS, *names}:
+            logger = logging.getLogger(name)
+            if logger.handlers or name in LIBRARY_LOGGERS:
+                kept[name] = logger.handlers[:]
+                logger.handlers[:] = [to_log]
+        streams = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = log  # what the libraries print() rather than log
+        try:
+            yield screen
+        finally:
+            sys.stdout, sys.stderr = streams
+            for name, handlers in kept.items():
+                logging.getLogger(name).handlers[:] = handlers
+
+
+@contextlib.contextmanager
+def our_logs_to(handler: logging.Handler | None) -> Iterator[None]:
+    """Our loggers' records through `handler` for a while (the live table's, which prints them
+    above itself); None: as they are."""
+    if handler is None:
+        yield
+        return
+    kept = {name: logging.getLogger(name).handlers[:] for name in OUR_LOGGERS}
+    for name in OUR_LOGGERS:
+        logging.getLogger(name).handlers[:] = [handler]
+    try:
+        yield
+    finally:
+        for name, handlers in kept.items():
+            logging.getLogger(name).handlers[:] = handlers

@@ -4,23 +4,41 @@ The same for a resume, from the folder of a sweep whose driver died."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from search.config import SweepConfig
 from search.experiment import (
-    RESOLVED_CONFIG, experiment_path, load_resolved_config, refuse_existing_experiment, write_resolved_config,
+    RESOLVED_CONFIG, experiment_path, is_uri, load_resolved_config, refuse_existing_experiment, write_resolved_config,
 )
 from search.history import restore_result_rows
+from search.live import SweepView, ViewLogHandler, show
+from search.models import cache_dir
+from search.output import libraries_output_to, our_logs_to
 from search.packing import TrialPlanner
 from search.results import is_finished, load_experiment
 from search.state_files import mend_torn_state_files, torn_state_files
 from search.storage import check_storage_for_cluster
-from search.tuner import build_tuner, cluster_gpus, restore_tuner, smallest_gpu_memory_bytes, start_ray
+from search.tuner import (
+    build_tuner, cluster_cpus, cluster_gpus, restore_tuner, smallest_gpu_memory_bytes, start_ray,
+)
 from trainables.memory import GIB
 
 logger = logging.getLogger(__name__)
+
+
+DRIVER_LOG = "driver.log"  # in the experiment folder: what Ray, Tune and Optuna said
+
+
+@dataclass(frozen=True)
+class Watch:
+    """How the sweep is shown while it runs."""
+
+    verbose: bool = False  # Ray's, Tune's and Optuna's own output on screen too, and the view as plain lines
+    validation_examples: int | None = None  # what a whole-set score covers (the checks counted them)
 
 
 @dataclass(frozen=True)
@@ -31,16 +49,18 @@ class SweepOutcome:
     already_finished: bool = False  # a resume found nothing left to run: no Ray was started
 
 
-def run_sweep(sweep: SweepConfig, resume: bool = False) -> SweepOutcome:
+def run_sweep(sweep: SweepConfig, resume: bool = False, watch: Watch = Watch()) -> SweepOutcome:
     if resume and Path(experiment_path(sweep), RESOLVED_CONFIG).is_file():
-        return resume_sweep(experiment_path(sweep))
+        return resume_sweep(experiment_path(sweep), watch)
     refuse_existing_experiment(sweep)
-    planner = _start(sweep)
-    write_resolved_config(sweep)
-    return _finish(sweep, build_tuner(sweep, planner).fit())
+    with _watched(sweep, watch) as view:
+        planner = _start(sweep, view, watch)
+        write_resolved_config(sweep)
+        results = build_tuner(sweep, planner).fit()
+    return _finish(sweep, results)
 
 
-def resume_sweep(experiment: str) -> SweepOutcome:
+def resume_sweep(experiment: str, watch: Watch = Watch()) -> SweepOutcome:
     """Continue a sweep whose driver died: same folder, same trials, searcher and ASHA state. A sweep
     that has ended is left as it is: no Ray, nothing written (but result rows a killed driver lost)."""
     sweep = load_resolved_config(experiment)
@@ -54,15 +74,50 @@ def resume_sweep(experiment: str) -> SweepOutcome:
             return SweepOutcome(str(folder), len(ended.analysis.trials), errors, already_finished=True)
     for change in mend_torn_state_files(folder):
         logger.info("qlora-sweep: %s", change)
-    planner = _start(sweep)
-    return _finish(sweep, restore_tuner(sweep, planner).fit())
+    with _watched(sweep, watch) as view:
+        planner = _start(sweep, view, watch)
+        results = restore_tuner(sweep, planner).fit()
+    return _finish(sweep, results)
 
 
-def _start(sweep: SweepConfig) -> TrialPlanner:
+def driver_log_path(sweep: SweepConfig) -> Path:
+    """Where the driver's library output goes: the experiment folder, or, for a bucket, the cache."""
+    if is_uri(sweep.storage):
+        return cache_dir() / "driver-logs" / f"{sweep.name}.log"
+    return Path(experiment_path(sweep), DRIVER_LOG)
+
+
+@contextlib.contextmanager
+def _watched(sweep: SweepConfig, watch: Watch) -> Iterator[SweepView]:
+    """The live view on screen, the libraries' output in driver.log (or both on screen, verbose)."""
+    with libraries_output_to(None if watch.verbose else driver_log_path(sweep)) as screen:
+        view = SweepView(metric=sweep.scheduler.metric, mode=sweep.scheduler.resolved_mode,
+                         max_rungs=sweep.scheduler.max_rungs, num_trials=sweep.search.num_trials,
+                         searched=list(sweep.search.searched), stream=screen,
+                         interactive=not watch.verbose and screen.isatty(),
+                         validation_examples=watch.validation_examples)
+        with our_logs_to(ViewLogHandler(view) if view.interactive else None):
+            show(view)
+            view.start()
+            try:
+                yield view
+            finally:
+                view.stop()
+                show(None)
+
+
+def _start(sweep: SweepConfig, view: SweepView, watch: Watch) -> TrialPlanner:
     """Ray started or joined, the storage checked from every node, each trial's plan ready to make."""
-    start_ray()
+    logger.info("sweep %s: %d trials, %d at a time; ASHA on %s over %d rungs of %d steps",
+                sweep.name, sweep.search.num_trials, sweep.search.max_concurrent_trials, sweep.scheduler.metric,
+                sweep.scheduler.max_rungs, sweep.training.steps_per_rung)
+    logger.info("experiment folder: %s", experiment_path(sweep))
+    if not watch.verbose:
+        logger.info("Ray's own output: %s (--verbose shows it here)", driver_log_path(sweep))
+    start_ray(None if watch.verbose else driver_log_path(sweep))
     check_storage_for_cluster(sweep)
     gpus = cluster_gpus()
+    view.cluster_gpus, view.cluster_cpus = gpus, cluster_cpus()
     if gpus and not sweep.resources.gpus_per_trial:
         # Ray hides every GPU from a trial that asks for none: it would train on the CPU.
         logger.warning("the cluster has %g GPUs but resources.gpus_per_trial is 0, so trials run on CPUs; "
@@ -76,7 +131,6 @@ def _start(sweep: SweepConfig) -> TrialPlanner:
                         "memory needs", gpu_memory / GIB)
         else:
             logger.info("gpus_per_trial: auto, and the cluster has no GPU: trials run on CPUs")
-    logger.info("experiment folder: %s", experiment_path(sweep))
     return planner
 
 

@@ -30,6 +30,7 @@ from ray.tune.search.optuna import OptunaSearch
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from search.config import Choice, Param, Range, SearchConfig, SweepConfig
+from search.live import current_view
 from search.experiment import HEARTBEAT_S, STATE_COPY, experiment_path, write_atomically, write_driver_heartbeat
 from search.output import configure_trial_output
 from search.packing import TrialPlanner
@@ -44,16 +45,22 @@ TUNE_STATE_PATTERNS = ("experiment_state-*.json", "search_gen_state-*.json", "se
 
 # --- the cluster -----------------------------------------------------------------------------
 
-def start_ray() -> None:
+def start_ray(worker_output: Path | None = None) -> None:
     """Inside `ray job submit` (RAY_ADDRESS set) or next to `ray start`, join that cluster;
-    otherwise start a local Ray for this process."""
+    otherwise start a local Ray for this process. `worker_output`: a file that receives the lines
+    Ray forwards from trial workers, instead of the screen."""
     # Tune warns when it snapshots often; with a checkpoint every rung that is by design.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     ray.init(ignore_reinit_error=True)
+    forward_worker_output(worker_output)
 
 
 def cluster_gpus() -> float:
     return ray.cluster_resources().get("GPU", 0)
+
+
+def cluster_cpus() -> float:
+    return ray.cluster_resources().get("CPU", 0)
 
 
 def _alive_nodes(with_gpus: bool = False) -> list[dict[str, Any]]:
@@ -271,6 +278,62 @@ class SweepKeeper(tune.Callback):
                 filesystem.delete_dir(info.path)
 
 
+class TrialEvents(tune.Callback):
+    """Tune's callback hooks as the live view's events (search.live). It holds no view: Tune
+    pickles its callbacks into the experiment folder (tuner.pkl), and the driver that shows the
+    sweep, the first or a resuming one, registers its own view with search.live.show."""
+
+    def __init__(self, metric: str):
+        self.metric = metric
+
+    def on_step_end(self, iteration, trials, **info):
+        view = current_view()
+        if view is None:
+            return
+        for trial in trials:
+            view.trial_seen(trial.trial_id, trial.config)
+        running = [trial for trial in trials if trial.status == "RUNNING"]
+        view.resources_in_use(sum(_trial_resources(trial).get("GPU", 0) for trial in running),
+                              sum(_trial_resources(trial).get("CPU", 0) for trial in running))
+        view.tick()
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        if (view := current_view()) is not None:
+            view.trial_started(trial.trial_id, trial.config)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if (view := current_view()) is not None:
+            examples = result.get("rouge_examples")
+            view.rung_reported(trial.trial_id, int(result.get("training_iteration") or 0), result.get(self.metric),
+                               int(examples) if examples else None)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        if (view := current_view()) is not None:
+            view.trial_ended(trial.trial_id)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        if (view := current_view()) is not None:
+            view.trial_ended(trial.trial_id, error=_error_line(trial))
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        if (view := current_view()) is not None:
+            view.trial_retrying(trial.trial_id, _error_line(trial))
+
+
+def _trial_resources(trial: Any) -> dict[str, float]:
+    return trial.placement_group_factory.required_resources
+
+
+def _error_line(trial: Any) -> str:
+    """The last line of the trial's error (its exception), and where the whole of it is."""
+    where = f"{trial.path}/error.txt" if getattr(trial, "path", None) else "its error.txt"
+    try:
+        lines = [line for line in Path(where).read_text(encoding="utf-8").splitlines() if line.strip()]
+        return f"{lines[-1].strip()[:200]} (the whole error: {where})"
+    except (OSError, IndexError):
+        return f"see {where}"
+
+
 # --- Tuner --------------------------------------------------------------------------------------
 
 class RefuseFreshStartOnResume(logging.Filter):
@@ -336,7 +399,7 @@ def build_tuner(sweep: SweepConfig, planner: TrialPlanner) -> Any:
                 checkpoint_score_order=mode,
             ),
             failure_config=tune.FailureConfig(max_failures=sweep.trial_retries),
-            callbacks=[SweepKeeper(folder)],
+            callbacks=[SweepKeeper(folder), TrialEvents(metric)],
         ),
     )
 
@@ -382,6 +445,28 @@ def ray_temp_dir() -> Path:
     from ray._common.utils import get_default_ray_temp_dir
 
     return Path(get_default_ray_temp_dir())
+
+
+def forward_worker_output(log_file: Path | None) -> None:
+    """Send the trial workers' lines that Ray forwards to this driver into `log_file` (appended),
+    or, with None, where Ray prints them (the screen). Ray has no public switch for where they go:
+    this replaces its handler, under its name, so that ray.shutdown removes ours as it would its."""
+    check_ray_internals()
+    from ray._private.ray_logging import global_worker_stdstream_dispatcher
+    from ray._private.worker import print_to_stdstream, print_worker_logs
+
+    def forward(data: dict) -> None:
+        if log_file is None:
+            print_to_stdstream(data, ignore_prefix=False)
+            return
+        with open(log_file, "a", encoding="utf-8", errors="replace") as log:
+            print_worker_logs(data, log)
+
+    global_worker_stdstream_dispatcher.remove_handler(RAY_WORKER_LOG_HANDLER)
+    global_worker_stdstream_dispatcher.add_handler(RAY_WORKER_LOG_HANDLER, forward)
+
+
+RAY_WORKER_LOG_HANDLER = "ray_print_logs"  # the name ray._private.worker.connect gives its handler
 
 
 def _restored_scheduler(tuner: Any) -> PersistentASHA:

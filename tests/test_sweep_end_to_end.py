@@ -21,6 +21,21 @@ def test_run_prints_the_experiment_folder_and_the_best_trial(sweep):
     assert (experiment / "qlora_sweep.yaml").is_file()
 
 
+def test_run_shows_one_plain_line_per_event_and_keeps_rays_own_output_in_driver_log(sweep):
+    experiment, done = sweep
+    out = done.stdout
+    assert out.count(" started: lora_r=") == NUM_TRIALS
+    assert f"rung 1/{MAX_RUNGS}: eval_loss=" in out and f"rung {MAX_RUNGS}/{MAX_RUNGS}: eval_loss=" in out
+    assert "stopped early by ASHA after rung" in out and f"finished {MAX_RUNGS} rungs" in out
+    assert f"{NUM_TRIALS}/{NUM_TRIALS} trials done" in out
+    for rays_own in ("Trial status", "╭", "Checkpoint successfully created", "tensorboard --logdir",
+                     "Token authentication", "A new study created"):
+        assert rays_own not in out + done.stderr, rays_own
+    assert max(len(line) for line in out.splitlines()) < 200
+    log = (experiment / "driver.log").read_text()
+    assert "Trial status" in log and "Checkpoint successfully created" in log  # Tune's table, a worker's line
+
+
 def test_every_trial_runs_and_asha_stops_at_least_one_early(sweep):
     experiment, _ = sweep
     dirs = trial_dirs(experiment)
