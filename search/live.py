@@ -66,11 +66,13 @@ class SweepView:
             self.trials[trial_id] = TrialLine(trial_id, {k: values.get(k) for k in self.searched})
         return self.trials[trial_id]
 
-    def trial_started(self, trial_id: str, values: dict[str, Any]) -> None:
+    def trial_started(self, trial_id: str, values: dict[str, Any], after_rung: int = 0) -> None:
+        """A trial's worker started: a new trial, or (after_rung > 0) one continuing from its checkpoint."""
         line = self.trial_seen(trial_id, values)
-        again = line.state != PENDING
         line.state = RUNNING
-        self._event(f"trial {trial_id} {'continues' if again else 'started'}: {self._values(line)}")
+        line.rung = max(line.rung, after_rung)
+        how = f"continues after rung {after_rung}" if after_rung else "started"
+        self._event(f"trial {trial_id} {how}: {self._values(line)}")
 
     def rung_reported(self, trial_id: str, rung: int, value: float | None, examples: int | None) -> None:
         line = self.trial_seen(trial_id, {})

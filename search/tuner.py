@@ -299,7 +299,8 @@ class TrialEvents(tune.Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         if (view := current_view()) is not None:
-            view.trial_started(trial.trial_id, trial.config)
+            # A restarted or resumed trial has results already: it continues from its checkpoint.
+            view.trial_started(trial.trial_id, trial.config, int((trial.last_result or {}).get("training_iteration") or 0))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if (view := current_view()) is not None:

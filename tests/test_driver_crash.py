@@ -83,8 +83,9 @@ def test_a_killed_driver_resumes_with_trials_checkpoints_and_asha_state(tiny_mod
     assert refused.returncode == 2 and "continue it with --resume" in refused.stderr
     resumed = run_cli("resume", experiment)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    tables = [line for line in resumed.stdout.splitlines() if "Trial name" in line and "status" in line]
-    assert tables and all("lora_r" in line and "learning_rate" in line for line in tables)  # the searched values
+    starts = [line for line in resumed.stdout.splitlines() if " started: " in line or " continues after rung " in line]
+    assert any(" continues after rung " in line for line in starts)  # an interrupted trial, from its checkpoint
+    assert all("lora_r=" in line and "learning_rate=" in line for line in starts)  # with its searched values
 
     # What the dead driver's Tune had saved (the state the resume started from). A trial whose last
     # row was written but whose end Tune had not yet saved runs its last rung again, rightly.

@@ -41,6 +41,7 @@ def test_without_a_terminal_each_event_is_one_plain_line():
     shown.trial_started("c", {"lora_r": 4, "learning_rate": 5e-4})
     shown.resources_in_use(0, 1)
     shown.trial_retrying("c", "RuntimeError: boom")
+    shown.trial_started("c", {}, after_rung=1)
     shown.trial_ended("c", error="RuntimeError: boom")
     shown.stop()
     lines = out.getvalue().splitlines()
@@ -50,9 +51,10 @@ def test_without_a_terminal_each_event_is_one_plain_line():
     assert lines[5] == "[1:05] trial a rung 3/3: rougeL=0.4500 (best so far)"
     assert lines[6] == "[1:05] trial a finished 3 rungs: rougeL=0.4500"
     assert "trial c failed (RuntimeError: boom); retrying from its last checkpoint" in lines[8]
-    assert "trial c failed at rung 1: RuntimeError: boom" in lines[9]
+    assert lines[9] == "[1:05] trial c continues after rung 1: lora_r=4, learning_rate=0.0005"
+    assert "trial c failed at rung 2: RuntimeError: boom" in lines[10]
     assert lines[-1] == "1:05 elapsed, 3/3 trials done, no GPU; CPUs in use: 1 of 2"
-    assert len(lines) == 11  # nothing but the events and the closing line
+    assert len(lines) == 12  # nothing but the events and the closing line
 
 
 def test_the_best_trial_is_judged_on_the_most_dialogues_scored_not_on_an_early_subset():
