@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterator, TextIO
 
 OUR_LOGGERS = ("search", "trainables")
+TRIAL_LINE_PREFIX = "qlora-sweep: "  # a trial's own warnings: the driver shows them, whatever else goes to driver.log
 LIBRARY_LOGGERS = ("ray", "optuna")  # what a sweep's driver hears from the libraries it runs
 LIBRARY_SETTINGS = {
     "TRANSFORMERS_VERBOSITY": "error",  # its notices repeat in every trial; errors still show
@@ -70,7 +71,7 @@ def configure_trial_output() -> None:
     """In a trial's worker: only warnings and errors, each line marked as ours (Ray prefixes the worker)."""
     quiet_libraries()
     problems = logging.StreamHandler(sys.stderr)
-    problems.setFormatter(logging.Formatter("qlora-sweep: %(message)s"))
+    problems.setFormatter(logging.Formatter(TRIAL_LINE_PREFIX + "%(message)s"))
     for name in OUR_LOGGERS:
         logger = logging.getLogger(name)
         logger.handlers[:] = [problems]

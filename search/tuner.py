@@ -32,11 +32,13 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from search.config import Choice, Param, Range, SearchConfig, SweepConfig
 from search.live import current_view
 from search.experiment import HEARTBEAT_S, STATE_COPY, experiment_path, write_atomically, write_driver_heartbeat
-from search.output import configure_trial_output
+from search.output import TRIAL_LINE_PREFIX, configure_trial_output
 from search.packing import TrialPlanner
 from search.space import INTEGER_PARAMETERS, modules_to_text
 from trainables.errors import ConfigError
 from trainables.memory import SHARE_STEP, local_gpu_memory_bytes
+
+logger = logging.getLogger(__name__)
 
 CLUSTER_QUERY_TIMEOUT_S = 180
 SCHEDULER_STATE = "qlora_sweep_asha_state"
@@ -462,6 +464,14 @@ def forward_worker_output(log_file: Path | None) -> None:
             return
         with open(log_file, "a", encoding="utf-8", errors="replace") as log:
             print_worker_logs(data, log)
+        # A trial's own warnings (an out-of-memory retry, say) are for the person watching.
+        ours = [line for line in data.get("lines", []) if line.startswith(TRIAL_LINE_PREFIX)]
+        view = current_view()
+        for line in ours:
+            if view is not None:
+                view.say(line)
+            else:
+                logger.warning("%s", line[len(TRIAL_LINE_PREFIX):])
 
     global_worker_stdstream_dispatcher.remove_handler(RAY_WORKER_LOG_HANDLER)
     global_worker_stdstream_dispatcher.add_handler(RAY_WORKER_LOG_HANDLER, forward)

@@ -31,10 +31,11 @@ def test_a_sweep_on_dirty_data_completes_and_never_writes_the_hf_token(tiny_mode
     assert len(trial_dirs(experiment)) == 1
 
     assert SECRET not in done.stdout + done.stderr
-    # This sweep's own Ray session (Tune names its folder in the TensorBoard hint): with tests
-    # running two at a time, /tmp/ray/session_latest may be another test's.
-    session = re.search(r"(\S*/session_[^/\s]+)/", done.stdout)
-    assert session, done.stdout[-2000:]
+    # This sweep's own Ray session (Tune names its folder in the TensorBoard hint, in driver.log):
+    # with tests running two at a time, /tmp/ray/session_latest may be another test's.
+    driver_log = (experiment / "driver.log").read_text()
+    session = re.search(r"(\S*/session_[^/\s]+)/", driver_log)
+    assert session, driver_log[-2000:]
     ray_logs = Path(session.group(1)) / "logs"
     assert ray_logs.is_dir()
     written = [p for p in experiment.rglob("*") if p.is_file()]
