@@ -1,5 +1,6 @@
-"""On a CUDA GPU, what the memory plan and the fast paths assume of it: the prepared 4-bit model
-caches keys and values in float32 under autocast (trainables.memory plans 4 bytes a value), a bf16
+"""On a CUDA GPU, what the memory plan and the fast paths assume of it: generating through the
+4-bit model caches keys and values in bf16 under autocast (trainables.memory plans 2 bytes a
+value; the prepared model alone would cache float32), a bf16
 merged copy generates what the adapted 4-bit model does, and TRL's fused LM head gives the loss of
 full logits. Skipped elsewhere, with the reason (tests/conftest.py)."""
 
@@ -30,12 +31,16 @@ def _adapted(path):
     return model.eval()
 
 
-def test_the_prepared_4bit_model_caches_float32_under_autocast_on_the_gpu(tiny_model_path):
+def test_generation_through_the_4bit_model_caches_bf16_under_autocast_on_the_gpu(tiny_model_path):
     model = _adapted(tiny_model_path)
     assert next(model.parameters()).is_cuda
+    ids = torch.randint(0, 500, (1, 8), device="cuda")
     with torch.no_grad(), compute_autocast(model):
-        cache = model(input_ids=torch.randint(0, 500, (1, 8), device="cuda"), use_cache=True).past_key_values
-    assert cache.layers[0].keys.dtype.itemsize == FLOAT32_BYTES
+        prepared = model(input_ids=ids, use_cache=True).past_key_values
+        with model_for_generation(model, merged_copy=False) as generator:
+            cast = generator(input_ids=ids, use_cache=True).past_key_values
+    assert prepared.layers[0].keys.dtype.itemsize == FLOAT32_BYTES  # float32 norms: float32 hidden states
+    assert cast.layers[0].keys.dtype == torch.bfloat16  # what the plan assumes for generation
 
 
 def test_a_bf16_merged_copy_generates_what_the_adapted_4bit_model_generates(tiny_model_path, tiny_tokenizer):

@@ -69,11 +69,13 @@ def test_an_explicit_setting_is_kept_whatever_the_memory():
 
 def test_the_generation_batch_fills_half_the_memory_left_and_stays_within_bounds():
     no_copy = EvaluationConfig(max_new_tokens=96, merged_copy=False)
-    small, large = _plan(budget_gb=12, evaluation=no_copy), _plan(budget_gb=40, evaluation=no_copy)
+    small, large = _plan(budget_gb=16, evaluation=no_copy), _plan(budget_gb=40, evaluation=no_copy)
     assert 1 <= small.generation_batch_size < large.generation_batch_size <= MAX_GENERATION_BATCH
-    # The 4-bit model caches in float32 (its norms are float32), beside its weights and LoRA state.
-    left = 12 * GIB - weight_bytes(LLAMA_3_8B, 2) - lora_bytes(LLAMA_3_8B, HP) - HEADROOM_BYTES
-    per_sequence = generation_bytes_per_sequence(LLAMA_3_8B, HP, no_copy, value_bytes=4)
+    # Beside the prepared weights (dense parts float32) and LoRA state, and the bf16 copies of the
+    # dense parts that generation uses, the cache is bf16 (trainables.model.generating_in_compute_dtype).
+    dense = (weight_bytes(LLAMA_3_8B, 4) - weight_bytes(LLAMA_3_8B, 2)) / 2  # the dense parameters' count
+    left = (16 * GIB - weight_bytes(LLAMA_3_8B, 4) - lora_bytes(LLAMA_3_8B, HP) - HEADROOM_BYTES - 2 * dense)
+    per_sequence = generation_bytes_per_sequence(LLAMA_3_8B, HP, no_copy, value_bytes=2)
     assert small.generation_batch_size == int(left / 2 / per_sequence)
     cpu = plan_memory(None, MODEL, TrainingConfig(), EvaluationConfig(), HP, None)
     assert cpu.generation_batch_size == CPU_GENERATION_BATCH
@@ -81,7 +83,7 @@ def test_the_generation_batch_fills_half_the_memory_left_and_stays_within_bounds
 
 def test_auto_uses_the_merged_copy_only_where_it_fits_beside_32_sequences():
     through_copy = generation_bytes_per_sequence(LLAMA_3_8B, HP, EvaluationConfig(), value_bytes=2)
-    resident = weight_bytes(LLAMA_3_8B, 2) + lora_bytes(LLAMA_3_8B, HP) + HEADROOM_BYTES
+    resident = weight_bytes(LLAMA_3_8B, 4) + lora_bytes(LLAMA_3_8B, HP) + HEADROOM_BYTES
     just_enough = (resident + dense_copy_bytes(LLAMA_3_8B, 2) + 2 * MIN_MERGED_BATCH * through_copy) / GIB
     fits = _plan(budget_gb=just_enough)
     assert fits.merged_copy is True and fits.generation_batch_size == MIN_MERGED_BATCH

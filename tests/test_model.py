@@ -4,12 +4,14 @@ training model as it was."""
 
 import pytest
 import torch
+from transformers import AutoTokenizer
 
 from trainables.config import ModelConfig, TrialHyperparameters
 from trainables.evaluation import generate_summaries
 from trainables.memory import DTYPE_BYTES, FLOAT32_BYTES, dense_copy_bytes, kv_cache_bytes_per_token, model_shape
 from trainables.model import (
     attach_lora,
+    generating_in_compute_dtype,
     load_quantized_model,
     merged_dense_copy,
     model_for_generation,
@@ -17,6 +19,9 @@ from trainables.model import (
 )
 
 pytestmark = pytest.mark.unit
+
+HP = TrialHyperparameters(lora_r=4, lora_alpha=8, learning_rate=1e-3, max_length=192, lora_dropout=0.0,
+                          target_modules="all-linear")
 
 
 def _adapted(path, dtype="float32"):
@@ -105,6 +110,57 @@ def test_the_kv_cache_is_float32_in_the_prepared_4bit_model_and_in_compute_dtype
     shape = model_shape(ModelConfig(name_or_path=str(tiny_model_path)))
     per_token = sum(t.numel() * t.element_size() for layer in own.layers for t in (layer.keys, layer.values)) / 8
     assert kv_cache_bytes_per_token(shape, FLOAT32_BYTES) == per_token
+
+
+def test_generating_in_bf16_caches_bf16_and_gives_training_its_float32_parameters_back(tiny_model_path):
+    """What the plan assumes when generation runs through the model itself (generating_in_compute_dtype)."""
+    model = _adapted(tiny_model_path, "bfloat16")
+    dense = {name: p for name, p in model.named_parameters() if p.dtype == torch.float32 and "lora_" not in name}
+    assert any("norm" in name for name in dense) and any("embed" in name for name in dense)  # k-bit preparation's
+    kept = {name: (p.data_ptr(), p.data.clone()) for name, p in dense.items()}
+    lora = {name: p.data.clone() for name, p in model.named_parameters() if "lora_" in name}
+    ids = torch.randint(0, 500, (1, 8))
+    with torch.no_grad(), generating_in_compute_dtype(model):
+        assert {p.dtype for p in dense.values()} == {torch.bfloat16}
+        cast = model(input_ids=ids, use_cache=True).past_key_values
+    assert cast.layers[0].keys.dtype == torch.bfloat16  # half the float32 cache: twice the batch
+    for name, p in dense.items():  # the very float32 tensors, back, unchanged
+        assert p.dtype == torch.float32 and p.data_ptr() == kept[name][0] and torch.equal(p.data, kept[name][1])
+    assert all(torch.equal(p.data, lora[name]) for name, p in model.named_parameters() if "lora_" in name)
+    shape = model_shape(ModelConfig(name_or_path=str(tiny_model_path)))
+    per_token = sum(t.numel() * t.element_size() for layer in cast.layers for t in (layer.keys, layer.values)) / 8
+    assert kv_cache_bytes_per_token(shape, DTYPE_BYTES["bfloat16"]) == per_token
+    with torch.no_grad():
+        assert model(input_ids=ids, use_cache=True).past_key_values.layers[0].keys.dtype == torch.float32  # without it
+
+
+def test_a_model_training_with_flex_attention_generates_through_sdpa_and_gets_flex_back(tiny_model_path):
+    from trainables.model import attention_implementation
+
+    assert attention_implementation(ModelConfig(name_or_path="m")) == "sdpa"  # auto, without a GPU
+    path = str(tiny_model_path)
+    flex = attach_lora(prepare_for_training(load_quantized_model(ModelConfig(name_or_path=path,
+                                                                             attention="flex_attention")), False), HP)
+    sdpa = attach_lora(prepare_for_training(load_quantized_model(ModelConfig(name_or_path=path)), False), HP)
+    seen = []
+    original = type(flex.get_base_model()).forward
+
+    def recording(self, *args, **kwargs):
+        seen.append(self.config._attn_implementation)
+        return original(self, *args, **kwargs)
+
+    prompts = ["### Instruct: Summarize.\n\n#Person1#: hello\n\n### Output:\n"]
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(type(flex.get_base_model()), "forward", recording)
+        for merged in (False, True):
+            with model_for_generation(flex, merged) as generator:
+                got = generate_summaries(generator, tokenizer, prompts, "### End", max_new_tokens=4, batch_size=1)
+            with model_for_generation(sdpa, merged) as generator:
+                want = generate_summaries(generator, tokenizer, prompts, "### End", max_new_tokens=4, batch_size=1)
+            assert got == want
+    assert seen and set(seen) == {"sdpa"}
+    assert flex.get_base_model().config._attn_implementation == "flex_attention"  # training gets its kernel back
 
 
 def test_a_forward_in_eval_mode_keeps_the_4bit_layout_that_dequantization_reads(tiny_model_path):

@@ -64,6 +64,14 @@ class ModelConfig(Section):
     double_quant: bool = Field(
         False, description="Quantize the quantization constants too: ~0.4 bit less per parameter."
     )
+    attention: Literal["auto", "sdpa", "flex_attention", "eager"] = Field(
+        "auto",
+        description="Attention kernel in training (generation runs sdpa). sdpa: PyTorch's "
+        "scaled_dot_product_attention; a padding-free micro-batch gets a dense block-diagonal mask over all its "
+        "tokens. flex_attention: a compiled kernel that skips the blocks the examples' document mask rules out. "
+        "auto: sdpa. flex_attention trained the 8B shape 1.10x faster on an H200 (1.23x at micro-batch 16 "
+        "without recompute), the 1B shape 0.91x with recompute, and compiles ~100 s in every trial's process.",
+    )
     trust_remote_code: bool = Field(
         False, description="Run model code shipped with the model folder or hub repo. Off unless you trust it."
     )

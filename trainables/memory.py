@@ -114,8 +114,8 @@ def _dense_parameters(shape: dict[str, Any]) -> tuple[int, int]:
 
 
 def weight_bytes(shape: dict[str, Any], dense_bytes: int = 2) -> float:
-    """The base model in memory: NF4 projections; embeddings, LM head and norms in the compute dtype
-    (bf16 on GPU: dense_bytes=2)."""
+    """The base model in memory: NF4 projections; embeddings, LM head and norms at dense_bytes each
+    (2 as loaded in bf16; 4 once k-bit preparation has made them float32, as a trial's are)."""
     projections, dense = _dense_parameters(shape)
     return projections * NF4_BYTES_PER_WEIGHT + dense * dense_bytes
 
@@ -141,7 +141,8 @@ def kv_cache_bytes_per_token(shape: dict[str, Any], value_bytes: int) -> int:
 def predicted_peak_bytes(shape: dict[str, Any], hp: TrialHyperparameters, training: TrainingConfig,
                          gradient_checkpointing: bool) -> float:
     tokens = training.micro_batch_size * hp.max_length
-    return (weight_bytes(shape) + lora_bytes(shape, hp) + HEADROOM_BYTES
+    # k-bit preparation keeps the dense parts (embeddings, LM head, norms) in float32.
+    return (weight_bytes(shape, FLOAT32_BYTES) + lora_bytes(shape, hp) + HEADROOM_BYTES
             + tokens * activation_bytes_per_token(shape, gradient_checkpointing))
 
 
@@ -186,19 +187,20 @@ def plan_memory(shape: dict[str, Any] | None, model: ModelConfig, training: Trai
         share, budget = float(gpu.gpus_per_trial), room
 
     dtype_bytes = DTYPE_BYTES[compute_dtype_name(model, on_gpu=True)]
-    # While the trial evaluates, its weights, adapter, gradients and optimizer state stay in memory.
-    free = budget - weight_bytes(shape, dtype_bytes) - lora_bytes(shape, hp) - HEADROOM_BYTES
+    # While the trial evaluates, its weights (dense parts float32 after k-bit preparation),
+    # adapter, gradients and optimizer state stay in memory.
+    free = budget - weight_bytes(shape, FLOAT32_BYTES) - lora_bytes(shape, hp) - HEADROOM_BYTES
     copy = dense_copy_bytes(shape, dtype_bytes)
-    # The prepared 4-bit model keeps its norms in float32, so its hidden states, and the keys and
-    # values cached from them, are float32 even under autocast (measured on an H100: a bf16 estimate
-    # let an 8B evaluation peak 22% over its share); a merged copy caches in its compute dtype.
-    through_copy = generation_bytes_per_sequence(shape, hp, evaluation, dtype_bytes)
-    through_model = generation_bytes_per_sequence(shape, hp, evaluation, FLOAT32_BYTES)
-    merged = _given(evaluation.merged_copy, (free - copy) / 2 >= MIN_MERGED_BATCH * through_copy)
+    # Generating through the model itself, its float32 dense parts get compute-dtype copies for the
+    # while (trainables.model.generating_in_compute_dtype), so hidden states and the KV cache are in
+    # the compute dtype, as they are in a merged copy. (Left float32, the cache was twice this:
+    # measured on an H100, a bf16 estimate then let an 8B evaluation peak 22% over its share.)
+    cast = _dense_parameters(shape)[1] * dtype_bytes
+    per_sequence = generation_bytes_per_sequence(shape, hp, evaluation, dtype_bytes)
+    merged = _given(evaluation.merged_copy, (free - copy) / 2 >= MIN_MERGED_BATCH * per_sequence)
     # Half the free memory goes to generation's KV cache and logits; the rest is slack.
-    room_for_sequences = (free - copy if merged else free) / 2
-    batch = _given(evaluation.batch_size, max(1, min(MAX_GENERATION_BATCH,
-                                                    int(room_for_sequences / (through_copy if merged else through_model)))))
+    room_for_sequences = (free - copy if merged else free - cast) / 2
+    batch = _given(evaluation.batch_size, max(1, min(MAX_GENERATION_BATCH, int(room_for_sequences / per_sequence))))
     return MemoryPlan(
         gpu_share=share, memory_budget_gb=budget / GIB, predicted_peak_gb=peak / GIB,
         gradient_checkpointing=checkpointing, fused_lm_head=_given(training.fused_lm_head, True),
