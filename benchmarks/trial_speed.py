@@ -1,30 +1,35 @@
-"""One trial's GPU speed against the plain QLoRA recipe, both measured in one run on one device.
+"""One trial's GPU speed against the plain QLoRA recipe, both measured in one run on one device,
+by a protocol that survives the card's warm-up.
 
     python benchmarks/trial_speed.py --shape llama3-8b --data ../shared/data/dialogsum \
         --tokenizer ~/.cache/qlora-sweep/models/SmolLM2-135M-Instruct --out trial_speed.json
 
 The model is built from its shape with random weights (speed does not depend on the weights)
-and saved once; both sides load it in 4-bit NF4 with bf16 compute and attach the same LoRA
+and saved once; every side loads it in 4-bit NF4 with bf16 compute and attaches the same LoRA
 (r=32, alpha=32, all linear layers). The rows are real DialogSum dialogues in the recipe's prompt,
 so lengths vary as they really do. The tokenizer is any local one (Llama-3's is on the hub):
 ids it lacks get zero LM-head rows so generation never produces them; the LM head keeps the
 shape's full vocabulary.
 
+Sides, all loaded at once and kept:
 - plain: gradient checkpointing, padded micro-batches, a plain forward with labels (full logits)
-  and AdamW step; generation as the recipe leaves it (KV cache off, as checkpointing sets it).
-- qlora-sweep: the trial's own code and defaults (TRL SFTTrainer, padding-free micro-batches,
-  TRL's fused LM head on a GPU, checkpointing chosen from the memory budget, batched KV-cached
-  generation under autocast sized to memory, stopping at `### End`). Its evaluation is timed both
-  through the 4-bit model and through `evaluation.merged_copy` (a dense merged copy, built inside
-  the timing); `merged_copy_by_default` says which one the trial's `auto` picks at this budget.
-- --variant times the trial's training with other settings beside it; --plain-again times the
-  plain side once more at the end, which shows how much the card's speed drifted within the run.
+  and an AdamW step; generation as the recipe leaves it (KV cache off, as checkpointing sets it).
+- qlora_sweep: the trial's own code and defaults (TRL SFTTrainer, padding-free micro-batches,
+  TRL's fused LM head on a GPU), planned as a sweep's driver plans it within the plain side's own
+  peak memory: the equal-memory comparison.
+- one_gpu: the same trial code planned for the whole GPU, at --one-gpu-micro-batch-size.
+- --variant: more settings of the trial's training, each a side of its own.
 
-Reported per side: real (non-padding) tokens/s, peak GPU memory, MFU, and the wall time to
-generate and score ROUGE on the validation dialogues. MFU counts (6 + 2 if recomputing) x the
-linear layers' parameters per real token (attention scores left out) against the GPU's dense
-bf16 peak. The plain generation is timed on a subset and scaled to the full set (it is marked so).
-With --quality-seeds, both sides also train SmolLM2-sized runs from the given --quality-model for the
+The protocol (the H200 speeds up by ~40 % over its first minutes of load): an untimed warm-up of
+at least --warmup-s over the sides, then --rounds rounds of timed segments in a fixed order
+(A B C A B C ...), each --segment-warmup untimed steps then --steps timed ones. Reported per side:
+the median and the min-max of real (non-padding) tokens/s, its own peak memory (what it allocated
+above what the other sides held), MFU against the card's measured dense bf16 peak, and for the
+trial sides the wall time to generate and score ROUGE on the validation dialogues. `summary` holds
+equal_memory_speedup, one_gpu_speedup, eval_500_s, plain_tokens_per_s and protocol. MFU counts
+(6 + 2 if recomputing) x the linear layers' parameters per real token (attention scores left out).
+The plain generation is timed on a subset and scaled to the full set (it is marked so). With
+--quality-seeds, plain and qlora-sweep also train SmolLM2-sized runs from --quality-model for the
 same optimizer steps and examples and report validation ROUGE-L per seed.
 """
 
@@ -33,6 +38,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -70,7 +76,9 @@ SHAPES = {
     "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, vocab_size=1024, tie_word_embeddings=False),
 }
-BF16_PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "A10G": 125e12, "L4": 121e12}
+# Dense bf16 matrix rate per card. The H200's is measured (the device tool's KINDS.md: 769 to 798
+# TFLOP/s for 8192^3 products on random data), not its datasheet's ~990; the others are datasheets'.
+BF16_PEAK_FLOPS = {"H200": 790e12, "H100": 989e12, "A100": 312e12, "A10G": 125e12, "L4": 121e12}
 STARTED = time.perf_counter()
 LORA = dict(lora_r=32, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear")
 
@@ -112,11 +120,15 @@ def linear_parameters(model: Any) -> int:
     return total
 
 
-def mfu(tokens_per_s: float, params: int, recompute: bool) -> float | None:
+def peak_flops() -> float | None:
     if not torch.cuda.is_available():
         return None
     name = torch.cuda.get_device_name(0)
-    peak = next((flops for key, flops in BF16_PEAK_FLOPS.items() if key in name), None)
+    return next((flops for key, flops in BF16_PEAK_FLOPS.items() if key in name), None)
+
+
+def mfu(tokens_per_s: float, params: int, recompute: bool) -> float | None:
+    peak = peak_flops()
     return tokens_per_s * (6 + 2 * recompute) * params / peak if peak else None
 
 
@@ -198,8 +210,8 @@ def trial_plan(path: Path, training: TrainingConfig, evaluation: EvaluationConfi
     return plan_memory(model_shape(model) if gpu else None, model, training, evaluation, hp, gpu)
 
 
-def trial_model(path: Path, plan: MemoryPlan, max_length: int, seed: int) -> Any:
-    base = load_quantized_model(ModelConfig(name_or_path=str(path)))
+def trial_model(path: Path, plan: MemoryPlan, max_length: int, seed: int, attention: str = "auto") -> Any:
+    base = load_quantized_model(ModelConfig(name_or_path=str(path), attention=attention))
     torch.manual_seed(seed)
     hp = TrialHyperparameters(**LORA, learning_rate=1e-4, max_length=max_length)
     return attach_lora(prepare_for_training(base, plan.gradient_checkpointing), hp)
@@ -233,100 +245,193 @@ def trial_train(model: Any, rows: Any, tokenizer: Any, training: TrainingConfig,
 
 # --- measuring -------------------------------------------------------------------------------
 
+class Side:
+    """One way of training the same model on the same rows, kept loaded for the whole run, so that
+    the timed segments can alternate between sides without reloading."""
+
+    def __init__(self, name: str, model: Any, train: Any, recompute: bool, details: dict[str, Any]):
+        self.name, self.model, self.train, self.recompute, self.details = name, model, train, recompute, details
+        self.static_bytes = 0  # what the side holds between segments (weights, LoRA), measured at load
+        self.tokens_per_s: list[float] = []
+        self.own_peak_gb: list[float] = []
+
+
+def load_side(name: str, load: Any, sides: list[Side]) -> Side:
+    before = torch.cuda.memory_allocated() if torch.cuda.is_available() else 0
+    side = load()
+    side.name = name
+    side.static_bytes = (torch.cuda.memory_allocated() if torch.cuda.is_available() else 0) - before
+    sides.append(side)
+    return side
+
+
+def segment(side: Side, args: argparse.Namespace, timed: bool) -> dict[str, float]:
+    """`args.segment_warmup` untimed steps, then `args.steps` timed ones. The side's own peak is
+    what it allocated above what was resident when the segment began, plus what it holds itself."""
+    synchronize_gpu()
+    start = torch.cuda.memory_allocated() if torch.cuda.is_available() else 0
+    speed = side.train(args.steps, args.segment_warmup)
+    own = ((torch.cuda.max_memory_allocated() - start + side.static_bytes) / GIB
+           if torch.cuda.is_available() else None)  # train() resets the peak after its warm-up steps
+    speed["own_peak_gb"] = own
+    if timed:
+        side.tokens_per_s.append(speed["tokens_per_s"])
+        side.own_peak_gb.append(own or 0.0)
+    return speed
+
+
+def warm_up(sides: list[Side], args: argparse.Namespace, seconds: float) -> float:
+    """Untimed load on the GPU, side after side, until `seconds` have passed (the card speeds up
+    over its first minutes of load); returns how long it took."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for side in [side for side in sides if "error" not in side.details]:
+            segment_started = time.perf_counter()  # the first segment of a side includes its kernels' compilation
+            try:
+                speed = segment(side, args, timed=False)
+            except Exception as error:  # noqa: BLE001 - as in the timed rounds: a failing variant is a result
+                if not side.name.startswith("variant"):
+                    raise
+                side.details["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
+                _free()
+                continue
+            side.details.setdefault("warm_up_tokens_per_s", []).append(round(speed["tokens_per_s"]))
+            side.details.setdefault("warm_up_segment_s", []).append(round(time.perf_counter() - segment_started, 1))
+    return time.perf_counter() - started
+
+
+def plain_side(path: Path, data: dict[str, Any], tokenizer: Any, args: argparse.Namespace) -> Side:
+    model = plain_model(path, seed=0)
+    train = lambda steps, warmup: plain_train(model, data["train"], tokenizer, args.micro_batch_size,  # noqa: E731
+                                              steps, warmup, 1e-4, 0)
+    return Side("plain", model, train, recompute=True,
+                details={"micro_batch_size": args.micro_batch_size, "gradient_checkpointing": True,
+                         "padding_free": False, "lm_head": "full logits"})
+
+
+def trial_side(path: Path, data: dict[str, Any], tokenizer: Any, args: argparse.Namespace, settings: dict[str, Any],
+               budget_gb: float | None, folder: Path) -> Side:
+    """qlora-sweep's trial code with its defaults, `settings` (TrainingConfig fields) changed, planned
+    within `budget_gb` (None: the whole GPU), as a sweep's driver plans it."""
+    settings = dict(settings)
+    attention = settings.pop("attention", "auto")  # a ModelConfig field; the rest are TrainingConfig's
+    training = TrainingConfig(**{"micro_batch_size": args.micro_batch_size, "padding_free": not args.no_padding_free,
+                                 "gradient_checkpointing": args.gradient_checkpointing, **settings})
+    evaluation = EvaluationConfig(max_new_tokens=args.max_new_tokens)
+    plan = trial_plan(path, training, evaluation, budget_gb, args.max_length)
+    model = trial_model(path, plan, args.max_length, seed=0, attention=attention)
+    decided = plan.decide_training(training)
+    train = lambda steps, warmup: trial_train(model, data["train"], tokenizer, decided, steps, warmup,  # noqa: E731
+                                              1e-4, args.max_length, folder / "trainer")
+    side = Side("trial", model, train, recompute=plan.gradient_checkpointing,
+                details={"micro_batch_size": decided.micro_batch_size, "gradient_checkpointing": plan.gradient_checkpointing,
+                         "padding_free": decided.padding_free, "fused_lm_head": plan.fused_lm_head,
+                         "memory_budget_gb": plan.memory_budget_gb, "predicted_peak_gb": plan.predicted_peak_gb,
+                         "attention": attention, "settings": settings})
+    side.plan = plan
+    return side
+
+
+def summarize_side(side: Side, params: int) -> dict[str, Any]:
+    median = statistics.median(side.tokens_per_s)
+    return {**side.details, "tokens_per_s": median, "tokens_per_s_min": min(side.tokens_per_s),
+            "tokens_per_s_max": max(side.tokens_per_s), "tokens_per_s_each": [round(v) for v in side.tokens_per_s],
+            "own_peak_gb": max(side.own_peak_gb) if side.own_peak_gb else None,
+            "resident_gb": side.static_bytes / GIB, "mfu": mfu(median, params, side.recompute)}
+
+
 def measure_shape(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    """The protocol: every side loaded and kept; an untimed warm-up of at least --warmup-s over all
+    of them (it also measures the plain side's own peak, the equal-memory budget); then --rounds
+    rounds of timed segments in a fixed order (plain, qlora-sweep, one GPU, variants: A B C A B C...);
+    per side the median and the min-max of real tokens/s, and its own peak memory."""
     models = Path(args.model_cache) if args.model_cache else folder
     path = build_random_model(args.shape, args.tokenizer, models / f"random-{args.shape}")
     tokenizer = load_tokenizer(ModelConfig(name_or_path=str(path)))
     data = load_rows(args.data, args.max_length, tokenizer, args.train_examples, args.eval_examples)
     result: dict[str, Any] = {"shape": args.shape, "micro_batch_size": args.micro_batch_size,
-                              "max_length": args.max_length, "steps": args.steps, "warmup": args.warmup}
+                              "max_length": args.max_length, "eval_examples": len(data["prompts"])}
+    log(f"{args.shape}: model ready, data tokenized")
 
-    log(f"{args.shape}: model ready, data tokenized; plain recipe")
-    model = plain_model(path, seed=0)
-    params = linear_parameters(model)
-    plain = plain_train(model, data["train"], tokenizer, args.micro_batch_size, args.steps, args.warmup, 1e-4, 0)
-    plain["mfu"] = mfu(plain["tokens_per_s"], params, recompute=True)
-    if not args.skip_eval:
-        subset = data["prompts"][: args.plain_eval_examples]
-        started = time.perf_counter()
-        predictions = plain_generate(model, tokenizer, subset, args.max_new_tokens, args.plain_eval_batch)
-        rouge_scores(predictions, data["references"][: len(subset)])
-        seconds = time.perf_counter() - started
-        plain["rouge_eval_s"] = seconds * len(data["prompts"]) / len(subset)
-        plain["rouge_eval_extrapolated_from"] = len(subset)
-    result["plain"] = plain
-    log(f"plain: {plain}")
-    del model
-    _free()
+    sides: list[Side] = []
+    plain = load_side("plain", lambda: plain_side(path, data, tokenizer, args), sides)
+    params = linear_parameters(plain.model)
+    # The plain side alone first: its own peak is the budget of the equal-memory side.
+    warmed = warm_up([plain], args, args.warmup_s / 3)
+    budget_gb = args.memory_budget_gb or _own_peak_of_a_segment(plain, args)
+    ours = load_side("qlora_sweep", lambda: trial_side(path, data, tokenizer, args, {}, budget_gb, folder), sides)
+    one_gpu = load_side("one_gpu", lambda: trial_side(
+        path, data, tokenizer, args, {"micro_batch_size": args.one_gpu_micro_batch_size}, None, folder), sides)
+    for spec in args.variant:
+        settings = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in spec.split(","))}
+        variant_budget = settings.pop("memory_budget_gb", budget_gb)
+        load_side(f"variant {spec}", lambda: trial_side(path, data, tokenizer, args, settings, variant_budget, folder),
+                  sides)
+    warmed += warm_up(sides, args, max(0.0, args.warmup_s - warmed))
+    log(f"warmed up for {warmed:.0f} s; timing {args.rounds} rounds of {[s.name for s in sides]}")
+    for round_ in range(args.rounds):
+        for side in [side for side in sides if "error" not in side.details]:
+            try:
+                speed = segment(side, args, timed=True)
+            except Exception as error:  # noqa: BLE001 - a variant that fails (out of memory, a kernel) is a result
+                if not side.name.startswith("variant"):
+                    raise
+                side.details["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
+                log(f"{side.name}: {side.details['error']}")
+                _free()
+                continue
+            log(f"round {round_ + 1} {side.name}: {speed['tokens_per_s']:.0f} tokens/s, own peak "
+                f"{speed['own_peak_gb'] or 0:.1f} GB")
+        # What is timed so far, in case the run is cut short.
+        Path(args.out).with_suffix(".rounds.json").write_text(json.dumps(
+            {side.name: {"tokens_per_s_each": side.tokens_per_s, "own_peak_gb": side.own_peak_gb, **side.details}
+             for side in sides}, indent=1, default=str))
 
-    budget_gb = args.memory_budget_gb or plain["peak_memory_gb"]
-    training = TrainingConfig(micro_batch_size=args.micro_batch_size, padding_free=not args.no_padding_free,
-                              gradient_checkpointing=args.gradient_checkpointing)
-    evaluation = EvaluationConfig(max_new_tokens=args.max_new_tokens)
-    plan = trial_plan(path, training, evaluation, budget_gb, args.max_length)
-    model = trial_model(path, plan, args.max_length, seed=0)
-    ours = trial_train(model, data["train"], tokenizer, plan.decide_training(training), args.steps, args.warmup,
-                       1e-4, args.max_length, folder / "trainer")
-    ours.update(mfu=mfu(ours["tokens_per_s"], params, recompute=plan.gradient_checkpointing),
-                gradient_checkpointing=plan.gradient_checkpointing, padding_free=training.padding_free,
-                memory_budget_gb=budget_gb)
-    log(f"qlora-sweep training: {ours}")
+    by_name = {side.name: summarize_side(side, params) if side.tokens_per_s else {**side.details} for side in sides}
+    result["sides"] = by_name
     if not args.skip_eval:
-        timings = {}
-        for merged_copy in (False, True):
-            forced = evaluation.model_copy(update={"merged_copy": merged_copy})
-            timings[merged_copy] = timed_rouge_evaluation(
-                args, model, tokenizer, data, trial_plan(path, training, forced, budget_gb, args.max_length))
-        default = timings[False]
-        ours.update(rouge_eval_s=default["rouge_eval_s"], generation_batch_size=default["generation_batch_size"],
-                    rouge_eval_peak_memory_gb=default["peak_memory_gb"])
-        ours["merged_copy"] = timings[True]
-        ours["merged_copy_by_default"] = plan.merged_copy
-    result["qlora_sweep"] = ours
-    result["speedup"] = ours["tokens_per_s"] / plain["tokens_per_s"]
-    result["eval_examples"] = len(data["prompts"])
-    del model
+        by_name["qlora_sweep"].update(timed_rouge_evaluation(args, ours.model, tokenizer, data, ours.plan))
+        by_name["one_gpu"].update(timed_rouge_evaluation(args, one_gpu.model, tokenizer, data, one_gpu.plan))
+        by_name["plain"].update(plain_evaluation(args, plain.model, tokenizer, data))
+    plain_speed, ours_speed = by_name["plain"]["tokens_per_s"], by_name["qlora_sweep"]["tokens_per_s"]
+    within = (by_name["qlora_sweep"]["own_peak_gb"] or 0) <= (by_name["plain"]["own_peak_gb"] or 0) * 1.01
+    result["summary"] = {
+        "equal_memory_speedup": round(ours_speed / plain_speed, 3) if within else None,
+        "one_gpu_speedup": round(by_name["one_gpu"]["tokens_per_s"] / plain_speed, 3),
+        "eval_500_s": by_name["qlora_sweep"].get("rouge_eval_s"),
+        "plain_tokens_per_s": round(plain_speed),
+        "protocol": {
+            "warm_up_s": round(warmed), "rounds": args.rounds, "order": [side.name for side in sides],
+            "per_segment": f"{args.segment_warmup} untimed steps, then {args.steps} timed",
+            "statistic": "median of the rounds; min-max beside it in sides",
+            "memory": "own peak: allocated above what the other sides held resident",
+            "mfu_peak_flops": peak_flops(),
+        },
+    }
+    if not within:
+        result["summary_note"] = (f"qlora-sweep's own peak {by_name['qlora_sweep']['own_peak_gb']:.1f} GB exceeded "
+                                  f"plain's {by_name['plain']['own_peak_gb']:.1f} GB: not an equal-memory result")
+    for side in sides:
+        del side.model
+    sides.clear()
     _free()
-    result["variants"] = {spec: measure_variant(args, spec, path, tokenizer, data, params, budget_gb, folder)
-                          for spec in args.variant}
-    for variant in result["variants"].values():
-        variant["speedup"] = variant["tokens_per_s"] / plain["tokens_per_s"]
-    if args.plain_again:
-        # The same plain run once more, last: how far the card's speed drifted within this run.
-        model = plain_model(path, seed=0)
-        again = plain_train(model, data["train"], tokenizer, args.micro_batch_size, args.steps, args.warmup, 1e-4, 0)
-        result["plain_again"] = again
-        result["speedup_against_plain_again"] = ours["tokens_per_s"] / again["tokens_per_s"]
-        log(f"plain again: {again}")
-        del model
-        _free()
     return result
 
 
-def measure_variant(args: argparse.Namespace, spec: str, path: Path, tokenizer: Any, data: dict[str, Any],
-                    params: int, budget_gb: float, folder: Path) -> dict[str, Any]:
-    """qlora-sweep's training with some settings changed, e.g. "micro_batch_size=16,gradient_checkpointing=false"
-    (TrainingConfig fields, plus memory_budget_gb); training speed only."""
-    settings = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in spec.split(","))}
-    budget_gb = settings.pop("memory_budget_gb", budget_gb)
-    training = TrainingConfig(**{"micro_batch_size": args.micro_batch_size, "padding_free": not args.no_padding_free,
-                                 "gradient_checkpointing": args.gradient_checkpointing, **settings})
-    plan = trial_plan(path, training, EvaluationConfig(max_new_tokens=args.max_new_tokens), budget_gb,
-                      args.max_length)
-    model = trial_model(path, plan, args.max_length, seed=0)
-    checkpointing = plan.gradient_checkpointing
-    try:
-        speed = trial_train(model, data["train"], tokenizer, plan.decide_training(training), args.steps,
-                            args.warmup, 1e-4, args.max_length, folder / "variant")
-    except Exception as error:  # noqa: BLE001 - one variant running out of memory is a result, not the end of the run
-        speed = {"error": f"{type(error).__name__}: {str(error).splitlines()[0][:300]}", "tokens_per_s": 0.0}
-    speed.update(mfu=mfu(speed["tokens_per_s"], params, recompute=checkpointing) if speed["tokens_per_s"] else None,
-                 gradient_checkpointing=checkpointing, micro_batch_size=training.micro_batch_size,
-                 padding_free=training.padding_free, memory_budget_gb=budget_gb)
-    log(f"variant {spec}: {speed}")
-    del model
-    _free()
-    return speed
+def _own_peak_of_a_segment(side: Side, args: argparse.Namespace) -> float:
+    """The side's own peak memory in one more untimed segment (GB)."""
+    speed = segment(side, args, timed=False)
+    return round(speed["own_peak_gb"], 2) if speed["own_peak_gb"] else None
+
+
+def plain_evaluation(args: argparse.Namespace, model: Any, tokenizer: Any, data: dict[str, Any]) -> dict[str, Any]:
+    """The recipe's generation (no KV cache), timed on a subset and scaled to the whole set."""
+    subset = data["prompts"][: args.plain_eval_examples]
+    started = time.perf_counter()
+    predictions = plain_generate(model, tokenizer, subset, args.max_new_tokens, args.plain_eval_batch)
+    rouge_scores(predictions, data["references"][: len(subset)])
+    seconds = time.perf_counter() - started
+    return {"rouge_eval_s": seconds * len(data["prompts"]) / len(subset), "rouge_eval_extrapolated_from": len(subset)}
 
 
 def timed_rouge_evaluation(args: argparse.Namespace, model: Any, tokenizer: Any, data: dict[str, Any],
@@ -417,8 +522,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="JSON file to write")
     parser.add_argument("--micro-batch-size", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=512)
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=10, help="timed optimizer steps per segment")
+    parser.add_argument("--segment-warmup", type=int, default=2, help="untimed steps before each timed segment")
+    parser.add_argument("--warmup-s", type=float, default=60, help="untimed load on the GPU before any timing")
+    parser.add_argument("--rounds", type=int, default=3, help="timed segments per side, sides alternating")
+    parser.add_argument("--one-gpu-micro-batch-size", type=int, default=16)
     parser.add_argument("--train-examples", type=int, default=2000)
     parser.add_argument("--eval-examples", type=int, default=500)
     parser.add_argument("--max-new-tokens", type=int, default=96)
@@ -428,10 +536,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gradient-checkpointing", default="auto", choices=["auto", "true", "false"])
     parser.add_argument("--no-padding-free", action="store_true")
     parser.add_argument("--variant", action="append", default=[],
-                        help="also time qlora-sweep's training with these settings, e.g. micro_batch_size=16 "
+                        help="one more side: qlora-sweep's training with these settings, e.g. fused_lm_head=false "
                              "or gradient_checkpointing=false,memory_budget_gb=40 (repeatable)")
-    parser.add_argument("--plain-again", action="store_true",
-                        help="time the plain recipe's training again at the end, to show drift within the run")
     parser.add_argument("--skip-eval", action="store_true", help="time training only (no ROUGE evaluation)")
     parser.add_argument("--model-cache", help="keep the random-weight model here and reuse it in a later run")
     parser.add_argument("--quality-model", help="a local model folder for the ROUGE-L comparison (e.g. SmolLM2)")

@@ -11,30 +11,40 @@ from tests.helpers import ROOT
 pytestmark = pytest.mark.sweep
 
 
-def test_the_trial_speed_benchmark_measures_both_sides_and_writes_json(tiny_model_path, tmp_path):
+def test_the_trial_speed_benchmark_alternates_the_sides_and_writes_the_summary(tiny_model_path, tmp_path):
     out = tmp_path / "speed.json"
     done = subprocess.run(
         [sys.executable, "benchmarks/trial_speed.py", "--shape", "tiny", "--data", "trainables/samples",
          "--tokenizer", str(tiny_model_path), "--out", str(out), "--micro-batch-size", "2", "--max-length", "384",
-         "--steps", "2", "--warmup", "1", "--train-examples", "16", "--eval-examples", "4",
-         "--plain-eval-examples", "2", "--max-new-tokens", "4",
+         "--steps", "2", "--segment-warmup", "1", "--warmup-s", "1", "--rounds", "2", "--train-examples", "16",
+         "--eval-examples", "4", "--plain-eval-examples", "2", "--max-new-tokens", "4",
+         "--one-gpu-micro-batch-size", "4",
          "--quality-model", str(tiny_model_path), "--quality-seeds", "0", "1", "--quality-steps", "2",
-         "--quality-eval-examples", "2", "--variant", "fused_lm_head=true,micro_batch_size=1", "--plain-again"],
+         "--quality-eval-examples", "2", "--variant", "fused_lm_head=true,micro_batch_size=1"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
-    for side in ("plain", "qlora_sweep"):
-        assert result[side]["tokens_per_s"] > 0 and result[side]["real_tokens"] > 0
-        assert result[side]["rouge_eval_s"] > 0
-    assert result["plain"]["rouge_eval_extrapolated_from"] == 2 and result["eval_examples"] == 4
-    assert result["qlora_sweep"]["merged_copy"]["rouge_eval_s"] > 0  # the evaluation.merged_copy lever, timed too
-    assert result["qlora_sweep"]["padding_free"] is True
-    assert result["qlora_sweep"]["gradient_checkpointing"] is False  # auto on CPU
-    assert result["speedup"] > 0
-    assert result["qlora_sweep"]["merged_copy_by_default"] is False  # auto, on CPU
-    variant = result["variants"]["fused_lm_head=true,micro_batch_size=1"]
-    assert variant["tokens_per_s"] > 0 and variant["micro_batch_size"] == 1
-    assert result["plain_again"]["tokens_per_s"] > 0
+    assert set(result["summary"]) == {"equal_memory_speedup", "one_gpu_speedup", "eval_500_s", "plain_tokens_per_s",
+                                      "protocol"}
+    protocol = result["summary"]["protocol"]
+    assert protocol["rounds"] == 2 and protocol["warm_up_s"] >= 1  # an untimed warm-up came first
+    sides = result["sides"]
+    assert protocol["order"] == ["plain", "qlora_sweep", "one_gpu", "variant fused_lm_head=true,micro_batch_size=1"]
+    rounds = [line for line in done.stderr.splitlines() if "] round " in line]
+    assert [line.split("] round ")[1].split(":")[0] for line in rounds] == [
+        f"{r} {name}" for r in (1, 2) for name in protocol["order"]]  # A B C D A B C D: alternating
+    for side in sides.values():
+        assert len(side["tokens_per_s_each"]) == 2
+        assert side["tokens_per_s_min"] <= side["tokens_per_s"] <= side["tokens_per_s_max"]
+    assert result["summary"]["plain_tokens_per_s"] == round(sides["plain"]["tokens_per_s"])
+    assert result["summary"]["equal_memory_speedup"] == pytest.approx(
+        sides["qlora_sweep"]["tokens_per_s"] / sides["plain"]["tokens_per_s"], rel=1e-2)
+    assert result["summary"]["eval_500_s"] == sides["qlora_sweep"]["rouge_eval_s"] > 0
+    assert sides["plain"]["rouge_eval_extrapolated_from"] == 2 and result["eval_examples"] == 4
+    assert sides["qlora_sweep"]["padding_free"] is True and sides["plain"]["padding_free"] is False
+    assert sides["qlora_sweep"]["gradient_checkpointing"] is False  # auto on CPU
+    assert sides["one_gpu"]["micro_batch_size"] == 4
+    assert sides["variant fused_lm_head=true,micro_batch_size=1"]["micro_batch_size"] == 1
     assert [run["seed"] for run in result["quality_rougeL"]] == [0, 1]
     assert all(0 <= run[side] <= 1 for run in result["quality_rougeL"] for side in ("plain", "qlora_sweep"))
