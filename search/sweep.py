@@ -90,7 +90,30 @@ def driver_log_path(sweep: SweepConfig) -> Path:
 @contextlib.contextmanager
 def _watched(sweep: SweepConfig, watch: Watch) -> Iterator[SweepView]:
     """The live view on screen, the libraries' output in driver.log (or both on screen, verbose)."""
-    with libraries_output_to(None if watch.verbose else driver_log_path(sweep)) as screen:
+    log = None if watch.verbose else driver_log_path(sweep)
+    created = [folder for folder in (log.parent, *log.parent.parents) if not folder.exists()] if log else []
+    try:
+        with _shown(sweep, watch, log) as view:
+            yield view
+    except BaseException:
+        _forget_a_start_that_failed(log, created)
+        raise
+
+
+def _forget_a_start_that_failed(log: Path | None, created: list[Path]) -> None:
+    """A sweep refused or broken before Tune wrote anything (a storage some node cannot see, say)
+    leaves nothing behind: its driver.log goes, with the folders made for it."""
+    if log is None or not log.parent.is_dir() or any(p.name != DRIVER_LOG for p in log.parent.iterdir()):
+        return
+    log.unlink(missing_ok=True)
+    for folder in created:  # deepest first
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
+@contextlib.contextmanager
+def _shown(sweep: SweepConfig, watch: Watch, log: Path | None) -> Iterator[SweepView]:
+    with libraries_output_to(log) as screen:
         view = SweepView(metric=sweep.scheduler.metric, mode=sweep.scheduler.resolved_mode,
                          max_rungs=sweep.scheduler.max_rungs, num_trials=sweep.search.num_trials,
                          searched=list(sweep.search.searched), stream=screen,

@@ -328,13 +328,16 @@ def _trial_resources(trial: Any) -> dict[str, float]:
 
 
 def _error_line(trial: Any) -> str:
-    """The last line of the trial's error (its exception), and where the whole of it is."""
-    where = f"{trial.path}/error.txt" if getattr(trial, "path", None) else "its error.txt"
+    """The last line of the trial's error (its exception), and where the whole of it will be.
+    Tune writes the error into the driver's staging copy of the trial first (error_file), then
+    copies it into the experiment folder (trial.path)."""
+    where = f"{trial.path}/error.txt" if getattr(trial, "path", None) else "the trial's error.txt"
     try:
-        lines = [line for line in Path(where).read_text(encoding="utf-8").splitlines() if line.strip()]
-        return f"{lines[-1].strip()[:200]} (the whole error: {where})"
-    except (OSError, IndexError):
-        return f"see {where}"
+        text = Path(trial.error_file).read_text(encoding="utf-8") if trial.error_file else ""
+    except OSError:
+        text = ""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return f"{lines[-1][:200]} (the whole error: {where})" if lines else f"see {where}"
 
 
 # --- Tuner --------------------------------------------------------------------------------------
@@ -462,8 +465,11 @@ def forward_worker_output(log_file: Path | None) -> None:
         if log_file is None:
             print_to_stdstream(data, ignore_prefix=False)
             return
-        with open(log_file, "a", encoding="utf-8", errors="replace") as log:
-            print_worker_logs(data, log)
+        try:
+            with open(log_file, "a", encoding="utf-8", errors="replace") as log:
+                print_worker_logs(data, log)
+        except OSError:  # the experiment folder is gone (a refused start removed it): nothing to keep
+            pass
         # A trial's own warnings (an out-of-memory retry, say) are for the person watching.
         ours = [line for line in data.get("lines", []) if line.startswith(TRIAL_LINE_PREFIX)]
         view = current_view()
