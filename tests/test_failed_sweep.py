@@ -18,6 +18,8 @@ def test_report_and_best_on_a_failed_experiment(tiny_model_path, tmp_path):
                              search={"num_trials": 2})
     done = run_cli("run", write_config(tmp_path / "s.yaml", config))
     assert done.returncode == 1, done.stdout[-2000:]
+    failures = [line for line in done.stdout.splitlines() if " failed at rung 1: " in line]
+    assert len(failures) == 2 and all("(the whole error: " in line and "error.txt)" in line for line in failures)
     assert "no best trial" in done.stdout
 
     experiment = tmp_path / "results" / "failing"
