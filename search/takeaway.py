@@ -27,7 +27,7 @@ from trainables.data import DATA_SUFFIXES
 from trainables.errors import ConfigError
 
 DIALOGUE_SLOT = "<<DIALOGUE>>"  # where the model card's prompt template takes a dialogue
-PREDICTION_FIELD = "predicted_summary"  # the column predict adds (search.cli says it in --help)
+PREDICTION_FIELD = "predicted_summary"  # the column predict adds to every row
 OUTPUT_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 
