@@ -252,6 +252,7 @@ class Side:
     def __init__(self, name: str, model: Any, train: Any, recompute: bool, details: dict[str, Any]):
         self.name, self.model, self.train, self.recompute, self.details = name, model, train, recompute, details
         self.static_bytes = 0  # what the side holds between segments (weights, LoRA), measured at load
+        self.plan: MemoryPlan | None = None  # a trial side's memory plan (its evaluation follows it)
         self.tokens_per_s: list[float] = []
         self.own_peak_gb: list[float] = []
 

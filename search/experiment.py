@@ -30,6 +30,7 @@ from trainables.errors import ConfigError
 
 RESOLVED_CONFIG = "qlora_sweep.yaml"  # the resolved config, inside every experiment folder
 TUNER_FILE = "tuner.pkl"  # Tune writes it as a sweep starts: with it, a folder is an experiment
+DRIVER_LOG = "driver.log"  # what Ray, Tune and Optuna said while the driver ran (search.sweep)
 DRIVER_HEARTBEAT = "qlora_sweep_driver.json"  # the driver's pid, host and last sign of life
 STATE_COPY = "qlora_sweep_state"  # qlora-sweep's own complete copy of Tune's state files
 HEARTBEAT_S = 10  # how often a running driver says it is alive
@@ -85,7 +86,7 @@ def refuse_existing_experiment(sweep: SweepConfig) -> None:
     if Path(path).exists() and not Path(path).is_dir():
         raise ConfigError(f"experiment folder {path} is a file; give the sweep another name (--set name=...)")
     # A driver.log alone is what a run that failed before its first trial leaves: the name is still free.
-    if Path(path).exists() and any(p.name != "driver.log" for p in Path(path).iterdir()):
+    if Path(path).exists() and any(p.name != DRIVER_LOG for p in Path(path).iterdir()):
         raise ConfigError(f"experiment folder {path} already exists; continue it with --resume "
                           "(or `qlora-sweep resume`), or give the sweep a new name (--set name=...)")
 

@@ -7,8 +7,8 @@
 - importance.png: Optuna's own parameter importances (fANOVA), computed on a study built from the
   trials' results, drawn by optuna.visualization.matplotlib.
 
-Only scores on the whole validation set are compared where trials differ in what they scored
-(early rungs may score a subset).
+Best so far counts only scores on the whole validation set (early rungs may score a subset), as
+`best` does (search.results.whole_set_rows).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 
 from search.config import Choice, Range, SearchConfig
-from search.results import Experiment, boundary_warnings, trial_rows
+from search.results import Experiment, boundary_warnings, trial_rows, validation_size, whole_set_rows
 from search.space import INTEGER_PARAMETERS, modules_to_text
 from trainables.errors import ConfigError
 from trainables.quiet import logger_quiet_below
@@ -38,9 +38,11 @@ PLOTS_FOLDER = "plots"
 
 def draw_plots(experiment: Experiment) -> list[Path]:
     """Write the PNGs; returns their paths. Needs a qlora-sweep experiment with at least one scored trial."""
-    rows = [row for row in trial_rows(experiment) if _scored_rows(experiment, row)]
+    metric = experiment.metric
+    rows = [{**row, "scored": [r for r in row["history"] if _finite(r.get(metric))]} for row in trial_rows(experiment)]
+    rows = [row for row in rows if row["scored"]]
     if not rows:
-        raise ConfigError(f"{experiment.path}: no trial has reported {experiment.metric} yet; nothing to plot")
+        raise ConfigError(f"{experiment.path}: no trial has reported {metric} yet; nothing to plot")
     folder = Path(experiment.path, PLOTS_FOLDER)
     folder.mkdir(exist_ok=True)
     written = [
@@ -54,24 +56,11 @@ def draw_plots(experiment: Experiment) -> list[Path]:
     return written
 
 
-def _scored_rows(experiment: Experiment, row: dict[str, Any]) -> list[dict[str, Any]]:
-    frame = experiment.analysis.trial_dataframes.get(row["trial_id"])
-    if frame is None or frame.empty:
-        return []
-    return [r for r in frame.to_dict("records") if _finite(r.get(experiment.metric))]
-
-
-def _whole(experiment: Experiment, rows: list[dict[str, Any]]) -> int:
-    sizes = [int(r["rouge_examples"]) for row in rows for r in _scored_rows(experiment, row)
-             if _finite(r.get("rouge_examples"))]
-    return max(sizes, default=0)
-
-
 def _best_so_far(experiment: Experiment, rows: list[dict[str, Any]], path: Path) -> Path:
-    metric, whole = experiment.metric, _whole(experiment, rows)
-    points = sorted((r["timestamp"], r[metric]) for row in rows for r in _scored_rows(experiment, row)
-                    if not whole or not _finite(r.get("rouge_examples")) or r["rouge_examples"] >= whole)
-    start = min(r["timestamp"] for row in rows for r in _scored_rows(experiment, row))
+    metric = experiment.metric
+    whole = validation_size([row["scored"] for row in rows])
+    points = sorted((r["timestamp"], r[metric]) for row in rows for r in whole_set_rows(row["scored"], metric, whole))
+    start = min(r["timestamp"] for row in rows for r in row["scored"])
     best, xs, ys = None, [], []
     for stamp, value in points:
         if best is None or (value > best if experiment.mode == "max" else value < best):
@@ -120,7 +109,7 @@ def _rungs(experiment: Experiment, rows: list[dict[str, Any]], path: Path) -> Pa
     metric = experiment.metric
     fig, ax = plt.subplots(figsize=(6, 4))
     for row in rows:
-        history = _scored_rows(experiment, row)
+        history = row["scored"]
         rungs = [int(r["training_iteration"]) for r in history]
         cut = row["status"] == "STOPPED_EARLY"
         ax.plot(rungs, [r[metric] for r in history], marker="x" if cut else "o",

@@ -93,14 +93,14 @@ def _best_row(rows: list[dict[str, Any]], metric: str, mode: str) -> dict[str, A
     return (max if mode == "max" else min)(scored, key=lambda r: r[metric])
 
 
-def _whole_set_rows(rows: list[dict[str, Any]], metric: str, whole: int) -> list[dict[str, Any]]:
+def whole_set_rows(rows: list[dict[str, Any]], metric: str, whole: int) -> list[dict[str, Any]]:
     """Rows whose ROUGE covers the whole validation set (early rungs may score a subset)."""
     if not metric.startswith("rouge"):
         return rows  # validation loss is always on the whole set
     return [r for r in rows if not _finite(r.get("rouge_examples")) or r["rouge_examples"] >= whole]
 
 
-def _validation_size(histories: list[list[dict[str, Any]]]) -> int:
+def validation_size(histories: list[list[dict[str, Any]]]) -> int:
     return max((int(r["rouge_examples"]) for rows in histories for r in rows if _finite(r.get("rouge_examples"))),
                default=0)
 
@@ -139,11 +139,11 @@ def trial_rows(experiment: Experiment) -> list[dict[str, Any]]:
     """One row per trial, best first (trials with no score last)."""
     metric, mode = experiment.metric, experiment.mode
     histories = {trial.trial_id: _history(experiment, trial) for trial in experiment.analysis.trials}
-    whole = _validation_size(list(histories.values()))
+    whole = validation_size(list(histories.values()))
     rows = []
     for trial in experiment.analysis.trials:
         history = histories[trial.trial_id]
-        best = _best_row(_whole_set_rows(history, metric, whole), metric, mode)
+        best = _best_row(whole_set_rows(history, metric, whole), metric, mode)
         # A trial ASHA stopped before the last rung has only subset scores: shown, ranked after the rest.
         best_on_subset = None if best else _best_row(history, metric, mode)
         rungs = max((int(r.get("training_iteration") or 0) for r in history), default=0)
@@ -155,6 +155,7 @@ def trial_rows(experiment: Experiment) -> list[dict[str, Any]]:
             f"best_{metric}": best[metric] if best else None,
             "best_row": best,
             "best_row_on_subset": best_on_subset,
+            "history": history,  # its reported rows, rung by rung
             "trial": trial,
         })
     sign = -1 if mode == "max" else 1

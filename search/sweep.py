@@ -12,7 +12,8 @@ from typing import Iterator
 
 from search.config import SweepConfig
 from search.experiment import (
-    RESOLVED_CONFIG, experiment_path, is_uri, load_resolved_config, refuse_existing_experiment, write_resolved_config,
+    DRIVER_LOG, RESOLVED_CONFIG, experiment_path, is_uri, load_resolved_config, refuse_existing_experiment,
+    write_resolved_config,
 )
 from search.history import restore_result_rows
 from search.live import SweepView, ViewLogHandler, show
@@ -28,9 +29,6 @@ from search.tuner import (
 from trainables.memory import GIB
 
 logger = logging.getLogger(__name__)
-
-
-DRIVER_LOG = "driver.log"  # in the experiment folder: what Ray, Tune and Optuna said
 
 
 @dataclass(frozen=True)
@@ -135,9 +133,10 @@ def _start(sweep: SweepConfig, view: SweepView, watch: Watch) -> TrialPlanner:
                 sweep.name, sweep.search.num_trials, sweep.search.max_concurrent_trials, sweep.scheduler.metric,
                 sweep.scheduler.max_rungs, sweep.training.steps_per_rung)
     logger.info("experiment folder: %s", experiment_path(sweep))
-    if not watch.verbose:
-        logger.info("Ray's own output: %s (--verbose shows it here)", driver_log_path(sweep))
-    start_ray(None if watch.verbose else driver_log_path(sweep))
+    log = None if watch.verbose else driver_log_path(sweep)
+    if log:
+        logger.info("Ray's own output: %s (--verbose shows it here)", log)
+    start_ray(log)
     check_storage_for_cluster(sweep)
     gpus = cluster_gpus()
     view.cluster_gpus, view.cluster_cpus = gpus, cluster_cpus()

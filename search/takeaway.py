@@ -22,8 +22,8 @@ from tqdm import tqdm
 from search.experiment import RESOLVED_CONFIG, load_resolved_config
 from search.packing import TrialPlanner
 from search.results import best_trial, load_experiment, trial_summary
-from trainables.config import TrialConfig, expand_path
-from trainables.data import DATA_SUFFIXES
+from trainables.config import DataConfig, TrialConfig, expand_path
+from trainables.data import DATA_SUFFIXES, load_file
 from trainables.errors import ConfigError
 
 DIALOGUE_SLOT = "<<DIALOGUE>>"  # where the model card's prompt template takes a dialogue
@@ -170,8 +170,9 @@ cut) in training and scoring.
 
 # --- predict -------------------------------------------------------------------------------
 
-def check_predict_files(input_file: str, output: str | None, dialogue_field: str) -> tuple[Path, Path | None, list[dict]]:
-    """The input's rows, once every input problem has been ruled out; nothing is loaded or written before."""
+def check_predict_files(input_file: str, output: str | None, data: DataConfig) -> tuple[Path | None, list[dict]]:
+    """The input's rows, read as `best --eval-file` reads its file (trainables.data.load_file), once
+    every input problem has been ruled out; nothing is written before."""
     source = Path(expand_path(input_file))
     if not source.is_file():
         raise ConfigError(f"--input {input_file} does not exist")
@@ -184,36 +185,17 @@ def check_predict_files(input_file: str, output: str | None, dialogue_field: str
         raise ConfigError(f"--output {output} is a folder; give a file")
     if target is not None and not target.parent.is_dir():
         raise ConfigError(f"--output {output}: folder {target.parent} does not exist")
-    rows = read_rows(source)
-    fields = sorted({k for row in rows for k in row})
-    if dialogue_field not in fields:
-        raise ConfigError(f"--input {input_file}: no '{dialogue_field}' field (it has: {', '.join(fields) or 'none'})")
-    return source, target, rows
-
-
-def read_rows(source: Path) -> list[dict]:
-    try:
-        if source.suffix == ".jsonl":
-            lines = source.read_text(encoding="utf-8").splitlines()
-            rows = [json.loads(line) for line in lines if line.strip()]
-        elif source.suffix == ".json":
-            loaded = json.loads(source.read_text(encoding="utf-8"))
-            rows = loaded if isinstance(loaded, list) else loaded.get("data", []) if isinstance(loaded, dict) else []
-        elif source.suffix == ".csv":
-            rows = pandas.read_csv(source, keep_default_na=False).to_dict("records")
-        else:
-            rows = pandas.read_parquet(source).to_dict("records")
-    except (ValueError, OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"--input {source}: cannot be read ({str(exc).splitlines()[0][:200]})") from None
-    if not rows or not all(isinstance(row, dict) for row in rows):
-        raise ConfigError(f"--input {source}: expected rows of fields (a JSON object per row)")
-    return rows
+    rows, _ = load_file(source, data)
+    if data.dialogue_field not in rows.column_names:
+        raise ConfigError(f"--input {input_file}: no '{data.dialogue_field}' field (it has: "
+                          f"{', '.join(sorted(rows.column_names)) or 'none'})")
+    return target, rows.to_list()
 
 
 def predict(experiment: str, input_file: str, output: str | None) -> tuple[Path | None, int, int]:
     """Every row of the input with its summary; returns (output file or None for stdout, rows, summarized)."""
     sweep = load_resolved_config(experiment)
-    source, target, rows = check_predict_files(input_file, output, sweep.data.dialogue_field)
+    target, rows = check_predict_files(input_file, output, sweep.data)
     summary, trial = chosen_trial(experiment, None)
     field = sweep.data.dialogue_field
     wanted = [i for i, row in enumerate(rows) if isinstance(row.get(field), str) and row[field].strip()]

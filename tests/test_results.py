@@ -3,7 +3,7 @@ status a trial that ASHA stopped shows, where a best value sits on the edge of i
 
 import pytest
 
-from search.results import Experiment, _best_row, _status, _whole_set_rows, boundary_warnings, format_file_scores
+from search.results import Experiment, _best_row, _status, boundary_warnings, format_file_scores, whole_set_rows
 
 pytestmark = pytest.mark.unit
 
@@ -22,8 +22,8 @@ class Trial:
 
 def test_rouge_ranks_only_rows_scored_on_the_whole_validation_set_and_loss_ranks_every_row():
     rows = [{"rougeL": 0.9, "eval_loss": 1.0, "rouge_examples": 2}, {"rougeL": 0.5, "eval_loss": 2.0, "rouge_examples": 6}]
-    assert _whole_set_rows(rows, "rougeL", whole=6) == rows[1:]
-    assert _whole_set_rows(rows, "eval_loss", whole=6) == rows
+    assert whole_set_rows(rows, "rougeL", whole=6) == rows[1:]
+    assert whole_set_rows(rows, "eval_loss", whole=6) == rows
     assert _best_row(rows, "eval_loss", "min") is rows[0] and _best_row(rows, "rougeL", "max") is rows[0]
     assert _best_row([{"rougeL": float("nan")}], "rougeL", "max") is None
 
