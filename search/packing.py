@@ -11,6 +11,7 @@ one GPU, so under these predictions trials that share a GPU cannot oversubscribe
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from search.config import SweepConfig
@@ -54,7 +55,20 @@ class TrialPlanner:
         if memory is None:
             raise ValueError("a GPU trial needs the size of its GPU to be planned")
         budget = resources.gpu_memory_gb * GIB if resources.gpu_memory_gb is not None else None
-        return GpuRequest(gpu_memory_bytes=memory, gpus_per_trial=resources.gpus_per_trial, budget_bytes=budget)
+        alike = self.shared_share if self.packs_by_memory and resources.reuse_workers else None
+        return GpuRequest(gpu_memory_bytes=memory, gpus_per_trial=resources.gpus_per_trial, budget_bytes=budget,
+                          least_share=alike)
+
+    @cached_property
+    def shared_share(self) -> float:
+        """With gpus_per_trial auto and reuse_workers, the share every trial asks for: the largest
+        trial's. Tune hands a worker only to a trial that asks for the same resources, so trials
+        of unlike shares would never reuse each other's workers."""
+        corner = largest_corner(self.sweep.search)
+        budget = self.sweep.resources.gpu_memory_gb
+        request = GpuRequest(self.gpu_memory_bytes, "auto", budget * GIB if budget is not None else None)
+        return plan_memory(self.shape, self.sweep.model, self.sweep.training, self.sweep.evaluation, corner,
+                           request).gpu_share
 
     def trial_config(self, searched: dict[str, Any], gpu_memory_bytes: float | None = None) -> TrialConfig:
         """What one trial is given: its hyperparameters and the plan for them, every `auto` decided."""
@@ -81,3 +95,52 @@ class TrialPlanner:
             plan_memory(self.shape, self.sweep.model, self.sweep.training, self.sweep.evaluation, corner,
                         self.gpu_request())
         return corner
+
+
+@dataclass(frozen=True)
+class Concurrency:
+    """How many trials run at once, and why: what run's opening lines say."""
+
+    trials: int
+    why: str  # what bounds it, in words
+    hint: str | None = None  # how to use more of the cluster, when a given number leaves GPUs idle
+
+
+def plan_concurrency(planner: TrialPlanner, cluster_cpus: float, cluster_gpus: float) -> Concurrency:
+    """`search.max_concurrent_trials` as the cluster the sweep starts on allows it (auto), or as given."""
+    sweep = planner.sweep
+    wanted = sweep.search.max_concurrent_trials
+    cpus_per_trial = sweep.resources.cpus_per_trial
+    by_cpus = int(cluster_cpus // cpus_per_trial + 1e-9)
+    bounds = [(sweep.search.num_trials, f"{sweep.search.num_trials} trials in all"),
+              (by_cpus, f"{cluster_cpus:g} CPUs at {cpus_per_trial:g} per trial")]
+    share = trial_gpu_share(planner)
+    by_gpus = None
+    if share and cluster_gpus:
+        by_gpus = int(cluster_gpus / share + 1e-9)
+        each = "each" if planner.sweep.resources.gpus_per_trial != "auto" else "the largest trial's share"
+        gpus_text = f"{cluster_gpus:g} GPU{'s' if cluster_gpus != 1 else ''}"
+        bounds.append((by_gpus, f"{gpus_text} at {share:g} ({each})"))
+    if wanted == "auto":
+        trials, why = min(bounds, key=lambda bound: bound[0])
+        return Concurrency(max(1, trials), f"auto: {why}")
+    hint = None
+    if by_gpus is not None and wanted < min(by_gpus, sweep.search.num_trials):
+        one = cluster_gpus == 1
+        hint = (f"{wanted} at a time use {wanted * share / cluster_gpus:.0%} of the GPU{'' if one else 's'}, which "
+                f"hold{'s' if one else ''} {by_gpus} at {share:g} each: raise search.max_concurrent_trials (or set "
+                f"it to auto) to use more of {'it' if one else 'them'}")
+        if by_cpus < by_gpus:
+            hint += f"; the CPUs allow {by_cpus} at {cpus_per_trial:g} per trial"
+    return Concurrency(wanted, "search.max_concurrent_trials", hint)
+
+
+def trial_gpu_share(planner: TrialPlanner) -> float:
+    """The GPUs one trial asks for; with gpus_per_trial auto, the largest trial's share (every
+    trial's, when workers are reused)."""
+    gpus = planner.sweep.resources.gpus_per_trial
+    if gpus != "auto":
+        return float(gpus)
+    if not planner.packs_by_memory:
+        return 0.0
+    return planner.shared_share

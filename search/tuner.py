@@ -136,11 +136,13 @@ def _domain(name: str, param: Param) -> Any:
 def run_trial(searched: dict[str, Any], planner: TrialPlanner) -> None:
     """What Tune runs in each trial's worker: the driver's plan for these values, then the recipe.
     (Tune names trial folders after it: run_trial_<id>_<n>_<values>.)"""
+    started = time.perf_counter()
     configure_trial_output()
     import trainables.trial  # heavy (torch): in the trial's own process only
 
     needs_gpu_size = planner.shape is not None and planner.gpu_memory_bytes is None
-    trainables.trial.run_trial(planner.trial_config(searched, local_gpu_memory_bytes() if needs_gpu_size else None))
+    trainables.trial.run_trial(planner.trial_config(searched, local_gpu_memory_bytes() if needs_gpu_size else None),
+                               started)
 
 
 def _trainable(planner: TrialPlanner) -> Any:
@@ -372,12 +374,12 @@ def restore_tuner(sweep: SweepConfig, planner: TrialPlanner) -> Any:
     return tuner
 
 
-def build_tuner(sweep: SweepConfig, planner: TrialPlanner) -> Any:
+def build_tuner(sweep: SweepConfig, planner: TrialPlanner, concurrent_trials: int) -> Any:
     metric, mode = sweep.scheduler.metric, sweep.scheduler.resolved_mode
     folder = experiment_path(sweep)
     searcher = ConcurrencyLimiter(
         OptunaSearch(sampler=optuna.samplers.TPESampler(seed=sweep.search.seed)),
-        max_concurrent=sweep.search.max_concurrent_trials,
+        max_concurrent=concurrent_trials,  # search.packing.plan_concurrency
     )
     scheduler = PersistentASHA(
         experiment_path=folder,
@@ -395,6 +397,7 @@ def build_tuner(sweep: SweepConfig, planner: TrialPlanner) -> Any:
             search_alg=searcher,
             scheduler=scheduler,
             num_samples=sweep.search.num_trials,
+            reuse_actors=sweep.resources.reuse_workers,  # warm workers: trainables.warm
         ),
         run_config=tune.RunConfig(
             name=sweep.name,

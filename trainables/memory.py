@@ -40,6 +40,7 @@ class GpuRequest:
     gpu_memory_bytes: float  # one GPU's memory: the smallest in the cluster, so every placement fits
     gpus_per_trial: float | Literal["auto"]
     budget_bytes: float | None = None  # resources.gpu_memory_gb, when the user set it
+    least_share: float | None = None  # with auto: no trial asks for less (every trial alike, for worker reuse)
 
 
 def model_shape(model: ModelConfig) -> dict[str, Any]:
@@ -181,7 +182,7 @@ def plan_memory(shape: dict[str, Any] | None, model: ModelConfig, training: Trai
                 f"lora_r={hp.lora_r} needs about {peak / GIB:.1f} GiB, more than one GPU's {whole / GIB:.1f} GiB; "
                 "lower them, or give whole GPUs (resources.gpus_per_trial: 1 or more)"
             )
-        share = min(1.0, round(math.ceil(peak / whole / SHARE_STEP) * SHARE_STEP, 2))
+        share = min(1.0, max(round(math.ceil(peak / whole / SHARE_STEP) * SHARE_STEP, 2), gpu.least_share or 0.0))
         budget = gpu.budget_bytes or share * whole
     else:
         share, budget = float(gpu.gpus_per_trial), room

@@ -89,7 +89,17 @@ def keep_4bit_layout_on_cpu(model: Any) -> None:
 
 
 def prepare_for_training(base: Any, gradient_checkpointing: bool) -> Any:
-    return prepare_model_for_kbit_training(base, use_gradient_checkpointing=gradient_checkpointing)
+    """k-bit preparation (frozen base, float32 norms and embeddings), recomputing activations or not.
+
+    A base kept from an earlier trial of the same worker (trainables.warm) may have recompute on;
+    preparation only ever turns it on, so a trial planned without it turns it off.
+    """
+    with checkpointing_rename_quiet():
+        if not gradient_checkpointing and base.is_gradient_checkpointing:
+            base.gradient_checkpointing_disable()
+        # Non-reentrant recompute, as the Trainer sets it (trainables.train): peft then adds no input hook.
+        return prepare_model_for_kbit_training(base, use_gradient_checkpointing=gradient_checkpointing,
+                                               gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def attach_lora(base: Any, hp: TrialHyperparameters) -> Any:
@@ -114,7 +124,7 @@ def checkpointing_rename_quiet() -> Iterator[None]:
     would print the same notices. Only these messages are silenced, only around the calls that raise them.
     """
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"`(is_)?gradient_checkpointing(_kwargs)?` is deprecated",
+        warnings.filterwarnings("ignore", message=r"`(is_)?gradient_checkpointing(_kwargs|_enable|_disable)?` is deprecated",
                                 category=FutureWarning)
         yield
 

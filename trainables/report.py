@@ -39,11 +39,17 @@ def peak_memory_gb() -> float:
 
 
 class RungReporter(TrainerCallback):
-    def __init__(self, score_rouge: Callable[[Any, int], dict[str, float]], steps_per_rung: int, trial_record: dict):
+    def __init__(self, score_rouge: Callable[[Any, int], dict[str, float]], steps_per_rung: int, trial_record: dict,
+                 started: float | None = None, warm_start: bool = False):
+        """`started`: when the trial's worker began this trial (time.perf_counter); `warm_start`:
+        whether its worker kept the base model from an earlier trial (trainables.warm)."""
         self.score_rouge = score_rouge
         self.steps_per_rung = steps_per_rung
         self.trial_record = trial_record
         self.history: list[dict[str, Any]] = []
+        self.warm_start = warm_start
+        self._rung_began = time.perf_counter() if started is None else started
+        self.startup_s: float | None = None
         self._reset(tokens_seen=0)
 
     def resume_history(self, checkpoint_dir: str | None) -> None:
@@ -65,6 +71,8 @@ class RungReporter(TrainerCallback):
         # On resume the Trainer has restored state: the rung starts from the saved token count.
         self._reset(tokens_seen=state.num_input_tokens_seen)
         reset_peak_memory()
+        if self.startup_s is None:  # not again for an out-of-memory retry
+            self.startup_s = time.perf_counter() - self._rung_began
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._step_started = time.perf_counter()
@@ -95,6 +103,10 @@ class RungReporter(TrainerCallback):
             **self.rouge,
             "tokens_per_s": rung_tokens / self.train_seconds if self.train_seconds else 0.0,
             "peak_memory_gb": peak_memory_gb(),
+            "rung_s": time.perf_counter() - self._rung_began,  # wall time since the last report; the first
+            # rung's includes the start: imports, data, model load (startup_s), unless the worker was warm
+            "startup_s": self.startup_s,
+            "warm_start": self.warm_start,
             "micro_batch_size": args.per_device_train_batch_size,  # halved after an out-of-memory retry
             "gradient_checkpointing": bool(args.gradient_checkpointing),  # as `auto` resolved it
             **placement(),
@@ -106,6 +118,7 @@ class RungReporter(TrainerCallback):
         with open(os.path.join(checkpoint_dir, RUNG_HISTORY), "w", encoding="utf-8") as f:
             f.write(rung_history_text(self.history))
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
+        self._rung_began = time.perf_counter()
         self._reset(tokens_seen=state.num_input_tokens_seen)
         reset_peak_memory()
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from typing import Any
 
 from transformers import set_seed
 
+from trainables import warm
 from trainables.config import TrainingConfig, TrialConfig
 from trainables.data import load_dialogues, tokenize_for_training
 from trainables.evaluation import RougeEvaluation
@@ -25,25 +27,32 @@ from trainables.train import adapter_state, build_trainer, train_with_oom_retry
 EVAL_LOSS_BATCH = 16  # padding-free rows get a dense (tokens x tokens) attention mask under SDPA: keep them short
 
 
-def run_trial(trial: TrialConfig) -> None:
+def run_trial(trial: TrialConfig, started: float | None = None) -> None:
+    """`started`: when the trial's worker began it (time.perf_counter), imports included."""
+    started = time.perf_counter() if started is None else started
     hp = trial.hyperparameters
-    set_seed(trial.training.seed)
 
-    # Data and prompts
-    tokenizer = load_tokenizer(trial.model)
-    dialogues = load_dialogues(trial.data)
-    reuse = trial.data.reuse_tokenized
-    train_set = tokenize_for_training(dialogues["train"], tokenizer, trial.prompt, hp.max_length, reuse)
-    eval_set = tokenize_for_training(dialogues["validation"], tokenizer, trial.prompt, hp.max_length, reuse)
+    # Data and prompts, kept by this worker process for the trials it runs next (trainables.warm)
+    tokenizer = warm.tokenizer_for(trial.model, load_tokenizer)
+    dialogues = warm.dialogues_for(trial.data, load_dialogues)
+    def tokenized(split: str) -> Any:
+        return warm.tokenized_for(split, trial.model, trial.prompt, hp.max_length, lambda: tokenize_for_training(
+            dialogues[split], tokenizer, trial.prompt, hp.max_length, trial.data.reuse_tokenized))
+
+    train_set, eval_set = tokenized("train"), tokenized("validation")
     if len(train_set) == 0:
         raise ValueError(f"max_length={hp.max_length}: no training summary fits; raise search.max_length")
     evaluation = RougeEvaluation.for_trial(trial, tokenizer)
     prompts = evaluation.prompts(dialogues["validation"]["dialogue"])
     references = list(dialogues["validation"]["summary"])
 
-    # The 4-bit model with LoRA on top, recomputing activations where the plan says memory needs it
-    base = load_quantized_model(trial.model)
-    model = attach_lora(prepare_for_training(base, trial.training.gradient_checkpointing), hp)
+    # The 4-bit model (kept from this worker's last trial, its LoRA taken off) with this trial's
+    # LoRA on top, drawn from the trial's seed; activations recomputed where the plan says memory needs it
+    base, warm_start = warm.base_model_for(trial.model, load_quantized_model)
+    prepared = prepare_for_training(base, trial.training.gradient_checkpointing)
+    set_seed(trial.training.seed)
+    model = attach_lora(prepared, hp)
+    warm.remember_adapted(model)
     initial_adapter = adapter_state(model)  # where an out-of-memory retry with no checkpoint restarts
 
     # Train rung by rung; each rung ends in evaluation, a report and an adapter checkpoint.
@@ -56,7 +65,8 @@ def run_trial(trial: TrialConfig) -> None:
         return {**scores, "rouge_examples": len(chosen)}
 
     reporter = RungReporter(score_rouge, trial.training.steps_per_rung,
-                            trial_record={"trial": trial.model_dump(mode="json")})
+                            trial_record={"trial": trial.model_dump(mode="json")},
+                            started=started, warm_start=warm_start)
 
     def trainer_for(training: TrainingConfig) -> Any:
         return build_trainer(

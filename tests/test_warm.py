@@ -1,0 +1,111 @@
+"""trainables/warm.py: a worker that ran a trial hands the next trial the same 4-bit base model,
+its LoRA taken off and its recompute setting undone, so the next trial trains exactly as it would
+in a fresh process; a different model loads afresh."""
+
+import pytest
+import torch
+from transformers import set_seed
+
+from trainables import warm
+from trainables.config import ModelConfig, TrialHyperparameters
+from trainables.model import attach_lora, load_quantized_model, prepare_for_training
+
+pytestmark = pytest.mark.unit
+
+FIRST = TrialHyperparameters(lora_r=8, lora_alpha=32, learning_rate=1e-2, max_length=64, lora_dropout=0.0,
+                             target_modules="all-linear")
+SECOND = TrialHyperparameters(lora_r=4, lora_alpha=4, learning_rate=1e-3, max_length=64, lora_dropout=0.0,
+                              target_modules=["q_proj", "v_proj"])
+
+
+def _trial(model_config, hp, gradient_checkpointing, seed):
+    """What run_trial does with the model: kept base, preparation, LoRA from the trial's seed."""
+    base, was_warm = warm.base_model_for(model_config, load_quantized_model)
+    prepared = prepare_for_training(base, gradient_checkpointing)
+    set_seed(seed)
+    model = attach_lora(prepared, hp)
+    warm.remember_adapted(model)
+    return model, was_warm
+
+
+def _recomputes(model):
+    """Whether any layer of the model recomputes its activations (transformers' flag, by any name)."""
+    return any(getattr(module, "gradient_checkpointing", False) for module in model.modules())
+
+
+def _base_weights(base):
+    """The base model's own weights by module name (a LoRA-wrapped layer's sit under base_layer)."""
+    return {n.replace(".base_layer", ""): p.detach().clone() for n, p in base.named_parameters() if "lora_" not in n}
+
+
+def _train_two_steps(model, ids):
+    """Loss before and after two SGD steps, and the LoRA weights after."""
+    model.train()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    losses = []
+    for _ in range(2):
+        loss = model(input_ids=ids, labels=ids).loss
+        losses.append(loss.item())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    with torch.no_grad():
+        losses.append(model(input_ids=ids, labels=ids).loss.item())
+    return losses, {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_a_warm_trial_trains_exactly_as_the_same_trial_in_a_fresh_process(tiny_model_path):
+    from peft.tuners.lora import LoraLayer
+
+    config = ModelConfig(name_or_path=str(tiny_model_path))
+    ids = torch.randint(0, 500, (2, 32), generator=torch.Generator().manual_seed(0))
+    warm.forget_all()
+    first, was_warm = _trial(config, FIRST, gradient_checkpointing=True, seed=0)
+    assert not was_warm and _recomputes(first.get_base_model())
+    base_weights = _base_weights(first.get_base_model())
+    _train_two_steps(first, ids)  # the first trial's adapter moves; the base must not
+
+    second, was_warm = _trial(config, SECOND, gradient_checkpointing=False, seed=1)
+    assert was_warm and second.get_base_model() is first.get_base_model()  # loaded once
+    base = second.get_base_model()
+    assert not _recomputes(base)  # this trial's plan says no recompute
+    lora_layers = [name for name, m in base.named_modules() if isinstance(m, LoraLayer)]
+    assert lora_layers and all(name.endswith(("q_proj", "v_proj")) for name in lora_layers)  # only its own LoRA
+    after = _base_weights(base)
+    assert after.keys() == base_weights.keys() and all(torch.equal(base_weights[n], after[n]) for n in after)
+    warm_losses, warm_adapter = _train_two_steps(second, ids)
+
+    warm.forget_all()  # the same trial in a fresh process
+    cold, was_warm = _trial(config, SECOND, gradient_checkpointing=False, seed=1)
+    assert not was_warm
+    cold_losses, cold_adapter = _train_two_steps(cold, ids)
+    assert warm_losses == cold_losses and warm_losses[-1] < warm_losses[0]
+    assert warm_adapter.keys() == cold_adapter.keys()
+    assert all(torch.equal(warm_adapter[n], cold_adapter[n]) for n in warm_adapter)
+    warm.forget_all()
+
+
+def test_another_model_or_data_is_loaded_afresh_and_the_same_is_kept(tiny_model_path, tmp_path):
+    from trainables.config import DataConfig
+
+    warm.forget_all()
+    loads = []
+
+    def load(config):
+        loads.append(config.name_or_path)
+        return load_quantized_model(config)
+
+    config = ModelConfig(name_or_path=str(tiny_model_path))
+    warm.base_model_for(config, load)
+    _, was_warm = warm.base_model_for(config, load)
+    assert was_warm and len(loads) == 1
+    _, was_warm = warm.base_model_for(config.model_copy(update={"double_quant": True}), load)
+    assert not was_warm and len(loads) == 2  # another quantization is another model
+
+    reads = []
+    data = DataConfig(max_train_examples=8)
+    for _ in range(2):
+        warm.dialogues_for(data, lambda d: reads.append(d) or {"train": [], "validation": []})
+    warm.dialogues_for(data.model_copy(update={"max_train_examples": 9}), lambda d: reads.append(d) or {})
+    assert len(reads) == 2
+    warm.forget_all()

@@ -1,0 +1,119 @@
+"""What a trial's worker process keeps for the next trial it runs.
+
+With `resources.reuse_workers` the driver lets Tune hand a finished (or early-stopped) trial's
+worker process to the next trial that asks for the same resources. That process has already paid
+for its imports, its CUDA context, the tokenizer, the dialogues, their tokenized copies and the
+4-bit base model; the next trial takes them from here instead of paying again. Between trials the
+base model loses the previous trial's LoRA layers (peft's `unload`, without merging), so the next
+trial starts from the same weights a fresh process would load, and its LoRA is drawn from its own
+seed: a warm trial trains exactly as a cold one (tests/test_warm.py).
+
+One of each is kept, keyed by the config it came from; a different model or data replaces it.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from trainables.config import DataConfig, ModelConfig, PromptConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Kept:
+    tokenizer: tuple[str, Any] | None = None
+    dialogues: tuple[str, Any] | None = None
+    tokenized: dict[tuple, Any] = field(default_factory=dict)  # for the kept dialogues only
+    base: tuple[str, Any] | None = None
+    adapted: Any = None  # the last trial's PeftModel, whose LoRA layers sit inside the kept base
+
+
+_kept = _Kept()
+_lock = threading.Lock()  # Tune runs each trial in a thread of the worker; one trial at a time, but be sure
+
+
+def _key(*configs: Any) -> str:
+    return "|".join(c.model_dump_json() if hasattr(c, "model_dump_json") else repr(c) for c in configs)
+
+
+def tokenizer_for(model: ModelConfig, load: Callable[[ModelConfig], Any]) -> Any:
+    key = _key(model)
+    with _lock:
+        if _kept.tokenizer is None or _kept.tokenizer[0] != key:
+            _kept.tokenizer = (key, load(model))
+        return _kept.tokenizer[1]
+
+
+def dialogues_for(data: DataConfig, load: Callable[[DataConfig], Any]) -> Any:
+    key = _key(data)
+    with _lock:
+        if _kept.dialogues is None or _kept.dialogues[0] != key:
+            _kept.dialogues = (key, load(data))
+            _kept.tokenized.clear()
+        return _kept.dialogues[1]
+
+
+def tokenized_for(split: str, model: ModelConfig, prompt: PromptConfig, max_length: int,
+                  tokenize: Callable[[], Any]) -> Any:
+    """The kept dialogues' `split`, tokenized for this model's tokenizer, prompt and max_length."""
+    key = (split, _key(model, prompt), max_length)
+    with _lock:
+        if key not in _kept.tokenized:
+            _kept.tokenized[key] = tokenize()
+        return _kept.tokenized[key]
+
+
+def base_model_for(model: ModelConfig, load: Callable[[ModelConfig], Any]) -> tuple[Any, bool]:
+    """The 4-bit base model without any LoRA, and whether it was kept from an earlier trial (warm)."""
+    key = _key(model)
+    with _lock:
+        if _kept.base is not None and _kept.base[0] == key:
+            base = _without_last_adapter(_kept.base[1])
+            _free_what_the_last_trial_left()
+            return base, True
+        _kept.base, _kept.adapted = None, None
+        _free_what_the_last_trial_left()
+        base = load(model)
+        _kept.base = (key, base)
+        return base, False
+
+
+def remember_adapted(adapted: Any) -> None:
+    """The trial's PeftModel: the next trial takes its LoRA layers off the kept base."""
+    with _lock:
+        _kept.adapted = adapted
+
+
+def _without_last_adapter(base: Any) -> Any:
+    adapted, _kept.adapted = _kept.adapted, None
+    if adapted is None:
+        return base
+    unloaded = adapted.unload()  # the base model object, its LoRA layers replaced by their base layers
+    if unloaded is not base:
+        raise RuntimeError("peft's unload returned a model other than the kept base")
+    return base
+
+
+def _free_what_the_last_trial_left() -> None:
+    """The last trial's trainer, optimizer state and LoRA weights are garbage now; reference cycles
+    (the Trainer's callbacks) keep them until a collection, and their GPU memory stays cached by
+    torch until it is emptied: give it back to the GPU that other trials share."""
+    gc.collect()
+    import torch  # heavy: only trial processes reach this
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def forget_all() -> None:
+    """Drop everything kept (tests, and a process that will run something else)."""
+    global _kept
+    with _lock:
+        _kept = _Kept()
+    _free_what_the_last_trial_left()
