@@ -26,6 +26,7 @@ class DataSummary:
     scaffolding_tokens: int | None  # None: not counted (the model's tokenizer is not there yet)
     fitting_at_min_length: str
     bad_rows: str  # "" when every row was usable
+    test_examples: int = 0  # held out of train (data.test_examples)
 
 
 def check_model_source(name_or_path: str) -> None:
@@ -64,7 +65,7 @@ def check_sweep(sweep: SweepConfig, offline_reason: str | None = None) -> DataSu
     if is_unfetched_builtin(sweep.model.name_or_path):  # validate, before run has fetched it: the data alone
         dialogues = load_dialogues(sweep.data)
         return DataSummary(len(dialogues["train"]), len(dialogues["validation"]), None, "not checked",
-                           describe_problems(dialogues["problems"]))
+                           describe_problems(dialogues["problems"]), _count(dialogues["test"]))
     tokenizer = load_checked_tokenizer(sweep, offline_reason)
     dialogues = load_dialogues(sweep.data)
     scaffolding = scaffolding_length(tokenizer, sweep.prompt)
@@ -90,4 +91,9 @@ def check_sweep(sweep: SweepConfig, offline_reason: str | None = None) -> DataSu
         scaffolding_tokens=scaffolding,
         fitting_at_min_length=f"{fitting}/{len(sample)}",
         bad_rows=describe_problems(dialogues["problems"]),
+        test_examples=_count(dialogues["test"]),
     )
+
+
+def _count(split) -> int:
+    return 0 if split is None else len(split)

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING
 
 from search.config import SweepConfig, load_config
 from search.experiment import (
-    DEFAULT_STORAGE, check_storage_writable, experiment_path, find_experiment, is_uri, refuse_existing_experiment,
+    DEFAULT_STORAGE, check_storage_writable, experiment_path, find_experiment, is_uri, load_resolved_config,
+    refuse_existing_experiment,
 )
 from search.hub import prefer_local_cache_when_offline
 from search.output import configure_cli_output
@@ -75,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--reference-fields", help="comma-separated reference summary fields (default: the "
                              "config's summary field, else summary1, summary2, ...)")
             sub.add_argument("--max-examples", type=int, help="score only the first N rows of --eval-file")
+            sub.add_argument("--test", action="store_true", help="also score the best adapter on the dialogues the "
+                             "sweep held out of train (data.test_examples): data no trial trained or was chosen on")
     resume = with_experiment("resume", "continue a sweep whose driver died, from its experiment folder")
     resume.add_argument("--verbose", action="store_true", help="show Ray's, Tune's and Optuna's own output too")
     export = with_experiment("export", "write a trial's adapter (the best one's by default) as a model folder")
@@ -108,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return finish(resume_sweep(find_experiment(args.experiment, args.storage), Watch(verbose=args.verbose)))
         if args.command == "best":
-            return best(find_experiment(args.experiment, args.storage), args.json, args.eval_file,
+            return best(find_experiment(args.experiment, args.storage), args.json, args.eval_file, args.test,
                         args.reference_fields, args.max_examples)
         if args.command == "report":
             return report(find_experiment(args.experiment, args.storage), args.plots)
@@ -138,7 +141,8 @@ def validate(sweep: SweepConfig) -> int:
                                                     "the tokenizer checks wait until then)" if unfetched else ""))
     tokens = (f"; prompt scaffolding {summary.scaffolding_tokens} tokens; {summary.fitting_at_min_length} sampled "
               "examples fit the smallest max_length" if summary.scaffolding_tokens is not None else "")
-    print(f"  data: {summary.train_examples} train / {summary.validation_examples} validation examples{tokens}")
+    test = f" / {summary.test_examples} held-out test" if summary.test_examples else ""
+    print(f"  data: {summary.train_examples} train / {summary.validation_examples} validation{test} examples{tokens}")
     if summary.bad_rows:
         print(f"  bad rows ({sweep.data.bad_rows}): {summary.bad_rows}")
     print(f"  search: {', '.join(sweep.search.searched)} over {sweep.search.num_trials} trials; "
@@ -184,8 +188,8 @@ def finish(outcome: SweepOutcome) -> int:
     return 0
 
 
-def best(experiment: str, as_json: bool, eval_file: str | None = None, reference_fields: str | None = None,
-         max_examples: int | None = None) -> int:
+def best(experiment: str, as_json: bool, eval_file: str | None = None, test: bool = False,
+         reference_fields: str | None = None, max_examples: int | None = None) -> int:
     from search.results import best_trial, format_best, format_file_scores, load_experiment
 
     if eval_file is None and (reference_fields or max_examples):
@@ -194,18 +198,25 @@ def best(experiment: str, as_json: bool, eval_file: str | None = None, reference
         raise ConfigError(f"--max-examples must be at least 1, got {max_examples}")
     if eval_file is not None:
         check_eval_file(eval_file)  # before loading anything heavy
+    if test and not load_resolved_config(experiment).data.test_examples:
+        raise ConfigError("--test: this sweep held out no test dialogues (data.test_examples is 0); "
+                          "score a file with --eval-file instead")
     summary = best_trial(load_experiment(experiment))
+    if (eval_file is not None or test) and not summary["checkpoint"]:
+        raise ConfigError(f"{experiment}: the best trial has no adapter checkpoint to score")
     if eval_file is not None:
-        if not summary["checkpoint"]:
-            raise ConfigError(f"{experiment}: the best trial has no adapter checkpoint to score")
         fields = [f.strip() for f in reference_fields.split(",") if f.strip()] if reference_fields else None
         summary["eval_file"] = score_best_on_file(experiment, summary, eval_file, fields, max_examples)
+    if test:
+        summary["test"] = score_best_on_test(experiment, summary)
     if as_json:
         print(json.dumps(summary, indent=2))
     else:
         print(format_best(summary))
         if eval_file is not None:
             print(format_file_scores(summary["eval_file"]))
+        if test:
+            print(format_test_scores(summary["test"]))
     return 0
 
 
@@ -222,12 +233,25 @@ def check_eval_file(eval_file: str) -> None:
 def score_best_on_file(experiment: str, summary: dict, eval_file: str, fields: list[str] | None,
                        max_examples: int | None) -> dict:
     """The best adapter scored on a file here, alone: its trial planned for this machine's whole GPU."""
-    from search.experiment import load_resolved_config
     from search.packing import TrialPlanner
     from trainables.score_file import score_adapter_on_file
 
     trial = TrialPlanner.alone_on_this_machine(load_resolved_config(experiment)).trial_config(summary["hyperparameters"])
     return score_adapter_on_file(trial, summary["checkpoint"], eval_file, fields, max_examples)
+
+
+def score_best_on_test(experiment: str, summary: dict) -> dict:
+    """The best adapter scored on the sweep's held-out test dialogues, here, alone."""
+    from search.packing import TrialPlanner
+    from trainables.score_file import score_adapter_on_test
+
+    trial = TrialPlanner.alone_on_this_machine(load_resolved_config(experiment)).trial_config(summary["hyperparameters"])
+    return score_adapter_on_test(trial, summary["checkpoint"])
+
+
+def format_test_scores(scores: dict) -> str:
+    rouge = ", ".join(f"{k}={scores[k]:.4f}" for k in ("rouge1", "rouge2", "rougeL", "rougeLsum") if k in scores)
+    return f"  held-out test ({scores['test_examples']} dialogues held out of train by data.seed={scores['seed']}): {rouge}"
 
 
 def report(experiment: str, plots: bool = False) -> int:

@@ -88,7 +88,9 @@ def _check_numbers(param: Param, rule: str, holds: Callable[[float], bool], whol
     return param
 
 
-HYPERPARAMETERS = tuple(TrialHyperparameters.model_fields)  # what a sweep may search, as a trial receives it
+HYPERPARAMETERS = tuple(TrialHyperparameters.model_fields)  # what a trial receives
+ALPHA_RATIO = "lora_alpha_ratio"  # searched in place of lora_alpha: the trial gets lora_alpha = ratio x lora_r
+SEARCHABLE = (*HYPERPARAMETERS, ALPHA_RATIO)  # what a sweep may search
 
 
 class SearchConfig(Section):
@@ -96,15 +98,23 @@ class SearchConfig(Section):
     (both ends inclusive); Optuna searches the ones given as a choice or a range."""
 
     lora_r: Param = Field(
-        Choice(choice=[8, 16, 32]),
+        Choice(choice=[8, 16, 32, 64]),
         description="LoRA rank, a whole number: more trainable parameters and memory as it grows.",
     )
-    lora_alpha: Param = Field(
-        Choice(choice=[16, 32, 64]),
-        description="LoRA alpha (> 0): the adapter's update is scaled by lora_alpha / lora_r.",
+    lora_alpha: Param | None = Field(
+        None,
+        description="LoRA alpha (> 0): the adapter's update is scaled by lora_alpha / lora_r. Give it or "
+        "lora_alpha_ratio, not both; giving it turns the default lora_alpha_ratio off.",
+    )
+    lora_alpha_ratio: Param | None = Field(
+        Choice(choice=[0.5, 1, 2, 4]),
+        description="lora_alpha as a multiple of lora_r (> 0): searched with the rank, each trial gets "
+        "lora_alpha = lora_alpha_ratio x lora_r, so the update's scale (the ratio) is searched apart from its "
+        "size. The default spans the common practice (alpha = r/2 to 4r).",
     )
     learning_rate: Param = Field(
-        Range(low=5e-5, high=5e-4, log=True), description="Peak learning rate (> 0)."
+        Range(low=3e-5, high=3e-3, log=True),
+        description="Peak learning rate (> 0). The default spans two decades around QLoRA's usual 1e-4 to 1e-3.",
     )
     max_length: Param = Field(
         Choice(choice=[256, 512]),
@@ -117,19 +127,39 @@ class SearchConfig(Section):
         description="Modules LoRA adapts: 'all-linear', a list of module names, or {choice: [...]} of those.",
     )
     num_trials: int = Field(8, ge=1, description="Trials in the sweep: configurations Optuna proposes.")
-    max_concurrent_trials: int = Field(
-        2, ge=1, description="Trials running at once, at most (fewer when the resources they ask for run out)."
+    max_concurrent_trials: int | Literal["auto"] = Field(
+        "auto",
+        description="Trials running at once, at most (fewer when the resources they ask for run out). auto: as "
+        "many as the cluster holds when the sweep starts: its CPUs over cpus_per_trial, its GPUs over each "
+        "trial's share (the largest trial's, with gpus_per_trial auto), at most num_trials. run's opening lines "
+        "say what bound it, and when a number given here leaves GPUs idle.",
     )
     seed: int = Field(0, description="Seed of Optuna's TPE sampler: the same seed proposes the same trials.")
 
     @property
     def searched(self) -> dict[str, Param]:
         """Parameters given as a choice or range: these Optuna picks."""
-        return {name: getattr(self, name) for name in HYPERPARAMETERS if isinstance(getattr(self, name), (Choice, Range))}
+        return {name: getattr(self, name) for name in SEARCHABLE if isinstance(getattr(self, name), (Choice, Range))}
 
     @property
     def fixed(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in HYPERPARAMETERS if name not in self.searched}
+        return {name: getattr(self, name) for name in SEARCHABLE
+                if name not in self.searched and getattr(self, name) is not None}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _alpha_given_replaces_ratio(cls, values: Any) -> Any:
+        """A config that names lora_alpha (every config before lora_alpha_ratio) searches alpha as given."""
+        if isinstance(values, dict) and values.get("lora_alpha") is not None and ALPHA_RATIO not in values:
+            values = {**values, ALPHA_RATIO: None}
+        return values
+
+    @model_validator(mode="after")
+    def _one_alpha(self) -> "SearchConfig":
+        if (self.lora_alpha is None) == (self.lora_alpha_ratio is None):
+            raise ValueError("give lora_alpha or lora_alpha_ratio, not both" if self.lora_alpha is not None
+                             else "give lora_alpha or lora_alpha_ratio")
+        return self
 
     @model_validator(mode="after")
     def _something_to_search(self) -> "SearchConfig":
@@ -137,15 +167,24 @@ class SearchConfig(Section):
             raise ValueError("nothing to search: give at least one hyperparameter a {choice: [...]} or {low, high}")
         return self
 
+    @field_validator("max_concurrent_trials", mode="before")
+    @classmethod
+    def _auto_or_at_least_one(cls, value: Any) -> Any:
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"must be auto or a whole number of trials (1 or more), got {value!r}")
+        return value
+
     @field_validator("lora_r", "max_length")
     @classmethod
     def _positive_whole(cls, param: Param) -> Param:
         return _check_numbers(param, "> 0", lambda v: v > 0, whole=True)
 
-    @field_validator("lora_alpha", "learning_rate")
+    @field_validator("lora_alpha", "lora_alpha_ratio", "learning_rate")
     @classmethod
-    def _positive(cls, param: Param) -> Param:
-        return _check_numbers(param, "> 0", lambda v: v > 0)
+    def _positive(cls, param: Param | None) -> Param | None:
+        return None if param is None else _check_numbers(param, "> 0", lambda v: v > 0)
 
     @field_validator("lora_dropout")
     @classmethod
@@ -207,6 +246,15 @@ class ResourcesConfig(Section):
         "only if it would not fit a whole GPU, and 2 GiB headroom), sized against the smallest GPU in the "
         "cluster, so trials pack by memory; a search space whose largest trial cannot fit one GPU is refused "
         "before any trial starts; without GPUs, trials run on CPUs.",
+    )
+    reuse_workers: bool = Field(
+        True,
+        description="true: a trial that ends hands its worker process to the next trial asking for the same "
+        "resources (Tune's reuse_actors), with its imports, CUDA context, tokenizer, tokenized data and 4-bit "
+        "base model loaded; the new trial takes the last one's LoRA off and draws its own (it trains as in a "
+        "fresh process). With gpus_per_trial auto every trial then asks for the share the search space's "
+        "largest trial needs, so that any worker fits any trial. false: a fresh process per trial, each "
+        "trial's own share.",
     )
     gpu_memory_gb: float | None = Field(
         None, gt=0,

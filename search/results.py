@@ -16,7 +16,7 @@ from typing import Any
 
 from ray.tune import ExperimentAnalysis
 
-from search.config import Choice, Range, SchedulerConfig, SearchConfig
+from search.config import ALPHA_RATIO, Choice, Range, SchedulerConfig, SearchConfig
 from search.experiment import driver_is_gone, is_uri, read_resolved_config
 from trainables.config import expand_path
 from trainables.errors import ConfigError
@@ -150,7 +150,7 @@ def trial_rows(experiment: Experiment) -> list[dict[str, Any]]:
         rows.append({
             "trial_id": trial.trial_id,
             "status": _status(experiment, trial, rungs),
-            "hyperparameters": dict(trial.config),
+            "hyperparameters": with_alpha_shown(dict(trial.config)),
             "rungs": rungs,
             f"best_{metric}": best[metric] if best else None,
             "best_row": best,
@@ -226,6 +226,19 @@ def _checkpoint_of(experiment: Experiment, trial: Any, row: dict[str, Any]) -> s
             return path
     checkpoint = experiment.analysis.get_best_checkpoint(trial, metric=experiment.metric, mode=experiment.mode)
     return checkpoint.path if checkpoint else None
+
+
+def with_alpha_shown(values: dict[str, Any]) -> dict[str, Any]:
+    """A trial's searched values, with the lora_alpha a searched lora_alpha_ratio gave it, after the ratio."""
+    ratio, rank = values.get(ALPHA_RATIO), values.get("lora_r")
+    if not (_finite(ratio) and _finite(rank)) or "lora_alpha" in values:
+        return values
+    shown = {}
+    for name, value in values.items():
+        shown[name] = value
+        if name == ALPHA_RATIO:
+            shown["lora_alpha"] = ratio * rank
+    return shown
 
 
 def boundary_warnings(experiment: Experiment, hyperparameters: dict[str, Any]) -> list[str]:

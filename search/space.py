@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from search.config import HYPERPARAMETERS, Choice, Range, SearchConfig
+from search.config import ALPHA_RATIO, SEARCHABLE, Choice, Range, SearchConfig
 from trainables.config import TrialHyperparameters
 
 INTEGER_PARAMETERS = {"lora_r", "max_length"}
@@ -19,11 +19,14 @@ def modules_to_text(option: str | list[str]) -> str:
 
 def resolve_hyperparameters(search: SearchConfig, searched: dict[str, Any]) -> TrialHyperparameters:
     """Fixed values from the sweep config, overlaid with what the searcher chose for one trial."""
-    values = {**search.fixed, **{k: v for k, v in searched.items() if k in HYPERPARAMETERS}}
-    modules = modules_to_text(values["target_modules"])
-    values["target_modules"] = modules if modules == "all-linear" else modules.split(",")
+    values = {**search.fixed, **{k: v for k, v in searched.items() if k in SEARCHABLE}}
     for name in INTEGER_PARAMETERS:
         values[name] = int(values[name])
+    ratio = values.pop(ALPHA_RATIO, None)
+    if ratio is not None:
+        values["lora_alpha"] = float(ratio) * values["lora_r"]
+    modules = modules_to_text(values["target_modules"])
+    values["target_modules"] = modules if modules == "all-linear" else modules.split(",")
     return TrialHyperparameters.model_validate(values)
 
 

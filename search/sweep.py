@@ -19,7 +19,7 @@ from search.history import restore_result_rows
 from search.live import SweepView, ViewLogHandler, show
 from search.models import cache_dir
 from search.output import libraries_output_to, our_logs_to
-from search.packing import TrialPlanner
+from search.packing import Concurrency, TrialPlanner, plan_concurrency
 from search.results import is_finished, load_experiment
 from search.state_files import mend_torn_state_files, torn_state_files
 from search.storage import check_storage_for_cluster
@@ -52,9 +52,9 @@ def run_sweep(sweep: SweepConfig, resume: bool = False, watch: Watch = Watch()) 
         return resume_sweep(experiment_path(sweep), watch)
     refuse_existing_experiment(sweep)
     with _watched(sweep, watch) as view:
-        planner = _start(sweep, view, watch)
+        planner, concurrency = _start(sweep, view, watch)
         write_resolved_config(sweep)
-        results = build_tuner(sweep, planner).fit()
+        results = build_tuner(sweep, planner, concurrency.trials).fit()
     return _finish(sweep, results)
 
 
@@ -73,7 +73,7 @@ def resume_sweep(experiment: str, watch: Watch = Watch()) -> SweepOutcome:
     for change in mend_torn_state_files(folder):
         logger.info("qlora-sweep: %s", change)
     with _watched(sweep, watch) as view:
-        planner = _start(sweep, view, watch)
+        planner, _ = _start(sweep, view, watch)  # the restored searcher keeps its concurrency
         results = restore_tuner(sweep, planner).fit()
     return _finish(sweep, results)
 
@@ -127,19 +127,17 @@ def _shown(sweep: SweepConfig, watch: Watch, log: Path | None) -> Iterator[Sweep
                 show(None)
 
 
-def _start(sweep: SweepConfig, view: SweepView, watch: Watch) -> TrialPlanner:
-    """Ray started or joined, the storage checked from every node, each trial's plan ready to make."""
-    logger.info("sweep %s: %d trials, %d at a time; ASHA on %s over %d rungs of %d steps",
-                sweep.name, sweep.search.num_trials, sweep.search.max_concurrent_trials, sweep.scheduler.metric,
-                sweep.scheduler.max_rungs, sweep.training.steps_per_rung)
+def _start(sweep: SweepConfig, view: SweepView, watch: Watch) -> tuple[TrialPlanner, Concurrency]:
+    """Ray started or joined, the storage checked from every node, each trial's plan ready to make,
+    and how many trials run at once."""
     logger.info("experiment folder: %s", experiment_path(sweep))
     log = None if watch.verbose else driver_log_path(sweep)
     if log:
         logger.info("Ray's own output: %s (--verbose shows it here)", log)
     start_ray(log)
     check_storage_for_cluster(sweep)
-    gpus = cluster_gpus()
-    view.cluster_gpus, view.cluster_cpus = gpus, cluster_cpus()
+    gpus, cpus = cluster_gpus(), cluster_cpus()
+    view.cluster_gpus, view.cluster_cpus = gpus, cpus
     if gpus and not sweep.resources.gpus_per_trial:
         # Ray hides every GPU from a trial that asks for none: it would train on the CPU.
         logger.warning("the cluster has %g GPUs but resources.gpus_per_trial is 0, so trials run on CPUs; "
@@ -149,11 +147,19 @@ def _start(sweep: SweepConfig, view: SweepView, watch: Watch) -> TrialPlanner:
     if sweep.resources.gpus_per_trial == "auto":
         if planner.packs_by_memory:
             planner.check_every_trial_fits()
-            logger.info("gpus_per_trial: auto: each trial gets the share of a %.0f GiB GPU its predicted peak "
-                        "memory needs", gpu_memory / GIB)
+            alike = (f"every trial the largest one's, {planner.shared_share:g} (reuse_workers)"
+                     if sweep.resources.reuse_workers else "each trial the share its predicted peak memory needs")
+            logger.info("gpus_per_trial: auto: shares of a %.0f GiB GPU by predicted peak memory, %s",
+                        gpu_memory / GIB, alike)
         else:
             logger.info("gpus_per_trial: auto, and the cluster has no GPU: trials run on CPUs")
-    return planner
+    concurrency = plan_concurrency(planner, cpus, gpus)
+    logger.info("sweep %s: %d trials, %d at a time (%s); ASHA on %s over %d rungs of %d steps",
+                sweep.name, sweep.search.num_trials, concurrency.trials, concurrency.why, sweep.scheduler.metric,
+                sweep.scheduler.max_rungs, sweep.training.steps_per_rung)
+    if concurrency.hint:
+        logger.warning("%s", concurrency.hint)
+    return planner, concurrency
 
 
 def _finish(sweep: SweepConfig, results) -> SweepOutcome:

@@ -55,6 +55,22 @@ def test_caps_limit_train_and_validation_examples(tmp_path):
     assert len(data["train"]) == 7 and len(data["validation"]) == 3
 
 
+def test_test_examples_are_held_out_of_train_by_the_seed_before_the_train_cap(tmp_path):
+    _write(tmp_path, "train", "jsonl", ROWS)
+    _write(tmp_path, "validation", "jsonl", ROWS[:4])
+    config = DataConfig(path=str(tmp_path), dialogue_field="text", summary_field="abstract", test_examples=6)
+    data, again = load_dialogues(config), load_dialogues(config)
+    test, train = data["test"]["summary"], data["train"]["summary"]
+    assert len(test) == 6 and len(train) == 14 and not set(test) & set(train)
+    assert test == again["test"]["summary"] and train == sorted(train, key=lambda s: int(s.split()[1][:-1]))
+    assert load_dialogues(config.model_copy(update={"seed": 1}))["test"]["summary"] != test
+    capped = load_dialogues(config.model_copy(update={"max_train_examples": 5}))
+    assert capped["test"]["summary"] == test and not set(capped["train"]["summary"]) & set(test)
+    assert load_dialogues(config.model_copy(update={"test_examples": 0}))["test"] is None
+    with pytest.raises(ConfigError, match="data.test_examples=20: .* has 20 usable training examples; hold out fewer"):
+        load_dialogues(config.model_copy(update={"test_examples": 20}))
+
+
 def test_the_shipped_sample_is_the_default():
     data = load_dialogues(DataConfig())
     assert len(data["train"]) == 240 and len(data["validation"]) == 40

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from search.config import SweepConfig
-from search.packing import TrialPlanner
+from search.packing import TrialPlanner, plan_concurrency
 from trainables.config import ModelConfig, TrainingConfig, TrialHyperparameters
 from trainables.errors import ConfigError
 from trainables.memory import GIB, GpuRequest, model_shape, plan_memory, predicted_peak_bytes, weight_bytes
@@ -71,9 +71,9 @@ def _sweep(model_path, **resources):
                        training={"micro_batch_size": 8})
 
 
-def test_each_trial_asks_ray_for_the_share_its_own_hyperparameters_need(tmp_path):
+def test_without_worker_reuse_each_trial_asks_ray_for_the_share_its_own_hyperparameters_need(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(LLAMA_3_8B))
-    planner = TrialPlanner.for_cluster(_sweep(tmp_path), 80 * GIB)
+    planner = TrialPlanner.for_cluster(_sweep(tmp_path, reuse_workers=False), 80 * GIB)
     chosen = {"lora_alpha": 16, "learning_rate": 1e-4}
     short = planner.resources({**chosen, "lora_r": 8, "max_length": 256})
     long = planner.resources({**chosen, "lora_r": 64, "max_length": 1024})
@@ -82,6 +82,50 @@ def test_each_trial_asks_ray_for_the_share_its_own_hyperparameters_need(tmp_path
     assert no_gpu.resources(chosen) == {"cpu": 1, "gpu": 0} and no_gpu.shape is None  # CPU trials, no shape read
     fixed = SweepConfig(name="f", model={"name_or_path": str(tmp_path)}, resources={"gpus_per_trial": 0.5})
     assert TrialPlanner.for_cluster(fixed, 80 * GIB).resources(chosen) == {"cpu": 1, "gpu": 0.5}
+
+
+def test_with_worker_reuse_every_trial_asks_for_the_largest_trials_share_and_plans_within_it(tmp_path):
+    """Tune hands a worker only to a trial asking for the same resources: all alike, all fitting."""
+    (tmp_path / "config.json").write_text(json.dumps(LLAMA_3_8B))
+    planner = TrialPlanner.for_cluster(_sweep(tmp_path), 80 * GIB)
+    chosen = {"lora_alpha": 16, "learning_rate": 1e-4}
+    short = planner.trial_config({**chosen, "lora_r": 8, "max_length": 256})
+    long = planner.trial_config({**chosen, "lora_r": 64, "max_length": 1024})
+    own = TrialPlanner.for_cluster(_sweep(tmp_path, reuse_workers=False), 80 * GIB)
+    assert short.plan.gpu_share == long.plan.gpu_share == planner.shared_share
+    assert planner.shared_share == own.resources({**chosen, "lora_r": 64, "max_length": 1024})["gpu"]
+    assert short.plan.memory_budget_gb == pytest.approx(planner.shared_share * 80)
+    assert planner.resources({**chosen, "lora_r": 8, "max_length": 256})["gpu"] == planner.shared_share
+
+
+def _cpu_sweep(**search):
+    return SweepConfig(name="c", model={"name_or_path": "/tmp"}, resources={"cpus_per_trial": 2},
+                       search={"num_trials": 16, **search})
+
+
+def test_auto_concurrency_is_what_the_cluster_holds_and_says_what_bounds_it(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(LLAMA_3_8B))
+    by_cpus = plan_concurrency(TrialPlanner.for_cluster(_cpu_sweep(), None), cluster_cpus=16, cluster_gpus=0)
+    assert (by_cpus.trials, by_cpus.why, by_cpus.hint) == (8, "auto: 16 CPUs at 2 per trial", None)
+    few = plan_concurrency(TrialPlanner.for_cluster(_cpu_sweep(num_trials=3), None), 16, 0)
+    assert (few.trials, few.why) == (3, "auto: 3 trials in all")
+    packed = TrialPlanner.for_cluster(_sweep(tmp_path, cpus_per_trial=1), 80 * GIB)
+    by_gpu = plan_concurrency(packed, cluster_cpus=64, cluster_gpus=1)
+    assert by_gpu.trials == int(1 / packed.shared_share) < 8 and "1 GPU at" in by_gpu.why
+
+
+def test_a_given_concurrency_that_leaves_the_gpu_idle_gets_a_hint_naming_the_key(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(SMOLLM2))
+    sweep = SweepConfig(name="s", model={"name_or_path": str(tmp_path)},
+                        resources={"gpus_per_trial": "auto", "cpus_per_trial": 1},
+                        search={"num_trials": 16, "max_concurrent_trials": 2})
+    planner = TrialPlanner.for_cluster(sweep, 80 * GIB)
+    given = plan_concurrency(planner, cluster_cpus=32, cluster_gpus=1)
+    assert given.trials == 2 and given.why == "search.max_concurrent_trials"
+    assert given.hint.startswith(f"2 at a time use {2 * planner.shared_share:.0%} of the GPU, which holds")
+    assert "raise search.max_concurrent_trials (or set it to auto)" in given.hint
+    on_cpus = plan_concurrency(TrialPlanner.for_cluster(_cpu_sweep(max_concurrent_trials=2), None), 16, 0)
+    assert on_cpus.hint is None  # nothing idle to point at without GPUs
 
 
 def test_the_plan_that_sized_a_trials_share_is_the_plan_the_trial_is_given(tmp_path):

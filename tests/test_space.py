@@ -2,6 +2,7 @@ import pytest
 from ray import tune
 
 from search.config import SearchConfig
+from search.space import largest_corner, resolve_hyperparameters
 from search.tuner import tune_search_space
 
 pytestmark = pytest.mark.unit
@@ -37,5 +38,32 @@ def test_optuna_accepts_the_space_and_samples_inside_it():
     searcher = OptunaSearch(space=space, metric="rougeL", mode="max", sampler=optuna.samplers.TPESampler(seed=0))
     for i in range(5):
         suggestion = searcher.suggest(f"t{i}")
-        assert suggestion["lora_r"] in (8, 16, 32)
-        assert 5e-5 <= suggestion["learning_rate"] <= 5e-4
+        assert suggestion["lora_r"] in (8, 16, 32, 64)
+        assert suggestion["lora_alpha_ratio"] in (0.5, 1, 2, 4) and "lora_alpha" not in suggestion
+        assert 3e-5 <= suggestion["learning_rate"] <= 3e-3
+        hp = resolve_hyperparameters(SearchConfig(), suggestion)
+        assert hp.lora_alpha == suggestion["lora_alpha_ratio"] * suggestion["lora_r"]
+
+
+def test_alpha_is_searched_as_a_ratio_to_the_rank_by_default_and_each_trial_gets_ratio_times_rank():
+    search = SearchConfig()
+    assert set(search.searched) == {"lora_r", "lora_alpha_ratio", "learning_rate", "max_length"}
+    hp = resolve_hyperparameters(search, {"lora_r": 16, "lora_alpha_ratio": 0.5, "learning_rate": 1e-4,
+                                          "max_length": 256})
+    assert (hp.lora_r, hp.lora_alpha) == (16, 8.0)
+    fixed_ratio = SearchConfig.model_validate({"lora_alpha_ratio": 2})
+    assert resolve_hyperparameters(fixed_ratio, {"lora_r": 32, "learning_rate": 1e-4, "max_length": 256}).lora_alpha == 64
+    assert largest_corner(search).lora_r == 64
+
+
+def test_a_config_naming_lora_alpha_searches_alpha_itself_and_naming_both_is_refused():
+    given = SearchConfig.model_validate({"lora_alpha": {"choice": [16, 32]}})
+    assert given.lora_alpha_ratio is None and "lora_alpha" in given.searched
+    assert resolve_hyperparameters(given, {"lora_r": 8, "lora_alpha": 32, "learning_rate": 1e-4,
+                                           "max_length": 256}).lora_alpha == 32
+    with pytest.raises(ValueError, match="give lora_alpha or lora_alpha_ratio, not both"):
+        SearchConfig.model_validate({"lora_alpha": 16, "lora_alpha_ratio": {"choice": [1, 2]}})
+    with pytest.raises(ValueError, match="give lora_alpha or lora_alpha_ratio"):
+        SearchConfig.model_validate({"lora_alpha_ratio": None})
+    with pytest.raises(ValueError, match="> 0"):
+        SearchConfig.model_validate({"lora_alpha_ratio": {"choice": [0, 1]}})

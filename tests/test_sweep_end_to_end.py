@@ -211,6 +211,7 @@ def test_best_scores_its_adapter_on_a_test_file_with_three_references_by_both_ru
     (["--eval-file", "/nonexistent/test.jsonl"], "--eval-file /nonexistent/test.jsonl does not exist"),
     (["--max-examples", "3"], "--reference-fields and --max-examples go with --eval-file"),
     (["--eval-file", "{file}.txt"], "expected one of .jsonl, .json, .csv, .parquet"),
+    (["--test"], "--test: this sweep held out no test dialogues (data.test_examples is 0)"),
 ])
 def test_best_refuses_a_bad_evaluation_request_with_one_line(sweep, tmp_path, extra, message):
     experiment, _ = sweep
@@ -222,43 +223,43 @@ def test_best_refuses_a_bad_evaluation_request_with_one_line(sweep, tmp_path, ex
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
-def test_the_sweep_benchmark_reads_finished_sweeps_into_curves_a_table_and_a_plot(sweep, tiny_model_path, tmp_path):
-    """benchmarks/sweep_benchmark.py --analyze-only on this sweep's folder standing in for (b), (c), (d)."""
+def test_the_sweep_benchmark_runs_its_arms_scores_their_best_on_held_out_dialogues_and_summarizes(
+        tiny_model_path, tmp_path):
+    """benchmarks/sweep_benchmark.py for real on the tiny model: zero-shot, Ray Tune by hand and
+    qlora-sweep, each arm's best adapter scored on the test dialogues held out of train."""
     import subprocess
     import sys
 
     from tests.helpers import ROOT
 
-    experiment, _ = sweep
-    seed_folder = tmp_path / "out" / "seed0"
-    seed_folder.mkdir(parents=True)
-    for name in ("recipe-s0", "plain-tune-s0", "qlora-sweep-s0"):
-        shutil.copytree(experiment, seed_folder / name)
-    (seed_folder / "zero_shot.json").write_text(json.dumps({"rougeL": 0.05}))
     config = write_config(tmp_path / "c.yaml", tiny_sweep_dict(
-        tiny_model_path, tmp_path / "r", data={"path": str(ROOT / "trainables" / "samples"), "max_train_examples": 32,
-                                               "max_validation_examples": 4},
-        search={"num_trials": 1, "max_concurrent_trials": 1}, scheduler={"max_rungs": 2, "grace_period": 1},
+        tiny_model_path, tmp_path / "r", data={"max_train_examples": 32, "max_validation_examples": 4,
+                                               "test_examples": 5},
+        search={"num_trials": 2, "max_concurrent_trials": 1}, scheduler={"max_rungs": 2, "grace_period": 1},
         evaluation={"max_new_tokens": 4}))
-    # The hand-written Ray Tune arm runs for real, on the tiny model.
-    script = subprocess.run([sys.executable, "benchmarks/plain_ray_tune.py", str(config), "--name", "plain-script-s0",
-                             "--storage", str(seed_folder)], cwd=ROOT, capture_output=True, text=True)
-    assert script.returncode == 0, script.stdout[-2000:] + script.stderr[-3000:]
-    script_rows = [json.loads(line) for f in (seed_folder / "plain-script-s0").glob("*/result.json")
-                   for line in f.read_text().splitlines()]
-    assert {r["trial_id"] for r in script_rows} and all(r["rouge_examples"] == 4 for r in script_rows)
-    plot = tmp_path / "docs" / "curves.png"
-    done = subprocess.run([sys.executable, "benchmarks/sweep_benchmark.py", str(config), "--seeds", "0",
-                           "--out", str(tmp_path / "out"), "--plot", str(plot), "--analyze-only", "--gpus", "1"],
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "benchmarks/sweep_benchmark.py", str(config), "--seeds", "0", "--out",
+                           str(out), "--arms", "zero_shot", "plain_script", "qlora_sweep", "--gpus", "1"],
                           cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
-    (summary,) = json.loads((tmp_path / "out" / "summary.json").read_text())
-    plain, ours = summary["plain_tune"], summary["qlora_sweep"]
-    assert plain["points"] and plain["best"] == max(v for _, v in plain["points"])
-    assert ours["time_to_reach_plain_best_s"] == plain["time_to_best_s"]  # the same folder reaches it as soon
-    assert summary["sooner_than_plain"] in (1.0, None) and plain["gpu_hours"] == pytest.approx(plain["wall_s"] / 3600)
-    assert summary["plain_script"]["points"] and summary["plain_script"]["validation_examples"] == 4
-    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    (summary,) = json.loads((out / "summary.json").read_text())
+    plain, ours = summary["plain_script"], summary["qlora_sweep"]
+    assert plain["trials"] == ours["trials"] == 2 and plain["validation_examples"] == 4
+    assert plain["best"] == max(v for _, v in plain["points"]) and plain["gpu_hours"] == pytest.approx(
+        plain["wall_s"] / 3600)
+    for arm in (plain, ours):
+        assert 0 <= arm["test_rougeL"] <= 1 and arm["best_hyperparameters"]
+    zero = summary["zero_shot"]
+    assert zero["test"]["examples"] == 5 and zero["validation"]["examples"] == 4
+    assert "sooner_than_plain" in summary
+    timing = ours["rung_times"]
+    assert timing["cold_first_rungs"] == 1 and timing["warm_first_rungs"] == 1  # one worker ran both trials
+    assert timing["startup_warm_s"] < timing["startup_cold_s"]
+    assert (out / "sweep_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    again = subprocess.run([sys.executable, "benchmarks/sweep_benchmark.py", str(config), "--out", str(out),
+                            "--analyze-only", "--gpus", "1"], cwd=ROOT, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((out / "summary.json").read_text()) == [summary]
 
 
 def test_resume_on_a_finished_sweep_says_so_starts_no_ray_and_writes_nothing(sweep, tmp_path):
@@ -281,3 +282,42 @@ def test_resume_on_a_finished_sweep_says_so_starts_no_ray_and_writes_nothing(swe
     assert "best trial:" in done.stdout and "by eval_loss (min)" in done.stdout
     assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before
     assert not ray_temp.exists()
+
+
+def test_trials_after_the_first_start_in_kept_workers_and_train_exactly_as_in_fresh_processes(sweep, tmp_path):
+    """reuse_workers (the default): two workers run the six trials; a trial in a kept worker skips
+    the imports and loads, and reports the same losses as the same trial in its own fresh process."""
+    import yaml
+
+    experiment, done = sweep
+    assert "6 trials, 2 at a time (search.max_concurrent_trials)" in done.stdout
+    first_rungs = [r for d in trial_dirs(experiment) for r in _rows(d) if r["training_iteration"] == 1]
+    cold = [r for r in first_rungs if not r["warm_start"]]
+    warm = [r for r in first_rungs if r["warm_start"]]
+    assert len(first_rungs) == NUM_TRIALS and len(warm) >= NUM_TRIALS - 3, [r["pid"] for r in first_rungs]
+    assert {r["pid"] for r in warm} <= {r["pid"] for r in cold}  # run by the workers the first trials started
+    assert max(r["startup_s"] for r in warm) < min(r["startup_s"] for r in cold)
+
+    config = yaml.safe_load((experiment / "qlora_sweep.yaml").read_text())
+    config.update(name="fresh", storage=str(tmp_path))
+    config["resources"]["reuse_workers"] = False
+    fresh = run_cli("run", write_config(tmp_path / "fresh.yaml", config))
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+
+    def losses(folder):
+        rows = [r for d in trial_dirs(folder) for r in _rows(d)]
+        return rows, {(json.dumps(r["config"], sort_keys=True), r["training_iteration"]): (r["train_loss"], r["eval_loss"])
+                      for r in rows}
+
+    fresh_rows, fresh_losses = losses(tmp_path / "fresh")
+    _, kept_losses = losses(experiment)
+    assert not any(r["warm_start"] for r in fresh_rows)
+    assert len({r["pid"] for r in fresh_rows}) == NUM_TRIALS  # a process per trial
+    common = kept_losses.keys() & fresh_losses.keys()  # ASHA may stop different trials on timing
+    assert len(common) >= NUM_TRIALS
+    for key in common:
+        assert kept_losses[key] == pytest.approx(fresh_losses[key], rel=1e-5), key
+
+
+def _rows(trial_dir):
+    return [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()]

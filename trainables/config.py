@@ -101,8 +101,15 @@ class DataConfig(Section):
     validation_fraction: float = Field(
         0.1, gt=0, lt=1, description="Share of train held out as validation when there is no validation split."
     )
+    test_examples: int = Field(
+        0, ge=0,
+        description="Train dialogues held out as a test set before anything trains (chosen by data.seed, after "
+        "bad rows are dropped): no trial trains on them and the search never scores them; `best NAME --test` "
+        "scores the best adapter on them. 0: none held out.",
+    )
     max_train_examples: int | None = Field(
-        None, ge=1, description="Train on the first N examples (after bad rows are dropped); null: all."
+        None, ge=1, description="Train on the first N examples (after bad rows and test_examples are taken out); "
+        "null: all."
     )
     max_validation_examples: int = Field(
         100, ge=1,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 from collections import Counter
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -90,6 +91,7 @@ def load_dialogues(data: DataConfig) -> dict[str, Any]:
     if data.bad_rows == "fail" and any(sum(c.values()) for c in dropped.values()):
         raise ConfigError(f"data {source}: bad rows ({describe_problems(dropped)}); "
                           "fix them or set data.bad_rows: drop")
+    train, test = hold_out_test(train, data, source)
     if data.max_train_examples is not None:
         train = train.select(range(min(len(train), data.max_train_examples)))
     validation = validation.select(range(min(len(validation), data.max_validation_examples)))
@@ -97,7 +99,20 @@ def load_dialogues(data: DataConfig) -> dict[str, Any]:
         raise ConfigError(f"data {source}: the training set is empty")
     if len(validation) == 0:
         raise ConfigError(f"data {source}: the validation set is empty")
-    return {"train": train, "validation": validation, "problems": report}
+    return {"train": train, "validation": validation, "test": test, "problems": report}
+
+
+def hold_out_test(train, data: DataConfig, source: str):
+    """(train without the test dialogues, the test dialogues or None): data.test_examples rows
+    drawn by data.seed, both kept in file order."""
+    if not data.test_examples:
+        return train, None
+    if data.test_examples >= len(train):
+        raise ConfigError(f"data.test_examples={data.test_examples}: {source} has {len(train)} usable training "
+                          "examples; hold out fewer")
+    chosen = set(random.Random(data.seed).sample(range(len(train)), data.test_examples))
+    test = train.select(sorted(chosen))
+    return train.select([i for i in range(len(train)) if i not in chosen]), test
 
 
 def describe_problems(report: dict[str, Counter]) -> str:

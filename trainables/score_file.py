@@ -11,10 +11,10 @@ from typing import Any
 from peft import PeftModel
 
 from trainables.config import DataConfig, TrialConfig, expand_path
-from trainables.data import load_file
+from trainables.data import load_dialogues, load_file
 from trainables.errors import ConfigError
 from trainables.evaluation import RougeEvaluation
-from trainables.metrics import REFERENCE_RULES
+from trainables.metrics import BEST_REFERENCE, REFERENCE_RULES
 from trainables.model import load_quantized_model
 from trainables.prompt import load_tokenizer
 
@@ -59,17 +59,29 @@ def score_adapter_on_file(trial: TrialConfig, checkpoint: str, eval_file: str, g
         dialogues, references = dialogues[:max_examples], references[:max_examples]
     if not dialogues:
         raise ConfigError(f"--eval-file {eval_file}: no row has both a dialogue and a reference summary")
+    return {"file": str(path.resolve()), "examples": len(dialogues), "skipped_rows": skipped,
+            "reference_fields": fields, "rules": dict(REFERENCE_RULES),
+            **score_adapter(trial, checkpoint, dialogues, references)}
 
+
+def score_adapter_on_test(trial: TrialConfig, checkpoint: str | None) -> dict[str, Any]:
+    """The sweep's held-out test dialogues (data.test_examples), scored as validation is (`best --test`)."""
+    test = load_dialogues(trial.data)["test"]
+    if test is None:
+        raise ConfigError("--test: this sweep held out no test dialogues (data.test_examples is 0); "
+                          "score a file with --eval-file instead")
+    dialogues, summaries = list(test["dialogue"]), list(test["summary"])
+    one_reference_each = score_adapter(trial, checkpoint, dialogues, [[s] for s in summaries])[BEST_REFERENCE]
+    return {"test_examples": len(dialogues), "seed": trial.data.seed, **one_reference_each}
+
+
+def score_adapter(trial: TrialConfig, checkpoint: str | None, dialogues: list[str],
+                  references: list[list[str]]) -> dict[str, Any]:
+    """ROUGE of the adapter in `checkpoint` (None: the base model alone, zero-shot) on these dialogues,
+    scored the way the sweep scores validation: the same prompts, generation and cut."""
     tokenizer = load_tokenizer(trial.model)
-    model = PeftModel.from_pretrained(load_quantized_model(trial.model), checkpoint)
-    # Scored the way the sweep scores validation: the same prompts, generation and cut.
+    model = load_quantized_model(trial.model)
+    if checkpoint is not None:
+        model = PeftModel.from_pretrained(model, checkpoint)
     evaluation = RougeEvaluation.for_trial(trial, tokenizer)
-    scores = evaluation.rouge_by_rule(model, evaluation.prompts(dialogues), references)
-    return {
-        "file": str(path.resolve()),
-        "examples": len(dialogues),
-        "skipped_rows": skipped,
-        "reference_fields": fields,
-        "rules": dict(REFERENCE_RULES),
-        **scores,
-    }
+    return evaluation.rouge_by_rule(model, evaluation.prompts(dialogues), references)
