@@ -1,20 +1,25 @@
-"""The QLoRA sweep as a practitioner glues it by hand with Ray Tune: issue 6's check that the
-levers-off arm of benchmarks/sweep_benchmark.py is not a strawman.
+"""The QLoRA sweep as a practitioner glues it by hand with Ray Tune: the baseline arm of
+benchmarks/sweep_benchmark.py.
 
     python benchmarks/plain_ray_tune.py CONFIG --name NAME --storage DIR [--set KEY=VALUE ...]
 
-It reads the same sweep YAML (model, data, search space, number of trials, ASHA settings,
-seeds) and uses none of qlora-sweep's trial code: a function trainable loads the model in 4-bit
-NF4 and attaches LoRA with peft, trains each rung with padded micro-batches and AdamW, generates
-summaries for the whole validation set and scores them with rouge_score, and reports to Tune;
-OptunaSearch (TPE, the same seed), ASHA, one GPU per trial when there are GPUs. The prompt text
-is the recipe's (trainables.prompt) so that only the machinery differs. No checkpoints.
+It reads the same sweep YAML (model, data, search space, number of trials and trials at a time,
+ASHA settings, seeds) and uses none of qlora-sweep's trial code: a function trainable loads the
+model in 4-bit NF4 and attaches LoRA with peft, trains each rung with padded micro-batches and
+AdamW, generates summaries for the whole validation set and scores them with rouge_score, saves
+the adapter with peft's save_pretrained and reports it to Tune as the rung's checkpoint.
+OptunaSearch (TPE, the same seed), ASHA; the trials running at once share the GPU evenly
+(1/N of it each), as a practitioner who knows a 135M model leaves a GPU idle would set it.
+Two things are shared with qlora-sweep on purpose, so that only the machinery differs: the
+prompt text (trainables.prompt) and the data split (trainables.data.load_dialogues: the same
+bad rows dropped and the same data.test_examples held out of train, which no arm trains on).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,31 +27,28 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from search.config import SweepConfig, load_config  # noqa: E402
-from search.space import resolve_hyperparameters  # noqa: E402
-from search.tuner import tune_search_space  # noqa: E402
+from search.config import SweepConfig, load_config
+from search.space import resolve_hyperparameters
+from search.tuner import tune_search_space
 
 
 def trainable(config: dict[str, Any], sweep_values: dict[str, Any]) -> None:
-    import datasets
     from ray import tune
     from transformers import AutoTokenizer
 
     sys.path.insert(0, str(ROOT / "benchmarks"))  # in Ray's worker too: trial_speed's plain recipe
+    from trial_speed import plain_generate, plain_model, plain_train
+
+    from trainables.data import load_dialogues
     from trainables.evaluation import rouge_scores
     from trainables.prompt import encode_example, encode_prompt
-    from trial_speed import plain_generate, plain_model, plain_train
 
     sweep = SweepConfig.model_validate(sweep_values)
     hp = resolve_hyperparameters(sweep.search, config)
     tokenizer = AutoTokenizer.from_pretrained(sweep.model.name_or_path)
     tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
-    folder = Path(sweep.data.path)
-    train = datasets.load_dataset("json", data_files=str(folder / "train.jsonl"), split="train")
-    validation = datasets.load_dataset("json", data_files=str(folder / "validation.jsonl"), split="train")
-    if sweep.data.max_train_examples:
-        train = train.select(range(min(len(train), sweep.data.max_train_examples)))
-    validation = validation.select(range(min(len(validation), sweep.data.max_validation_examples)))
+    dialogues = load_dialogues(sweep.data)
+    train, validation = dialogues["train"], dialogues["validation"]
     rows = [e for e in (encode_example(tokenizer, sweep.prompt, r["dialogue"], r["summary"], hp.max_length)
                         for r in train) if e]
     prompts = [encode_prompt(tokenizer, sweep.prompt, d, hp.max_length) for d in validation["dialogue"]]
@@ -62,8 +64,19 @@ def trainable(config: dict[str, Any], sweep_values: dict[str, Any]) -> None:
         speed = plain_train(model, rows, tokenizer, sweep.training.micro_batch_size, steps, 0, hp.learning_rate,
                             sweep.training.seed, optimizer, first_step=(rung - 1) * steps)
         predictions = plain_generate(model, tokenizer, prompts, sweep.evaluation.max_new_tokens, 16)
-        tune.report({**rouge_scores(predictions, list(validation["summary"])), "rouge_examples": len(prompts),
-                     "step": rung * steps, "tokens_per_s": speed["tokens_per_s"]})
+        metrics = {**rouge_scores(predictions, list(validation["summary"])), "rouge_examples": len(prompts),
+                   "step": rung * steps, "tokens_per_s": speed["tokens_per_s"]}
+        with tempfile.TemporaryDirectory() as adapter:
+            model.save_pretrained(adapter)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(adapter))
+
+
+def trials_at_once(sweep: SweepConfig, cluster_cpus: float) -> int:
+    """The config's number; for auto, what a practitioner would write: as many as the CPUs hold."""
+    wanted = sweep.search.max_concurrent_trials
+    if wanted != "auto":
+        return wanted
+    return max(1, min(sweep.search.num_trials, int(cluster_cpus // sweep.resources.cpus_per_trial)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,25 +96,31 @@ def main(argv: list[str] | None = None) -> int:
     from ray.tune.search.optuna import OptunaSearch
 
     ray.init(ignore_reinit_error=True)
-    gpus = 1 if ray.cluster_resources().get("GPU", 0) else 0
+    at_once = trials_at_once(sweep, ray.cluster_resources().get("CPU", 1))
+    gpus = ray.cluster_resources().get("GPU", 0)
+    gpu_per_trial = round(gpus / at_once, 3) if gpus else 0
     metric, mode = sweep.scheduler.metric, sweep.scheduler.resolved_mode
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(trainable, sweep_values=sweep.model_dump(mode="json")),
-                            {"cpu": sweep.resources.cpus_per_trial, "gpu": gpus}),
+                            {"cpu": sweep.resources.cpus_per_trial, "gpu": gpu_per_trial}),
         param_space=tune_search_space(sweep.search),
         tune_config=tune.TuneConfig(
             metric=metric, mode=mode, num_samples=sweep.search.num_trials,
             search_alg=ConcurrencyLimiter(OptunaSearch(sampler=optuna.samplers.TPESampler(seed=sweep.search.seed)),
-                                          max_concurrent=sweep.search.max_concurrent_trials),
+                                          max_concurrent=at_once),
             scheduler=ASHAScheduler(time_attr="training_iteration", max_t=sweep.scheduler.max_rungs,
                                     grace_period=sweep.scheduler.grace_period,
                                     reduction_factor=sweep.scheduler.reduction_factor),
         ),
-        run_config=tune.RunConfig(name=args.name, storage_path=str(args.storage.resolve())),
+        run_config=tune.RunConfig(name=args.name, storage_path=str(args.storage.resolve()),
+                                  checkpoint_config=tune.CheckpointConfig(
+                                      num_to_keep=sweep.checkpoints_kept, checkpoint_score_attribute=metric,
+                                      checkpoint_score_order=mode)),
     )
     results = tuner.fit()
     best = results.get_best_result()
-    print(f"best {metric}: {best.metrics.get(metric)} with {best.config}")
+    print(f"best {metric}: {best.metrics.get(metric)} with {best.config} ({at_once} at a time, "
+          f"{gpu_per_trial:g} GPU each)")
     return 0 if results.num_errors < len(results) else 1
 
 

@@ -1,28 +1,36 @@
-"""What a sweep buys, and how soon: qlora-sweep against plain Ray Tune on the same GPU.
+"""What a sweep buys, and how soon: qlora-sweep against Ray Tune glued by hand, on the same GPU.
 
-    python benchmarks/sweep_benchmark.py configs/smollm2_dialogsum_gpu.yaml --seeds 0 1 \
-        --out benchmarks/results/sweep --plot docs/sweep_vs_plain_tune.png [--set KEY=VALUE ...]
+    python benchmarks/sweep_benchmark.py configs/sweep_benchmark_gpu.yaml --seeds 0 1 \
+        --out benchmarks/results/<date>-sweep [--set KEY=VALUE ...] [--arms ...] [--analyze-only]
 
 For each seed (the searcher's and the training seed), in this order on one machine:
-  (a) zero-shot: the base model, ROUGE on the whole validation set;
-  (b) recipe: r=32, alpha=32, learning rate 2e-4, max_length 512, one trial with the sweep's
-      budget (max_rungs x steps_per_rung steps), scored on the whole validation set;
-  (c) plain Ray Tune: the same search space, number of trials, ASHA settings and seeds, with
-      qlora-sweep's levers off: one GPU per trial, whole-set ROUGE at every rung, every trial
-      tokenizing its own data, padded micro-batches, recompute on, generation 16 at a time;
-  (c') plain script: benchmarks/plain_ray_tune.py, Ray Tune glued by hand with none of
-      qlora-sweep's trial code, to show that (c) is not a strawman;
-  (d) qlora-sweep: the config as given (gpus_per_trial auto, ROUGE budgeted by rung, ...).
-For (c) and (d): best-so-far whole-set ROUGE-L against wall time since the sweep started, the
-best, when it was first reached, when (d) first reached (c)'s best, and GPU-hours (wall time x
-the cluster's GPUs). JSON into --out, the curves into --plot. `--analyze-only` re-reads
-finished experiment folders under --out.
+  zero_shot     the base model without an adapter;
+  recipe        r=32, alpha=32, learning rate 2e-4, max_length 512: one trial with the sweep's
+                per-trial budget (max_rungs x steps_per_rung steps), scored on the whole validation set;
+  plain_script  benchmarks/plain_ray_tune.py: Ray Tune by hand (OptunaSearch, ASHA, peft,
+                bitsandbytes, none of qlora-sweep's trial code), the same search space, trials,
+                rungs, seeds and trials at a time, each trial 1/that of the GPU;
+  levers_off    (optional) qlora-sweep with its levers off: whole-set ROUGE each rung, padded
+                batches, recompute, one GPU per trial, a fresh process per trial;
+  qlora_sweep   the config as given.
+The config holds data.test_examples dialogues out of train (seeded): no arm trains on them or
+selects on them. Each arm's best adapter (the one its own search picked on validation) is scored
+on them afterwards, the sweep arms with `qlora-sweep best NAME --test`, the others with the same
+scorer (trainables.score_file).
+
+Per seed, into OUT/summary.json: each arm's best validation ROUGE-L, when it was first reached
+(seconds since the arm's first trial began), wall time, GPU-hours and test ROUGE-L;
+`sooner_than_plain`: the plain script's time to its best over qlora-sweep's time to reach that
+value; qlora-sweep's first-rung and later-rung times (cold and warm workers). OUT/sweep_curves.png:
+best-so-far against wall time for every arm. Each arm's folder is in OUT/seed<N>/ as it finishes,
+so a run cut short keeps what it did; --analyze-only re-reads them (and merges seeds run apart).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -32,16 +40,23 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from search.config import load_config  # noqa: E402
-from search.packing import TrialPlanner  # noqa: E402
+from search.config import load_config
 
 RECIPE_VALUES = {"lora_r": 32, "lora_alpha": 32, "learning_rate": 2.0e-4, "max_length": 512}
-RECIPE = ["search.lora_r={choice: [32]}", "search.lora_alpha={choice: [32]}",
+RECIPE = ["search.lora_r={choice: [32]}", "search.lora_alpha={choice: [32]}", "search.lora_alpha_ratio=null",
           "search.learning_rate={choice: [2.0e-4]}", "search.max_length={choice: [512]}",
           "search.num_trials=1", "search.max_concurrent_trials=1", "evaluation.rung_examples=all"]
 LEVERS_OFF = ["resources.gpus_per_trial=1", "evaluation.rung_examples=all", "data.reuse_tokenized=false",
-              "training.padding_free=false", "training.gradient_checkpointing=true", "evaluation.batch_size=16"]
+              "training.padding_free=false", "training.gradient_checkpointing=true", "evaluation.batch_size=16",
+              "resources.reuse_workers=false"]
+PROTOCOL = ("one machine, arms one at a time after an untimed GPU load (--warmup-s); plain_script runs before "
+            "qlora_sweep on even seeds and after it on odd ones; times from each arm's first trial start")
+ARMS = ("zero_shot", "recipe", "plain_script", "levers_off", "qlora_sweep")
+DEFAULT_ARMS = ("zero_shot", "recipe", "plain_script", "qlora_sweep")
+FOLDERS = {"recipe": "recipe", "plain_script": "plain-script", "levers_off": "levers-off", "qlora_sweep": "qlora-sweep"}
 
+
+# --- reading an arm's results ------------------------------------------------------------------
 
 def rows_of(experiment: Path) -> list[dict[str, Any]]:
     rows = []
@@ -51,7 +66,7 @@ def rows_of(experiment: Path) -> list[dict[str, Any]]:
 
 
 def curve(experiment: Path, metric: str = "rougeL") -> dict[str, Any]:
-    """Best-so-far whole-validation-set metric against seconds since the sweep's first trial began."""
+    """Best-so-far whole-validation-set metric against seconds since the arm's first trial began."""
     rows = rows_of(experiment)
     if not rows:
         raise SystemExit(f"{experiment}: no results")
@@ -68,7 +83,7 @@ def curve(experiment: Path, metric: str = "rougeL") -> dict[str, Any]:
             points.append((seconds, value))
     wall = max(r["timestamp"] for r in rows) - start
     return {"points": points, "best": best if points else None, "time_to_best_s": points[-1][0] if points else None,
-            "wall_s": wall, "validation_examples": whole}
+            "wall_s": wall, "validation_examples": whole, "trials": len({r["trial_id"] for r in rows})}
 
 
 def time_to_reach(points: list[tuple[float, float]], target: float | None) -> float | None:
@@ -76,6 +91,31 @@ def time_to_reach(points: list[tuple[float, float]], target: float | None) -> fl
         return None
     return next((seconds for seconds, value in points if value >= target), None)
 
+
+def rung_times(experiment: Path) -> dict[str, Any]:
+    """qlora-sweep's wall time per rung (rung_s): the first rung of trials in a fresh worker (cold),
+    in a worker kept from an earlier trial (warm), and the later rungs."""
+    rows = rows_of(experiment)
+
+    def median(values: list[float]) -> float | None:
+        return statistics.median(values) if values else None
+
+    first = [r for r in rows if r.get("training_iteration") == 1 and r.get("rung_s") is not None]
+    later = [r["rung_s"] for r in rows if (r.get("training_iteration") or 0) > 1 and r.get("rung_s") is not None]
+    cold = [r["rung_s"] for r in first if not r.get("warm_start")]
+    warm = [r["rung_s"] for r in first if r.get("warm_start")]
+    later_median = median(later)
+    return {
+        "first_rung_cold_s": median(cold), "first_rung_warm_s": median(warm), "later_rung_s": later_median,
+        "startup_cold_s": median([r["startup_s"] for r in first if not r.get("warm_start") and r.get("startup_s")]),
+        "startup_warm_s": median([r["startup_s"] for r in first if r.get("warm_start") and r.get("startup_s")]),
+        "cold_first_rungs": len(cold), "warm_first_rungs": len(warm), "later_rungs": len(later),
+        "first_over_later_cold": median(cold) / later_median if cold and later_median else None,
+        "first_over_later_warm": median(warm) / later_median if warm and later_median else None,
+    }
+
+
+# --- running the arms --------------------------------------------------------------------------
 
 def run_sweep(config: str, overrides: list[str], name: str, storage: Path) -> Path:
     """One arm through qlora-sweep's CLI."""
@@ -93,26 +133,159 @@ def _run(command: list[str], overrides: list[str], name: str, storage: Path) -> 
     for override in overrides:
         command += ["--set", override]
     started = time.time()
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    with open(storage / f"{name}.log", "w") as log:
+        done = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True, check=False)
     if done.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        raise SystemExit(f"{name} failed: see {storage / f'{name}.log'}")
     print(f"{name}: {time.time() - started:.0f} s", flush=True)
     return storage / name
 
 
-def zero_shot(config: str, overrides: list[str]) -> dict[str, float]:
-    """The base model without an adapter, scored as a trial with the recipe's max_length scores validation."""
-    from trainables.data import load_dialogues
-    from trainables.evaluation import RougeEvaluation
-    from trainables.model import load_quantized_model
-    from trainables.prompt import load_tokenizer
+def test_of_sweep(experiment: Path) -> dict[str, Any]:
+    """`qlora-sweep best EXPERIMENT --test`: the arm's best adapter on the held-out test dialogues."""
+    done = subprocess.run([sys.executable, "-m", "search", "best", str(experiment), "--test", "--json"], cwd=ROOT,
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"best --test on {experiment} failed:\n{done.stderr[-3000:]}")
+    summary = json.loads(done.stdout)
+    return {**summary["test"], "hyperparameters": summary["hyperparameters"], "checkpoint": summary["checkpoint"]}
 
-    trial = TrialPlanner.alone_on_this_machine(load_config(config, overrides)).trial_config(RECIPE_VALUES)
-    tokenizer = load_tokenizer(trial.model)
-    validation = load_dialogues(trial.data)["validation"]
-    evaluation = RougeEvaluation.for_trial(trial, tokenizer)
-    return evaluation.rouge(load_quantized_model(trial.model), evaluation.prompts(validation["dialogue"]),
-                            list(validation["summary"]))
+
+def scored_alone(config: str, overrides: list[str], values: dict[str, Any], checkpoint: str | None) -> dict[str, Any]:
+    """An adapter (None: the base model) scored here on the validation set and the held-out test
+    dialogues, as `best --test` scores them, for a trial with these searched values."""
+    from search.packing import TrialPlanner
+    from trainables.data import load_dialogues
+    from trainables.metrics import BEST_REFERENCE
+    from trainables.score_file import score_adapter
+
+    trial = TrialPlanner.alone_on_this_machine(load_config(config, overrides)).trial_config(values)
+    dialogues = load_dialogues(trial.data)
+    scores = {}
+    for split in ("validation", "test"):
+        rows = dialogues[split]
+        scores[split] = score_adapter(trial, checkpoint, list(rows["dialogue"]),
+                                      [[s] for s in rows["summary"]])[BEST_REFERENCE]
+        scores[split]["examples"] = len(rows)
+    return scores
+
+
+def best_of_plain_script(experiment: Path, metric: str = "rougeL") -> tuple[dict[str, Any], str]:
+    """The plain script's best trial by its own validation scores, and that trial's best checkpoint."""
+    from ray.tune import ExperimentAnalysis
+
+    analysis = ExperimentAnalysis(str(experiment), default_metric=metric, default_mode="max")
+    trial = analysis.get_best_trial(scope="all")
+    checkpoint = analysis.get_best_checkpoint(trial)
+    if checkpoint is None:
+        raise SystemExit(f"{experiment}: the best trial kept no checkpoint")
+    return dict(trial.config), checkpoint.path
+
+
+def arm_order(arms: list[str], seed: int) -> list[str]:
+    """The arms in the order given, but the two compared for time swap places on odd seeds (A B,
+    then B A), so that neither always runs on a GPU warmer than the other's."""
+    order = list(arms)
+    if seed % 2 and "plain_script" in order and "qlora_sweep" in order:
+        i, j = order.index("plain_script"), order.index("qlora_sweep")
+        order[i], order[j] = order[j], order[i]
+    return order
+
+
+def warm_up_gpu(seconds: float) -> None:
+    """Untimed load before the first arm: the H200 runs ~40 % faster after its first minutes of work."""
+    import torch
+
+    if seconds <= 0 or not torch.cuda.is_available():
+        return
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    started = time.time()
+    while time.time() - started < seconds:
+        for _ in range(20):
+            a = (a @ a).clamp_(-1, 1)
+        torch.cuda.synchronize()
+    print(f"GPU warmed up for {time.time() - started:.0f} s", flush=True)
+
+
+def run_seed(args: argparse.Namespace, seed: int) -> None:
+    folder = args.out.resolve() / f"seed{seed}"
+    folder.mkdir(parents=True, exist_ok=True)
+    seeded = args.overrides + [f"search.seed={seed}", f"training.seed={seed}"]
+    tests: dict[str, Any] = {}
+    for arm in arm_order(args.arms, seed):
+        if arm == "zero_shot":
+            (folder / "zero_shot.json").write_text(json.dumps(
+                scored_alone(args.config, seeded, RECIPE_VALUES, None), indent=2))
+            print(f"zero_shot-s{seed}: done", flush=True)
+            continue
+        name = f"{FOLDERS[arm]}-s{seed}"
+        if arm == "plain_script":
+            experiment = run_plain_script(args.config, seeded, name, folder)
+            values, checkpoint = best_of_plain_script(experiment)
+            tests[arm] = {**scored_alone(args.config, seeded, values, checkpoint)["test"], "hyperparameters": values}
+        else:
+            experiment = run_sweep(args.config, seeded + {"recipe": RECIPE, "levers_off": LEVERS_OFF}.get(arm, []),
+                                   name, folder)
+            tests[arm] = test_of_sweep(experiment)
+        (folder / "test_scores.json").write_text(json.dumps(tests, indent=2))
+
+
+# --- the summary -------------------------------------------------------------------------------
+
+def summarize(out: Path, seed: int, gpus: int) -> dict[str, Any]:
+    folder = out / f"seed{seed}"
+    tests = json.loads((folder / "test_scores.json").read_text()) if (folder / "test_scores.json").is_file() else {}
+    zero = json.loads((folder / "zero_shot.json").read_text()) if (folder / "zero_shot.json").is_file() else None
+    arms: dict[str, Any] = {}
+    for arm, prefix in FOLDERS.items():
+        experiment = folder / f"{prefix}-s{seed}"
+        if not any(experiment.glob("*/result.json")):
+            continue
+        arms[arm] = curve(experiment)
+        arms[arm]["gpu_hours"] = arms[arm]["wall_s"] * gpus / 3600
+        arms[arm]["test_rougeL"] = tests.get(arm, {}).get("rougeL")
+        arms[arm]["best_hyperparameters"] = tests.get(arm, {}).get("hyperparameters")
+    summary: dict[str, Any] = {"seed": seed, "protocol": PROTOCOL, "zero_shot": zero, **arms}
+    plain, ours = arms.get("plain_script"), arms.get("qlora_sweep")
+    if ours:
+        summary["qlora_sweep"]["rung_times"] = rung_times(folder / f"qlora-sweep-s{seed}")
+    if plain and ours:
+        reach = time_to_reach(ours["points"], plain["best"])
+        ours["time_to_reach_plain_best_s"] = reach
+        summary["sooner_than_plain"] = plain["time_to_best_s"] / reach if reach else None
+    recipe = arms.get("recipe")
+    if recipe and ours and recipe.get("test_rougeL") is not None and ours.get("test_rougeL") is not None:
+        summary["test_rougeL_over_recipe_points"] = 100 * (ours["test_rougeL"] - recipe["test_rougeL"])
+    return summary
+
+
+def plot(summaries: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7.5, 4.2))
+    styles = {"plain_script": ("--", "Ray Tune by hand"), "levers_off": (":", "qlora-sweep, levers off"),
+              "recipe": ("-.", "recipe (one trial)"), "qlora_sweep": ("-", "qlora-sweep")}
+    for summary in summaries:
+        for key, (style, label) in styles.items():
+            arm = summary.get(key)
+            if arm and arm["points"]:
+                xs = [p[0] / 60 for p in arm["points"]] + [arm["wall_s"] / 60]
+                ys = [p[1] for p in arm["points"]] + [arm["points"][-1][1]]
+                axes.step(xs, ys, style, where="post", label=f"{label}, seed {summary['seed']}")
+        zero = summary.get("zero_shot")
+        if zero and zero.get("validation"):
+            axes.axhline(zero["validation"]["rougeL"], color="grey", lw=0.8)
+    axes.set_xlabel("wall time since the arm's first trial began (minutes)")
+    axes.set_ylabel("best validation ROUGE-L so far")
+    axes.set_title("grey line: zero-shot", fontsize=9)
+    axes.legend(fontsize=7)
+    axes.grid(alpha=0.3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
 
 
 def gpus_in_cluster() -> int:
@@ -124,79 +297,39 @@ def gpus_in_cluster() -> int:
         return 0
 
 
-def summarize(out: Path, seed: int, gpus: int) -> dict[str, Any]:
-    folder = out / f"seed{seed}"
-    plain, ours = curve(folder / f"plain-tune-s{seed}"), curve(folder / f"qlora-sweep-s{seed}")
-    script = curve(folder / f"plain-script-s{seed}")
-    recipe = curve(folder / f"recipe-s{seed}")
-    reach = time_to_reach(ours["points"], plain["best"])
-    for entry in (plain, script, ours):
-        entry["gpu_hours"] = entry["wall_s"] * gpus / 3600
-    zero = json.loads((folder / "zero_shot.json").read_text()) if (folder / "zero_shot.json").is_file() else None
-    return {
-        "seed": seed,
-        "zero_shot": zero,
-        "recipe_rougeL": recipe["best"],
-        "plain_tune": plain,
-        "plain_script": script,
-        "qlora_sweep": {**ours, "time_to_reach_plain_best_s": reach},
-        "sooner_than_plain": plain["time_to_best_s"] / reach if reach else None,
-    }
-
-
-def plot(summaries: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(7, 4))
-    for summary in summaries:
-        for key, style, label in (("plain_script", ":", "Ray Tune by hand"), ("plain_tune", "--", "levers off"),
-                                  ("qlora_sweep", "-", "qlora-sweep")):
-            points = summary[key]["points"]
-            if points:
-                xs = [p[0] / 60 for p in points] + [summary[key]["wall_s"] / 60]
-                ys = [p[1] for p in points] + [points[-1][1]]
-                axes.step(xs, ys, style, where="post", label=f"{label}, seed {summary['seed']}")
-    axes.set_xlabel("wall time since the sweep started (minutes)")
-    axes.set_ylabel("best validation ROUGE-L so far")
-    axes.legend(fontsize=8)
-    axes.grid(alpha=0.3)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
+def seeds_found(out: Path) -> list[int]:
+    return sorted(int(p.name[4:]) for p in out.glob("seed*") if p.name[4:].isdigit())
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", type=int, nargs="+", help="default: 0 1 (with --analyze-only: every seed in OUT)")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--plot", type=Path, required=True)
+    parser.add_argument("--plot", type=Path, help="default: OUT/sweep_curves.png")
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(DEFAULT_ARMS))
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--analyze-only", action="store_true")
     parser.add_argument("--gpus", type=int, help="GPUs in the cluster, for GPU-hours (default: this machine's)")
+    parser.add_argument("--warmup-s", type=float, default=60, help="untimed GPU load before the first arm")
     args = parser.parse_args(argv)
     gpus = args.gpus if args.gpus is not None else gpus_in_cluster()
-    load_config(args.config, args.overrides)  # a bad config fails here, before anything runs
-    for seed in [] if args.analyze_only else args.seeds:
-        folder = args.out.resolve() / f"seed{seed}"
-        folder.mkdir(parents=True, exist_ok=True)
-        seeded = args.overrides + [f"search.seed={seed}", f"training.seed={seed}"]
-        (folder / "zero_shot.json").write_text(json.dumps(zero_shot(args.config, seeded), indent=2))
-        run_sweep(args.config, seeded + RECIPE, f"recipe-s{seed}", folder)
-        run_sweep(args.config, seeded + LEVERS_OFF, f"plain-tune-s{seed}", folder)
-        run_plain_script(args.config, seeded, f"plain-script-s{seed}", folder)
-        run_sweep(args.config, seeded, f"qlora-sweep-s{seed}", folder)
-    summaries = [summarize(args.out, seed, gpus) for seed in args.seeds]
+    sweep = load_config(args.config, args.overrides)  # a bad config fails here, before anything runs
+    if not sweep.data.test_examples:
+        parser.error("the config holds out no test dialogues: set data.test_examples (e.g. 500)")
+    if not args.analyze_only:
+        warm_up_gpu(args.warmup_s)
+        for seed in args.seeds if args.seeds is not None else [0, 1]:
+            run_seed(args, seed)
+    seeds = args.seeds if args.seeds is not None and not args.analyze_only else seeds_found(args.out)
+    summaries = [summarize(args.out, seed, gpus) for seed in seeds]
     (args.out / "summary.json").write_text(json.dumps(summaries, indent=2))
-    plot(summaries, args.plot)
+    plot(summaries, args.plot or args.out / "sweep_curves.png")
     for s in summaries:
-        print(f"seed {s['seed']}: zero-shot ROUGE-L {s['zero_shot'] and s['zero_shot']['rougeL']}, "
-              f"recipe {s['recipe_rougeL']}, plain Tune best {s['plain_tune']['best']} at "
-              f"{s['plain_tune']['time_to_best_s']} s, qlora-sweep best {s['qlora_sweep']['best']}, reached plain's "
-              f"best at {s['qlora_sweep']['time_to_reach_plain_best_s']} s ({s['sooner_than_plain']}x sooner)")
+        print(f"seed {s['seed']}: " + "; ".join(
+            f"{arm} best {s[arm]['best']:.4f} at {s[arm]['time_to_best_s']:.0f} s, test {s[arm]['test_rougeL']}"
+            for arm in FOLDERS if s.get(arm) and s[arm]["best"] is not None)
+            + f"; {s.get('sooner_than_plain')}x sooner than plain")
     return 0
 
 
