@@ -6,7 +6,8 @@ benchmarks/sweep_benchmark.py.
 It reads the same sweep YAML (model, data, search space, number of trials and trials at a time,
 ASHA settings, seeds) and uses none of qlora-sweep's trial code: a function trainable loads the
 model in 4-bit NF4 and attaches LoRA with peft, trains each rung with padded micro-batches and
-AdamW, generates summaries for the whole validation set and scores them with rouge_score, saves
+AdamW, generates summaries for the whole validation set (16 at a time, with the KV cache) and
+scores them with rouge_score, saves
 the adapter with peft's save_pretrained and reports it to Tune as the rung's checkpoint.
 OptunaSearch (TPE, the same seed), ASHA; the trials running at once share the GPU evenly
 (1/N of it each), as a practitioner who knows a 135M model leaves a GPU idle would set it.
@@ -63,7 +64,9 @@ def trainable(config: dict[str, Any], sweep_values: dict[str, Any]) -> None:
     for rung in range(1, sweep.scheduler.max_rungs + 1):
         speed = plain_train(model, rows, tokenizer, sweep.training.micro_batch_size, steps, 0, hp.learning_rate,
                             sweep.training.seed, optimizer, first_step=(rung - 1) * steps)
-        predictions = plain_generate(model, tokenizer, prompts, sweep.evaluation.max_new_tokens, 16)
+        # With the KV cache: the recipe turns it off for training and a careful hand turns it back on
+        # for generation (the GPU run of 2026-12-01 generated without it: BENCHMARKS.md, "Sweep").
+        predictions = plain_generate(model, tokenizer, prompts, sweep.evaluation.max_new_tokens, 16, use_cache=True)
         metrics = {**rouge_scores(predictions, list(validation["summary"])), "rouge_examples": len(prompts),
                    "step": rung * steps, "tokens_per_s": speed["tokens_per_s"]}
         with tempfile.TemporaryDirectory() as adapter:

@@ -183,8 +183,10 @@ def plain_train(model: Any, rows: Any, tokenizer: Any, micro_batch: int, steps: 
     return _speed(tokens, time.perf_counter() - started)
 
 
-def plain_generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
-    """The recipe's generation: batches in data order, left padding, KV cache as checkpointing left it (off)."""
+def plain_generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, batch_size: int,
+                   use_cache: bool | None = None) -> list[str]:
+    """The recipe's generation: batches in data order, left padding, KV cache as checkpointing left
+    it (off), unless `use_cache` says otherwise."""
     model.eval()
     tokenizer.padding_side = "left"
     outputs = []
@@ -192,7 +194,8 @@ def plain_generate(model: Any, tokenizer: Any, prompts: list[str], max_new_token
         batch = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True).to(model.device)
         with torch.no_grad():
             generated = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                       use_cache=model.config.use_cache, pad_token_id=tokenizer.pad_token_id)
+                                       use_cache=model.config.use_cache if use_cache is None else use_cache,
+                                       pad_token_id=tokenizer.pad_token_id)
         texts = tokenizer.batch_decode(generated[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
         outputs += [cut_at_end_marker(t, PromptConfig().end_marker) for t in texts]
     return outputs
