@@ -117,7 +117,9 @@ def plan_concurrency(planner: TrialPlanner, cluster_cpus: float, cluster_gpus: f
     share = trial_gpu_share(planner)
     by_gpus = None
     if share and cluster_gpus:
-        by_gpus = int(cluster_gpus / share + 1e-9)
+        # Ray never splits a share across GPUs: each GPU holds its own whole number of shares.
+        per_gpu = int(1 / share + 1e-9) if share < 1 else 0
+        by_gpus = int(cluster_gpus + 1e-9) * per_gpu if per_gpu else int(cluster_gpus / share + 1e-9)
         each = "each" if planner.sweep.resources.gpus_per_trial != "auto" else "the largest trial's share"
         gpus_text = f"{cluster_gpus:g} GPU{'s' if cluster_gpus != 1 else ''}"
         bounds.append((by_gpus, f"{gpus_text} at {share:g} ({each})"))

@@ -112,6 +112,13 @@ def test_auto_concurrency_is_what_the_cluster_holds_and_says_what_bounds_it(tmp_
     packed = TrialPlanner.for_cluster(_sweep(tmp_path, cpus_per_trial=1), 80 * GIB)
     by_gpu = plan_concurrency(packed, cluster_cpus=64, cluster_gpus=1)
     assert by_gpu.trials == int(1 / packed.shared_share) < 8 and "1 GPU at" in by_gpu.why
+    halves = SweepConfig(name="h", model={"name_or_path": str(tmp_path)}, search={"num_trials": 16},
+                         resources={"gpus_per_trial": 0.4, "cpus_per_trial": 1})
+    two_gpus = plan_concurrency(TrialPlanner.for_cluster(halves, 80 * GIB), cluster_cpus=64, cluster_gpus=2)
+    assert two_gpus.trials == 4  # two 0.4 shares per GPU, never one split across two GPUs
+    whole = SweepConfig(name="w", model={"name_or_path": str(tmp_path)}, search={"num_trials": 16},
+                        resources={"gpus_per_trial": 2, "cpus_per_trial": 1})
+    assert plan_concurrency(TrialPlanner.for_cluster(whole, 80 * GIB), 64, 8).trials == 4
 
 
 def test_a_given_concurrency_that_leaves_the_gpu_idle_gets_a_hint_naming_the_key(tmp_path):
