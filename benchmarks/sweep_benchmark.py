@@ -23,7 +23,8 @@ Per seed, into OUT/summary.json: each arm's best validation ROUGE-L, when it was
 `sooner_than_plain`: the plain script's time to its best over qlora-sweep's time to reach that
 value; qlora-sweep's first-rung and later-rung times (cold and warm workers). OUT/sweep_curves.png:
 best-so-far against wall time for every arm. Each arm's folder is in OUT/seed<N>/ as it finishes,
-so a run cut short keeps what it did; --analyze-only re-reads them (and merges seeds run apart).
+so a run cut short keeps what it did: --resume runs only the arms that have no test score yet,
+and --analyze-only re-reads them (and merges seeds run apart). Zero-shot is scored once.
 """
 
 from __future__ import annotations
@@ -211,14 +212,17 @@ def run_seed(args: argparse.Namespace, seed: int) -> None:
     folder = args.out.resolve() / f"seed{seed}"
     folder.mkdir(parents=True, exist_ok=True)
     seeded = args.overrides + [f"search.seed={seed}", f"training.seed={seed}"]
-    tests: dict[str, Any] = {}
+    scores_file = folder / "test_scores.json"
+    tests: dict[str, Any] = json.loads(scores_file.read_text()) if args.resume and scores_file.is_file() else {}
     for arm in arm_order(args.arms, seed):
         if arm == "zero_shot":
-            (folder / "zero_shot.json").write_text(json.dumps(
-                scored_alone(args.config, seeded, RECIPE_VALUES, None), indent=2))
-            print(f"zero_shot-s{seed}: done", flush=True)
+            zero_shot_once(args, seeded, folder)
             continue
         name = f"{FOLDERS[arm]}-s{seed}"
+        if arm in tests:
+            print(f"{name}: kept from an earlier run (--resume)", flush=True)
+            continue
+        set_aside_a_cut_run(folder / name)
         if arm == "plain_script":
             experiment = run_plain_script(args.config, seeded, name, folder)
             values, checkpoint = best_of_plain_script(experiment)
@@ -227,7 +231,29 @@ def run_seed(args: argparse.Namespace, seed: int) -> None:
             experiment = run_sweep(args.config, seeded + {"recipe": RECIPE, "levers_off": LEVERS_OFF}.get(arm, []),
                                    name, folder)
             tests[arm] = test_of_sweep(experiment)
-        (folder / "test_scores.json").write_text(json.dumps(tests, indent=2))
+        scores_file.write_text(json.dumps(tests, indent=2))
+
+
+def zero_shot_once(args: argparse.Namespace, seeded: list[str], folder: Path) -> None:
+    """The base model's scores. They do not depend on the seed (greedy generation; the split
+    follows data.seed, which the seeds leave alone), so a seed folder of OUT that has them lends them."""
+    found = sorted(args.out.resolve().glob("seed*/zero_shot.json"))
+    if found and found[0].parent != folder:
+        (folder / "zero_shot.json").write_text(found[0].read_text())
+        print(f"zero_shot: taken from {found[0].parent.name}", flush=True)
+    elif not found:
+        (folder / "zero_shot.json").write_text(json.dumps(scored_alone(args.config, seeded, RECIPE_VALUES, None),
+                                                          indent=2))
+        print(f"zero_shot: scored into {folder.name}", flush=True)
+
+
+def set_aside_a_cut_run(experiment: Path) -> None:
+    """An arm's folder without its test score is a run that was cut (--resume): run it again, and
+    keep the cut one beside it, renamed, rather than delete it."""
+    if experiment.exists():
+        aside = experiment.with_name(f"{experiment.name}.cut-{time.strftime('%H%M%S')}")
+        experiment.rename(aside)
+        print(f"{experiment.name}: its earlier run was cut; set aside as {aside.name} and run again", flush=True)
 
 
 # --- the summary -------------------------------------------------------------------------------
@@ -312,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--analyze-only", action="store_true")
     parser.add_argument("--gpus", type=int, help="GPUs in the cluster, for GPU-hours (default: this machine's)")
     parser.add_argument("--warmup-s", type=float, default=60, help="untimed GPU load before the first arm")
+    parser.add_argument("--resume", action="store_true", help="keep the arms OUT already holds with their test "
+                        "scores (a chain cut short, or seeds run in different sessions); rerun the others")
     args = parser.parse_args(argv)
     gpus = args.gpus if args.gpus is not None else gpus_in_cluster()
     sweep = load_config(args.config, args.overrides)  # a bad config fails here, before anything runs

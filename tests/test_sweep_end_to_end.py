@@ -261,6 +261,23 @@ def test_the_sweep_benchmark_runs_its_arms_scores_their_best_on_held_out_dialogu
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((out / "summary.json").read_text()) == [summary]
 
+    # A chain cut before qlora-sweep's test score: --resume keeps the by-hand arm, runs qlora-sweep
+    # again beside the cut folder, and a second seed borrows the seed-independent zero-shot scores.
+    scores_file = out / "seed0" / "test_scores.json"
+    scores = json.loads(scores_file.read_text())
+    scores_file.write_text(json.dumps({"plain_script": scores["plain_script"]}))
+    resumed = subprocess.run([sys.executable, "benchmarks/sweep_benchmark.py", str(config), "--seeds", "0", "--out",
+                              str(out), "--arms", "plain_script", "qlora_sweep", "--resume", "--gpus", "1"],
+                             cwd=ROOT, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
+    assert "plain-script-s0: kept from an earlier run (--resume)" in resumed.stdout
+    assert "qlora-sweep-s0: its earlier run was cut; set aside as qlora-sweep-s0.cut-" in resumed.stdout
+    assert json.loads(scores_file.read_text())["qlora_sweep"]["rougeL"] == scores["qlora_sweep"]["rougeL"]
+    second = subprocess.run([sys.executable, "benchmarks/sweep_benchmark.py", str(config), "--seeds", "1", "--out",
+                             str(out), "--arms", "zero_shot", "--gpus", "1"], cwd=ROOT, capture_output=True, text=True)
+    assert second.returncode == 0 and "zero_shot: taken from seed0" in second.stdout, second.stderr[-3000:]
+    assert (out / "seed1" / "zero_shot.json").read_text() == (out / "seed0" / "zero_shot.json").read_text()
+
 
 def test_resume_on_a_finished_sweep_says_so_starts_no_ray_and_writes_nothing(sweep, tmp_path):
     import os
