@@ -235,8 +235,8 @@ def test_the_sweep_benchmark_runs_its_arms_scores_their_best_on_held_out_dialogu
     config = write_config(tmp_path / "c.yaml", tiny_sweep_dict(
         tiny_model_path, tmp_path / "r", data={"max_train_examples": 32, "max_validation_examples": 4,
                                                "test_examples": 5},
-        search={"num_trials": 2, "max_concurrent_trials": 1}, scheduler={"max_rungs": 2, "grace_period": 1},
-        evaluation={"max_new_tokens": 4}))
+        search={"num_trials": 2, "max_concurrent_trials": 1, "lora_alpha": None, "lora_alpha_ratio": {"choice": [1, 2]}},
+        scheduler={"max_rungs": 2, "grace_period": 1}, evaluation={"max_new_tokens": 4}))
     out = tmp_path / "out"
     done = subprocess.run([sys.executable, "benchmarks/sweep_benchmark.py", str(config), "--seeds", "0", "--out",
                            str(out), "--arms", "zero_shot", "plain_script", "qlora_sweep", "--gpus", "1"],
@@ -248,7 +248,9 @@ def test_the_sweep_benchmark_runs_its_arms_scores_their_best_on_held_out_dialogu
     assert plain["best"] == max(v for _, v in plain["points"]) and plain["gpu_hours"] == pytest.approx(
         plain["wall_s"] / 3600)
     for arm in (plain, ours):
-        assert 0 <= arm["test_rougeL"] <= 1 and arm["best_hyperparameters"]
+        assert 0 <= arm["test_rougeL"] <= 1 and arm["best_hyperparameters"]["lora_alpha_ratio"] in (1, 2)
+    shown = ours["best_hyperparameters"]  # best shows the alpha the ratio gave the trial
+    assert shown["lora_alpha"] == shown["lora_alpha_ratio"] * shown["lora_r"]
     zero = summary["zero_shot"]
     assert zero["test"]["examples"] == 5 and zero["validation"]["examples"] == 4
     assert "sooner_than_plain" in summary
