@@ -190,7 +190,7 @@ def finish(outcome: SweepOutcome) -> int:
 
 def best(experiment: str, as_json: bool, eval_file: str | None = None, test: bool = False,
          reference_fields: str | None = None, max_examples: int | None = None) -> int:
-    from search.results import best_trial, format_best, format_file_scores, load_experiment
+    from search.results import best_trial, format_best, format_file_scores, format_test_scores, load_experiment
 
     if eval_file is None and (reference_fields or max_examples):
         raise ConfigError("--reference-fields and --max-examples go with --eval-file")
@@ -232,26 +232,25 @@ def check_eval_file(eval_file: str) -> None:
 
 def score_best_on_file(experiment: str, summary: dict, eval_file: str, fields: list[str] | None,
                        max_examples: int | None) -> dict:
-    """The best adapter scored on a file here, alone: its trial planned for this machine's whole GPU."""
-    from search.packing import TrialPlanner
+    """The best adapter scored on a file here, alone."""
     from trainables.score_file import score_adapter_on_file
 
-    trial = TrialPlanner.alone_on_this_machine(load_resolved_config(experiment)).trial_config(summary["hyperparameters"])
-    return score_adapter_on_file(trial, summary["checkpoint"], eval_file, fields, max_examples)
+    return score_adapter_on_file(_best_trial_here(experiment, summary), summary["checkpoint"], eval_file, fields,
+                                 max_examples)
 
 
 def score_best_on_test(experiment: str, summary: dict) -> dict:
     """The best adapter scored on the sweep's held-out test dialogues, here, alone."""
-    from search.packing import TrialPlanner
     from trainables.score_file import score_adapter_on_test
 
-    trial = TrialPlanner.alone_on_this_machine(load_resolved_config(experiment)).trial_config(summary["hyperparameters"])
-    return score_adapter_on_test(trial, summary["checkpoint"])
+    return score_adapter_on_test(_best_trial_here(experiment, summary), summary["checkpoint"])
 
 
-def format_test_scores(scores: dict) -> str:
-    rouge = ", ".join(f"{k}={scores[k]:.4f}" for k in ("rouge1", "rouge2", "rougeL", "rougeLsum") if k in scores)
-    return f"  held-out test ({scores['test_examples']} dialogues held out of train by data.seed={scores['seed']}): {rouge}"
+def _best_trial_here(experiment: str, summary: dict):
+    """The best trial's config, planned for this machine's whole GPU (or its CPU)."""
+    from search.packing import TrialPlanner
+
+    return TrialPlanner.alone_on_this_machine(load_resolved_config(experiment)).trial_config(summary["hyperparameters"])
 
 
 def report(experiment: str, plots: bool = False) -> int:

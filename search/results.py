@@ -20,7 +20,7 @@ from search.config import ALPHA_RATIO, Choice, Range, SchedulerConfig, SearchCon
 from search.experiment import driver_is_gone, is_uri, read_resolved_config
 from trainables.config import expand_path
 from trainables.errors import ConfigError
-from trainables.metrics import RUNG_METRICS
+from trainables.metrics import ROUGE_METRICS, RUNG_METRICS
 from trainables.quiet import logger_quiet_below
 
 
@@ -279,6 +279,12 @@ def format_file_scores(scores: dict[str, Any]) -> str:
         figures = ", ".join(f"{name}={value:.4f}" for name, value in scores[rule].items())
         lines.append(f"  {rule} ({meaning}): {figures}")
     return "\n".join(lines)
+
+
+def format_test_scores(scores: dict[str, Any]) -> str:
+    rouge = ", ".join(f"{name}={scores[name]:.4f}" for name in ROUGE_METRICS)
+    return (f"  held-out test ({scores['test_examples']} dialogues held out of train by data.seed={scores['seed']}): "
+            f"{rouge}")
 
 
 def format_leaderboard(experiment: Experiment) -> str:

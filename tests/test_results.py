@@ -60,3 +60,12 @@ def test_file_scores_are_shown_per_rule_with_what_each_rule_means():
         "on /d/test.jsonl: 5 dialogues (1 rows skipped), references: summary1, summary2",
         "  best_reference (best of them): rougeL=0.5000",
         "  mean_over_references (their mean): rougeL=0.2500"]
+
+
+def test_best_test_scores_read_as_one_line_naming_how_the_dialogues_were_held_out():
+    from search.results import format_test_scores
+
+    line = format_test_scores({"test_examples": 500, "seed": 0, "rouge1": 0.4, "rouge2": 0.15, "rougeL": 0.33,
+                               "rougeLsum": 0.35})
+    assert line == ("  held-out test (500 dialogues held out of train by data.seed=0): rouge1=0.4000, "
+                    "rouge2=0.1500, rougeL=0.3300, rougeLsum=0.3500")

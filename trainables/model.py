@@ -124,8 +124,8 @@ def checkpointing_rename_quiet() -> Iterator[None]:
     would print the same notices. Only these messages are silenced, only around the calls that raise them.
     """
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"`(is_)?gradient_checkpointing(_kwargs|_enable|_disable)?` is deprecated",
-                                category=FutureWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning,
+                                message=r"`(is_)?gradient_checkpointing(_kwargs|_enable|_disable)?` is deprecated")
         yield
 
 

@@ -35,6 +35,7 @@ def run_trial(trial: TrialConfig, started: float | None = None) -> None:
     # Data and prompts, kept by this worker process for the trials it runs next (trainables.warm)
     tokenizer = warm.tokenizer_for(trial.model, load_tokenizer)
     dialogues = warm.dialogues_for(trial.data, load_dialogues)
+
     def tokenized(split: str) -> Any:
         return warm.tokenized_for(split, trial.model, trial.prompt, hp.max_length, lambda: tokenize_for_training(
             dialogues[split], tokenizer, trial.prompt, hp.max_length, trial.data.reuse_tokenized))
