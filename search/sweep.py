@@ -24,7 +24,8 @@ from search.results import is_finished, load_experiment
 from search.state_files import mend_torn_state_files, torn_state_files
 from search.storage import check_storage_for_cluster
 from search.tuner import (
-    build_tuner, cluster_cpus, cluster_gpus, restore_tuner, smallest_gpu_memory_bytes, start_ray,
+    build_tuner, cluster_cpus, cluster_gpus, restore_tuner, restored_concurrency, smallest_gpu_memory_bytes,
+    start_ray,
 )
 from trainables.memory import GIB
 
@@ -53,6 +54,9 @@ def run_sweep(sweep: SweepConfig, resume: bool = False, watch: Watch = Watch()) 
     refuse_existing_experiment(sweep)
     with _watched(sweep, watch) as view:
         planner, concurrency = _start(sweep, view, watch)
+        _announce(sweep, concurrency.trials, concurrency.why)
+        if concurrency.hint:
+            logger.warning("%s", concurrency.hint)
         write_resolved_config(sweep)
         results = build_tuner(sweep, planner, concurrency.trials).fit()
     return _finish(sweep, results)
@@ -73,8 +77,10 @@ def resume_sweep(experiment: str, watch: Watch = Watch()) -> SweepOutcome:
     for change in mend_torn_state_files(folder):
         logger.info("qlora-sweep: %s", change)
     with _watched(sweep, watch) as view:
-        planner, _ = _start(sweep, view, watch)  # the restored searcher keeps its concurrency
-        results = restore_tuner(sweep, planner).fit()
+        planner, _ = _start(sweep, view, watch)
+        tuner = restore_tuner(sweep, planner)
+        _announce(sweep, restored_concurrency(tuner), "as the interrupted sweep ran them")
+        results = tuner.fit()
     return _finish(sweep, results)
 
 
@@ -153,13 +159,13 @@ def _start(sweep: SweepConfig, view: SweepView, watch: Watch) -> tuple[TrialPlan
                         gpu_memory / GIB, alike)
         else:
             logger.info("gpus_per_trial: auto, and the cluster has no GPU: trials run on CPUs")
-    concurrency = plan_concurrency(planner, cpus, gpus)
+    return planner, plan_concurrency(planner, cpus, gpus)
+
+
+def _announce(sweep: SweepConfig, at_once: int, why: str) -> None:
     logger.info("sweep %s: %d trials, %d at a time (%s); ASHA on %s over %d rungs of %d steps",
-                sweep.name, sweep.search.num_trials, concurrency.trials, concurrency.why, sweep.scheduler.metric,
+                sweep.name, sweep.search.num_trials, at_once, why, sweep.scheduler.metric,
                 sweep.scheduler.max_rungs, sweep.training.steps_per_rung)
-    if concurrency.hint:
-        logger.warning("%s", concurrency.hint)
-    return planner, concurrency
 
 
 def _finish(sweep: SweepConfig, results) -> SweepOutcome:

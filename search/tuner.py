@@ -498,6 +498,16 @@ def _restored_scheduler(tuner: Any) -> PersistentASHA:
     return config.scheduler
 
 
+def restored_concurrency(tuner: Any) -> int:
+    """The trials at a time of a restored sweep: its searcher's limit, kept in the restored TuneConfig."""
+    check_ray_internals()
+    config = getattr(getattr(tuner, "_local_tuner", None), "_tune_config", None)
+    searcher = getattr(config, "search_alg", None)
+    if not isinstance(searcher, ConcurrencyLimiter):
+        raise ConfigError("the restored Tuner holds no qlora-sweep searcher; its concurrency cannot be read")
+    return searcher.max_concurrent
+
+
 def _forget_metric_and_mode(scheduler: PersistentASHA) -> None:
     """The saved state holds the metric and mode Tune gave the scheduler; Tune sets them again on
     resume and refuses a scheduler that already has them."""

@@ -83,6 +83,7 @@ def test_a_killed_driver_resumes_with_trials_checkpoints_and_asha_state(tiny_mod
     assert refused.returncode == 2 and "continue it with --resume" in refused.stderr
     resumed = run_cli("resume", experiment)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"{NUM_TRIALS} trials, 2 at a time (as the interrupted sweep ran them)" in resumed.stdout
     starts = [line for line in resumed.stdout.splitlines() if " started: " in line or " continues after rung " in line]
     assert any(" continues after rung " in line for line in starts)  # an interrupted trial, from its checkpoint
     assert all("lora_r=" in line and "learning_rate=" in line for line in starts)  # with its searched values
