@@ -152,23 +152,21 @@ def test_of_sweep(experiment: Path) -> dict[str, Any]:
     return {**summary["test"], "hyperparameters": summary["hyperparameters"], "checkpoint": summary["checkpoint"]}
 
 
-def scored_alone(config: str, overrides: list[str], values: dict[str, Any], checkpoint: str | None) -> dict[str, Any]:
-    """An adapter (None: the base model) scored here on the validation set and the held-out test
-    dialogues, as `best --test` scores them, for a trial with these searched values."""
+def scored_alone(config: str, overrides: list[str], values: dict[str, Any], checkpoint: str | None,
+                 splits: tuple[str, ...] = ("validation", "test")) -> dict[str, Any]:
+    """An adapter (None: the base model) scored here on `splits` (the validation set, the held-out
+    test dialogues), as `best --test` scores them, for a trial with these searched values."""
     from search.packing import TrialPlanner
     from trainables.data import load_dialogues
     from trainables.metrics import BEST_REFERENCE
-    from trainables.score_file import score_adapter
+    from trainables.score_file import score_adapter_on_sets
 
     trial = TrialPlanner.alone_on_this_machine(load_config(config, overrides)).trial_config(values)
     dialogues = load_dialogues(trial.data)
-    scores = {}
-    for split in ("validation", "test"):
-        rows = dialogues[split]
-        scores[split] = score_adapter(trial, checkpoint, list(rows["dialogue"]),
-                                      [[s] for s in rows["summary"]])[BEST_REFERENCE]
-        scores[split]["examples"] = len(rows)
-    return scores
+    sets = {split: (list(dialogues[split]["dialogue"]), [[s] for s in dialogues[split]["summary"]])
+            for split in splits}
+    scores = score_adapter_on_sets(trial, checkpoint, sets)
+    return {split: {**scores[split][BEST_REFERENCE], "examples": len(sets[split][0])} for split in splits}
 
 
 def best_of_plain_script(experiment: Path, metric: str = "rougeL") -> tuple[dict[str, Any], str]:
@@ -226,7 +224,8 @@ def run_seed(args: argparse.Namespace, seed: int) -> None:
         if arm == "plain_script":
             experiment = run_plain_script(args.config, seeded, name, folder)
             values, checkpoint = best_of_plain_script(experiment)
-            tests[arm] = {**scored_alone(args.config, seeded, values, checkpoint)["test"], "hyperparameters": values}
+            scored = scored_alone(args.config, seeded, values, checkpoint, splits=("test",))
+            tests[arm] = {**scored["test"], "hyperparameters": values}
         else:
             experiment = run_sweep(args.config, seeded + {"recipe": RECIPE, "levers_off": LEVERS_OFF}.get(arm, []),
                                    name, folder)

@@ -489,20 +489,22 @@ def forward_worker_output(log_file: Path | None) -> None:
 RAY_WORKER_LOG_HANDLER = "ray_print_logs"  # the name ray._private.worker.connect gives its handler
 
 
-def _restored_scheduler(tuner: Any) -> PersistentASHA:
+def _restored_tune_config(tuner: Any) -> Any:
     """Tune keeps the TuneConfig it restored on its internal tuner; there is no public accessor."""
     check_ray_internals()
-    config = getattr(getattr(tuner, "_local_tuner", None), "_tune_config", None)
-    if config is None or not isinstance(config.scheduler, PersistentASHA):
+    return getattr(getattr(tuner, "_local_tuner", None), "_tune_config", None)
+
+
+def _restored_scheduler(tuner: Any) -> PersistentASHA:
+    scheduler = getattr(_restored_tune_config(tuner), "scheduler", None)
+    if not isinstance(scheduler, PersistentASHA):
         raise ConfigError("the restored Tuner holds no qlora-sweep scheduler; ASHA's state cannot be restored")
-    return config.scheduler
+    return scheduler
 
 
 def restored_concurrency(tuner: Any) -> int:
     """The trials at a time of a restored sweep: its searcher's limit, kept in the restored TuneConfig."""
-    check_ray_internals()
-    config = getattr(getattr(tuner, "_local_tuner", None), "_tune_config", None)
-    searcher = getattr(config, "search_alg", None)
+    searcher = getattr(_restored_tune_config(tuner), "search_alg", None)
     if not isinstance(searcher, ConcurrencyLimiter):
         raise ConfigError("the restored Tuner holds no qlora-sweep searcher; its concurrency cannot be read")
     return searcher.max_concurrent

@@ -79,9 +79,16 @@ def score_adapter(trial: TrialConfig, checkpoint: str | None, dialogues: list[st
                   references: list[list[str]]) -> dict[str, Any]:
     """ROUGE of the adapter in `checkpoint` (None: the base model alone, zero-shot) on these dialogues,
     scored the way the sweep scores validation: the same prompts, generation and cut."""
+    return score_adapter_on_sets(trial, checkpoint, {"": (dialogues, references)})[""]
+
+
+def score_adapter_on_sets(trial: TrialConfig, checkpoint: str | None,
+                          sets: dict[str, tuple[list[str], list[list[str]]]]) -> dict[str, Any]:
+    """score_adapter for each named set of (dialogues, references), the model loaded once."""
     tokenizer = load_tokenizer(trial.model)
     model = load_quantized_model(trial.model)
     if checkpoint is not None:
         model = PeftModel.from_pretrained(model, checkpoint)
     evaluation = RougeEvaluation.for_trial(trial, tokenizer)
-    return evaluation.rouge_by_rule(model, evaluation.prompts(dialogues), references)
+    return {name: evaluation.rouge_by_rule(model, evaluation.prompts(dialogues), references)
+            for name, (dialogues, references) in sets.items()}

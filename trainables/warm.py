@@ -14,15 +14,12 @@ One of each is kept, keyed by the config it came from; a different model or data
 from __future__ import annotations
 
 import gc
-import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from trainables.config import DataConfig, ModelConfig, PromptConfig
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -39,7 +36,7 @@ _lock = threading.Lock()  # Tune runs each trial in a thread of the worker; one 
 
 
 def _key(*configs: Any) -> str:
-    return "|".join(c.model_dump_json() if hasattr(c, "model_dump_json") else repr(c) for c in configs)
+    return "|".join(config.model_dump_json() for config in configs)
 
 
 def tokenizer_for(model: ModelConfig, load: Callable[[ModelConfig], Any]) -> Any:
