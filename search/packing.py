@@ -88,10 +88,11 @@ class TrialPlanner:
         return {"cpu": cpus, "gpu": self.trial_config(searched).plan.gpu_share}
 
     def check_every_trial_fits(self) -> TrialHyperparameters:
-        """Refuse before any trial starts if the largest corner of the search space cannot fit one GPU
-        (ConfigError from the planner); returns that corner."""
+        """Refuse before any trial starts if the largest corner of the search space cannot be planned:
+        it would not fit one GPU, or asks for what these trials cannot have (ConfigError from the
+        planner); returns that corner. Not checked while no GPU's size is known (an autoscaler's)."""
         corner = largest_corner(self.sweep.search)
-        if self.packs_by_memory:
+        if self.shape is None or self.gpu_memory_bytes is not None:
             plan_memory(self.shape, self.sweep.model, self.sweep.training, self.sweep.evaluation, corner,
                         self.gpu_request())
         return corner

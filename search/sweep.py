@@ -150,9 +150,9 @@ def _start(sweep: SweepConfig, view: SweepView, watch: Watch) -> tuple[TrialPlan
                        "set it to 1 (or a fraction to share a GPU)", gpus)
     gpu_memory = smallest_gpu_memory_bytes() if gpus and sweep.resources.gpus_per_trial else None
     planner = TrialPlanner.for_cluster(sweep, gpu_memory)
+    planner.check_every_trial_fits()
     if sweep.resources.gpus_per_trial == "auto":
         if planner.packs_by_memory:
-            planner.check_every_trial_fits()
             alike = (f"every trial the largest one's, {planner.shared_share:g} (reuse_workers)"
                      if sweep.resources.reuse_workers else "each trial the share its predicted peak memory needs")
             logger.info("gpus_per_trial: auto: shares of a %.0f GiB GPU by predicted peak memory, %s",

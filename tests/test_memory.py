@@ -14,6 +14,8 @@ from trainables.config import (
     TrialConfig,
     TrialHyperparameters,
 )
+from trainables import memory
+from trainables.errors import ConfigError
 from trainables.memory import (
     CPU_GENERATION_BATCH,
     GIB,
@@ -97,6 +99,25 @@ def test_the_fused_lm_head_is_the_gpu_default_and_full_logits_the_cpu_one():
     assert plan_memory(None, MODEL, TrainingConfig(), EvaluationConfig(), HP, None).fused_lm_head is False
 
 
+def test_liger_kernels_are_off_unless_asked_and_asking_without_a_gpu_or_the_package_is_refused(monkeypatch):
+    cpu = lambda liger: plan_memory(None, MODEL, TrainingConfig(liger_kernels=liger), EvaluationConfig(), HP, None)  # noqa: E731
+    assert cpu("auto").liger_kernels is False and cpu(False).liger_kernels is False
+    with pytest.raises(ConfigError, match=r"^training.liger_kernels: true needs GPU trials"):
+        cpu(True)
+
+    monkeypatch.setattr(memory, "liger_installed", lambda: False)
+    assert _plan(training=TrainingConfig(liger_kernels="auto")).liger_kernels is False
+    with pytest.raises(ConfigError, match=r"^training.liger_kernels: true, but liger-kernel is not installed"):
+        _plan(training=TrainingConfig(liger_kernels=True))
+    monkeypatch.setattr(memory, "liger_installed", lambda: True)
+    assert _plan(training=TrainingConfig(liger_kernels=True)).liger_kernels is True
+    assert _plan(training=TrainingConfig(liger_kernels=False)).liger_kernels is False
+    assert _plan(training=TrainingConfig(liger_kernels="auto")).liger_kernels is memory.AUTO_LIGER_KERNELS
+    trial = TrialConfig.planned(MODEL, DataConfig(), PromptConfig(), TrainingConfig(liger_kernels=True),
+                                EvaluationConfig(), 3, HP, _plan(training=TrainingConfig(liger_kernels=True)))
+    assert trial.training.liger_kernels is True
+
+
 def test_a_trial_is_given_its_sections_with_the_plans_decisions_and_never_an_auto():
     plan = _plan(budget_gb=16)
     trial = TrialConfig.planned(MODEL, DataConfig(), PromptConfig(), TrainingConfig(), EvaluationConfig(), 3, HP, plan)
@@ -104,7 +125,7 @@ def test_a_trial_is_given_its_sections_with_the_plans_decisions_and_never_an_aut
     assert (trial.evaluation.batch_size, trial.evaluation.merged_copy) == (plan.generation_batch_size, plan.merged_copy)
     assert trial.total_steps == 3 * TrainingConfig().steps_per_rung
     with pytest.raises(ValueError, match="training.gradient_checkpointing, training.fused_lm_head, "
-                                         "evaluation.merged_copy, evaluation.batch_size"):
+                                         "training.liger_kernels, evaluation.merged_copy, evaluation.batch_size"):
         TrialConfig(model=MODEL, data=DataConfig(), prompt=PromptConfig(), training=TrainingConfig(),
                     evaluation=EvaluationConfig(), max_rungs=3, hyperparameters=HP, plan=plan)
     assert isinstance(trial.plan, MemoryPlan)

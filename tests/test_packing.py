@@ -165,6 +165,16 @@ def test_the_largest_corner_of_the_search_space_is_checked_before_any_trial(tmp_
         TrialPlanner.for_cluster(_sweep(tmp_path), 10 * GIB).check_every_trial_fits()
 
 
+def test_a_sweep_of_cpu_trials_asking_for_gpu_kernels_is_refused_before_any_trial(tmp_path):
+    sweep = SweepConfig(name="c", model={"name_or_path": str(tmp_path)}, resources={"gpus_per_trial": 0},
+                        training={"liger_kernels": True})
+    with pytest.raises(ConfigError, match="^training.liger_kernels: true needs GPU trials"):
+        TrialPlanner.for_cluster(sweep, None).check_every_trial_fits()
+    auto = sweep.model_copy(update={"resources": sweep.resources.model_copy(update={"gpus_per_trial": "auto"})})
+    with pytest.raises(ConfigError, match="^training.liger_kernels: true needs GPU trials"):
+        TrialPlanner.for_cluster(auto, None).check_every_trial_fits()  # auto, and the cluster has no GPU
+
+
 def test_auto_is_a_valid_gpu_setting_and_other_words_are_not():
     assert SweepConfig(name="x", model={"name_or_path": "/tmp"}, resources={"gpus_per_trial": "auto"})
     with pytest.raises(ValidationError, match="must be auto or a number of GPUs"):

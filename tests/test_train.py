@@ -85,3 +85,19 @@ def test_full_logits_and_trls_fused_lm_head_give_the_same_loss(tiny_model_path, 
     batch = full.data_collator(examples)
     expected = _loss(fused, batch)
     assert abs(_loss(full, batch) - expected) < 1e-5 * expected
+
+
+def test_liger_kernels_reach_the_trainer_and_a_trial_without_a_gpu_refuses_them_in_one_line(tmp_path):
+    from trainables.errors import ConfigError
+    from trainables.train import _sft_config, build_trainer
+
+    hp = TrialHyperparameters(lora_r=4, lora_alpha=8, learning_rate=1e-3, max_length=64, lora_dropout=0.0,
+                              target_modules="all-linear")
+    for liger in (True, False):
+        args = _sft_config(str(tmp_path), 3, TrainingConfig(liger_kernels=liger), hp, 4, {}, on_gpu=False)
+        assert args.use_liger_kernel is liger
+    if torch.cuda.is_available():
+        return  # the GPU test (tests/test_gpu.py) trains with them
+    with pytest.raises(ConfigError, match=r"^training.liger_kernels: true needs a CUDA GPU"):
+        build_trainer(None, None, None, None, TrainingConfig(liger_kernels=True), hp, total_steps=3,
+                      eval_batch_size=4, output_dir=str(tmp_path), callbacks=[])

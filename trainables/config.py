@@ -203,6 +203,12 @@ class TrainingConfig(Section):
         "logits). auto: on a GPU, where its Triton kernel trained the Llama-3-8B shape 1.4x faster in about 24% "
         "less memory than full logits; off on CPU, where its torch fallback made a step 2.5x slower.",
     )
+    liger_kernels: AutoOrBool = Field(
+        "auto",
+        description="Liger's Triton kernels for RMSNorm, SwiGLU and RoPE (transformers' use_liger_kernel; the LM "
+        "head stays TRL's fused one). Needs a CUDA GPU and the liger-kernel package (pip install "
+        "'qlora-sweep[liger]'). auto: off until measured faster on the GPU (BENCHMARKS.md, trial speed).",
+    )
     retry_on_oom: bool = Field(
         True,
         description="On CUDA out-of-memory, retry the trial once from its last checkpoint at half the micro-batch "
@@ -284,6 +290,7 @@ class MemoryPlan(Section):
     predicted_peak_gb: float | None = Field(description="The trial's predicted peak GPU memory (GiB); None on CPU.")
     gradient_checkpointing: bool
     fused_lm_head: bool
+    liger_kernels: bool
     micro_batch_size: int = Field(ge=1)
     merged_copy: bool
     generation_batch_size: int = Field(ge=1)
@@ -292,6 +299,7 @@ class MemoryPlan(Section):
         """`training` with this plan's decisions in place of its `auto`s."""
         return training.model_copy(update={"gradient_checkpointing": self.gradient_checkpointing,
                                            "fused_lm_head": self.fused_lm_head,
+                                           "liger_kernels": self.liger_kernels,
                                            "micro_batch_size": self.micro_batch_size})
 
     def decide_evaluation(self, evaluation: EvaluationConfig) -> EvaluationConfig:
@@ -323,6 +331,7 @@ class TrialConfig(Section):
         undecided = [name for name, value in (
             ("training.gradient_checkpointing", self.training.gradient_checkpointing),
             ("training.fused_lm_head", self.training.fused_lm_head),
+            ("training.liger_kernels", self.training.liger_kernels),
             ("evaluation.merged_copy", self.evaluation.merged_copy),
             ("evaluation.batch_size", self.evaluation.batch_size)) if value == "auto"]
         if undecided:

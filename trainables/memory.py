@@ -12,6 +12,7 @@ trial that still runs out of memory is retried by trainables.train at half the m
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 FLOAT32_BYTES = 4
 MAX_GENERATION_BATCH = 128
 CPU_GENERATION_BATCH = 16
+AUTO_LIGER_KERNELS = False  # training.liger_kernels: auto on a GPU, where it is installed (not yet measured)
 MIN_MERGED_BATCH = 32  # a merged copy that leaves room for fewer sequences at once loses what it gains
 
 
@@ -162,6 +164,7 @@ def plan_memory(shape: dict[str, Any] | None, model: ModelConfig, training: Trai
             gpu_share=0.0, memory_budget_gb=None, predicted_peak_gb=None,
             gradient_checkpointing=_given(training.gradient_checkpointing, False),  # compute, not memory, limits a CPU
             fused_lm_head=_given(training.fused_lm_head, False),  # its torch fallback is slower than full logits
+            liger_kernels=_cpu_liger(training),
             micro_batch_size=training.micro_batch_size,
             merged_copy=_given(evaluation.merged_copy, False),
             generation_batch_size=_given(evaluation.batch_size, CPU_GENERATION_BATCH),
@@ -205,8 +208,27 @@ def plan_memory(shape: dict[str, Any] | None, model: ModelConfig, training: Trai
     return MemoryPlan(
         gpu_share=share, memory_budget_gb=budget / GIB, predicted_peak_gb=peak / GIB,
         gradient_checkpointing=checkpointing, fused_lm_head=_given(training.fused_lm_head, True),
+        liger_kernels=_gpu_liger(training),
         micro_batch_size=training.micro_batch_size, merged_copy=merged, generation_batch_size=batch,
     )
+
+
+def _cpu_liger(training: TrainingConfig) -> bool:
+    if training.liger_kernels is True:
+        raise ConfigError("training.liger_kernels: true needs GPU trials (Liger's kernels are Triton, CUDA only); "
+                          "set it to auto or false")
+    return False
+
+
+def _gpu_liger(training: TrainingConfig) -> bool:
+    if training.liger_kernels is True and not liger_installed():
+        raise ConfigError("training.liger_kernels: true, but liger-kernel is not installed: "
+                          "pip install 'qlora-sweep[liger]', or set it to auto or false")
+    return _given(training.liger_kernels, AUTO_LIGER_KERNELS and liger_installed())
+
+
+def liger_installed() -> bool:
+    return importlib.util.find_spec("liger_kernel") is not None
 
 
 def _given(value: Any, decided: Any) -> Any:

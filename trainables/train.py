@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import warnings
 from typing import Any
 
 import torch
@@ -15,6 +16,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig, SFTTrainer
 
 from trainables.config import TrainingConfig, TrialHyperparameters
+from trainables.errors import ConfigError
 from trainables.model import checkpointing_rename_quiet, loaded_compute_dtype
 
 logger = logging.getLogger(__name__)
@@ -34,8 +36,13 @@ def build_trainer(
 ) -> Any:
     """`training` as the trial's plan decided it: no `auto` left (trainables.config.TrialConfig)."""
     on_gpu = torch.cuda.is_available()
+    if training.liger_kernels is True and not on_gpu:
+        raise ConfigError("training.liger_kernels: true needs a CUDA GPU (Liger's kernels are Triton); "
+                          "this trial has none")
     trainer_class = SFTTrainer if training.fused_lm_head else full_logits_sft_trainer()
-    with checkpointing_rename_quiet():
+    with checkpointing_rename_quiet(), warnings.catch_warnings():
+        # TRL deprecates use_liger_kernel for the Hub's kernels, which an offline cluster cannot fetch
+        warnings.filterwarnings("ignore", category=FutureWarning, message=r"`use_liger_kernel=True` is deprecated")
         trainer = trainer_class(
             model=model,
             args=_sft_config(output_dir, total_steps, training, hp, eval_batch_size, mixed_precision(model, on_gpu),
@@ -68,6 +75,7 @@ def _sft_config(output_dir: str, total_steps: int, training: TrainingConfig, hp:
         gradient_checkpointing=training.gradient_checkpointing,  # decided by the trial's memory plan
         padding_free=training.padding_free,
         gradient_checkpointing_kwargs={"use_reentrant": False},
+        use_liger_kernel=training.liger_kernels is True,  # RMSNorm, SwiGLU, RoPE; TRL keeps its own fused LM head
         **precision,
         use_cpu=not on_gpu,
         logging_steps=rung,
