@@ -59,7 +59,8 @@ def trainable(config: dict[str, Any], sweep_values: dict[str, Any]) -> None:
     model = plain_model(Path(sweep.model.name_or_path), sweep.training.seed, lora)
     import torch
 
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=hp.learning_rate)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=hp.learning_rate,
+                                  weight_decay=sweep.training.weight_decay)  # torch's default is 0.01, the Trainer's 0
     steps = sweep.training.steps_per_rung
     for rung in range(1, sweep.scheduler.max_rungs + 1):
         speed = plain_train(model, rows, tokenizer, sweep.training.micro_batch_size, steps, 0, hp.learning_rate,

@@ -28,9 +28,21 @@ above what the other sides held), MFU against the card's measured dense bf16 pea
 trial sides the wall time to generate and score ROUGE on the validation dialogues. `summary` holds
 equal_memory_speedup, one_gpu_speedup, eval_500_s, plain_tokens_per_s and protocol. MFU counts
 (6 + 2 if recomputing) x the linear layers' parameters per real token (attention scores left out).
-The plain generation is timed on a subset and scaled to the full set (it is marked so). With
---quality-seeds, plain and qlora-sweep also train SmolLM2-sized runs from --quality-model for the
-same optimizer steps and examples and report validation ROUGE-L per seed.
+The plain generation is timed on a subset and scaled to the full set (it is marked so).
+
+--profile-steps N: after the rounds, each side trains N more steps under torch.profiler, and the
+qlora-sweep side generates one batch; `profile` gives, per side, the kernels' time by what they
+compute (4-bit dequantization, matmul, attention, LM head, optimizer, elementwise), the top kernels,
+and how busy the GPU was.
+
+--quality-seeds: plain and qlora-sweep (and each --quality-variant) train --quality-model (SmolLM2)
+alike: the same steps on the same examples in the same order, from the same LoRA initialization,
+at a constant learning rate; `quality_rougeL` holds validation ROUGE-L per seed and side, each
+side's difference from plain, and how far its trained LoRA weights lie from plain's.
+--quality-only skips the speed protocol.
+
+Liger's kernels (a side with liger_kernels=true) patch RoPE for the whole process: once such a side
+has trained, every side's RoPE runs Liger's kernel (its RMSNorm and SwiGLU stay per model).
 """
 
 from __future__ import annotations
@@ -38,6 +50,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import re
 import statistics
 import sys
 import tempfile
@@ -50,6 +63,9 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 import yaml  # noqa: E402
+from torch.autograd import DeviceType  # noqa: E402
+from torch.profiler import ProfilerActivity, profile  # noqa: E402
+from torch.utils.data import SequentialSampler  # noqa: E402
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training  # noqa: E402
 from transformers import (  # noqa: E402
     AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, LlamaConfig, TrainerCallback,
@@ -80,6 +96,9 @@ SHAPES = {
 # TFLOP/s for 8192^3 products on random data), not its datasheet's ~990; the others are datasheets'.
 BF16_PEAK_FLOPS = {"H200": 790e12, "H100": 989e12, "A100": 312e12, "A10G": 125e12, "L4": 121e12}
 STARTED = time.perf_counter()
+QUALITY_TOLERANCE = 0.005  # ROUGE-L (0..1): half a point
+QUALITY_LORA = dict(lora_r=32, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear")  # no dropout: the
+# sides would draw different masks
 LORA = dict(lora_r=32, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear")
 
 
@@ -157,12 +176,16 @@ def plain_model(path: Path, seed: int, lora: dict[str, Any] = LORA) -> Any:
 
 
 def plain_train(model: Any, rows: Any, tokenizer: Any, micro_batch: int, steps: int, warmup: int,
-                learning_rate: float, seed: int, optimizer: Any = None, first_step: int = 0) -> dict[str, float]:
-    """Padded micro-batches, full logits, one AdamW step each; timed after `warmup` steps.
-    Pass the optimizer and the step reached to continue a run (plain_ray_tune's rungs)."""
+                learning_rate: float, seed: int, optimizer: Any = None, first_step: int = 0,
+                shuffle: bool = True) -> dict[str, float]:
+    """Padded micro-batches, full logits, one AdamW step each with the Trainer's defaults (no weight
+    decay, gradients clipped to norm 1); timed after `warmup` steps. Pass the optimizer and the step
+    reached to continue a run (plain_ray_tune's rungs). `shuffle` False: the rows in their order."""
+    trained = [p for p in model.parameters() if p.requires_grad]
     if optimizer is None:
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate)
-    order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed)).tolist()
+        optimizer = torch.optim.AdamW(trained, lr=learning_rate, weight_decay=0.0)
+    order = (torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed)).tolist() if shuffle
+             else list(range(len(rows))))
     model.train()
     tokens, started = 0, None
     for step in range(first_step, first_step + warmup + steps):
@@ -175,6 +198,7 @@ def plain_train(model: Any, rows: Any, tokenizer: Any, micro_batch: int, steps: 
         with torch.autocast(_device(), dtype=_dtype(), enabled=_device() == "cuda"):
             loss = model(**batch).loss
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if step >= first_step + warmup:
@@ -213,15 +237,18 @@ def trial_plan(path: Path, training: TrainingConfig, evaluation: EvaluationConfi
     return plan_memory(model_shape(model) if gpu else None, model, training, evaluation, hp, gpu)
 
 
-def trial_model(path: Path, plan: MemoryPlan, max_length: int, seed: int, attention: str = "auto") -> Any:
+def trial_model(path: Path, plan: MemoryPlan, max_length: int, seed: int, attention: str = "auto",
+                lora: dict[str, Any] = LORA) -> Any:
     base = load_quantized_model(ModelConfig(name_or_path=str(path), attention=attention))
     torch.manual_seed(seed)
-    hp = TrialHyperparameters(**LORA, learning_rate=1e-4, max_length=max_length)
+    hp = TrialHyperparameters(**lora, learning_rate=1e-4, max_length=max_length)
     return attach_lora(prepare_for_training(base, plan.gradient_checkpointing), hp)
 
 
 def trial_train(model: Any, rows: Any, tokenizer: Any, training: TrainingConfig, steps: int, warmup: int,
-                learning_rate: float, max_length: int, folder: Path) -> dict[str, float]:
+                learning_rate: float, max_length: int, folder: Path, in_order: bool = False) -> dict[str, float]:
+    """The trial's Trainer for `warmup` + `steps` steps, timed after the warm-up; `in_order`: the rows
+    in their order instead of the Trainer's shuffle (the quality check feeds both sides alike)."""
     class Clock(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
             if state.global_step == warmup:
@@ -242,6 +269,8 @@ def trial_train(model: Any, rows: Any, tokenizer: Any, training: TrainingConfig,
     rung = training.model_copy(update={"steps_per_rung": warmup + steps + 1})
     trainer = build_trainer(model, tokenizer, rows, rows.select(range(min(8, len(rows)))), rung, hp,
                             total_steps=warmup + steps, eval_batch_size=8, output_dir=str(folder), callbacks=[clock])
+    if in_order:
+        trainer._get_train_sampler = lambda *args, **kwargs: SequentialSampler(rows)
     trainer.train()
     return clock.result
 
@@ -367,10 +396,16 @@ def measure_shape(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     one_gpu = load_side("one_gpu", lambda: trial_side(
         path, data, tokenizer, args, {"micro_batch_size": args.one_gpu_micro_batch_size}, None, folder), sides)
     for spec in args.variant:
-        settings = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in spec.split(","))}
+        settings = _settings(spec)
         variant_budget = settings.pop("memory_budget_gb", budget_gb)
-        load_side(f"variant {spec}", lambda: trial_side(path, data, tokenizer, args, settings, variant_budget, folder),
-                  sides)
+        try:
+            load_side(f"variant {spec}",
+                      lambda: trial_side(path, data, tokenizer, args, settings, variant_budget, folder), sides)
+        except Exception as error:  # noqa: BLE001 - a variant that cannot load (a kernel not installed) is a result
+            failed = Side(f"variant {spec}", None, None, False, {"error": f"{type(error).__name__}: {error}"[:300]})
+            log(f"{failed.name}: {failed.details['error']}")
+            sides.append(failed)
+            _free()
     warmed += warm_up(sides, args, max(0.0, args.warmup_s - warmed))
     log(f"warmed up for {warmed:.0f} s; timing {args.rounds} rounds of {[s.name for s in sides]}")
     for round_ in range(args.rounds):
@@ -391,6 +426,8 @@ def measure_shape(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             {side.name: {"tokens_per_s_each": side.tokens_per_s, "own_peak_gb": side.own_peak_gb, **side.details}
              for side in sides}, indent=1, default=str))
 
+    if args.profile_steps:
+        result["profile"] = profile_sides(sides, args, tokenizer, data)
     by_name = {side.name: summarize_side(side, params) if side.tokens_per_s else {**side.details} for side in sides}
     result["sides"] = by_name
     if not args.skip_eval:
@@ -461,31 +498,152 @@ def timed_rouge_evaluation(args: argparse.Namespace, model: Any, tokenizer: Any,
     return timed
 
 
-def measure_quality(args: argparse.Namespace, folder: Path) -> list[dict[str, Any]]:
-    """Same steps, examples and seed on both sides; validation ROUGE-L after training."""
+def measure_quality(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    """The fast path against the plain recipe, trained alike: the same optimizer steps on the same
+    examples in the same order (one seeded permutation, no shuffle on either side), a constant
+    learning rate, no weight decay, gradients clipped to norm 1, the same LoRA initialization. What
+    differs is only how each side computes (padded or padding-free micro-batches, full logits or the
+    fused LM head, recompute, each --quality-variant's settings). Validation ROUGE-L after training,
+    every side scored by the same greedy generation; per seed, each side's difference from plain."""
     path = Path(args.quality_model)
     tokenizer = load_tokenizer(ModelConfig(name_or_path=str(path)))
     data = load_rows(args.data, args.max_length, tokenizer, args.train_examples, args.quality_eval_examples)
+    sides: dict[str, dict[str, Any] | None] = {"plain": None, "qlora_sweep": {}}
+    sides.update({f"variant {spec}": _settings(spec) for spec in args.quality_variant})
+    learning_rate = 2e-4
     runs = []
     for seed in args.quality_seeds:
+        order = torch.randperm(len(data["train"]), generator=torch.Generator().manual_seed(seed)).tolist()
+        rows = data["train"].select(order)
         row: dict[str, Any] = {"seed": seed}
-        for side in ("plain", "qlora_sweep"):
-            if side == "plain":
-                model = plain_model(path, seed)
-                plain_train(model, data["train"], tokenizer, args.micro_batch_size, args.quality_steps, 0, 2e-4, seed)
+        adapters: dict[str, dict[str, torch.Tensor]] = {}
+        for name, settings in sides.items():
+            if settings is None:
+                model = plain_model(path, seed, QUALITY_LORA)
+                plain_train(model, rows, tokenizer, args.micro_batch_size, args.quality_steps, 0, learning_rate, seed,
+                            shuffle=False)
             else:
-                training = TrainingConfig(micro_batch_size=args.micro_batch_size, seed=seed)
+                settings = dict(settings)
+                attention = settings.pop("attention", "auto")
+                training = TrainingConfig(**{"micro_batch_size": args.micro_batch_size, "seed": seed,
+                                             "lr_scheduler": "constant", **settings})
                 plan = trial_plan(path, training, EvaluationConfig(), None, args.max_length)
-                model = trial_model(path, plan, args.max_length, seed)
-                trial_train(model, data["train"], tokenizer, plan.decide_training(training), args.quality_steps, 0,
-                            2e-4, args.max_length, folder / f"quality-{seed}")
+                model = trial_model(path, plan, args.max_length, seed, attention, QUALITY_LORA)
+                trial_train(model, rows, tokenizer, plan.decide_training(training), args.quality_steps, 0,
+                            learning_rate, args.max_length, folder / f"quality-{seed}-{len(row)}", in_order=True)
             scoring = RougeEvaluation(tokenizer, PromptConfig(), args.max_length, args.max_new_tokens, 32)
-            row[side] = scoring.rouge(model, data["prompts"], data["references"])["rougeL"]
-            log(f"quality seed {seed} {side}: ROUGE-L {row[side]:.4f}")
+            row[name] = scoring.rouge(model, data["prompts"], data["references"])["rougeL"]
+            adapters[name] = {key: p.detach().float().cpu() for key, p in model.named_parameters() if "lora_" in key}
+            log(f"quality seed {seed} {name}: ROUGE-L {row[name]:.4f}")
             del model
             _free()
+        row["minus_plain"] = {name: row[name] - row["plain"] for name in sides if name != "plain"}
+        # How far each side's trained LoRA weights lie from plain's: what float rounding leaves apart
+        # when both trained alike, far more when they did not (another order, schedule or init).
+        row["adapter_vs_plain"] = {name: _relative_distance(adapters[name], adapters["plain"])
+                                   for name in sides if name != "plain"}
         runs.append(row)
-    return runs
+        Path(args.out).with_suffix(".quality.json").write_text(json.dumps(runs, indent=1))
+    return {
+        "runs": runs,
+        "within_half_a_point": {name: all(abs(run["minus_plain"][name]) <= QUALITY_TOLERANCE for run in runs)
+                                for name in sides if name != "plain"},
+        "tolerance_rougeL": QUALITY_TOLERANCE,
+        "steps": args.quality_steps, "micro_batch_size": args.micro_batch_size, "learning_rate": learning_rate,
+        "validation_examples": len(data["prompts"]),
+    }
+
+
+def _relative_distance(weights: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> float:
+    """||weights - reference|| / ||reference|| over every LoRA matrix (the same names on both sides)."""
+    if weights.keys() != reference.keys():
+        raise ValueError("the sides' LoRA weights differ in names")
+    difference = sum(float((weights[k] - reference[k]).pow(2).sum()) for k in reference)
+    return (difference / sum(float(reference[k].pow(2).sum()) for k in reference)) ** 0.5
+
+
+def _settings(spec: str) -> dict[str, Any]:
+    """`a=1,b=true` as a side's settings (TrainingConfig fields, and ModelConfig's attention)."""
+    return {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in spec.split(","))}
+
+
+# --- where the time goes -----------------------------------------------------------------------
+
+# Kernel (GPU) or aten op (CPU) names to what they compute; the first pattern that matches wins.
+KERNEL_CATEGORIES = (
+    ("4-bit dequantization", r"dequant|kgemm_4bit|gemv_4bit|bitsandbytes"),
+    ("attention", r"flash|fmha|attention|attn|flex|_tem_"),
+    ("LM head and cross-entropy", r"cross_entropy|log_softmax|logsumexp|nll_loss|entropy|lm_head"),
+    ("optimizer and clipping", r"multi_tensor|adam|foreach"),
+    ("matmul", r"gemm|nvjet|cutlass|xmma|cublas|matmul|aten::mm|aten::addmm|aten::bmm|aten::linear"),
+    ("elementwise: norms, activations, RoPE, casts, copies", r"."),
+)
+
+
+def kernel_category(name: str) -> str:
+    lowered = name.lower()
+    return next(category for category, pattern in KERNEL_CATEGORIES if re.search(pattern, lowered))
+
+
+def time_breakdown(events: Any, seconds: float, top: int = 15) -> dict[str, Any]:
+    """Self time by kernel on a GPU (by aten op on CPU), grouped by KERNEL_CATEGORIES. `busy` is
+    kernel time over the profiled wall time: well under 1 means the GPU waits on the host
+    (kernel launches, Python), which no faster kernel fixes."""
+    on_gpu = torch.cuda.is_available()
+    rows = []
+    for event in events:
+        if on_gpu and event.device_type == DeviceType.CUDA:
+            rows.append((event.key, event.self_device_time_total, event.count))
+        elif not on_gpu and event.key.startswith(("aten::", "bitsandbytes::")):
+            rows.append((event.key, event.self_cpu_time_total, event.count))
+    rows = [row for row in rows if row[1] > 0]
+    total = sum(row[1] for row in rows) or 1
+    categories: dict[str, float] = {}
+    for name, micros, _ in rows:
+        categories[kernel_category(name)] = categories.get(kernel_category(name), 0.0) + micros
+    rows.sort(key=lambda row: -row[1])
+    return {
+        "counted": "CUDA kernels' self time" if on_gpu else "aten ops' self CPU time",
+        "counted_s": round(total / 1e6, 3), "wall_s": round(seconds, 3),
+        "busy": round(total / 1e6 / seconds, 3) if on_gpu else None,
+        "by_category": {name: round(micros / total, 3) for name, micros in
+                        sorted(categories.items(), key=lambda item: -item[1])},
+        "top": [{"name": name[:160], "s": round(micros / 1e6, 4), "share": round(micros / total, 3), "calls": calls}
+                for name, micros, calls in rows[:top]],
+    }
+
+
+def profiled(work: Any) -> dict[str, Any]:
+    """`work()` under torch.profiler, its time broken down (time_breakdown)."""
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    synchronize_gpu()
+    with profile(activities=activities) as profiler:
+        started = time.perf_counter()
+        work()
+        synchronize_gpu()
+        seconds = time.perf_counter() - started
+    return time_breakdown(profiler.key_averages(), seconds)
+
+
+def profile_sides(sides: list[Side], args: argparse.Namespace, tokenizer: Any, data: dict[str, Any]) -> dict[str, Any]:
+    """After the timed rounds: each side's training for --profile-steps steps, and one generation
+    batch of the qlora-sweep side as its plan has it; untimed, the profiler's overhead included."""
+    result: dict[str, Any] = {"steps": args.profile_steps, "note": "profiler overhead included: compare shares, "
+                              "not these times with the rounds'"}
+    for side in [side for side in sides if "error" not in side.details]:
+        result[side.name] = profiled(lambda: side.train(args.profile_steps, 0))
+        log(f"profiled {side.name}: {result[side.name]['by_category']}, busy {result[side.name]['busy']}")
+    ours = next(side for side in sides if side.name == "qlora_sweep")
+    plan = ours.plan
+    evaluation = RougeEvaluation(tokenizer, PromptConfig(), args.max_length, args.max_new_tokens,
+                                 plan.generation_batch_size, plan.merged_copy)
+    batch = data["prompts"][: plan.generation_batch_size]
+    result["qlora_sweep generation"] = {
+        "dialogues": len(batch), "merged_copy": plan.merged_copy,
+        **profiled(lambda: evaluation.summaries(ours.model, batch))}
+    log(f"profiled one generation batch: {result['qlora_sweep generation']['by_category']}")
+    Path(args.out).with_suffix(".profile.json").write_text(json.dumps(result, indent=1))
+    return result
 
 
 def _pad(examples: list[dict], pad_id: int) -> dict[str, Any]:
@@ -548,14 +706,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quality-seeds", type=int, nargs="*", default=[])
     parser.add_argument("--quality-steps", type=int, default=60)
     parser.add_argument("--quality-eval-examples", type=int, default=500)
+    parser.add_argument("--quality-only", action="store_true", help="only the quality check (--quality-seeds)")
+    parser.add_argument("--quality-variant", action="append", default=[],
+                        help="one more side in the quality check: the trial with these settings, as --variant")
+    parser.add_argument("--profile-steps", type=int, default=0,
+                        help="after the rounds, profile each side for this many steps and one generation batch")
     args = parser.parse_args(argv)
+    if args.quality_only and not (args.quality_seeds and args.quality_model):
+        parser.error("--quality-only needs --quality-model and --quality-seeds")
     if args.gradient_checkpointing != "auto":
         args.gradient_checkpointing = args.gradient_checkpointing == "true"
 
     with tempfile.TemporaryDirectory(prefix="trial-speed-") as scratch:
         result = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
                   "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv)}
-        result.update(measure_shape(args, Path(scratch)))
+        if not args.quality_only:
+            result.update(measure_shape(args, Path(scratch)))
         if args.quality_seeds:
             result["quality_rougeL"] = measure_quality(args, Path(scratch))
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -1,22 +1,34 @@
 #!/usr/bin/env bash
 # Issue 10's measurements on one GPU, JSON into $OUT (default benchmarks/results/): the Llama-3-8B
 # and Llama-3.2-1B shapes, each side against the plain recipe by the warm-up-and-alternate protocol
-# of benchmarks/trial_speed.py; with QUALITY=1, also the ROUGE-L check on SmolLM2 with two seeds
-# (it needs SmolLM2's real weights). Run from the repo root:
+# of benchmarks/trial_speed.py, with a profile of every side; with QUALITY=1, also the ROUGE-L check
+# on SmolLM2 with two seeds (it needs SmolLM2's real weights). ONLY=8b, 1b or quality runs one part.
+# Run from the repo root:
 #   benchmarks/trial_speed.sh /path/to/dialogsum /path/to/SmolLM2-folder-or-tokenizer
 # MODEL_CACHE=DIR keeps the random-weight models there for a later run.
 set -euo pipefail
 data=${1:?path to a DialogSum folder (train.jsonl, validation.jsonl)}
 smollm2=${2:?path to SmolLM2-135M-Instruct (a model folder from qlora-sweep fetch-model, or its tokenizer)}
 out=${OUT:-benchmarks/results}
+only=${ONLY:-}
 cache=(${MODEL_CACHE:+--model-cache "$MODEL_CACHE"})
+whole_gpu=micro_batch_size=16,memory_budget_gb=null
 mkdir -p "$out"
-python3 benchmarks/trial_speed.py --shape llama3-8b --data "$data" --tokenizer "$smollm2" "${cache[@]}" \
-    --out "$out/trial_speed_llama3-8b.json"
-python3 benchmarks/trial_speed.py --shape llama3.2-1b --data "$data" --tokenizer "$smollm2" "${cache[@]}" \
-    --out "$out/trial_speed_llama3.2-1b.json" --micro-batch-size 16 --one-gpu-micro-batch-size 32
-if [ "${QUALITY:-0}" = 1 ]; then
+if [ -z "$only" ] || [ "$only" = 8b ]; then
+    python3 benchmarks/trial_speed.py --shape llama3-8b --data "$data" --tokenizer "$smollm2" "${cache[@]}" \
+        --out "$out/trial_speed_llama3-8b.json" --profile-steps 3 ${SKIP_EVAL:+--skip-eval} \
+        --variant liger_kernels=true \
+        --variant "liger_kernels=true,$whole_gpu" \
+        --variant "attention=flex_attention,$whole_gpu" \
+        --variant "attention=flex_attention,liger_kernels=true,$whole_gpu"
+fi
+if [ -z "$only" ] || [ "$only" = 1b ]; then
     python3 benchmarks/trial_speed.py --shape llama3.2-1b --data "$data" --tokenizer "$smollm2" "${cache[@]}" \
-        --out "$out/trial_speed_quality.json" --skip-eval --rounds 1 --warmup-s 0 \
-        --quality-model "$smollm2" --quality-seeds 0 1 --quality-steps 60 --micro-batch-size 16
+        --out "$out/trial_speed_llama3.2-1b.json" --micro-batch-size 16 --one-gpu-micro-batch-size 32 \
+        --profile-steps 3 ${SKIP_EVAL:+--skip-eval} --variant liger_kernels=true
+fi
+if [ "${QUALITY:-0}" = 1 ] || [ "$only" = quality ]; then
+    python3 benchmarks/trial_speed.py --quality-only --data "$data" --tokenizer "$smollm2" \
+        --out "$out/trial_speed_quality.json" --quality-model "$smollm2" --quality-seeds 0 1 \
+        --quality-steps 60 --micro-batch-size 16 --quality-variant liger_kernels=true
 fi

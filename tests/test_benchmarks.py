@@ -20,7 +20,8 @@ def test_the_trial_speed_benchmark_alternates_the_sides_and_writes_the_summary(t
          "--eval-examples", "4", "--plain-eval-examples", "2", "--max-new-tokens", "4",
          "--one-gpu-micro-batch-size", "4",
          "--quality-model", str(tiny_model_path), "--quality-seeds", "0", "1", "--quality-steps", "2",
-         "--quality-eval-examples", "2", "--variant", "fused_lm_head=true,micro_batch_size=1"],
+         "--quality-eval-examples", "2", "--variant", "fused_lm_head=true,micro_batch_size=1",
+         "--quality-variant", "fused_lm_head=true", "--profile-steps", "1"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -46,5 +47,16 @@ def test_the_trial_speed_benchmark_alternates_the_sides_and_writes_the_summary(t
     assert sides["qlora_sweep"]["gradient_checkpointing"] is False  # auto on CPU
     assert sides["one_gpu"]["micro_batch_size"] == 4
     assert sides["variant fused_lm_head=true,micro_batch_size=1"]["micro_batch_size"] == 1
-    assert [run["seed"] for run in result["quality_rougeL"]] == [0, 1]
-    assert all(0 <= run[side] <= 1 for run in result["quality_rougeL"] for side in ("plain", "qlora_sweep"))
+    quality = result["quality_rougeL"]
+    assert [run["seed"] for run in quality["runs"]] == [0, 1]
+    for run in quality["runs"]:
+        assert all(0 <= run[side] <= 1 for side in ("plain", "qlora_sweep", "variant fused_lm_head=true"))
+        assert run["minus_plain"]["qlora_sweep"] == pytest.approx(run["qlora_sweep"] - run["plain"])
+        # Trained alike (same rows in the same order, same init and schedule): only rounding apart
+        assert all(0 < distance < 0.02 for distance in run["adapter_vs_plain"].values()), run["adapter_vs_plain"]
+    assert set(quality["within_half_a_point"]) == {"qlora_sweep", "variant fused_lm_head=true"}
+    profile = result["profile"]
+    for name in ("plain", "qlora_sweep", "qlora_sweep generation"):
+        assert sum(profile[name]["by_category"].values()) == pytest.approx(1, abs=0.01)
+        assert profile[name]["by_category"]["matmul"] > 0 and profile[name]["top"]
+    assert profile["plain"]["by_category"]["4-bit dequantization"] > 0  # the 4-bit layers were profiled
