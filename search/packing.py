@@ -16,7 +16,7 @@ from typing import Any
 
 from search.config import SweepConfig
 from search.space import largest_corner, resolve_hyperparameters
-from trainables.config import TrialConfig, TrialHyperparameters
+from trainables.config import TrainingConfig, TrialConfig, TrialHyperparameters
 from trainables.memory import GIB, GpuRequest, local_gpu_memory_bytes, model_shape, plan_memory
 
 
@@ -74,10 +74,23 @@ class TrialPlanner:
         """What one trial is given: its hyperparameters and the plan for them, every `auto` decided."""
         hp = resolve_hyperparameters(self.sweep.search, searched)
         sweep = self.sweep
-        plan = plan_memory(self.shape, sweep.model, sweep.training, sweep.evaluation, hp,
-                           self.gpu_request(gpu_memory_bytes))
-        return TrialConfig.planned(sweep.model, sweep.data, sweep.prompt, sweep.training, sweep.evaluation,
+        gpu = self.gpu_request(gpu_memory_bytes)
+        training = self._training_for_every_trial(gpu)
+        plan = plan_memory(self.shape, sweep.model, training, sweep.evaluation, hp, gpu)
+        return TrialConfig.planned(sweep.model, sweep.data, sweep.prompt, training, sweep.evaluation,
                                    sweep.scheduler.max_rungs, hp, plan)
+
+    def _training_for_every_trial(self, gpu: GpuRequest | None) -> TrainingConfig:
+        """The training section with `liger_kernels: auto` decided once for the whole sweep, as the
+        largest trial's plan decides it: Liger patches the worker process for good (its RoPE and
+        layer classes), so a kept worker would run every later trial with its kernels whatever that
+        trial's own plan said."""
+        training = self.sweep.training
+        if training.liger_kernels != "auto":
+            return training
+        corner = largest_corner(self.sweep.search)
+        decided = plan_memory(self.shape, self.sweep.model, training, self.sweep.evaluation, corner, gpu).liger_kernels
+        return training.model_copy(update={"liger_kernels": decided})
 
     def resources(self, searched: dict[str, Any]) -> dict[str, float]:
         """What Tune asks Ray for, for one trial."""

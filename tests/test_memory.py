@@ -99,7 +99,7 @@ def test_the_fused_lm_head_is_the_gpu_default_and_full_logits_the_cpu_one():
     assert plan_memory(None, MODEL, TrainingConfig(), EvaluationConfig(), HP, None).fused_lm_head is False
 
 
-def test_liger_kernels_are_off_unless_asked_and_asking_without_a_gpu_or_the_package_is_refused(monkeypatch):
+def test_liger_kernels_run_where_installed_for_trials_without_recompute_and_asking_without_them_is_refused(monkeypatch):
     cpu = lambda liger: plan_memory(None, MODEL, TrainingConfig(liger_kernels=liger), EvaluationConfig(), HP, None)  # noqa: E731
     assert cpu("auto").liger_kernels is False and cpu(False).liger_kernels is False
     with pytest.raises(ConfigError, match=r"^training.liger_kernels: true needs GPU trials"):
@@ -112,7 +112,10 @@ def test_liger_kernels_are_off_unless_asked_and_asking_without_a_gpu_or_the_pack
     monkeypatch.setattr(memory, "liger_installed", lambda: True)
     assert _plan(training=TrainingConfig(liger_kernels=True)).liger_kernels is True
     assert _plan(training=TrainingConfig(liger_kernels=False)).liger_kernels is False
-    assert _plan(training=TrainingConfig(liger_kernels="auto")).liger_kernels is memory.AUTO_LIGER_KERNELS
+    roomy, tight = _plan(training=TrainingConfig(liger_kernels="auto")), _plan(budget_gb=16, training=TrainingConfig(
+        liger_kernels="auto"))
+    assert (roomy.gradient_checkpointing, roomy.liger_kernels) == (False, True)  # faster where nothing is recomputed
+    assert (tight.gradient_checkpointing, tight.liger_kernels) == (True, False)  # slower beside recompute
     trial = TrialConfig.planned(MODEL, DataConfig(), PromptConfig(), TrainingConfig(liger_kernels=True),
                                 EvaluationConfig(), 3, HP, _plan(training=TrainingConfig(liger_kernels=True)))
     assert trial.training.liger_kernels is True

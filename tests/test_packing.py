@@ -175,6 +175,24 @@ def test_a_sweep_of_cpu_trials_asking_for_gpu_kernels_is_refused_before_any_tria
         TrialPlanner.for_cluster(auto, None).check_every_trial_fits()  # auto, and the cluster has no GPU
 
 
+def test_liger_kernels_are_one_decision_for_the_whole_sweep_the_largest_trials(tmp_path, monkeypatch):
+    from trainables import memory
+
+    monkeypatch.setattr(memory, "liger_installed", lambda: True)
+    (tmp_path / "config.json").write_text(json.dumps(LLAMA_3_8B))
+    small = {"lora_alpha": 16, "learning_rate": 1e-4, "lora_r": 8, "max_length": 256}
+    planner = TrialPlanner.for_cluster(_sweep(tmp_path, reuse_workers=False), 48 * GIB)
+    trial = planner.trial_config(small)
+    # This trial keeps its activations, but the largest one recomputes: no trial of the sweep gets them
+    assert trial.plan.gradient_checkpointing is False and trial.training.liger_kernels is False
+    assert planner.trial_config({**small, "lora_r": 64, "max_length": 1024}).plan.gradient_checkpointing is True
+
+    fitting = _sweep(tmp_path, reuse_workers=False).model_copy(update={"search": SweepConfig(
+        name="s", model={"name_or_path": "/m"}, search={"lora_r": {"choice": [8]}, "max_length": {"choice": [256]}}
+    ).search})
+    assert TrialPlanner.for_cluster(fitting, 48 * GIB).trial_config(small).training.liger_kernels is True
+
+
 def test_auto_is_a_valid_gpu_setting_and_other_words_are_not():
     assert SweepConfig(name="x", model={"name_or_path": "/tmp"}, resources={"gpus_per_trial": "auto"})
     with pytest.raises(ValidationError, match="must be auto or a number of GPUs"):

@@ -207,7 +207,9 @@ class TrainingConfig(Section):
         "auto",
         description="Liger's Triton kernels for RMSNorm, SwiGLU and RoPE (transformers' use_liger_kernel; the LM "
         "head stays TRL's fused one). Needs a CUDA GPU and the liger-kernel package (pip install "
-        "'qlora-sweep[liger]'). auto: off until measured faster on the GPU (BENCHMARKS.md, trial speed).",
+        "'qlora-sweep[liger]'). auto: on where installed when the sweep's largest trial keeps its activations "
+        "(one decision for every trial: Liger patches a worker process for good): without recompute they trained "
+        "the Llama-3-8B shape 1.07x faster in 9 GB less on an H200 (1.04x beside FlexAttention), with it 0.91x.",
     )
     retry_on_oom: bool = Field(
         True,

