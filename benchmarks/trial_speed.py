@@ -511,13 +511,15 @@ def measure_quality(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     sides: dict[str, dict[str, Any] | None] = {"plain": None, "qlora_sweep": {}}
     sides.update({f"variant {spec}": _settings(spec) for spec in args.quality_variant})
     learning_rate = 2e-4
-    runs = []
-    for seed in args.quality_seeds:
-        order = torch.randperm(len(data["train"]), generator=torch.Generator().manual_seed(seed)).tolist()
-        rows = data["train"].select(order)
-        row: dict[str, Any] = {"seed": seed}
-        adapters: dict[str, dict[str, torch.Tensor]] = {}
-        for name, settings in sides.items():
+    # Side after side, each over every seed: Liger's RoPE patch is process-wide, so no plain or
+    # default side may train after a Liger side has (variants come last).
+    runs = [{"seed": seed} for seed in args.quality_seeds]
+    plain_adapters: dict[int, dict[str, torch.Tensor]] = {}
+    for name, settings in sides.items():
+        for run in runs:
+            seed = run["seed"]
+            order = torch.randperm(len(data["train"]), generator=torch.Generator().manual_seed(seed)).tolist()
+            rows = data["train"].select(order)
             if settings is None:
                 model = plain_model(path, seed, QUALITY_LORA)
                 plain_train(model, rows, tokenizer, args.micro_batch_size, args.quality_steps, 0, learning_rate, seed,
@@ -530,20 +532,20 @@ def measure_quality(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                 plan = trial_plan(path, training, EvaluationConfig(), None, args.max_length)
                 model = trial_model(path, plan, args.max_length, seed, attention, QUALITY_LORA)
                 trial_train(model, rows, tokenizer, plan.decide_training(training), args.quality_steps, 0,
-                            learning_rate, args.max_length, folder / f"quality-{seed}-{len(row)}", in_order=True)
-            scoring = RougeEvaluation(tokenizer, PromptConfig(), args.max_length, args.max_new_tokens, 32)
-            row[name] = scoring.rouge(model, data["prompts"], data["references"])["rougeL"]
-            adapters[name] = {key: p.detach().float().cpu() for key, p in model.named_parameters() if "lora_" in key}
-            log(f"quality seed {seed} {name}: ROUGE-L {row[name]:.4f}")
+                            learning_rate, args.max_length, folder / f"quality-{seed}-{len(run)}", in_order=True)
+            run[name] = quality_scoring(args, tokenizer).rouge(model, data["prompts"], data["references"])["rougeL"]
+            adapter = {key: p.detach().float().cpu() for key, p in model.named_parameters() if "lora_" in key}
+            if settings is None:
+                plain_adapters[seed] = adapter
+            else:
+                run.setdefault("minus_plain", {})[name] = run[name] - run["plain"]
+                # How far the side's trained LoRA weights lie from plain's: what float rounding leaves
+                # apart when both trained alike, far more when they did not (order, schedule, init).
+                run.setdefault("adapter_vs_plain", {})[name] = _relative_distance(adapter, plain_adapters[seed])
+            log(f"quality seed {seed} {name}: ROUGE-L {run[name]:.4f}")
             del model
             _free()
-        row["minus_plain"] = {name: row[name] - row["plain"] for name in sides if name != "plain"}
-        # How far each side's trained LoRA weights lie from plain's: what float rounding leaves apart
-        # when both trained alike, far more when they did not (another order, schedule or init).
-        row["adapter_vs_plain"] = {name: _relative_distance(adapters[name], adapters["plain"])
-                                   for name in sides if name != "plain"}
-        runs.append(row)
-        Path(args.out).with_suffix(".quality.json").write_text(json.dumps(runs, indent=1))
+            Path(args.out).with_suffix(".quality.json").write_text(json.dumps(runs, indent=1))
     return {
         "runs": runs,
         "within_half_a_point": {name: all(abs(run["minus_plain"][name]) <= QUALITY_TOLERANCE for run in runs)
@@ -552,6 +554,14 @@ def measure_quality(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         "steps": args.quality_steps, "micro_batch_size": args.micro_batch_size, "learning_rate": learning_rate,
         "validation_examples": len(data["prompts"]),
     }
+
+
+def quality_scoring(args: argparse.Namespace, tokenizer: Any) -> RougeEvaluation:
+    """One scorer for every side: greedy generation through a merged bf16 copy on a GPU (the
+    adapted 4-bit model generates the same summaries, tests/test_gpu.py, several times slower)."""
+    on_gpu = torch.cuda.is_available()
+    return RougeEvaluation(tokenizer, PromptConfig(), args.max_length, args.max_new_tokens, 128 if on_gpu else 32,
+                           merged_copy=on_gpu)
 
 
 def _relative_distance(weights: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> float:
