@@ -590,6 +590,9 @@ KERNEL_CATEGORIES = (
 )
 
 
+ANNOTATION = re.compile(r"^\w+(\.\w+)*#\w+(\.\w+)*$")  # Optimizer.step#AdamW.step; kernels' own names have '#' too
+
+
 def kernel_category(name: str) -> str:
     lowered = name.lower()
     return next(category for category, pattern in KERNEL_CATEGORIES if re.search(pattern, lowered))
@@ -602,6 +605,8 @@ def time_breakdown(events: Any, seconds: float, top: int = 15) -> dict[str, Any]
     on_gpu = torch.cuda.is_available()
     rows = []
     for event in events:
+        if getattr(event, "is_user_annotation", False) or ANNOTATION.match(event.key):
+            continue  # a range marked on the GPU's timeline (Optimizer.step#AdamW.step), not a kernel: counted twice
         if on_gpu and event.device_type == DeviceType.CUDA:
             rows.append((event.key, event.self_device_time_total, event.count))
         elif not on_gpu and event.key.startswith(("aten::", "bitsandbytes::")):
