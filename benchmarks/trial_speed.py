@@ -238,11 +238,11 @@ def trial_plan(path: Path, training: TrainingConfig, evaluation: EvaluationConfi
 
 
 def trial_model(path: Path, plan: MemoryPlan, max_length: int, seed: int, attention: str = "auto",
-                lora: dict[str, Any] = LORA) -> Any:
+                lora: dict[str, Any] = LORA, float32_dense_layers: bool = True) -> Any:
     base = load_quantized_model(ModelConfig(name_or_path=str(path), attention=attention))
     torch.manual_seed(seed)
     hp = TrialHyperparameters(**lora, learning_rate=1e-4, max_length=max_length)
-    return attach_lora(prepare_for_training(base, plan.gradient_checkpointing), hp)
+    return attach_lora(prepare_for_training(base, plan.gradient_checkpointing, float32_dense_layers), hp)
 
 
 def trial_train(model: Any, rows: Any, tokenizer: Any, training: TrainingConfig, steps: int, warmup: int,
@@ -352,8 +352,9 @@ def trial_side(path: Path, data: dict[str, Any], tokenizer: Any, args: argparse.
                                  "gradient_checkpointing": args.gradient_checkpointing, **settings})
     evaluation = EvaluationConfig(max_new_tokens=args.max_new_tokens)
     plan = trial_plan(path, training, evaluation, budget_gb, args.max_length)
-    model = trial_model(path, plan, args.max_length, seed=0, attention=attention)
     decided = plan.decide_training(training)
+    model = trial_model(path, plan, args.max_length, seed=0, attention=attention,
+                        float32_dense_layers=decided.float32_dense_layers)
     train = lambda steps, warmup: trial_train(model, data["train"], tokenizer, decided, steps, warmup,  # noqa: E731
                                               1e-4, args.max_length, folder / "trainer")
     side = Side("trial", model, train, recompute=plan.gradient_checkpointing,
@@ -530,7 +531,8 @@ def measure_quality(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                 training = TrainingConfig(**{"micro_batch_size": args.micro_batch_size, "seed": seed,
                                              "lr_scheduler": "constant", **settings})
                 plan = trial_plan(path, training, EvaluationConfig(), None, args.max_length)
-                model = trial_model(path, plan, args.max_length, seed, attention, QUALITY_LORA)
+                model = trial_model(path, plan, args.max_length, seed, attention, QUALITY_LORA,
+                                    training.float32_dense_layers)
                 trial_train(model, rows, tokenizer, plan.decide_training(training), args.quality_steps, 0,
                             learning_rate, args.max_length, folder / f"quality-{seed}-{len(run)}", in_order=True)
             run[name] = quality_scoring(args, tokenizer).rouge(model, data["prompts"], data["references"])["rougeL"]

@@ -17,10 +17,10 @@ mkdir -p "$out"
 if [ -z "$only" ] || [ "$only" = 8b ]; then
     python3 benchmarks/trial_speed.py --shape llama3-8b --data "$data" --tokenizer "$smollm2" "${cache[@]}" \
         --out "$out/trial_speed_llama3-8b.json" --profile-steps 3 ${SKIP_EVAL:+--skip-eval} \
-        --variant liger_kernels=true \
-        --variant "liger_kernels=true,$whole_gpu" \
-        --variant "attention=flex_attention,$whole_gpu" \
-        --variant "attention=flex_attention,liger_kernels=true,$whole_gpu"
+        --variant float32_dense_layers=false \
+        --variant "float32_dense_layers=false,$whole_gpu" \
+        --variant "attention=flex_attention,liger_kernels=true,$whole_gpu" \
+        --variant "attention=flex_attention,liger_kernels=true,float32_dense_layers=false,$whole_gpu"
 fi
 if [ -z "$only" ] || [ "$only" = 1b ]; then
     python3 benchmarks/trial_speed.py --shape llama3.2-1b --data "$data" --tokenizer "$smollm2" "${cache[@]}" \
@@ -30,5 +30,6 @@ fi
 if [ "${QUALITY:-0}" = 1 ] || [ "$only" = quality ]; then
     python3 benchmarks/trial_speed.py --quality-only --data "$data" --tokenizer "$smollm2" \
         --out "$out/trial_speed_quality.json" --quality-model "$smollm2" --quality-seeds 0 1 \
-        --quality-steps 60 --micro-batch-size 16 --quality-variant liger_kernels=true
+        --quality-steps 60 --micro-batch-size 16 --quality-variant float32_dense_layers=false \
+        --quality-variant liger_kernels=true
 fi

@@ -132,3 +132,19 @@ def test_a_trial_is_given_its_sections_with_the_plans_decisions_and_never_an_aut
         TrialConfig(model=MODEL, data=DataConfig(), prompt=PromptConfig(), training=TrainingConfig(),
                     evaluation=EvaluationConfig(), max_rungs=3, hyperparameters=HP, plan=plan)
     assert isinstance(trial.plan, MemoryPlan)
+
+
+def test_dense_layers_kept_in_bf16_are_planned_at_2_bytes_and_need_no_copy_to_generate():
+    through_the_model = EvaluationConfig(merged_copy=False)
+    kept = _plan(budget_gb=16, training=TrainingConfig(micro_batch_size=8, float32_dense_layers=True),
+                 evaluation=through_the_model)
+    bf16 = _plan(budget_gb=16, training=TrainingConfig(micro_batch_size=8, float32_dense_layers=False),
+                 evaluation=through_the_model)
+    dense_saving = weight_bytes(LLAMA_3_8B, 4) - weight_bytes(LLAMA_3_8B, 2)  # 2 bytes per dense weight
+    assert (kept.predicted_peak_gb - bf16.predicted_peak_gb) * GIB == pytest.approx(dense_saving)
+    assert 1.5 * GIB < dense_saving < 2.5 * GIB  # Llama-3-8B's embeddings and LM head: about 2 GB
+    # Generation gets half of what is freed: the weights' saving, and the bf16 copies of the float32
+    # layers it no longer makes (the same 2 bytes per dense weight)
+    per_sequence = generation_bytes_per_sequence(LLAMA_3_8B, HP, through_the_model, 2)
+    assert bf16.generation_batch_size - kept.generation_batch_size == pytest.approx(
+        (dense_saving + dense_saving) / 2 / per_sequence, abs=1)

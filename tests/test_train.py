@@ -101,3 +101,34 @@ def test_liger_kernels_reach_the_trainer_and_a_trial_without_a_gpu_refuses_them_
     with pytest.raises(ConfigError, match=r"^training.liger_kernels: true needs a CUDA GPU"):
         build_trainer(None, None, None, None, TrainingConfig(liger_kernels=True), hp, total_steps=3,
                       eval_batch_size=4, output_dir=str(tmp_path), callbacks=[])
+
+
+def test_dense_layers_kept_in_bf16_train_to_the_float32_preparations_loss(tiny_model_path):
+    """float32_dense_layers off: norms, embeddings and the LM head stay in the compute dtype, LoRA
+    stays float32 and trainable, the rest frozen; the loss of a batch is the float32-prepared
+    model's to bf16 rounding, and gradients reach every LoRA matrix."""
+    from trainables.model import attach_lora, load_quantized_model, prepare_for_training
+    from trainables.prompt import load_tokenizer
+
+    hp = TrialHyperparameters(lora_r=4, lora_alpha=8, learning_rate=1e-3, max_length=192, lora_dropout=0.0,
+                              target_modules="all-linear")
+    config = ModelConfig(name_or_path=str(tiny_model_path), compute_dtype="bfloat16")
+    text = [json.loads(line)["dialogue"][:300] for line in SAMPLE.read_text().splitlines()[:2]]
+    batch = load_tokenizer(config)(text, return_tensors="pt", padding=True)
+    batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    losses = {}
+    for float32_dense in (True, False):
+        torch.manual_seed(0)
+        model = attach_lora(prepare_for_training(load_quantized_model(config), True, float32_dense), hp)
+        base = model.get_base_model()
+        dense = [base.model.norm.weight, base.model.embed_tokens.weight, base.lm_head.weight]
+        assert {p.dtype for p in dense} == {torch.float32 if float32_dense else torch.bfloat16}
+        trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        assert trainable and all("lora_" in n and p.dtype == torch.float32 for n, p in trainable)
+        assert base.is_gradient_checkpointing
+        model.train()
+        loss = model(**batch).loss
+        loss.backward()
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for _, p in trainable)
+        losses[float32_dense] = float(loss)
+    assert losses[False] == pytest.approx(losses[True], rel=2e-2)

@@ -140,11 +140,16 @@ def kv_cache_bytes_per_token(shape: dict[str, Any], value_bytes: int) -> int:
     return 2 * shape["num_hidden_layers"] * kv_heads * _head_dim(shape) * value_bytes  # keys and values
 
 
+def dense_layer_bytes(training: TrainingConfig, compute_dtype_bytes: int) -> int:
+    """Bytes per weight of the layers left unquantized (embeddings, LM head, norms) in a trial:
+    float32 after k-bit preparation, unless training.float32_dense_layers is off."""
+    return FLOAT32_BYTES if training.float32_dense_layers else compute_dtype_bytes
+
+
 def predicted_peak_bytes(shape: dict[str, Any], hp: TrialHyperparameters, training: TrainingConfig,
-                         gradient_checkpointing: bool) -> float:
+                         gradient_checkpointing: bool, compute_dtype_bytes: int = 2) -> float:
     tokens = training.micro_batch_size * hp.max_length
-    # k-bit preparation keeps the dense parts (embeddings, LM head, norms) in float32.
-    return (weight_bytes(shape, FLOAT32_BYTES) + lora_bytes(shape, hp) + HEADROOM_BYTES
+    return (weight_bytes(shape, dense_layer_bytes(training, compute_dtype_bytes)) + lora_bytes(shape, hp) + HEADROOM_BYTES
             + tokens * activation_bytes_per_token(shape, gradient_checkpointing))
 
 
@@ -170,13 +175,15 @@ def plan_memory(shape: dict[str, Any] | None, model: ModelConfig, training: Trai
         )
     if shape is None:
         raise ValueError("a GPU trial is planned from the model's shape")
+    dtype_bytes = DTYPE_BYTES[compute_dtype_name(model, on_gpu=True)]
+    dense_bytes = dense_layer_bytes(training, dtype_bytes)
     whole = gpu.gpu_memory_bytes
     packed = gpu.gpus_per_trial == "auto"
     # What the trial may grow to: a whole GPU when its share is sized to fit it, else its fixed share.
     room = gpu.budget_bytes or (whole if packed else whole * min(float(gpu.gpus_per_trial), 1.0))
     checkpointing = _given(training.gradient_checkpointing,
-                           predicted_peak_bytes(shape, hp, training, False) > room)
-    peak = predicted_peak_bytes(shape, hp, training, checkpointing)
+                           predicted_peak_bytes(shape, hp, training, False, dtype_bytes) > room)
+    peak = predicted_peak_bytes(shape, hp, training, checkpointing, dtype_bytes)
     if packed:
         if peak > whole:
             raise ConfigError(
@@ -189,16 +196,15 @@ def plan_memory(shape: dict[str, Any] | None, model: ModelConfig, training: Trai
     else:
         share, budget = float(gpu.gpus_per_trial), room
 
-    dtype_bytes = DTYPE_BYTES[compute_dtype_name(model, on_gpu=True)]
-    # While the trial evaluates, its weights (dense parts float32 after k-bit preparation),
+    # While the trial evaluates, its weights (dense parts as training keeps them),
     # adapter, gradients and optimizer state stay in memory.
-    free = budget - weight_bytes(shape, FLOAT32_BYTES) - lora_bytes(shape, hp) - HEADROOM_BYTES
+    free = budget - weight_bytes(shape, dense_bytes) - lora_bytes(shape, hp) - HEADROOM_BYTES
     copy = dense_copy_bytes(shape, dtype_bytes)
     # Generating through the model itself, its float32 dense parts get compute-dtype copies for the
     # while (trainables.model.generating_in_compute_dtype), so hidden states and the KV cache are in
     # the compute dtype, as they are in a merged copy. (Left float32, the cache was twice this:
     # measured on an H100, a bf16 estimate then let an 8B evaluation peak 22% over its share.)
-    cast = _dense_parameters(shape)[1] * dtype_bytes
+    cast = _dense_parameters(shape)[1] * dtype_bytes if dense_bytes != dtype_bytes else 0
     per_sequence = generation_bytes_per_sequence(shape, hp, evaluation, dtype_bytes)
     merged = _given(evaluation.merged_copy, (free - copy) / 2 >= MIN_MERGED_BATCH * per_sequence)
     # Half the free memory goes to generation's KV cache and logits; the rest is slack.

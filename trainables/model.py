@@ -88,8 +88,9 @@ def keep_4bit_layout_on_cpu(model: Any) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def prepare_for_training(base: Any, gradient_checkpointing: bool) -> Any:
-    """k-bit preparation (frozen base, float32 norms and embeddings), recomputing activations or not.
+def prepare_for_training(base: Any, gradient_checkpointing: bool, float32_dense_layers: bool = True) -> Any:
+    """k-bit preparation: the base frozen, its unquantized layers (norms, embeddings, LM head) made
+    float32 unless `float32_dense_layers` is off, activations recomputed or not.
 
     A base kept from an earlier trial of the same worker (trainables.warm) may have recompute on;
     preparation only ever turns it on, so a trial planned without it turns it off.
@@ -98,8 +99,16 @@ def prepare_for_training(base: Any, gradient_checkpointing: bool) -> Any:
         if not gradient_checkpointing and base.is_gradient_checkpointing:
             base.gradient_checkpointing_disable()
         # Non-reentrant recompute, as the Trainer sets it (trainables.train): peft then adds no input hook.
-        return prepare_model_for_kbit_training(base, use_gradient_checkpointing=gradient_checkpointing,
-                                               gradient_checkpointing_kwargs={"use_reentrant": False})
+        if float32_dense_layers:
+            return prepare_model_for_kbit_training(base, use_gradient_checkpointing=gradient_checkpointing,
+                                                   gradient_checkpointing_kwargs={"use_reentrant": False})
+        # peft's preparation without its float32 cast (it has no switch for it): with non-reentrant
+        # recompute, what else it does is freeze the base and turn recompute on.
+        for parameter in base.parameters():
+            parameter.requires_grad = False
+        if gradient_checkpointing:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        return base
 
 
 def attach_lora(base: Any, hp: TrialHyperparameters) -> Any:

@@ -50,7 +50,7 @@ def run_trial(trial: TrialConfig, started: float | None = None) -> None:
     # The 4-bit model (kept from this worker's last trial, its LoRA taken off) with this trial's
     # LoRA on top, drawn from the trial's seed; activations recomputed where the plan says memory needs it
     base, warm_start = warm.base_model_for(trial.model, load_quantized_model)
-    prepared = prepare_for_training(base, trial.training.gradient_checkpointing)
+    prepared = prepare_for_training(base, trial.training.gradient_checkpointing, trial.training.float32_dense_layers)
     set_seed(trial.training.seed)
     model = attach_lora(prepared, hp)
     warm.remember_adapted(model)
