@@ -95,7 +95,8 @@ def time_to_reach(points: list[tuple[float, float]], target: float | None) -> fl
 
 def rung_times(experiment: Path) -> dict[str, Any]:
     """qlora-sweep's wall time per rung (rung_s): the first rung of trials in a fresh worker (cold),
-    in a worker kept from an earlier trial (warm), and the later rungs."""
+    in a worker kept from an earlier trial (warm), and the later rungs; `parts`: the medians of
+    what each was made of (startup, training steps, validation loss and ROUGE)."""
     rows = rows_of(experiment)
 
     def median(values: list[float]) -> float | None:
@@ -106,7 +107,15 @@ def rung_times(experiment: Path) -> dict[str, Any]:
     cold = [r["rung_s"] for r in first if not r.get("warm_start")]
     warm = [r["rung_s"] for r in first if r.get("warm_start")]
     later_median = median(later)
+    groups = {"first_cold": [r for r in first if not r.get("warm_start")],
+              "first_warm": [r for r in first if r.get("warm_start")],
+              "later": [r for r in rows if (r.get("training_iteration") or 0) > 1 and r.get("rung_s") is not None]}
+    parts = {group: {part: median([r[part] for r in members if r.get(part) is not None])
+                     for part in ("rung_s", "train_s", "eval_s")} for group, members in groups.items()}
+    for group in ("first_cold", "first_warm"):
+        parts[group]["startup_s"] = median([r["startup_s"] for r in groups[group] if r.get("startup_s") is not None])
     return {
+        "parts": parts,
         "first_rung_cold_s": median(cold), "first_rung_warm_s": median(warm), "later_rung_s": later_median,
         "startup_cold_s": median([r["startup_s"] for r in first if not r.get("warm_start") and r.get("startup_s")]),
         "startup_warm_s": median([r["startup_s"] for r in first if r.get("warm_start") and r.get("startup_s")]),

@@ -65,7 +65,9 @@ class RungReporter(TrainerCallback):
         self.train_loss = float("nan")
         self.eval_loss = float("nan")
         self.rouge: dict[str, float] = {}
+        self.eval_seconds = float("nan")
         self._step_started = 0.0
+        self._step_ended = time.perf_counter()
 
     def on_train_begin(self, args, state, control, **kwargs):
         # On resume the Trainer has restored state: the rung starts from the saved token count.
@@ -79,7 +81,8 @@ class RungReporter(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         synchronize_gpu()
-        self.train_seconds += time.perf_counter() - self._step_started
+        self._step_ended = time.perf_counter()
+        self.train_seconds += self._step_ended - self._step_started
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
@@ -88,6 +91,8 @@ class RungReporter(TrainerCallback):
     def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
         self.eval_loss = float((metrics or {}).get("eval_loss", float("nan")))
         self.rouge = self.score_rouge(model, state.global_step // self.steps_per_rung)
+        synchronize_gpu()
+        self.eval_seconds = time.perf_counter() - self._step_ended  # validation loss, then ROUGE
 
     def on_save(self, args, state, control, **kwargs):
         checkpoint_dir = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
@@ -105,6 +110,8 @@ class RungReporter(TrainerCallback):
             "peak_memory_gb": peak_memory_gb(),
             "rung_s": time.perf_counter() - self._rung_began,  # wall time since the last report; the first
             # rung's includes the start: imports, data, model load (startup_s), unless the worker was warm
+            "train_s": self.train_seconds,  # of rung_s: the optimizer steps
+            "eval_s": self.eval_seconds,  # of rung_s: validation loss and ROUGE
             "startup_s": self.startup_s,
             "warm_start": self.warm_start,
             "micro_batch_size": args.per_device_train_batch_size,  # halved after an out-of-memory retry
