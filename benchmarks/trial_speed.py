@@ -35,6 +35,10 @@ qlora-sweep side generates one batch; `profile` gives, per side, the kernels' ti
 compute (4-bit dequantization, matmul, attention, LM head, optimizer, elementwise), the top kernels,
 and how busy the GPU was.
 
+--continuous-batching-eval: the trial sides' ROUGE evaluation (and the profiled generation batch)
+also through transformers' continuous batching (`evaluation.continuous_batching`), timed beside
+the fixed batches, with its ROUGE-L (the same summaries give the same figure).
+
 --quality-seeds: plain and qlora-sweep (and each --quality-variant) train --quality-model (SmolLM2)
 alike: the same steps on the same examples in the same order, from the same LoRA initialization,
 at a constant learning rate; `quality_rougeL` holds validation ROUGE-L per seed and side, each
@@ -48,6 +52,7 @@ has trained, every side's RoPE runs Liger's kernel (its RMSNorm and SwiGLU stay 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import re
@@ -488,15 +493,22 @@ def timed_rouge_evaluation(args: argparse.Namespace, model: Any, tokenizer: Any,
                                f"({budget / GIB:.1f} GB) beside the training model"}
     evaluation = RougeEvaluation(tokenizer, PromptConfig(), args.max_length, args.max_new_tokens,
                                  plan.generation_batch_size, plan.merged_copy)
+    timed = {**_timed_rouge(evaluation, model, data, ""), "generation_batch_size": plan.generation_batch_size}
+    if args.continuous_batching_eval:  # the same evaluation through transformers' continuous batching
+        timed.update(_timed_rouge(dataclasses.replace(evaluation, continuous_batching=True), model, data,
+                                  "_continuous"))
+    log(f"ROUGE evaluation (merged_copy={plan.merged_copy}): {timed}")
+    return timed
+
+
+def _timed_rouge(evaluation: RougeEvaluation, model: Any, data: dict[str, Any], suffix: str) -> dict[str, Any]:
     synchronize_gpu()
     reset_peak_memory()
     started = time.perf_counter()
-    evaluation.rouge(model, data["prompts"], data["references"])
+    scores = evaluation.rouge(model, data["prompts"], data["references"])
     synchronize_gpu()
-    timed = {"rouge_eval_s": time.perf_counter() - started, "generation_batch_size": plan.generation_batch_size,
-             "peak_memory_gb": peak_memory_gb() if torch.cuda.is_available() else None}
-    log(f"ROUGE evaluation (merged_copy={plan.merged_copy}): {timed}")
-    return timed
+    return {f"rouge_eval{suffix}_s": time.perf_counter() - started, f"rougeL{suffix}": scores["rougeL"],
+            f"peak_memory{suffix}_gb": peak_memory_gb() if torch.cuda.is_available() else None}
 
 
 def measure_quality(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
@@ -659,6 +671,11 @@ def profile_sides(sides: list[Side], args: argparse.Namespace, tokenizer: Any, d
         "dialogues": len(batch), "merged_copy": plan.merged_copy,
         **profiled(lambda: evaluation.summaries(ours.model, batch))}
     log(f"profiled one generation batch: {result['qlora_sweep generation']['by_category']}")
+    if args.continuous_batching_eval:
+        continuous = dataclasses.replace(evaluation, continuous_batching=True)
+        result["qlora_sweep generation, continuous batching"] = {
+            "dialogues": len(batch), "merged_copy": plan.merged_copy,
+            **profiled(lambda: continuous.summaries(ours.model, batch))}
     Path(args.out).with_suffix(".profile.json").write_text(json.dumps(result, indent=1))
     return result
 
@@ -726,6 +743,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quality-only", action="store_true", help="only the quality check (--quality-seeds)")
     parser.add_argument("--quality-variant", action="append", default=[],
                         help="one more side in the quality check: the trial with these settings, as --variant")
+    parser.add_argument("--continuous-batching-eval", action="store_true",
+                        help="time (and profile) the ROUGE evaluation through continuous batching too")
     parser.add_argument("--profile-steps", type=int, default=0,
                         help="after the rounds, profile each side for this many steps and one generation batch")
     args = parser.parse_args(argv)

@@ -16,7 +16,7 @@ whole_gpu=micro_batch_size=16,memory_budget_gb=null
 mkdir -p "$out"
 if [ -z "$only" ] || [ "$only" = 8b ]; then
     python3 benchmarks/trial_speed.py --shape llama3-8b --data "$data" --tokenizer "$smollm2" "${cache[@]}" \
-        --out "$out/trial_speed_llama3-8b.json" --profile-steps 3 ${SKIP_EVAL:+--skip-eval} \
+        --out "$out/trial_speed_llama3-8b.json" --profile-steps 3 ${SKIP_EVAL:+--skip-eval} --continuous-batching-eval \
         --variant float32_dense_layers=false \
         --variant "float32_dense_layers=false,$whole_gpu" \
         --variant "attention=flex_attention,liger_kernels=true,$whole_gpu" \

@@ -73,3 +73,37 @@ def test_reference_fields_are_the_named_ones_else_summary_else_its_numbered_copi
         reference_fields(["dialogue", "summary"], "summary", ["gold"])
     with pytest.raises(ConfigError, match="no 'summary' or 'summary1'"):
         reference_fields(["dialogue", "abstract"], "summary", None)
+
+
+def test_continuous_batching_generates_the_summaries_of_fixed_batches(tiny_model_path):
+    """Twelve dialogues, four at a time: as each finishes a waiting one takes its place, and every
+    summary is the one fixed batches of four generate (through the 4-bit model and a merged copy)."""
+    import json
+
+    import torch
+
+    from tests.tiny_model import SAMPLE
+    from trainables.config import ModelConfig, PromptConfig, TrialHyperparameters
+    from trainables.evaluation import generate_continuously, generate_summaries
+    from trainables.model import attach_lora, load_quantized_model, model_for_generation, prepare_for_training
+    from trainables.prompt import encode_prompt, load_tokenizer
+
+    config = ModelConfig(name_or_path=str(tiny_model_path))
+    tokenizer = load_tokenizer(config)
+    hp = TrialHyperparameters(lora_r=8, lora_alpha=8, learning_rate=1e-3, max_length=256, lora_dropout=0.0,
+                              target_modules="all-linear")
+    model = attach_lora(prepare_for_training(load_quantized_model(config), False), hp)
+    torch.manual_seed(0)
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:
+            parameter.data.normal_(0, 0.05)  # an adapter that changes what the model says
+    dialogues = [json.loads(line)["dialogue"] for line in SAMPLE.read_text().splitlines()[:12]]
+    prompts = [encode_prompt(tokenizer, PromptConfig(), d, 256) for d in dialogues]
+    marker = PromptConfig().end_marker
+    for merged in (False, True):
+        with model_for_generation(model, merged) as generator:
+            fixed = generate_summaries(generator, tokenizer, prompts, marker, max_new_tokens=16, batch_size=4)
+            continuous = generate_continuously(generator, tokenizer, prompts, marker, max_new_tokens=16, batch_size=4)
+        assert continuous == fixed
+        assert len(set(fixed)) > 1 and all(fixed)  # different prompts, non-empty summaries: the comparison means something
+    assert model.get_base_model().config._attn_implementation == "sdpa"  # given back for training

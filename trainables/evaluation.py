@@ -10,14 +10,18 @@ the Hugging Face hub, so it is not used here.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from rouge_score import rouge_scorer
+import transformers
+from transformers import GenerationConfig
 
 from trainables.config import PromptConfig, TrialConfig
+from trainables.errors import ConfigError
 from trainables.metrics import BEST_REFERENCE, MEAN_OVER_REFERENCES, ROUGE_METRICS
 from trainables.model import compute_autocast, model_for_generation
 from trainables.prompt import encode_prompt
@@ -35,19 +39,21 @@ class RougeEvaluation:
     max_new_tokens: int
     batch_size: int  # dialogues generated at once
     merged_copy: bool = False  # generate through a dense merged copy (trainables.model.merged_dense_copy)
+    continuous_batching: bool = False  # transformers' generate_batch instead of fixed batches
 
     @classmethod
     def for_trial(cls, trial: TrialConfig, tokenizer: Any) -> "RougeEvaluation":
         return cls(tokenizer, trial.prompt, trial.hyperparameters.max_length, trial.evaluation.max_new_tokens,
-                   trial.evaluation.batch_size, trial.evaluation.merged_copy)
+                   trial.evaluation.batch_size, trial.evaluation.merged_copy, trial.evaluation.continuous_batching)
 
     def prompts(self, dialogues: list[str]) -> list[str]:
         return [encode_prompt(self.tokenizer, self.prompt, d, self.max_length) for d in dialogues]
 
     def summaries(self, model: Any, prompts: list[str]) -> list[str]:
+        generate = generate_continuously if self.continuous_batching else generate_summaries
         with model_for_generation(model, self.merged_copy) as generator:
-            return generate_summaries(generator, self.tokenizer, prompts, self.prompt.end_marker,
-                                      self.max_new_tokens, self.batch_size)
+            return generate(generator, self.tokenizer, prompts, self.prompt.end_marker, self.max_new_tokens,
+                            self.batch_size)
 
     def rouge(self, model: Any, prompts: list[str], references: list[str]) -> dict[str, float]:
         """Mean ROUGE F1 against one reference per prompt."""
@@ -131,3 +137,51 @@ def generate_summaries(
         if was_training:
             model.train()
     return outputs
+
+
+CONTINUOUS_PAGE_TOKENS = 64  # the paged cache's unit: a sequence's cache rounds up to it (256, the default, wastes more)
+
+
+def generate_continuously(
+    model: Any, tokenizer: Any, prompts: list[str], end_marker: str, max_new_tokens: int, batch_size: int
+) -> list[str]:
+    """Greedy summaries through transformers' continuous batching (`generate_batch`), cut at the end
+    marker: what generate_summaries gives, without a batch running as long as its longest summary.
+
+    At most `batch_size` dialogues generate at once, in a paged KV cache sized for them (the memory
+    plan's generation batch); each one that finishes makes room for the next waiting. It stops at
+    EOS or max_new_tokens, not at the marker: trained summaries emit EOS right after it, and the cut
+    makes the text the same either way.
+    """
+    try:  # here, not at the top: transformers versions without it still run every other path
+        from transformers import ContinuousBatchingConfig
+    except ImportError:
+        raise ConfigError("evaluation.continuous_batching: true needs a transformers with continuous batching "
+                          f"(ContinuousBatchingConfig); this one is {transformers.__version__}") from None
+    if not prompts:
+        return []
+    ids = [tokenizer(prompt)["input_ids"] for prompt in prompts]
+    longest = max(len(i) for i in ids) + max_new_tokens
+    cache = ContinuousBatchingConfig(
+        page_size=CONTINUOUS_PAGE_TOKENS,
+        num_blocks=batch_size * math.ceil(longest / CONTINUOUS_PAGE_TOKENS),
+        max_requests_per_batch=batch_size,
+        max_batch_tokens=batch_size * max(len(i) for i in ids),  # a prefill no larger than a fixed batch's
+        use_async_batching=False,  # it would double the cache, beyond the memory plan
+    )
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=tokenizer.eos_token_id,
+                              pad_token_id=tokenizer.pad_token_id)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), compute_autocast(model):
+            results = model.generate_batch(inputs=ids, generation_config=config, continuous_batching_config=cache,
+                                           progress_bar=False)
+    finally:
+        if was_training:
+            model.train()
+    outputs = sorted(results.values(), key=lambda output: int(output.request_id.rsplit("_", 1)[1]))
+    if [output.prompt_ids for output in outputs] != ids:
+        raise RuntimeError("continuous batching returned summaries for other prompts than it was given")
+    return [cut_at_end_marker(tokenizer.decode(output.generated_tokens, skip_special_tokens=True), end_marker)
+            for output in outputs]
