@@ -495,8 +495,12 @@ def timed_rouge_evaluation(args: argparse.Namespace, model: Any, tokenizer: Any,
                                  plan.generation_batch_size, plan.merged_copy)
     timed = {**_timed_rouge(evaluation, model, data, ""), "generation_batch_size": plan.generation_batch_size}
     if args.continuous_batching_eval:  # the same evaluation through transformers' continuous batching
-        timed.update(_timed_rouge(dataclasses.replace(evaluation, continuous_batching=True), model, data,
-                                  "_continuous"))
+        try:
+            timed.update(_timed_rouge(dataclasses.replace(evaluation, continuous_batching=True), model, data,
+                                      "_continuous"))
+        except Exception as error:  # noqa: BLE001 - a lever that fails here (another transformers) is a result
+            timed["continuous_error"] = f"{type(error).__name__}: {error}"[:300]
+            _free()
     log(f"ROUGE evaluation (merged_copy={plan.merged_copy}): {timed}")
     return timed
 
@@ -673,9 +677,13 @@ def profile_sides(sides: list[Side], args: argparse.Namespace, tokenizer: Any, d
     log(f"profiled one generation batch: {result['qlora_sweep generation']['by_category']}")
     if args.continuous_batching_eval:
         continuous = dataclasses.replace(evaluation, continuous_batching=True)
-        result["qlora_sweep generation, continuous batching"] = {
-            "dialogues": len(batch), "merged_copy": plan.merged_copy,
-            **profiled(lambda: continuous.summaries(ours.model, batch))}
+        try:
+            result["qlora_sweep generation, continuous batching"] = {
+                "dialogues": len(batch), "merged_copy": plan.merged_copy,
+                **profiled(lambda: continuous.summaries(ours.model, batch))}
+        except Exception as error:  # noqa: BLE001 - as in the timed evaluation: a result, not the end of the run
+            result["qlora_sweep generation, continuous batching"] = {"error": f"{type(error).__name__}: {error}"[:300]}
+            _free()
     Path(args.out).with_suffix(".profile.json").write_text(json.dumps(result, indent=1))
     return result
 
