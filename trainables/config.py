@@ -209,8 +209,8 @@ class TrainingConfig(Section):
         "while training, as peft's k-bit preparation does. false: they stay in the compute dtype (bf16 on a GPU): "
         "a bf16 residual stream, no cast before each 4-bit layer, half their memory (about 2 GB less on "
         "Llama-3-8B). On an H200, casts, copies and float32 elementwise work took about half of a trial's GPU "
-        "kernel time; true stays the default until this is measured for speed and quality. No effect on CPU, "
-        "where the compute dtype is float32.",
+        "kernel time; true stays the default until this is measured for speed and quality. No effect where the "
+        "compute dtype is float32 (a CPU's auto).",
     )
     liger_kernels: AutoOrBool = Field(
         "auto",
