@@ -330,7 +330,7 @@ def warm_up(sides: list[Side], args: argparse.Namespace, seconds: float) -> floa
             except Exception as error:  # noqa: BLE001 - as in the timed rounds: a failing variant is a result
                 if not side.name.startswith("variant"):
                     raise
-                side.details["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
+                side.details["error"] = _error_text(error)
                 _free()
                 continue
             side.details.setdefault("warm_up_tokens_per_s", []).append(round(speed["tokens_per_s"]))
@@ -408,7 +408,7 @@ def measure_shape(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             load_side(f"variant {spec}",
                       lambda: trial_side(path, data, tokenizer, args, settings, variant_budget, folder), sides)
         except Exception as error:  # noqa: BLE001 - a variant that cannot load (a kernel not installed) is a result
-            failed = Side(f"variant {spec}", None, None, False, {"error": f"{type(error).__name__}: {error}"[:300]})
+            failed = Side(f"variant {spec}", None, None, False, {"error": _error_text(error)})
             log(f"{failed.name}: {failed.details['error']}")
             sides.append(failed)
             _free()
@@ -421,7 +421,7 @@ def measure_shape(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             except Exception as error:  # noqa: BLE001 - a variant that fails (out of memory, a kernel) is a result
                 if not side.name.startswith("variant"):
                     raise
-                side.details["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
+                side.details["error"] = _error_text(error)
                 log(f"{side.name}: {side.details['error']}")
                 _free()
                 continue
@@ -491,18 +491,23 @@ def timed_rouge_evaluation(args: argparse.Namespace, model: Any, tokenizer: Any,
         if torch.cuda.memory_allocated() + copy > budget:
             return {"skipped": f"the dense copy ({copy / GIB:.1f} GB) does not fit the memory budget "
                                f"({budget / GIB:.1f} GB) beside the training model"}
-    evaluation = RougeEvaluation(tokenizer, PromptConfig(), args.max_length, args.max_new_tokens,
-                                 plan.generation_batch_size, plan.merged_copy)
+    evaluation = planned_evaluation(args, tokenizer, plan)
     timed = {**_timed_rouge(evaluation, model, data, ""), "generation_batch_size": plan.generation_batch_size}
     if args.continuous_batching_eval:  # the same evaluation through transformers' continuous batching
         try:
             timed.update(_timed_rouge(dataclasses.replace(evaluation, continuous_batching=True), model, data,
                                       "_continuous"))
         except Exception as error:  # noqa: BLE001 - a lever that fails here (another transformers) is a result
-            timed["continuous_error"] = f"{type(error).__name__}: {error}"[:300]
+            timed["continuous_error"] = _error_text(error)
             _free()
     log(f"ROUGE evaluation (merged_copy={plan.merged_copy}): {timed}")
     return timed
+
+
+def planned_evaluation(args: argparse.Namespace, tokenizer: Any, plan: MemoryPlan) -> RougeEvaluation:
+    """The trial's ROUGE evaluation as its plan has it: generation batch and merged copy."""
+    return RougeEvaluation(tokenizer, PromptConfig(), args.max_length, args.max_new_tokens,
+                           plan.generation_batch_size, plan.merged_copy)
 
 
 def _timed_rouge(evaluation: RougeEvaluation, model: Any, data: dict[str, Any], suffix: str) -> dict[str, Any]:
@@ -532,11 +537,12 @@ def measure_quality(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     # default side may train after a Liger side has (variants come last).
     runs = [{"seed": seed} for seed in args.quality_seeds]
     plain_adapters: dict[int, dict[str, torch.Tensor]] = {}
+    rows_of_seed = {seed: data["train"].select(torch.randperm(
+        len(data["train"]), generator=torch.Generator().manual_seed(seed)).tolist()) for seed in args.quality_seeds}
     for name, settings in sides.items():
         for run in runs:
             seed = run["seed"]
-            order = torch.randperm(len(data["train"]), generator=torch.Generator().manual_seed(seed)).tolist()
-            rows = data["train"].select(order)
+            rows = rows_of_seed[seed]
             if settings is None:
                 model = plain_model(path, seed, QUALITY_LORA)
                 plain_train(model, rows, tokenizer, args.micro_batch_size, args.quality_steps, 0, learning_rate, seed,
@@ -590,6 +596,11 @@ def _relative_distance(weights: dict[str, torch.Tensor], reference: dict[str, to
     return (difference / sum(float(reference[k].pow(2).sum()) for k in reference)) ** 0.5
 
 
+def _error_text(error: Exception) -> str:
+    """A failing side or lever, as its result records it: the error's type and first line."""
+    return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:300]}"
+
+
 def _settings(spec: str) -> dict[str, Any]:
     """`a=1,b=true` as a side's settings (TrainingConfig fields, and ModelConfig's attention)."""
     return {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in spec.split(","))}
@@ -633,7 +644,8 @@ def time_breakdown(events: Any, seconds: float, top: int = 15) -> dict[str, Any]
     total = sum(row[1] for row in rows) or 1
     categories: dict[str, float] = {}
     for name, micros, _ in rows:
-        categories[kernel_category(name)] = categories.get(kernel_category(name), 0.0) + micros
+        category = kernel_category(name)
+        categories[category] = categories.get(category, 0.0) + micros
     rows.sort(key=lambda row: -row[1])
     return {
         "counted": "CUDA kernels' self time" if on_gpu else "aten ops' self CPU time",
@@ -668,8 +680,7 @@ def profile_sides(sides: list[Side], args: argparse.Namespace, tokenizer: Any, d
         log(f"profiled {side.name}: {result[side.name]['by_category']}, busy {result[side.name]['busy']}")
     ours = next(side for side in sides if side.name == "qlora_sweep")
     plan = ours.plan
-    evaluation = RougeEvaluation(tokenizer, PromptConfig(), args.max_length, args.max_new_tokens,
-                                 plan.generation_batch_size, plan.merged_copy)
+    evaluation = planned_evaluation(args, tokenizer, plan)
     batch = data["prompts"][: plan.generation_batch_size]
     result["qlora_sweep generation"] = {
         "dialogues": len(batch), "merged_copy": plan.merged_copy,
@@ -682,7 +693,7 @@ def profile_sides(sides: list[Side], args: argparse.Namespace, tokenizer: Any, d
                 "dialogues": len(batch), "merged_copy": plan.merged_copy,
                 **profiled(lambda: continuous.summaries(ours.model, batch))}
         except Exception as error:  # noqa: BLE001 - as in the timed evaluation: a result, not the end of the run
-            result["qlora_sweep generation, continuous batching"] = {"error": f"{type(error).__name__}: {error}"[:300]}
+            result["qlora_sweep generation, continuous batching"] = {"error": _error_text(error)}
             _free()
     Path(args.out).with_suffix(".profile.json").write_text(json.dumps(result, indent=1))
     return result

@@ -161,12 +161,12 @@ def generate_continuously(
     if not prompts:
         return []
     ids = [tokenizer(prompt)["input_ids"] for prompt in prompts]
-    longest = max(len(i) for i in ids) + max_new_tokens
+    longest_prompt = max(len(i) for i in ids)
     cache = ContinuousBatchingConfig(
         page_size=CONTINUOUS_PAGE_TOKENS,
-        num_blocks=batch_size * math.ceil(longest / CONTINUOUS_PAGE_TOKENS),
+        num_blocks=batch_size * math.ceil((longest_prompt + max_new_tokens) / CONTINUOUS_PAGE_TOKENS),
         max_requests_per_batch=batch_size,
-        max_batch_tokens=batch_size * max(len(i) for i in ids),  # a prefill no larger than a fixed batch's
+        max_batch_tokens=batch_size * longest_prompt,  # a prefill no larger than a fixed batch's
         use_async_batching=False,  # it would double the cache, beyond the memory plan
     )
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=tokenizer.eos_token_id,
