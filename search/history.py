@@ -10,7 +10,8 @@ trial's newest checkpoint: that chain is the record of the weights the trial end
 After a sweep (and after a resumed one) each result.json is made to match that chain: missing
 rows come back, marked `restored_from_checkpoint`; rows of a first attempt at a rung that was
 run again move to `result.superseded.json` beside it, so nothing is deleted. Then progress.csv is
-written again from result.json where it holds fewer rows: after a resume Tune starts it over.
+written again from result.json where its rows are not result.json's: after a resume Tune starts it
+over, or goes on appending after the first attempt at a rung that was run again.
 """
 
 from __future__ import annotations
@@ -44,14 +45,15 @@ def restore_result_rows(experiment_path: str) -> list[str]:
 
 def _restore_progress(filesystem: Any, trial_dir: str) -> str | None:
     """progress.csv as Tune's CSV logger writes it (a row per result, `config` left out, nested
-    values flattened with '/'), from result.json, where it holds fewer rows."""
+    values flattened with '/'), from result.json, where its reports (report_id) are not result.json's."""
     rows = _read_rows(filesystem, f"{trial_dir}/result.json")
     path = f"{trial_dir}/progress.csv"
     if not rows or filesystem.get_file_info(path).type != pyarrow.fs.FileType.File:
         return None
     with filesystem.open_input_stream(path) as stream:
-        written = max(0, len(list(csv.reader(io.StringIO(stream.read().decode("utf-8"))))) - 1)
-    if written >= len(rows):
+        csv_rows = list(csv.DictReader(io.StringIO(stream.read().decode("utf-8"))))
+    written = len(csv_rows)
+    if [row.get("report_id") or "" for row in csv_rows] == [str(row.get("report_id") or "") for row in rows]:
         return None
     flat = [_flatten({k: v for k, v in row.items() if k != "config"}) for row in rows]
     columns = list(dict.fromkeys(key for row in flat for key in row))

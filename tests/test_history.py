@@ -63,3 +63,20 @@ def test_a_trial_without_checkpoint_history_is_left_as_it_is(tmp_path):
 
     assert restore_result_rows(str(tmp_path)) == []
     assert (trial / "result.json").read_text() == before
+
+
+def test_progress_csv_follows_result_json_when_it_kept_the_first_attempt_at_a_rerun_rung(tmp_path):
+    """A resumed Tune may go on appending to progress.csv after a rung's first attempt: the rerun
+    then shows twice there. It is written again from result.json, once the first attempt is aside."""
+    trial = tmp_path / "run_trial_dddd_1_lr=0.1"
+    _write(trial / "checkpoint_000002" / RUNG_HISTORY, [_row(8, "a"), _row(16, "rerun"), _row(24, "c")])
+    _write(trial / "result.json", [_row(8, "a"), _row(16, "first"), _row(16, "rerun"), _row(24, "c")])
+    (trial / "progress.csv").write_text("step,report_id\n8,a\n16,first\n16,rerun\n24,c\n")
+
+    restore_result_rows(str(tmp_path))
+
+    lines = (trial / "progress.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    steps = [int(line.split(",")[header.index("step")]) for line in lines[1:]]
+    assert steps == [r["step"] for r in _read(trial / "result.json")] == [8, 16, 24]
+    assert restore_result_rows(str(tmp_path)) == []  # agreeing now: a second pass changes nothing
