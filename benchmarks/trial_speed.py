@@ -25,15 +25,20 @@ at least --warmup-s over the sides, then --rounds rounds of timed segments in a 
 (A B C A B C ...), each --segment-warmup untimed steps then --steps timed ones. Reported per side:
 the median and the min-max of real (non-padding) tokens/s, its own peak memory (what it allocated
 above what the other sides held), MFU against the card's measured dense bf16 peak, and for the
-trial sides the wall time to generate and score ROUGE on the validation dialogues. `summary` holds
-equal_memory_speedup, one_gpu_speedup, eval_500_s, plain_tokens_per_s and protocol. MFU counts
+sides named by --eval-side the wall time to generate and score ROUGE on the validation dialogues.
+`summary` holds equal_memory_speedup (the fastest trial side within plain's own peak),
+one_gpu_speedup (the fastest trial side of all), eval_500_s (the quickest evaluation within plain's
+peak), plain_tokens_per_s and protocol, which names those sides and gives the defaults' own
+speedups beside them. MFU counts
 (6 + 2 if recomputing) x the linear layers' parameters per real token (attention scores left out).
 The plain generation is timed on a subset and scaled to the full set (it is marked so).
 
---profile-steps N: after the rounds, each side trains N more steps under torch.profiler, and the
-qlora-sweep side generates one batch; `profile` gives, per side, the kernels' time by what they
-compute (4-bit dequantization, matmul, attention, LM head, optimizer, elementwise), the top kernels,
-and how busy the GPU was.
+--profile-steps N: after the rounds, each side trains N more steps under torch.profiler (after its
+untimed warm-up steps, so the Trainer's set-up is not in it), and the qlora-sweep side generates one
+batch; `profile` gives, per side, the kernels' time by what they compute (4-bit dequantization,
+matmul, attention, LM head, optimizer, elementwise), the top kernels, how busy the GPU was, and from
+two more steps under CUDA's sync debug mode how often a step makes the host wait for the GPU, and
+at which lines.
 
 --continuous-batching-eval: the trial sides' ROUGE evaluation (and the profiled generation batch)
 also through transformers' continuous batching (`evaluation.continuous_batching`), timed beside
@@ -52,6 +57,8 @@ has trained, every side's RoPE runs Liger's kernel (its RMSNorm and SwiGLU stay 
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import dataclasses
 import gc
 import json
@@ -60,6 +67,8 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +110,7 @@ SHAPES = {
 # TFLOP/s for 8192^3 products on random data), not its datasheet's ~990; the others are datasheets'.
 BF16_PEAK_FLOPS = {"H200": 790e12, "H100": 989e12, "A100": 312e12, "A10G": 125e12, "L4": 121e12}
 STARTED = time.perf_counter()
+SYNC_STEPS = 2  # steps run with CUDA's sync debug mode (its warnings slow the host: not profiled, not timed)
 QUALITY_TOLERANCE = 0.005  # ROUGE-L (0..1): half a point
 QUALITY_LORA = dict(lora_r=32, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear")  # no dropout: the
 # sides would draw different masks
@@ -182,10 +192,11 @@ def plain_model(path: Path, seed: int, lora: dict[str, Any] = LORA) -> Any:
 
 def plain_train(model: Any, rows: Any, tokenizer: Any, micro_batch: int, steps: int, warmup: int,
                 learning_rate: float, seed: int, optimizer: Any = None, first_step: int = 0,
-                shuffle: bool = True) -> dict[str, float]:
+                shuffle: bool = True, around: Any = None) -> dict[str, float]:
     """Padded micro-batches, full logits, one AdamW step each with the Trainer's defaults (no weight
     decay, gradients clipped to norm 1); timed after `warmup` steps. Pass the optimizer and the step
-    reached to continue a run (plain_ray_tune's rungs). `shuffle` False: the rows in their order."""
+    reached to continue a run (plain_ray_tune's rungs). `shuffle` False: the rows in their order.
+    `around`: a context manager held over the timed steps only (a profiler)."""
     trained = [p for p in model.parameters() if p.requires_grad]
     if optimizer is None:
         optimizer = torch.optim.AdamW(trained, lr=learning_rate, weight_decay=0.0)
@@ -193,10 +204,13 @@ def plain_train(model: Any, rows: Any, tokenizer: Any, micro_batch: int, steps: 
              else list(range(len(rows))))
     model.train()
     tokens, started = 0, None
+    timed = contextlib.ExitStack()
     for step in range(first_step, first_step + warmup + steps):
         if step == first_step + warmup:
             synchronize_gpu()
             reset_peak_memory()
+            if around is not None:
+                timed.enter_context(around)
             started = time.perf_counter()
         examples = [rows[order[(step * micro_batch + i) % len(order)]] for i in range(micro_batch)]
         batch = _pad(examples, tokenizer.pad_token_id)
@@ -209,7 +223,9 @@ def plain_train(model: Any, rows: Any, tokenizer: Any, micro_batch: int, steps: 
         if step >= first_step + warmup:
             tokens += int(batch["attention_mask"].sum())
     synchronize_gpu()
-    return _speed(tokens, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    timed.close()
+    return _speed(tokens, seconds)
 
 
 def plain_generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, batch_size: int,
@@ -251,14 +267,20 @@ def trial_model(path: Path, plan: MemoryPlan, max_length: int, seed: int, attent
 
 
 def trial_train(model: Any, rows: Any, tokenizer: Any, training: TrainingConfig, steps: int, warmup: int,
-                learning_rate: float, max_length: int, folder: Path, in_order: bool = False) -> dict[str, float]:
+                learning_rate: float, max_length: int, folder: Path, in_order: bool = False,
+                around: Any = None) -> dict[str, float]:
     """The trial's Trainer for `warmup` + `steps` steps, timed after the warm-up; `in_order`: the rows
-    in their order instead of the Trainer's shuffle (the quality check feeds both sides alike)."""
+    in their order instead of the Trainer's shuffle (the quality check feeds both sides alike).
+    `around`: a context manager held over the timed steps only, not the Trainer's set-up."""
+    timed = contextlib.ExitStack()
+
     class Clock(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
             if state.global_step == warmup:
                 synchronize_gpu()
                 reset_peak_memory()
+                if around is not None:
+                    timed.enter_context(around)
                 self.started, self.tokens_at_start = time.perf_counter(), state.num_input_tokens_seen
 
         def on_step_end(self, args, state, control, **kwargs):
@@ -268,6 +290,7 @@ def trial_train(model: Any, rows: Any, tokenizer: Any, training: TrainingConfig,
                 synchronize_gpu()
                 self.result = _speed(state.num_input_tokens_seen - self.tokens_at_start,
                                      time.perf_counter() - self.started)
+                timed.close()
 
     clock = Clock()
     hp = TrialHyperparameters(**LORA, learning_rate=learning_rate, max_length=max_length)
@@ -340,8 +363,8 @@ def warm_up(sides: list[Side], args: argparse.Namespace, seconds: float) -> floa
 
 def plain_side(path: Path, data: dict[str, Any], tokenizer: Any, args: argparse.Namespace) -> Side:
     model = plain_model(path, seed=0)
-    train = lambda steps, warmup: plain_train(model, data["train"], tokenizer, args.micro_batch_size,  # noqa: E731
-                                              steps, warmup, 1e-4, 0)
+    train = lambda steps, warmup, around=None: plain_train(  # noqa: E731
+        model, data["train"], tokenizer, args.micro_batch_size, steps, warmup, 1e-4, 0, around=around)
     return Side("plain", model, train, recompute=True,
                 details={"micro_batch_size": args.micro_batch_size, "gradient_checkpointing": True,
                          "padding_free": False, "lm_head": "full logits"})
@@ -360,11 +383,14 @@ def trial_side(path: Path, data: dict[str, Any], tokenizer: Any, args: argparse.
     decided = plan.decide_training(training)
     model = trial_model(path, plan, args.max_length, seed=0, attention=attention,
                         float32_dense_layers=decided.float32_dense_layers)
-    train = lambda steps, warmup: trial_train(model, data["train"], tokenizer, decided, steps, warmup,  # noqa: E731
-                                              1e-4, args.max_length, folder / "trainer")
+    train = lambda steps, warmup, around=None: trial_train(  # noqa: E731
+        model, data["train"], tokenizer, decided, steps, warmup, 1e-4, args.max_length, folder / "trainer",
+        around=around)
     side = Side("trial", model, train, recompute=plan.gradient_checkpointing,
                 details={"micro_batch_size": decided.micro_batch_size, "gradient_checkpointing": plan.gradient_checkpointing,
                          "padding_free": decided.padding_free, "fused_lm_head": plan.fused_lm_head,
+                         "liger_kernels": plan.liger_kernels, "float32_dense_layers": decided.float32_dense_layers,
+                         "gradient_accumulation_steps": decided.gradient_accumulation_steps,
                          "memory_budget_gb": plan.memory_budget_gb, "predicted_peak_gb": plan.predicted_peak_gb,
                          "attention": attention, "settings": settings})
     side.plan = plan
@@ -398,8 +424,8 @@ def measure_shape(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     # The plain side alone first: its own peak is the budget of the equal-memory side.
     warmed = warm_up([plain], args, args.warmup_s / 3)
     budget_gb = args.memory_budget_gb or _own_peak_of_a_segment(plain, args)
-    ours = load_side("qlora_sweep", lambda: trial_side(path, data, tokenizer, args, {}, budget_gb, folder), sides)
-    one_gpu = load_side("one_gpu", lambda: trial_side(
+    load_side("qlora_sweep", lambda: trial_side(path, data, tokenizer, args, {}, budget_gb, folder), sides)
+    load_side("one_gpu", lambda: trial_side(
         path, data, tokenizer, args, {"micro_batch_size": args.one_gpu_micro_batch_size}, None, folder), sides)
     for spec in args.variant:
         settings = _settings(spec)
@@ -437,17 +463,24 @@ def measure_shape(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     by_name = {side.name: summarize_side(side, params) if side.tokens_per_s else {**side.details} for side in sides}
     result["sides"] = by_name
     if not args.skip_eval:
-        by_name["qlora_sweep"].update(timed_rouge_evaluation(args, ours.model, tokenizer, data, ours.plan))
-        by_name["one_gpu"].update(timed_rouge_evaluation(args, one_gpu.model, tokenizer, data, one_gpu.plan))
+        for side in sides:
+            if side.name in args.eval_side and "error" not in side.details:
+                by_name[side.name].update(timed_rouge_evaluation(args, side.model, tokenizer, data, side.plan))
         by_name["plain"].update(plain_evaluation(args, plain.model, tokenizer, data))
-    plain_speed, ours_speed = by_name["plain"]["tokens_per_s"], by_name["qlora_sweep"]["tokens_per_s"]
-    within = (by_name["qlora_sweep"]["own_peak_gb"] or 0) <= (by_name["plain"]["own_peak_gb"] or 0) * 1.01
+    plain_speed = by_name["plain"]["tokens_per_s"]
+    equal_memory, one_gpu_best = best_sides(by_name)
+    evaluation_s, evaluation_path = fastest_evaluation(
+        {name: side for name, side in by_name.items() if name != "plain" and within_plain_memory(by_name, name)})
     result["summary"] = {
-        "equal_memory_speedup": round(ours_speed / plain_speed, 3) if within else None,
-        "one_gpu_speedup": round(by_name["one_gpu"]["tokens_per_s"] / plain_speed, 3),
-        "eval_500_s": by_name["qlora_sweep"].get("rouge_eval_s"),
+        "equal_memory_speedup": round(by_name[equal_memory]["tokens_per_s"] / plain_speed, 3) if equal_memory else None,
+        "one_gpu_speedup": round(by_name[one_gpu_best]["tokens_per_s"] / plain_speed, 3),
+        "eval_500_s": evaluation_s,
         "plain_tokens_per_s": round(plain_speed),
         "protocol": {
+            "equal_memory_side": equal_memory, "one_gpu_side": one_gpu_best, "eval_500_path": evaluation_path,
+            "default_equal_memory_speedup": (round(by_name["qlora_sweep"]["tokens_per_s"] / plain_speed, 3)
+                                             if within_plain_memory(by_name, "qlora_sweep") else None),
+            "default_one_gpu_speedup": round(by_name["one_gpu"]["tokens_per_s"] / plain_speed, 3),
             "warm_up_s": round(warmed), "rounds": args.rounds, "order": [side.name for side in sides],
             "per_segment": f"{args.segment_warmup} untimed steps, then {args.steps} timed",
             "statistic": "median of the rounds; min-max beside it in sides",
@@ -455,14 +488,40 @@ def measure_shape(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             "mfu_peak_flops": peak_flops(),
         },
     }
-    if not within:
-        result["summary_note"] = (f"qlora-sweep's own peak {by_name['qlora_sweep']['own_peak_gb']:.1f} GB exceeded "
-                                  f"plain's {by_name['plain']['own_peak_gb']:.1f} GB: not an equal-memory result")
+    if not equal_memory:
+        result["summary_note"] = (f"every trial side's own peak exceeded plain's {by_name['plain']['own_peak_gb']:.1f} "
+                                  "GB: no equal-memory result")
     for side in sides:
         del side.model
     sides.clear()
     _free()
     return result
+
+
+def within_plain_memory(by_name: dict[str, Any], name: str) -> bool:
+    return (by_name[name].get("own_peak_gb") or 0) <= (by_name["plain"]["own_peak_gb"] or 0) * 1.01
+
+
+def best_sides(by_name: dict[str, Any]) -> tuple[str | None, str]:
+    """The fastest trial side within the plain side's own peak memory (None if none is), and the
+    fastest trial side of all (every side fitted the GPU, or it would have failed)."""
+    timed = {name: side for name, side in by_name.items() if name != "plain" and side.get("tokens_per_s")}
+    fastest = sorted(timed, key=lambda name: -timed[name]["tokens_per_s"])
+    equal = [name for name in fastest if within_plain_memory(by_name, name)]
+    return (equal[0] if equal else None), fastest[0]
+
+
+def fastest_evaluation(sides: dict[str, Any]) -> tuple[float | None, str | None]:
+    """The quickest timed ROUGE evaluation among `sides` (fixed batches or continuous batching), and
+    whose and which it was."""
+    timed = {f"{name}: {path}": seconds for name, side in sides.items()
+             for path, seconds in (("fixed batches", side.get("rouge_eval_s")),
+                                   ("continuous batching", side.get("rouge_eval_continuous_s")))
+             if seconds is not None}
+    if not timed:
+        return None, None
+    path = min(timed, key=timed.get)
+    return round(timed[path], 1), path
 
 
 def _own_peak_of_a_segment(side: Side, args: argparse.Namespace) -> float:
@@ -658,26 +717,67 @@ def time_breakdown(events: Any, seconds: float, top: int = 15) -> dict[str, Any]
     }
 
 
-def profiled(work: Any) -> dict[str, Any]:
-    """`work()` under torch.profiler, its time broken down (time_breakdown)."""
+@contextlib.contextmanager
+def profiling(into: dict[str, Any]) -> Iterator[None]:
+    """What runs inside, under torch.profiler; its time broken down (time_breakdown) into `into`."""
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
     synchronize_gpu()
     with profile(activities=activities) as profiler:
         started = time.perf_counter()
-        work()
+        yield
         synchronize_gpu()
         seconds = time.perf_counter() - started
-    return time_breakdown(profiler.key_averages(), seconds)
+    into.update(time_breakdown(profiler.key_averages(), seconds))
+
+
+def profiled(work: Any) -> dict[str, Any]:
+    """`work()` under torch.profiler, its time broken down (time_breakdown)."""
+    breakdown: dict[str, Any] = {}
+    with profiling(breakdown):
+        work()
+    return breakdown
+
+
+SYNC_WARNING = re.compile(r"synchroniz", re.IGNORECASE)
+
+
+@contextlib.contextmanager
+def counting_syncs(into: dict[str, Any], steps: int) -> Iterator[None]:
+    """Where the host waits for the GPU inside: CUDA's sync debug mode warns at each synchronizing
+    call (.item(), a tensor's truth value, a copy to the host); the warnings' Python lines, counted
+    per step into `into`. A wait ends the queue of kernels the host had launched ahead, so the GPU
+    then idles while the host launches the next ones."""
+    if not torch.cuda.is_available():
+        into["syncs_per_step"] = None  # nothing to wait for on a CPU
+        yield
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            yield
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    sites = collections.Counter(f"{Path(w.filename).name}:{w.lineno}" for w in caught if SYNC_WARNING.search(str(w.message)))
+    into["syncs_per_step"] = round(sum(sites.values()) / steps, 1)
+    into["sync_sites_per_step"] = {site: round(count / steps, 1) for site, count in sites.most_common(12)}
 
 
 def profile_sides(sides: list[Side], args: argparse.Namespace, tokenizer: Any, data: dict[str, Any]) -> dict[str, Any]:
     """After the timed rounds: each side's training for --profile-steps steps, and one generation
     batch of the qlora-sweep side as its plan has it; untimed, the profiler's overhead included."""
-    result: dict[str, Any] = {"steps": args.profile_steps, "note": "profiler overhead included: compare shares, "
-                              "not these times with the rounds'"}
+    result: dict[str, Any] = {"steps": args.profile_steps, "note": "steady steps (after each side's untimed "
+                              "warm-up steps), profiler overhead included: compare shares and busy, not these times "
+                              "with the rounds'"}
     for side in [side for side in sides if "error" not in side.details]:
-        result[side.name] = profiled(lambda: side.train(args.profile_steps, 0))
-        log(f"profiled {side.name}: {result[side.name]['by_category']}, busy {result[side.name]['busy']}")
+        # Steady steps only: each side's untimed warm-up steps first, as in the rounds (the Trainer's
+        # set-up is not in the profile); then a short run that records where the host waits.
+        breakdown: dict[str, Any] = {}
+        side.train(args.profile_steps, args.segment_warmup, around=profiling(breakdown))
+        side.train(SYNC_STEPS, 1, around=counting_syncs(breakdown, SYNC_STEPS))
+        result[side.name] = breakdown
+        log(f"profiled {side.name}: {breakdown['by_category']}, busy {breakdown['busy']}, "
+            f"syncs per step {breakdown['syncs_per_step']}")
     ours = next(side for side in sides if side.name == "qlora_sweep")
     plan = ours.plan
     evaluation = planned_evaluation(args, tokenizer, plan)
@@ -754,6 +854,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="one more side: qlora-sweep's training with these settings, e.g. fused_lm_head=false "
                              "or gradient_checkpointing=false,memory_budget_gb=40 (repeatable)")
     parser.add_argument("--skip-eval", action="store_true", help="time training only (no ROUGE evaluation)")
+    parser.add_argument("--eval-side", action="append",
+                        help="a side whose ROUGE evaluation is timed (repeatable; default qlora_sweep and one_gpu), "
+                             "e.g. 'variant float32_dense_layers=false'")
     parser.add_argument("--model-cache", help="keep the random-weight model here and reuse it in a later run")
     parser.add_argument("--quality-model", help="a local model folder for the ROUGE-L comparison (e.g. SmolLM2)")
     parser.add_argument("--quality-seeds", type=int, nargs="*", default=[])
@@ -769,6 +872,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quality_only and not (args.quality_seeds and args.quality_model):
         parser.error("--quality-only needs --quality-model and --quality-seeds")
+    args.eval_side = args.eval_side or ["qlora_sweep", "one_gpu"]
     if args.gradient_checkpointing != "auto":
         args.gradient_checkpointing = args.gradient_checkpointing == "true"
 
