@@ -107,3 +107,22 @@ def test_continuous_batching_generates_the_summaries_of_fixed_batches(tiny_model
         assert continuous == fixed
         assert len(set(fixed)) > 1 and all(fixed)  # different prompts, non-empty summaries: the comparison means something
     assert model.get_base_model().config._attn_implementation == "sdpa"  # given back for training
+
+
+def test_continuous_batching_names_the_cache_page_as_the_installed_transformers_does():
+    """The GPU image's transformers 5.17 calls the KV cache page `block_size`; later ones call it
+    `page_size` (and warn on the old name). The one this process has is the one used."""
+    import dataclasses
+
+    from transformers import ContinuousBatchingConfig
+
+    from trainables.evaluation import _page_field
+
+    @dataclasses.dataclass
+    class ConfigOf517:  # the fields of transformers 5.17's ContinuousBatchingConfig that name the page
+        block_size: int = 256
+        num_blocks: int | None = None
+
+    assert _page_field(ConfigOf517) == "block_size"
+    installed = {field.name for field in dataclasses.fields(ContinuousBatchingConfig)}
+    assert _page_field(ContinuousBatchingConfig) == ("page_size" if "page_size" in installed else "block_size")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -142,6 +142,13 @@ def generate_summaries(
 CONTINUOUS_PAGE_TOKENS = 64  # the paged cache's unit: a sequence's cache rounds up to it (256, the default, wastes more)
 
 
+def _page_field(config_class: type) -> str:
+    """The name of the KV cache page's size in tokens: `page_size` since transformers 5.18 or so,
+    `block_size` before (5.17, the GPU image's, has only that; later ones warn on it)."""
+    names = {field.name for field in fields(config_class)}
+    return "page_size" if "page_size" in names else "block_size"
+
+
 def generate_continuously(
     model: Any, tokenizer: Any, prompts: list[str], end_marker: str, max_new_tokens: int, batch_size: int
 ) -> list[str]:
@@ -163,7 +170,7 @@ def generate_continuously(
     ids = [tokenizer(prompt)["input_ids"] for prompt in prompts]
     longest_prompt = max(len(i) for i in ids)
     cache = ContinuousBatchingConfig(
-        page_size=CONTINUOUS_PAGE_TOKENS,
+        **{_page_field(ContinuousBatchingConfig): CONTINUOUS_PAGE_TOKENS},
         num_blocks=batch_size * math.ceil((longest_prompt + max_new_tokens) / CONTINUOUS_PAGE_TOKENS),
         max_requests_per_batch=batch_size,
         max_batch_tokens=batch_size * longest_prompt,  # a prefill no larger than a fixed batch's
