@@ -93,7 +93,9 @@ from trainables.evaluation import RougeEvaluation, cut_at_end_marker, rouge_scor
 from trainables.memory import (  # noqa: E402
     GIB, GpuRequest, dense_copy_bytes, local_gpu_memory_bytes, model_shape, plan_memory,
 )
-from trainables.model import attach_lora, load_quantized_model, prepare_for_training  # noqa: E402
+from trainables.model import (  # noqa: E402
+    attach_lora, compile_decoder_layers, load_quantized_model, prepare_for_training,
+)
 from trainables.prompt import encode_prompt, load_tokenizer  # noqa: E402
 from trainables.report import peak_memory_gb, reset_peak_memory, synchronize_gpu  # noqa: E402
 from trainables.train import build_trainer  # noqa: E402
@@ -259,11 +261,14 @@ def trial_plan(path: Path, training: TrainingConfig, evaluation: EvaluationConfi
 
 
 def trial_model(path: Path, plan: MemoryPlan, max_length: int, seed: int, attention: str = "auto",
-                lora: dict[str, Any] = LORA, float32_dense_layers: bool = True) -> Any:
+                lora: dict[str, Any] = LORA, float32_dense_layers: bool = True, compile_layers: bool = False) -> Any:
     base = load_quantized_model(ModelConfig(name_or_path=str(path), attention=attention))
     torch.manual_seed(seed)
     hp = TrialHyperparameters(**lora, learning_rate=1e-4, max_length=max_length)
-    return attach_lora(prepare_for_training(base, plan.gradient_checkpointing, float32_dense_layers), hp)
+    model = attach_lora(prepare_for_training(base, plan.gradient_checkpointing, float32_dense_layers), hp)
+    if compile_layers:
+        compile_decoder_layers(model, fresh=False)  # the other sides' compiled code stays (they share the process)
+    return model
 
 
 def trial_train(model: Any, rows: Any, tokenizer: Any, training: TrainingConfig, steps: int, warmup: int,
@@ -382,7 +387,7 @@ def trial_side(path: Path, data: dict[str, Any], tokenizer: Any, args: argparse.
     plan = trial_plan(path, training, evaluation, budget_gb, args.max_length)
     decided = plan.decide_training(training)
     model = trial_model(path, plan, args.max_length, seed=0, attention=attention,
-                        float32_dense_layers=decided.float32_dense_layers)
+                        float32_dense_layers=decided.float32_dense_layers, compile_layers=decided.compile_layers)
     train = lambda steps, warmup, around=None: trial_train(  # noqa: E731
         model, data["train"], tokenizer, decided, steps, warmup, 1e-4, args.max_length, folder / "trainer",
         around=around)
@@ -391,6 +396,7 @@ def trial_side(path: Path, data: dict[str, Any], tokenizer: Any, args: argparse.
                          "padding_free": decided.padding_free, "fused_lm_head": plan.fused_lm_head,
                          "liger_kernels": plan.liger_kernels, "float32_dense_layers": decided.float32_dense_layers,
                          "gradient_accumulation_steps": decided.gradient_accumulation_steps,
+                         "compile_layers": decided.compile_layers,
                          "memory_budget_gb": plan.memory_budget_gb, "predicted_peak_gb": plan.predicted_peak_gb,
                          "attention": attention, "settings": settings})
     side.plan = plan
@@ -613,7 +619,7 @@ def measure_quality(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                                              "lr_scheduler": "constant", **settings})
                 plan = trial_plan(path, training, EvaluationConfig(), None, args.max_length)
                 model = trial_model(path, plan, args.max_length, seed, attention, QUALITY_LORA,
-                                    training.float32_dense_layers)
+                                    training.float32_dense_layers, training.compile_layers)
                 trial_train(model, rows, tokenizer, plan.decide_training(training), args.quality_steps, 0,
                             learning_rate, args.max_length, folder / f"quality-{seed}-{len(run)}", in_order=True)
             run[name] = quality_scoring(args, tokenizer).rouge(model, data["prompts"], data["references"])["rougeL"]

@@ -13,17 +13,16 @@ out=${OUT:-benchmarks/results}
 only=${ONLY:-}
 cache=(${MODEL_CACHE:+--model-cache "$MODEL_CACHE"})
 whole_gpu=micro_batch_size=16,memory_budget_gb=null
-# The same 8 examples a step as micro-batches of 2, keeping every activation: does it fit plain's memory, and beat recompute?
-small_no_recompute=micro_batch_size=2,gradient_accumulation_steps=4,gradient_checkpointing=false
 mkdir -p "$out"
 if [ -z "$only" ] || [ "$only" = 8b ]; then
     python3 benchmarks/trial_speed.py --shape llama3-8b --data "$data" --tokenizer "$smollm2" "${cache[@]}" \
         --out "$out/trial_speed_llama3-8b.json" --profile-steps 3 ${SKIP_EVAL:+--skip-eval} --continuous-batching-eval \
         --eval-side qlora_sweep --eval-side "variant float32_dense_layers=false" \
         --variant float32_dense_layers=false \
-        --variant "float32_dense_layers=false,$small_no_recompute" \
-        --variant "float32_dense_layers=false,attention=flex_attention" \
-        --variant "attention=flex_attention,liger_kernels=true,float32_dense_layers=false,$whole_gpu"
+        --variant "float32_dense_layers=false,compile_layers=true" \
+        --variant "attention=flex_attention,liger_kernels=true,float32_dense_layers=false,$whole_gpu" \
+        --variant "compile_layers=true,float32_dense_layers=false,$whole_gpu" \
+        --variant "attention=flex_attention,compile_layers=true,float32_dense_layers=false,$whole_gpu"
 fi
 if [ -z "$only" ] || [ "$only" = 1b ]; then
     python3 benchmarks/trial_speed.py --shape llama3.2-1b --data "$data" --tokenizer "$smollm2" "${cache[@]}" \
@@ -34,5 +33,5 @@ if [ "${QUALITY:-0}" = 1 ] || [ "$only" = quality ]; then
     python3 benchmarks/trial_speed.py --quality-only --data "$data" --tokenizer "$smollm2" \
         --out "$out/trial_speed_quality.json" --quality-model "$smollm2" --quality-seeds 0 1 \
         --quality-steps 60 --micro-batch-size 16 --quality-variant float32_dense_layers=false \
-        --quality-variant liger_kernels=true
+        --quality-variant float32_dense_layers=false,compile_layers=true --quality-variant liger_kernels=true
 fi

@@ -19,7 +19,7 @@ from trainables import warm
 from trainables.config import TrainingConfig, TrialConfig
 from trainables.data import load_dialogues, tokenize_for_training
 from trainables.evaluation import RougeEvaluation
-from trainables.model import attach_lora, load_quantized_model, prepare_for_training
+from trainables.model import attach_lora, compile_decoder_layers, load_quantized_model, prepare_for_training
 from trainables.prompt import load_tokenizer
 from trainables.report import RungReporter, checkpoint_to_resume
 from trainables.train import adapter_state, build_trainer, train_with_oom_retry
@@ -53,6 +53,8 @@ def run_trial(trial: TrialConfig, started: float | None = None) -> None:
     prepared = prepare_for_training(base, trial.training.gradient_checkpointing, trial.training.float32_dense_layers)
     set_seed(trial.training.seed)
     model = attach_lora(prepared, hp)
+    if trial.training.compile_layers:
+        compile_decoder_layers(model)  # the host, not the GPU, limits an eager step
     warm.remember_adapted(model)
     initial_adapter = adapter_state(model)  # where an out-of-memory retry with no checkpoint restarts
 

@@ -1,0 +1,74 @@
+"""training.compile_layers: the decoder layers compiled in place train to what the eager layers
+train to, recompute included, and generation runs them eagerly. (It compiles: tens of seconds on
+a CPU, so it is not in the unit layer.)"""
+
+import json
+
+import pytest
+import torch
+
+from tests.tiny_model import SAMPLE
+from trainables.config import ModelConfig, PromptConfig, TrainingConfig, TrialHyperparameters
+
+pytestmark = pytest.mark.sweep
+
+
+def _trained(tiny_model_path, tmp_path, compiled):
+    from datasets import Dataset
+
+    from trainables.data import tokenize_for_training
+    from trainables.model import attach_lora, compile_decoder_layers, load_quantized_model, prepare_for_training
+    from trainables.prompt import load_tokenizer
+    from trainables.train import build_trainer
+
+    config = ModelConfig(name_or_path=str(tiny_model_path))
+    tokenizer = load_tokenizer(config)
+    rows = [json.loads(line) for line in SAMPLE.read_text().splitlines()[:8]]
+    dataset = tokenize_for_training(Dataset.from_list(rows), tokenizer, PromptConfig(), max_length=1000)
+    hp = TrialHyperparameters(lora_r=4, lora_alpha=8, learning_rate=1e-2, max_length=1000, lora_dropout=0.0,
+                              target_modules="all-linear")
+    torch.manual_seed(0)
+    model = attach_lora(prepare_for_training(load_quantized_model(config), True), hp)
+    if compiled:
+        compile_decoder_layers(model)
+    training = TrainingConfig(micro_batch_size=2, gradient_checkpointing=True, padding_free=True, fused_lm_head=False,
+                              compile_layers=compiled, steps_per_rung=4)
+    trainer = build_trainer(model, tokenizer, dataset, dataset, training, hp, total_steps=4, eval_batch_size=2,
+                            output_dir=str(tmp_path / f"out-{compiled}"), callbacks=[])
+    trainer.train()
+    weights = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+    return model, tokenizer, weights, [len(row["input_ids"]) for row in dataset]
+
+
+def test_compiled_decoder_layers_train_as_the_eager_ones_and_generate_eagerly(tiny_model_path, tmp_path):
+    from torch._dynamo.utils import counters
+
+    from trainables.evaluation import RougeEvaluation
+    from trainables.model import merged_dense_copy
+
+    _, _, eager, lengths = _trained(tiny_model_path, tmp_path, compiled=False)
+    model, tokenizer, compiled, _ = _trained(tiny_model_path, tmp_path, compiled=True)
+    assert len(set(lengths)) > 1  # micro-batches of different lengths: dynamic graphs, not one per length
+    # No graph breaks, and three graphs for four steps of different lengths: the first layer (its
+    # input needs no gradient), every later layer, and the Trainer's closing no-grad evaluation.
+    assert counters["stats"]["unique_graphs"] <= 3 and not counters["graph_break"]
+    assert any(not torch.equal(compiled[name], eager[name]) for name in eager)  # it ran compiled code, not eager
+    for name in eager:  # four steps of training, recompute on: where the eager layers led, to float rounding
+        assert (compiled[name] - eager[name]).norm() <= 1e-3 * eager[name].norm(), name
+
+    frames = counters["frames"]["total"]
+    evaluation = RougeEvaluation(tokenizer, PromptConfig(), 256, 8, 2, merged_copy=False)
+    dialogues = [json.loads(line)["dialogue"] for line in SAMPLE.read_text().splitlines()[:2]]
+    summaries = evaluation.summaries(model, evaluation.prompts(dialogues))
+    assert all(summaries) and counters["frames"]["total"] == frames  # decoding compiled nothing new
+    dense = merged_dense_copy(model)  # a deep copy: compiled code it carried would run the 4-bit layers
+    assert all(getattr(module, "_compiled_call_impl", None) is None for module in dense.modules())
+    assert dense.model.layers[0].self_attn.q_proj.weight.dtype != torch.uint8
+
+
+def test_compiling_a_model_without_marked_decoder_layers_is_refused_in_one_line():
+    from trainables.errors import ConfigError
+    from trainables.model import compile_decoder_layers
+
+    with pytest.raises(ConfigError, match=r"^training.compile_layers: Sequential has no decoder layers"):
+        compile_decoder_layers(torch.nn.Sequential(torch.nn.Linear(2, 2)), fresh=False)
