@@ -27,9 +27,9 @@ the median and the min-max of real (non-padding) tokens/s, its own peak memory (
 above what the other sides held), MFU against the card's measured dense bf16 peak, and for the
 sides named by --eval-side the wall time to generate and score ROUGE on the validation dialogues.
 `summary` holds equal_memory_speedup (the fastest trial side within plain's own peak),
-one_gpu_speedup (the fastest trial side of all), eval_500_s (the quickest evaluation within plain's
-peak), plain_tokens_per_s and protocol, which names those sides and gives the defaults' own
-speedups beside them. MFU counts
+one_gpu_speedup (the fastest trial side of all), eval_500_s (the quickest evaluation of any side),
+plain_tokens_per_s and protocol, which names those sides and paths and gives beside them the
+defaults' own speedups and the quickest evaluation within plain's peak. MFU counts
 (6 + 2 if recomputing) x the linear layers' parameters per real token (attention scores left out).
 The plain generation is timed on a subset and scaled to the full set (it is marked so).
 
@@ -39,6 +39,9 @@ batch; `profile` gives, per side, the kernels' time by what they compute (4-bit 
 matmul, attention, LM head, optimizer, elementwise), the top kernels, how busy the GPU was, and from
 two more steps under CUDA's sync debug mode how often a step makes the host wait for the GPU, and
 at which lines.
+
+--compiled-decoding-eval: the same for sides generating through the merged copy, with
+`evaluation.compiled_decoding` (a static KV cache whose decoding step transformers compiles).
 
 --continuous-batching-eval: the trial sides' ROUGE evaluation (and the profiled generation batch)
 also through transformers' continuous batching (`evaluation.continuous_batching`), timed beside
@@ -475,7 +478,8 @@ def measure_shape(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         by_name["plain"].update(plain_evaluation(args, plain.model, tokenizer, data))
     plain_speed = by_name["plain"]["tokens_per_s"]
     equal_memory, one_gpu_best = best_sides(by_name)
-    evaluation_s, evaluation_path = fastest_evaluation(
+    evaluation_s, evaluation_path = fastest_evaluation({name: side for name, side in by_name.items() if name != "plain"})
+    equal_memory_evaluation_s, equal_memory_evaluation_path = fastest_evaluation(
         {name: side for name, side in by_name.items() if name != "plain" and within_plain_memory(by_name, name)})
     result["summary"] = {
         "equal_memory_speedup": round(by_name[equal_memory]["tokens_per_s"] / plain_speed, 3) if equal_memory else None,
@@ -484,6 +488,8 @@ def measure_shape(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         "plain_tokens_per_s": round(plain_speed),
         "protocol": {
             "equal_memory_side": equal_memory, "one_gpu_side": one_gpu_best, "eval_500_path": evaluation_path,
+            "equal_memory_eval_500_s": equal_memory_evaluation_s,
+            "equal_memory_eval_500_path": equal_memory_evaluation_path,
             "default_equal_memory_speedup": (round(by_name["qlora_sweep"]["tokens_per_s"] / plain_speed, 3)
                                              if within_plain_memory(by_name, "qlora_sweep") else None),
             "default_one_gpu_speedup": round(by_name["one_gpu"]["tokens_per_s"] / plain_speed, 3),
@@ -522,7 +528,8 @@ def fastest_evaluation(sides: dict[str, Any]) -> tuple[float | None, str | None]
     whose and which it was."""
     timed = {f"{name}: {path}": seconds for name, side in sides.items()
              for path, seconds in (("fixed batches", side.get("rouge_eval_s")),
-                                   ("continuous batching", side.get("rouge_eval_continuous_s")))
+                                   ("continuous batching", side.get("rouge_eval_continuous_s")),
+                                   ("compiled decoding", side.get("rouge_eval_compiled_s")))
              if seconds is not None}
     if not timed:
         return None, None
@@ -564,6 +571,13 @@ def timed_rouge_evaluation(args: argparse.Namespace, model: Any, tokenizer: Any,
                                       "_continuous"))
         except Exception as error:  # noqa: BLE001 - a lever that fails here (another transformers) is a result
             timed["continuous_error"] = _error_text(error)
+            _free()
+    if args.compiled_decoding_eval and plan.merged_copy:  # a static cache through the copy, compiled on a GPU
+        try:
+            timed.update(_timed_rouge(dataclasses.replace(evaluation, compiled_decoding=True), model, data,
+                                      "_compiled"))
+        except Exception as error:  # noqa: BLE001 - as continuous batching's: a result, not the end of the run
+            timed["compiled_error"] = _error_text(error)
             _free()
     log(f"ROUGE evaluation (merged_copy={plan.merged_copy}): {timed}")
     return timed
@@ -871,6 +885,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quality-only", action="store_true", help="only the quality check (--quality-seeds)")
     parser.add_argument("--quality-variant", action="append", default=[],
                         help="one more side in the quality check: the trial with these settings, as --variant")
+    parser.add_argument("--compiled-decoding-eval", action="store_true",
+                        help="time the ROUGE evaluation of sides that generate through the merged copy also with "
+                             "evaluation.compiled_decoding (a static cache transformers compiles)")
     parser.add_argument("--continuous-batching-eval", action="store_true",
                         help="time (and profile) the ROUGE evaluation through continuous batching too")
     parser.add_argument("--profile-steps", type=int, default=0,

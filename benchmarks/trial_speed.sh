@@ -17,7 +17,8 @@ mkdir -p "$out"
 if [ -z "$only" ] || [ "$only" = 8b ]; then
     python3 benchmarks/trial_speed.py --shape llama3-8b --data "$data" --tokenizer "$smollm2" "${cache[@]}" \
         --out "$out/trial_speed_llama3-8b.json" --profile-steps 3 ${SKIP_EVAL:+--skip-eval} --continuous-batching-eval \
-        --eval-side qlora_sweep --eval-side "variant float32_dense_layers=false" \
+        --compiled-decoding-eval --eval-side qlora_sweep --eval-side "variant float32_dense_layers=false" \
+        --eval-side one_gpu \
         --variant float32_dense_layers=false \
         --variant "float32_dense_layers=false,compile_layers=true" \
         --variant "attention=flex_attention,liger_kernels=true,float32_dense_layers=false,$whole_gpu" \

@@ -52,6 +52,7 @@ def test_the_trial_speed_benchmark_alternates_the_sides_and_writes_the_summary(t
                    for path, key in (("fixed batches", "rouge_eval_s"), ("continuous batching", "rouge_eval_continuous_s"))}
     assert result["summary"]["eval_500_s"] == pytest.approx(min(evaluations.values()), abs=0.06)
     assert protocol["eval_500_path"] == min(evaluations, key=evaluations.get)
+    assert protocol["equal_memory_eval_500_s"] == result["summary"]["eval_500_s"]  # every side within plain's, on CPU
     assert "rouge_eval_s" not in sides["variant fused_lm_head=true,micro_batch_size=1"]  # not an --eval-side
     for name in ("qlora_sweep", "one_gpu"):  # continuous batching timed beside, and it scored the same summaries
         assert sides[name]["rouge_eval_continuous_s"] > 0

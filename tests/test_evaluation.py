@@ -126,3 +126,37 @@ def test_continuous_batching_names_the_cache_page_as_the_installed_transformers_
     assert _page_field(ConfigOf517) == "block_size"
     installed = {field.name for field in dataclasses.fields(ContinuousBatchingConfig)}
     assert _page_field(ContinuousBatchingConfig) == ("page_size" if "page_size" in installed else "block_size")
+
+
+def test_compiled_decoding_pads_to_one_shape_and_generates_the_summaries_of_fixed_batches(tiny_model_path):
+    """evaluation.compiled_decoding through the merged copy: ten dialogues in batches of four, each
+    left-padded to max_length (the last filled up with repeats), into a static cache: the summaries
+    of dynamic batches, in the prompts' order, none for the fill-up. (On a CPU transformers
+    compiles nothing; on a GPU the same call compiles the decoding step.)"""
+    import json
+
+    import torch
+
+    from tests.tiny_model import SAMPLE
+    from trainables.config import ModelConfig, PromptConfig, TrialHyperparameters
+    from trainables.evaluation import RougeEvaluation
+    from trainables.model import attach_lora, load_quantized_model, prepare_for_training
+    from trainables.prompt import load_tokenizer
+
+    config = ModelConfig(name_or_path=str(tiny_model_path))
+    tokenizer = load_tokenizer(config)
+    hp = TrialHyperparameters(lora_r=8, lora_alpha=8, learning_rate=1e-3, max_length=256, lora_dropout=0.0,
+                              target_modules="all-linear")
+    model = attach_lora(prepare_for_training(load_quantized_model(config), False), hp)
+    torch.manual_seed(0)
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:
+            parameter.data.normal_(0, 0.05)  # an adapter that changes what the model says
+    dialogues = [json.loads(line)["dialogue"] for line in SAMPLE.read_text().splitlines()[:10]]
+    fixed = RougeEvaluation(tokenizer, PromptConfig(), 256, 16, 4, merged_copy=True)
+    compiled = RougeEvaluation(tokenizer, PromptConfig(), 256, 16, 4, merged_copy=True, compiled_decoding=True)
+    prompts = fixed.prompts(dialogues)
+    assert len({len(tokenizer(p)["input_ids"]) for p in prompts}) > 1  # the padding to one length is real
+    expected = fixed.summaries(model, prompts)
+    assert compiled.summaries(model, prompts) == expected
+    assert len(expected) == 10 and len(set(expected)) > 1 and all(expected)

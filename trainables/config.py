@@ -262,6 +262,14 @@ class EvaluationConfig(Section):
         "and cuts at the marker as before: the same summaries (tested with transformers 5.24 on CPU). On an H200 one "
         "fixed batch kept the GPU busy 11% of its time (launches and Python, not kernels); off until measured there.",
     )
+    compiled_decoding: bool = Field(
+        False,
+        description="Through the merged copy (evaluation.merged_copy), generate into a static KV cache, every batch "
+        "padded to max_length and filled up to batch_size, so transformers compiles the decoding step once per "
+        "trial (CUDA graphs on a GPU: one launch a new token instead of the model's hundreds); the same summaries "
+        "(tested on CPU, where nothing is compiled). No effect through the 4-bit model, whose decoding transformers "
+        "does not compile. On an H200 one fixed batch kept the GPU busy 9% of its time; off until measured there.",
+    )
     rung_examples: list[int] | Literal["auto", "all"] = Field(
         "auto",
         description="Validation dialogues ROUGE scores at rungs 1, 2, ...: a list such as [64, 128] (later rungs "
