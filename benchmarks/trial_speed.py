@@ -899,6 +899,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.gradient_checkpointing != "auto":
         args.gradient_checkpointing = args.gradient_checkpointing == "true"
 
+    # Sides share this process, so every compiled side's graphs (compile_layers, FlexAttention,
+    # compiled decoding) count against dynamo's per-function limit (8), past which code runs
+    # eagerly without a word; a trial compiles alone in its own (trainables.model).
+    torch._dynamo.config.recompile_limit = 64
     with tempfile.TemporaryDirectory(prefix="trial-speed-") as scratch:
         result = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
                   "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv)}

@@ -15,15 +15,17 @@ cache=(${MODEL_CACHE:+--model-cache "$MODEL_CACHE"})
 whole_gpu=micro_batch_size=16,memory_budget_gb=null
 mkdir -p "$out"
 if [ -z "$only" ] || [ "$only" = 8b ]; then
+    # Equal memory: bf16 dense layers with and without compiled layers; one GPU: the best so far
+    # (FlexAttention, Liger, bf16 dense layers) with and without them, and compiled layers over SDPA.
     python3 benchmarks/trial_speed.py --shape llama3-8b --data "$data" --tokenizer "$smollm2" "${cache[@]}" \
-        --out "$out/trial_speed_llama3-8b.json" --profile-steps 3 ${SKIP_EVAL:+--skip-eval} --continuous-batching-eval \
-        --compiled-decoding-eval --eval-side qlora_sweep --eval-side "variant float32_dense_layers=false" \
-        --eval-side one_gpu \
+        --out "$out/trial_speed_llama3-8b.json" --profile-steps 3 ${SKIP_EVAL:+--skip-eval} \
+        --continuous-batching-eval --compiled-decoding-eval \
+        --eval-side "variant float32_dense_layers=false" --eval-side one_gpu \
         --variant float32_dense_layers=false \
         --variant "float32_dense_layers=false,compile_layers=true" \
         --variant "attention=flex_attention,liger_kernels=true,float32_dense_layers=false,$whole_gpu" \
-        --variant "compile_layers=true,float32_dense_layers=false,$whole_gpu" \
-        --variant "attention=flex_attention,compile_layers=true,float32_dense_layers=false,$whole_gpu"
+        --variant "attention=flex_attention,liger_kernels=true,float32_dense_layers=false,compile_layers=true,$whole_gpu" \
+        --variant "compile_layers=true,float32_dense_layers=false,$whole_gpu"
 fi
 if [ -z "$only" ] || [ "$only" = 1b ]; then
     python3 benchmarks/trial_speed.py --shape llama3.2-1b --data "$data" --tokenizer "$smollm2" "${cache[@]}" \

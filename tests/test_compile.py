@@ -72,3 +72,49 @@ def test_compiling_a_model_without_marked_decoder_layers_is_refused_in_one_line(
 
     with pytest.raises(ConfigError, match=r"^training.compile_layers: Sequential has no decoder layers"):
         compile_decoder_layers(torch.nn.Sequential(torch.nn.Linear(2, 2)), fresh=False)
+
+
+def test_a_kept_workers_next_trial_compiles_its_own_layers_afresh(tiny_model_path, tmp_path):
+    """Trial after trial on one kept base (trainables.warm, as reused Tune workers run them), each
+    with a LoRA of its own: each compiles its layers anew and trains; none inherits the last
+    trial's compiled code, whose guards would fail and count against dynamo's recompile limit."""
+    from datasets import Dataset
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+    from torch._dynamo.utils import counters
+
+    from trainables import warm
+    from trainables.data import tokenize_for_training
+    from trainables.model import attach_lora, compile_decoder_layers, load_quantized_model, prepare_for_training
+    from trainables.prompt import load_tokenizer
+    from trainables.train import build_trainer
+
+    config = ModelConfig(name_or_path=str(tiny_model_path))
+    tokenizer = load_tokenizer(config)
+    rows = [json.loads(line) for line in SAMPLE.read_text().splitlines()[:4]]
+    dataset = tokenize_for_training(Dataset.from_list(rows), tokenizer, PromptConfig(), max_length=1000)
+    training = TrainingConfig(micro_batch_size=2, gradient_checkpointing=False, padding_free=True,
+                              fused_lm_head=False, compile_layers=True, steps_per_rung=3)
+    def compiled_entries(code):  # the compiled versions dynamo keeps for a function
+        return len(_debug_get_cache_entry_list(code))
+
+    warm.forget_all()
+    try:
+        for trial in range(2):
+            base, was_kept = warm.base_model_for(config, load_quantized_model)
+            assert was_kept == (trial == 1)
+            hp = TrialHyperparameters(lora_r=4, lora_alpha=8, learning_rate=1e-2, max_length=1000,
+                                      lora_dropout=0.0, target_modules="all-linear")
+            model = attach_lora(prepare_for_training(base, False), hp)
+            compile_decoder_layers(model)
+            warm.remember_adapted(model)
+            layer_code = type(base.model.layers[0]).forward.__code__
+            assert compiled_entries(layer_code) == 0  # the last trial's code is forgotten
+            before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_B" in n}
+            counters.clear()
+            build_trainer(model, tokenizer, dataset, dataset, training, hp, total_steps=2, eval_batch_size=2,
+                          output_dir=str(tmp_path / f"trial-{trial}"), callbacks=[]).train()
+            assert counters["frames"]["ok"] > 0 and not counters["graph_break"]  # its own layers, compiled
+            assert 0 < compiled_entries(layer_code) <= 3  # this trial's graphs only (first layer, the others, a length)
+            assert all(not torch.equal(p, before[n]) for n, p in model.named_parameters() if "lora_B" in n)
+    finally:
+        warm.forget_all()
