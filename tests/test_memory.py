@@ -148,3 +148,41 @@ def test_dense_layers_kept_in_bf16_are_planned_at_2_bytes_and_need_no_copy_to_ge
     per_sequence = generation_bytes_per_sequence(LLAMA_3_8B, HP, through_the_model, 2)
     assert bf16.generation_batch_size - kept.generation_batch_size == pytest.approx(
         (dense_saving + dense_saving) / 2 / per_sequence, abs=1)
+
+
+def test_a_trial_with_memory_of_its_own_trains_its_effective_batch_in_as_few_micro_batches_as_fit():
+    """grow_micro_batch: 4 micro-batches of 4 become one of 16 where it fits, recomputing rather
+    than keeping 4 (the host's cost is per micro-batch), and keep the activations too where even
+    that fits; the effective batch never changes, and only divisors of it are tried."""
+    recipe = TrainingConfig(micro_batch_size=4, gradient_accumulation_steps=4)
+    roomy, tight, tiny = _plan(budget_gb=80, training=recipe), _plan(budget_gb=40, training=recipe), \
+        _plan(budget_gb=8, training=recipe)
+    assert (roomy.micro_batch_size, roomy.gradient_accumulation_steps, roomy.gradient_checkpointing) == (16, 1, False)
+    assert (tight.micro_batch_size, tight.gradient_accumulation_steps, tight.gradient_checkpointing) == (16, 1, True)
+    assert tight.predicted_peak_gb <= 40
+    assert (tiny.micro_batch_size, tiny.gradient_accumulation_steps, tiny.gradient_checkpointing) == (4, 4, True)
+    # Without recompute in 40 GB only the configured micro-batch fits: the larger one with recompute won
+    kept = memory.predicted_peak_bytes(LLAMA_3_8B, HP, recipe, False, 2)
+    assert kept <= 40 * GIB < memory.predicted_peak_bytes(
+        LLAMA_3_8B, HP, recipe.model_copy(update={"micro_batch_size": 8, "gradient_accumulation_steps": 2}), False, 2)
+    twelve = _plan(budget_gb=40, training=TrainingConfig(micro_batch_size=3, gradient_accumulation_steps=4,
+                                                         gradient_checkpointing=True))
+    assert twelve.micro_batch_size in (3, 4, 6, 12) and twelve.micro_batch_size * twelve.gradient_accumulation_steps == 12
+    assert twelve.gradient_checkpointing is True  # an explicit setting is kept
+    decided = twelve.decide_training(TrainingConfig(micro_batch_size=3, gradient_accumulation_steps=4))
+    assert (decided.micro_batch_size, decided.gradient_accumulation_steps) == (
+        twelve.micro_batch_size, twelve.gradient_accumulation_steps)
+
+
+def test_trials_packed_by_memory_and_trials_told_not_to_keep_their_micro_batch():
+    recipe = TrainingConfig(micro_batch_size=4, gradient_accumulation_steps=4)
+    packed = _plan(training=recipe, gpus_per_trial="auto")
+    assert (packed.micro_batch_size, packed.gradient_accumulation_steps) == (4, 4)  # a larger one: fewer trials at once
+    budgeted = _plan(budget_gb=24, training=recipe, gpus_per_trial="auto")  # resources.gpu_memory_gb: its own memory
+    assert (budgeted.micro_batch_size, budgeted.gradient_accumulation_steps) == (16, 1)
+    told = _plan(budget_gb=80, training=recipe.model_copy(update={"grow_micro_batch": False}))
+    assert (told.micro_batch_size, told.gradient_accumulation_steps, told.gradient_checkpointing) == (4, 4, False)
+    cpu = plan_memory(None, MODEL, recipe, EvaluationConfig(), HP, None)
+    assert (cpu.micro_batch_size, cpu.gradient_accumulation_steps) == (4, 4)
+    with pytest.raises(ConfigError, match=r"^training.grow_micro_batch: true sizes micro-batches to a GPU trial"):
+        plan_memory(None, MODEL, recipe.model_copy(update={"grow_micro_batch": True}), EvaluationConfig(), HP, None)

@@ -39,6 +39,7 @@ def test_an_oom_trial_retries_at_half_the_micro_batch_from_its_checkpoint(tiny_m
     rows = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4, 6]  # resumed at the rung-1 checkpoint, not from 0
     assert [r["micro_batch_size"] for r in rows] == [4, 2, 2]
+    assert [r["gradient_accumulation_steps"] for r in rows] == [1, 2, 2]
     # The same effective batch: each rung still sees 2 steps x 4 examples' worth of tokens.
     per_rung = [b["tokens_seen"] - a["tokens_seen"] for a, b in zip([{"tokens_seen": 0}] + rows, rows)]
     assert per_rung[1] == per_rung[2] and per_rung[1] > 0

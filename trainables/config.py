@@ -176,6 +176,16 @@ class TrainingConfig(Section):
     gradient_accumulation_steps: int = Field(
         1, ge=1, description="Micro-batches per optimizer step: the effective batch is micro_batch_size times this."
     )
+    grow_micro_batch: AutoOrBool = Field(
+        "auto",
+        description="Train the same effective batch (micro_batch_size x gradient_accumulation_steps) in fewer, larger "
+        "micro-batches where the trial's GPU memory holds them: the largest divisor of the effective batch, from "
+        "micro_batch_size up, whose predicted peak fits, without recompute if that fits too (gradient_checkpointing: "
+        "auto). A GPU trial's step is host-bound, its cost per micro-batch: on an H200 the same 8 examples trained "
+        "2.4x faster as one micro-batch with recompute than as 4 of 2 without. auto: on for a trial with a memory of its own (gpus_per_trial a number, or "
+        "resources.gpu_memory_gb); off for trials packed by memory (a larger micro-batch asks for a larger share) "
+        "and on CPU.",
+    )
     warmup_steps: int = Field(0, ge=0, description="Optimizer steps of linear learning-rate warm-up.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay on the LoRA weights.")
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
@@ -327,6 +337,7 @@ class MemoryPlan(Section):
     fused_lm_head: bool
     liger_kernels: bool
     micro_batch_size: int = Field(ge=1)
+    gradient_accumulation_steps: int = Field(ge=1, description="Micro-batches a step: the effective batch is kept.")
     merged_copy: bool
     generation_batch_size: int = Field(ge=1)
 
@@ -335,7 +346,8 @@ class MemoryPlan(Section):
         return training.model_copy(update={"gradient_checkpointing": self.gradient_checkpointing,
                                            "fused_lm_head": self.fused_lm_head,
                                            "liger_kernels": self.liger_kernels,
-                                           "micro_batch_size": self.micro_batch_size})
+                                           "micro_batch_size": self.micro_batch_size,
+                                           "gradient_accumulation_steps": self.gradient_accumulation_steps})
 
     def decide_evaluation(self, evaluation: EvaluationConfig) -> EvaluationConfig:
         return evaluation.model_copy(update={"merged_copy": self.merged_copy, "batch_size": self.generation_batch_size})

@@ -170,6 +170,7 @@ def plan_memory(shape: dict[str, Any] | None, model: ModelConfig, training: Trai
             fused_lm_head=_given(training.fused_lm_head, False),  # its torch fallback is slower than full logits
             liger_kernels=_cpu_liger(training),
             micro_batch_size=training.micro_batch_size,
+            gradient_accumulation_steps=_cpu_accumulation(training),
             merged_copy=_given(evaluation.merged_copy, False),
             generation_batch_size=_given(evaluation.batch_size, CPU_GENERATION_BATCH),
         )
@@ -181,8 +182,13 @@ def plan_memory(shape: dict[str, Any] | None, model: ModelConfig, training: Trai
     packed = gpu.gpus_per_trial == "auto"
     # What the trial may grow to: a whole GPU when its share is sized to fit it, else its fixed share.
     room = gpu.budget_bytes or (whole if packed else whole * min(float(gpu.gpus_per_trial), 1.0))
-    checkpointing = _given(training.gradient_checkpointing,
-                           predicted_peak_bytes(shape, hp, training, False, dtype_bytes) > room)
+    # A trial with a memory of its own fills it; one packed by memory keeps its micro-batch, whose
+    # growth would ask for a larger share and so fewer trials at once.
+    if _given(training.grow_micro_batch, not packed or gpu.budget_bytes is not None):
+        training, checkpointing = grown_micro_batch(shape, hp, training, dtype_bytes, room)
+    else:
+        checkpointing = _given(training.gradient_checkpointing,
+                               predicted_peak_bytes(shape, hp, training, False, dtype_bytes) > room)
     peak = predicted_peak_bytes(shape, hp, training, checkpointing, dtype_bytes)
     if packed:
         if peak > whole:
@@ -214,8 +220,38 @@ def plan_memory(shape: dict[str, Any] | None, model: ModelConfig, training: Trai
         gpu_share=share, memory_budget_gb=budget / GIB, predicted_peak_gb=peak / GIB,
         gradient_checkpointing=checkpointing, fused_lm_head=_given(training.fused_lm_head, True),
         liger_kernels=_gpu_liger(training, checkpointing),
-        micro_batch_size=training.micro_batch_size, merged_copy=merged, generation_batch_size=batch,
+        micro_batch_size=training.micro_batch_size, gradient_accumulation_steps=training.gradient_accumulation_steps,
+        merged_copy=merged, generation_batch_size=batch,
     )
+
+
+def grown_micro_batch(shape: dict[str, Any], hp: TrialHyperparameters, training: TrainingConfig,
+                      compute_dtype_bytes: int, room: float) -> tuple[TrainingConfig, bool]:
+    """`training` with the same effective batch (micro-batch x accumulation) in as few micro-batches
+    as `room` holds, and whether it recomputes: the largest divisor of the effective batch, from the
+    configured micro-batch up, whose predicted peak fits, without recompute if that fits too (with
+    `gradient_checkpointing: auto`). Fewer micro-batches come before keeping activations: a GPU
+    trial's step is host-bound, its cost per micro-batch, and on an H200 the same 8 examples a step
+    trained 2.4x faster as one micro-batch with recompute than as 4 of 2 without; keeping the
+    activations at the same micro-batch gained 1.4x. With nothing fitting, the configured
+    micro-batch, recomputing unless told otherwise (an out-of-memory retry halves it later)."""
+    effective = training.micro_batch_size * training.gradient_accumulation_steps
+    recompute_choices = [False, True] if training.gradient_checkpointing == "auto" else [training.gradient_checkpointing]
+    for micro in sorted((d for d in range(training.micro_batch_size, effective + 1) if effective % d == 0),
+                        reverse=True):
+        candidate = training.model_copy(update={"micro_batch_size": micro,
+                                                "gradient_accumulation_steps": effective // micro})
+        for recompute in recompute_choices:
+            if predicted_peak_bytes(shape, hp, candidate, recompute, compute_dtype_bytes) <= room:
+                return candidate, recompute
+    return training, _given(training.gradient_checkpointing, True)
+
+
+def _cpu_accumulation(training: TrainingConfig) -> int:
+    if training.grow_micro_batch is True:
+        raise ConfigError("training.grow_micro_batch: true sizes micro-batches to a GPU trial's memory, and these "
+                          "trials run on CPUs; set it to auto or false")
+    return training.gradient_accumulation_steps
 
 
 def _cpu_liger(training: TrainingConfig) -> bool:

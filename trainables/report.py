@@ -114,7 +114,8 @@ class RungReporter(TrainerCallback):
             "eval_s": self.eval_seconds,  # of rung_s: validation loss and ROUGE
             "startup_s": self.startup_s,
             "warm_start": self.warm_start,
-            "micro_batch_size": args.per_device_train_batch_size,  # halved after an out-of-memory retry
+            "micro_batch_size": args.per_device_train_batch_size,  # as planned (grown), halved after an out-of-memory retry
+            "gradient_accumulation_steps": args.gradient_accumulation_steps,  # the effective batch's other factor
             "gradient_checkpointing": bool(args.gradient_checkpointing),  # as `auto` resolved it
             **placement(),
             "report_id": uuid.uuid4().hex,  # ties this result.json row to the checkpoint histories
