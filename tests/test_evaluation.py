@@ -75,30 +75,39 @@ def test_reference_fields_are_the_named_ones_else_summary_else_its_numbered_copi
         reference_fields(["dialogue", "abstract"], "summary", None)
 
 
+def _adapted_tiny_model(tiny_model_path):
+    """The tiny model in 4-bit with a LoRA that changes what it says, and its tokenizer."""
+    import torch
+
+    from trainables.config import ModelConfig, TrialHyperparameters
+    from trainables.model import attach_lora, load_quantized_model, prepare_for_training
+    from trainables.prompt import load_tokenizer
+
+    config = ModelConfig(name_or_path=str(tiny_model_path))
+    hp = TrialHyperparameters(lora_r=8, lora_alpha=8, learning_rate=1e-3, max_length=256, lora_dropout=0.0,
+                              target_modules="all-linear")
+    # LoRA's A matrices are drawn here, B below: a fixed draw under which the summaries differ from
+    # one dialogue to the next (under some draws this random model says the same to every dialogue)
+    torch.manual_seed(3)
+    model = attach_lora(prepare_for_training(load_quantized_model(config), False), hp)
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:
+            parameter.data.normal_(0, 0.05)
+    return model, load_tokenizer(config)
+
+
 def test_continuous_batching_generates_the_summaries_of_fixed_batches(tiny_model_path):
     """Twelve dialogues, four at a time: as each finishes a waiting one takes its place, and every
     summary is the one fixed batches of four generate (through the 4-bit model and a merged copy)."""
     import json
 
-    import torch
-
     from tests.tiny_model import SAMPLE
-    from trainables.config import ModelConfig, PromptConfig, TrialHyperparameters
+    from trainables.config import PromptConfig
     from trainables.evaluation import generate_continuously, generate_summaries
-    from trainables.model import attach_lora, load_quantized_model, model_for_generation, prepare_for_training
-    from trainables.prompt import encode_prompt, load_tokenizer
+    from trainables.model import model_for_generation
+    from trainables.prompt import encode_prompt
 
-    config = ModelConfig(name_or_path=str(tiny_model_path))
-    tokenizer = load_tokenizer(config)
-    hp = TrialHyperparameters(lora_r=8, lora_alpha=8, learning_rate=1e-3, max_length=256, lora_dropout=0.0,
-                              target_modules="all-linear")
-    # LoRA's A matrices are drawn here, B below: a fixed draw under which the ten summaries differ
-    # (some draws of this random tiny model say the same to every dialogue, and nothing is compared)
-    torch.manual_seed(3)
-    model = attach_lora(prepare_for_training(load_quantized_model(config), False), hp)
-    for name, parameter in model.named_parameters():
-        if "lora_B" in name:
-            parameter.data.normal_(0, 0.05)  # an adapter that changes what the model says
+    model, tokenizer = _adapted_tiny_model(tiny_model_path)
     dialogues = [json.loads(line)["dialogue"] for line in SAMPLE.read_text().splitlines()[:12]]
     prompts = [encode_prompt(tokenizer, PromptConfig(), d, 256) for d in dialogues]
     marker = PromptConfig().end_marker
@@ -137,25 +146,11 @@ def test_compiled_decoding_pads_to_one_shape_and_generates_the_summaries_of_fixe
     compiles nothing; on a GPU the same call compiles the decoding step.)"""
     import json
 
-    import torch
-
     from tests.tiny_model import SAMPLE
-    from trainables.config import ModelConfig, PromptConfig, TrialHyperparameters
+    from trainables.config import PromptConfig
     from trainables.evaluation import RougeEvaluation
-    from trainables.model import attach_lora, load_quantized_model, prepare_for_training
-    from trainables.prompt import load_tokenizer
 
-    config = ModelConfig(name_or_path=str(tiny_model_path))
-    tokenizer = load_tokenizer(config)
-    hp = TrialHyperparameters(lora_r=8, lora_alpha=8, learning_rate=1e-3, max_length=256, lora_dropout=0.0,
-                              target_modules="all-linear")
-    # LoRA's A matrices are drawn here, B below: a fixed draw under which the ten summaries differ
-    # (some draws of this random tiny model say the same to every dialogue, and nothing is compared)
-    torch.manual_seed(3)
-    model = attach_lora(prepare_for_training(load_quantized_model(config), False), hp)
-    for name, parameter in model.named_parameters():
-        if "lora_B" in name:
-            parameter.data.normal_(0, 0.05)  # an adapter that changes what the model says
+    model, tokenizer = _adapted_tiny_model(tiny_model_path)
     dialogues = [json.loads(line)["dialogue"] for line in SAMPLE.read_text().splitlines()[:10]]
     fixed = RougeEvaluation(tokenizer, PromptConfig(), 256, 16, 4, merged_copy=True)
     compiled = RougeEvaluation(tokenizer, PromptConfig(), 256, 16, 4, merged_copy=True, compiled_decoding=True)
