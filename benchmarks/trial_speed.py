@@ -29,13 +29,14 @@ sides named by --eval-side the wall time to generate and score ROUGE on the vali
 `summary` holds equal_memory_speedup (the fastest trial side within plain's own peak),
 one_gpu_speedup (the fastest trial side of all), eval_500_s (the quickest evaluation of any side),
 plain_tokens_per_s and protocol, which names those sides and paths and gives beside them the
-defaults' own speedups and the quickest evaluation within plain's peak. MFU counts
+defaults' own speedups and the quickest evaluation within plain's peak. With --eval-examples under
+500, eval_500_s is the time on those scaled to 500 (marked in protocol). MFU counts
 (6 + 2 if recomputing) x the linear layers' parameters per real token (attention scores left out).
 The plain generation is timed on a subset and scaled to the full set (it is marked so).
 
 --profile-steps N: after the rounds, each side trains N more steps under torch.profiler (after its
-untimed warm-up steps, so the Trainer's set-up is not in it), and the qlora-sweep side generates one
-batch; `profile` gives, per side, the kernels' time by what they compute (4-bit dequantization,
+untimed warm-up steps, so the Trainer's set-up is not in it), and with --profile-generation the
+qlora-sweep side generates one batch; `profile` gives, per side, the kernels' time by what they compute (4-bit dequantization,
 matmul, attention, LM head, optimizer, elementwise), the top kernels, how busy the GPU was, and from
 two more steps under CUDA's sync debug mode how often a step makes the host wait for the GPU, and
 at which lines.
@@ -115,6 +116,7 @@ SHAPES = {
 # TFLOP/s for 8192^3 products on random data), not its datasheet's ~990; the others are datasheets'.
 BF16_PEAK_FLOPS = {"H200": 790e12, "H100": 989e12, "A100": 312e12, "A10G": 125e12, "L4": 121e12}
 STARTED = time.perf_counter()
+EVAL_TARGET_DIALOGUES = 500  # eval_500_s: ROUGE on this many validation dialogues
 SYNC_STEPS = 2  # steps run with CUDA's sync debug mode (its warnings slow the host: not profiled, not timed)
 QUALITY_TOLERANCE = 0.005  # ROUGE-L (0..1): half a point
 QUALITY_LORA = dict(lora_r=32, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear")  # no dropout: the
@@ -478,9 +480,13 @@ def measure_shape(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         by_name["plain"].update(plain_evaluation(args, plain.model, tokenizer, data))
     plain_speed = by_name["plain"]["tokens_per_s"]
     equal_memory, one_gpu_best = best_sides(by_name)
-    evaluation_s, evaluation_path = fastest_evaluation({name: side for name, side in by_name.items() if name != "plain"})
+    # Timed on --eval-examples dialogues; scaled to the 500 of the target when fewer (marked so)
+    to_500 = EVAL_TARGET_DIALOGUES / len(data["prompts"])
+    evaluation_s, evaluation_path = fastest_evaluation({name: side for name, side in by_name.items() if name != "plain"},
+                                                       to_500)
     equal_memory_evaluation_s, equal_memory_evaluation_path = fastest_evaluation(
-        {name: side for name, side in by_name.items() if name != "plain" and within_plain_memory(by_name, name)})
+        {name: side for name, side in by_name.items() if name != "plain" and within_plain_memory(by_name, name)},
+        to_500)
     result["summary"] = {
         "equal_memory_speedup": round(by_name[equal_memory]["tokens_per_s"] / plain_speed, 3) if equal_memory else None,
         "one_gpu_speedup": round(by_name[one_gpu_best]["tokens_per_s"] / plain_speed, 3),
@@ -489,6 +495,8 @@ def measure_shape(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         "protocol": {
             "equal_memory_side": equal_memory, "one_gpu_side": one_gpu_best, "eval_500_path": evaluation_path,
             "equal_memory_eval_500_s": equal_memory_evaluation_s,
+            "eval_500_extrapolated_from": (len(data["prompts"]) if len(data["prompts"]) != EVAL_TARGET_DIALOGUES
+                                           else None),
             "equal_memory_eval_500_path": equal_memory_evaluation_path,
             "default_equal_memory_speedup": (round(by_name["qlora_sweep"]["tokens_per_s"] / plain_speed, 3)
                                              if within_plain_memory(by_name, "qlora_sweep") else None),
@@ -523,9 +531,9 @@ def best_sides(by_name: dict[str, Any]) -> tuple[str | None, str]:
     return (equal[0] if equal else None), fastest[0]
 
 
-def fastest_evaluation(sides: dict[str, Any]) -> tuple[float | None, str | None]:
-    """The quickest timed ROUGE evaluation among `sides` (fixed batches or continuous batching), and
-    whose and which it was."""
+def fastest_evaluation(sides: dict[str, Any], scale: float = 1.0) -> tuple[float | None, str | None]:
+    """The quickest timed ROUGE evaluation among `sides` (fixed batches, continuous batching or
+    compiled decoding), times `scale`, and whose and which it was."""
     timed = {f"{name}: {path}": seconds for name, side in sides.items()
              for path, seconds in (("fixed batches", side.get("rouge_eval_s")),
                                    ("continuous batching", side.get("rouge_eval_continuous_s")),
@@ -534,7 +542,7 @@ def fastest_evaluation(sides: dict[str, Any]) -> tuple[float | None, str | None]
     if not timed:
         return None, None
     path = min(timed, key=timed.get)
-    return round(timed[path], 1), path
+    return round(timed[path] * scale, 1), path
 
 
 def _own_peak_of_a_segment(side: Side, args: argparse.Namespace) -> float:
@@ -784,8 +792,9 @@ def counting_syncs(into: dict[str, Any], steps: int) -> Iterator[None]:
 
 
 def profile_sides(sides: list[Side], args: argparse.Namespace, tokenizer: Any, data: dict[str, Any]) -> dict[str, Any]:
-    """After the timed rounds: each side's training for --profile-steps steps, and one generation
-    batch of the qlora-sweep side as its plan has it; untimed, the profiler's overhead included."""
+    """After the timed rounds: each side's training for --profile-steps steps, and with
+    --profile-generation one generation batch of the qlora-sweep side as its plan has it; untimed,
+    the profiler's overhead included."""
     result: dict[str, Any] = {"steps": args.profile_steps, "note": "steady steps (after each side's untimed "
                               "warm-up steps), profiler overhead included: compare shares and busy, not these times "
                               "with the rounds'"}
@@ -798,6 +807,18 @@ def profile_sides(sides: list[Side], args: argparse.Namespace, tokenizer: Any, d
         result[side.name] = breakdown
         log(f"profiled {side.name}: {breakdown['by_category']}, busy {breakdown['busy']}, "
             f"syncs per step {breakdown['syncs_per_step']}")
+    if args.profile_generation:
+        result.update(profile_generation(sides, args, tokenizer, data))
+    Path(args.out).with_suffix(".profile.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def profile_generation(sides: list[Side], args: argparse.Namespace, tokenizer: Any,
+                       data: dict[str, Any]) -> dict[str, Any]:
+    """One generation batch of the qlora-sweep side as its plan has it, under torch.profiler (and
+    through continuous batching with --continuous-batching-eval). Its trace is long: summarizing
+    it took minutes on the H200's host, hence a flag of its own."""
+    result: dict[str, Any] = {}
     ours = next(side for side in sides if side.name == "qlora_sweep")
     plan = ours.plan
     evaluation = planned_evaluation(args, tokenizer, plan)
@@ -815,7 +836,6 @@ def profile_sides(sides: list[Side], args: argparse.Namespace, tokenizer: Any, d
         except Exception as error:  # noqa: BLE001 - as in the timed evaluation: a result, not the end of the run
             result["qlora_sweep generation, continuous batching"] = {"error": _error_text(error)}
             _free()
-    Path(args.out).with_suffix(".profile.json").write_text(json.dumps(result, indent=1))
     return result
 
 
@@ -891,7 +911,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--continuous-batching-eval", action="store_true",
                         help="time (and profile) the ROUGE evaluation through continuous batching too")
     parser.add_argument("--profile-steps", type=int, default=0,
-                        help="after the rounds, profile each side for this many steps and one generation batch")
+                        help="after the rounds, profile each side for this many steps")
+    parser.add_argument("--profile-generation", action="store_true",
+                        help="with --profile-steps, also profile one generation batch of the qlora-sweep side")
     args = parser.parse_args(argv)
     if args.quality_only and not (args.quality_seeds and args.quality_model):
         parser.error("--quality-only needs --quality-model and --quality-seeds")

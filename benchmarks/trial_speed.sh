@@ -15,17 +15,17 @@ cache=(${MODEL_CACHE:+--model-cache "$MODEL_CACHE"})
 whole_gpu=micro_batch_size=16,memory_budget_gb=null
 mkdir -p "$out"
 if [ -z "$only" ] || [ "$only" = 8b ]; then
-    # Equal memory: bf16 dense layers with and without compiled layers; one GPU: the best so far
-    # (FlexAttention, Liger, bf16 dense layers) with and without them, and compiled layers over SDPA.
+    # Six sides, to fit one session's device time (about 20 min, estimated from the 2026-12-01 evening
+    # run): plain and the defaults; at equal memory bf16 dense layers with compiled layers; on one
+    # GPU the best so far (FlexAttention, Liger, bf16 dense layers) without and with them. ROUGE is
+    # timed on 124 dialogues (4 batches of 31) and scaled to 500.
     python3 benchmarks/trial_speed.py --shape llama3-8b --data "$data" --tokenizer "$smollm2" "${cache[@]}" \
         --out "$out/trial_speed_llama3-8b.json" --profile-steps 3 ${SKIP_EVAL:+--skip-eval} \
-        --continuous-batching-eval --compiled-decoding-eval \
-        --eval-side "variant float32_dense_layers=false" --eval-side one_gpu \
-        --variant float32_dense_layers=false \
+        --eval-examples 124 --continuous-batching-eval --compiled-decoding-eval \
+        --eval-side "variant float32_dense_layers=false,compile_layers=true" --eval-side one_gpu \
         --variant "float32_dense_layers=false,compile_layers=true" \
         --variant "attention=flex_attention,liger_kernels=true,float32_dense_layers=false,$whole_gpu" \
-        --variant "attention=flex_attention,liger_kernels=true,float32_dense_layers=false,compile_layers=true,$whole_gpu" \
-        --variant "compile_layers=true,float32_dense_layers=false,$whole_gpu"
+        --variant "attention=flex_attention,liger_kernels=true,float32_dense_layers=false,compile_layers=true,$whole_gpu"
 fi
 if [ -z "$only" ] || [ "$only" = 1b ]; then
     python3 benchmarks/trial_speed.py --shape llama3.2-1b --data "$data" --tokenizer "$smollm2" "${cache[@]}" \
