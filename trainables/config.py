@@ -182,9 +182,9 @@ class TrainingConfig(Section):
         "micro-batches where the trial's GPU memory holds them: the largest divisor of the effective batch, from "
         "micro_batch_size up, whose predicted peak fits, without recompute if that fits too (gradient_checkpointing: "
         "auto). A GPU trial's step is host-bound, its cost per micro-batch: on an H200 the same 8 examples trained "
-        "2.4x faster as one micro-batch with recompute than as 4 of 2 without. auto: on for a trial with a memory of its own (gpus_per_trial a number, or "
-        "resources.gpu_memory_gb); off for trials packed by memory (a larger micro-batch asks for a larger share) "
-        "and on CPU.",
+        "2.4x faster as one micro-batch with recompute than as 4 of 2 without. auto: on for a trial with a memory "
+        "of its own (gpus_per_trial a number, or resources.gpu_memory_gb); off for trials packed by memory (a "
+        "larger micro-batch asks for a larger share) and on CPU.",
     )
     warmup_steps: int = Field(0, ge=0, description="Optimizer steps of linear learning-rate warm-up.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay on the LoRA weights.")

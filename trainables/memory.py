@@ -184,11 +184,8 @@ def plan_memory(shape: dict[str, Any] | None, model: ModelConfig, training: Trai
     room = gpu.budget_bytes or (whole if packed else whole * min(float(gpu.gpus_per_trial), 1.0))
     # A trial with a memory of its own fills it; one packed by memory keeps its micro-batch, whose
     # growth would ask for a larger share and so fewer trials at once.
-    if _given(training.grow_micro_batch, not packed or gpu.budget_bytes is not None):
-        training, checkpointing = grown_micro_batch(shape, hp, training, dtype_bytes, room)
-    else:
-        checkpointing = _given(training.gradient_checkpointing,
-                               predicted_peak_bytes(shape, hp, training, False, dtype_bytes) > room)
+    grow = _given(training.grow_micro_batch, not packed or gpu.budget_bytes is not None)
+    training, checkpointing = sized_micro_batch(shape, hp, training, dtype_bytes, room, grow)
     peak = predicted_peak_bytes(shape, hp, training, checkpointing, dtype_bytes)
     if packed:
         if peak > whole:
@@ -225,19 +222,21 @@ def plan_memory(shape: dict[str, Any] | None, model: ModelConfig, training: Trai
     )
 
 
-def grown_micro_batch(shape: dict[str, Any], hp: TrialHyperparameters, training: TrainingConfig,
-                      compute_dtype_bytes: int, room: float) -> tuple[TrainingConfig, bool]:
-    """`training` with the same effective batch (micro-batch x accumulation) in as few micro-batches
-    as `room` holds, and whether it recomputes: the largest divisor of the effective batch, from the
-    configured micro-batch up, whose predicted peak fits, without recompute if that fits too (with
-    `gradient_checkpointing: auto`). Fewer micro-batches come before keeping activations: a GPU
+def sized_micro_batch(shape: dict[str, Any], hp: TrialHyperparameters, training: TrainingConfig,
+                      compute_dtype_bytes: int, room: float, grow: bool) -> tuple[TrainingConfig, bool]:
+    """`training` with its micro-batch as the plan has it, and whether it recomputes. Recompute
+    (with `gradient_checkpointing: auto`) only where the activations do not fit `room`. With `grow`,
+    the same effective batch (micro-batch x accumulation) in as few micro-batches as `room` holds:
+    the largest divisor of the effective batch, from the configured micro-batch up, whose predicted
+    peak fits, without recompute if that fits too. Fewer micro-batches come before keeping activations: a GPU
     trial's step is host-bound, its cost per micro-batch, and on an H200 the same 8 examples a step
     trained 2.4x faster as one micro-batch with recompute than as 4 of 2 without; keeping the
     activations at the same micro-batch gained 1.4x. With nothing fitting, the configured
     micro-batch, recomputing unless told otherwise (an out-of-memory retry halves it later)."""
     effective = training.micro_batch_size * training.gradient_accumulation_steps
     recompute_choices = [False, True] if training.gradient_checkpointing == "auto" else [training.gradient_checkpointing]
-    for micro in sorted((d for d in range(training.micro_batch_size, effective + 1) if effective % d == 0),
+    largest = effective if grow else training.micro_batch_size
+    for micro in sorted((d for d in range(training.micro_batch_size, largest + 1) if effective % d == 0),
                         reverse=True):
         candidate = training.model_copy(update={"micro_batch_size": micro,
                                                 "gradient_accumulation_steps": effective // micro})
