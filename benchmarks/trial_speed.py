@@ -34,8 +34,8 @@ defaults' own speedups and the quickest evaluation within plain's peak. With --e
 (6 + 2 if recomputing) x the linear layers' parameters per real token (attention scores left out).
 The plain generation is timed on a subset and scaled to the full set (it is marked so).
 
---profile-steps N: after the rounds, each side trains N more steps under torch.profiler (after its
-untimed warm-up steps, so the Trainer's set-up is not in it), and with --profile-generation the
+--profile-steps N: after the rounds and the evaluation, each side (or each --profile-side) trains
+N more steps under torch.profiler (after its untimed warm-up steps, so the Trainer's set-up is not in it), and with --profile-generation the
 qlora-sweep side generates one batch; `profile` gives, per side, the kernels' time by what they compute (4-bit dequantization,
 matmul, attention, LM head, optimizer, elementwise), the top kernels, how busy the GPU was, and from
 two more steps under CUDA's sync debug mode how often a step makes the host wait for the GPU, and
@@ -416,7 +416,7 @@ def summarize_side(side: Side, params: int) -> dict[str, Any]:
             "resident_gb": side.static_bytes / GIB, "mfu": mfu(median, params, side.recompute)}
 
 
-def measure_shape(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+def measure_shape(args: argparse.Namespace, folder: Path, header: dict[str, Any]) -> dict[str, Any]:
     """The protocol: every side loaded and kept; an untimed warm-up of at least --warmup-s over all
     of them (it also measures the plain side's own peak, the equal-memory budget); then --rounds
     rounds of timed segments in a fixed order (plain, qlora-sweep, one GPU, variants: A B C A B C...);
@@ -469,53 +469,79 @@ def measure_shape(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             {side.name: {"tokens_per_s_each": side.tokens_per_s, "own_peak_gb": side.own_peak_gb, **side.details}
              for side in sides}, indent=1, default=str))
 
-    if args.profile_steps:
-        result["profile"] = profile_sides(sides, args, tokenizer, data)
+    # Written after each stage, so a run cut off at the device's time limit keeps what it measured:
+    # the speed summary first, then the evaluation (a target too), then the profile (a diagnosis).
     by_name = {side.name: summarize_side(side, params) if side.tokens_per_s else {**side.details} for side in sides}
     result["sides"] = by_name
+    to_500 = EVAL_TARGET_DIALOGUES / len(data["prompts"])
+    stage = {"rounds": args.rounds, "warm_up_s": round(warmed), "order": [side.name for side in sides],
+             "to_500": to_500, "eval_examples": len(data["prompts"])}
+    result.update(summarized(by_name, args, stage, evaluated=False))
+    write_result(args, header, result)
     if not args.skip_eval:
         for side in sides:
             if side.name in args.eval_side and "error" not in side.details:
                 by_name[side.name].update(timed_rouge_evaluation(args, side.model, tokenizer, data, side.plan))
+                write_result(args, header, result)
         by_name["plain"].update(plain_evaluation(args, plain.model, tokenizer, data))
+        result.update(summarized(by_name, args, stage, evaluated=True))
+        write_result(args, header, result)
+    if args.profile_steps:
+        result["profile"] = profile_sides(sides, args, tokenizer, data)
+        write_result(args, header, result)
+    for side in sides:
+        del side.model
+    sides.clear()
+    _free()
+    return result
+
+
+def summarized(by_name: dict[str, Any], args: argparse.Namespace, stage: dict[str, Any],
+               evaluated: bool) -> dict[str, Any]:
+    """The `summary` object (and a `summary_note` where there is no equal-memory result) from the
+    sides measured so far; before the evaluation, eval_500_s is None and protocol says it is pending."""
     plain_speed = by_name["plain"]["tokens_per_s"]
     equal_memory, one_gpu_best = best_sides(by_name)
     # Timed on --eval-examples dialogues; scaled to the 500 of the target when fewer (marked so)
-    to_500 = EVAL_TARGET_DIALOGUES / len(data["prompts"])
+    to_500 = stage["to_500"]
     evaluation_s, evaluation_path = fastest_evaluation({name: side for name, side in by_name.items() if name != "plain"},
                                                        to_500)
     equal_memory_evaluation_s, equal_memory_evaluation_path = fastest_evaluation(
         {name: side for name, side in by_name.items() if name != "plain" and within_plain_memory(by_name, name)},
         to_500)
-    result["summary"] = {
+    summary: dict[str, Any] = {
         "equal_memory_speedup": round(by_name[equal_memory]["tokens_per_s"] / plain_speed, 3) if equal_memory else None,
         "one_gpu_speedup": round(by_name[one_gpu_best]["tokens_per_s"] / plain_speed, 3),
         "eval_500_s": evaluation_s,
         "plain_tokens_per_s": round(plain_speed),
         "protocol": {
-            "equal_memory_side": equal_memory, "one_gpu_side": one_gpu_best, "eval_500_path": evaluation_path,
+            "equal_memory_side": equal_memory, "one_gpu_side": one_gpu_best,
+            "evaluation": "timed" if evaluated else ("skipped" if args.skip_eval else "pending (the run ended first)"),
+            "eval_500_path": evaluation_path,
             "equal_memory_eval_500_s": equal_memory_evaluation_s,
-            "eval_500_extrapolated_from": (len(data["prompts"]) if len(data["prompts"]) != EVAL_TARGET_DIALOGUES
+            "eval_500_extrapolated_from": (stage["eval_examples"] if stage["eval_examples"] != EVAL_TARGET_DIALOGUES
                                            else None),
             "equal_memory_eval_500_path": equal_memory_evaluation_path,
             "default_equal_memory_speedup": (round(by_name["qlora_sweep"]["tokens_per_s"] / plain_speed, 3)
                                              if within_plain_memory(by_name, "qlora_sweep") else None),
             "default_one_gpu_speedup": round(by_name["one_gpu"]["tokens_per_s"] / plain_speed, 3),
-            "warm_up_s": round(warmed), "rounds": args.rounds, "order": [side.name for side in sides],
+            "warm_up_s": stage["warm_up_s"], "rounds": stage["rounds"], "order": stage["order"],
             "per_segment": f"{args.segment_warmup} untimed steps, then {args.steps} timed",
             "statistic": "median of the rounds; min-max beside it in sides",
             "memory": "own peak: allocated above what the other sides held resident",
             "mfu_peak_flops": peak_flops(),
         },
     }
+    result: dict[str, Any] = {"summary": summary}
     if not equal_memory:
         result["summary_note"] = (f"every trial side's own peak exceeded plain's {by_name['plain']['own_peak_gb']:.1f} "
                                   "GB: no equal-memory result")
-    for side in sides:
-        del side.model
-    sides.clear()
-    _free()
     return result
+
+
+def write_result(args: argparse.Namespace, header: dict[str, Any], result: dict[str, Any]) -> None:
+    """The JSON as far as the run got (main writes it once more at the end)."""
+    Path(args.out).write_text(json.dumps({**header, **result}, indent=2, default=str) + "\n", encoding="utf-8")
 
 
 def within_plain_memory(by_name: dict[str, Any], name: str) -> bool:
@@ -798,7 +824,8 @@ def profile_sides(sides: list[Side], args: argparse.Namespace, tokenizer: Any, d
     result: dict[str, Any] = {"steps": args.profile_steps, "note": "steady steps (after each side's untimed "
                               "warm-up steps), profiler overhead included: compare shares and busy, not these times "
                               "with the rounds'"}
-    for side in [side for side in sides if "error" not in side.details]:
+    for side in [side for side in sides if "error" not in side.details
+                 and (not args.profile_side or side.name in args.profile_side)]:
         # Steady steps only: each side's untimed warm-up steps first, as in the rounds (the Trainer's
         # set-up is not in the profile); then a short run that records where the host waits.
         breakdown: dict[str, Any] = {}
@@ -912,6 +939,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="time (and profile) the ROUGE evaluation through continuous batching too")
     parser.add_argument("--profile-steps", type=int, default=0,
                         help="after the rounds, profile each side for this many steps")
+    parser.add_argument("--profile-side", action="append", default=[],
+                        help="with --profile-steps, profile only this side (repeatable; default every side)")
     parser.add_argument("--profile-generation", action="store_true",
                         help="with --profile-steps, also profile one generation batch of the qlora-sweep side")
     args = parser.parse_args(argv)
@@ -929,7 +958,7 @@ def main(argv: list[str] | None = None) -> int:
         result = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
                   "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv)}
         if not args.quality_only:
-            result.update(measure_shape(args, Path(scratch)))
+            result.update(measure_shape(args, Path(scratch), result))
         if args.quality_seeds:
             result["quality_rougeL"] = measure_quality(args, Path(scratch))
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

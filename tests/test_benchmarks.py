@@ -22,6 +22,7 @@ def test_the_trial_speed_benchmark_alternates_the_sides_and_writes_the_summary(t
          "--quality-model", str(tiny_model_path), "--quality-seeds", "0", "1", "--quality-steps", "2",
          "--quality-eval-examples", "2", "--variant", "fused_lm_head=true,micro_batch_size=1",
          "--quality-variant", "fused_lm_head=true", "--profile-steps", "1", "--profile-generation",
+         "--profile-side", "plain", "--profile-side", "qlora_sweep",
          "--continuous-batching-eval"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
@@ -31,6 +32,7 @@ def test_the_trial_speed_benchmark_alternates_the_sides_and_writes_the_summary(t
                                       "protocol"}
     protocol = result["summary"]["protocol"]
     assert protocol["rounds"] == 2 and protocol["warm_up_s"] >= 1  # an untimed warm-up came first
+    assert protocol["evaluation"] == "timed"  # the summary was rewritten once the evaluation had run
     sides = result["sides"]
     assert protocol["order"] == ["plain", "qlora_sweep", "one_gpu", "variant fused_lm_head=true,micro_batch_size=1"]
     rounds = [line for line in done.stderr.splitlines() if "] round " in line]
@@ -83,3 +85,4 @@ def test_the_trial_speed_benchmark_alternates_the_sides_and_writes_the_summary(t
         assert sum(profile[name]["by_category"].values()) == pytest.approx(1, abs=0.01)
         assert profile[name]["by_category"]["matmul"] > 0 and profile[name]["top"]
     assert profile["plain"]["by_category"]["4-bit dequantization"] > 0  # the 4-bit layers were profiled
+    assert not [name for name in profile if name.startswith("one_gpu") or name.startswith("variant")]  # --profile-side
