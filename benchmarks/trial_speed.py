@@ -31,15 +31,18 @@ one_gpu_speedup (the fastest trial side of all), eval_500_s (the quickest evalua
 plain_tokens_per_s and protocol, which names those sides and paths and gives beside them the
 defaults' own speedups and the quickest evaluation within plain's peak. With --eval-examples under
 500, eval_500_s is the time on those scaled to 500 (marked in protocol). MFU counts
-(6 + 2 if recomputing) x the linear layers' parameters per real token (attention scores left out).
+(4 + 2 if recomputing) x the linear layers' parameters per real token: the forward pass, the
+backward pass's input gradients (the frozen 4-bit weights take none of their own; LoRA's are
+small), the recomputed forward (attention scores left out).
 The plain generation is timed on a subset and scaled to the full set (it is marked so).
 
 --profile-steps N: after the rounds and the evaluation, each side (or each --profile-side) trains
-N more steps under torch.profiler (after its untimed warm-up steps, so the Trainer's set-up is not in it), and with --profile-generation the
-qlora-sweep side generates one batch; `profile` gives, per side, the kernels' time by what they compute (4-bit dequantization,
-matmul, attention, LM head, optimizer, elementwise), the top kernels, how busy the GPU was, and from
-two more steps under CUDA's sync debug mode how often a step makes the host wait for the GPU, and
-at which lines.
+N more steps under torch.profiler (after its untimed warm-up steps, so the Trainer's set-up is not
+in it), and with --profile-generation the qlora-sweep side generates one batch; `profile` gives,
+per side, the kernels' time by what they compute (4-bit dequantization, matmul, attention, LM head,
+optimizer, elementwise), the top kernels, how busy the GPU was, and from two more steps under
+CUDA's sync debug mode how often a step makes the host wait for the GPU, and at which lines. With
+--host-profile, two more steps under cProfile say which Python functions the host's time goes to.
 
 --compiled-decoding-eval: the same for sides generating through the merged copy, with
 `evaluation.compiled_decoding` (a static KV cache whose decoding step transformers compiles).
@@ -71,6 +74,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -170,7 +174,7 @@ def peak_flops() -> float | None:
 
 def mfu(tokens_per_s: float, params: int, recompute: bool) -> float | None:
     peak = peak_flops()
-    return tokens_per_s * (6 + 2 * recompute) * params / peak if peak else None
+    return tokens_per_s * (4 + 2 * recompute) * params / peak if peak else None
 
 
 def load_rows(data: str, max_length: int, tokenizer: Any, train: int, validation: int) -> dict[str, Any]:
@@ -710,8 +714,13 @@ def _relative_distance(weights: dict[str, torch.Tensor], reference: dict[str, to
 
 
 def _error_text(error: Exception) -> str:
-    """A failing side or lever, as its result records it: the error's type and first line."""
-    return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:300]}"
+    """A failing side or lever, as its result records it: the error's type, first line and the
+    innermost line it was raised at (an assertion's message is often empty); its whole traceback
+    goes to the log."""
+    frames = traceback.extract_tb(error.__traceback__)
+    at = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    log("".join(traceback.format_exception(error))[-6000:])
+    return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:300]}{at}"
 
 
 def _settings(spec: str) -> dict[str, Any]:
@@ -792,6 +801,40 @@ def profiled(work: Any) -> dict[str, Any]:
     return breakdown
 
 
+@contextlib.contextmanager
+def host_profiling(into: dict[str, Any], steps: int, top: int = 25) -> Iterator[None]:
+    """Where the host's time goes inside, by Python function (cProfile): per step, the functions
+    with the most time of their own (a C call that launches kernels or waits for the GPU counts
+    there) and with the most time under them. torch.profiler's busy figure says the GPU waits on
+    the host; this says on what."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    synchronize_gpu()
+    started = time.perf_counter()
+    profiler.enable()
+    try:
+        yield
+    finally:
+        profiler.disable()
+    synchronize_gpu()
+    stats = pstats.Stats(profiler).stats  # (file, line, name) -> (calls, primitive calls, self s, cumulative s, callers)
+
+    def where(key: tuple[str, int, str]) -> str:
+        file, line, name = key
+        return f"{Path(file).name}:{line}({name})" if line else name
+
+    def ranked(column: int) -> list[dict[str, Any]]:
+        rows = sorted(stats.items(), key=lambda item: -item[1][column])[:top]
+        return [{"function": where(key), "self_s": round(value[2] / steps, 4), "cumulative_s": round(value[3] / steps, 4),
+                 "calls": round(value[1] / steps, 1)} for key, value in rows]
+
+    into["host"] = {"steps": steps, "wall_s_per_step": round((time.perf_counter() - started) / steps, 4),
+                    "note": "cProfile's own overhead included; per step", "by_self": ranked(2),
+                    "by_cumulative": ranked(3)}
+
+
 SYNC_WARNING = re.compile(r"synchroniz", re.IGNORECASE)
 
 
@@ -831,6 +874,8 @@ def profile_sides(sides: list[Side], args: argparse.Namespace, tokenizer: Any, d
         breakdown: dict[str, Any] = {}
         side.train(args.profile_steps, args.segment_warmup, around=profiling(breakdown))
         side.train(SYNC_STEPS, 1, around=counting_syncs(breakdown, SYNC_STEPS))
+        if args.host_profile:
+            side.train(SYNC_STEPS, 1, around=host_profiling(breakdown, SYNC_STEPS))
         result[side.name] = breakdown
         log(f"profiled {side.name}: {breakdown['by_category']}, busy {breakdown['busy']}, "
             f"syncs per step {breakdown['syncs_per_step']}")
@@ -941,6 +986,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="after the rounds, profile each side for this many steps")
     parser.add_argument("--profile-side", action="append", default=[],
                         help="with --profile-steps, profile only this side (repeatable; default every side)")
+    parser.add_argument("--host-profile", action="store_true",
+                        help="with --profile-steps, also each profiled side's host time by Python function (cProfile)")
     parser.add_argument("--profile-generation", action="store_true",
                         help="with --profile-steps, also profile one generation batch of the qlora-sweep side")
     args = parser.parse_args(argv)
