@@ -362,6 +362,7 @@ def warm_up(sides: list[Side], args: argparse.Namespace, seconds: float) -> floa
     while time.perf_counter() - started < seconds:
         for side in [side for side in sides if "error" not in side.details]:
             segment_started = time.perf_counter()  # the first segment of a side includes its kernels' compilation
+            compiled_before = dynamo_counts()
             try:
                 speed = segment(side, args, timed=False)
             except Exception as error:  # noqa: BLE001 - as in the timed rounds: a failing variant is a result
@@ -371,8 +372,25 @@ def warm_up(sides: list[Side], args: argparse.Namespace, seconds: float) -> floa
                 _free()
                 continue
             side.details.setdefault("warm_up_tokens_per_s", []).append(round(speed["tokens_per_s"]))
+            compiled = dynamo_counts(since=compiled_before)
+            if compiled["graphs"] or compiled["graph_breaks"]:  # what its first segment compiled, and where it broke
+                side.details.setdefault("compiled", compiled)
             side.details.setdefault("warm_up_segment_s", []).append(round(time.perf_counter() - segment_started, 1))
     return time.perf_counter() - started
+
+
+def dynamo_counts(since: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What torch.compile has done in this process (or since an earlier count): graphs compiled,
+    and graph breaks by reason (its text, shortened). A layer that breaks runs its pieces
+    from Python between graphs, which is the host time compiling was meant to save."""
+    from torch._dynamo.utils import counters
+
+    breaks = collections.Counter({" / ".join(line.strip() for line in reason.splitlines() if line.strip())[:500]: count
+                                  for reason, count in counters["graph_break"].items()})
+    graphs = counters["stats"]["unique_graphs"]
+    if since is None:
+        return {"graphs": graphs, "graph_breaks": breaks}
+    return {"graphs": graphs - since["graphs"], "graph_breaks": dict(breaks - since["graph_breaks"])}
 
 
 def plain_side(path: Path, data: dict[str, Any], tokenizer: Any, args: argparse.Namespace) -> Side:

@@ -20,7 +20,7 @@ def test_the_trial_speed_benchmark_alternates_the_sides_and_writes_the_summary(t
          "--eval-examples", "4", "--plain-eval-examples", "2", "--max-new-tokens", "4",
          "--one-gpu-micro-batch-size", "4",
          "--quality-model", str(tiny_model_path), "--quality-seeds", "0", "1", "--quality-steps", "2",
-         "--quality-eval-examples", "2", "--variant", "fused_lm_head=true,micro_batch_size=1",
+         "--quality-eval-examples", "2", "--variant", "fused_lm_head=true,micro_batch_size=1,compile_layers=true",
          "--quality-variant", "fused_lm_head=true", "--profile-steps", "1", "--profile-generation",
          "--profile-side", "plain", "--profile-side", "qlora_sweep",
          "--continuous-batching-eval"],
@@ -34,7 +34,7 @@ def test_the_trial_speed_benchmark_alternates_the_sides_and_writes_the_summary(t
     assert protocol["rounds"] == 2 and protocol["warm_up_s"] >= 1  # an untimed warm-up came first
     assert protocol["evaluation"] == "timed"  # the summary was rewritten once the evaluation had run
     sides = result["sides"]
-    assert protocol["order"] == ["plain", "qlora_sweep", "one_gpu", "variant fused_lm_head=true,micro_batch_size=1"]
+    assert protocol["order"] == ["plain", "qlora_sweep", "one_gpu", "variant fused_lm_head=true,micro_batch_size=1,compile_layers=true"]
     rounds = [line for line in done.stderr.splitlines() if "] round " in line]
     assert [line.split("] round ")[1].split(":")[0] for line in rounds] == [
         f"{r} {name}" for r in (1, 2) for name in protocol["order"]]  # A B C D A B C D: alternating
@@ -58,7 +58,7 @@ def test_the_trial_speed_benchmark_alternates_the_sides_and_writes_the_summary(t
     assert protocol["eval_500_path"] == min(evaluations, key=evaluations.get)
     assert protocol["eval_500_extrapolated_from"] == 4
     assert protocol["equal_memory_eval_500_s"] == result["summary"]["eval_500_s"]  # every side within plain's, on CPU
-    assert "rouge_eval_s" not in sides["variant fused_lm_head=true,micro_batch_size=1"]  # not an --eval-side
+    assert "rouge_eval_s" not in sides["variant fused_lm_head=true,micro_batch_size=1,compile_layers=true"]  # not an --eval-side
     for name in ("qlora_sweep", "one_gpu"):  # continuous batching timed beside, and it scored the same summaries
         assert sides[name]["rouge_eval_continuous_s"] > 0
         assert sides[name]["rougeL_continuous"] == sides[name]["rougeL"]
@@ -66,7 +66,11 @@ def test_the_trial_speed_benchmark_alternates_the_sides_and_writes_the_summary(t
     assert sides["qlora_sweep"]["padding_free"] is True and sides["plain"]["padding_free"] is False
     assert sides["qlora_sweep"]["gradient_checkpointing"] is False  # auto on CPU
     assert sides["one_gpu"]["micro_batch_size"] == 4
-    assert sides["variant fused_lm_head=true,micro_batch_size=1"]["micro_batch_size"] == 1
+    compiled = sides["variant fused_lm_head=true,micro_batch_size=1,compile_layers=true"]
+    assert compiled["micro_batch_size"] == 1
+    # What its layers compiled is recorded with the side; on the CPU they compile whole
+    assert compiled["compiled"]["graphs"] >= 1 and compiled["compiled"]["graph_breaks"] == {}
+    assert "compiled" not in sides["plain"] and "compiled" not in sides["qlora_sweep"]
     quality = result["quality_rougeL"]
     assert [run["seed"] for run in quality["runs"]] == [0, 1]
     for run in quality["runs"]:

@@ -121,6 +121,16 @@ def test_liger_kernels_run_where_installed_for_trials_without_recompute_and_aski
     assert trial.training.liger_kernels is True
 
 
+def test_compiled_layers_turn_liger_off_and_asking_for_both_is_refused(monkeypatch):
+    monkeypatch.setattr(memory, "liger_installed", lambda: True)
+    # Where Liger would be on (the activations kept), compiled layers decide it off
+    assert _plan(training=TrainingConfig(liger_kernels="auto")).liger_kernels is True
+    compiled = _plan(training=TrainingConfig(liger_kernels="auto", compile_layers=True))
+    assert (compiled.gradient_checkpointing, compiled.liger_kernels) == (False, False)
+    with pytest.raises(ConfigError, match=r"^training.liger_kernels: true with training.compile_layers: true"):
+        _plan(training=TrainingConfig(liger_kernels=True, compile_layers=True))
+
+
 def test_a_trial_is_given_its_sections_with_the_plans_decisions_and_never_an_auto():
     plan = _plan(budget_gb=16)
     trial = TrialConfig.planned(MODEL, DataConfig(), PromptConfig(), TrainingConfig(), EvaluationConfig(), 3, HP, plan)

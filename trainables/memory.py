@@ -261,12 +261,18 @@ def _cpu_liger(training: TrainingConfig) -> bool:
 
 
 def _gpu_liger(training: TrainingConfig, checkpointing: bool) -> bool:
-    """auto: where installed, for a trial that keeps its activations. On an H200 (8B shape) Liger's
-    kernels trained 1.07x faster in 9 GB less without recompute, and 0.91x with it."""
+    """auto: where installed, for a trial that keeps its activations and does not compile its
+    layers. On an H200 (8B shape) Liger's kernels trained 1.07x faster in 9 GB less without
+    recompute, and 0.91x with it. Compiled layers fuse the norms and SwiGLU themselves, and
+    torch.compile (torch 2.11) cannot trace Liger's RMSNorm: on an H200 both sides that had both
+    failed in dynamo with an AssertionError (benchmarks/results/2026-12-02-compile-diagnosis)."""
+    if training.liger_kernels is True and training.compile_layers:
+        raise ConfigError("training.liger_kernels: true with training.compile_layers: true: torch.compile cannot "
+                          "trace Liger's RMSNorm; set one of them to false (compiled layers fuse the norms themselves)")
     if training.liger_kernels is True and not liger_installed():
         raise ConfigError("training.liger_kernels: true, but liger-kernel is not installed: "
                           "pip install 'qlora-sweep[liger]', or set it to auto or false")
-    return _given(training.liger_kernels, liger_installed() and not checkpointing)
+    return _given(training.liger_kernels, liger_installed() and not checkpointing and not training.compile_layers)
 
 
 def liger_installed() -> bool:
