@@ -15,27 +15,26 @@ cache=(${MODEL_CACHE:+--model-cache "$MODEL_CACHE"})
 whole_gpu=micro_batch_size=16,memory_budget_gb=null
 mkdir -p "$out"
 if [ -z "$only" ] || [ "$only" = 8b ]; then
-    # Seven sides, to fit one session's device time (about 22 min, estimated from the 2026-12-01
-    # evening run; the layers' compilation is not measured yet): plain, the defaults at equal memory
-    # and on one GPU; bf16 dense layers with compiled layers, with recompute at equal memory and
-    # without it (the compiler's partitioner keeps fewer activations than eager: its own peak says
-    # where it lands); on one GPU the best so far (FlexAttention, Liger, bf16 dense layers) without
-    # and with compiled layers. ROUGE is timed on 124 dialogues (4 batches of 31) and scaled to 500,
-    # before the profile (a target comes before a diagnosis); the profile covers the compiled sides
-    # and plain.
+    # Seven sides (the 2026-12-02 run of this list took 14 min with the GPU tests before it): plain,
+    # the defaults at equal memory and on one GPU; bf16 dense layers with compiled layers, with
+    # recompute at equal memory and without it (its own peak says where it lands); on one GPU the
+    # best so far (FlexAttention, Liger, bf16 dense layers), and FlexAttention with compiled layers
+    # (Liger cannot be compiled: the planner turns it off). ROUGE is timed on 124 dialogues (4
+    # batches of 31) and scaled to 500, before the profile (a target comes before a diagnosis); the
+    # profile covers plain and the compiled sides.
     compiled="float32_dense_layers=false,compile_layers=true"
     best_one_gpu="attention=flex_attention,liger_kernels=true,float32_dense_layers=false"
     python3 benchmarks/trial_speed.py --shape llama3-8b --data "$data" --tokenizer "$smollm2" "${cache[@]}" \
-        --out "$out/trial_speed_llama3-8b.json" --profile-steps 3 ${SKIP_EVAL:+--skip-eval} \
+        --out "$out/trial_speed_llama3-8b.json" --profile-steps 3 --host-profile ${SKIP_EVAL:+--skip-eval} \
         --eval-examples 124 --continuous-batching-eval --compiled-decoding-eval \
         --eval-side "variant $compiled" --eval-side one_gpu \
         --variant "$compiled" \
         --variant "$compiled,gradient_checkpointing=false,memory_budget_gb=null" \
         --variant "$best_one_gpu,$whole_gpu" \
-        --variant "$best_one_gpu,compile_layers=true,$whole_gpu" \
+        --variant "attention=flex_attention,float32_dense_layers=false,compile_layers=true,$whole_gpu" \
         --profile-side plain --profile-side "variant $compiled" \
         --profile-side "variant $compiled,gradient_checkpointing=false,memory_budget_gb=null" \
-        --profile-side "variant $best_one_gpu,compile_layers=true,$whole_gpu"
+        --profile-side "variant attention=flex_attention,float32_dense_layers=false,compile_layers=true,$whole_gpu"
 fi
 if [ -z "$only" ] || [ "$only" = 1b ]; then
     python3 benchmarks/trial_speed.py --shape llama3.2-1b --data "$data" --tokenizer "$smollm2" "${cache[@]}" \

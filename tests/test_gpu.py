@@ -2,7 +2,8 @@
 4-bit model caches keys and values in bf16 under autocast (trainables.memory plans 2 bytes a
 value; the prepared model alone would cache float32), a bf16
 merged copy generates what the adapted 4-bit model does, TRL's fused LM head gives the loss of
-full logits, and Liger's kernels the loss and gradients of the plain layers. Skipped elsewhere, with the reason (tests/conftest.py)."""
+full logits, compiled decoder layers compile whole, and Liger's kernels give the loss and gradients
+of the plain layers. Skipped elsewhere, with the reason (tests/conftest.py)."""
 
 import json
 
@@ -73,6 +74,35 @@ def test_the_fused_lm_head_gives_the_loss_of_full_logits_on_the_gpu(tiny_model_p
         with torch.no_grad(), compute_autocast(model):
             losses[fused] = float(trainer.compute_loss(model, batch))
     assert losses[True] == pytest.approx(losses[False], rel=2e-2)
+
+
+def test_compiled_decoder_layers_train_on_the_gpu_in_whole_graphs(tiny_model_path, tiny_tokenizer, tmp_path):
+    """As a trial with compile_layers trains on a GPU: recompute, bf16 dense layers, LoRA dropout,
+    padding-free micro-batches of different lengths, the fused LM head. The layers compile whole:
+    on the CPU they do (tests/test_compile.py), and on an H200 a profile of the 8B shape ran four
+    compiled pieces a layer and the checkpoint's eager hooks, host time compiling was to save. The
+    breaks' reasons are the failure's message."""
+    from datasets import Dataset
+    from torch._dynamo.utils import counters
+
+    from trainables.data import tokenize_for_training
+    from trainables.model import compile_decoder_layers
+    from trainables.train import build_trainer
+
+    rows = [json.loads(line) for line in SAMPLE.read_text().splitlines()[:8]]
+    dataset = tokenize_for_training(Dataset.from_list(rows), tiny_tokenizer, PromptConfig(), max_length=1000)
+    hp = HP.model_copy(update={"lora_dropout": 0.05})
+    model = attach_lora(prepare_for_training(load_quantized_model(ModelConfig(name_or_path=str(tiny_model_path))),
+                                             True, float32_dense_layers=False), hp)
+    compile_decoder_layers(model)
+    counters.clear()
+    training = TrainingConfig(micro_batch_size=2, gradient_checkpointing=True, fused_lm_head=True, liger_kernels=False,
+                              float32_dense_layers=False, compile_layers=True, steps_per_rung=4)
+    trainer = build_trainer(model, tiny_tokenizer, dataset, dataset, training, hp, total_steps=4, eval_batch_size=2,
+                            output_dir=str(tmp_path / "compiled"), callbacks=[])
+    trainer.train()
+    assert not counters["graph_break"], "\n\n".join(counters["graph_break"])
+    assert 1 <= counters["stats"]["unique_graphs"] <= 3, dict(counters["stats"])
 
 
 def test_liger_kernels_give_the_loss_and_gradients_of_the_plain_layers_on_the_gpu(tiny_model_path, tiny_tokenizer,
