@@ -63,6 +63,8 @@ def test_compiled_decoder_layers_train_as_the_eager_ones_and_generate_eagerly(ti
     assert all(summaries) and counters["frames"]["total"] == frames  # decoding compiled nothing new
     dense = merged_dense_copy(model)  # a deep copy: compiled code it carried would run the 4-bit layers
     assert all(getattr(module, "_compiled_call_impl", None) is None for module in dense.modules())
+    assert not [layer for layer in dense.model.layers if "forward" in layer.__dict__]  # nor the recompute calling
+    # the 4-bit layers (recompute_inside)
     assert dense.model.layers[0].self_attn.q_proj.weight.dtype != torch.uint8
 
 
@@ -118,3 +120,45 @@ def test_a_kept_workers_next_trial_compiles_its_own_layers_afresh(tiny_model_pat
             assert all(not torch.equal(p, before[n]) for n, p in model.named_parameters() if "lora_B" in n)
     finally:
         warm.forget_all()
+
+
+def test_compiled_layers_recompute_inside_their_compiled_code(tiny_model_path, tiny_tokenizer):
+    """Recompute planned, a compiled layer checkpoints inside its own compiled code on any
+    transformers version: its own flag is off (transformers 5.17 checkpoints around the compiled
+    call, eagerly, from that flag), and a training forward still keeps few activations for the
+    backward, far fewer than the same layers keeping them. A kept base's next trial, planned
+    without recompute, gets the class's forward back."""
+    from trainables.model import attach_lora, compile_decoder_layers, load_quantized_model, prepare_for_training
+
+    config = ModelConfig(name_or_path=str(tiny_model_path))
+    hp = TrialHyperparameters(lora_r=4, lora_alpha=8, learning_rate=1e-2, max_length=1000, lora_dropout=0.05,
+                              target_modules="all-linear")
+    dialogue = json.loads(SAMPLE.read_text().splitlines()[0])["dialogue"]
+    ids = tiny_tokenizer(dialogue, return_tensors="pt")["input_ids"][:, :256]
+
+    def saved_bytes(model):  # what a training forward keeps for its backward
+        total = 0
+
+        def pack(tensor):
+            nonlocal total
+            total += tensor.numel() * tensor.element_size()
+            return tensor
+
+        model.train()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        return total
+
+    torch.manual_seed(0)
+    kept = saved_bytes(attach_lora(prepare_for_training(load_quantized_model(config), False), hp))
+    base = load_quantized_model(config)
+    model = attach_lora(prepare_for_training(base, True), hp)
+    compile_decoder_layers(model)
+    layers = list(base.model.layers)
+    assert all(not layer.gradient_checkpointing and layer.__dict__["forward"].recomputes_inside for layer in layers)
+    recomputed = saved_bytes(model)
+    assert recomputed < 0.5 * kept, (recomputed, kept)
+
+    prepare_for_training(base, False)  # the next trial on this kept base, planned without recompute
+    assert all("forward" not in layer.__dict__ and not layer.gradient_checkpointing for layer in layers)

@@ -234,11 +234,13 @@ class TrainingConfig(Section):
     compile_layers: bool = Field(
         False,
         description="torch.compile each decoder layer (regional compilation: one compiled code shared by every "
-        "layer, dynamic shapes for padding-free micro-batches; recompute as planned; generation runs the layers "
-        "eagerly). Turns liger_kernels' auto off (torch.compile cannot trace Liger's RMSNorm; both true is refused). "
-        "On an H200 (Llama-3-8B shape, bf16 dense layers, recompute, within the plain recipe's memory) it trained "
-        "1.01x the plain recipe, the defaults 0.82x; each trial pays a compile first (about 2 min on that host). "
-        "The GPU stayed 26-48% busy: the layers still ran as several compiled pieces. Off until that is fixed.",
+        "layer, dynamic shapes for padding-free micro-batches; recompute as planned, inside the compiled code; "
+        "generation runs the layers eagerly). Turns liger_kernels' auto off (torch.compile cannot trace Liger's "
+        "RMSNorm; both true is refused). On an H200 (Llama-3-8B shape, bf16 dense layers, recompute, within the "
+        "plain recipe's memory) it trained 1.01x the plain recipe, the defaults 0.82x; each trial pays a compile "
+        "first (about 2 min on that host). The GPU stayed 26-48% busy: that transformers (5.17) ran the "
+        "checkpoint eagerly around the compiled layers (recompute now moves inside; not yet measured), and a "
+        "host profile counted four compiled pieces a layer. Off until measured whole.",
     )
     retry_on_oom: bool = Field(
         True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import gc
 import itertools
 import warnings
@@ -96,6 +97,8 @@ def prepare_for_training(base: Any, gradient_checkpointing: bool, float32_dense_
     A base kept from an earlier trial of the same worker (trainables.warm) may have recompute on;
     preparation only ever turns it on, so a trial planned without it turns it off.
     """
+    for module in base.modules():  # a kept base: an earlier trial's compiled recompute (recompute_inside) goes
+        drop_recompute_inside(module)
     with checkpointing_rename_quiet():
         if not gradient_checkpointing and base.is_gradient_checkpointing:
             base.gradient_checkpointing_disable()
@@ -116,7 +119,7 @@ def compile_decoder_layers(model: Any, fresh: bool = True) -> None:
     """torch.compile each decoder layer in place, the repeated block (regional compilation): the
     layers share one compiled code, so it compiles once, not 32 times, and a checkpoint or the
     state dict sees the same modules. Dynamic shapes: a padding-free micro-batch's length changes
-    every step. Recompute stays as planned (the checkpoint is traced with the layer).
+    every step. Recompute stays as planned, inside the compiled code (recompute_inside).
 
     Why: on an H200 a trial's steps kept the GPU busy about 30 % of their time at equal memory (40 %
     on a whole GPU): per layer, the host dispatches hundreds of small ops through Python (peft's
@@ -137,7 +140,38 @@ def compile_decoder_layers(model: Any, fresh: bool = True) -> None:
         raise ConfigError(f"training.compile_layers: {type(model).__name__} has no decoder layers transformers "
                           "marks as repeated blocks (GradientCheckpointingLayer); set it to false")
     for layer in layers:
+        recompute_inside(layer)
         layer.compile(dynamic=True)
+
+
+def recompute_inside(layer: Any) -> None:
+    """Move a decoder layer's recompute (if preparation turned it on) into its own forward, so that
+    compiling the layer compiles the checkpoint with it, whatever transformers' version does.
+    transformers 5.24 checkpoints inside the layer's forward; 5.17 (the H200 image's) in the
+    layer's __call__, around compiled code: there the checkpoint ran eagerly, its saved-tensor hooks
+    and a second compiled call per layer from Python (2,144 hooks a step on the 8B shape, profiled).
+    The layer's own flag goes off (the Trainer must not turn it on again: trainables.train), and its
+    forward checkpoints itself while training. An earlier trial's such forward (a kept base) goes first."""
+    drop_recompute_inside(layer)
+    if not layer.gradient_checkpointing:
+        return
+    layer.gradient_checkpointing = False
+    eager = layer.forward  # the class's forward, bound
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        if layer.training and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(functools.partial(eager, **kwargs), *args, use_reentrant=False)
+        return eager(*args, **kwargs)
+
+    forward.recomputes_inside = True
+    layer.forward = forward
+
+
+def drop_recompute_inside(layer: Any) -> None:
+    """Undo recompute_inside: the class's forward again. (A deep copy shares the instance's
+    forward, which closes over the original layer: a merged copy must drop it.)"""
+    if getattr(layer.__dict__.get("forward"), "recomputes_inside", False):
+        del layer.forward
 
 
 def without_compiled_layers(model: Any) -> None:
@@ -145,6 +179,7 @@ def without_compiled_layers(model: Any) -> None:
     for module in model.modules():
         if getattr(module, "_compiled_call_impl", None) is not None:
             module._compiled_call_impl = None  # nn.Module.compile's slot; torch has no public way back
+        drop_recompute_inside(module)
 
 
 def attach_lora(base: Any, hp: TrialHyperparameters) -> Any:

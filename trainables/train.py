@@ -72,7 +72,9 @@ def _sft_config(output_dir: str, total_steps: int, training: TrainingConfig, hp:
         weight_decay=training.weight_decay,
         optim=training.optimizer,
         seed=training.seed,
-        gradient_checkpointing=training.gradient_checkpointing,  # decided by the trial's memory plan
+        # Decided by the trial's memory plan. Compiled layers recompute inside their own compiled code
+        # (trainables.model.recompute_inside); the Trainer turning it on would wrap them in an eager one.
+        gradient_checkpointing=training.gradient_checkpointing and not training.compile_layers,
         padding_free=training.padding_free,
         gradient_checkpointing_kwargs={"use_reentrant": False},
         use_liger_kernel=training.liger_kernels is True,  # RMSNorm, SwiGLU, RoPE; TRL keeps its own fused LM head
