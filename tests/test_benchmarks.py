@@ -90,3 +90,17 @@ def test_the_trial_speed_benchmark_alternates_the_sides_and_writes_the_summary(t
         assert profile[name]["by_category"]["matmul"] > 0 and profile[name]["top"]
     assert profile["plain"]["by_category"]["4-bit dequantization"] > 0  # the 4-bit layers were profiled
     assert not [name for name in profile if name.startswith("one_gpu") or name.startswith("variant")]  # --profile-side
+
+
+def test_compile_check_finds_compiled_layers_whole_with_recompute_and_no_eager_checkpoint(tiny_model_path, tmp_path):
+    out = tmp_path / "compile.json"
+    done = subprocess.run([sys.executable, "benchmarks/compile_check.py", "--model", str(tiny_model_path), "--out",
+                           str(out), "--recompute"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["recompute"] is True and result["checkpoint"] == "inside the compiled code"
+    # One compiled call forward and one backward a layer, nothing between them in Python: no break,
+    # and none of torch.utils.checkpoint's eager hooks (transformers 5.17's own checkpoint ran 128 a
+    # layer a step here, benchmarks/results/2026-12-02-compile-check-cpu)
+    assert result["graph_breaks"] == {} and result["eager_checkpoint_hooks_per_step"] == 0
+    assert result["compiled_calls_per_step"] == 2 * result["layers"]
