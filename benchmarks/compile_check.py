@@ -7,8 +7,8 @@ step the compiled calls and torch.utils.checkpoint's eager hooks. Cheap: a tiny 
 
 Why it exists: on an H200 with transformers 5.17 a compiled 8B trial ran 2,144 eager checkpoint
 hooks a step, and the GPU stayed 26 % busy. transformers 5.17 checkpoints a decoder layer in its
-`__call__`, and torch.utils.checkpoint runs that function with dynamo off, so with recompute the
-"compiled" layers ran eagerly. trainables.model.recompute_inside moves the checkpoint into the
+`__call__`, and torch.utils.checkpoint runs the forward it checkpoints with dynamo off, so with
+recompute the "compiled" layers' forward ran eagerly. trainables.model.recompute_inside moves the checkpoint into the
 compiled code (--transformers-checkpoint keeps transformers' own, to see the difference). A
 layer compiled whole runs one compiled call forward and one backward, and no eager hook.
 """
@@ -69,11 +69,13 @@ def census(model_path: str, recompute: bool, transformers_checkpoint: bool, step
     step(350)
     profiler.disable()
     calls = {(Path(file).name, name): stats[1] for (file, _, name), stats in pstats.Stats(profiler).stats.items()}
-    hooks = sum(n for (file, name), n in calls.items() if file == "checkpoint.py" and name in ("pack_hook", "unpack_hook"))
+    hooks = sum(n for (file, name), n in calls.items()
+                if file == "checkpoint.py" and name in ("pack_hook", "unpack_hook"))
     return {
         "transformers": transformers.__version__, "torch": torch.__version__,
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-        "recompute": recompute, "checkpoint": "transformers'" if transformers_checkpoint else "inside the compiled code",
+        "recompute": recompute,
+        "checkpoint": "transformers'" if transformers_checkpoint else "inside the compiled code",
         "layers": sum(isinstance(m, transformers.modeling_layers.GradientCheckpointingLayer) for m in model.modules()),
         "graphs": counters["stats"]["unique_graphs"],
         "graph_breaks": {" / ".join(line.strip() for line in reason.splitlines() if line.strip())[:600]: count

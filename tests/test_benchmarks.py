@@ -34,7 +34,8 @@ def test_the_trial_speed_benchmark_alternates_the_sides_and_writes_the_summary(t
     assert protocol["rounds"] == 2 and protocol["warm_up_s"] >= 1  # an untimed warm-up came first
     assert protocol["evaluation"] == "timed"  # the summary was rewritten once the evaluation had run
     sides = result["sides"]
-    assert protocol["order"] == ["plain", "qlora_sweep", "one_gpu", "variant fused_lm_head=true,micro_batch_size=1,compile_layers=true"]
+    variant = "variant fused_lm_head=true,micro_batch_size=1,compile_layers=true"
+    assert protocol["order"] == ["plain", "qlora_sweep", "one_gpu", variant]
     rounds = [line for line in done.stderr.splitlines() if "] round " in line]
     assert [line.split("] round ")[1].split(":")[0] for line in rounds] == [
         f"{r} {name}" for r in (1, 2) for name in protocol["order"]]  # A B C D A B C D: alternating
@@ -58,7 +59,7 @@ def test_the_trial_speed_benchmark_alternates_the_sides_and_writes_the_summary(t
     assert protocol["eval_500_path"] == min(evaluations, key=evaluations.get)
     assert protocol["eval_500_extrapolated_from"] == 4
     assert protocol["equal_memory_eval_500_s"] == result["summary"]["eval_500_s"]  # every side within plain's, on CPU
-    assert "rouge_eval_s" not in sides["variant fused_lm_head=true,micro_batch_size=1,compile_layers=true"]  # not an --eval-side
+    assert "rouge_eval_s" not in sides[variant]  # not an --eval-side
     for name in ("qlora_sweep", "one_gpu"):  # continuous batching timed beside, and it scored the same summaries
         assert sides[name]["rouge_eval_continuous_s"] > 0
         assert sides[name]["rougeL_continuous"] == sides[name]["rougeL"]
@@ -66,7 +67,7 @@ def test_the_trial_speed_benchmark_alternates_the_sides_and_writes_the_summary(t
     assert sides["qlora_sweep"]["padding_free"] is True and sides["plain"]["padding_free"] is False
     assert sides["qlora_sweep"]["gradient_checkpointing"] is False  # auto on CPU
     assert sides["one_gpu"]["micro_batch_size"] == 4
-    compiled = sides["variant fused_lm_head=true,micro_batch_size=1,compile_layers=true"]
+    compiled = sides[variant]
     assert compiled["micro_batch_size"] == 1
     # What its layers compiled is recorded with the side; on the CPU they compile whole
     assert compiled["compiled"]["graphs"] >= 1 and compiled["compiled"]["graph_breaks"] == {}
