@@ -239,8 +239,8 @@ class TrainingConfig(Section):
         "RMSNorm; both true is refused). On an H200 (Llama-3-8B shape, bf16 dense layers, recompute, within the "
         "plain recipe's memory) it trained 1.01x the plain recipe, the defaults 0.82x; each trial pays a compile "
         "first (about 2 min on that host). The GPU stayed 26-48% busy: with that transformers (5.17) the "
-        "checkpoint ran the layers' forward eagerly (recompute now moves inside the compiled code; not yet measured on "
-        "a GPU; benchmarks/compile_check.py counts it). Off until measured.",
+        "checkpoint ran the layers' forward eagerly (recompute now moves inside the compiled code; not yet "
+        "measured on a GPU; benchmarks/compile_check.py counts it). Off until measured.",
     )
     retry_on_oom: bool = Field(
         True,

@@ -148,10 +148,12 @@ def recompute_inside(layer: Any) -> None:
     """Move a decoder layer's recompute (if preparation turned it on) into its own forward, so that
     compiling the layer compiles the checkpoint with it, whatever transformers' version does.
     transformers 5.24 checkpoints inside the layer's forward; 5.17 (the H200 image's) in the
-    layer's __call__, around compiled code: there the checkpoint ran eagerly, its saved-tensor hooks
-    and a second compiled call per layer from Python (2,144 hooks a step on the 8B shape, profiled).
-    The layer's own flag goes off (the Trainer must not turn it on again: trainables.train), and its
-    forward checkpoints itself while training. An earlier trial's such forward (a kept base) goes first."""
+    layer's __call__, around the compiled code, and torch.utils.checkpoint runs the forward it
+    wraps with dynamo off: there the layers' forward ran eagerly, behind the checkpoint's
+    saved-tensor hooks (2,144 a step on the 8B shape, profiled; benchmarks/compile_check.py counts
+    them). The layer's own flag goes off (the Trainer must not turn it on again: trainables.train),
+    and its forward checkpoints itself while training. An earlier trial's such forward (a kept
+    base) goes first."""
     drop_recompute_inside(layer)
     if not layer.gradient_checkpointing:
         return
