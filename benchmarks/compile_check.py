@@ -16,11 +16,13 @@ layer compiled whole runs one compiled call forward and one backward, and no eag
 from __future__ import annotations
 
 import argparse
+import collections
 import cProfile
 import json
 import pstats
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -34,6 +36,19 @@ from trainables import model as trial_model  # noqa: E402
 from trainables.config import ModelConfig, TrialHyperparameters  # noqa: E402
 from trainables.model import compute_autocast  # noqa: E402
 from trainables.prompt import load_tokenizer  # noqa: E402
+
+
+def dynamo_counts(since: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What torch.compile has done in this process (or since an earlier count): graphs compiled,
+    and graph breaks by reason (its text, shortened). A layer that breaks runs its pieces
+    from Python between graphs, which is the host time compiling was meant to save."""
+    breaks = collections.Counter({" / ".join(line.strip() for line in reason.splitlines() if line.strip())[:500]: count
+                                  for reason, count in counters["graph_break"].items()})
+    graphs = counters["stats"]["unique_graphs"]
+    if since is None:
+        return {"graphs": graphs, "graph_breaks": dict(breaks)}
+    new_breaks = breaks - collections.Counter(since["graph_breaks"])
+    return {"graphs": graphs - since["graphs"], "graph_breaks": dict(new_breaks)}
 
 
 def census(model_path: str, recompute: bool, transformers_checkpoint: bool, steps: int = 2) -> dict:
@@ -77,9 +92,7 @@ def census(model_path: str, recompute: bool, transformers_checkpoint: bool, step
         "recompute": recompute,
         "checkpoint": "transformers'" if transformers_checkpoint else "inside the compiled code",
         "layers": sum(isinstance(m, transformers.modeling_layers.GradientCheckpointingLayer) for m in model.modules()),
-        "graphs": counters["stats"]["unique_graphs"],
-        "graph_breaks": {" / ".join(line.strip() for line in reason.splitlines() if line.strip())[:600]: count
-                         for reason, count in counters["graph_break"].items()},
+        **dynamo_counts(),
         "compiled_calls_per_step": sum(n for (file, name), n in calls.items()
                                        if file == "output_code.py" and name == "__call__"),
         "eager_checkpoint_hooks_per_step": hooks,

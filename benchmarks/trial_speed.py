@@ -108,6 +108,8 @@ from trainables.prompt import encode_prompt, load_tokenizer  # noqa: E402
 from trainables.report import peak_memory_gb, reset_peak_memory, synchronize_gpu  # noqa: E402
 from trainables.train import build_trainer  # noqa: E402
 
+from compile_check import dynamo_counts  # noqa: E402 - beside this script
+
 SHAPES = {
     "llama3-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
                       num_key_value_heads=8, vocab_size=128256, rope_theta=500000.0, tie_word_embeddings=False),
@@ -377,20 +379,6 @@ def warm_up(sides: list[Side], args: argparse.Namespace, seconds: float) -> floa
                 side.details.setdefault("compiled", compiled)
             side.details.setdefault("warm_up_segment_s", []).append(round(time.perf_counter() - segment_started, 1))
     return time.perf_counter() - started
-
-
-def dynamo_counts(since: dict[str, Any] | None = None) -> dict[str, Any]:
-    """What torch.compile has done in this process (or since an earlier count): graphs compiled,
-    and graph breaks by reason (its text, shortened). A layer that breaks runs its pieces
-    from Python between graphs, which is the host time compiling was meant to save."""
-    from torch._dynamo.utils import counters
-
-    breaks = collections.Counter({" / ".join(line.strip() for line in reason.splitlines() if line.strip())[:500]: count
-                                  for reason, count in counters["graph_break"].items()})
-    graphs = counters["stats"]["unique_graphs"]
-    if since is None:
-        return {"graphs": graphs, "graph_breaks": breaks}
-    return {"graphs": graphs - since["graphs"], "graph_breaks": dict(breaks - since["graph_breaks"])}
 
 
 def plain_side(path: Path, data: dict[str, Any], tokenizer: Any, args: argparse.Namespace) -> Side:
@@ -899,7 +887,6 @@ def profile_sides(sides: list[Side], args: argparse.Namespace, tokenizer: Any, d
             f"syncs per step {breakdown['syncs_per_step']}")
     if args.profile_generation:
         result.update(profile_generation(sides, args, tokenizer, data))
-    Path(args.out).with_suffix(".profile.json").write_text(json.dumps(result, indent=1))
     return result
 
 
@@ -1026,8 +1013,8 @@ def main(argv: list[str] | None = None) -> int:
             result.update(measure_shape(args, Path(scratch), result))
         if args.quality_seeds:
             result["quality_rougeL"] = measure_quality(args, Path(scratch))
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps(result, indent=2))
+    write_result(args, {}, result)
+    print(json.dumps(result, indent=2, default=str))
     return 0
 
 

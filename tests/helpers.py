@@ -44,3 +44,17 @@ def ray_processes_still_running(pids: set[int]) -> int:
         if stat.rsplit(")", 1)[1].split()[0] != "Z" and "Agent" not in command:
             alive += 1
     return alive
+
+
+def sample_training_set(tokenizer, count: int):
+    """The shipped sample's first `count` dialogues, tokenized for training as a trial does."""
+    import json
+
+    from datasets import Dataset
+
+    from tests.tiny_model import SAMPLE
+    from trainables.config import PromptConfig
+    from trainables.data import tokenize_for_training
+
+    rows = [json.loads(line) for line in SAMPLE.read_text().splitlines()[:count]]
+    return tokenize_for_training(Dataset.from_list(rows), tokenizer, PromptConfig(), max_length=1000)

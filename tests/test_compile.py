@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from tests.helpers import sample_training_set
 from tests.tiny_model import SAMPLE
 from trainables.config import ModelConfig, PromptConfig, TrainingConfig, TrialHyperparameters
 
@@ -14,17 +15,13 @@ pytestmark = pytest.mark.sweep
 
 
 def _trained(tiny_model_path, tmp_path, compiled):
-    from datasets import Dataset
-
-    from trainables.data import tokenize_for_training
     from trainables.model import attach_lora, compile_decoder_layers, load_quantized_model, prepare_for_training
     from trainables.prompt import load_tokenizer
     from trainables.train import build_trainer
 
     config = ModelConfig(name_or_path=str(tiny_model_path))
     tokenizer = load_tokenizer(config)
-    rows = [json.loads(line) for line in SAMPLE.read_text().splitlines()[:8]]
-    dataset = tokenize_for_training(Dataset.from_list(rows), tokenizer, PromptConfig(), max_length=1000)
+    dataset = sample_training_set(tokenizer, 8)
     hp = TrialHyperparameters(lora_r=4, lora_alpha=8, learning_rate=1e-2, max_length=1000, lora_dropout=0.0,
                               target_modules="all-linear")
     torch.manual_seed(0)
@@ -80,20 +77,17 @@ def test_a_kept_workers_next_trial_compiles_its_own_layers_afresh(tiny_model_pat
     """Trial after trial on one kept base (trainables.warm, as reused Tune workers run them), each
     with a LoRA of its own: each compiles its layers anew and trains; none inherits the last
     trial's compiled code, whose guards would fail and count against dynamo's recompile limit."""
-    from datasets import Dataset
     from torch._dynamo.eval_frame import _debug_get_cache_entry_list
     from torch._dynamo.utils import counters
 
     from trainables import warm
-    from trainables.data import tokenize_for_training
     from trainables.model import attach_lora, compile_decoder_layers, load_quantized_model, prepare_for_training
     from trainables.prompt import load_tokenizer
     from trainables.train import build_trainer
 
     config = ModelConfig(name_or_path=str(tiny_model_path))
     tokenizer = load_tokenizer(config)
-    rows = [json.loads(line) for line in SAMPLE.read_text().splitlines()[:4]]
-    dataset = tokenize_for_training(Dataset.from_list(rows), tokenizer, PromptConfig(), max_length=1000)
+    dataset = sample_training_set(tokenizer, 4)
     training = TrainingConfig(micro_batch_size=2, gradient_checkpointing=False, padding_free=True,
                               fused_lm_head=False, compile_layers=True, steps_per_rung=3)
     def compiled_entries(code):  # the compiled versions dynamo keeps for a function

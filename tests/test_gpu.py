@@ -5,13 +5,12 @@ merged copy generates what the adapted 4-bit model does, TRL's fused LM head giv
 full logits, compiled decoder layers compile whole, and Liger's kernels give the loss and gradients
 of the plain layers. Skipped elsewhere, with the reason (tests/conftest.py)."""
 
-import json
 
 import pytest
 import torch
 
-from tests.tiny_model import SAMPLE
-from trainables.config import ModelConfig, PromptConfig, TrainingConfig, TrialHyperparameters
+from tests.helpers import sample_training_set
+from trainables.config import ModelConfig, TrainingConfig, TrialHyperparameters
 from trainables.evaluation import generate_summaries
 from trainables.memory import FLOAT32_BYTES
 from trainables.model import attach_lora, compute_autocast, load_quantized_model, model_for_generation
@@ -56,13 +55,9 @@ def test_a_bf16_merged_copy_generates_what_the_adapted_4bit_model_generates(tiny
 
 
 def test_the_fused_lm_head_gives_the_loss_of_full_logits_on_the_gpu(tiny_model_path, tiny_tokenizer, tmp_path):
-    from datasets import Dataset
-
-    from trainables.data import tokenize_for_training
     from trainables.train import build_trainer
 
-    rows = [json.loads(line) for line in SAMPLE.read_text().splitlines()[:4]]
-    dataset = tokenize_for_training(Dataset.from_list(rows), tiny_tokenizer, PromptConfig(), max_length=1000)
+    dataset = sample_training_set(tiny_tokenizer, 4)
     losses = {}
     for fused in (False, True):
         model = _adapted(tiny_model_path)
@@ -82,15 +77,12 @@ def test_compiled_decoder_layers_train_on_the_gpu_in_whole_graphs(tiny_model_pat
     on the CPU they do (tests/test_compile.py); on an H200 (transformers 5.17, before recompute
     moved inside the compiled code) a host profile of the 8B shape counted four compiled pieces a
     layer. The breaks' reasons are the failure's message."""
-    from datasets import Dataset
     from torch._dynamo.utils import counters
 
-    from trainables.data import tokenize_for_training
     from trainables.model import compile_decoder_layers
     from trainables.train import build_trainer
 
-    rows = [json.loads(line) for line in SAMPLE.read_text().splitlines()[:8]]
-    dataset = tokenize_for_training(Dataset.from_list(rows), tiny_tokenizer, PromptConfig(), max_length=1000)
+    dataset = sample_training_set(tiny_tokenizer, 8)
     hp = HP.model_copy(update={"lora_dropout": 0.05})
     model = attach_lora(prepare_for_training(load_quantized_model(ModelConfig(name_or_path=str(tiny_model_path))),
                                              True, float32_dense_layers=False), hp)
@@ -110,13 +102,9 @@ def test_liger_kernels_give_the_loss_and_gradients_of_the_plain_layers_on_the_gp
     """Liger's RMSNorm, SwiGLU and RoPE kernels on 4-bit layers under peft's LoRA, as the Trainer
     applies them when training starts: one SGD step each way, from the same adapter, on the same
     rows. Liger's RoPE patch is process-wide, so the plain layers go first."""
-    from datasets import Dataset
-
-    from trainables.data import tokenize_for_training
     from trainables.train import build_trainer
 
-    rows = [json.loads(line) for line in SAMPLE.read_text().splitlines()[:4]]
-    dataset = tokenize_for_training(Dataset.from_list(rows), tiny_tokenizer, PromptConfig(), max_length=1000)
+    dataset = sample_training_set(tiny_tokenizer, 4)
     losses, updates = {}, {}
     for liger in (False, True):
         model = _adapted(tiny_model_path).train()

@@ -6,24 +6,21 @@ import json
 import pytest
 import torch
 
+from tests.helpers import sample_training_set
 from tests.tiny_model import SAMPLE
-from trainables.config import ModelConfig, PromptConfig, TrainingConfig, TrialHyperparameters
+from trainables.config import ModelConfig, TrainingConfig, TrialHyperparameters
 
 pytestmark = pytest.mark.unit
 
 
 def _trainer(tiny_model_path, tmp_path, padding_free, fused_lm_head=False):
-    from datasets import Dataset
-
-    from trainables.data import tokenize_for_training
     from trainables.model import attach_lora, load_quantized_model, prepare_for_training
     from trainables.prompt import load_tokenizer
     from trainables.train import build_trainer
 
     model_config = ModelConfig(name_or_path=str(tiny_model_path))
     tokenizer = load_tokenizer(model_config)
-    rows = [json.loads(line) for line in SAMPLE.read_text().splitlines()[:4]]
-    dataset = tokenize_for_training(Dataset.from_list(rows), tokenizer, PromptConfig(), max_length=1000)
+    dataset = sample_training_set(tokenizer, 4)
     hp = TrialHyperparameters(lora_r=4, lora_alpha=8, learning_rate=1e-3, max_length=1000, lora_dropout=0.0,
                               target_modules="all-linear")
     torch.manual_seed(0)
