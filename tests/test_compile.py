@@ -121,7 +121,7 @@ def test_compiled_layers_recompute_inside_their_compiled_code(tiny_model_path, t
     transformers version: its own flag is off (transformers 5.17 checkpoints around the compiled
     call, eagerly, from that flag), and a training forward still keeps few activations for the
     backward, far fewer than the same layers keeping them. A kept base's next trial, planned
-    without recompute, gets the class's forward back."""
+    without recompute, gets the class's forward back, uncompiled until it compiles its own."""
     from trainables.model import attach_lora, compile_decoder_layers, load_quantized_model, prepare_for_training
 
     config = ModelConfig(name_or_path=str(tiny_model_path))
@@ -154,5 +154,7 @@ def test_compiled_layers_recompute_inside_their_compiled_code(tiny_model_path, t
     recomputed = saved_bytes(model)
     assert recomputed < 0.5 * kept, (recomputed, kept)
 
+    assert all(layer._compiled_call_impl is not None for layer in layers)
     prepare_for_training(base, False)  # the next trial on this kept base, planned without recompute
     assert all("forward" not in layer.__dict__ and not layer.gradient_checkpointing for layer in layers)
+    assert all(layer._compiled_call_impl is None for layer in layers)

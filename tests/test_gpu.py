@@ -3,7 +3,8 @@
 value; the prepared model alone would cache float32), a bf16
 merged copy generates what the adapted 4-bit model does, TRL's fused LM head gives the loss of
 full logits, compiled decoder layers compile whole, and Liger's kernels give the loss and gradients
-of the plain layers. Skipped elsewhere, with the reason (tests/conftest.py)."""
+of the plain layers (and are gone from a merged copy and a kept base). Skipped elsewhere, with
+the reason (tests/conftest.py)."""
 
 
 import pytest
@@ -14,7 +15,7 @@ from trainables.config import ModelConfig, TrainingConfig, TrialHyperparameters
 from trainables.evaluation import generate_summaries
 from trainables.memory import FLOAT32_BYTES
 from trainables.model import attach_lora, compute_autocast, load_quantized_model, model_for_generation
-from trainables.model import prepare_for_training
+from trainables.model import merged_dense_copy, prepare_for_training, restore_own_forwards
 
 pytestmark = pytest.mark.gpu
 
@@ -118,7 +119,19 @@ def test_liger_kernels_give_the_loss_and_gradients_of_the_plain_layers_on_the_gp
         assert norms == ({"LigerRMSNorm"} if liger else {"LlamaRMSNorm"}), norms
         updates[liger] = torch.cat([(p.detach() - before[n]).flatten().float()
                                     for n, p in model.named_parameters() if n in before])
+        if liger:  # Liger is bound on the training model's instances; neither a merged copy nor a kept base keeps it
+            base = model.get_base_model()  # (the Trainer's own wrapping of the peft model's forward is not Liger's)
+            dense = merged_dense_copy(model)
+            assert _rebound_modules(dense) == [] and _rebound_modules(base) != []
+            restore_own_forwards(base)  # what the next trial on this kept base has done first
+            assert _rebound_modules(base) == []
     assert losses[True] == pytest.approx(losses[False], rel=2e-2)
     assert updates[False].abs().sum() > 0
     cosine = torch.nn.functional.cosine_similarity(updates[True], updates[False], dim=0)
     assert cosine > 0.99, float(cosine)
+
+
+def _rebound_modules(model):
+    """The modules that run something other than their class's own forward, by name."""
+    return [name for name, module in model.named_modules()
+            if getattr(module.forward, "__func__", None) is not type(module).forward]

@@ -95,10 +95,10 @@ def prepare_for_training(base: Any, gradient_checkpointing: bool, float32_dense_
     float32 unless `float32_dense_layers` is off, activations recomputed or not.
 
     A base kept from an earlier trial of the same worker (trainables.warm) may have recompute on;
-    preparation only ever turns it on, so a trial planned without it turns it off.
+    preparation only ever turns it on, so a trial planned without it turns it off. What the earlier
+    trial bound on its modules (compiled layers, Liger's kernels) goes too: this trial binds its own.
     """
-    for module in base.modules():  # a kept base: an earlier trial's compiled recompute (recompute_inside) goes
-        drop_recompute_inside(module)
+    restore_own_forwards(base)  # a kept base: an earlier trial's compiled layers, recompute and Liger go
     with checkpointing_rename_quiet():
         if not gradient_checkpointing and base.is_gradient_checkpointing:
             base.gradient_checkpointing_disable()
@@ -176,12 +176,31 @@ def drop_recompute_inside(layer: Any) -> None:
         del layer.forward
 
 
-def without_compiled_layers(model: Any) -> None:
-    """Drop compiled code a deep copy carried over: it calls the original module's forward."""
+LIGER_REBOUND = ("forward", "extra_repr", "_get_name")  # what Liger binds on a module it patches
+
+
+def restore_own_forwards(model: Any) -> None:
+    """Every module runs its class's own code again: what a training run put on the instances goes.
+
+    - compiled layers (compile_decoder_layers): a deep copy's compiled code calls the original
+      module's forward, so a merged copy must not keep it; nor a kept base whose next trial is
+      planned otherwise;
+    - recompute inside them (recompute_inside);
+    - Liger's kernels (training.liger_kernels): the Trainer binds Liger's RMSNorm, SwiGLU and
+      fused-loss forwards on the model's instances. A merged copy would generate through those
+      Triton kernels (and its compiled decoding would trace them), and a kept base would give the
+      next trial Liger even where its plan has none (Liger is planned per trial, by recompute).
+      Liger's process-wide patches (RoPE; the classes of models loaded later) stay: nothing per
+      instance undoes them.
+    """
     for module in model.modules():
         if getattr(module, "_compiled_call_impl", None) is not None:
             module._compiled_call_impl = None  # nn.Module.compile's slot; torch has no public way back
         drop_recompute_inside(module)
+        for name in LIGER_REBOUND:
+            bound = module.__dict__.get(name)
+            if getattr(getattr(bound, "__func__", bound), "__module__", "").startswith("liger_kernel"):
+                del module.__dict__[name]
 
 
 def attach_lora(base: Any, hp: TrialHyperparameters) -> Any:
@@ -299,7 +318,7 @@ def merged_dense_copy(model: Any) -> Any:
                 or (isinstance(module, bnb.nn.Linear4bit) and not name.endswith(".base_layer"))]
     shared = {id(t): t for _, m in replaced for t in itertools.chain(m.parameters(), m.buffers())}
     dense = copy.deepcopy(base, memo=shared)
-    without_compiled_layers(dense)
+    restore_own_forwards(dense)
     for name, module in replaced:
         parent_name, _, child = name.rpartition(".")
         parent = dense.get_submodule(parent_name) if parent_name else dense
