@@ -27,9 +27,10 @@ the median and the min-max of real (non-padding) tokens/s, its own peak memory (
 above what the other sides held), MFU against the card's measured dense bf16 peak, and for the
 sides named by --eval-side the wall time to generate and score ROUGE on the validation dialogues.
 `summary` holds equal_memory_speedup (the fastest trial side within plain's own peak),
-one_gpu_speedup (the fastest trial side of all), eval_500_s (the quickest evaluation of any side),
-plain_tokens_per_s and protocol, which names those sides and paths and gives beside them the
-defaults' own speedups and the quickest evaluation within plain's peak. With --eval-examples under
+one_gpu_speedup (the fastest trial side of all), eval_500_s (the quickest evaluation of any side,
+as a trial's first rung meets it: a compile it does counts), plain_tokens_per_s and protocol, which
+names those sides and paths and gives beside them the defaults' own speedups, the quickest
+evaluation within plain's peak, and the quickest of a later rung (compiled code reused). With --eval-examples under
 500, eval_500_s is the time on those scaled to 500 (marked in protocol). MFU counts
 (4 + 2 if recomputing) x the linear layers' parameters per real token: the forward pass, the
 backward pass's input gradients (the frozen 4-bit weights take none of their own; LoRA's are
@@ -45,7 +46,14 @@ CUDA's sync debug mode how often a step makes the host wait for the GPU, and at 
 --host-profile, two more steps under cProfile say which Python functions the host's time goes to.
 
 --compiled-decoding-eval: the same for sides generating through the merged copy, with
-`evaluation.compiled_decoding` (a static KV cache whose decoding step transformers compiles).
+`evaluation.compiled_decoding` (a static KV cache whose decoding step transformers compiles),
+timed twice: first (the compile in it), then again through a new merged copy (a later rung's).
+
+--profile-generation [SIDE]: after the training profiles, where one generation batch of SIDE
+(default qlora_sweep) spends its time, as its plan generates: the merged copy's build, a batch
+cut to one new token (prefill) and the whole batch (so the time per decoded token), then a batch
+of --profile-new-tokens new tokens under torch.profiler (the GPU's share) and under cProfile (the
+host's time by Python function).
 
 --continuous-batching-eval: the trial sides' ROUGE evaluation (and the profiled generation batch)
 also through transformers' continuous batching (`evaluation.continuous_batching`), timed beside
@@ -102,7 +110,7 @@ from trainables.memory import (  # noqa: E402
     GIB, GpuRequest, dense_copy_bytes, local_gpu_memory_bytes, model_shape, plan_memory,
 )
 from trainables.model import (  # noqa: E402
-    attach_lora, compile_decoder_layers, load_quantized_model, prepare_for_training,
+    attach_lora, compile_decoder_layers, load_quantized_model, model_for_generation, prepare_for_training,
 )
 from trainables.prompt import encode_prompt, load_tokenizer  # noqa: E402
 from trainables.report import peak_memory_gb, reset_peak_memory, synchronize_gpu  # noqa: E402
@@ -519,6 +527,10 @@ def summarized(by_name: dict[str, Any], args: argparse.Namespace, stage: dict[st
     equal_memory_evaluation_s, equal_memory_evaluation_path = fastest_evaluation(
         {name: side for name, side in by_name.items() if name != "plain" and within_plain_memory(by_name, name)},
         to_500)
+    # What an evaluation costs once the first has compiled what it compiles (every later rung's)
+    later_rungs_s, later_rungs_path = fastest_evaluation(
+        {name: side for name, side in by_name.items() if name != "plain"}, to_500,
+        {**EVALUATION_PATHS, **LATER_RUNG_PATHS})
     summary: dict[str, Any] = {
         "equal_memory_speedup": round(by_name[equal_memory]["tokens_per_s"] / plain_speed, 3) if equal_memory else None,
         "one_gpu_speedup": round(by_name[one_gpu_best]["tokens_per_s"] / plain_speed, 3),
@@ -532,6 +544,7 @@ def summarized(by_name: dict[str, Any], args: argparse.Namespace, stage: dict[st
             "eval_500_extrapolated_from": (stage["eval_examples"] if stage["eval_examples"] != EVAL_TARGET_DIALOGUES
                                            else None),
             "equal_memory_eval_500_path": equal_memory_evaluation_path,
+            "later_rungs_eval_500_s": later_rungs_s, "later_rungs_eval_500_path": later_rungs_path,
             "default_equal_memory_speedup": (round(by_name["qlora_sweep"]["tokens_per_s"] / plain_speed, 3)
                                              if within_plain_memory(by_name, "qlora_sweep") else None),
             "default_one_gpu_speedup": round(by_name["one_gpu"]["tokens_per_s"] / plain_speed, 3),
@@ -567,14 +580,18 @@ def best_sides(by_name: dict[str, Any]) -> tuple[str | None, str]:
     return (equal[0] if equal else None), fastest[0]
 
 
-def fastest_evaluation(sides: dict[str, Any], scale: float = 1.0) -> tuple[float | None, str | None]:
-    """The quickest timed ROUGE evaluation among `sides` (fixed batches, continuous batching or
-    compiled decoding), times `scale`, and whose and which it was."""
-    timed = {f"{name}: {path}": seconds for name, side in sides.items()
-             for path, seconds in (("fixed batches", side.get("rouge_eval_s")),
-                                   ("continuous batching", side.get("rouge_eval_continuous_s")),
-                                   ("compiled decoding", side.get("rouge_eval_compiled_s")))
-             if seconds is not None}
+EVALUATION_PATHS = {"fixed batches": "rouge_eval_s", "continuous batching": "rouge_eval_continuous_s",
+                    "compiled decoding": "rouge_eval_compiled_s"}
+LATER_RUNG_PATHS = {"compiled decoding, compiled code reused (a later rung)": "rouge_eval_compiled_again_s"}
+
+
+def fastest_evaluation(sides: dict[str, Any], scale: float = 1.0,
+                       paths: dict[str, str] = EVALUATION_PATHS) -> tuple[float | None, str | None]:
+    """The quickest timed ROUGE evaluation among `sides` by `paths` (fixed batches, continuous
+    batching or compiled decoding, each as a trial's first evaluation meets it: a compile counts),
+    times `scale`, and whose and which it was."""
+    timed = {f"{name}: {path}": side[key] for name, side in sides.items()
+             for path, key in paths.items() if side.get(key) is not None}
     if not timed:
         return None, None
     path = min(timed, key=timed.get)
@@ -617,9 +634,12 @@ def timed_rouge_evaluation(args: argparse.Namespace, model: Any, tokenizer: Any,
             timed["continuous_error"] = _error_text(error)
             _free()
     if args.compiled_decoding_eval and plan.merged_copy:  # a static cache through the copy, compiled on a GPU
+        # Twice: first as a trial's first rung meets it (the compile in it), then through a new
+        # merged copy with the compiled code there already, as every later rung of the trial.
+        compiled = dataclasses.replace(evaluation, compiled_decoding=True)
         try:
-            timed.update(_timed_rouge(dataclasses.replace(evaluation, compiled_decoding=True), model, data,
-                                      "_compiled"))
+            timed.update(_timed_rouge(compiled, model, data, "_compiled"))
+            timed.update(_timed_rouge(compiled, model, data, "_compiled_again"))
         except Exception as error:  # noqa: BLE001 - as continuous batching's: a result, not the end of the run
             timed["compiled_error"] = _error_text(error)
             _free()
@@ -808,7 +828,7 @@ def profiled(work: Any) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def host_profiling(into: dict[str, Any], steps: int, top: int = 25) -> Iterator[None]:
+def host_profiling(into: dict[str, Any], steps: int, top: int = 25, per: str = "step") -> Iterator[None]:
     """Where the host's time goes inside, by Python function (cProfile): per step, the functions
     with the most time of their own (a C call that launches kernels or waits for the GPU counts
     there) and with the most time under them. torch.profiler's busy figure says the GPU waits on
@@ -837,7 +857,7 @@ def host_profiling(into: dict[str, Any], steps: int, top: int = 25) -> Iterator[
                  "calls": round(value[1] / steps, 1)} for key, value in rows]
 
     into["host"] = {"steps": steps, "wall_s_per_step": round((time.perf_counter() - started) / steps, 4),
-                    "note": "cProfile's own overhead included; per step", "by_self": ranked(2),
+                    "note": f"cProfile's own overhead included; per {per}", "by_self": ranked(2),
                     "by_cumulative": ranked(3)}
 
 
@@ -868,8 +888,8 @@ def counting_syncs(into: dict[str, Any], steps: int) -> Iterator[None]:
 
 def profile_sides(sides: list[Side], args: argparse.Namespace, tokenizer: Any, data: dict[str, Any]) -> dict[str, Any]:
     """After the timed rounds: each side's training for --profile-steps steps, and with
-    --profile-generation one generation batch of the qlora-sweep side as its plan has it; untimed,
-    the profiler's overhead included."""
+    --profile-generation one generation batch of that side as its plan has it; untimed, the
+    profiler's overhead included."""
     result: dict[str, Any] = {"steps": args.profile_steps, "note": "steady steps (after each side's untimed "
                               "warm-up steps), profiler overhead included: compare shares and busy, not these times "
                               "with the rounds'"}
@@ -892,28 +912,46 @@ def profile_sides(sides: list[Side], args: argparse.Namespace, tokenizer: Any, d
 
 def profile_generation(sides: list[Side], args: argparse.Namespace, tokenizer: Any,
                        data: dict[str, Any]) -> dict[str, Any]:
-    """One generation batch of the qlora-sweep side as its plan has it, under torch.profiler (and
-    through continuous batching with --continuous-batching-eval). Its trace is long: summarizing
-    it took minutes on the H200's host, hence a flag of its own."""
-    result: dict[str, Any] = {}
-    ours = next(side for side in sides if side.name == "qlora_sweep")
-    plan = ours.plan
+    """Where one generation batch of the --profile-generation side goes, as its plan generates
+    (fixed batches; through the merged copy where the plan says so): phases timed alone, then a
+    short batch under torch.profiler and under cProfile. The torch.profiler trace of a whole batch
+    took minutes to summarize on the H200's host, hence the short one."""
+    side = next((side for side in sides if side.name == args.profile_generation), None)
+    if side is None or side.plan is None or "error" in side.details:
+        return {"generation": {"error": f"no trial side {args.profile_generation!r} to profile"}}
+    plan = side.plan
     evaluation = planned_evaluation(args, tokenizer, plan)
     batch = data["prompts"][: plan.generation_batch_size]
-    result["qlora_sweep generation"] = {
-        "dialogues": len(batch), "merged_copy": plan.merged_copy,
-        **profiled(lambda: evaluation.summaries(ours.model, batch))}
-    log(f"profiled one generation batch: {result['qlora_sweep generation']['by_category']}")
-    if args.continuous_batching_eval:
-        continuous = dataclasses.replace(evaluation, continuous_batching=True)
-        try:
-            result["qlora_sweep generation, continuous batching"] = {
-                "dialogues": len(batch), "merged_copy": plan.merged_copy,
-                **profiled(lambda: continuous.summaries(ours.model, batch))}
-        except Exception as error:  # noqa: BLE001 - as in the timed evaluation: a result, not the end of the run
-            result["qlora_sweep generation, continuous batching"] = {"error": _error_text(error)}
-            _free()
-    return result
+    result: dict[str, Any] = {"side": side.name, "dialogues": len(batch), "merged_copy": plan.merged_copy,
+                              "max_new_tokens": args.max_new_tokens}
+
+    def timed(work: Any) -> float:
+        synchronize_gpu()
+        started = time.perf_counter()
+        work()
+        synchronize_gpu()
+        return time.perf_counter() - started
+
+    if plan.merged_copy:
+        def build_copy() -> None:
+            with model_for_generation(side.model, merged_copy=True):
+                synchronize_gpu()
+        result["merged_copy_s"] = round(timed(build_copy), 3)
+    one_token = dataclasses.replace(evaluation, max_new_tokens=1)
+    result["one_new_token_s"] = round(timed(lambda: one_token.summaries(side.model, batch)), 3)
+    result["whole_batch_s"] = round(timed(lambda: evaluation.summaries(side.model, batch)), 3)
+    if args.max_new_tokens > 1:  # random weights stop at no end marker: every step decodes the whole batch
+        result["per_decoded_token_ms"] = round(
+            1000 * (result["whole_batch_s"] - result["one_new_token_s"]) / (args.max_new_tokens - 1), 2)
+    short = dataclasses.replace(evaluation, max_new_tokens=min(args.profile_new_tokens, args.max_new_tokens))
+    result["profiled_new_tokens"] = short.max_new_tokens
+    result["kernels"] = profiled(lambda: short.summaries(side.model, batch))
+    with host_profiling(result, steps=1, per="batch"):
+        short.summaries(side.model, batch)
+    phases = {key: value for key, value in result.items() if key not in ("kernels", "host")}
+    log(f"profiled one generation batch of {side.name}: {phases}, kernels {result['kernels']['by_category']}, "
+        f"busy {result['kernels']['busy']}")
+    return {"generation": result}
 
 
 def _pad(examples: list[dict], pad_id: int) -> dict[str, Any]:
@@ -993,8 +1031,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --profile-steps, profile only this side (repeatable; default every side)")
     parser.add_argument("--host-profile", action="store_true",
                         help="with --profile-steps, also each profiled side's host time by Python function (cProfile)")
-    parser.add_argument("--profile-generation", action="store_true",
-                        help="with --profile-steps, also profile one generation batch of the qlora-sweep side")
+    parser.add_argument("--profile-generation", nargs="?", const="qlora_sweep", metavar="SIDE",
+                        help="with --profile-steps, also where one generation batch of SIDE (default qlora_sweep) "
+                             "spends its time")
+    parser.add_argument("--profile-new-tokens", type=int, default=16,
+                        help="new tokens of the generation batch profiled under torch.profiler and cProfile")
     args = parser.parse_args(argv)
     if args.quality_only and not (args.quality_seeds and args.quality_model):
         parser.error("--quality-only needs --quality-model and --quality-seeds")

@@ -15,26 +15,26 @@ cache=(${MODEL_CACHE:+--model-cache "$MODEL_CACHE"})
 whole_gpu=micro_batch_size=16,memory_budget_gb=null
 mkdir -p "$out"
 if [ -z "$only" ] || [ "$only" = 8b ]; then
-    # Seven sides (the 2026-12-02 run of this list took 14 min with the GPU tests before it): plain,
-    # the defaults at equal memory and on one GPU; bf16 dense layers with compiled layers, with
-    # recompute at equal memory and without it (its own peak says where it lands); on one GPU the
-    # best so far (FlexAttention, Liger, bf16 dense layers), and FlexAttention with compiled layers
-    # (Liger cannot be compiled: the planner turns it off). ROUGE is timed on 124 dialogues (4
-    # batches of 31) and scaled to 500, before the profile (a target comes before a diagnosis); the
-    # profile covers plain and the compiled sides.
+    # Seven sides (the 2026-12-02 run of seven took 14 min with the GPU tests before it): plain, the
+    # defaults at equal memory and on one GPU; bf16 dense layers with compiled layers (recompute
+    # inside them) at equal memory, with SDPA and with FlexAttention; on one GPU the best so far
+    # (FlexAttention, Liger, bf16 dense layers), and FlexAttention with compiled layers (Liger
+    # cannot be compiled: the planner turns it off). ROUGE on all 500 dialogues for the one-GPU
+    # defaults (merged copy): fixed batches, then compiled decoding twice (first use, and a later
+    # rung's), before the profile (a target comes before a diagnosis). The profile covers plain and
+    # the compiled sides' training, and one generation batch of the one-GPU defaults.
     compiled="float32_dense_layers=false,compile_layers=true"
+    flex_compiled="attention=flex_attention,$compiled"
     best_one_gpu="attention=flex_attention,liger_kernels=true,float32_dense_layers=false"
     python3 benchmarks/trial_speed.py --shape llama3-8b --data "$data" --tokenizer "$smollm2" "${cache[@]}" \
-        --out "$out/trial_speed_llama3-8b.json" --profile-steps 3 --host-profile ${SKIP_EVAL:+--skip-eval} \
-        --eval-examples 124 --continuous-batching-eval --compiled-decoding-eval \
-        --eval-side "variant $compiled" --eval-side one_gpu \
+        --out "$out/trial_speed_llama3-8b.json" --rounds 4 --profile-steps 3 --host-profile ${SKIP_EVAL:+--skip-eval} \
+        --eval-examples 500 --compiled-decoding-eval --eval-side one_gpu --profile-generation one_gpu \
         --variant "$compiled" \
-        --variant "$compiled,gradient_checkpointing=false,memory_budget_gb=null" \
+        --variant "$flex_compiled" \
         --variant "$best_one_gpu,$whole_gpu" \
-        --variant "attention=flex_attention,float32_dense_layers=false,compile_layers=true,$whole_gpu" \
-        --profile-side plain --profile-side "variant $compiled" \
-        --profile-side "variant $compiled,gradient_checkpointing=false,memory_budget_gb=null" \
-        --profile-side "variant attention=flex_attention,float32_dense_layers=false,compile_layers=true,$whole_gpu"
+        --variant "$flex_compiled,$whole_gpu" \
+        --profile-side plain --profile-side "variant $compiled" --profile-side "variant $flex_compiled" \
+        --profile-side "variant $flex_compiled,$whole_gpu"
 fi
 if [ -z "$only" ] || [ "$only" = 1b ]; then
     python3 benchmarks/trial_speed.py --shape llama3.2-1b --data "$data" --tokenizer "$smollm2" "${cache[@]}" \

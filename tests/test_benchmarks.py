@@ -58,6 +58,9 @@ def test_the_trial_speed_benchmark_alternates_the_sides_and_writes_the_summary(t
     assert result["summary"]["eval_500_s"] == pytest.approx(min(evaluations.values()) * 500 / 4, abs=0.06 * 125)
     assert protocol["eval_500_path"] == min(evaluations, key=evaluations.get)
     assert protocol["eval_500_extrapolated_from"] == 4
+    # no compiled decoding on a CPU (no merged copy): a later rung's evaluation is the first's path
+    assert (protocol["later_rungs_eval_500_s"], protocol["later_rungs_eval_500_path"]) == (
+        result["summary"]["eval_500_s"], protocol["eval_500_path"])
     assert protocol["equal_memory_eval_500_s"] == result["summary"]["eval_500_s"]  # every side within plain's, on CPU
     assert "rouge_eval_s" not in sides[variant]  # not an --eval-side
     for name in ("qlora_sweep", "one_gpu"):  # continuous batching timed beside, and it scored the same summaries
@@ -81,14 +84,19 @@ def test_the_trial_speed_benchmark_alternates_the_sides_and_writes_the_summary(t
         assert all(0 < distance < 0.02 for distance in run["adapter_vs_plain"].values()), run["adapter_vs_plain"]
     assert set(quality["within_half_a_point"]) == {"qlora_sweep", "variant fused_lm_head=true"}
     profile = result["profile"]
-    # (continuous batching generates in a thread of its own, which the CPU profiler does not follow:
-    # on a GPU its kernels are counted whatever thread launched them)
-    assert profile["qlora_sweep generation, continuous batching"]["wall_s"] > 0
     for name in ("plain", "qlora_sweep"):  # where the host waits for the GPU: nothing to wait for on a CPU
         assert "syncs_per_step" in profile[name] and profile[name]["syncs_per_step"] is None
-    for name in ("plain", "qlora_sweep", "qlora_sweep generation"):
-        assert sum(profile[name]["by_category"].values()) == pytest.approx(1, abs=0.01)
-        assert profile[name]["by_category"]["matmul"] > 0 and profile[name]["top"]
+    generation = profile["generation"]  # one generation batch of qlora_sweep (--profile-generation's default)
+    assert generation["side"] == "qlora_sweep" and generation["dialogues"] == 4 and generation["merged_copy"] is False
+    # phases timed alone: a batch cut to one new token, the whole batch, and from both the cost of a decoded token
+    assert 0 < generation["one_new_token_s"] and 0 < generation["whole_batch_s"]
+    assert generation["per_decoded_token_ms"] == pytest.approx(
+        1000 * (generation["whole_batch_s"] - generation["one_new_token_s"]) / 3, abs=0.02)
+    assert generation["profiled_new_tokens"] == 4  # --profile-new-tokens (16) cut to --max-new-tokens
+    assert generation["host"]["by_self"] and "per batch" in generation["host"]["note"]
+    for breakdown in (profile["plain"], profile["qlora_sweep"], generation["kernels"]):
+        assert sum(breakdown["by_category"].values()) == pytest.approx(1, abs=0.01)
+        assert breakdown["by_category"]["matmul"] > 0 and breakdown["top"]
     assert profile["plain"]["by_category"]["4-bit dequantization"] > 0  # the 4-bit layers were profiled
     assert not [name for name in profile if name.startswith("one_gpu") or name.startswith("variant")]  # --profile-side
 
