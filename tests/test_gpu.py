@@ -119,8 +119,8 @@ def test_liger_kernels_give_the_loss_and_gradients_of_the_plain_layers_on_the_gp
         assert norms == ({"LigerRMSNorm"} if liger else {"LlamaRMSNorm"}), norms
         updates[liger] = torch.cat([(p.detach() - before[n]).flatten().float()
                                     for n, p in model.named_parameters() if n in before])
-        if liger:  # Liger is bound on the training model's instances; neither a merged copy nor a kept base keeps it
-            base = model.get_base_model()  # (the Trainer's own wrapping of the peft model's forward is not Liger's)
+        if liger:  # Liger (and TRL's fused LM head) are bound on the base's instances; a merged copy and a kept
+            base = model.get_base_model()  # base's next trial run the classes' own forwards
             dense = merged_dense_copy(model)
             assert _rebound_modules(dense) == [] and _rebound_modules(base) != []
             restore_own_forwards(base)  # what the next trial on this kept base has done first

@@ -63,6 +63,39 @@ def test_the_merged_copy_computes_the_adapted_models_logits_and_leaves_it_untouc
     assert model.get_base_model().config.quantization_config.load_in_4bit
 
 
+def test_the_merged_copy_of_a_model_a_trainer_has_patched_runs_its_own_dense_layers(tiny_model_path, tiny_tokenizer,
+                                                                                     tmp_path):
+    """Every trial builds its Trainer on the model first, and TRL's SFTTrainer binds its fused LM
+    head on the base model's instance: a forward that closes over the original model's own. A deep
+    copy keeps that binding, so the copy's forward would run the 4-bit training model and the dense
+    layers not at all (on an H200 every such "merged copy" evaluation did). The copy runs its
+    class's forward: the 4-bit model is not called, and the logits are still the adapted model's."""
+    from tests.helpers import sample_training_set
+    from trainables.config import TrainingConfig
+    from trainables.train import build_trainer
+
+    model = _adapted(tiny_model_path)
+    dataset = sample_training_set(tiny_tokenizer, 2)
+    build_trainer(model, tiny_tokenizer, dataset, dataset, TrainingConfig(micro_batch_size=2), HP, total_steps=1,
+                  eval_batch_size=2, output_dir=str(tmp_path), callbacks=[])
+    base = model.get_base_model()
+    assert "forward" in base.__dict__  # what the Trainer bound (if TRL stops, this test has nothing left to prove)
+    ids = torch.randint(0, 500, (2, 24))
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits
+
+    dense = merged_dense_copy(model)
+    calls = []
+    hook = base.model.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        with torch.no_grad():
+            got = dense(input_ids=ids).logits
+    finally:
+        hook.remove()
+    assert calls == []
+    assert (got - expected).abs().max() < 1e-5 * expected.abs().max()
+
+
 def test_generation_through_the_merged_copy_writes_the_same_summaries(tiny_model_path, tiny_tokenizer):
     model = _adapted(tiny_model_path)
     prompts = [f"### Instruct: Summarize.\n\n#Person1#: hello {i} " * (1 + i % 3) + "\n\n### Output:\n" for i in range(5)]

@@ -176,7 +176,7 @@ def drop_recompute_inside(layer: Any) -> None:
         del layer.forward
 
 
-LIGER_REBOUND = ("forward", "extra_repr", "_get_name")  # what Liger binds on a module it patches
+REBOUND_METHODS = ("forward", "extra_repr", "_get_name")  # what training binds on a module's instance
 
 
 def restore_own_forwards(model: Any) -> None:
@@ -186,20 +186,24 @@ def restore_own_forwards(model: Any) -> None:
       module's forward, so a merged copy must not keep it; nor a kept base whose next trial is
       planned otherwise;
     - recompute inside them (recompute_inside);
-    - Liger's kernels (training.liger_kernels): the Trainer binds Liger's RMSNorm, SwiGLU and
-      fused-loss forwards on the model's instances. A merged copy would generate through those
-      Triton kernels (and its compiled decoding would trace them), and a kept base would give the
-      next trial Liger even where its plan has none (Liger is planned per trial, by recompute).
-      Liger's process-wide patches (RoPE; the classes of models loaded later) stay: nothing per
-      instance undoes them.
+    - TRL's fused LM head: SFTTrainer binds on the base model a forward that closes over the
+      original model's own, so a deep copy's forward ran the 4-bit training model, not the copy's
+      dense layers (every GPU trial's "merged copy" evaluation did until 2026-12-02;
+      tests/test_model.py);
+    - Liger's kernels (training.liger_kernels): the Trainer binds Liger's RMSNorm and SwiGLU
+      forwards on the instances; a kept base would give them to the next trial even where its plan
+      has none (Liger is planned per trial, by recompute). Liger's process-wide patches (RoPE; the
+      classes of models loaded later) stay: nothing per instance undoes them.
+
+    A forward that accelerate's device map put on a module (with its `_hf_hook`: a model spread
+    over GPUs) stays: it moves the inputs to the module's device. The next Trainer binds what it
+    needs anew.
     """
     for module in model.modules():
         if getattr(module, "_compiled_call_impl", None) is not None:
             module._compiled_call_impl = None  # nn.Module.compile's slot; torch has no public way back
-        drop_recompute_inside(module)
-        for name in LIGER_REBOUND:
-            bound = module.__dict__.get(name)
-            if getattr(getattr(bound, "__func__", bound), "__module__", "").startswith("liger_kernel"):
+        for name in REBOUND_METHODS:
+            if name in module.__dict__ and not (name == "forward" and hasattr(module, "_hf_hook")):
                 del module.__dict__[name]
 
 
