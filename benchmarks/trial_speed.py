@@ -65,8 +65,11 @@ at a constant learning rate; `quality_rougeL` holds validation ROUGE-L per seed 
 side's difference from plain, and how far its trained LoRA weights lie from plain's.
 --quality-only skips the speed protocol.
 
-Liger's kernels (a side with liger_kernels=true) patch RoPE for the whole process: once such a side
-has trained, every side's RoPE runs Liger's kernel (its RMSNorm and SwiGLU stay per model).
+Liger's kernels (a side with liger_kernels=true) patch transformers' Llama module for the whole
+process (RoPE, and the norm and MLP classes of models built later) when the side's Trainer starts;
+trial_train puts the module back after each training run, so every other side trains as in a
+process of its own. (Left, Liger's RoPE, which torch.compile cannot trace, split every compiled
+side after it into pieces: benchmarks/results/2026-12-02-trial-speed-merged-copy-bug.)
 """
 
 from __future__ import annotations
@@ -319,12 +322,31 @@ def trial_train(model: Any, rows: Any, tokenizer: Any, training: TrainingConfig,
     clock = Clock()
     hp = TrialHyperparameters(**LORA, learning_rate=learning_rate, max_length=max_length)
     rung = training.model_copy(update={"steps_per_rung": warmup + steps + 1})
-    trainer = build_trainer(model, tokenizer, rows, rows.select(range(min(8, len(rows)))), rung, hp,
-                            total_steps=warmup + steps, eval_batch_size=8, output_dir=str(folder), callbacks=[clock])
-    if in_order:
-        trainer._get_train_sampler = lambda *args, **kwargs: SequentialSampler(rows)
-    trainer.train()
+    with llama_module_restored():
+        trainer = build_trainer(model, tokenizer, rows, rows.select(range(min(8, len(rows)))), rung, hp,
+                                total_steps=warmup + steps, eval_batch_size=8, output_dir=str(folder),
+                                callbacks=[clock])
+        if in_order:
+            trainer._get_train_sampler = lambda *args, **kwargs: SequentialSampler(rows)
+        trainer.train()
     return clock.result
+
+
+@contextlib.contextmanager
+def llama_module_restored() -> Iterator[None]:
+    """transformers' Llama module as it was before, after what runs inside: Liger's kernels replace
+    its RoPE function and its norm and MLP classes for the whole process when a Trainer with
+    liger_kernels starts (the model's own modules Liger patches per instance). The sides share one
+    process; a trial has one of its own."""
+    from transformers.models.llama import modeling_llama
+
+    before = dict(vars(modeling_llama))
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if vars(modeling_llama).get(name) is not value:
+                setattr(modeling_llama, name, value)
 
 
 # --- measuring -------------------------------------------------------------------------------
@@ -676,8 +698,8 @@ def measure_quality(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     sides: dict[str, dict[str, Any] | None] = {"plain": None, "qlora_sweep": {}}
     sides.update({f"variant {spec}": _settings(spec) for spec in args.quality_variant})
     learning_rate = 2e-4
-    # Side after side, each over every seed: Liger's RoPE patch is process-wide, so no plain or
-    # default side may train after a Liger side has (variants come last).
+    # Side after side, each over every seed (Liger's process-wide patches are undone after each
+    # training run: trial_train)
     runs = [{"seed": seed} for seed in args.quality_seeds]
     plain_adapters: dict[int, dict[str, torch.Tensor]] = {}
     rows_of_seed = {seed: data["train"].select(torch.randperm(

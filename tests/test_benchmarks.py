@@ -113,3 +113,18 @@ def test_compile_check_finds_compiled_layers_whole_with_recompute_and_no_eager_c
     # layer a step here, benchmarks/results/2026-12-02-compile-check-cpu)
     assert result["graph_breaks"] == {} and result["eager_checkpoint_hooks_per_step"] == 0
     assert result["compiled_calls_per_step"] == 2 * result["layers"]
+
+
+def test_the_benchmark_puts_the_llama_module_back_after_a_side_has_patched_it():
+    """Liger's kernels replace transformers' Llama RoPE for the whole process when a side's Trainer
+    starts; the sides share the benchmark's process, so each side's training run puts the module
+    back (left, Liger's RoPE split every later compiled side's layers into pieces)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import trial_speed
+    from transformers.models.llama import modeling_llama
+
+    original = modeling_llama.apply_rotary_pos_emb
+    with trial_speed.llama_module_restored():
+        modeling_llama.apply_rotary_pos_emb = lambda q, k, cos, sin, **kwargs: (q, k)  # as Liger's apply does
+        modeling_llama.LlamaRMSNorm = object
+    assert modeling_llama.apply_rotary_pos_emb is original and modeling_llama.LlamaRMSNorm.__name__ == "LlamaRMSNorm"
