@@ -8,9 +8,12 @@ step the compiled calls and torch.utils.checkpoint's eager hooks. Cheap: a tiny 
 Why it exists: on an H200 with transformers 5.17 a compiled 8B trial ran 2,144 eager checkpoint
 hooks a step, and the GPU stayed 26 % busy. transformers 5.17 checkpoints a decoder layer in its
 `__call__`, and torch.utils.checkpoint runs the forward it checkpoints with dynamo off, so with
-recompute the "compiled" layers' forward ran eagerly. trainables.model.recompute_inside moves the checkpoint into the
-compiled code (--transformers-checkpoint keeps transformers' own, to see the difference). A
-layer compiled whole runs one compiled call forward and one backward, and no eager hook.
+recompute the "compiled" layers' forward ran eagerly. A checkpoint moved inside the compiled code
+then failed to compile on torch 2.11. trainables.model.recompute_by_compiler turns the checkpoint
+off and lets the compiler recompute (torch's activation memory budget at 0); --transformers-checkpoint
+keeps transformers' own, to see the difference. A layer compiled whole runs one compiled call
+forward and one backward, and no eager hook. A compile that fails is written as the result's
+`error` (exit code 1).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import cProfile
 import json
 import pstats
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +94,7 @@ def census(model_path: str, recompute: bool, transformers_checkpoint: bool, step
         "transformers": transformers.__version__, "torch": torch.__version__,
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "recompute": recompute,
-        "checkpoint": "transformers'" if transformers_checkpoint else "inside the compiled code",
+        "checkpoint": "transformers'" if transformers_checkpoint else "none: the compiler recomputes",
         "layers": sum(isinstance(m, transformers.modeling_layers.GradientCheckpointingLayer) for m in model.modules()),
         **dynamo_counts(),
         "compiled_calls_per_step": sum(n for (file, name), n in calls.items()
@@ -105,12 +109,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="JSON file to write")
     parser.add_argument("--recompute", action="store_true", help="recompute activations, as a trial in a small share")
     parser.add_argument("--transformers-checkpoint", action="store_true",
-                        help="leave the checkpoint where transformers puts it (without recompute_inside)")
+                        help="leave the checkpoint where transformers puts it (instead of recompute_by_compiler)")
     args = parser.parse_args(argv)
-    result = census(args.model, args.recompute, args.transformers_checkpoint)
+    try:
+        result = census(args.model, args.recompute, args.transformers_checkpoint)
+    except Exception as error:  # noqa: BLE001 - a compile that fails on this machine is the finding
+        traceback.print_exc()
+        result = {"transformers": transformers.__version__, "torch": torch.__version__, "recompute": args.recompute,
+                  "error": f"{type(error).__name__}: {str(error).strip().splitlines()[-1][:300]}"}
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(result, indent=2))
-    return 0
+    return 1 if "error" in result else 0
 
 
 if __name__ == "__main__":

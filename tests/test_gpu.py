@@ -75,9 +75,10 @@ def test_the_fused_lm_head_gives_the_loss_of_full_logits_on_the_gpu(tiny_model_p
 def test_compiled_decoder_layers_train_on_the_gpu_in_whole_graphs(tiny_model_path, tiny_tokenizer, tmp_path):
     """As a trial with compile_layers trains on a GPU: recompute, bf16 dense layers, LoRA dropout,
     padding-free micro-batches of different lengths, the fused LM head. The layers compile whole:
-    on the CPU they do (tests/test_compile.py); on an H200 (transformers 5.17, before recompute
-    moved inside the compiled code) a host profile of the 8B shape counted four compiled pieces a
-    layer. The breaks' reasons are the failure's message."""
+    on the CPU they do (tests/test_compile.py). On an H200 (torch 2.11) a checkpoint inside the
+    compiled code failed to compile (inductor's partitioner), and Liger's process-wide RoPE broke
+    the layers into pieces; the compiler's recompute has not run there yet. The breaks' reasons are
+    the failure's message."""
     from torch._dynamo.utils import counters
 
     from trainables.model import compile_decoder_layers

@@ -234,13 +234,14 @@ class TrainingConfig(Section):
     compile_layers: bool = Field(
         False,
         description="torch.compile each decoder layer (regional compilation: one compiled code shared by every "
-        "layer, dynamic shapes for padding-free micro-batches; recompute as planned, inside the compiled code; "
-        "generation runs the layers eagerly). Turns liger_kernels' auto off (torch.compile cannot trace Liger's "
-        "RMSNorm; both true is refused). On an H200 (Llama-3-8B shape, bf16 dense layers, recompute, within the "
-        "plain recipe's memory) it trained 1.01x the plain recipe, the defaults 0.82x; each trial pays a compile "
-        "first (about 2 min on that host). The GPU stayed 26-48% busy: with that transformers (5.17) the "
-        "checkpoint ran the layers' forward eagerly (recompute now moves inside the compiled code; not yet "
-        "measured on a GPU; benchmarks/compile_check.py counts it). Off until measured.",
+        "layer, dynamic shapes for padding-free micro-batches; recompute as planned, done by the compiler (no "
+        "checkpoint: torch's activation memory budget at 0); generation runs the layers eagerly). Turns "
+        "liger_kernels' auto off (torch.compile cannot trace Liger's kernels; both true is refused). On an H200 "
+        "(Llama-3-8B shape, bf16 dense layers, FlexAttention, micro-batch 16 without recompute) it trained 2.90x "
+        "the plain recipe, the best of any setting, though broken into pieces by Liger's process-wide RoPE; "
+        "with recompute, within the plain recipe's memory, 0.85x, and a checkpoint inside the compiled code "
+        "failed to compile on that torch (2.11), hence the compiler's recompute (not yet measured on a GPU). "
+        "Each trial pays a compile first (about 2 min on that host). Off until measured.",
     )
     retry_on_oom: bool = Field(
         True,

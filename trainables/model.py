@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import functools
 import gc
 import itertools
 import warnings
@@ -98,7 +97,7 @@ def prepare_for_training(base: Any, gradient_checkpointing: bool, float32_dense_
     preparation only ever turns it on, so a trial planned without it turns it off. What the earlier
     trial bound on its modules (compiled layers, Liger's kernels) goes too: this trial binds its own.
     """
-    restore_own_forwards(base)  # a kept base: an earlier trial's compiled layers, recompute and Liger go
+    restore_own_forwards(base)  # a kept base: an earlier trial's compiled layers, TRL's and Liger's bindings go
     with checkpointing_rename_quiet():
         if not gradient_checkpointing and base.is_gradient_checkpointing:
             base.gradient_checkpointing_disable()
@@ -119,7 +118,7 @@ def compile_decoder_layers(model: Any, fresh: bool = True) -> None:
     """torch.compile each decoder layer in place, the repeated block (regional compilation): the
     layers share one compiled code, so it compiles once, not 32 times, and a checkpoint or the
     state dict sees the same modules. Dynamic shapes: a padding-free micro-batch's length changes
-    every step. Recompute stays as planned, inside the compiled code (recompute_inside).
+    every step. Recompute stays as planned, done by the compiler (recompute_by_compiler).
 
     Why: on an H200 a trial's steps kept the GPU busy about 30 % of their time at equal memory (40 %
     on a whole GPU): per layer, the host dispatches hundreds of small ops through Python (peft's
@@ -140,40 +139,38 @@ def compile_decoder_layers(model: Any, fresh: bool = True) -> None:
         raise ConfigError(f"training.compile_layers: {type(model).__name__} has no decoder layers transformers "
                           "marks as repeated blocks (GradientCheckpointingLayer); set it to false")
     for layer in layers:
-        recompute_inside(layer)
         layer.compile(dynamic=True)
+        recompute_by_compiler(layer)
 
 
-def recompute_inside(layer: Any) -> None:
-    """Move a decoder layer's recompute (if preparation turned it on) into its own forward, so that
-    compiling the layer compiles the checkpoint with it, whatever transformers' version does.
-    transformers 5.24 checkpoints inside the layer's forward; 5.17 (the H200 image's) in the
-    layer's __call__, around the compiled code, and torch.utils.checkpoint runs the forward it
-    wraps with dynamo off: there the layers' forward ran eagerly, behind the checkpoint's
-    saved-tensor hooks (2,144 a step on the 8B shape, profiled; benchmarks/compile_check.py counts
-    them). The layer's own flag goes off (the Trainer must not turn it on again: trainables.train),
-    and its forward checkpoints itself while training. An earlier trial's such forward (a kept
-    base) goes first."""
-    drop_recompute_inside(layer)
-    if not layer.gradient_checkpointing:
-        return
+ALL_RECOMPUTED = 0.0  # torch's activation_memory_budget: keep as little as the backward allows
+NONE_RECOMPUTED = 1.0  # keep what the default partition keeps
+
+
+def recompute_by_compiler(layer: Any) -> None:
+    """A compiled layer recomputes (if preparation turned recompute on) the way the compiler does
+    it: the layer's own checkpoint flag goes off, and its compiled code is split into forward and
+    backward with torch's activation memory budget at 0, so the forward keeps as little as the
+    backward can rebuild from (the same bytes a checkpoint keeps, tests/test_compile.py). The
+    budget is torch's process-wide setting; it is set around each call of this layer's compiled
+    code, where the compiles happen, so each model keeps its own.
+
+    Why not a checkpoint: transformers 5.17 (the H200 image's) checkpoints around the compiled call,
+    and torch.utils.checkpoint runs what it wraps with dynamo off (the forward ran eagerly: 2,144
+    eager hooks a step on the 8B shape); and a checkpoint inside the compiled code failed to
+    compile on torch 2.11 (inductor's partitioner: "Node add_441 was invalid, but is output",
+    benchmarks/results/2026-12-02-trial-speed-merged-copy-bug). The Trainer must not turn the
+    flag on again (trainables.train)."""
+    budget = ALL_RECOMPUTED if layer.gradient_checkpointing else NONE_RECOMPUTED
     layer.gradient_checkpointing = False
-    eager = layer.forward  # the class's forward, bound
+    compiled = layer._compiled_call_impl  # nn.Module.compile's slot, called by the module's __call__
 
-    def forward(*args: Any, **kwargs: Any) -> Any:
-        if layer.training and torch.is_grad_enabled():
-            return torch.utils.checkpoint.checkpoint(functools.partial(eager, **kwargs), *args, use_reentrant=False)
-        return eager(*args, **kwargs)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with torch._functorch.config.patch(activation_memory_budget=budget):
+            return compiled(*args, **kwargs)
 
-    forward.recomputes_inside = True
-    layer.forward = forward
-
-
-def drop_recompute_inside(layer: Any) -> None:
-    """Undo recompute_inside: the class's forward again. (A deep copy shares the instance's
-    forward, which closes over the original layer: a merged copy must drop it.)"""
-    if getattr(layer.__dict__.get("forward"), "recomputes_inside", False):
-        del layer.forward
+    call.activation_memory_budget = budget
+    layer._compiled_call_impl = call
 
 
 REBOUND_METHODS = ("forward", "extra_repr", "_get_name")  # what training binds on a module's instance
@@ -182,10 +179,9 @@ REBOUND_METHODS = ("forward", "extra_repr", "_get_name")  # what training binds 
 def restore_own_forwards(model: Any) -> None:
     """Every module runs its class's own code again: what a training run put on the instances goes.
 
-    - compiled layers (compile_decoder_layers): a deep copy's compiled code calls the original
-      module's forward, so a merged copy must not keep it; nor a kept base whose next trial is
-      planned otherwise;
-    - recompute inside them (recompute_inside);
+    - compiled layers (compile_decoder_layers), their recompute with them: a deep copy's
+      compiled code calls the original module's forward, so a merged copy must not keep it; nor a
+      kept base whose next trial is planned otherwise;
     - TRL's fused LM head: SFTTrainer binds on the base model a forward that closes over the
       original model's own, so a deep copy's forward ran the 4-bit training model, not the copy's
       dense layers (every GPU trial's "merged copy" evaluation did until 2026-12-02;
