@@ -407,6 +407,11 @@ def warm_up(sides: list[Side], args: argparse.Namespace, seconds: float) -> floa
             compiled = dynamo_counts(since=compiled_before)
             if compiled["graphs"] or compiled["graph_breaks"]:  # what its first segment compiled, and where it broke
                 side.details.setdefault("compiled", compiled)
+            elif side.details.get("compile_layers") and "compiled" not in side.details:
+                # Its layers matched an earlier side's guards and ran that side's compiled code, which
+                # was split by that side's activation memory budget (dynamo does not guard on it)
+                side.details["compiled"] = {**compiled, "note": "no graph of its own: an earlier side's compiled "
+                                            "code (and its recompute) ran"}
             side.details.setdefault("warm_up_segment_s", []).append(round(time.perf_counter() - segment_started, 1))
     return time.perf_counter() - started
 

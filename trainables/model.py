@@ -95,7 +95,8 @@ def prepare_for_training(base: Any, gradient_checkpointing: bool, float32_dense_
 
     A base kept from an earlier trial of the same worker (trainables.warm) may have recompute on;
     preparation only ever turns it on, so a trial planned without it turns it off. What the earlier
-    trial bound on its modules (compiled layers, Liger's kernels) goes too: this trial binds its own.
+    trial bound on its modules (compiled layers, TRL's fused LM head, Liger's kernels) goes too: this
+    trial binds its own.
     """
     restore_own_forwards(base)  # a kept base: an earlier trial's compiled layers, TRL's and Liger's bindings go
     with checkpointing_rename_quiet():
@@ -153,7 +154,9 @@ def recompute_by_compiler(layer: Any) -> None:
     backward with torch's activation memory budget at 0, so the forward keeps as little as the
     backward can rebuild from (the same bytes a checkpoint keeps, tests/test_compile.py). The
     budget is torch's process-wide setting; it is set around each call of this layer's compiled
-    code, where the compiles happen, so each model keeps its own.
+    code, where the compiles happen. Dynamo does not guard on it: a model with another budget in
+    the same process, alike in all dynamo does guard on, would run the code compiled first. A trial
+    compiles afresh (`fresh`), and the benchmark's sides record when they compiled nothing of their own.
 
     Why not a checkpoint: transformers 5.17 (the H200 image's) checkpoints around the compiled call,
     and torch.utils.checkpoint runs what it wraps with dynamo off (the forward ran eagerly: 2,144
