@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from rouge_score import rouge_scorer
 import transformers
-from transformers import GenerationConfig
+from transformers import GenerationConfig, StoppingCriteriaList, StopStringCriteria
 
 from trainables.config import PromptConfig, TrialConfig
 from trainables.errors import ConfigError
@@ -124,6 +124,9 @@ def generate_summaries(
     masked positions change no greedy choice (tested against dynamic batches)."""
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     outputs: list[str] = [""] * len(prompts)
+    # Built once, not by generate for each batch: it scans the whole vocabulary (0.1-0.3 s a batch
+    # for SmolLM2's 49k tokens on a CPU core; ~0.8 s profiled on the H200's host)
+    stop_at_marker = StoppingCriteriaList([StopStringCriteria(tokenizer, [end_marker])])
     padding_side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # decoder-only: new tokens must follow each prompt directly
     was_training = model.training
@@ -145,8 +148,7 @@ def generate_summaries(
                     max_new_tokens=max_new_tokens,
                     do_sample=False,
                     use_cache=True,
-                    stop_strings=[end_marker],
-                    tokenizer=tokenizer,
+                    stopping_criteria=stop_at_marker,
                     pad_token_id=tokenizer.pad_token_id,
                     **cache,
                 )
