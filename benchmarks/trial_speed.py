@@ -39,10 +39,10 @@ The plain generation is timed on a subset and scaled to the full set (it is mark
 
 --profile-steps N: after the rounds and the evaluation, each side (or each --profile-side) trains
 N more steps under torch.profiler (after its untimed warm-up steps, so the Trainer's set-up is not
-in it), and with --profile-generation the qlora-sweep side generates one batch; `profile` gives,
-per side, the kernels' time by what they compute (4-bit dequantization, matmul, attention, LM head,
-optimizer, elementwise), the top kernels, how busy the GPU was, and from two more steps under
-CUDA's sync debug mode how often a step makes the host wait for the GPU, and at which lines. With
+in it); `profile` gives, per side, the kernels' time by what they compute (4-bit dequantization,
+matmul, attention, LM head, optimizer, elementwise), the top kernels, how busy the GPU was, and
+from two more steps under CUDA's sync debug mode how often a step makes the host wait for the GPU,
+and at which lines. With
 --host-profile, two more steps under cProfile say which Python functions the host's time goes to.
 
 --compiled-decoding-eval: the same for sides generating through the merged copy, with
@@ -55,9 +55,9 @@ cut to one new token (prefill) and the whole batch (so the time per decoded toke
 of --profile-new-tokens new tokens under torch.profiler (the GPU's share) and under cProfile (the
 host's time by Python function).
 
---continuous-batching-eval: the trial sides' ROUGE evaluation (and the profiled generation batch)
-also through transformers' continuous batching (`evaluation.continuous_batching`), timed beside
-the fixed batches, with its ROUGE-L (the same summaries give the same figure).
+--continuous-batching-eval: the trial sides' ROUGE evaluation also through transformers'
+continuous batching (`evaluation.continuous_batching`), timed beside the fixed batches, with its
+ROUGE-L (the same summaries give the same figure).
 
 --quality-seeds: plain and qlora-sweep (and each --quality-variant) train --quality-model (SmolLM2)
 alike: the same steps on the same examples in the same order, from the same LoRA initialization,
@@ -518,9 +518,8 @@ def measure_shape(args: argparse.Namespace, folder: Path, header: dict[str, Any]
     # the speed summary first, then the evaluation (a target too), then the profile (a diagnosis).
     by_name = {side.name: summarize_side(side, params) if side.tokens_per_s else {**side.details} for side in sides}
     result["sides"] = by_name
-    to_500 = EVAL_TARGET_DIALOGUES / len(data["prompts"])
     stage = {"rounds": args.rounds, "warm_up_s": round(warmed), "order": [side.name for side in sides],
-             "to_500": to_500, "eval_examples": len(data["prompts"])}
+             "eval_examples": len(data["prompts"])}
     result.update(summarized(by_name, args, stage, evaluated=False))
     write_result(args, header, result)
     if not args.skip_eval:
@@ -548,16 +547,13 @@ def summarized(by_name: dict[str, Any], args: argparse.Namespace, stage: dict[st
     plain_speed = by_name["plain"]["tokens_per_s"]
     equal_memory, one_gpu_best = best_sides(by_name)
     # Timed on --eval-examples dialogues; scaled to the 500 of the target when fewer (marked so)
-    to_500 = stage["to_500"]
-    evaluation_s, evaluation_path = fastest_evaluation({name: side for name, side in by_name.items() if name != "plain"},
-                                                       to_500)
+    to_500 = EVAL_TARGET_DIALOGUES / stage["eval_examples"]
+    trial_sides = {name: side for name, side in by_name.items() if name != "plain"}
+    evaluation_s, evaluation_path = fastest_evaluation(trial_sides, to_500)
     equal_memory_evaluation_s, equal_memory_evaluation_path = fastest_evaluation(
-        {name: side for name, side in by_name.items() if name != "plain" and within_plain_memory(by_name, name)},
-        to_500)
+        {name: side for name, side in trial_sides.items() if within_plain_memory(by_name, name)}, to_500)
     # What an evaluation costs once the first has compiled what it compiles (every later rung's)
-    later_rungs_s, later_rungs_path = fastest_evaluation(
-        {name: side for name, side in by_name.items() if name != "plain"}, to_500,
-        {**EVALUATION_PATHS, **LATER_RUNG_PATHS})
+    later_rungs_s, later_rungs_path = fastest_evaluation(trial_sides, to_500, {**EVALUATION_PATHS, **LATER_RUNG_PATHS})
     summary: dict[str, Any] = {
         "equal_memory_speedup": round(by_name[equal_memory]["tokens_per_s"] / plain_speed, 3) if equal_memory else None,
         "one_gpu_speedup": round(by_name[one_gpu_best]["tokens_per_s"] / plain_speed, 3),
@@ -1051,7 +1047,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="time the ROUGE evaluation of sides that generate through the merged copy also with "
                              "evaluation.compiled_decoding (a static cache transformers compiles)")
     parser.add_argument("--continuous-batching-eval", action="store_true",
-                        help="time (and profile) the ROUGE evaluation through continuous batching too")
+                        help="time the ROUGE evaluation through continuous batching too")
     parser.add_argument("--profile-steps", type=int, default=0,
                         help="after the rounds, profile each side for this many steps")
     parser.add_argument("--profile-side", action="append", default=[],
