@@ -9,9 +9,10 @@ Why it exists: on an H200 with transformers 5.17 a compiled 8B trial ran 2,144 e
 hooks a step, and the GPU stayed 26 % busy. transformers 5.17 checkpoints a decoder layer in its
 `__call__`, and torch.utils.checkpoint runs the forward it checkpoints with dynamo off, so with
 recompute the "compiled" layers' forward ran eagerly. A checkpoint moved inside the compiled code
-then failed to compile on torch 2.11. trainables.model.recompute_by_compiler turns the checkpoint
-off and lets the compiler recompute (torch's activation memory budget at 0); --transformers-checkpoint
-keeps transformers' own, to see the difference. A layer compiled whole runs one compiled call
+then failed to compile on torch 2.11 (it compiles on an H200 since 2026-12-02's third run).
+trainables.model.compile_decoder_layers turns the checkpoint off and lets the compiler recompute
+(InductorRecomputing: torch's activation memory budget at 0); --transformers-checkpoint keeps
+transformers' own, to see the difference (it fails on torch 2.11, on CPU too). A layer compiled whole runs one compiled call
 forward and one backward, and no eager hook. A compile that fails is written as the result's
 `error` (exit code 1).
 """
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="JSON file to write")
     parser.add_argument("--recompute", action="store_true", help="recompute activations, as a trial in a small share")
     parser.add_argument("--transformers-checkpoint", action="store_true",
-                        help="leave the checkpoint where transformers puts it (instead of recompute_by_compiler)")
+                        help="leave the checkpoint where transformers puts it (instead of the compiler's recompute)")
     args = parser.parse_args(argv)
     try:
         result = census(args.model, args.recompute, args.transformers_checkpoint)

@@ -131,14 +131,51 @@ def test_compiled_layers_turn_liger_off_and_asking_for_both_is_refused(monkeypat
         _plan(training=TrainingConfig(liger_kernels=True, compile_layers=True))
 
 
+def test_compiled_layers_keep_the_largest_tenth_of_their_activations_the_memory_holds():
+    """Where a compiled trial recomputes, what memory is left beside the recomputing micro-batch
+    keeps part of its activations instead (torch's activation memory budget): the largest tenth
+    whose predicted peak fits, so more memory keeps more and nothing kept overruns the budget."""
+    compiled = TrainingConfig(micro_batch_size=8, compile_layers=True, float32_dense_layers=False)
+    plans = {budget: _plan(budget_gb=budget, training=compiled) for budget in (14, 16, 18, 22)}
+    assert all(plan.gradient_checkpointing for plan in plans.values())
+    kept = [plans[budget].activations_kept for budget in (14, 16, 18, 22)]
+    assert kept == sorted(kept) and kept[0] < kept[-1] < 1 and kept[-1] > 0
+    for budget, plan in plans.items():
+        assert plan.predicted_peak_gb <= budget
+        if plan.activations_kept < 0.9:  # a tenth more would not have fitted
+            more = memory.predicted_peak_bytes(LLAMA_3_8B, HP, compiled, True, 2, plan.activations_kept + 0.1)
+            assert more > budget * GIB, budget
+    # The same memory, eager layers: a checkpoint recomputes whole layers, nothing partly kept
+    assert _plan(budget_gb=22, training=TrainingConfig(micro_batch_size=8, float32_dense_layers=False)
+                 ).activations_kept == 0.0
+    # Nothing recomputed: everything kept; a share that was asked for is kept as asked
+    assert _plan(budget_gb=80, training=compiled).activations_kept == 1.0
+    asked = compiled.model_copy(update={"activations_kept": 0.3})
+    assert _plan(budget_gb=16, training=asked).activations_kept == 0.3
+    trial = TrialConfig.planned(MODEL, DataConfig(), PromptConfig(), compiled, EvaluationConfig(), 3, HP, plans[18])
+    assert trial.training.activations_kept == plans[18].activations_kept
+
+
+def test_a_share_of_activations_kept_is_refused_for_eager_layers_and_outside_0_to_1():
+    with pytest.raises(ConfigError, match=r"^training.activations_kept: 0.5 applies to compiled layers"):
+        _plan(budget_gb=16, training=TrainingConfig(activations_kept=0.5))
+    with pytest.raises(ConfigError, match=r"^training.activations_kept: 0.5 applies to compiled layers"):
+        plan_memory(None, MODEL, TrainingConfig(activations_kept=0.5), EvaluationConfig(), HP, None)  # CPU too
+    for wrong in (1.5, -0.1, "half", True):
+        with pytest.raises(ValueError, match="must be auto or a number from 0 to 1"):
+            TrainingConfig(activations_kept=wrong)
+    assert TrainingConfig(activations_kept=1).activations_kept == 1.0
+
+
 def test_a_trial_is_given_its_sections_with_the_plans_decisions_and_never_an_auto():
     plan = _plan(budget_gb=16)
     trial = TrialConfig.planned(MODEL, DataConfig(), PromptConfig(), TrainingConfig(), EvaluationConfig(), 3, HP, plan)
     assert trial.training.gradient_checkpointing is plan.gradient_checkpointing is True
     assert (trial.evaluation.batch_size, trial.evaluation.merged_copy) == (plan.generation_batch_size, plan.merged_copy)
     assert trial.total_steps == 3 * TrainingConfig().steps_per_rung
-    with pytest.raises(ValueError, match="training.gradient_checkpointing, training.fused_lm_head, "
-                                         "training.liger_kernels, evaluation.merged_copy, evaluation.batch_size"):
+    with pytest.raises(ValueError, match="training.gradient_checkpointing, training.activations_kept, "
+                                         "training.fused_lm_head, training.liger_kernels, evaluation.merged_copy, "
+                                         "evaluation.batch_size"):
         TrialConfig(model=MODEL, data=DataConfig(), prompt=PromptConfig(), training=TrainingConfig(),
                     evaluation=EvaluationConfig(), max_rungs=3, hyperparameters=HP, plan=plan)
     assert isinstance(trial.plan, MemoryPlan)

@@ -147,10 +147,17 @@ def dense_layer_bytes(training: TrainingConfig, compute_dtype_bytes: int) -> int
 
 
 def predicted_peak_bytes(shape: dict[str, Any], hp: TrialHyperparameters, training: TrainingConfig,
-                         gradient_checkpointing: bool, compute_dtype_bytes: int = 2) -> float:
+                         gradient_checkpointing: bool, compute_dtype_bytes: int = 2, activations_kept: float = 0.0) -> float:
+    """`activations_kept` (with recompute): the share of what recompute saves that is kept after
+    all. torch's activation memory budget is that share by its definition (the partitioner's
+    saved bytes, between what full recompute keeps and what none keeps), so the bytes between the
+    two estimates scale with it."""
     tokens = training.micro_batch_size * hp.max_length
+    activations = activation_bytes_per_token(shape, gradient_checkpointing)
+    if gradient_checkpointing and activations_kept:
+        activations += activations_kept * (activation_bytes_per_token(shape, False) - activations)
     return (weight_bytes(shape, dense_layer_bytes(training, compute_dtype_bytes)) + lora_bytes(shape, hp) + HEADROOM_BYTES
-            + tokens * activation_bytes_per_token(shape, gradient_checkpointing))
+            + tokens * activations)
 
 
 def generation_bytes_per_sequence(shape: dict[str, Any], hp: TrialHyperparameters, evaluation: EvaluationConfig,
@@ -163,10 +170,13 @@ def generation_bytes_per_sequence(shape: dict[str, Any], hp: TrialHyperparameter
 def plan_memory(shape: dict[str, Any] | None, model: ModelConfig, training: TrainingConfig,
                 evaluation: EvaluationConfig, hp: TrialHyperparameters, gpu: GpuRequest | None) -> MemoryPlan:
     """Every memory decision of one trial; `gpu` None: it trains on CPUs (no shape needed)."""
+    _check_activations_kept(training)
     if gpu is None:
+        checkpointing = _given(training.gradient_checkpointing, False)  # compute, not memory, limits a CPU
         return MemoryPlan(
             gpu_share=0.0, memory_budget_gb=None, predicted_peak_gb=None,
-            gradient_checkpointing=_given(training.gradient_checkpointing, False),  # compute, not memory, limits a CPU
+            gradient_checkpointing=checkpointing,
+            activations_kept=_given(training.activations_kept, 0.0) if checkpointing else 1.0,
             fused_lm_head=_given(training.fused_lm_head, False),  # its torch fallback is slower than full logits
             liger_kernels=_cpu_liger(training),
             micro_batch_size=training.micro_batch_size,
@@ -186,7 +196,8 @@ def plan_memory(shape: dict[str, Any] | None, model: ModelConfig, training: Trai
     # growth would ask for a larger share and so fewer trials at once.
     grow = _given(training.grow_micro_batch, not packed or gpu.budget_bytes is not None)
     training, checkpointing = sized_micro_batch(shape, hp, training, dtype_bytes, room, grow)
-    peak = predicted_peak_bytes(shape, hp, training, checkpointing, dtype_bytes)
+    kept = activations_kept(shape, hp, training, checkpointing, dtype_bytes, room)
+    peak = predicted_peak_bytes(shape, hp, training, checkpointing, dtype_bytes, kept)
     if packed:
         if peak > whole:
             raise ConfigError(
@@ -215,7 +226,7 @@ def plan_memory(shape: dict[str, Any] | None, model: ModelConfig, training: Trai
     batch = _given(evaluation.batch_size, max(1, min(MAX_GENERATION_BATCH, int(room_for_sequences / per_sequence))))
     return MemoryPlan(
         gpu_share=share, memory_budget_gb=budget / GIB, predicted_peak_gb=peak / GIB,
-        gradient_checkpointing=checkpointing, fused_lm_head=_given(training.fused_lm_head, True),
+        gradient_checkpointing=checkpointing, activations_kept=kept, fused_lm_head=_given(training.fused_lm_head, True),
         liger_kernels=_gpu_liger(training, checkpointing),
         micro_batch_size=training.micro_batch_size, gradient_accumulation_steps=training.gradient_accumulation_steps,
         merged_copy=merged, generation_batch_size=batch,
@@ -244,6 +255,35 @@ def sized_micro_batch(shape: dict[str, Any], hp: TrialHyperparameters, training:
             if predicted_peak_bytes(shape, hp, candidate, recompute, compute_dtype_bytes) <= room:
                 return candidate, recompute
     return training, _given(training.gradient_checkpointing, True)
+
+
+KEPT_STEP = 0.1  # activations_kept's auto in tenths: the estimates are not finer than that
+
+
+def activations_kept(shape: dict[str, Any], hp: TrialHyperparameters, training: TrainingConfig, checkpointing: bool,
+                     compute_dtype_bytes: int, room: float) -> float:
+    """The share of recomputable activations a recomputing trial keeps (training.activations_kept).
+    auto, for compiled layers: the largest tenth whose predicted peak fits `room`, what the memory
+    left beside the recomputing micro-batch holds; 0 where nothing more fits, and always 0 for
+    eager layers, whose checkpoint recomputes whole layers. 1 for a trial that does not recompute."""
+    if not checkpointing:
+        return 1.0
+    if training.activations_kept != "auto":
+        return training.activations_kept
+    if not training.compile_layers:
+        return 0.0
+    tenths = round(1 / KEPT_STEP)
+    for step in range(tenths - 1, 0, -1):  # 1.0 would be no recompute, which the micro-batch's sizing tried first
+        if predicted_peak_bytes(shape, hp, training, True, compute_dtype_bytes, step / tenths) <= room:
+            return step / tenths
+    return 0.0
+
+
+def _check_activations_kept(training: TrainingConfig) -> None:
+    if training.activations_kept != "auto" and not training.compile_layers:
+        raise ConfigError(f"training.activations_kept: {training.activations_kept:g} applies to compiled layers (a "
+                          "checkpoint recomputes whole layers); set training.compile_layers: true, or "
+                          "activations_kept: auto")
 
 
 def _cpu_accumulation(training: TrainingConfig) -> int:

@@ -115,11 +115,12 @@ def prepare_for_training(base: Any, gradient_checkpointing: bool, float32_dense_
         return base
 
 
-def compile_decoder_layers(model: Any, fresh: bool = True) -> None:
+def compile_decoder_layers(model: Any, fresh: bool = True, activations_kept: float = 0.0) -> None:
     """torch.compile each decoder layer in place, the repeated block (regional compilation): the
     layers share one compiled code, so it compiles once, not 32 times, and a checkpoint or the
     state dict sees the same modules. Dynamic shapes: a padding-free micro-batch's length changes
-    every step. Recompute stays as planned, done by the compiler (recompute_by_compiler).
+    every step. Recompute stays as planned, done by the compiler (InductorRecomputing), keeping
+    `activations_kept` of what it could recompute.
 
     Why: on an H200 a trial's steps kept the GPU busy about 30 % of their time at equal memory (40 %
     on a whole GPU): per layer, the host dispatches hundreds of small ops through Python (peft's
@@ -139,41 +140,42 @@ def compile_decoder_layers(model: Any, fresh: bool = True) -> None:
     if not layers:
         raise ConfigError(f"training.compile_layers: {type(model).__name__} has no decoder layers transformers "
                           "marks as repeated blocks (GradientCheckpointingLayer); set it to false")
+    # One backend for all the layers: dynamo keeps compiled code per backend, so they share one code.
+    backend = InductorRecomputing(activations_kept if layers[0].gradient_checkpointing else NONE_RECOMPUTED)
     for layer in layers:
-        layer.compile(dynamic=True)
-        recompute_by_compiler(layer)
+        layer.gradient_checkpointing = False  # the compiler recomputes instead (InductorRecomputing)
+        layer.compile(dynamic=True, backend=backend)
 
 
-ALL_RECOMPUTED = 0.0  # torch's activation_memory_budget: keep as little as the backward allows
-NONE_RECOMPUTED = 1.0  # keep what the default partition keeps
+NONE_RECOMPUTED = 1.0  # torch's activation_memory_budget: keep what the default partition keeps
 
 
-def recompute_by_compiler(layer: Any) -> None:
-    """A compiled layer recomputes (if preparation turned recompute on) the way the compiler does
-    it: the layer's own checkpoint flag goes off, and its compiled code is split into forward and
-    backward with torch's activation memory budget at 0, so the forward keeps as little as the
-    backward can rebuild from (the same bytes a checkpoint keeps, tests/test_compile.py). The
-    budget is torch's process-wide setting; it is set around each call of this layer's compiled
-    code, where the compiles happen. Dynamo does not guard on it: a model with another budget in
-    the same process, alike in all dynamo does guard on, would run the code compiled first. A trial
-    compiles afresh (`fresh`), and the benchmark's sides record when they compiled nothing of their own.
+class InductorRecomputing:
+    """torch.compile's inductor backend, splitting the compiled layer into forward and backward
+    with torch's activation memory budget at `activations_kept`: 0 keeps as little as the backward
+    can rebuild from (the bytes a checkpoint keeps, tests/test_compile.py), 1 what the default
+    partition keeps; between, the share of the difference (the partitioner's own definition).
 
-    Why not a checkpoint: transformers 5.17 (the H200 image's) checkpoints around the compiled call,
-    and torch.utils.checkpoint runs what it wraps with dynamo off (the forward ran eagerly: 2,144
-    eager hooks a step on the 8B shape); and a checkpoint inside the compiled code failed to
-    compile on torch 2.11 (inductor's partitioner: "Node add_441 was invalid, but is output",
-    benchmarks/results/2026-12-02-trial-speed-merged-copy-bug). The Trainer must not turn the
-    flag on again (trainables.train)."""
-    budget = ALL_RECOMPUTED if layer.gradient_checkpointing else NONE_RECOMPUTED
-    layer.gradient_checkpointing = False
-    compiled = layer._compiled_call_impl  # nn.Module.compile's slot, called by the module's __call__
+    Why not a checkpoint: transformers 5.17 (the H200 image's) checkpoints around the compiled call
+    from the layer's flag, and torch.utils.checkpoint runs what it wraps with dynamo off (the forward
+    ran eagerly: 2,144 eager hooks a step on the 8B shape); and a checkpoint inside the compiled code
+    failed to compile on torch 2.11 (inductor's partitioner: "Node add_441 was invalid, but is
+    output", benchmarks/results/2026-12-02-trial-speed-merged-copy-bug). So the layer's flag goes
+    off and the Trainer must not turn it on again (trainables.train).
 
-    def call(*args: Any, **kwargs: Any) -> Any:
-        with torch._functorch.config.patch(activation_memory_budget=budget):
-            return compiled(*args, **kwargs)
+    Why a backend of its own: the budget is torch's process-wide setting, read when the partition
+    is made, and dynamo does not guard on it; it does keep compiled code per backend object, so a
+    model compiled with another budget in the same process compiles its own code instead of running
+    the first one's (tests/test_compile.py)."""
 
-    call.activation_memory_budget = budget
-    layer._compiled_call_impl = call
+    def __init__(self, activations_kept: float) -> None:
+        self.activations_kept = activations_kept
+
+    def __call__(self, graph: Any, example_inputs: Any) -> Any:
+        from torch._inductor.compile_fx import compile_fx  # what torch.compile's default backend calls
+
+        with torch._functorch.config.patch(activation_memory_budget=self.activations_kept):
+            return compile_fx(graph, example_inputs)
 
 
 REBOUND_METHODS = ("forward", "extra_repr", "_get_name")  # what training binds on a module's instance

@@ -73,7 +73,7 @@ def _sft_config(output_dir: str, total_steps: int, training: TrainingConfig, hp:
         optim=training.optimizer,
         seed=training.seed,
         # Decided by the trial's memory plan. Compiled layers recompute as the compiler splits them
-        # (trainables.model.recompute_by_compiler); the Trainer turning it on would wrap them in an eager checkpoint.
+        # (trainables.model.InductorRecomputing); the Trainer turning it on would wrap them in an eager checkpoint.
         gradient_checkpointing=training.gradient_checkpointing and not training.compile_layers,
         padding_free=training.padding_free,
         gradient_checkpointing_kwargs={"use_reentrant": False},

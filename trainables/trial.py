@@ -54,7 +54,7 @@ def run_trial(trial: TrialConfig, started: float | None = None) -> None:
     set_seed(trial.training.seed)
     model = attach_lora(prepared, hp)
     if trial.training.compile_layers:
-        compile_decoder_layers(model)  # the host, not the GPU, limits an eager step
+        compile_decoder_layers(model, activations_kept=trial.training.activations_kept)  # the host limits an eager step
     warm.remember_adapted(model)
     initial_adapter = adapter_state(model)  # where an out-of-memory retry with no checkpoint restarts
 
