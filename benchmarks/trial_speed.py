@@ -283,13 +283,15 @@ def trial_plan(path: Path, training: TrainingConfig, evaluation: EvaluationConfi
 
 
 def trial_model(path: Path, plan: MemoryPlan, max_length: int, seed: int, attention: str = "auto",
-                lora: dict[str, Any] = LORA, float32_dense_layers: bool = True, compile_layers: bool = False) -> Any:
+                lora: dict[str, Any] = LORA, float32_dense_layers: bool = True, compile_layers: bool = False,
+                activations_kept: float = 0.0) -> Any:
     base = load_quantized_model(ModelConfig(name_or_path=str(path), attention=attention))
     torch.manual_seed(seed)
     hp = TrialHyperparameters(**lora, learning_rate=1e-4, max_length=max_length)
     model = attach_lora(prepare_for_training(base, plan.gradient_checkpointing, float32_dense_layers), hp)
     if compile_layers:
-        compile_decoder_layers(model, fresh=False)  # the other sides' compiled code stays (they share the process)
+        # fresh=False: the other sides' compiled code stays (they share the process)
+        compile_decoder_layers(model, fresh=False, activations_kept=activations_kept)
     return model
 
 
@@ -408,10 +410,9 @@ def warm_up(sides: list[Side], args: argparse.Namespace, seconds: float) -> floa
             if compiled["graphs"] or compiled["graph_breaks"]:  # what its first segment compiled, and where it broke
                 side.details.setdefault("compiled", compiled)
             elif side.details.get("compile_layers") and "compiled" not in side.details:
-                # Its layers matched an earlier side's guards and ran that side's compiled code, which
-                # was split by that side's activation memory budget (dynamo does not guard on it)
-                side.details["compiled"] = {**compiled, "note": "no graph of its own: an earlier side's compiled "
-                                            "code (and its recompute) ran"}
+                # Each model's layers compile with a backend of their own (InductorRecomputing), so a
+                # compiled side that compiled nothing ran code it did not compile: say so
+                side.details["compiled"] = {**compiled, "note": "no graph of its own: code compiled before ran"}
             side.details.setdefault("warm_up_segment_s", []).append(round(time.perf_counter() - segment_started, 1))
     return time.perf_counter() - started
 
@@ -437,7 +438,8 @@ def trial_side(path: Path, data: dict[str, Any], tokenizer: Any, args: argparse.
     plan = trial_plan(path, training, evaluation, budget_gb, args.max_length)
     decided = plan.decide_training(training)
     model = trial_model(path, plan, args.max_length, seed=0, attention=attention,
-                        float32_dense_layers=decided.float32_dense_layers, compile_layers=decided.compile_layers)
+                        float32_dense_layers=decided.float32_dense_layers, compile_layers=decided.compile_layers,
+                        activations_kept=decided.activations_kept)
     train = lambda steps, warmup, around=None: trial_train(  # noqa: E731
         model, data["train"], tokenizer, decided, steps, warmup, 1e-4, args.max_length, folder / "trainer",
         around=around)
@@ -446,7 +448,7 @@ def trial_side(path: Path, data: dict[str, Any], tokenizer: Any, args: argparse.
                          "padding_free": decided.padding_free, "fused_lm_head": plan.fused_lm_head,
                          "liger_kernels": plan.liger_kernels, "float32_dense_layers": decided.float32_dense_layers,
                          "gradient_accumulation_steps": decided.gradient_accumulation_steps,
-                         "compile_layers": decided.compile_layers,
+                         "compile_layers": decided.compile_layers, "activations_kept": decided.activations_kept,
                          "memory_budget_gb": plan.memory_budget_gb, "predicted_peak_gb": plan.predicted_peak_gb,
                          "attention": attention, "settings": settings})
     side.plan = plan
@@ -719,9 +721,10 @@ def measure_quality(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                 training = TrainingConfig(**{"micro_batch_size": args.micro_batch_size, "seed": seed,
                                              "lr_scheduler": "constant", **settings})
                 plan = trial_plan(path, training, EvaluationConfig(), None, args.max_length)
+                decided = plan.decide_training(training)
                 model = trial_model(path, plan, args.max_length, seed, attention, QUALITY_LORA,
-                                    training.float32_dense_layers, training.compile_layers)
-                trial_train(model, rows, tokenizer, plan.decide_training(training), args.quality_steps, 0,
+                                    decided.float32_dense_layers, decided.compile_layers, decided.activations_kept)
+                trial_train(model, rows, tokenizer, decided, args.quality_steps, 0,
                             learning_rate, args.max_length, folder / f"quality-{seed}-{len(run)}", in_order=True)
             run[name] = quality_scoring(args, tokenizer).rouge(model, data["prompts"], data["references"])["rougeL"]
             adapter = {key: p.detach().float().cpu() for key, p in model.named_parameters() if "lora_" in key}

@@ -15,35 +15,42 @@ cache=(${MODEL_CACHE:+--model-cache "$MODEL_CACHE"})
 whole_gpu=micro_batch_size=16,memory_budget_gb=null
 mkdir -p "$out"
 if [ -z "$only" ] || [ "$only" = 8b ]; then
-    # Seven sides (the 2026-12-02 run of seven took 21 min with the GPU tests and compile checks before
-    # it): plain, the defaults at equal memory and on one GPU; bf16 dense layers with compiled layers
-    # (recomputed by the compiler) at equal memory, at plain's micro-batch of 8 and at 32 (the step is
-    # host-bound: the planner predicts 17.1 GB for 32, within plain's 17.5; the side counts as equal
-    # memory only if its measured own peak is within plain's); on one GPU the best without compiling
-    # (FlexAttention, Liger, bf16 dense layers) and FlexAttention with compiled layers (no recompute;
-    # Liger cannot be compiled: the planner turns it off). The two compiled sides differ in attention:
-    # dynamo does not guard on the compiler's recompute, so two compiled sides alike but for it could
-    # share one compiled code (a side that compiled nothing says so in its `compiled`). ROUGE on
-    # all 500 dialogues for the one-GPU defaults (merged copy): fixed batches, then compiled decoding
-    # twice (first use, and a later rung's), before the profile (a target comes before a diagnosis).
-    # The profile covers plain and the compiled sides' training, and one generation batch of the
-    # one-GPU defaults.
+    # Eight sides (the 2026-12-02 third run of seven took 15 min after the GPU tests): plain, the
+    # defaults at equal memory and on one GPU; at equal memory, bf16 dense layers with compiled layers
+    # recomputed by the compiler keeping none of the recomputable activations (1.77x in that run), and
+    # with FlexAttention keeping the share the planner fits (activations_kept: auto) and half
+    # (the side counts as equal memory only if its measured own peak is within plain's); on one GPU
+    # the best without compiling (FlexAttention, Liger, bf16 dense layers) and FlexAttention with
+    # compiled layers (no recompute; Liger cannot be compiled: the planner turns it off). Every
+    # compiled model compiles its own code (a backend each: dynamo does not guard on the recompute).
+    # ROUGE on all 500 dialogues for the one-GPU defaults (merged copy): fixed batches, then compiled
+    # decoding twice (first use, and a later rung's), before the profile (a target comes before a
+    # diagnosis). The profile covers plain, the half-kept side and the one-GPU compiled side's
+    # training, and one generation batch of the one-GPU defaults.
     compiled="float32_dense_layers=false,compile_layers=true"
     flex_compiled="attention=flex_attention,$compiled"
     best_one_gpu="attention=flex_attention,liger_kernels=true,float32_dense_layers=false"
     python3 benchmarks/trial_speed.py --shape llama3-8b --data "$data" --tokenizer "$smollm2" "${cache[@]}" \
         --out "$out/trial_speed_llama3-8b.json" --rounds 4 --profile-steps 3 --host-profile ${SKIP_EVAL:+--skip-eval} \
         --eval-examples 500 --compiled-decoding-eval --eval-side one_gpu --profile-generation one_gpu \
-        --variant "$compiled" \
-        --variant "$compiled,micro_batch_size=32" \
+        --variant "$compiled,activations_kept=0" \
+        --variant "$flex_compiled" \
+        --variant "$flex_compiled,activations_kept=0.5" \
         --variant "$best_one_gpu,$whole_gpu" \
         --variant "$flex_compiled,$whole_gpu" \
-        --profile-side plain --profile-side "variant $compiled" --profile-side "variant $flex_compiled,$whole_gpu"
+        --profile-side plain --profile-side "variant $flex_compiled,activations_kept=0.5" \
+        --profile-side "variant $flex_compiled,$whole_gpu"
 fi
 if [ -z "$only" ] || [ "$only" = 1b ]; then
+    # The 2026-12-02 run had no Flex or compiled side, and SDPA's dense mask was 30-47 % of its kernels.
+    compiled="float32_dense_layers=false,compile_layers=true"
     python3 benchmarks/trial_speed.py --shape llama3.2-1b --data "$data" --tokenizer "$smollm2" "${cache[@]}" \
         --out "$out/trial_speed_llama3.2-1b.json" --micro-batch-size 16 --one-gpu-micro-batch-size 32 \
-        --profile-steps 3 ${SKIP_EVAL:+--skip-eval} --variant liger_kernels=true
+        --profile-steps 3 ${SKIP_EVAL:+--skip-eval} --variant liger_kernels=true \
+        --variant attention=flex_attention \
+        --variant "attention=flex_attention,$compiled" \
+        --variant "attention=flex_attention,$compiled,micro_batch_size=32,memory_budget_gb=null" \
+        --profile-side qlora_sweep --profile-side "variant attention=flex_attention,$compiled"
 fi
 if [ "${QUALITY:-0}" = 1 ] || [ "$only" = quality ]; then
     python3 benchmarks/trial_speed.py --quality-only --data "$data" --tokenizer "$smollm2" \
