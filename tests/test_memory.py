@@ -148,6 +148,9 @@ def test_compiled_layers_keep_the_largest_tenth_of_their_activations_the_memory_
     # The same memory, eager layers: a checkpoint recomputes whole layers, nothing partly kept
     assert _plan(budget_gb=22, training=TrainingConfig(micro_batch_size=8, float32_dense_layers=False)
                  ).activations_kept == 0.0
+    # Trials packed by memory keep none: what they kept would ask for a larger share, fewer at once
+    packed = _plan(gpus_per_trial="auto", training=compiled.model_copy(update={"gradient_checkpointing": True}))
+    assert (packed.gradient_checkpointing, packed.activations_kept) == (True, 0.0) and packed.gpu_share < 0.2
     # Nothing recomputed: everything kept; a share that was asked for is kept as asked
     assert _plan(budget_gb=80, training=compiled).activations_kept == 1.0
     asked = compiled.model_copy(update={"activations_kept": 0.3})

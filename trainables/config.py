@@ -257,8 +257,9 @@ class TrainingConfig(Section):
         description="Where a trial with compiled layers recomputes (gradient_checkpointing), the share of the "
         "recomputable activations its forward keeps for the backward instead of recomputing them: torch's "
         "activation memory budget for the compiled layers, 0 (keep only what the backward cannot rebuild: the "
-        "bytes a checkpoint keeps) to 1 (recompute nothing). More kept, less recompute, more memory. auto: the "
-        "largest share, in tenths, whose predicted peak fits the trial's memory; 0 on CPU. Only with compile_layers "
+        "bytes a checkpoint keeps) to 1 (recompute nothing). More kept, less recompute, more memory. auto: for a "
+        "trial with a memory of its own, the largest share, in tenths, whose predicted peak fits it; 0 for trials "
+        "packed by memory (keeping more would ask for a larger share) and on CPU. Only with compile_layers "
         "(a checkpoint recomputes whole layers). On an H200 (Llama-3-8B shape, bf16 dense layers, micro-batch 8) "
         "the compiled layers at 0 trained 1.77x the plain recipe in 8.5 GB of its 17.5; other shares not yet measured.",
     )

@@ -196,7 +196,7 @@ def plan_memory(shape: dict[str, Any] | None, model: ModelConfig, training: Trai
     # growth would ask for a larger share and so fewer trials at once.
     grow = _given(training.grow_micro_batch, not packed or gpu.budget_bytes is not None)
     training, checkpointing = sized_micro_batch(shape, hp, training, dtype_bytes, room, grow)
-    kept = activations_kept(shape, hp, training, checkpointing, dtype_bytes, room)
+    kept = activations_kept(shape, hp, training, checkpointing, dtype_bytes, room if grow else None)
     peak = predicted_peak_bytes(shape, hp, training, checkpointing, dtype_bytes, kept)
     if packed:
         if peak > whole:
@@ -261,16 +261,18 @@ KEPT_STEP = 0.1  # activations_kept's auto in tenths: the estimates are not fine
 
 
 def activations_kept(shape: dict[str, Any], hp: TrialHyperparameters, training: TrainingConfig, checkpointing: bool,
-                     compute_dtype_bytes: int, room: float) -> float:
+                     compute_dtype_bytes: int, room: float | None) -> float:
     """The share of recomputable activations a recomputing trial keeps (training.activations_kept).
     auto, for compiled layers: the largest tenth whose predicted peak fits `room`, what the memory
     left beside the recomputing micro-batch holds; 0 where nothing more fits, and always 0 for
-    eager layers, whose checkpoint recomputes whole layers. 1 for a trial that does not recompute."""
+    eager layers, whose checkpoint recomputes whole layers, and for trials packed by memory (`room`
+    None: what they keep would ask for a larger share, so fewer trials at once, as a larger
+    micro-batch would). 1 for a trial that does not recompute."""
     if not checkpointing:
         return 1.0
     if training.activations_kept != "auto":
         return training.activations_kept
-    if not training.compile_layers:
+    if not training.compile_layers or room is None:
         return 0.0
     tenths = round(1 / KEPT_STEP)
     for step in range(tenths - 1, 0, -1):  # 1.0 would be no recompute, which the micro-batch's sizing tried first
