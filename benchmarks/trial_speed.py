@@ -716,16 +716,14 @@ def measure_quality(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                 plain_train(model, rows, tokenizer, args.micro_batch_size, args.quality_steps, 0, learning_rate, seed,
                             shuffle=False)
             else:
-                settings = dict(settings)
-                attention = settings.pop("attention", "auto")
-                training = TrainingConfig(**{"micro_batch_size": args.micro_batch_size, "seed": seed,
-                                             "lr_scheduler": "constant", **settings})
-                plan = trial_plan(path, training, EvaluationConfig(), None, args.max_length)
-                decided = plan.decide_training(training)
-                model = trial_model(path, plan, args.max_length, seed, attention, QUALITY_LORA,
-                                    decided.float32_dense_layers, decided.compile_layers, decided.activations_kept)
-                trial_train(model, rows, tokenizer, decided, args.quality_steps, 0,
-                            learning_rate, args.max_length, folder / f"quality-{seed}-{len(run)}", in_order=True)
+                try:
+                    model = quality_trial(args, path, settings, seed, rows, tokenizer, learning_rate,
+                                          folder / f"quality-{seed}-{len(run)}")
+                except Exception as error:  # noqa: BLE001 - a variant that fails (a kernel, a compile) is a result
+                    run.setdefault("errors", {})[name] = _error_text(error)
+                    log(f"quality seed {seed} {name}: {run['errors'][name]}")
+                    _free()
+                    continue
             run[name] = quality_scoring(args, tokenizer).rouge(model, data["prompts"], data["references"])["rougeL"]
             adapter = {key: p.detach().float().cpu() for key, p in model.named_parameters() if "lora_" in key}
             if settings is None:
@@ -741,12 +739,29 @@ def measure_quality(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             Path(args.out).with_suffix(".quality.json").write_text(json.dumps(runs, indent=1))
     return {
         "runs": runs,
-        "within_half_a_point": {name: all(abs(run["minus_plain"][name]) <= QUALITY_TOLERANCE for run in runs)
+        "within_half_a_point": {name: all(name in run and abs(run["minus_plain"][name]) <= QUALITY_TOLERANCE
+                                          for run in runs)
                                 for name in sides if name != "plain"},
         "tolerance_rougeL": QUALITY_TOLERANCE,
         "steps": args.quality_steps, "micro_batch_size": args.micro_batch_size, "learning_rate": learning_rate,
         "validation_examples": len(data["prompts"]),
     }
+
+
+def quality_trial(args: argparse.Namespace, path: Path, settings: dict[str, Any], seed: int, rows: Any,
+                  tokenizer: Any, learning_rate: float, folder: Path) -> Any:
+    """qlora-sweep's trial with `settings`, trained on `rows` in order, as measure_quality's sides are."""
+    settings = dict(settings)
+    attention = settings.pop("attention", "auto")
+    training = TrainingConfig(**{"micro_batch_size": args.micro_batch_size, "seed": seed,
+                                 "lr_scheduler": "constant", **settings})
+    plan = trial_plan(path, training, EvaluationConfig(), None, args.max_length)
+    decided = plan.decide_training(training)
+    model = trial_model(path, plan, args.max_length, seed, attention, QUALITY_LORA,
+                        decided.float32_dense_layers, decided.compile_layers, decided.activations_kept)
+    trial_train(model, rows, tokenizer, decided, args.quality_steps, 0, learning_rate, args.max_length, folder,
+                in_order=True)
+    return model
 
 
 def quality_scoring(args: argparse.Namespace, tokenizer: Any) -> RougeEvaluation:

@@ -17,28 +17,27 @@ mkdir -p "$out"
 if [ -z "$only" ] || [ "$only" = 8b ]; then
     # Eight sides (the 2026-12-02 third run of seven took 15 min after the GPU tests): plain, the
     # defaults at equal memory and on one GPU; at equal memory, bf16 dense layers with compiled layers
-    # recomputed by the compiler keeping none of the recomputable activations (1.77x in that run), and
-    # with FlexAttention keeping the share the planner fits (activations_kept: auto) and half
-    # (the side counts as equal memory only if its measured own peak is within plain's); on one GPU
-    # the best without compiling (FlexAttention, Liger, bf16 dense layers) and FlexAttention with
-    # compiled layers (no recompute; Liger cannot be compiled: the planner turns it off). Every
-    # compiled model compiles its own code (a backend each: dynamo does not guard on the recompute).
-    # ROUGE on all 500 dialogues for the one-GPU defaults (merged copy): fixed batches, then compiled
-    # decoding twice (first use, and a later rung's), before the profile (a target comes before a
-    # diagnosis). The profile covers plain, the half-kept side and the one-GPU compiled side's
-    # training, and one generation batch of the one-GPU defaults.
+    # recomputed by the compiler keeping none of the recomputable activations (SDPA, mb 8: 1.77x in
+    # that run), then with FlexAttention (attention within each example only, so its cost grows
+    # with the micro-batch, not its square) at micro-batches 8, 16 and 32, each keeping the share of
+    # activations that run's peaks say fits plain's 17.5 GB (own peak about 6.8 GB + 0.22 GB an
+    # example recomputing, + 1.9 GB an example per whole share kept: 0.5, 0.2 and 0); on one GPU
+    # FlexAttention with compiled layers without recompute (3.19x in that run). A side counts as
+    # equal memory only if its measured own peak is within plain's. Every compiled model compiles its
+    # own code (a backend each: dynamo does not guard on the recompute). ROUGE on all 500 dialogues
+    # for the one-GPU defaults (merged copy, fixed batches: 49.0 s in that run; compiled decoding is
+    # not timed again). The profile covers the mb-16 FlexAttention side and the one-GPU compiled side.
     compiled="float32_dense_layers=false,compile_layers=true"
     flex_compiled="attention=flex_attention,$compiled"
-    best_one_gpu="attention=flex_attention,liger_kernels=true,float32_dense_layers=false"
     python3 benchmarks/trial_speed.py --shape llama3-8b --data "$data" --tokenizer "$smollm2" "${cache[@]}" \
-        --out "$out/trial_speed_llama3-8b.json" --rounds 4 --profile-steps 3 --host-profile ${SKIP_EVAL:+--skip-eval} \
-        --eval-examples 500 --compiled-decoding-eval --eval-side one_gpu --profile-generation one_gpu \
+        --out "$out/trial_speed_llama3-8b.json" --rounds 4 --profile-steps 3 ${SKIP_EVAL:+--skip-eval} \
+        --eval-examples 500 --eval-side one_gpu \
         --variant "$compiled,activations_kept=0" \
-        --variant "$flex_compiled" \
         --variant "$flex_compiled,activations_kept=0.5" \
-        --variant "$best_one_gpu,$whole_gpu" \
+        --variant "$flex_compiled,micro_batch_size=16,activations_kept=0.2" \
+        --variant "$flex_compiled,micro_batch_size=32,activations_kept=0" \
         --variant "$flex_compiled,$whole_gpu" \
-        --profile-side plain --profile-side "variant $flex_compiled,activations_kept=0.5" \
+        --profile-side "variant $flex_compiled,micro_batch_size=16,activations_kept=0.2" \
         --profile-side "variant $flex_compiled,$whole_gpu"
 fi
 if [ -z "$only" ] || [ "$only" = 1b ]; then
@@ -56,5 +55,7 @@ if [ "${QUALITY:-0}" = 1 ] || [ "$only" = quality ]; then
     python3 benchmarks/trial_speed.py --quality-only --data "$data" --tokenizer "$smollm2" \
         --out "$out/trial_speed_quality.json" --quality-model "$smollm2" --quality-seeds 0 1 \
         --quality-steps 60 --micro-batch-size 16 --quality-variant float32_dense_layers=false \
-        --quality-variant float32_dense_layers=false,compile_layers=true --quality-variant liger_kernels=true
+        --quality-variant float32_dense_layers=false,compile_layers=true \
+        --quality-variant attention=flex_attention,float32_dense_layers=false,compile_layers=true,gradient_checkpointing=true,activations_kept=0.2 \
+        --quality-variant liger_kernels=true
 fi
