@@ -329,7 +329,8 @@ def trial_train(model: Any, rows: Any, tokenizer: Any, training: TrainingConfig,
                                 total_steps=warmup + steps, eval_batch_size=8, output_dir=str(folder),
                                 callbacks=[clock])
         if in_order:
-            trainer._get_train_sampler = lambda *args, **kwargs: SequentialSampler(rows)
+            # the Trainer's own rows: packed (training.packing) they are fewer than `rows`
+            trainer._get_train_sampler = lambda *args, **kwargs: SequentialSampler(trainer.train_dataset)
         trainer.train()
     return clock.result
 

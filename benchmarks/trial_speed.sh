@@ -15,29 +15,33 @@ cache=(${MODEL_CACHE:+--model-cache "$MODEL_CACHE"})
 whole_gpu=micro_batch_size=16,memory_budget_gb=null
 mkdir -p "$out"
 if [ -z "$only" ] || [ "$only" = 8b ]; then
-    # Eight sides (the 2026-12-02 third run of seven took 15 min after the GPU tests): plain, the
-    # defaults at equal memory and on one GPU; at equal memory, bf16 dense layers with compiled layers
-    # recomputed by the compiler keeping none of the recomputable activations (SDPA, mb 8: 1.77x in
-    # that run), then with FlexAttention (attention within each example only, so its cost grows
-    # with the micro-batch, not its square) at micro-batches 8, 16 and 32, each keeping the share of
-    # activations that run's peaks say fits plain's 17.5 GB (own peak about 6.8 GB + 0.22 GB an
-    # example recomputing, + 1.9 GB an example per whole share kept: 0.5, 0.2 and 0); on one GPU
-    # FlexAttention with compiled layers without recompute (3.19x in that run). A side counts as
-    # equal memory only if its measured own peak is within plain's. Every compiled model compiles its
-    # own code (a backend each: dynamo does not guard on the recompute). ROUGE on all 500 dialogues
-    # for the one-GPU defaults (merged copy, fixed batches: 49.0 s in that run; compiled decoding is
-    # not timed again). The profile covers the mb-16 FlexAttention side and the one-GPU compiled side.
+    # Nine sides, three rounds (the 2026-12-02 third run of seven sides and four rounds took 15 min):
+    # plain, the defaults at equal memory and on one GPU; at equal memory, bf16 dense layers with
+    # compiled layers recomputed by the compiler keeping none of the recomputable activations (SDPA,
+    # mb 8: 1.77x in that run), then with FlexAttention (attention within each example only, so its
+    # cost grows with the micro-batch, not its square) at micro-batches 8 and 16, each keeping the
+    # share of activations that run's peaks say fits plain's 17.5 GB (own peak about 6.8 GB + 0.22 GB
+    # an example recomputing, + 1.9 GB an example per whole share kept: 0.5 and 0.2), and packed
+    # (training.packing: micro-batches of 8 x 512 tokens, where unpacked ones held about 55 % of that)
+    # with the share the planner fits (auto: its estimate assumes full micro-batches, which packing
+    # makes true); on one GPU FlexAttention with compiled layers without recompute (3.19x in that
+    # run), unpacked and packed. A side counts as equal memory only if its measured own peak is within
+    # plain's. Every compiled model compiles its own code (a backend each: dynamo does not guard on the
+    # recompute). ROUGE on all 500 dialogues for the one-GPU defaults (merged copy, fixed batches:
+    # 49.0 s in that run; compiled decoding is not timed again). The profile covers the packed
+    # equal-memory side and the one-GPU compiled side.
     compiled="float32_dense_layers=false,compile_layers=true"
     flex_compiled="attention=flex_attention,$compiled"
     python3 benchmarks/trial_speed.py --shape llama3-8b --data "$data" --tokenizer "$smollm2" "${cache[@]}" \
-        --out "$out/trial_speed_llama3-8b.json" --rounds 4 --profile-steps 3 ${SKIP_EVAL:+--skip-eval} \
+        --out "$out/trial_speed_llama3-8b.json" --rounds 3 --profile-steps 3 ${SKIP_EVAL:+--skip-eval} \
         --eval-examples 500 --eval-side one_gpu \
         --variant "$compiled,activations_kept=0" \
         --variant "$flex_compiled,activations_kept=0.5" \
         --variant "$flex_compiled,micro_batch_size=16,activations_kept=0.2" \
-        --variant "$flex_compiled,micro_batch_size=32,activations_kept=0" \
+        --variant "$flex_compiled,packing=true" \
         --variant "$flex_compiled,$whole_gpu" \
-        --profile-side "variant $flex_compiled,micro_batch_size=16,activations_kept=0.2" \
+        --variant "$flex_compiled,packing=true,$whole_gpu" \
+        --profile-side "variant $flex_compiled,packing=true" \
         --profile-side "variant $flex_compiled,$whole_gpu"
 fi
 if [ -z "$only" ] || [ "$only" = 1b ]; then
@@ -57,5 +61,5 @@ if [ "${QUALITY:-0}" = 1 ] || [ "$only" = quality ]; then
         --quality-steps 60 --micro-batch-size 16 --quality-variant float32_dense_layers=false \
         --quality-variant float32_dense_layers=false,compile_layers=true \
         --quality-variant attention=flex_attention,float32_dense_layers=false,compile_layers=true,gradient_checkpointing=true,activations_kept=0.2 \
-        --quality-variant liger_kernels=true
+        --quality-variant packing=true --quality-variant liger_kernels=true
 fi

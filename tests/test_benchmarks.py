@@ -24,6 +24,7 @@ def test_the_trial_speed_benchmark_alternates_the_sides_and_writes_the_summary(t
          "--variant", "fused_lm_head=true,micro_batch_size=1,compile_layers=true,gradient_checkpointing=true,"
          "activations_kept=0.5",
          "--quality-variant", "fused_lm_head=true", "--quality-variant", "liger_kernels=true",
+         "--quality-variant", "packing=true",
          "--profile-steps", "1", "--profile-generation",
          "--profile-side", "plain", "--profile-side", "qlora_sweep",
          "--continuous-batching-eval"],
@@ -96,7 +97,9 @@ def test_the_trial_speed_benchmark_alternates_the_sides_and_writes_the_summary(t
     for run in quality["runs"]:
         assert "Liger" in run["errors"]["variant liger_kernels=true"] and "variant liger_kernels=true" not in run
     assert set(quality["within_half_a_point"]) == {"qlora_sweep", "variant fused_lm_head=true",
-                                                   "variant liger_kernels=true"}
+                                                   "variant liger_kernels=true", "variant packing=true"}
+    # Packed rows are fewer than the examples: the in-order sampler walks the Trainer's own rows
+    assert all(0 <= run["variant packing=true"] <= 1 for run in quality["runs"])
     assert quality["within_half_a_point"]["variant liger_kernels=true"] is False
     profile = result["profile"]
     for name in ("plain", "qlora_sweep"):  # where the host waits for the GPU: nothing to wait for on a CPU

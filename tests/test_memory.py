@@ -170,6 +170,14 @@ def test_a_share_of_activations_kept_is_refused_for_eager_layers_and_outside_0_t
     assert TrainingConfig(activations_kept=1).activations_kept == 1.0
 
 
+def test_packing_is_refused_for_padded_micro_batches_before_any_trial_starts():
+    padded = TrainingConfig(packing=True, padding_free=False)
+    for shape, gpu in ((LLAMA_3_8B, GpuRequest(80 * GIB, 1)), (None, None)):  # on a GPU and on CPUs alike
+        with pytest.raises(ConfigError, match=r"^training.packing: true packs examples into padding-free rows"):
+            plan_memory(shape, MODEL, padded, EvaluationConfig(), HP, gpu)
+    assert plan_memory(None, MODEL, TrainingConfig(packing=True), EvaluationConfig(), HP, None).micro_batch_size == 4
+
+
 def test_a_trial_is_given_its_sections_with_the_plans_decisions_and_never_an_auto():
     plan = _plan(budget_gb=16)
     trial = TrialConfig.planned(MODEL, DataConfig(), PromptConfig(), TrainingConfig(), EvaluationConfig(), 3, HP, plan)

@@ -13,22 +13,23 @@ from trainables.config import ModelConfig, TrainingConfig, TrialHyperparameters
 pytestmark = pytest.mark.unit
 
 
-def _trainer(tiny_model_path, tmp_path, padding_free, fused_lm_head=False):
+def _trainer(tiny_model_path, tmp_path, padding_free, fused_lm_head=False, packing=False, micro_batch_size=4,
+             max_length=1000, examples=4):
     from trainables.model import attach_lora, load_quantized_model, prepare_for_training
     from trainables.prompt import load_tokenizer
     from trainables.train import build_trainer
 
     model_config = ModelConfig(name_or_path=str(tiny_model_path))
     tokenizer = load_tokenizer(model_config)
-    dataset = sample_training_set(tokenizer, 4)
-    hp = TrialHyperparameters(lora_r=4, lora_alpha=8, learning_rate=1e-3, max_length=1000, lora_dropout=0.0,
+    dataset = sample_training_set(tokenizer, examples)
+    hp = TrialHyperparameters(lora_r=4, lora_alpha=8, learning_rate=1e-3, max_length=max_length, lora_dropout=0.0,
                               target_modules="all-linear")
     torch.manual_seed(0)
     model = attach_lora(prepare_for_training(load_quantized_model(model_config), False), hp)
-    training = TrainingConfig(micro_batch_size=4, gradient_checkpointing=False, padding_free=padding_free,
-                              fused_lm_head=fused_lm_head)
+    training = TrainingConfig(micro_batch_size=micro_batch_size, gradient_checkpointing=False,
+                              padding_free=padding_free, fused_lm_head=fused_lm_head, packing=packing)
     trainer = build_trainer(model, tokenizer, dataset, dataset, training, hp, total_steps=1, eval_batch_size=4,
-                            output_dir=str(tmp_path / f"out-{padding_free}-{fused_lm_head}"), callbacks=[])
+                            output_dir=str(tmp_path / f"out-{padding_free}-{fused_lm_head}-{packing}"), callbacks=[])
     return trainer, [dataset[i] for i in range(len(dataset))]
 
 
@@ -54,6 +55,33 @@ def test_a_padding_free_micro_batch_has_the_loss_of_the_padded_one(tiny_model_pa
     # The check can fail: one running position sequence lets examples attend to each other.
     leaky = {**flat, "position_ids": torch.arange(flat["input_ids"].shape[1])[None]}
     assert abs(_loss(free_trainer, leaky) - expected) > 1e-4 * expected
+
+
+def test_packed_micro_batches_hold_whole_examples_up_to_the_planned_tokens_each_with_its_own_loss(
+        tiny_model_path, tmp_path):
+    """training.packing: a micro-batch is one padding-free row of whole examples, up to micro_batch_size
+    x max_length tokens (what the memory plan sized it for), so it holds more examples than
+    micro_batch_size when they are shorter than max_length; no example is cut, lost or repeated, and
+    the row's loss is that of the same examples padded (attention stays inside each example)."""
+    count, micro, max_length = 24, 2, 512  # the sample's examples are 211-283 tokens: about 4 fit 2 x 512
+    packed, examples = _trainer(tiny_model_path, tmp_path, padding_free=True, packing=True,
+                                micro_batch_size=micro, max_length=max_length, examples=count)
+    padded, _ = _trainer(tiny_model_path, tmp_path, padding_free=False, micro_batch_size=micro,
+                         max_length=max_length, examples=count)
+    rows = list(packed.get_train_dataloader())
+    starts = [(row["position_ids"][0] == 0).nonzero().flatten().tolist() + [row["input_ids"].shape[1]]
+              for row in rows]
+    seen = [tuple(row["input_ids"][0, a:b].tolist()) for row, s in zip(rows, starts) for a, b in zip(s, s[1:])]
+    assert all(row["input_ids"].shape[0] == 1 and row["input_ids"].shape[1] <= micro * max_length for row in rows)
+    assert sorted(seen) == sorted(tuple(e["input_ids"]) for e in examples)  # each example whole, once
+    assert len(seen) / len(rows) > 1.5 * micro  # about 4 a row, where unpacked micro-batches hold 2
+
+    row = rows[0]
+    inside = [{"input_ids": ids, "labels": labels} for ids, labels in (
+        (row["input_ids"][0, a:b].tolist(), row["labels"][0, a:b].tolist()) for a, b in zip(starts[0], starts[0][1:]))]
+    expected = _loss(padded, padded.data_collator(inside))
+    as_packed = {key: row[key] for key in ("input_ids", "labels", "position_ids")}
+    assert abs(_loss(packed, as_packed) - expected) < 1e-5 * expected
 
 
 @pytest.mark.parametrize("compute_dtype, expected", [("bfloat16", {"bf16": True, "fp16": False}),

@@ -217,6 +217,16 @@ class TrainingConfig(Section):
         "attention inside the example (the loss equals the padded batch's). Without FlashAttention, SDPA gets a "
         "dense block-diagonal mask of (micro-batch tokens)^2: fine up to ~16k tokens a micro-batch.",
     )
+    packing: bool = Field(
+        False,
+        description="Fill each micro-batch with whole examples up to micro_batch_size x max_length tokens (TRL's "
+        "best-fit-decreasing packing, padding-free), so a micro-batch holds the tokens its memory was planned for. "
+        "Unpacked, a micro-batch holds micro_batch_size examples: on average their mean length / max_length of that "
+        "(about 55% for DialogSum at max_length 512), and the memory plan must still allow for all of them at "
+        "max_length. Packed, a step trains on more examples (the same tokens a step at most, no example cut) in the "
+        "same predicted memory, and an out-of-memory retry halves the tokens. Needs padding_free. Off until a GPU "
+        "run has measured its speed and its ROUGE-L against unpacked trials.",
+    )
     fused_lm_head: AutoOrBool = Field(
         "auto",
         description="TRL's chunked LM head: the loss without materializing the logits (the same loss as full "

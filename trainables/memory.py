@@ -171,6 +171,9 @@ def plan_memory(shape: dict[str, Any] | None, model: ModelConfig, training: Trai
                 evaluation: EvaluationConfig, hp: TrialHyperparameters, gpu: GpuRequest | None) -> MemoryPlan:
     """Every memory decision of one trial; `gpu` None: it trains on CPUs (no shape needed)."""
     _check_activations_kept(training)
+    if training.packing and not training.padding_free:
+        raise ConfigError("training.packing: true packs examples into padding-free rows; "
+                          "set training.padding_free: true, or packing: false")
     if gpu is None:
         checkpointing = _given(training.gradient_checkpointing, False)  # compute, not memory, limits a CPU
         return MemoryPlan(

@@ -63,7 +63,7 @@ def _sft_config(output_dir: str, total_steps: int, training: TrainingConfig, hp:
     return SFTConfig(
         output_dir=output_dir,
         max_steps=total_steps,
-        per_device_train_batch_size=training.micro_batch_size,
+        **micro_batches(training, hp),
         per_device_eval_batch_size=eval_batch_size,
         gradient_accumulation_steps=training.gradient_accumulation_steps,
         learning_rate=hp.learning_rate,
@@ -76,6 +76,7 @@ def _sft_config(output_dir: str, total_steps: int, training: TrainingConfig, hp:
         # (trainables.model.InductorRecomputing); the Trainer turning it on would wrap them in an eager checkpoint.
         gradient_checkpointing=training.gradient_checkpointing and not training.compile_layers,
         padding_free=training.padding_free,
+        eval_packing=False,  # the validation loss sees each example as it is, packed or not
         gradient_checkpointing_kwargs={"use_reentrant": False},
         use_liger_kernel=training.liger_kernels is True,  # RMSNorm, SwiGLU, RoPE; TRL keeps its own fused LM head
         **precision,
@@ -87,11 +88,21 @@ def _sft_config(output_dir: str, total_steps: int, training: TrainingConfig, hp:
         save_steps=rung,
         save_total_limit=1,  # Tune has the reported copies; keep only the newest locally
         include_num_input_tokens_seen="non_padding",
-        max_length=None,  # already truncated, dialogue-first, by trainables.prompt
         report_to="none",
         disable_tqdm=True,
         dataloader_pin_memory=on_gpu,
     )
+
+
+def micro_batches(training: TrainingConfig, hp: TrialHyperparameters) -> dict[str, Any]:
+    """SFTConfig's micro-batch settings. Unpacked: micro_batch_size examples, no truncation (trainables.prompt
+    already cut them, dialogue-first). Packed (training.packing): one row of whole examples, up to the
+    micro_batch_size x max_length tokens the memory plan sized the micro-batch for; best-fit decreasing never
+    cuts an example, since none is longer than max_length."""
+    if not training.packing:
+        return {"per_device_train_batch_size": training.micro_batch_size, "max_length": None}
+    return {"per_device_train_batch_size": 1, "packing": True, "packing_strategy": "bfd",
+            "max_length": training.micro_batch_size * hp.max_length}
 
 
 def full_logits_sft_trainer() -> type:
