@@ -714,18 +714,21 @@ def measure_quality(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             rows = rows_of_seed[seed]
             if settings is None:
                 model = plain_model(path, seed, QUALITY_LORA)
-                plain_train(model, rows, tokenizer, args.micro_batch_size, args.quality_steps, 0, learning_rate, seed,
-                            shuffle=False)
+                trained = plain_train(model, rows, tokenizer, args.micro_batch_size, args.quality_steps, 0,
+                                      learning_rate, seed, shuffle=False)
             else:
                 try:
-                    model = quality_trial(args, path, settings, seed, rows, tokenizer, learning_rate,
-                                          folder / f"quality-{seed}-{len(run)}")
+                    model, trained = quality_trial(args, path, settings, seed, rows, tokenizer, learning_rate,
+                                                   folder / f"quality-{seed}-{len(run)}")
                 except Exception as error:  # noqa: BLE001 - a variant that fails (a kernel, a compile) is a result
                     run.setdefault("errors", {})[name] = _error_text(error)
                     log(f"quality seed {seed} {name}: {run['errors'][name]}")
                     _free()
                     continue
             run[name] = quality_scoring(args, tokenizer).rouge(model, data["prompts"], data["references"])["rougeL"]
+            # What the side trained on: the same for sides trained alike, more for a packed one (its
+            # micro-batches hold more examples)
+            run.setdefault("real_tokens_trained", {})[name] = trained["real_tokens"]
             adapter = {key: p.detach().float().cpu() for key, p in model.named_parameters() if "lora_" in key}
             if settings is None:
                 plain_adapters[seed] = adapter
@@ -750,8 +753,9 @@ def measure_quality(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
 
 
 def quality_trial(args: argparse.Namespace, path: Path, settings: dict[str, Any], seed: int, rows: Any,
-                  tokenizer: Any, learning_rate: float, folder: Path) -> Any:
-    """qlora-sweep's trial with `settings`, trained on `rows` in order, as measure_quality's sides are."""
+                  tokenizer: Any, learning_rate: float, folder: Path) -> tuple[Any, dict[str, float]]:
+    """qlora-sweep's trial with `settings`, trained on `rows` in order, as measure_quality's sides are;
+    the model and its training's speed record."""
     settings = dict(settings)
     attention = settings.pop("attention", "auto")
     training = TrainingConfig(**{"micro_batch_size": args.micro_batch_size, "seed": seed,
@@ -760,9 +764,9 @@ def quality_trial(args: argparse.Namespace, path: Path, settings: dict[str, Any]
     decided = plan.decide_training(training)
     model = trial_model(path, plan, args.max_length, seed, attention, QUALITY_LORA,
                         decided.float32_dense_layers, decided.compile_layers, decided.activations_kept)
-    trial_train(model, rows, tokenizer, decided, args.quality_steps, 0, learning_rate, args.max_length, folder,
-                in_order=True)
-    return model
+    trained = trial_train(model, rows, tokenizer, decided, args.quality_steps, 0, learning_rate, args.max_length,
+                          folder, in_order=True)
+    return model, trained
 
 
 def quality_scoring(args: argparse.Namespace, tokenizer: Any) -> RougeEvaluation:
