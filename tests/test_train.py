@@ -106,10 +106,32 @@ def test_full_logits_and_trls_fused_lm_head_give_the_same_loss(tiny_model_path, 
 
     full, examples = _trainer(tiny_model_path, tmp_path, padding_free=True)
     fused, _ = _trainer(tiny_model_path, tmp_path, padding_free=True, fused_lm_head=True)
-    assert type(fused) is SFTTrainer and type(full) is not SFTTrainer
+    assert isinstance(fused, SFTTrainer) and isinstance(full, SFTTrainer) and type(fused) is not type(full)
     batch = full.data_collator(examples)
     expected = _loss(fused, batch)
     assert abs(_loss(full, batch) - expected) < 1e-5 * expected
+
+
+def test_the_fused_heads_training_loss_is_trls_without_its_per_step_metrics(tiny_model_path, tmp_path):
+    """A training step's loss through the fused LM head is TRL's own, to float rounding, with and
+    without the Trainer's token count; TRL's entropy and token accuracy (host-GPU syncs every step)
+    are not computed."""
+    from trl import SFTTrainer
+
+    fused, examples = _trainer(tiny_model_path, tmp_path, padding_free=True, fused_lm_head=True)
+    batch = fused.data_collator(examples)
+    fused.model.train()  # lora_dropout 0: training mode is deterministic here
+    with torch.no_grad():
+        for count in (None, torch.tensor(57)):
+            ours = float(fused.compute_loss(fused.model, dict(batch), num_items_in_batch=count))
+            assert "entropy" not in fused._metrics["train"] and "mean_token_accuracy" not in fused._metrics["train"]
+            trls = float(SFTTrainer.compute_loss(fused, fused.model, dict(batch), num_items_in_batch=count))
+            assert len(fused._metrics["train"]["entropy"]) == 1  # TRL's path computed them: the check can fail
+            fused._metrics["train"].clear()
+            assert ours == pytest.approx(trls, rel=1e-6)
+    args = fused.args  # and the Trainer's own sync points this trial turns off
+    assert args.logging_nan_inf_filter is False
+    assert args.accelerator_config.non_blocking is torch.cuda.is_available() is args.dataloader_pin_memory
 
 
 def test_liger_kernels_reach_the_trainer_and_a_trial_without_a_gpu_refuses_them_in_one_line(tmp_path):

@@ -39,7 +39,7 @@ def build_trainer(
     if training.liger_kernels is True and not on_gpu:
         raise ConfigError("training.liger_kernels: true needs a CUDA GPU (Liger's kernels are Triton); "
                           "this trial has none")
-    trainer_class = SFTTrainer if training.fused_lm_head else full_logits_sft_trainer()
+    trainer_class = fused_head_sft_trainer() if training.fused_lm_head else full_logits_sft_trainer()
     with checkpointing_rename_quiet(), warnings.catch_warnings():
         # TRL deprecates use_liger_kernel for the Hub's kernels, which an offline cluster cannot fetch
         warnings.filterwarnings("ignore", category=FutureWarning, message=r"`use_liger_kernel=True` is deprecated")
@@ -88,6 +88,12 @@ def _sft_config(output_dir: str, total_steps: int, training: TrainingConfig, hp:
         save_steps=rung,
         save_total_limit=1,  # Tune has the reported copies; keep only the newest locally
         include_num_input_tokens_seen="non_padding",
+        # Fewer points a step where the host waits for the GPU (CUDA's sync debug mode counted 17 a
+        # step on an H200, benchmarks/results/2026-12-02-trial-speed-compiler-recompute): batches
+        # copied to the GPU from pinned memory without waiting (3), and no NaN/inf check of each
+        # step's loss, which only filters the logged training loss (2; ASHA reads ROUGE).
+        accelerator_config={"non_blocking": on_gpu},
+        logging_nan_inf_filter=False,
         report_to="none",
         disable_tqdm=True,
         dataloader_pin_memory=on_gpu,
@@ -103,6 +109,33 @@ def micro_batches(training: TrainingConfig, hp: TrialHyperparameters) -> dict[st
         return {"per_device_train_batch_size": training.micro_batch_size, "max_length": None}
     return {"per_device_train_batch_size": 1, "packing": True, "packing_strategy": "bfd",
             "max_length": training.micro_batch_size * hp.max_length}
+
+
+def fused_head_sft_trainer() -> type:
+    """SFTTrainer, whose training loss goes through TRL's chunked LM head as it does there, without
+    the entropy and token accuracy TRL derives beside it at every step.
+
+    Those metrics, read by nothing here, made 6 of the 17 points a step where the host waited for
+    the GPU (their .item() calls and a compare on their values; CUDA's sync debug mode on an H200,
+    benchmarks/results/2026-12-02-trial-speed-compiler-recompute): each one empties the queue of
+    work the host had launched ahead. TRL has no switch for them. The loss is TRL's own arithmetic,
+    the label tokens' negative log-probabilities summed over their number (tests/test_train.py);
+    evaluation, and any loss TRL computes otherwise, take TRL's path."""
+    class FusedHeadSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            plain_loss = (self.compute_loss_func is None and self.label_smoother is None and not self.aux_loss_enabled
+                          and self.args.loss_type == "nll")
+            if return_outputs or not self.model.training or not plain_loss:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            inputs["use_cache"] = False
+            outputs = model(**inputs, fused_lm_head=True)
+            num_tokens = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
+            loss = -outputs.log_probs.sum() / torch.as_tensor(num_tokens).clamp(min=1)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+            return loss
+
+    return FusedHeadSFTTrainer
 
 
 def full_logits_sft_trainer() -> type:
