@@ -27,11 +27,11 @@ if [ -z "$only" ] || [ "$only" = 8b ]; then
     # makes true); on one GPU FlexAttention with compiled layers without recompute (3.19x in that
     # run), unpacked and packed. A side counts as equal memory only if its measured own peak is within
     # plain's. Every compiled model compiles its own code (a backend each: dynamo does not guard on the
-    # recompute). Every trial side's Trainer now waits for the GPU at 6 points a step where that
-    # run's waited at 17 (87ca0de; the profiled sides' syncs_per_step shows it), so the defaults'
-    # figures may differ from that run's for that reason too. ROUGE on all 500 dialogues for the one-GPU defaults (merged copy, fixed batches:
-    # 49.0 s in that run; compiled decoding is not timed again). The profile covers the packed
-    # equal-memory side and the one-GPU compiled side.
+    # recompute). Every trial side's Trainer should now wait for the GPU at 6 points a step where that
+    # run's waited at 17 (87ca0de; the profiled sides' syncs_per_step will say), so the defaults'
+    # figures may differ from that run's for that reason too. ROUGE on all 500 dialogues for the
+    # one-GPU defaults (merged copy, fixed batches: 49.0 s in that run; compiled decoding is not
+    # timed again). The profile covers the packed equal-memory side and the one-GPU compiled side.
     compiled="float32_dense_layers=false,compile_layers=true"
     flex_compiled="attention=flex_attention,$compiled"
     python3 benchmarks/trial_speed.py --shape llama3-8b --data "$data" --tokenizer "$smollm2" "${cache[@]}" \
