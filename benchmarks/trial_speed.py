@@ -282,16 +282,16 @@ def trial_plan(path: Path, training: TrainingConfig, evaluation: EvaluationConfi
     return plan_memory(model_shape(model) if gpu else None, model, training, evaluation, hp, gpu)
 
 
-def trial_model(path: Path, plan: MemoryPlan, max_length: int, seed: int, attention: str = "auto",
-                lora: dict[str, Any] = LORA, float32_dense_layers: bool = True, compile_layers: bool = False,
-                activations_kept: float = 0.0) -> Any:
+def trial_model(path: Path, decided: TrainingConfig, max_length: int, seed: int, attention: str = "auto",
+                lora: dict[str, Any] = LORA) -> Any:
+    """The trial's model as `decided` (the training section with its plan's decisions in) has it."""
     base = load_quantized_model(ModelConfig(name_or_path=str(path), attention=attention))
     torch.manual_seed(seed)
     hp = TrialHyperparameters(**lora, learning_rate=1e-4, max_length=max_length)
-    model = attach_lora(prepare_for_training(base, plan.gradient_checkpointing, float32_dense_layers), hp)
-    if compile_layers:
+    model = attach_lora(prepare_for_training(base, decided.gradient_checkpointing, decided.float32_dense_layers), hp)
+    if decided.compile_layers:
         # fresh=False: the other sides' compiled code stays (they share the process)
-        compile_decoder_layers(model, fresh=False, activations_kept=activations_kept)
+        compile_decoder_layers(model, fresh=False, activations_kept=decided.activations_kept)
     return model
 
 
@@ -438,9 +438,7 @@ def trial_side(path: Path, data: dict[str, Any], tokenizer: Any, args: argparse.
     evaluation = EvaluationConfig(max_new_tokens=args.max_new_tokens)
     plan = trial_plan(path, training, evaluation, budget_gb, args.max_length)
     decided = plan.decide_training(training)
-    model = trial_model(path, plan, args.max_length, seed=0, attention=attention,
-                        float32_dense_layers=decided.float32_dense_layers, compile_layers=decided.compile_layers,
-                        activations_kept=decided.activations_kept)
+    model = trial_model(path, decided, args.max_length, seed=0, attention=attention)
     train = lambda steps, warmup, around=None: trial_train(  # noqa: E731
         model, data["train"], tokenizer, decided, steps, warmup, 1e-4, args.max_length, folder / "trainer",
         around=around)
@@ -760,10 +758,8 @@ def quality_trial(args: argparse.Namespace, path: Path, settings: dict[str, Any]
     attention = settings.pop("attention", "auto")
     training = TrainingConfig(**{"micro_batch_size": args.micro_batch_size, "seed": seed,
                                  "lr_scheduler": "constant", **settings})
-    plan = trial_plan(path, training, EvaluationConfig(), None, args.max_length)
-    decided = plan.decide_training(training)
-    model = trial_model(path, plan, args.max_length, seed, attention, QUALITY_LORA,
-                        decided.float32_dense_layers, decided.compile_layers, decided.activations_kept)
+    decided = trial_plan(path, training, EvaluationConfig(), None, args.max_length).decide_training(training)
+    model = trial_model(path, decided, args.max_length, seed, attention, QUALITY_LORA)
     trained = trial_train(model, rows, tokenizer, decided, args.quality_steps, 0, learning_rate, args.max_length,
                           folder, in_order=True)
     return model, trained
