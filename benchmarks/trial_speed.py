@@ -16,7 +16,9 @@ Sides, all loaded at once and kept:
   and an AdamW step; generation as the recipe leaves it (KV cache off, as checkpointing sets it).
 - qlora_sweep: the trial's own code and defaults (TRL SFTTrainer, padding-free micro-batches,
   TRL's fused LM head on a GPU), planned as a sweep's driver plans it within the plain side's own
-  peak memory: the equal-memory comparison.
+  peak memory: the equal-memory comparison. Its compile_layers: auto weighs a whole trial of
+  --trial-steps steps (by default as long as configs/llama3_8b_dialogsum.yaml's largest: compiled,
+  with FlexAttention, for the 8B shape).
 - one_gpu: the same trial code planned for the whole GPU, at --one-gpu-micro-batch-size.
 - --variant: more settings of the trial's training, each a side of its own.
 
@@ -273,18 +275,20 @@ def plain_generate(model: Any, tokenizer: Any, prompts: list[str], max_new_token
 # --- qlora-sweep's trial ---------------------------------------------------------------------
 
 def trial_plan(path: Path, training: TrainingConfig, evaluation: EvaluationConfig, budget_gb: float | None,
-               max_length: int) -> MemoryPlan:
-    """The memory plan a sweep's driver would give this trial: one whole GPU, within `budget_gb` when given."""
+               max_length: int, trial_steps: int, attention: str = "auto") -> MemoryPlan:
+    """The memory plan a sweep's driver would give this trial: one whole GPU, within `budget_gb` when
+    given, for a trial that trains `trial_steps` steps in all (compile_layers' auto weighs them)."""
     gpu_memory = local_gpu_memory_bytes()
-    model = ModelConfig(name_or_path=str(path))
+    model = ModelConfig(name_or_path=str(path), attention=attention)
     gpu = GpuRequest(gpu_memory, 1, budget_gb * GIB if budget_gb else None) if gpu_memory else None
     hp = TrialHyperparameters(**LORA, learning_rate=1e-4, max_length=max_length)
-    return plan_memory(model_shape(model) if gpu else None, model, training, evaluation, hp, gpu)
+    return plan_memory(model_shape(model) if gpu else None, model, training, evaluation, hp, gpu, trial_steps)
 
 
-def trial_model(path: Path, decided: TrainingConfig, max_length: int, seed: int, attention: str = "auto",
+def trial_model(path: Path, decided: TrainingConfig, max_length: int, seed: int, attention: str,
                 lora: dict[str, Any] = LORA) -> Any:
-    """The trial's model as `decided` (the training section with its plan's decisions in) has it."""
+    """The trial's model as `decided` (the training section with its plan's decisions in) and its
+    plan's `attention` have it."""
     base = load_quantized_model(ModelConfig(name_or_path=str(path), attention=attention))
     torch.manual_seed(seed)
     hp = TrialHyperparameters(**lora, learning_rate=1e-4, max_length=max_length)
@@ -436,9 +440,9 @@ def trial_side(path: Path, data: dict[str, Any], tokenizer: Any, args: argparse.
     training = TrainingConfig(**{"micro_batch_size": args.micro_batch_size, "padding_free": not args.no_padding_free,
                                  "gradient_checkpointing": args.gradient_checkpointing, **settings})
     evaluation = EvaluationConfig(max_new_tokens=args.max_new_tokens)
-    plan = trial_plan(path, training, evaluation, budget_gb, args.max_length)
+    plan = trial_plan(path, training, evaluation, budget_gb, args.max_length, args.trial_steps, attention)
     decided = plan.decide_training(training)
-    model = trial_model(path, decided, args.max_length, seed=0, attention=attention)
+    model = trial_model(path, decided, args.max_length, seed=0, attention=plan.attention)
     train = lambda steps, warmup, around=None: trial_train(  # noqa: E731
         model, data["train"], tokenizer, decided, steps, warmup, 1e-4, args.max_length, folder / "trainer",
         around=around)
@@ -449,7 +453,7 @@ def trial_side(path: Path, data: dict[str, Any], tokenizer: Any, args: argparse.
                          "gradient_accumulation_steps": decided.gradient_accumulation_steps,
                          "compile_layers": decided.compile_layers, "activations_kept": decided.activations_kept,
                          "memory_budget_gb": plan.memory_budget_gb, "predicted_peak_gb": plan.predicted_peak_gb,
-                         "attention": attention, "settings": settings})
+                         "attention": plan.attention, "settings": settings})
     side.plan = plan
     return side
 
@@ -758,8 +762,9 @@ def quality_trial(args: argparse.Namespace, path: Path, settings: dict[str, Any]
     attention = settings.pop("attention", "auto")
     training = TrainingConfig(**{"micro_batch_size": args.micro_batch_size, "seed": seed,
                                  "lr_scheduler": "constant", **settings})
-    decided = trial_plan(path, training, EvaluationConfig(), None, args.max_length).decide_training(training)
-    model = trial_model(path, decided, args.max_length, seed, attention, QUALITY_LORA)
+    plan = trial_plan(path, training, EvaluationConfig(), None, args.max_length, args.quality_steps, attention)
+    decided = plan.decide_training(training)
+    model = trial_model(path, decided, args.max_length, seed, plan.attention, QUALITY_LORA)
     trained = trial_train(model, rows, tokenizer, decided, args.quality_steps, 0, learning_rate, args.max_length,
                           folder, in_order=True)
     return model, trained
@@ -1039,6 +1044,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup-s", type=float, default=60, help="untimed load on the GPU before any timing")
     parser.add_argument("--rounds", type=int, default=3, help="timed segments per side, sides alternating")
     parser.add_argument("--one-gpu-micro-batch-size", type=int, default=16)
+    parser.add_argument("--trial-steps", type=int, default=1200,
+                        help="steps a whole trial trains at --micro-batch-size and --max-length, which the trial "
+                        "sides' compile_layers: auto weighs against a compile (default: the tokens of "
+                        "configs/llama3_8b_dialogsum.yaml's largest trial, 6 rungs of 50 steps of 16 examples at "
+                        "1024 tokens, at micro-batch 8 and 512 tokens)")
     parser.add_argument("--train-examples", type=int, default=2000)
     parser.add_argument("--eval-examples", type=int, default=500)
     parser.add_argument("--max-new-tokens", type=int, default=96)

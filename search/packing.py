@@ -17,7 +17,16 @@ from typing import Any
 from search.config import SweepConfig
 from search.space import largest_corner, resolve_hyperparameters
 from trainables.config import TrainingConfig, TrialConfig, TrialHyperparameters
-from trainables.memory import GIB, GpuRequest, local_gpu_memory_bytes, model_shape, plan_memory
+from trainables.memory import (
+    COMPILE_REPAID_AFTER_S,
+    GIB,
+    GpuRequest,
+    compiles_layers,
+    eager_training_seconds,
+    local_gpu_memory_bytes,
+    model_shape,
+    plan_memory,
+)
 
 
 @dataclass(frozen=True)
@@ -67,8 +76,8 @@ class TrialPlanner:
         corner = largest_corner(self.sweep.search)
         budget = self.sweep.resources.gpu_memory_gb
         request = GpuRequest(self.gpu_memory_bytes, "auto", budget * GIB if budget is not None else None)
-        return plan_memory(self.shape, self.sweep.model, self.sweep.training, self.sweep.evaluation, corner,
-                           request).gpu_share
+        return plan_memory(self.shape, self.sweep.model, self._training_for_every_trial(request),
+                           self.sweep.evaluation, corner, request, self.total_steps).gpu_share
 
     def trial_config(self, searched: dict[str, Any], gpu_memory_bytes: float | None = None) -> TrialConfig:
         """What one trial is given: its hyperparameters and the plan for them, every `auto` decided."""
@@ -76,21 +85,41 @@ class TrialPlanner:
         sweep = self.sweep
         gpu = self.gpu_request(gpu_memory_bytes)
         training = self._training_for_every_trial(gpu)
-        plan = plan_memory(self.shape, sweep.model, training, sweep.evaluation, hp, gpu)
+        plan = plan_memory(self.shape, sweep.model, training, sweep.evaluation, hp, gpu, self.total_steps)
         return TrialConfig.planned(sweep.model, sweep.data, sweep.prompt, training, sweep.evaluation,
                                    sweep.scheduler.max_rungs, hp, plan)
 
+    @property
+    def total_steps(self) -> int:
+        """The steps a whole trial trains: what compile_layers' auto weighs against a compile."""
+        return self.sweep.scheduler.max_rungs * self.sweep.training.steps_per_rung
+
     def _training_for_every_trial(self, gpu: GpuRequest | None) -> TrainingConfig:
-        """The training section with `liger_kernels: auto` decided once for the whole sweep, as the
-        largest trial's plan decides it: Liger patches the worker process for good (its RoPE and
-        layer classes), so a kept worker would run every later trial with its kernels whatever that
-        trial's own plan said."""
+        """The training section with `compile_layers: auto` and `liger_kernels: auto` decided once for
+        the whole sweep, as the largest trial's plan decides them: Liger patches the worker process for
+        good (its RoPE and layer classes), so a kept worker would run every later trial with its kernels
+        whatever that trial's own plan said; and compiled layers bring FlexAttention with them, which a
+        kept worker's base model was loaded with."""
         training = self.sweep.training
-        if training.liger_kernels != "auto":
+        if "auto" not in (training.compile_layers, training.liger_kernels):
             return training
         corner = largest_corner(self.sweep.search)
-        decided = plan_memory(self.shape, self.sweep.model, training, self.sweep.evaluation, corner, gpu).liger_kernels
-        return training.model_copy(update={"liger_kernels": decided})
+        largest = plan_memory(self.shape, self.sweep.model, training, self.sweep.evaluation, corner, gpu,
+                              self.total_steps)
+        return training.model_copy(update={"compile_layers": largest.compile_layers,
+                                           "liger_kernels": largest.liger_kernels})
+
+    def compile_decision(self) -> str | None:
+        """What compile_layers: auto decided for the sweep, and why, in words (None: set by the user, or
+        CPU trials, which never compile)."""
+        if self.sweep.training.compile_layers != "auto" or self.shape is None:
+            return None
+        corner = largest_corner(self.sweep.search)
+        eager_s = eager_training_seconds(self.shape, self.sweep.training, corner, self.total_steps)
+        compiled = compiles_layers(self.shape, self.sweep.training, corner, self.total_steps)
+        return (f"compile_layers: auto: {'on, with FlexAttention' if compiled else 'off'}: the largest trial's "
+                f"{self.total_steps} steps would take about {eager_s:.0f} s in eager layers, "
+                f"{'at least' if compiled else 'under'} the {COMPILE_REPAID_AFTER_S:.0f} s that repay a compile")
 
     def resources(self, searched: dict[str, Any]) -> dict[str, float]:
         """What Tune asks Ray for, for one trial."""
@@ -106,8 +135,9 @@ class TrialPlanner:
         planner); returns that corner. Not checked while no GPU's size is known (an autoscaler's)."""
         corner = largest_corner(self.sweep.search)
         if self.shape is None or self.gpu_memory_bytes is not None:
-            plan_memory(self.shape, self.sweep.model, self.sweep.training, self.sweep.evaluation, corner,
-                        self.gpu_request())
+            gpu = self.gpu_request()
+            plan_memory(self.shape, self.sweep.model, self._training_for_every_trial(gpu), self.sweep.evaluation,
+                        corner, gpu, self.total_steps)
         return corner
 
 

@@ -159,6 +159,9 @@ def _start(sweep: SweepConfig, view: SweepView, watch: Watch) -> tuple[TrialPlan
                         gpu_memory / GIB, alike)
         else:
             logger.info("gpus_per_trial: auto, and the cluster has no GPU: trials run on CPUs")
+    compiling = planner.compile_decision()
+    if compiling:
+        logger.info("%s", compiling)
     return planner, plan_concurrency(planner, cpus, gpus)
 
 

@@ -2,6 +2,8 @@
 a micro-batch would not fit, a merged copy only where it fits beside 32 sequences, a generation
 batch sized to the memory left, and on CPU the choices that suit a CPU."""
 
+import math
+
 import pytest
 
 from trainables.config import (
@@ -71,7 +73,9 @@ def test_an_explicit_setting_is_kept_whatever_the_memory():
 
 def test_the_generation_batch_fills_half_the_memory_left_and_stays_within_bounds():
     no_copy = EvaluationConfig(max_new_tokens=96, merged_copy=False)
-    small, large = _plan(budget_gb=16, evaluation=no_copy), _plan(budget_gb=40, evaluation=no_copy)
+    float32_dense = TrainingConfig(micro_batch_size=8, float32_dense_layers=True)
+    small, large = (_plan(budget_gb=16, training=float32_dense, evaluation=no_copy),
+                    _plan(budget_gb=40, training=float32_dense, evaluation=no_copy))
     assert 1 <= small.generation_batch_size < large.generation_batch_size <= MAX_GENERATION_BATCH
     # Beside the prepared weights (dense parts float32) and LoRA state, and the bf16 copies of the
     # dense parts that generation uses, the cache is bf16 (trainables.model.generating_in_compute_dtype).
@@ -87,9 +91,10 @@ def test_auto_uses_the_merged_copy_only_where_it_fits_beside_32_sequences():
     through_copy = generation_bytes_per_sequence(LLAMA_3_8B, HP, EvaluationConfig(), value_bytes=2)
     resident = weight_bytes(LLAMA_3_8B, 4) + lora_bytes(LLAMA_3_8B, HP) + HEADROOM_BYTES
     just_enough = (resident + dense_copy_bytes(LLAMA_3_8B, 2) + 2 * MIN_MERGED_BATCH * through_copy) / GIB
-    fits = _plan(budget_gb=just_enough)
+    float32_dense = TrainingConfig(micro_batch_size=8, float32_dense_layers=True)
+    fits = _plan(budget_gb=just_enough, training=float32_dense)
     assert fits.merged_copy is True and fits.generation_batch_size == MIN_MERGED_BATCH
-    assert _plan(budget_gb=just_enough - 2 * through_copy / GIB).merged_copy is False
+    assert _plan(budget_gb=just_enough - 2 * through_copy / GIB, training=float32_dense).merged_copy is False
     assert plan_memory(None, MODEL, TrainingConfig(), EvaluationConfig(), HP, None).merged_copy is False  # CPU
     assert 14 * GIB < dense_copy_bytes(LLAMA_3_8B, 2) < 16 * GIB  # an 8B model in bf16: 16 GB
 
@@ -184,8 +189,11 @@ def test_a_trial_is_given_its_sections_with_the_plans_decisions_and_never_an_aut
     assert trial.training.gradient_checkpointing is plan.gradient_checkpointing is True
     assert (trial.evaluation.batch_size, trial.evaluation.merged_copy) == (plan.generation_batch_size, plan.merged_copy)
     assert trial.total_steps == 3 * TrainingConfig().steps_per_rung
+    assert (trial.training.compile_layers, trial.training.float32_dense_layers, trial.model.attention) == (
+        plan.compile_layers, plan.float32_dense_layers, plan.attention)
     with pytest.raises(ValueError, match="training.gradient_checkpointing, training.activations_kept, "
-                                         "training.fused_lm_head, training.liger_kernels, evaluation.merged_copy, "
+                                         "training.fused_lm_head, training.liger_kernels, training.compile_layers, "
+                                         "training.float32_dense_layers, model.attention, evaluation.merged_copy, "
                                          "evaluation.batch_size"):
         TrialConfig(model=MODEL, data=DataConfig(), prompt=PromptConfig(), training=TrainingConfig(),
                     evaluation=EvaluationConfig(), max_rungs=3, hyperparameters=HP, plan=plan)
@@ -244,3 +252,79 @@ def test_trials_packed_by_memory_and_trials_told_not_to_keep_their_micro_batch()
     assert (cpu.micro_batch_size, cpu.gradient_accumulation_steps) == (4, 4)
     with pytest.raises(ConfigError, match=r"^training.grow_micro_batch: true sizes micro-batches to a GPU trial"):
         plan_memory(None, MODEL, recipe.model_copy(update={"grow_micro_batch": True}), EvaluationConfig(), HP, None)
+
+
+SMOLLM2 = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+               num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True)
+
+
+def _steps_for_eager_seconds(shape, training, seconds):
+    """The whole-trial steps whose eager training the planner predicts at `seconds`."""
+    one_step = memory.eager_training_seconds(shape, training, HP, total_steps=1)
+    return seconds / one_step
+
+
+def test_dense_layers_stay_bf16_where_the_compute_is_bf16_and_float32_otherwise():
+    """float32_dense_layers: auto is off in bf16 (measured faster, ROUGE-L within 0.22 points), on in
+    float16 (its narrow range) and in float32 (nothing to cast: peft's own preparation)."""
+    gpu = GpuRequest(80 * GIB, 1)
+    for dtype, kept in (("bfloat16", False), ("float16", True), ("float32", True)):
+        model = ModelConfig(name_or_path="/m", compute_dtype=dtype)
+        assert plan_memory(LLAMA_3_8B, model, TrainingConfig(), EvaluationConfig(), HP, gpu).float32_dense_layers is kept
+    cpu = plan_memory(None, ModelConfig(name_or_path="/m"), TrainingConfig(), EvaluationConfig(), HP, None)
+    assert cpu.float32_dense_layers is True  # a CPU computes in float32
+    assert _plan(training=TrainingConfig(float32_dense_layers=True)).float32_dense_layers is True  # as asked
+    # The plan's memory follows the decision: the auto plan is the bf16 one, 2 bytes a dense weight less
+    auto, float32 = _plan(budget_gb=16), _plan(budget_gb=16, training=TrainingConfig(micro_batch_size=8,
+                                                                                    float32_dense_layers=True))
+    assert (float32.predicted_peak_gb - auto.predicted_peak_gb) * GIB == pytest.approx(
+        weight_bytes(LLAMA_3_8B, 4) - weight_bytes(LLAMA_3_8B, 2))
+
+
+def test_layers_compile_where_eager_training_would_outlast_what_a_compile_costs_and_bring_flex_attention(
+        monkeypatch):
+    """compile_layers: auto weighs the whole trial's eager training (every example at max_length, at
+    the fastest eager pace measured) against the worst compile measured: on from 240 s, with
+    FlexAttention for padding-free micro-batches; off below it, on CPU and for a trial of unknown length."""
+    recipe = TrainingConfig(micro_batch_size=4, gradient_accumulation_steps=4)
+    gpu = GpuRequest(80 * GIB, 1)
+
+    def plan(shape=LLAMA_3_8B, training=recipe, steps=300, request=gpu):
+        return plan_memory(shape, MODEL, training, EvaluationConfig(), HP, request, steps)
+
+    # configs/llama3_8b_dialogsum.yaml's trial: 6 rungs of 50 steps of 16 examples, about 385 s eager
+    # (the fastest eager pace measured, 6,935 tokens/s on the 8B shape, gives 355 s)
+    assert 2.46e6 / 6935 < memory.eager_training_seconds(LLAMA_3_8B, recipe, HP, 300) < 420
+    long = plan()
+    assert (long.compile_layers, long.attention, long.liger_kernels) == (True, "flex_attention", False)
+    at = _steps_for_eager_seconds(LLAMA_3_8B, recipe, memory.COMPILE_REPAID_AFTER_S)
+    assert plan(steps=math.ceil(at)).compile_layers is True and plan(steps=math.floor(at)).compile_layers is False
+    short = plan(steps=20)  # one rung of 20 steps: about 26 s eager
+    assert (short.compile_layers, short.attention) == (False, "sdpa")
+    assert plan(shape=SMOLLM2).compile_layers is False  # SmolLM2: seconds of eager training
+    assert plan(steps=None).compile_layers is False
+    cpu = plan_memory(None, MODEL, recipe, EvaluationConfig(), HP, None, 10**6)
+    assert (cpu.compile_layers, cpu.attention) == (False, "sdpa")
+    told = plan_memory(None, MODEL, recipe.model_copy(update={"compile_layers": True}), EvaluationConfig(), HP, None)
+    assert (told.compile_layers, told.attention) == (True, "sdpa")  # torch has no FlexAttention backward on CPU
+    # Padded micro-batches compile, and keep SDPA: a padded batch has no documents to mask
+    padded = plan(training=recipe.model_copy(update={"padding_free": False}))
+    assert (padded.compile_layers, padded.attention) == (True, "sdpa")
+    # What was asked for is kept: either switch, an attention kernel, Liger (which compiled layers cannot trace)
+    assert plan(training=recipe.model_copy(update={"compile_layers": False})).compile_layers is False
+    assert plan(steps=20, training=recipe.model_copy(update={"compile_layers": True})).attention == "flex_attention"
+    sdpa = plan_memory(LLAMA_3_8B, MODEL.model_copy(update={"attention": "sdpa"}), recipe, EvaluationConfig(), HP,
+                       gpu, 300)
+    assert (sdpa.compile_layers, sdpa.attention) == (True, "sdpa")
+    monkeypatch.setattr(memory, "liger_installed", lambda: True)
+    liger = plan(training=recipe.model_copy(update={"liger_kernels": True}))
+    assert (liger.compile_layers, liger.liger_kernels) == (False, True)
+
+
+def test_a_share_of_activations_kept_for_layers_auto_left_eager_is_refused_naming_the_switch():
+    asked = TrainingConfig(micro_batch_size=8, activations_kept=0.4)
+    with pytest.raises(ConfigError, match=r"^training.activations_kept: 0.4 applies to compiled layers.*"
+                                          r"set training.compile_layers: true"):
+        plan_memory(LLAMA_3_8B, MODEL, asked, EvaluationConfig(), HP, GpuRequest(80 * GIB, 1, 16 * GIB), 20)
+    kept = plan_memory(LLAMA_3_8B, MODEL, asked, EvaluationConfig(), HP, GpuRequest(80 * GIB, 1, 16 * GIB), 600)
+    assert (kept.compile_layers, kept.activations_kept) == (True, 0.4)

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from search.config import SweepConfig
 from search.packing import TrialPlanner, plan_concurrency
-from trainables.config import ModelConfig, TrainingConfig, TrialHyperparameters
+from trainables.config import EvaluationConfig, ModelConfig, TrainingConfig, TrialHyperparameters
 from trainables.errors import ConfigError
 from trainables.memory import GIB, GpuRequest, model_shape, plan_memory, predicted_peak_bytes, weight_bytes
 
@@ -55,7 +55,8 @@ def test_a_trial_that_fits_a_gpu_only_with_recompute_gets_recompute():
     training = TrainingConfig(micro_batch_size=4)
     plan = _packed(LLAMA_3_8B, _hp(max_length=1024), training, 24)
     assert plan.gradient_checkpointing is True and plan.gpu_share < 1
-    assert plan.gpu_share * 24 * GIB >= predicted_peak_bytes(LLAMA_3_8B, _hp(max_length=1024), training, True)
+    bf16_dense = training.model_copy(update={"float32_dense_layers": False})  # auto, where compute is bf16
+    assert plan.gpu_share * 24 * GIB >= predicted_peak_bytes(LLAMA_3_8B, _hp(max_length=1024), bf16_dense, True)
     assert plan.memory_budget_gb == pytest.approx(plan.gpu_share * 24)  # the trial plans within what Ray reserved
 
 
@@ -197,3 +198,48 @@ def test_auto_is_a_valid_gpu_setting_and_other_words_are_not():
     assert SweepConfig(name="x", model={"name_or_path": "/tmp"}, resources={"gpus_per_trial": "auto"})
     with pytest.raises(ValidationError, match="must be auto or a number of GPUs"):
         SweepConfig(name="x", model={"name_or_path": "/tmp"}, resources={"gpus_per_trial": "many"})
+
+
+def test_compiled_layers_are_one_decision_for_the_whole_sweep_weighed_on_its_whole_trials(tmp_path):
+    """The driver decides compile_layers: auto once, from the largest trial over max_rungs x
+    steps_per_rung steps; every trial then compiles (with FlexAttention) or none does, so a kept
+    worker's base model, loaded with one attention kernel, suits every trial it runs."""
+    (tmp_path / "config.json").write_text(json.dumps(LLAMA_3_8B))
+    chosen = {"lora_alpha": 16, "learning_rate": 1e-4, "lora_r": 8}
+
+    def sweep(max_rungs, steps_per_rung):
+        return SweepConfig(name="c", model={"name_or_path": str(tmp_path)}, resources={"gpus_per_trial": "auto"},
+                           search={"lora_r": {"choice": [8, 64]}, "max_length": {"choice": [256, 1024]}},
+                           training={"micro_batch_size": 4, "gradient_accumulation_steps": 4,
+                                     "steps_per_rung": steps_per_rung},
+                           scheduler={"max_rungs": max_rungs})
+
+    # 3 rungs of 50 steps of 16 examples: about 385 s eager for the largest trial (1024 tokens), 96 s
+    # for the smallest (256), which alone would not compile; in this sweep it does
+    long = TrialPlanner.for_cluster(sweep(3, 50), 80 * GIB)
+    assert long.total_steps == 150
+    trials = [long.trial_config({**chosen, "max_length": length}) for length in (256, 1024)]
+    assert all((t.training.compile_layers, t.model.attention) == (True, "flex_attention") for t in trials)
+    alone = plan_memory(LLAMA_3_8B, ModelConfig(name_or_path=str(tmp_path)), TrainingConfig(
+        micro_batch_size=4, gradient_accumulation_steps=4), EvaluationConfig(), _hp(max_length=256),
+        GpuRequest(80 * GIB, 1), total_steps=150)
+    assert alone.compile_layers is False
+    # One rung of 10 steps: under 30 s eager even at 1024 tokens, no trial compiles
+    short = TrialPlanner.for_cluster(sweep(1, 10), 80 * GIB).trial_config({**chosen, "max_length": 1024})
+    assert (short.training.compile_layers, short.model.attention) == (False, "sdpa")
+
+
+def test_runs_opening_lines_say_what_compile_layers_auto_decided_and_the_seconds_behind_it(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(LLAMA_3_8B))
+    sweep = SweepConfig(name="c", model={"name_or_path": str(tmp_path)}, resources={"gpus_per_trial": "auto"},
+                        search={"max_length": {"choice": [256, 1024]}}, scheduler={"max_rungs": 4},
+                        training={"micro_batch_size": 4, "gradient_accumulation_steps": 4, "steps_per_rung": 50})
+    said = TrialPlanner.for_cluster(sweep, 80 * GIB).compile_decision()
+    assert said.startswith("compile_layers: auto: on, with FlexAttention: the largest trial's 200 steps would take "
+                           "about 513 s in eager layers, at least the 240 s")
+    short = sweep.model_copy(update={"scheduler": sweep.scheduler.model_copy(update={"max_rungs": 1})})
+    assert "auto: off: the largest trial's 50 steps would take about 128 s" in TrialPlanner.for_cluster(
+        short, 80 * GIB).compile_decision()
+    told = sweep.model_copy(update={"training": sweep.training.model_copy(update={"compile_layers": False})})
+    assert TrialPlanner.for_cluster(told, 80 * GIB).compile_decision() is None
+    assert TrialPlanner.for_cluster(sweep, None).compile_decision() is None  # CPU trials

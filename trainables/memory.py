@@ -142,8 +142,65 @@ def kv_cache_bytes_per_token(shape: dict[str, Any], value_bytes: int) -> int:
 
 def dense_layer_bytes(training: TrainingConfig, compute_dtype_bytes: int) -> int:
     """Bytes per weight of the layers left unquantized (embeddings, LM head, norms) in a trial:
-    float32 after k-bit preparation, unless training.float32_dense_layers is off."""
-    return FLOAT32_BYTES if training.float32_dense_layers else compute_dtype_bytes
+    float32 after k-bit preparation, unless training.float32_dense_layers is off. plan_memory decides
+    its `auto` first; left undecided, it counts as the larger."""
+    return compute_dtype_bytes if training.float32_dense_layers is False else FLOAT32_BYTES
+
+
+def float32_dense_layers(training: TrainingConfig, compute_dtype: str) -> bool:
+    """training.float32_dense_layers; auto: off where the compute dtype is bfloat16. On an H200 the
+    8B shape trained 1.19x faster with them in bf16 at equal memory, and on SmolLM2 the ROUGE-L of
+    bf16 dense layers after 60 steps was within 0.22 points of the plain recipe's for 2 seeds
+    (benchmarks/results/2026-12-02-trial-speed). float16's range is narrow for a residual stream,
+    and in float32 there is nothing to cast: peft's preparation as it is."""
+    return _given(training.float32_dense_layers, compute_dtype != "bfloat16")
+
+
+# compile_layers' auto. Measured on an H200 (benchmarks/results/2026-12-02-trial-speed): the eager
+# trials ran at most 0.26 MFU of 790 TFLOP/s (205 TFLOP/s, the 8B shape on a whole GPU, counted as
+# trial_speed's MFU counts: 4 FLOP per parameter and token, the forward and the backward through the
+# frozen weights; what LoRA's own weights add is under 1 %); compiled
+# layers with FlexAttention trained the 8B shape 2.1x the eager defaults within the plain recipe's
+# memory (1.85x on a whole GPU); a compile cost up to 124 s (a process's first FlexAttention, 15-40 s
+# after it). So a trial whose eager training would take 240 s repays the worst compile.
+FASTEST_EAGER_FLOPS = 205e12
+COMPILE_REPAID_AFTER_S = 240.0
+
+
+def parameter_count(shape: dict[str, Any]) -> int:
+    return sum(_dense_parameters(shape))
+
+
+def eager_training_seconds(shape: dict[str, Any], training: TrainingConfig, hp: TrialHyperparameters,
+                           total_steps: int) -> float:
+    """The least time eager layers would take to train a whole trial: its steps' tokens (every example
+    at max_length, as the memory estimates count them) at 4 FLOP per parameter and token, at the
+    fastest eager pace measured (no recompute)."""
+    tokens = total_steps * training.micro_batch_size * training.gradient_accumulation_steps * hp.max_length
+    return 4 * parameter_count(shape) * tokens / FASTEST_EAGER_FLOPS
+
+
+def compiles_layers(shape: dict[str, Any] | None, training: TrainingConfig, hp: TrialHyperparameters,
+                    total_steps: int | None) -> bool:
+    """training.compile_layers; auto: on for a GPU trial (`shape` given) whose eager training would take
+    COMPILE_REPAID_AFTER_S or more. `total_steps` None: the trial's length is not known (a benchmark's
+    timed steps): auto stays off. Off on CPU, where torch.compile's generated code is not the
+    bottleneck it removes (the host's launches on a GPU)."""
+    if training.compile_layers != "auto":
+        return training.compile_layers
+    if shape is None or total_steps is None or training.liger_kernels is True:  # Liger asked for: not traceable
+        return False
+    return eager_training_seconds(shape, training, hp, total_steps) >= COMPILE_REPAID_AFTER_S
+
+
+def attention_kernel(model: ModelConfig, training: TrainingConfig, compiled: bool, on_gpu: bool) -> str:
+    """model.attention; auto: FlexAttention for a GPU trial whose layers are compiled (it is compiled
+    into their code) and whose micro-batches are padding-free (its document mask keeps attention
+    within each example, where SDPA computes the dense block-diagonal mask over all the micro-batch's
+    tokens). Never on CPU: torch (2.13) has no FlexAttention backward there."""
+    if model.attention != "auto":
+        return model.attention
+    return "flex_attention" if on_gpu and compiled and training.padding_free else "sdpa"
 
 
 def predicted_peak_bytes(shape: dict[str, Any], hp: TrialHyperparameters, training: TrainingConfig,
@@ -168,12 +225,21 @@ def generation_bytes_per_sequence(shape: dict[str, Any], hp: TrialHyperparameter
 
 
 def plan_memory(shape: dict[str, Any] | None, model: ModelConfig, training: TrainingConfig,
-                evaluation: EvaluationConfig, hp: TrialHyperparameters, gpu: GpuRequest | None) -> MemoryPlan:
-    """Every memory decision of one trial; `gpu` None: it trains on CPUs (no shape needed)."""
-    _check_activations_kept(training)
+                evaluation: EvaluationConfig, hp: TrialHyperparameters, gpu: GpuRequest | None,
+                total_steps: int | None = None) -> MemoryPlan:
+    """Every memory decision of one trial, and the kernels they depend on; `gpu` None: it trains on
+    CPUs (no shape needed). `total_steps`: the steps the whole trial trains (max_rungs x
+    steps_per_rung), which compile_layers' auto weighs against a compile; None: unknown, not compiled."""
     if training.packing and not training.padding_free:
         raise ConfigError("training.packing: true packs examples into padding-free rows; "
                           "set training.padding_free: true, or packing: false")
+    compiled = compiles_layers(shape if gpu is not None else None, training, hp, total_steps)
+    dtype_name = compute_dtype_name(model, on_gpu=gpu is not None)
+    training = training.model_copy(update={"compile_layers": compiled,
+                                           "float32_dense_layers": float32_dense_layers(training, dtype_name)})
+    _check_activations_kept(training)
+    kernels = dict(compile_layers=compiled, float32_dense_layers=training.float32_dense_layers,
+                   attention=attention_kernel(model, training, compiled, on_gpu=gpu is not None))
     if gpu is None:
         checkpointing = _given(training.gradient_checkpointing, False)  # compute, not memory, limits a CPU
         return MemoryPlan(
@@ -181,7 +247,7 @@ def plan_memory(shape: dict[str, Any] | None, model: ModelConfig, training: Trai
             gradient_checkpointing=checkpointing,
             activations_kept=_given(training.activations_kept, 0.0) if checkpointing else 1.0,
             fused_lm_head=_given(training.fused_lm_head, False),  # its torch fallback is slower than full logits
-            liger_kernels=_cpu_liger(training),
+            liger_kernels=_cpu_liger(training), **kernels,
             micro_batch_size=training.micro_batch_size,
             gradient_accumulation_steps=_cpu_accumulation(training),
             merged_copy=_given(evaluation.merged_copy, False),
@@ -189,7 +255,7 @@ def plan_memory(shape: dict[str, Any] | None, model: ModelConfig, training: Trai
         )
     if shape is None:
         raise ValueError("a GPU trial is planned from the model's shape")
-    dtype_bytes = DTYPE_BYTES[compute_dtype_name(model, on_gpu=True)]
+    dtype_bytes = DTYPE_BYTES[dtype_name]
     dense_bytes = dense_layer_bytes(training, dtype_bytes)
     whole = gpu.gpu_memory_bytes
     packed = gpu.gpus_per_trial == "auto"
@@ -230,7 +296,7 @@ def plan_memory(shape: dict[str, Any] | None, model: ModelConfig, training: Trai
     return MemoryPlan(
         gpu_share=share, memory_budget_gb=budget / GIB, predicted_peak_gb=peak / GIB,
         gradient_checkpointing=checkpointing, activations_kept=kept, fused_lm_head=_given(training.fused_lm_head, True),
-        liger_kernels=_gpu_liger(training, checkpointing),
+        liger_kernels=_gpu_liger(training, checkpointing), **kernels,
         micro_batch_size=training.micro_batch_size, gradient_accumulation_steps=training.gradient_accumulation_steps,
         merged_copy=merged, generation_batch_size=batch,
     )

@@ -51,10 +51,8 @@ def load_quantized_model(model: ModelConfig) -> Any:
 
 
 def attention_implementation(model: ModelConfig) -> str:
-    """auto: SDPA. FlexAttention, which skips the blocks a padding-free micro-batch's document mask
-    rules out, trained the 8B shape 1.10x faster on an H200 (1.23x at micro-batch 16 without
-    recompute), but the 1B shape 0.91x with recompute, and it compiled for about 100 s in each new
-    process, a trial's first rung included (BENCHMARKS.md): a switch, not yet the default."""
+    """The attention kernel a trial's plan decided (trainables.memory.attention_kernel); `auto`
+    undecided (a model loaded outside a trial's plan: scoring, a benchmark's plain side) is SDPA."""
     return "sdpa" if model.attention == "auto" else model.attention
 
 
