@@ -152,3 +152,38 @@ def test_the_benchmark_puts_the_llama_module_back_after_a_side_has_patched_it():
         modeling_llama.apply_rotary_pos_emb = lambda q, k, cos, sin, **kwargs: (q, k)  # as Liger's apply does
         modeling_llama.LlamaRMSNorm = object
     assert modeling_llama.apply_rotary_pos_emb is original and modeling_llama.LlamaRMSNorm.__name__ == "LlamaRMSNorm"
+
+
+def test_the_gpu_sharing_benchmark_times_n_trials_in_processes_of_their_own_together(tiny_model_path, tmp_path):
+    """benchmarks/gpu_sharing.py (issue 10, item 4): N workers each train the trial's code; their
+    timed steps start together, and the aggregate is the sum of what each trained a second."""
+    out = tmp_path / "sharing.json"
+    done = subprocess.run(
+        [sys.executable, "benchmarks/gpu_sharing.py", "--shape", "tiny", "--data", "trainables/samples",
+         "--tokenizer", str(tiny_model_path), "--out", str(out), "--setting", "eager:fused_lm_head=false",
+         "--trials", "eager=1,2", "--rounds", "1", "--warmup-s", "0", "--steps", "2", "--segment-warmup", "1",
+         "--micro-batch-size", "2", "--max-length", "256", "--train-examples", "16",
+         "--model-cache", str(tmp_path / "models")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert [(run["setting"], run["trials"]) for run in result["runs"]] == [("eager", 1), ("eager", 2)]
+    pair = result["runs"][1]
+    assert len(pair["tokens_per_s"]) == 2 and all(rate > 0 for rate in pair["tokens_per_s"])
+    assert pair["aggregate_tokens_per_s"] == pytest.approx(sum(pair["tokens_per_s"]), abs=1)
+    assert 0 < pair["overlap"] <= 1  # the two timed windows ran at the same time, not one after the other
+    alone = result["runs"][0]["aggregate_tokens_per_s"]
+    two = result["summary"]["eager"]["2"]
+    assert two["contention"] == pytest.approx(pair["aggregate_tokens_per_s"] / (2 * alone), abs=1e-3)
+
+
+def test_the_gpu_sharing_benchmark_refuses_trials_of_a_setting_it_was_not_given_in_one_line(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "benchmarks/gpu_sharing.py", "--data", "x", "--tokenizer", "x", "--out", str(tmp_path / "o"),
+         "--setting", "eager:fused_lm_head=false", "--trials", "eagre=1,2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "--trials eagre=...: no --setting is named 'eagre' (named: eager)" in done.stderr
+    assert not (tmp_path / "o").exists()
