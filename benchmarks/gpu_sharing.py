@@ -17,8 +17,8 @@ until --warmup-s have passed (the card speeds up over its first minutes of load)
 rounds, each running every (setting, N) in turn. A run starts N workers (this script with
 --worker); each loads the model and data, trains --segment-warmup untimed steps, waits until every
 worker is there, then trains --steps timed steps. Per run: each trial's tokens/s over its own timed
-steps and their sum (the aggregate while all of them trained), its own peak memory, and how much
-of the run the timed windows overlapped. The summary gives per setting and N the median and
+steps and their sum (the aggregate while all of them trained), its own peak memory beside the
+planner's prediction for it, and how much of the run the timed windows overlapped. The summary gives per setting and N the median and
 min-max of the aggregate, and the contention: aggregate / (N x the median aggregate of N = 1).
 """
 
@@ -102,6 +102,7 @@ def run_once(args: argparse.Namespace, model: Path, spec: str, n: int) -> dict[s
     return {"aggregate_tokens_per_s": sum(t["tokens_per_s"] for t in trials),
             "tokens_per_s": [round(t["tokens_per_s"]) for t in trials],
             "own_peak_gb": [t["own_peak_gb"] for t in trials],
+            "predicted_peak_gb": trials[0]["predicted_peak_gb"],  # the planner's, for one trial of the setting
             "overlap": max(0.0, together) / (end - start) if end > start else 1.0}
 
 
@@ -126,7 +127,8 @@ def worker(args: argparse.Namespace) -> int:
         speed = side.train(args.steps, args.segment_warmup, around=_all_at_once(signals, args.index, window))
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
     (signals / f"result-{args.index}.json").write_text(json.dumps(
-        {"tokens_per_s": speed["tokens_per_s"], "own_peak_gb": peak, **window}))
+        {"tokens_per_s": speed["tokens_per_s"], "own_peak_gb": peak,
+         "predicted_peak_gb": side.plan.predicted_peak_gb if side.plan else None, **window}))
     return 0
 
 

@@ -173,6 +173,7 @@ def test_the_gpu_sharing_benchmark_times_n_trials_in_processes_of_their_own_toge
     assert len(pair["tokens_per_s"]) == 2 and all(rate > 0 for rate in pair["tokens_per_s"])
     assert pair["aggregate_tokens_per_s"] == pytest.approx(sum(pair["tokens_per_s"]), abs=1)
     assert 0 < pair["overlap"] <= 1  # the two timed windows ran at the same time, not one after the other
+    assert pair["predicted_peak_gb"] is None  # the planner predicts GPU memory only
     alone = result["runs"][0]["aggregate_tokens_per_s"]
     two = result["summary"]["eager"]["2"]
     assert two["contention"] == pytest.approx(pair["aggregate_tokens_per_s"] / (2 * alone), abs=1e-3)
