@@ -12,14 +12,17 @@ recompute costs once the GPU is full: these runs measure both.
         --setting "recomputed:compile_layers=true,gradient_checkpointing=true,activations_kept=0" \
         --trials recomputed=1,2,4,6 --rounds 2 --warmup-s 60 --out sharing.json
 
-The protocol: the random-weight model is built once; an untimed warm-up runs the first setting
-until --warmup-s have passed (the card speeds up over its first minutes of load); then --rounds
-rounds, each running every (setting, N) in turn. A run starts N workers (this script with
---worker); each loads the model and data, trains --segment-warmup untimed steps, waits until every
-worker is there, then trains --steps timed steps. Per run: each trial's tokens/s over its own timed
-steps and their sum (the aggregate while all of them trained), its own peak memory beside the
-planner's prediction for it, and how much of the run the timed windows overlapped. The summary gives per setting and N the median and
-min-max of the aggregate, and the contention: aggregate / (N x the median aggregate of N = 1).
+The protocol: the random-weight model is built once, and every worker (this script with
+--worker; as many per setting as its largest N) loads it, its data and its trial side once and
+stays: a run of N trials trains N of one setting's workers while the others wait, their memory
+given back. An untimed warm-up runs the first setting until --warmup-s have passed (the card
+speeds up over its first minutes of load); then --rounds rounds, each running every (setting, N)
+in turn, settings alternating. In a run each of the N trains --segment-warmup untimed steps, waits
+until all N are there, then trains --steps timed steps. Per run: each trial's tokens/s over its
+own timed steps and their sum (the aggregate while all of them trained), its own peak memory
+beside the planner's prediction for it, and how much of the run the timed windows overlapped. The
+summary gives per setting and N the median and min-max of the aggregate, and the contention:
+aggregate / (N x the median aggregate of N = 1).
 """
 
 from __future__ import annotations
@@ -52,51 +55,90 @@ def main(argv: list[str] | None = None) -> int:
 
     folder = Path(args.model_cache or tempfile.mkdtemp(prefix="gpu-sharing-"))
     model = trial_speed.build_random_model(args.shape, args.tokenizer, folder / f"random-{args.shape}")
-    plan = [(name, n) for name in settings for n in counts.get(name, [1])]
+    runs = [(name, n) for round_runs in _alternating(settings, counts) for name, n in round_runs]
     result: dict[str, Any] = {"device": _device_name(), "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv),
                               "shape": args.shape, "micro_batch_size": args.micro_batch_size,
                               "max_length": args.max_length, "settings": settings, "runs": []}
-    started = time.perf_counter()
-    first = plan[0]
-    while True:  # untimed: the card's clocks settle under load
-        run_once(args, model, settings[first[0]], first[1])
-        if time.perf_counter() - started >= args.warmup_s:
-            break
-    result["warm_up_s"] = round(time.perf_counter() - started)
-    for round_number in range(1, args.rounds + 1):
-        for name, n in plan:
-            run = run_once(args, model, settings[name], n)
-            result["runs"].append({"round": round_number, "setting": name, "trials": n, **run})
-            _log(f"round {round_number} {name} x{n}: {run['aggregate_tokens_per_s']:.0f} tokens/s in all, "
-                 f"overlap {run['overlap']:.2f}")
-            result["summary"] = summarize(result["runs"])
-            Path(args.out).write_text(json.dumps(result, indent=1))
+    with tempfile.TemporaryDirectory(prefix="sharing-") as signals, Workers(args, model, settings, counts,
+                                                                          Path(signals)) as workers:
+        started = time.perf_counter()
+        while True:  # untimed: the card's clocks settle under load
+            workers.run(*runs[0])
+            if time.perf_counter() - started >= args.warmup_s:
+                break
+        result["warm_up_s"] = round(time.perf_counter() - started)
+        for round_number in range(1, args.rounds + 1):
+            for name, n in runs:
+                run = workers.run(name, n)
+                result["runs"].append({"round": round_number, "setting": name, "trials": n, **run})
+                _log(f"round {round_number} {name} x{n}: {run['aggregate_tokens_per_s']:.0f} tokens/s in all, "
+                     f"overlap {run['overlap']:.2f}")
+                result["summary"] = summarize(result["runs"])
+                Path(args.out).write_text(json.dumps(result, indent=1))
     return 0
 
 
-def run_once(args: argparse.Namespace, model: Path, spec: str, n: int) -> dict[str, Any]:
-    """N workers training `spec` at once; their timed windows start together."""
-    with tempfile.TemporaryDirectory(prefix="sharing-run-") as signals:
-        workers = [subprocess.Popen(
-            [sys.executable, __file__, "--worker", "--model", str(model), "--spec", spec, "--index", str(i),
-             "--signals", signals, "--data", args.data, "--tokenizer", args.tokenizer, "--out", args.out,
+def _alternating(settings: dict[str, str], counts: dict[str, list[int]]) -> list[list[tuple[str, int]]]:
+    """One round's runs, settings taking turns: a1 b1 a2 b2 b3 for a: 1,2 and b: 1,2,3."""
+    order = [[(name, n) for n in counts.get(name, [1])] for name in settings]
+    return [[run for runs in order for run in runs[i:i + 1]] for i in range(max(map(len, order)))]
+
+
+class Workers:
+    """Each setting's workers, started and loaded once; a run gives N of one setting's workers a
+    command file, waits until all N have trained their untimed steps, lets them time theirs
+    together, and collects what they measured."""
+
+    def __init__(self, args: argparse.Namespace, model: Path, settings: dict[str, str], counts: dict[str, list[int]],
+                 signals: Path):
+        self.args, self.signals, self.runs = args, signals, 0
+        self.processes = {(name, i): subprocess.Popen(
+            [sys.executable, __file__, "--worker", "--model", str(model), "--spec", spec, "--index", f"{name}-{i}",
+             "--signals", str(signals), "--data", args.data, "--tokenizer", args.tokenizer, "--out", args.out,
              "--steps", str(args.steps), "--segment-warmup", str(args.segment_warmup),
              "--micro-batch-size", str(args.micro_batch_size), "--max-length", str(args.max_length),
-             "--train-examples", str(args.train_examples)],
-            stdout=sys.stderr) for i in range(n)]
+             "--train-examples", str(args.train_examples)], stdout=sys.stderr)
+            for name, spec in settings.items() for i in range(max(counts.get(name, [1])))}
+        try:
+            self._wait_for([f"loaded-{name}-{i}" for name, i in self.processes], "loading")
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def __enter__(self) -> "Workers":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        (self.signals / "stop").touch()
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def run(self, name: str, n: int) -> dict[str, Any]:
+        self.runs += 1
+        run = f"run{self.runs}"
+        who = [f"{name}-{i}" for i in range(n)]
+        (self.signals / f"{run}.tmp").write_text(json.dumps(who))
+        (self.signals / f"{run}.tmp").rename(self.signals / f"{run}.json")  # appears whole to the workers
+        self._wait_for([f"{run}-warm-{w}" for w in who], f"{run} ({n} x {name})")
+        (self.signals / f"{run}-go").touch()
+        self._wait_for([f"{run}-result-{w}.json" for w in who], f"{run} ({n} x {name})")
+        trials = [json.loads((self.signals / f"{run}-result-{w}.json").read_text()) for w in who]
+        return _run_record(trials)
+
+    def _wait_for(self, names: list[str], what: str) -> None:
         waited = time.monotonic()
-        while len(list(Path(signals).glob("warm-*"))) < n:
-            failed = [w.returncode for w in workers if w.poll() not in (None, 0)]
-            if failed or time.monotonic() - waited > WAIT_S:
-                for w in workers:
-                    w.kill()
-                raise RuntimeError(f"a worker of {n} x {spec!r} ended before its timed steps (exit {failed})")
-            time.sleep(0.2)
-        (Path(signals) / "go").touch()
-        codes = [w.wait(timeout=WAIT_S) for w in workers]
-        if any(codes):
-            raise RuntimeError(f"{n} x {spec!r}: workers exited {codes}")
-        trials = [json.loads((Path(signals) / f"result-{i}.json").read_text()) for i in range(n)]
+        while not all((self.signals / name).exists() for name in names):
+            ended = {key: p.returncode for key, p in self.processes.items() if p.poll() is not None}
+            if ended or time.monotonic() - waited > WAIT_S:
+                raise RuntimeError(f"{what}: workers ended {ended} (or {WAIT_S} s passed) before it was done")
+            time.sleep(0.1)
+
+
+def _run_record(trials: list[dict[str, Any]]) -> dict[str, Any]:
     start, end = min(t["start"] for t in trials), max(t["end"] for t in trials)
     together = min(t["end"] for t in trials) - max(t["start"] for t in trials)
     return {"aggregate_tokens_per_s": sum(t["tokens_per_s"] for t in trials),
@@ -107,7 +149,8 @@ def run_once(args: argparse.Namespace, model: Path, spec: str, n: int) -> dict[s
 
 
 def worker(args: argparse.Namespace) -> int:
-    """One trial: loads, trains its untimed steps, waits for the others, trains its timed steps."""
+    """One trial, loaded once; for each run that names it: its untimed steps, the wait for the
+    others, its timed steps, what it measured."""
     import trial_speed
     import torch
 
@@ -123,24 +166,39 @@ def worker(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="sharing-trainer-") as folder:
         side = trial_speed.trial_side(Path(args.model), rows, tokenizer, options, trial_speed._settings(args.spec),
                                       None, Path(folder))
-        window: dict[str, float] = {}
-        speed = side.train(args.steps, args.segment_warmup, around=_all_at_once(signals, args.index, window))
-    peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
-    (signals / f"result-{args.index}.json").write_text(json.dumps(
-        {"tokens_per_s": speed["tokens_per_s"], "own_peak_gb": peak,
-         "predicted_peak_gb": side.plan.predicted_peak_gb if side.plan else None, **window}))
+        (signals / f"loaded-{args.index}").touch()
+        _log(f"worker {args.index}: loaded")
+        done = 0
+        while not (signals / "stop").exists():
+            command = signals / f"run{done + 1}.json"
+            if not command.exists():
+                time.sleep(0.05)
+                continue
+            done += 1
+            if args.index not in json.loads(command.read_text()):
+                continue
+            window: dict[str, float] = {}
+            speed = side.train(args.steps, args.segment_warmup, around=_all_at_once(signals, f"run{done}",
+                                                                                   args.index, window))
+            peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
+            measured = {"tokens_per_s": speed["tokens_per_s"], "own_peak_gb": peak,
+                        "predicted_peak_gb": side.plan.predicted_peak_gb if side.plan else None, **window}
+            (signals / f"run{done}-result-{args.index}.tmp").write_text(json.dumps(measured))
+            (signals / f"run{done}-result-{args.index}.tmp").rename(signals / f"run{done}-result-{args.index}.json")
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()  # waiting, it holds its weights only: the next run's trials get the rest
     return 0
 
 
 @contextlib.contextmanager
-def _all_at_once(signals: Path, index: int, window: dict[str, float]) -> Iterator[None]:
-    """Held over a worker's timed steps: they begin once every worker has reached them."""
-    (signals / f"warm-{index}").touch()
+def _all_at_once(signals: Path, run: str, index: str, window: dict[str, float]) -> Iterator[None]:
+    """Held over a worker's timed steps: they begin once every worker of the run has reached them."""
+    (signals / f"{run}-warm-{index}").touch()
     waited = time.monotonic()
-    while not (signals / "go").exists():
+    while not (signals / f"{run}-go").exists():
         if time.monotonic() - waited > WAIT_S:
             raise RuntimeError("the other workers never reached their timed steps")
-        time.sleep(0.05)
+        time.sleep(0.02)
     window["start"] = time.time()
     try:
         yield
@@ -182,7 +240,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
-    parser.add_argument("--index", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--index", help=argparse.SUPPRESS)
     parser.add_argument("--signals", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 

@@ -31,8 +31,9 @@ fi
 if [ -z "$only" ] || [ "$only" = sharing ]; then
     # gpus_per_trial: auto's choice (issue 10, item 4): N 8B trials at once on the GPU, each in its own
     # process, keeping their activations (compiled, about 22 GB each at mb 8) or recomputing them (about
-    # 8.5 GB), for the aggregate tokens/s and the contention the rule needs. Each run loads and compiles
-    # its trials afresh (about a minute or two), so few runs: 3 trials of each, 1 of each, 6 recomputing.
+    # 8.5 GB), for the aggregate tokens/s and the contention the rule needs. The 9 workers (3 keeping,
+    # 6 recomputing) load and compile once; about 69 GB resident while they wait, 111 GB at most while
+    # 3 keeping trials train (by the fourth run's peaks).
     flex="attention=flex_attention,compile_layers=true,float32_dense_layers=false"
     python3 benchmarks/gpu_sharing.py --shape llama3-8b --data "$data" --tokenizer "$smollm2" "${cache[@]}" \
         --out "$out/gpu_sharing_llama3-8b.json" --rounds 1 --warmup-s 30 \

@@ -8,7 +8,7 @@
 #   call 1  carry [".devbundle", ".devstage/inputs.tar.xz"]
 #           bash .devbundle/unpack.sh && bash /tmp/detach.sh 'bash benchmarks/trial_speed_chain.sh' && bash /tmp/wait.sh 540
 #   call 2+ bash /tmp/wait.sh 540
-# Estimated (not measured): start 2 min, GPU tests 3, 8B list 9, sharing 10, 1B 5.
+# Estimated (not measured): start 2 min, GPU tests 3, 8B list 8, sharing 7, 1B 5.
 set -u
 stage=${STAGE:-/tmp/stage}
 res=${RES:-/tmp/res}
