@@ -396,9 +396,11 @@ def segment(side: Side, args: argparse.Namespace, timed: bool) -> dict[str, floa
 
 def warm_up(sides: list[Side], args: argparse.Namespace, seconds: float) -> float:
     """Untimed load on the GPU, side after side, until `seconds` have passed (the card speeds up
-    over its first minutes of load); returns how long it took."""
-    started = time.perf_counter()
-    while time.perf_counter() - started < seconds:
+    over its first minutes of load); returns how long it took. Every side runs at least one segment,
+    however little time is left: its first compiles, and a compile must never land in a timed round."""
+    started, passes = time.perf_counter(), 0
+    while passes == 0 or time.perf_counter() - started < seconds:
+        passes += 1
         for side in [side for side in sides if "error" not in side.details]:
             segment_started = time.perf_counter()  # the first segment of a side includes its kernels' compilation
             compiled_before = dynamo_counts()
