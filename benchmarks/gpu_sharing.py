@@ -53,35 +53,37 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import trial_speed  # heavy (torch, transformers): not for a worker's argument errors
 
-    folder = Path(args.model_cache or tempfile.mkdtemp(prefix="gpu-sharing-"))
-    model = trial_speed.build_random_model(args.shape, args.tokenizer, folder / f"random-{args.shape}")
-    runs = [(name, n) for round_runs in _alternating(settings, counts) for name, n in round_runs]
+    runs = _alternating(settings, counts)
     result: dict[str, Any] = {"device": _device_name(), "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv),
                               "shape": args.shape, "micro_batch_size": args.micro_batch_size,
                               "max_length": args.max_length, "settings": settings, "runs": []}
-    with tempfile.TemporaryDirectory(prefix="sharing-") as signals, Workers(args, model, settings, counts,
-                                                                          Path(signals)) as workers:
-        started = time.perf_counter()
-        while True:  # untimed: the card's clocks settle under load
-            workers.run(*runs[0])
-            if time.perf_counter() - started >= args.warmup_s:
-                break
-        result["warm_up_s"] = round(time.perf_counter() - started)
-        for round_number in range(1, args.rounds + 1):
-            for name, n in runs:
-                run = workers.run(name, n)
-                result["runs"].append({"round": round_number, "setting": name, "trials": n, **run})
-                _log(f"round {round_number} {name} x{n}: {run['aggregate_tokens_per_s']:.0f} tokens/s in all, "
-                     f"overlap {run['overlap']:.2f}")
-                result["summary"] = summarize(result["runs"])
-                Path(args.out).write_text(json.dumps(result, indent=1))
+    with tempfile.TemporaryDirectory(prefix="gpu-sharing-") as scratch:
+        models = Path(args.model_cache or scratch)  # without a cache, the random model goes with the run
+        model = trial_speed.build_random_model(args.shape, args.tokenizer, models / f"random-{args.shape}")
+        signals = Path(scratch) / "signals"
+        signals.mkdir()
+        with Workers(args, model, settings, counts, signals) as workers:
+            started = time.perf_counter()
+            while True:  # untimed: the card's clocks settle under load
+                workers.run(*runs[0])
+                if time.perf_counter() - started >= args.warmup_s:
+                    break
+            result["warm_up_s"] = round(time.perf_counter() - started)
+            for round_number in range(1, args.rounds + 1):
+                for name, n in runs:
+                    run = workers.run(name, n)
+                    result["runs"].append({"round": round_number, "setting": name, "trials": n, **run})
+                    _log(f"round {round_number} {name} x{n}: {run['aggregate_tokens_per_s']:.0f} tokens/s in all, "
+                         f"overlap {run['overlap']:.2f}")
+                    result["summary"] = summarize(result["runs"])
+                    Path(args.out).write_text(json.dumps(result, indent=1))
     return 0
 
 
-def _alternating(settings: dict[str, str], counts: dict[str, list[int]]) -> list[list[tuple[str, int]]]:
+def _alternating(settings: dict[str, str], counts: dict[str, list[int]]) -> list[tuple[str, int]]:
     """One round's runs, settings taking turns: a1 b1 a2 b2 b3 for a: 1,2 and b: 1,2,3."""
     order = [[(name, n) for n in counts.get(name, [1])] for name in settings]
-    return [[run for runs in order for run in runs[i:i + 1]] for i in range(max(map(len, order)))]
+    return [runs[i] for i in range(max(map(len, order))) for runs in order if i < len(runs)]
 
 
 class Workers:
