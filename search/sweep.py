@@ -21,7 +21,7 @@ from search.models import cache_dir
 from search.output import libraries_output_to, our_logs_to
 from search.packing import Concurrency, TrialPlanner, plan_concurrency
 from search.results import is_finished, load_experiment
-from search.state_files import mend_torn_state_files, torn_state_files
+from search.state_files import mend_state_files, state_problem
 from search.storage import check_storage_for_cluster
 from search.tuner import (
     build_tuner, cluster_cpus, cluster_gpus, restore_tuner, restored_concurrency, smallest_gpu_memory_bytes,
@@ -67,14 +67,14 @@ def resume_sweep(experiment: str, watch: Watch = Watch()) -> SweepOutcome:
     that has ended is left as it is: no Ray, nothing written (but result rows a killed driver lost)."""
     sweep = load_resolved_config(experiment)
     folder = Path(experiment_path(sweep))
-    if any(folder.glob("experiment_state-*.json")) and not torn_state_files(folder):
+    if any(folder.glob("experiment_state-*.json")) and state_problem(folder) is None:
         ended = load_experiment(str(folder))
         if is_finished(ended):
             for change in restore_result_rows(str(folder)):
                 logger.info("qlora-sweep: %s", change)
             errors = sum(trial.status == "ERROR" for trial in ended.analysis.trials)
             return SweepOutcome(str(folder), len(ended.analysis.trials), errors, already_finished=True)
-    for change in mend_torn_state_files(folder):
+    for change in mend_state_files(folder):
         logger.info("qlora-sweep: %s", change)
     with _watched(sweep, watch) as view:
         planner, _ = _start(sweep, view, watch)

@@ -16,6 +16,7 @@ import os
 import pickle
 import tempfile
 import time
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -255,6 +256,8 @@ class SweepKeeper(tune.Callback):
             self._copy_state(self._staging)
 
     def on_experiment_end(self, trials, **info):
+        if self._staging is not None:
+            self._copy_state(self._staging)  # Tune's final save, made after the last step
         write_driver_heartbeat(self.experiment, ended=True)
 
     def _copy_state(self, staging: Path) -> None:
@@ -440,6 +443,36 @@ def read_tune_state_file(path: Path) -> None:
         cloudpickle.loads(data)
     else:  # searcher-state-*.pkl, tuner.pkl
         pickle.loads(data)
+
+
+@dataclass(frozen=True)
+class SavedTrials:
+    """What one set of Tune's state files says about the trials, read as Tune's resume reads them.
+    None where the set has no file of that kind."""
+
+    listed: frozenset[str] | None  # experiment_state-*.json: the trials Tune restores
+    made: int | None  # search_gen_state-*.json: how many trials the searcher has made (it makes no more after num_trials)
+    told: frozenset[str] | None  # searcher-state-*.pkl: the trials Optuna was told of (each result goes to one)
+
+
+def read_saved_trials(files: list[Path]) -> SavedTrials:
+    """The trial records of a set of state files (newest_state_files); raises what reading a torn one raises."""
+    check_ray_internals()
+    from ray.tune.utils.serialization import _loads_with_cloudpickle
+
+    listed = made = told = None
+    for path in files:
+        data = path.read_bytes()
+        if path.name.startswith("experiment_state-"):
+            states = [entry[0] for entry in _loads_with_cloudpickle(data)["trial_data"]]
+            listed = frozenset((json.loads(s) if isinstance(s, str) else s)["trial_id"] for s in states)
+        elif path.name.startswith("search_gen_state-"):
+            made = int(cloudpickle.loads(data)["counter"])
+        elif path.name.startswith("searcher-state-"):
+            searcher = pickle.loads(data)
+            if isinstance(searcher, dict) and isinstance(searcher.get("_ot_trials"), dict):  # OptunaSearch's
+                told = frozenset(searcher["_ot_trials"])
+    return SavedTrials(listed, made, told)
 
 
 def _driver_staging_path(trial: Any) -> Path:

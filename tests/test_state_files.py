@@ -1,7 +1,8 @@
-"""A resume whose experiment folder holds a state file torn by a killed driver (Tune copies them
-non-atomically in the background) mends it from the dead driver's staging copy, or, with that
-machine gone, from the copy qlora-sweep keeps in the experiment folder; or it stops with one line
-and changes nothing. And Tune never silently starts the sweep again in the same folder."""
+"""A resume whose experiment folder holds a state file torn by a killed driver, or a set of state
+files from different saves (Tune copies them non-atomically, several at once, in the background),
+mends the set from the dead driver's staging copy, or, with that machine gone, from the copy
+qlora-sweep keeps in the experiment folder; or it stops with one line and changes nothing. And Tune
+never silently starts the sweep again in the same folder."""
 
 import json
 import os
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from search.experiment import STATE_COPY
-from search.state_files import mend_torn_state_files, newest_state_files
+from search.state_files import STATE_SET_ASIDE, mend_state_files, newest_state_files
 from tests.conftest import tiny_sweep_dict, write_config
 from tests.helpers import ROOT, process_tree, ray_processes_still_running, run_cli, trial_dirs
 from trainables.errors import ConfigError
@@ -54,17 +55,17 @@ def test_every_state_file_a_resume_reads_is_found_in_a_finished_sweep(sweep):
     experiment, _ = sweep
     kinds = sorted(p.name.split("-")[0] for p in newest_state_files(experiment))
     assert kinds == ["experiment_state", "search_gen_state", "searcher"]
-    assert mend_torn_state_files(experiment) == []  # whole files: nothing to mend
+    assert mend_state_files(experiment) == []  # whole files: nothing to mend
 
 
 def test_a_torn_state_file_is_replaced_with_the_whole_set_from_the_dead_drivers_staging_copy(torn_copy):
     copy, torn, state, temp_dir = torn_copy
 
-    changes = mend_torn_state_files(copy, temp_dir)
+    changes = mend_state_files(copy, temp_dir)
 
     assert {p.name: p.read_bytes() for p in newest_state_files(copy)} == state
-    assert len(changes) == 3 and f"{torn.name}: replaced by the dead driver's staging copy" in changes[0]
-    assert "torn (JSONDecodeError" in next(c for c in changes if c.startswith(torn.name))
+    assert changes[0].startswith(f"Tune's state files are not one whole save: {torn}: unreadable (JSONDecodeError")
+    assert len(changes) == 4 and f"{torn.name}: replaced by the dead driver's staging copy" in changes[1]
     assert not list(copy.glob("*.partial"))
 
 
@@ -127,7 +128,7 @@ def test_a_torn_tuner_file_says_the_sweep_died_starting_and_changes_nothing(torn
     before = _files(copy)
 
     with pytest.raises(ConfigError, match="tuner.pkl: unreadable .*died while starting the sweep"):
-        mend_torn_state_files(copy, temp_dir)
+        mend_state_files(copy, temp_dir)
     assert _files(copy) == before
 
 
@@ -138,7 +139,7 @@ def test_a_staging_folder_of_another_experiment_with_the_same_name_is_not_used(t
     shutil.rmtree(copy / STATE_COPY)
 
     with pytest.raises(ConfigError, match=f"{torn.name}: unreadable"):
-        mend_torn_state_files(copy, temp_dir)
+        mend_state_files(copy, temp_dir)
 
 
 def test_with_the_staging_folder_gone_the_copy_kept_in_the_experiment_folder_mends_the_torn_file(torn_copy):
@@ -147,12 +148,12 @@ def test_with_the_staging_folder_gone_the_copy_kept_in_the_experiment_folder_men
     current = json.loads((copy / STATE_COPY / "current.json").read_text())
     kept = copy / STATE_COPY / current["folder"]
 
-    changes = mend_torn_state_files(copy, temp_dir)
+    changes = mend_state_files(copy, temp_dir)
 
-    assert f"{torn.name}: replaced by qlora-sweep's own copy in {kept}" in changes[0]
+    assert f"{torn.name}: replaced by qlora-sweep's own copy in {kept}" in changes[1]
     assert {p.name: p.read_bytes() for p in newest_state_files(copy)} == {
         p.name: p.read_bytes() for p in newest_state_files(kept)}
-    assert mend_torn_state_files(copy, temp_dir) == []  # whole again
+    assert mend_state_files(copy, temp_dir) == []  # whole again
 
 
 def test_a_kept_copy_that_does_not_match_its_checksums_is_not_used(torn_copy):
@@ -163,8 +164,117 @@ def test_a_kept_copy_that_does_not_match_its_checksums_is_not_used(torn_copy):
     before = _files(copy)
 
     with pytest.raises(ConfigError, match=f"{torn.name}: unreadable .*neither under .* nor in {STATE_COPY}/"):
-        mend_torn_state_files(copy, temp_dir)
+        mend_state_files(copy, temp_dir)
     assert _files(copy) == before
+
+
+def _newest(folder, kind):
+    return next(p for p in newest_state_files(folder) if p.name.startswith(kind))
+
+
+def _list_one_trial_fewer(path, name=None):
+    """The experiment state as the save before the last trial was made wrote it (Tune's JSON, its
+    cloudpickled values left as they are)."""
+    state = json.loads(path.read_text())
+    state["trial_data"] = state["trial_data"][:-1]
+    (path.with_name(name) if name else path).write_text(json.dumps(state))
+
+
+@pytest.fixture
+def mixed_copy(torn_copy):
+    """The finished sweep's copy whose experiment state is one save older than its searcher's files:
+    what a driver killed while Tune copied the set leaves (the searcher counts a trial the
+    experiment state never listed, and the resume would never run it)."""
+    copy, torn, state, temp_dir = torn_copy
+    torn.write_bytes(state[torn.name])  # whole again: this folder's only fault is the mix
+    _list_one_trial_fewer(torn)
+    return copy, torn, state, temp_dir
+
+
+def test_state_files_from_different_saves_are_replaced_by_one_whole_save(mixed_copy):
+    copy, experiment_state, state, temp_dir = mixed_copy
+    searcher = _newest(copy, "search_gen_state-")
+
+    changes = mend_state_files(copy, temp_dir)
+
+    assert changes[0] == (f"Tune's state files are not one whole save: {experiment_state.name} lists 5 trials, but "
+                          f"{searcher.name} says the searcher made 6: the two files are from different saves")
+    assert {p.name: p.read_bytes() for p in newest_state_files(copy)} == state
+    assert mend_state_files(copy, temp_dir) == []
+
+
+def test_a_searcher_that_was_told_of_other_trials_is_from_another_save(mixed_copy):
+    import pickle
+
+    copy, experiment_state, state, temp_dir = mixed_copy
+    experiment_state.write_bytes(state[experiment_state.name])
+    optuna = _newest(copy, "searcher-state-")
+    saved = pickle.loads(optuna.read_bytes())
+    saved["_ot_trials"].popitem()  # as Optuna's state one trial earlier
+    optuna.write_bytes(pickle.dumps(saved))
+    shutil.rmtree(temp_dir)
+
+    changes = mend_state_files(copy, temp_dir)
+
+    assert f"but {optuna.name} knows 5, 5 of them the same" in changes[0]
+    assert f"{optuna.name}: replaced by qlora-sweep's own copy" in changes[3]
+    current = json.loads((copy / STATE_COPY / "current.json").read_text())
+    assert optuna.read_bytes() == (copy / STATE_COPY / current["folder"] / optuna.name).read_bytes()
+
+
+def test_a_missing_searcher_file_is_a_set_tune_would_resume_with_a_searcher_started_over(mixed_copy):
+    copy, experiment_state, state, temp_dir = mixed_copy
+    experiment_state.write_bytes(state[experiment_state.name])
+    searcher = _newest(copy, "search_gen_state-")
+    searcher.unlink()
+
+    changes = mend_state_files(copy, temp_dir)
+
+    assert "lists 6 trials, but the folder has no search_gen_state-*" in changes[0]
+    assert searcher.read_bytes() == state[searcher.name]
+
+
+def test_a_mixed_set_without_an_intact_copy_stops_with_one_line_and_changes_nothing(mixed_copy):
+    copy, experiment_state, _, temp_dir = mixed_copy
+    shutil.rmtree(temp_dir)
+    shutil.rmtree(copy / STATE_COPY)
+    before = _files(copy)
+
+    with pytest.raises(ConfigError, match=f"{experiment_state.name} lists 5 trials, .*different saves; .*"
+                                          "cannot be resumed; nothing was changed"):
+        mend_state_files(copy, temp_dir)
+    assert _files(copy) == before
+
+
+def test_a_state_file_newer_than_the_intact_copy_is_set_aside_so_that_tune_resumes_from_the_copy(mixed_copy):
+    copy, experiment_state, state, temp_dir = mixed_copy
+    experiment_state.write_bytes(state[experiment_state.name])
+    shutil.rmtree(temp_dir)
+    # A resumed driver that died before its first whole save was copied: its experiment state, alone.
+    newer = "experiment_state-2099-01-01_00-00-00.json"
+    _list_one_trial_fewer(experiment_state, newer)
+    written = (copy / newer).read_bytes()
+
+    changes = mend_state_files(copy, temp_dir)
+
+    assert f"{newer}: set aside in {STATE_SET_ASIDE}/, newer than the intact copy" in changes
+    assert (copy / STATE_SET_ASIDE / newer).read_bytes() == written and not (copy / newer).exists()
+    current = json.loads((copy / STATE_COPY / "current.json").read_text())  # the last save before the sweep's final one
+    assert {p.name: p.read_bytes() for p in newest_state_files(copy)} == {
+        p.name: p.read_bytes() for p in newest_state_files(copy / STATE_COPY / current["folder"])}
+
+
+def test_a_resume_of_a_mixed_set_mends_it_and_finds_every_trial(mixed_copy):
+    copy, experiment_state, _, _ = mixed_copy
+
+    resumed = subprocess.run([sys.executable, "-m", "search", "resume", str(copy)], capture_output=True, text=True,
+                             cwd=ROOT, timeout=600)
+
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"{experiment_state.name} lists 5 trials, but" in resumed.stdout
+    report = run_cli("report", copy).stdout.splitlines()
+    statuses = [line.split()[1] for line in report[2:] if line.strip()]
+    assert len(statuses) == 6 and set(statuses) <= {"TERMINATED", "STOPPED_EARLY"}, report
 
 
 def test_a_sweep_torn_while_its_head_node_is_lost_resumes_from_the_kept_copy_and_runs_every_trial_once(
