@@ -134,10 +134,44 @@ def soak_one_sweep(args: argparse.Namespace, rng: random.Random, env: dict[str, 
             kills.append({"sweep": name, "kind": "trial worker", "pid": victim, "at_s": at})
         else:
             kill_driver(driver)
-            kills.append({"sweep": name, "kind": "driver", "pid": driver.pid, "at_s": at})
+            kills.append({"sweep": name, "kind": "driver", "pid": driver.pid, "at_s": at,
+                          "state_left": saved_state(experiment)})
             driver = start(["resume", str(experiment)], env, log)
         print(f"[chaos] kill {len(kills)}/{args.kills}: {kills[-1]['kind']} of {name} at {at} s", flush=True)
     raise SystemExit(f"{name}: not finished after {SWEEP_TIMEOUT_S} s; see {log}")
+
+
+def saved_state(experiment: Path) -> dict[str, Any]:
+    """What a resume will find: how many trials the newest experiment state lists and the searcher
+    made, and what is wrong with the set, if anything (a torn file, files from different saves),
+    which the resume then mends (search.state_files)."""
+    from search.state_files import state_problem
+    from search.tuner import newest_state_files, read_saved_trials
+
+    try:
+        saved = read_saved_trials(newest_state_files(experiment))
+        counts = {"listed": len(saved.listed) if saved.listed is not None else None, "made": saved.made}
+    except Exception as exc:  # a torn file
+        counts = {"unreadable": type(exc).__name__}
+    try:
+        problem = state_problem(experiment)
+    except Exception as exc:  # a torn tuner.pkl: the resume says so and stops
+        problem = str(exc)
+    return {**counts, "problem": problem}
+
+
+def folders_without_params(experiment: Path) -> list[str]:
+    """Trial folders Tune never recorded a start for (a checkpoint uploaded by a trial whose driver
+    died before its state was saved): the resumed sweep runs that trial again under a new id."""
+    return sorted(p.name for p in experiment.iterdir() if p.is_dir() and p.name.startswith("run_trial_")
+                  and not (p / "params.json").is_file()) if experiment.is_dir() else []
+
+
+def error_tail(rows: list[dict[str, Any]], trial_id: str) -> str | None:
+    trial = next(r["trial"] for r in rows if r["trial_id"] == trial_id)
+    path = Path(trial.path or "", "error.txt")
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()] if path.is_file() else []
+    return lines[-1][:300] if lines else None
 
 
 def check_sweep(experiment: Path, env: dict[str, str]) -> dict[str, Any]:
@@ -162,6 +196,11 @@ def check_sweep(experiment: Path, env: dict[str, str]) -> dict[str, Any]:
         "unfinished_trials": unfinished, "trials_with_a_duplicated_rung": duplicated,
         "reruns_set_aside": sum(len(result_rows(t, "result.superseded.json")) for t in folders),
         "best_answers": best.returncode == 0,
+        # Not counted: what explains a loss when there is one.
+        "unfinished_why": {t: {"status": next(r["status"] for r in rows if r["trial_id"] == t),
+                               "error": error_tail(rows, t)} for t in unfinished},
+        "trial_ids_in_state": sorted(r["trial_id"] for r in rows),
+        "folders_without_params": folders_without_params(experiment),
     }
 
 
