@@ -244,6 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     while len(kills) < args.kills or not experiments:
         experiments.append(soak_one_sweep(args, rng, env, workdir, len(experiments), kills))
     sweeps = [check_sweep(experiment, env) for experiment in experiments]
+    for sweep, experiment in zip(sweeps, experiments):
+        if sweep["missing_or_extra_trials"] or sweep["unfinished_trials"] or not sweep["best_answers"]:
+            # The drivers' own words, less the live view's progress lines.
+            lines = (workdir / f"{experiment.name}.log").read_text(errors="replace").splitlines()
+            sweep["log_tail"] = [line for line in lines if line.strip() and not line.startswith("[")][-25:]
     leftovers = leftover_processes(ray_dir)
     shutil.rmtree(ray_dir, ignore_errors=True)
     lost = sum(s["missing_or_extra_trials"] + len(s["unfinished_trials"]) + len(s["trials_with_a_duplicated_rung"])

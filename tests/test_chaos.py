@@ -19,7 +19,10 @@ def test_four_random_kills_lose_no_trial_no_rung_and_leave_no_process(tiny_model
                           cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert out.is_file(), done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads(out.read_text())
-    assert summary["kills_tried"] == 4 and summary["lost"] == 0, json.dumps(summary, indent=2)[-3000:]
+    failed = [s for s in summary["sweeps"] if s["missing_or_extra_trials"] or s["unfinished_trials"]
+              or s["trials_with_a_duplicated_rung"] or not s["best_answers"]]
+    what = {"sweeps_that_lost": failed, "kills": summary["kills"], "leftover_processes": summary["leftover_processes"]}
+    assert summary["kills_tried"] == 4 and summary["lost"] == 0, json.dumps(what, indent=1)[:6000]
     assert summary["driver_kills"] >= 1 and summary["worker_kills"] >= 1  # seed 2 draws both kinds
     assert done.returncode == 0
     for sweep in summary["sweeps"]:
