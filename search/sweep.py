@@ -21,7 +21,7 @@ from search.models import cache_dir
 from search.output import libraries_output_to, our_logs_to
 from search.packing import Concurrency, TrialPlanner, plan_concurrency
 from search.results import is_finished, load_experiment
-from search.state_files import mend_state_files, state_problem
+from search.state_files import mend_deleted_checkpoints, mend_state_files, state_problem
 from search.storage import check_storage_for_cluster
 from search.tuner import (
     build_tuner, cluster_cpus, cluster_gpus, restore_tuner, restored_concurrency, smallest_gpu_memory_bytes,
@@ -74,7 +74,7 @@ def resume_sweep(experiment: str, watch: Watch = Watch()) -> SweepOutcome:
                 logger.info("qlora-sweep: %s", change)
             errors = sum(trial.status == "ERROR" for trial in ended.analysis.trials)
             return SweepOutcome(str(folder), len(ended.analysis.trials), errors, already_finished=True)
-    for change in mend_state_files(folder):
+    for change in mend_state_files(folder) + mend_deleted_checkpoints(folder):
         logger.info("qlora-sweep: %s", change)
     with _watched(sweep, watch) as view:
         planner, _ = _start(sweep, view, watch)

@@ -475,6 +475,51 @@ def read_saved_trials(files: list[Path]) -> SavedTrials:
     return SavedTrials(listed, made, told)
 
 
+UNFINISHED_STATUSES = ("PENDING", "RUNNING", "PAUSED", "ERROR")  # the trials Tune.restore runs again
+
+
+def forget_deleted_checkpoints(experiment_state: Path) -> list[str]:
+    """Make every trial that a resume runs again name a checkpoint that exists; one line per trial changed.
+
+    Tune deletes a trial's checkpoint beyond CheckpointConfig(num_to_keep) as soon as it registers
+    a newer one, sparing only the newest. A driver killed before its next save leaves a state whose
+    newest checkpoint for that trial may be the one just deleted; Tune's resume then fails to
+    restore it on every retry and ends the trial in ERROR. Such a trial resumes instead from its
+    newest checkpoint still on disk (the rungs after it run again; search.history keeps the reruns
+    apart), or from its start. Paths are found under the experiment folder by their last two names,
+    as Tune finds them after the folder moved. The file is rewritten with Tune's own encoders."""
+    check_ray_internals()
+    from ray.tune.trainable.metadata import _TrainingRunMetadata
+
+    experiment = experiment_state.parent
+    data = json.loads(experiment_state.read_text(encoding="utf-8"))
+    changes = []
+
+    def on_disk(result: Any) -> bool:
+        path = Path(result.checkpoint.path)
+        return (experiment / path.parent.name / path.name).is_dir()
+
+    for entry in data["trial_data"]:
+        trial = json.loads(entry[0])
+        metadata = _TrainingRunMetadata.from_json_state(entry[1])
+        manager = metadata.checkpoint_manager
+        latest = manager.latest_checkpoint_result if manager is not None else None
+        if trial.get("status") not in UNFINISHED_STATUSES or latest is None or on_disk(latest):
+            continue
+        manager._checkpoint_results = [r for r in manager._checkpoint_results if on_disk(r)]
+        newest = max(manager._checkpoint_results, key=lambda r: r.metrics.get("training_iteration", 0), default=None)
+        manager._latest_checkpoint_result = newest
+        metadata.invalidate_cache()
+        entry[1] = metadata.get_json_state()
+        changes.append(f"trial {trial['trial_id']}: its newest checkpoint, {Path(latest.checkpoint.path).name}, is gone "
+                       "(Tune deleted it after registering a newer one that the killed driver never saved); it "
+                       + (f"resumes from {Path(newest.checkpoint.path).name}, at rung "
+                          f"{newest.metrics.get('training_iteration', '?')}" if newest else "starts again from its first step"))
+    if changes:
+        write_atomically(str(experiment), experiment_state.name, json.dumps(data).encode("utf-8"))
+    return changes
+
+
 def _driver_staging_path(trial: Any) -> Path:
     """The local folder Tune saves its state to before copying it into the experiment folder."""
     check_ray_internals()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from search.experiment import STATE_COPY
-from search.state_files import STATE_SET_ASIDE, mend_state_files, newest_state_files
+from search.state_files import STATE_SET_ASIDE, mend_deleted_checkpoints, mend_state_files, newest_state_files
 from tests.conftest import tiny_sweep_dict, write_config
 from tests.helpers import ROOT, process_tree, ray_processes_still_running, run_cli, trial_dirs
 from trainables.errors import ConfigError
@@ -275,6 +275,72 @@ def test_a_resume_of_a_mixed_set_mends_it_and_finds_every_trial(mixed_copy):
     report = run_cli("report", copy).stdout.splitlines()
     statuses = [line.split()[1] for line in report[2:] if line.strip()]
     assert len(statuses) == 6 and set(statuses) <= {"TERMINATED", "STOPPED_EARLY"}, report
+
+
+@pytest.fixture
+def deleted_checkpoint_copy(sweep, tmp_path):
+    """A copy of the finished sweep as a driver killed mid-sweep can leave it: a trial still running
+    in the saved state, whose newest checkpoint Tune had deleted after registering a newer one (the
+    newer one gone too here, so that the trial has rungs left to run)."""
+    experiment, _ = sweep
+    copy = shutil.copytree(experiment, tmp_path / "storage" / experiment.name)
+    state_file = _newest(copy, "experiment_state-")
+    state = json.loads(state_file.read_text())
+    for entry in state["trial_data"]:
+        trial = json.loads(entry[0])
+        folder = next(p for p in copy.iterdir() if p.is_dir() and f"_{trial['trial_id']}_" in p.name)
+        checkpoints = sorted(folder.glob("checkpoint_*"))
+        if len(checkpoints) >= 2:
+            break
+    trial["status"] = "RUNNING"
+    entry[0] = json.dumps(trial)
+    state_file.write_text(json.dumps(state))
+    last_rung = _rung(checkpoints[-1])
+    shutil.rmtree(checkpoints[-1])
+    return copy, trial["trial_id"], folder, checkpoints, last_rung
+
+
+def test_a_trial_whose_newest_checkpoint_was_deleted_resumes_from_its_newest_one_on_disk(deleted_checkpoint_copy):
+    copy, trial_id, _, checkpoints, _ = deleted_checkpoint_copy
+
+    changes = mend_deleted_checkpoints(copy)
+
+    assert len(changes) == 1 and changes[0].startswith(
+        f"trial {trial_id}: its newest checkpoint, {checkpoints[-1].name}, is gone (Tune deleted it")
+    assert changes[0].endswith(f"it resumes from {checkpoints[-2].name}, at rung {_rung(checkpoints[-2])}")
+    assert mend_state_files(copy) == [] and mend_deleted_checkpoints(copy) == []  # one save still, and mended
+
+
+def test_a_trial_with_no_checkpoint_left_starts_again(deleted_checkpoint_copy):
+    copy, trial_id, _, checkpoints, _ = deleted_checkpoint_copy
+    for checkpoint in checkpoints[:-1]:
+        shutil.rmtree(checkpoint)
+
+    changes = mend_deleted_checkpoints(copy)
+
+    assert changes == [f"trial {trial_id}: its newest checkpoint, {checkpoints[-1].name}, is gone (Tune deleted it after "
+                       "registering a newer one that the killed driver never saved); it starts again from its first step"]
+
+
+def test_a_resume_runs_a_trial_whose_newest_checkpoint_was_deleted_to_its_end(deleted_checkpoint_copy):
+    copy, trial_id, folder, checkpoints, last_rung = deleted_checkpoint_copy
+
+    resumed = subprocess.run([sys.executable, "-m", "search", "resume", str(copy)], capture_output=True, text=True,
+                             cwd=ROOT, timeout=600)
+
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"trial {trial_id}: its newest checkpoint, {checkpoints[-1].name}, is gone" in resumed.stdout
+    report = run_cli("report", copy).stdout.splitlines()
+    row = next(line for line in report if line.split()[:1] == [trial_id])
+    assert row.split()[1] == "TERMINATED", report  # not ERROR: restored from the checkpoint left
+    rungs = [r["rung"] for r in _rows(folder)]
+    assert rungs == sorted(set(rungs)) and rungs[-1] == last_rung  # the rung lost with the checkpoint, run again
+    assert (folder / "result.superseded.json").is_file()
+
+
+def _rung(checkpoint):
+    return max(json.loads(line)["rung"] for line in (checkpoint / "qlora_sweep_rungs.jsonl").read_text().splitlines()
+               if line.strip())
 
 
 def test_a_sweep_torn_while_its_head_node_is_lost_resumes_from_the_kept_copy_and_runs_every_trial_once(
