@@ -52,10 +52,13 @@ def why_unreadable(path: Path) -> str | None:
 def why_not_one_save(files: list[Path]) -> str | None:
     """None if readable state files agree on the trials, as one save's always do; else how they disagree."""
     saved = read_saved_trials(files)
-    if saved.listed is None:
-        return None  # nothing saved yet: Tune starts from its tuner.pkl
+    if not saved.listed and not saved.made:
+        return None  # no trial made yet: a searcher started over makes the same ones
     named = {pattern.split("-")[0]: next((f.name for f in files if f.match(pattern)), None)
              for pattern in TUNE_STATE_PATTERNS}
+    if saved.listed is None:
+        return (f"the folder has no experiment_state-*, but {named['search_gen_state']} says the searcher made "
+                f"{saved.made} trials: Tune would not know them")
     experiment = named["experiment_state"]
     listed = f"{experiment} lists {len(saved.listed)} trial{'s' if len(saved.listed) != 1 else ''}"
     for kind in ("search_gen_state", "searcher"):

@@ -234,6 +234,20 @@ def test_a_missing_searcher_file_is_a_set_tune_would_resume_with_a_searcher_star
     assert searcher.read_bytes() == state[searcher.name]
 
 
+def test_a_state_from_before_the_first_trial_needs_no_searcher_file_but_one_that_made_trials_does(mixed_copy):
+    from search.state_files import state_problem
+
+    copy, experiment_state, _, _ = mixed_copy
+    state = json.loads(experiment_state.read_text())
+    experiment_state.write_text(json.dumps({**state, "trial_data": []}))
+    searcher = _newest(copy, "search_gen_state-")
+
+    assert state_problem(copy) == (f"{experiment_state.name} lists 0 trials, but {searcher.name} says the searcher "
+                                   "made 6: the two files are from different saves")
+    searcher.unlink()
+    assert state_problem(copy) is None  # a searcher started over makes the same first trials
+
+
 def test_a_mixed_set_without_an_intact_copy_stops_with_one_line_and_changes_nothing(mixed_copy):
     copy, experiment_state, _, temp_dir = mixed_copy
     shutil.rmtree(temp_dir)
