@@ -240,6 +240,11 @@ class SweepKeeper(tune.Callback):
         self._generation = 0
         self._staging: Path | None = None  # found at the first step with a trial; it stays put for the session
 
+    def follow(self, experiment: str) -> None:
+        """Keep the folder where the experiment is now: one restored from tuner.pkl names the folder
+        the sweep started in, which a copied or moved experiment has left."""
+        self.experiment = experiment
+
     def setup(self, **info):
         self._staging = None  # a resumed session stages elsewhere
         write_driver_heartbeat(self.experiment)
@@ -374,6 +379,9 @@ def restore_tuner(sweep: SweepConfig, planner: TrialPlanner) -> Any:
                                param_space=tune_search_space(sweep.search),
                                resume_unfinished=True, resume_errored=True)
     restore_scheduler_state(_restored_scheduler(tuner), experiment_path(sweep))
+    for callback in _restored_callbacks(tuner):
+        if isinstance(callback, SweepKeeper):
+            callback.follow(experiment_path(sweep))
     return tuner
 
 
@@ -571,6 +579,37 @@ def _restored_tune_config(tuner: Any) -> Any:
     """Tune keeps the TuneConfig it restored on its internal tuner; there is no public accessor."""
     check_ray_internals()
     return getattr(getattr(tuner, "_local_tuner", None), "_tune_config", None)
+
+
+def _restored_callbacks(tuner: Any) -> list[Any]:
+    """The callbacks Tune unpickled from tuner.pkl, kept on its internal tuner's RunConfig."""
+    check_ray_internals()
+    return list(getattr(getattr(getattr(tuner, "_local_tuner", None), "_run_config", None), "callbacks", None) or [])
+
+
+def follow_moved_experiment(folder: Path) -> list[str]:
+    """Point the searcher's saved experiment at the folder the experiment is in now; one line if it changed.
+
+    Tune's resume moves the trials it restores to where the experiment folder is now, but not the
+    experiment spec in search_gen_state-*.json that new trials are made from: in a copied or moved
+    experiment, every trial made after the resume would upload its checkpoints to the old folder
+    (or fail where that is gone). A local folder only: a bucket's path does not move."""
+    check_ray_internals()
+    files = [p for p in newest_state_files(folder) if p.name.startswith("search_gen_state-")]
+    if not files:
+        return []
+    state = cloudpickle.loads(files[0].read_bytes())
+    experiment = state.get("experiment")
+    storages = [getattr(experiment, "storage", None), (getattr(experiment, "spec", None) or {}).get("storage")]
+    moved = [s for s in storages if s is not None and isinstance(s.storage_filesystem, pyarrow.fs.LocalFileSystem)
+             and Path(s.storage_fs_path, s.experiment_dir_name) != folder]
+    if not moved:
+        return []
+    was = Path(moved[0].storage_fs_path, moved[0].experiment_dir_name)
+    for storage in moved:
+        storage.storage_fs_path, storage.experiment_dir_name = folder.parent.as_posix(), folder.name
+    write_atomically(str(folder), files[0].name, cloudpickle.dumps(state))
+    return [f"{files[0].name}: trials made from now on go to {folder}, where the experiment is now (it was {was})"]
 
 
 def _restored_scheduler(tuner: Any) -> PersistentASHA:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from search.experiment import STATE_COPY
+from search.experiment import DRIVER_HEARTBEAT, STATE_COPY
 from search.state_files import STATE_SET_ASIDE, mend_deleted_checkpoints, mend_state_files, newest_state_files
 from tests.conftest import tiny_sweep_dict, write_config
 from tests.helpers import ROOT, process_tree, ray_processes_still_running, run_cli, trial_dirs
@@ -278,13 +278,15 @@ def test_a_state_file_newer_than_the_intact_copy_is_set_aside_so_that_tune_resum
         p.name: p.read_bytes() for p in newest_state_files(copy / STATE_COPY / current["folder"])}
 
 
-def test_a_resume_of_a_mixed_set_mends_it_and_finds_every_trial(mixed_copy):
+def test_a_resume_of_a_mixed_set_mends_it_and_finds_every_trial(mixed_copy, sweep):
     copy, experiment_state, _, _ = mixed_copy
+    original = _kept_by_the_driver(sweep[0])
 
     resumed = subprocess.run([sys.executable, "-m", "search", "resume", str(copy)], capture_output=True, text=True,
                              cwd=ROOT, timeout=600)
 
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert _kept_by_the_driver(sweep[0]) == original  # the copy's driver wrote none of its own where the copy came from
     assert f"{experiment_state.name} lists 5 trials, but" in resumed.stdout
     report = run_cli("report", copy).stdout.splitlines()
     statuses = [line.split()[1] for line in report[2:] if line.strip()]
@@ -357,7 +359,7 @@ def _rung(checkpoint):
                if line.strip())
 
 
-def test_a_sweep_torn_while_its_head_node_is_lost_resumes_from_the_kept_copy_and_runs_every_trial_once(
+def test_a_sweep_torn_while_its_head_node_is_lost_resumes_elsewhere_from_the_kept_copy_and_runs_every_trial_once(
         tiny_model_path, tmp_path):
     config = tiny_sweep_dict(
         tiny_model_path, tmp_path / "results", name="lost-head",
@@ -388,17 +390,28 @@ def test_a_sweep_torn_while_its_head_node_is_lost_resumes_from_the_kept_copy_and
     torn = next(p for p in newest_state_files(experiment) if p.name.startswith("experiment_state-"))
     _tear(torn)
     shutil.rmtree(dead_machine)
+    # The new machine mounts the storage elsewhere.
+    moved = shutil.move(experiment, tmp_path / "new-mount" / "lost-head")
 
-    resumed = subprocess.run([sys.executable, "-m", "search", "resume", str(experiment)], capture_output=True,
+    resumed = subprocess.run([sys.executable, "-m", "search", "resume", str(moved)], capture_output=True,
                              text=True, cwd=ROOT, env={**os.environ, "RAY_TMPDIR": str(new_machine)}, timeout=600)
     shutil.rmtree(new_machine, ignore_errors=True)
 
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert f"{torn.name}: replaced by qlora-sweep's own copy" in resumed.stdout
-    trials = trial_dirs(experiment)
+    assert f"trials made from now on go to {moved}, where the experiment is now" in resumed.stdout
+    trials = trial_dirs(moved)
     assert len(trials) == 2 and all([r["step"] for r in _rows(t)] == [4, 8] for t in trials)
-    report = run_cli("report", experiment).stdout.splitlines()
+    assert all(len(list(t.glob("checkpoint_*"))) == 2 for t in trials)  # the trial made after the resume's too
+    assert not experiment.exists()  # nothing went to where the folder was: no checkpoint, heartbeat or state copy
+    report = run_cli("report", moved).stdout.splitlines()
     assert [line.split()[1] for line in report[2:]] == ["TERMINATED", "TERMINATED"], report
+
+
+def _kept_by_the_driver(folder):
+    """The files a driver keeps in its experiment folder: the heartbeat and the copy of Tune's state."""
+    files = [folder / DRIVER_HEARTBEAT, *(folder / STATE_COPY).rglob("*")]
+    return {str(p.relative_to(folder)): p.read_bytes() for p in files if p.is_file()}
 
 
 def _rows(trial):
