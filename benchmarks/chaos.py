@@ -167,8 +167,8 @@ def folders_without_params(experiment: Path) -> list[str]:
                   and not (p / "params.json").is_file()) if experiment.is_dir() else []
 
 
-def error_tail(rows: list[dict[str, Any]], trial_id: str) -> str | None:
-    trial = next(r["trial"] for r in rows if r["trial_id"] == trial_id)
+def error_tail(trial: Any) -> str | None:
+    """The last line of a Tune trial's error.txt."""
     path = Path(trial.path or "", "error.txt")
     lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()] if path.is_file() else []
     return lines[-1][:300] if lines else None
@@ -181,7 +181,8 @@ def check_sweep(experiment: Path, env: dict[str, str]) -> dict[str, Any]:
     folders = trial_folders(experiment)
     configs = {json.dumps(json.loads((t / "params.json").read_text()), sort_keys=True) for t in folders}
     rows = trial_rows(load_experiment(str(experiment)))
-    unfinished = [r["trial_id"] for r in rows if r["status"] not in ("TERMINATED", "STOPPED_EARLY")]
+    unfinished = {r["trial_id"]: {"status": r["status"], "error": error_tail(r["trial"])}
+                  for r in rows if r["status"] not in ("TERMINATED", "STOPPED_EARLY")}
     duplicated = []
     for trial in folders:
         steps = [row["step"] for row in result_rows(trial)]
@@ -193,12 +194,11 @@ def check_sweep(experiment: Path, env: dict[str, str]) -> dict[str, Any]:
         "experiment": str(experiment),
         "trials": len(folders), "distinct_configurations": len(configs),
         "missing_or_extra_trials": abs(TRIALS - len(folders)) + (len(folders) - len(configs)),
-        "unfinished_trials": unfinished, "trials_with_a_duplicated_rung": duplicated,
+        "unfinished_trials": list(unfinished), "trials_with_a_duplicated_rung": duplicated,
         "reruns_set_aside": sum(len(result_rows(t, "result.superseded.json")) for t in folders),
         "best_answers": best.returncode == 0,
         # Not counted: what explains a loss when there is one.
-        "unfinished_why": {t: {"status": next(r["status"] for r in rows if r["trial_id"] == t),
-                               "error": error_tail(rows, t)} for t in unfinished},
+        "unfinished_why": unfinished,
         "trial_ids_in_state": sorted(r["trial_id"] for r in rows),
         "folders_without_params": folders_without_params(experiment),
     }

@@ -17,7 +17,7 @@ the resume stops with an error that names the problem, and nothing is changed.
 
 A whole save can still name a checkpoint that is gone: Tune deletes a trial's older checkpoints as
 it registers a newer one, before it saves its state again. Such a trial is pointed at its newest
-checkpoint still on disk (mend_deleted_checkpoints), rather than failing every retry.
+checkpoint still on disk (search.tuner.forget_deleted_checkpoints), rather than failing every retry.
 """
 
 from __future__ import annotations
@@ -29,10 +29,7 @@ import shutil
 from pathlib import Path
 
 from search.experiment import STATE_COPY
-from search.tuner import (
-    TUNE_STATE_PATTERNS, forget_deleted_checkpoints, newest_state_files, ray_temp_dir, read_saved_trials,
-    read_tune_state_file,
-)
+from search.tuner import TUNE_STATE_PATTERNS, newest_state_files, ray_temp_dir, read_saved_trials, read_tune_state_file
 from trainables.errors import ConfigError
 
 STATE_SET_ASIDE = "qlora_sweep_state_set_aside"  # state files a mend put out of Tune's way, kept
@@ -152,9 +149,3 @@ def mend_state_files(experiment: Path, temp_dir: Path | None = None) -> list[str
         raise ConfigError(f"the state files were mended from {source}, yet {left}; please report this")
     return changes
 
-
-def mend_deleted_checkpoints(experiment: Path) -> list[str]:
-    """After the set is whole: every trial the resume runs again starts from a checkpoint that exists
-    (search.tuner.forget_deleted_checkpoints). One line per trial changed."""
-    states = [p for p in newest_state_files(experiment) if p.name.startswith("experiment_state-")]
-    return forget_deleted_checkpoints(states[0]) if states else []

@@ -21,11 +21,11 @@ from search.models import cache_dir
 from search.output import libraries_output_to, our_logs_to
 from search.packing import Concurrency, TrialPlanner, plan_concurrency
 from search.results import is_finished, load_experiment
-from search.state_files import mend_deleted_checkpoints, mend_state_files, state_problem
+from search.state_files import mend_state_files, state_problem
 from search.storage import check_storage_for_cluster
 from search.tuner import (
-    build_tuner, cluster_cpus, cluster_gpus, follow_moved_experiment, restore_tuner, restored_concurrency,
-    smallest_gpu_memory_bytes, start_ray,
+    build_tuner, cluster_cpus, cluster_gpus, follow_moved_experiment, forget_deleted_checkpoints, restore_tuner,
+    restored_concurrency, smallest_gpu_memory_bytes, start_ray,
 )
 from trainables.memory import GIB
 
@@ -74,7 +74,7 @@ def resume_sweep(experiment: str, watch: Watch = Watch()) -> SweepOutcome:
                 logger.info("qlora-sweep: %s", change)
             errors = sum(trial.status == "ERROR" for trial in ended.analysis.trials)
             return SweepOutcome(str(folder), len(ended.analysis.trials), errors, already_finished=True)
-    for change in mend_state_files(folder) + mend_deleted_checkpoints(folder) + follow_moved_experiment(folder):
+    for change in mend_state_files(folder) + forget_deleted_checkpoints(folder) + follow_moved_experiment(folder):
         logger.info("qlora-sweep: %s", change)
     with _watched(sweep, watch) as view:
         planner, _ = _start(sweep, view, watch)

@@ -216,6 +216,11 @@ def restore_scheduler_state(scheduler: PersistentASHA, experiment: str) -> bool:
 
 # --- what the driver keeps for a resume ----------------------------------------------------------
 
+def newest_state_file(folder: Path, kind: str) -> Path | None:
+    """The file of one kind ("experiment_state", "search_gen_state", "searcher") Tune resumes from."""
+    return next((p for p in newest_state_files(folder) if p.name.startswith(kind + "-")), None)
+
+
 def newest_state_files(folder: Path) -> list[Path]:
     """Per kind, the file Tune resumes from: the greatest name (names end in the session's start time)."""
     newest = []
@@ -439,18 +444,17 @@ def check_ray_internals() -> None:
                           "(pyproject.toml)")
 
 
-def read_tune_state_file(path: Path) -> None:
+def read_tune_state_file(path: Path) -> Any:
     """Load a Tune state file the way Tune's resume loads it; raises whatever that raises."""
     check_ray_internals()
     from ray.tune.utils.serialization import _loads_with_cloudpickle  # Tune's reader of experiment_state-*.json
 
     data = path.read_bytes()
     if path.name.startswith("experiment_state-"):
-        _loads_with_cloudpickle(data)
-    elif path.name.startswith("search_gen_state-"):
-        cloudpickle.loads(data)
-    else:  # searcher-state-*.pkl, tuner.pkl
-        pickle.loads(data)
+        return _loads_with_cloudpickle(data)
+    if path.name.startswith("search_gen_state-"):
+        return cloudpickle.loads(data)
+    return pickle.loads(data)  # searcher-state-*.pkl, tuner.pkl
 
 
 @dataclass(frozen=True)
@@ -465,28 +469,23 @@ class SavedTrials:
 
 def read_saved_trials(files: list[Path]) -> SavedTrials:
     """The trial records of a set of state files (newest_state_files); raises what reading a torn one raises."""
-    check_ray_internals()
-    from ray.tune.utils.serialization import _loads_with_cloudpickle
-
     listed = made = told = None
     for path in files:
-        data = path.read_bytes()
+        loaded = read_tune_state_file(path)
         if path.name.startswith("experiment_state-"):
-            states = [entry[0] for entry in _loads_with_cloudpickle(data)["trial_data"]]
+            states = [entry[0] for entry in loaded["trial_data"]]
             listed = frozenset((json.loads(s) if isinstance(s, str) else s)["trial_id"] for s in states)
         elif path.name.startswith("search_gen_state-"):
-            made = int(cloudpickle.loads(data)["counter"])
-        elif path.name.startswith("searcher-state-"):
-            searcher = pickle.loads(data)
-            if isinstance(searcher, dict) and isinstance(searcher.get("_ot_trials"), dict):  # OptunaSearch's
-                told = frozenset(searcher["_ot_trials"])
+            made = int(loaded["counter"])
+        elif isinstance(loaded, dict) and isinstance(loaded.get("_ot_trials"), dict):  # OptunaSearch's state
+            told = frozenset(loaded["_ot_trials"])
     return SavedTrials(listed, made, told)
 
 
 UNFINISHED_STATUSES = ("PENDING", "RUNNING", "PAUSED", "ERROR")  # the trials Tune.restore runs again
 
 
-def forget_deleted_checkpoints(experiment_state: Path) -> list[str]:
+def forget_deleted_checkpoints(experiment: Path) -> list[str]:
     """Make every trial that a resume runs again name a checkpoint that exists; one line per trial changed.
 
     Tune deletes a trial's checkpoint beyond CheckpointConfig(num_to_keep) as soon as it registers
@@ -499,7 +498,9 @@ def forget_deleted_checkpoints(experiment_state: Path) -> list[str]:
     check_ray_internals()
     from ray.tune.trainable.metadata import _TrainingRunMetadata
 
-    experiment = experiment_state.parent
+    experiment_state = newest_state_file(experiment, "experiment_state")
+    if experiment_state is None:
+        return []
     data = json.loads(experiment_state.read_text(encoding="utf-8"))
     changes = []
 
@@ -595,10 +596,10 @@ def follow_moved_experiment(folder: Path) -> list[str]:
     experiment, every trial made after the resume would upload its checkpoints to the old folder
     (or fail where that is gone). A local folder only: a bucket's path does not move."""
     check_ray_internals()
-    files = [p for p in newest_state_files(folder) if p.name.startswith("search_gen_state-")]
-    if not files:
+    searcher_state = newest_state_file(folder, "search_gen_state")
+    if searcher_state is None:
         return []
-    state = cloudpickle.loads(files[0].read_bytes())
+    state = cloudpickle.loads(searcher_state.read_bytes())
     experiment = state.get("experiment")
     storages = [getattr(experiment, "storage", None), (getattr(experiment, "spec", None) or {}).get("storage")]
     moved = [s for s in storages if s is not None and isinstance(s.storage_filesystem, pyarrow.fs.LocalFileSystem)
@@ -608,8 +609,8 @@ def follow_moved_experiment(folder: Path) -> list[str]:
     was = Path(moved[0].storage_fs_path, moved[0].experiment_dir_name)
     for storage in moved:
         storage.storage_fs_path, storage.experiment_dir_name = folder.parent.as_posix(), folder.name
-    write_atomically(str(folder), files[0].name, cloudpickle.dumps(state))
-    return [f"{files[0].name}: trials made from now on go to {folder}, where the experiment is now (it was {was})"]
+    write_atomically(str(folder), searcher_state.name, cloudpickle.dumps(state))
+    return [f"{searcher_state.name}: trials made from now on go to {folder}, where the experiment is now (it was {was})"]
 
 
 def _restored_scheduler(tuner: Any) -> PersistentASHA:

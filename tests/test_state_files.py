@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from search.experiment import DRIVER_HEARTBEAT, STATE_COPY
-from search.state_files import STATE_SET_ASIDE, mend_deleted_checkpoints, mend_state_files, newest_state_files
+from search.state_files import STATE_SET_ASIDE, mend_state_files, newest_state_files
+from search.tuner import forget_deleted_checkpoints
 from tests.conftest import tiny_sweep_dict, write_config
 from tests.helpers import ROOT, process_tree, ray_processes_still_running, run_cli, trial_dirs
 from trainables.errors import ConfigError
@@ -319,12 +320,12 @@ def deleted_checkpoint_copy(sweep, tmp_path):
 def test_a_trial_whose_newest_checkpoint_was_deleted_resumes_from_its_newest_one_on_disk(deleted_checkpoint_copy):
     copy, trial_id, _, checkpoints, _ = deleted_checkpoint_copy
 
-    changes = mend_deleted_checkpoints(copy)
+    changes = forget_deleted_checkpoints(copy)
 
     assert len(changes) == 1 and changes[0].startswith(
         f"trial {trial_id}: its newest checkpoint, {checkpoints[-1].name}, is gone (Tune deleted it")
     assert changes[0].endswith(f"it resumes from {checkpoints[-2].name}, at rung {_rung(checkpoints[-2])}")
-    assert mend_state_files(copy) == [] and mend_deleted_checkpoints(copy) == []  # one save still, and mended
+    assert mend_state_files(copy) == [] and forget_deleted_checkpoints(copy) == []  # one save still, and mended
 
 
 def test_a_trial_with_no_checkpoint_left_starts_again(deleted_checkpoint_copy):
@@ -332,7 +333,7 @@ def test_a_trial_with_no_checkpoint_left_starts_again(deleted_checkpoint_copy):
     for checkpoint in checkpoints[:-1]:
         shutil.rmtree(checkpoint)
 
-    changes = mend_deleted_checkpoints(copy)
+    changes = forget_deleted_checkpoints(copy)
 
     assert changes == [f"trial {trial_id}: its newest checkpoint, {checkpoints[-1].name}, is gone (Tune deleted it after "
                        "registering a newer one that the killed driver never saved); it starts again from its first step"]
