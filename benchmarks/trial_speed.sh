@@ -36,7 +36,7 @@ if [ -z "$only" ] || [ "$only" = sharing ]; then
     # 3 keeping trials train (by the fourth run's peaks).
     flex="attention=flex_attention,compile_layers=true,float32_dense_layers=false"
     python3 benchmarks/gpu_sharing.py --shape llama3-8b --data "$data" --tokenizer "$smollm2" "${cache[@]}" \
-        --out "$out/gpu_sharing_llama3-8b.json" --rounds 1 --warmup-s 30 \
+        --out "$out/gpu_sharing_llama3-8b.json" --rounds 2 --warmup-s 30 \
         --setting "kept:$flex,gradient_checkpointing=false" --trials kept=1,3 \
         --setting "recomputed:$flex,gradient_checkpointing=true,activations_kept=0" --trials recomputed=1,3,6
 fi

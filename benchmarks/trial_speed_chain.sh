@@ -8,7 +8,8 @@
 #   call 1  carry [".devbundle", ".devstage/inputs.tar.xz"]
 #           bash .devbundle/unpack.sh && bash /tmp/detach.sh 'bash benchmarks/trial_speed_chain.sh' && bash /tmp/wait.sh 540
 #   call 2+ bash /tmp/wait.sh 540
-# Estimated (not measured): start 2 min, GPU tests 3, 8B list 8, sharing 7, 1B 5.
+# Estimated (not measured): start 2 min, GPU tests 4 (one a 2-trial compiled sweep through Ray), 8B list 8,
+# sharing 7, 1B 5.
 set -u
 stage=${STAGE:-/tmp/stage}
 res=${RES:-/tmp/res}
@@ -18,7 +19,7 @@ export MODEL_CACHE=${MODEL_CACHE:-/tmp/models}  # the 8B model built once for th
 mkdir -p "$res" "$MODEL_CACHE"
 pip list 2>/dev/null | grep -iE "^(torch|transformers|trl|peft|bitsandbytes|liger)" > "$res/versions.txt"
 python3 tests/tiny_model.py /tmp/tiny > /dev/null \
-    && timeout 300 python3 -m pytest -q -n 0 -p no:cacheprovider tests/test_gpu.py > "$res/gpu_tests.log" 2>&1
+    && timeout 480 python3 -m pytest -q -n 0 -p no:cacheprovider tests/test_gpu.py > "$res/gpu_tests.log" 2>&1
 echo "gpu tests: exit $?"
 OUT=$res ONLY=8b bash benchmarks/trial_speed.sh "$data" "$tokenizer" > "$res/job8b.log" 2>&1
 echo "8b: exit $?"

@@ -136,3 +136,48 @@ def _rebound_modules(model):
     """The modules that run something other than their class's own forward, by name."""
     return [name for name, module in model.named_modules()
             if getattr(module.forward, "__func__", None) is not type(module).forward]
+
+
+def test_compiled_layers_train_inside_rays_workers_on_the_gpu(tiny_model_path, tmp_path):
+    """A sweep as a user runs it, with compile_layers on and the GPU split between trials: each trial
+    compiles and trains its layers inside a Tune worker process on the GPU Ray gave it, the second in
+    the first one's kept worker, every rung reported with a finite loss and none in ERROR, and no
+    worker logs a graph break (TORCH_LOGS; Ray passes a worker's output to driver.log, where dynamo's
+    own lines show that it compiled there).
+    The other compiled-layers tests run in the test's own process, never in one of Ray's."""
+    import json
+    import math
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import tiny_sweep_dict, write_config
+    from tests.helpers import ROOT, trial_dirs
+    from trainables.checkpoint_files import TRIAL_RECORD
+
+    config = tiny_sweep_dict(
+        tiny_model_path, tmp_path / "runs",
+        training={"compile_layers": True, "float32_dense_layers": False, "gradient_checkpointing": True,
+                  "steps_per_rung": 3},
+        search={"lora_r": {"choice": [4]}, "lora_alpha": {"choice": [8]}, "max_length": {"choice": [192]},
+                "num_trials": 2, "max_concurrent_trials": 1},
+        scheduler={"max_rungs": 2, "grace_period": 2},
+        resources={"cpus_per_trial": 1, "gpus_per_trial": 0.5, "reuse_workers": True})
+    done = subprocess.run([sys.executable, "-m", "search", "run", str(write_config(tmp_path / "sweep.yaml", config))],
+                          capture_output=True, text=True, timeout=900, cwd=ROOT,
+                          env={**os.environ, "TORCH_LOGS": "dynamo,graph_breaks"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    experiment = next((tmp_path / "runs").iterdir())
+    dirs = trial_dirs(experiment)
+    assert len(dirs) == 2
+    rows = [[json.loads(line) for line in (d / "result.json").read_text().splitlines()] for d in dirs]
+    assert [len(r) for r in rows] == [2, 2]
+    assert all(row["gpu_ids"] and math.isfinite(row["train_loss"]) and row["tokens_per_s"] > 0
+               for trial in rows for row in trial)
+    assert sorted(trial[0]["warm_start"] for trial in rows) == [False, True]  # the second ran in the kept worker
+    records = [json.loads(p.read_text()) for d in dirs for p in d.rglob(TRIAL_RECORD)]
+    assert records and all(r["trial"]["training"]["compile_layers"] is True for r in records)
+    log = (experiment / "driver.log").read_text()
+    assert "torchdynamo start tracing" in log  # dynamo's own line, from a worker: the layers compiled there
+    assert "Graph break" not in log and "graph break" not in log, \
+        "\n".join(line for line in log.splitlines() if "raph break" in line)[:3000]
