@@ -242,8 +242,8 @@ class ResourcesConfig(Section):
         0.0,
         description="GPUs per trial: fractions (0.5) share a GPU, whole numbers above 1 spread a model over "
         "several. auto: each trial asks for the share of a GPU (in hundredths) that its predicted peak memory "
-        "needs (NF4 weights, LoRA with gradients and AdamW state, one micro-batch's activations, with recompute "
-        "only if it would not fit a whole GPU, and 2 GiB headroom), sized against the smallest GPU in the "
+        "needs (NF4 weights, LoRA with gradients and AdamW state, one micro-batch's activations, recomputed "
+        "where training.gradient_checkpointing's auto finds more trials at once train more, and 2 GiB headroom), sized against the smallest GPU in the "
         "cluster, so trials pack by memory; a search space whose largest trial cannot fit one GPU is refused "
         "before any trial starts; without GPUs, trials run on CPUs.",
     )

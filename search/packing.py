@@ -10,22 +10,26 @@ one GPU, so under these predictions trials that share a GPU cannot oversubscribe
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 from search.config import SweepConfig
 from search.space import largest_corner, resolve_hyperparameters
-from trainables.config import TrainingConfig, TrialConfig, TrialHyperparameters
+from trainables.config import MemoryPlan, TrainingConfig, TrialConfig, TrialHyperparameters
+from trainables.errors import ConfigError
 from trainables.memory import (
     COMPILE_REPAID_AFTER_S,
     GIB,
     GpuRequest,
+    SharingOption,
     compiles_layers,
     eager_training_seconds,
     local_gpu_memory_bytes,
     model_shape,
     plan_memory,
+    recompute_for_shared_gpu,
 )
 
 
@@ -34,12 +38,17 @@ class TrialPlanner:
     sweep: SweepConfig
     gpu_memory_bytes: float | None  # the smallest GPU in the cluster when the sweep started; None: none seen
     shape: dict[str, Any] | None  # the model's config.json fields; read only for GPU trials
+    # The most trials one GPU holds at once by what else bounds them (the trials, the cluster's CPUs,
+    # max_concurrent_trials, spread over its GPUs); None: unknown, as many as fit
+    trials_per_gpu: int | None = None
 
     @classmethod
-    def for_cluster(cls, sweep: SweepConfig, gpu_memory_bytes: float | None) -> "TrialPlanner":
+    def for_cluster(cls, sweep: SweepConfig, gpu_memory_bytes: float | None, cluster_cpus: float | None = None,
+                    cluster_gpus: float | None = None) -> "TrialPlanner":
         on_gpu = sweep.resources.gpus_per_trial != 0 and (
             gpu_memory_bytes is not None or sweep.resources.gpus_per_trial != "auto")
-        return cls(sweep, gpu_memory_bytes, model_shape(sweep.model) if on_gpu else None)
+        return cls(sweep, gpu_memory_bytes, model_shape(sweep.model) if on_gpu else None,
+                   _trials_per_gpu(sweep, cluster_cpus, cluster_gpus))
 
     @classmethod
     def alone_on_this_machine(cls, sweep: SweepConfig) -> "TrialPlanner":
@@ -86,6 +95,8 @@ class TrialPlanner:
         gpu = self.gpu_request(gpu_memory_bytes)
         training = self._training_for_every_trial(gpu)
         plan = plan_memory(self.shape, sweep.model, training, sweep.evaluation, hp, gpu, self.total_steps)
+        if self.recompute_options and self.recompute_options[0].recompute:
+            plan = self._kept_within_the_share(training, hp, gpu) or plan
         return TrialConfig.planned(sweep.model, sweep.data, sweep.prompt, training, sweep.evaluation,
                                    sweep.scheduler.max_rungs, hp, plan)
 
@@ -101,6 +112,8 @@ class TrialPlanner:
         whatever that trial's own plan said; and compiled layers bring FlexAttention with them, which a
         kept worker's base model was loaded with."""
         training = self.sweep.training
+        if self.recompute_options:
+            training = training.model_copy(update={"gradient_checkpointing": self.recompute_options[0].recompute})
         if "auto" not in (training.compile_layers, training.liger_kernels):
             return training
         corner = largest_corner(self.sweep.search)
@@ -108,6 +121,42 @@ class TrialPlanner:
                               self.total_steps)
         return training.model_copy(update={"compile_layers": largest.compile_layers,
                                            "liger_kernels": largest.liger_kernels})
+
+    @cached_property
+    def recompute_options(self) -> list[SharingOption]:
+        """With gpus_per_trial auto packing trials by their own peaks (no gpu_memory_gb) and
+        gradient_checkpointing auto: recompute or not, decided once for every trial from the largest
+        one (trainables.memory.recompute_for_shared_gpu), the chosen option first; trials alike in it
+        ask for alike shares, which worker reuse needs. Empty where it is not decided here."""
+        resources, training = self.sweep.resources, self.sweep.training
+        if not self.packs_by_memory or resources.gpu_memory_gb is not None or training.gradient_checkpointing != "auto":
+            return []
+        request = GpuRequest(self.gpu_memory_bytes, "auto")
+        return recompute_for_shared_gpu(self.shape, self.sweep.model, training, self.sweep.evaluation,
+                                        largest_corner(self.sweep.search), request, self.total_steps,
+                                        self.trials_per_gpu)
+
+    def _kept_within_the_share(self, training: TrainingConfig, hp: TrialHyperparameters,
+                               gpu: GpuRequest | None) -> MemoryPlan | None:
+        """Where the sweep's trials recompute to share a GPU, the plan of a smaller trial that keeps its
+        activations within the share the largest asks for: as many trials fit, each faster."""
+        keeping = training.model_copy(update={"gradient_checkpointing": False})
+        try:
+            plan = plan_memory(self.shape, self.sweep.model, keeping, self.sweep.evaluation, hp, gpu, self.total_steps)
+        except ConfigError:
+            return None
+        return plan if plan.gpu_share <= self.recompute_options[0].share else None
+
+    def recompute_decision(self) -> str | None:
+        """What gradient_checkpointing: auto decided for trials sharing a GPU, and why, in words."""
+        options = self.recompute_options
+        if not options:
+            return None
+        chosen = options[0]
+        said = (f"gradient_checkpointing: auto: {'on' if chosen.recompute else 'off'}: at once on one GPU, "
+                + "; ".join(option.describe() for option in options)
+                + " of a GPU full of trials keeping theirs (predicted tokens/s in all)")
+        return said
 
     def compile_decision(self) -> str | None:
         """What compile_layers: auto decided for the sweep, and why, in words (None: set by the user, or
@@ -179,6 +228,17 @@ def plan_concurrency(planner: TrialPlanner, cluster_cpus: float, cluster_gpus: f
         if by_cpus < by_gpus:
             hint += f"; the CPUs allow {by_cpus} at {cpus_per_trial:g} per trial"
     return Concurrency(wanted, "search.max_concurrent_trials", hint)
+
+
+def _trials_per_gpu(sweep: SweepConfig, cluster_cpus: float | None, cluster_gpus: float | None) -> int | None:
+    """What else than memory bounds the trials one GPU holds at once: the trials, the CPUs and
+    max_concurrent_trials, spread evenly over the GPUs. None where the cluster is not known."""
+    if cluster_cpus is None or not cluster_gpus:
+        return None
+    at_once = [sweep.search.num_trials, int(cluster_cpus // sweep.resources.cpus_per_trial + 1e-9)]
+    if sweep.search.max_concurrent_trials != "auto":
+        at_once.append(sweep.search.max_concurrent_trials)
+    return max(1, math.ceil(min(at_once) / max(1, int(cluster_gpus + 1e-9))))
 
 
 def trial_gpu_share(planner: TrialPlanner) -> float:

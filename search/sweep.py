@@ -149,7 +149,7 @@ def _start(sweep: SweepConfig, view: SweepView, watch: Watch) -> tuple[TrialPlan
         logger.warning("the cluster has %g GPUs but resources.gpus_per_trial is 0, so trials run on CPUs; "
                        "set it to 1 (or a fraction to share a GPU)", gpus)
     gpu_memory = smallest_gpu_memory_bytes() if gpus and sweep.resources.gpus_per_trial else None
-    planner = TrialPlanner.for_cluster(sweep, gpu_memory)
+    planner = TrialPlanner.for_cluster(sweep, gpu_memory, cpus, gpus)
     planner.check_every_trial_fits()
     if sweep.resources.gpus_per_trial == "auto":
         if planner.packs_by_memory:
@@ -159,9 +159,9 @@ def _start(sweep: SweepConfig, view: SweepView, watch: Watch) -> tuple[TrialPlan
                         gpu_memory / GIB, alike)
         else:
             logger.info("gpus_per_trial: auto, and the cluster has no GPU: trials run on CPUs")
-    compiling = planner.compile_decision()
-    if compiling:
-        logger.info("%s", compiling)
+    for decision in (planner.recompute_decision(), planner.compile_decision()):
+        if decision:
+            logger.info("%s", decision)
     return planner, plan_concurrency(planner, cpus, gpus)
 
 

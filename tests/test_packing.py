@@ -181,17 +181,18 @@ def test_liger_kernels_are_one_decision_for_the_whole_sweep_the_largest_trials(t
 
     monkeypatch.setattr(memory, "liger_installed", lambda: True)
     (tmp_path / "config.json").write_text(json.dumps(LLAMA_3_8B))
-    small = {"lora_alpha": 16, "learning_rate": 1e-4, "lora_r": 8, "max_length": 256}
+    small = {"lora_alpha": 16, "learning_rate": 1e-4, "lora_r": 8, "max_length": 64}
     planner = TrialPlanner.for_cluster(_sweep(tmp_path, reuse_workers=False), 48 * GIB)
     trial = planner.trial_config(small)
-    # This trial keeps its activations, but the largest one recomputes: no trial of the sweep gets them
+    # This trial keeps its activations (within the share the largest asks for), but the largest one
+    # recomputes: no trial of the sweep gets them
     assert trial.plan.gradient_checkpointing is False and trial.training.liger_kernels is False
     assert planner.trial_config({**small, "lora_r": 64, "max_length": 1024}).plan.gradient_checkpointing is True
 
     fitting = _sweep(tmp_path, reuse_workers=False).model_copy(update={"search": SweepConfig(
         name="s", model={"name_or_path": "/m"}, search={"lora_r": {"choice": [8]}, "max_length": {"choice": [256]}}
     ).search})
-    assert TrialPlanner.for_cluster(fitting, 48 * GIB).trial_config(small).training.liger_kernels is True
+    assert TrialPlanner.for_cluster(fitting, 80 * GIB).trial_config(small).training.liger_kernels is True
 
 
 def test_auto_is_a_valid_gpu_setting_and_other_words_are_not():
@@ -243,3 +244,77 @@ def test_runs_opening_lines_say_what_compile_layers_auto_decided_and_the_seconds
     told = sweep.model_copy(update={"training": sweep.training.model_copy(update={"compile_layers": False})})
     assert TrialPlanner.for_cluster(told, 80 * GIB).compile_decision() is None
     assert TrialPlanner.for_cluster(sweep, None).compile_decision() is None  # CPU trials
+
+
+SHARING_RUN = "benchmarks/results/2026-12-02-trial-speed-defaults/gpu_sharing_llama3-8b.json"
+
+
+def test_the_shared_gpu_model_gives_the_measured_8b_runs_within_their_spread():
+    """trainables.memory's model of trials sharing a GPU, against the run its two constants came from:
+    each setting's tokens/s in all for 1, 3 and 6 trials at once, within that run's min-max (1 %)."""
+    from tests.helpers import ROOT
+    from trainables.memory import busy_alone, shared_gpu_tokens_per_s
+
+    run = json.loads((ROOT / SHARING_RUN).read_text())
+    full = run["summary"]["kept"]["3"]["median"]  # the unit: a GPU full of trials keeping their activations
+    busy = busy_alone(LLAMA_3_8B, run["micro_batch_size"], run["max_length"])
+    checked = []
+    for setting, recompute in (("kept", False), ("recomputed", True)):
+        for trials, measured in run["summary"][setting].items():
+            predicted = full * shared_gpu_tokens_per_s(int(trials), busy, recompute)
+            assert 0.99 * measured["min"] <= predicted <= 1.01 * measured["max"], (setting, trials, predicted, measured)
+            checked.append((setting, trials))
+    assert len(checked) == 5
+
+
+SEARCHED = {"lora_r": 16, "lora_alpha": 16, "learning_rate": 1e-4, "max_length": 512}
+
+
+def _sharing_sweep(model_path, shape, micro_batch_size=16, **search):
+    (model_path / "config.json").write_text(json.dumps(shape))
+    return SweepConfig(name="r", model={"name_or_path": str(model_path), "compute_dtype": "bfloat16"},
+                       resources={"gpus_per_trial": "auto", "cpus_per_trial": 1},
+                       search={"lora_r": {"choice": [16]}, "max_length": {"choice": [512]}, "num_trials": 32, **search},
+                       training={"micro_batch_size": micro_batch_size, "compile_layers": False})
+
+
+def test_8b_trials_sharing_an_h200_keep_their_activations_because_a_few_fill_it(tmp_path):
+    """One 8B trial keeps an H200 busy about two thirds of a step: three keeping their activations
+    fill it, and recompute would only add work per token."""
+    planner = TrialPlanner.for_cluster(_sharing_sweep(tmp_path, LLAMA_3_8B, micro_batch_size=8), 141 * GIB, cluster_cpus=16,
+                                       cluster_gpus=1)
+    kept, recomputed = planner.recompute_options
+    assert kept.recompute is False and kept.trials >= 2 and kept.tokens_per_s == 1.0
+    assert recomputed.recompute is True and recomputed.trials > kept.trials and recomputed.tokens_per_s < 1.0
+    trial = planner.trial_config(SEARCHED)
+    assert trial.plan.gradient_checkpointing is False and trial.plan.gpu_share == kept.share
+    said = planner.recompute_decision()
+    assert said.startswith("gradient_checkpointing: auto: off: at once on one GPU, ") and "recomputing" in said
+
+
+def test_small_trials_recompute_when_that_puts_more_of_them_on_the_gpu_and_not_when_nothing_else_fits(tmp_path):
+    """A SmolLM2 trial leaves the GPU idle most of its step: more trials at once train more in all,
+    so recompute wins where the cluster allows the extra trials and loses where max_concurrent_trials
+    (or the CPUs) would not run them anyway."""
+    many = TrialPlanner.for_cluster(_sharing_sweep(tmp_path, SMOLLM2), 80 * GIB, cluster_cpus=64, cluster_gpus=1)
+    chosen, kept = many.recompute_options
+    assert chosen.recompute is True and chosen.trials > kept.trials and chosen.tokens_per_s > kept.tokens_per_s
+    assert many.trial_config(SEARCHED).plan.gradient_checkpointing is True
+    assert plan_concurrency(many, cluster_cpus=64, cluster_gpus=1).trials == chosen.trials
+
+    four = TrialPlanner.for_cluster(_sharing_sweep(tmp_path, SMOLLM2, max_concurrent_trials=4), 80 * GIB,
+                                    cluster_cpus=64, cluster_gpus=1)
+    assert [o.trials for o in four.recompute_options] == [4, 4] and four.recompute_options[0].recompute is False
+    assert TrialPlanner.for_cluster(_sharing_sweep(tmp_path, SMOLLM2), 80 * GIB, cluster_cpus=4,
+                                    cluster_gpus=1).recompute_options[0].recompute is False
+    spread = TrialPlanner.for_cluster(_sharing_sweep(tmp_path, SMOLLM2), 80 * GIB, cluster_cpus=64, cluster_gpus=8)
+    assert spread.trials_per_gpu == 4 and spread.recompute_options[0].recompute is False  # 32 trials over 8 GPUs
+
+
+def test_recompute_is_not_decided_for_sharing_where_the_user_fixed_it_or_the_memory(tmp_path):
+    sweep = _sharing_sweep(tmp_path, SMOLLM2)
+    told = sweep.model_copy(update={"training": sweep.training.model_copy(update={"gradient_checkpointing": False})})
+    budget = sweep.model_copy(update={"resources": sweep.resources.model_copy(update={"gpu_memory_gb": 10})})
+    for fixed in (told, budget):
+        planner = TrialPlanner.for_cluster(fixed, 80 * GIB, cluster_cpus=64, cluster_gpus=1)
+        assert planner.recompute_options == [] and planner.recompute_decision() is None

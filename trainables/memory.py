@@ -350,6 +350,81 @@ def activations_kept(shape: dict[str, Any], hp: TrialHyperparameters, training: 
     return 0.0
 
 
+# Trials sharing one GPU, measured by benchmarks/gpu_sharing.py (H200, Llama-3-8B shape, compiled layers
+# with FlexAttention, micro-batch 8 of DialogSum rows at max_length 512, 2 rounds; 2026-12-02, in
+# benchmarks/results/2026-12-02-trial-speed-defaults): one trial keeping its activations trained 7,837
+# real tokens/s alone (7,043-8,632), and 3 at once 11,858 in all (11,855-11,861): alone, a trial left the
+# GPU idle 0.51 of the time it kept it busy, the host's share of each step. Trials recomputing theirs
+# trained 7,124 alone (6,358-7,890), and 8,877 and 8,870 in all for 3 and 6 at once: a full GPU does
+# 1.34x the work per token with recompute.
+SHARED_GPU_RECOMPUTE_COST = 1.34
+# The host's share scales with the layers a step launches, the GPU's with parameters x tokens: the idle
+# time per decoder layer and step, counted in the GPU time of one parameter-token (4 FLOP on the same
+# card), as 0.513 x 8.03e9 parameters x 4096 token slots / 32 layers in the run above.
+HOST_IDLE_PER_LAYER = 5.27e11
+
+
+@dataclass(frozen=True)
+class SharingOption:
+    """One way to pack trials onto a GPU: recomputing or keeping activations, each trial's share, how
+    many trials that puts on the GPU at once, and their predicted tokens/s in all, as a share of what
+    a GPU full of trials keeping theirs trains."""
+
+    recompute: bool
+    share: float
+    trials: int
+    tokens_per_s: float
+
+    def describe(self) -> str:
+        what = "recomputing" if self.recompute else "keeping activations"
+        return f"{self.trials} {what} ({self.share:g} GPU each) {self.tokens_per_s:.2f}"
+
+
+def busy_alone(shape: dict[str, Any], micro_batch_size: int, max_length: int) -> float:
+    """The share of a step's time one trial alone keeps the GPU busy (it keeps its activations): the
+    rest is the host's, launching the step's work. Large models fill a GPU alone; small ones leave
+    most of it for other trials."""
+    slots = micro_batch_size * max_length
+    idle_per_busy = HOST_IDLE_PER_LAYER * shape["num_hidden_layers"] / (parameter_count(shape) * slots)
+    return 1 / (1 + idle_per_busy)
+
+
+def shared_gpu_tokens_per_s(trials: int, busy: float, recompute: bool) -> float:
+    """`trials` at once on one GPU, their tokens/s in all as a share of a GPU full of trials keeping
+    their activations. Each trial's step is the host's time (the same either way) and the GPU's work
+    (SHARED_GPU_RECOMPUTE_COST times more with recompute); together they train as fast as their
+    steps allow until the GPU's work fills it. Measured for 1, 3 and 6 trials of the 8B shape."""
+    work = SHARED_GPU_RECOMPUTE_COST if recompute else 1.0
+    step = (1 / busy - 1) + work  # in the GPU time of a kept step's work
+    return min(trials / step, 1 / work)
+
+
+def recompute_for_shared_gpu(shape: dict[str, Any], model: ModelConfig, training: TrainingConfig,
+                             evaluation: EvaluationConfig, hp: TrialHyperparameters, gpu: GpuRequest,
+                             total_steps: int | None, trials_at_once: int | None) -> list[SharingOption]:
+    """gradient_checkpointing: auto for trials packed onto GPUs by memory (gpus_per_trial: auto, no
+    gpu_memory_gb): recompute makes each trial's share smaller, so more trials fit a GPU, but each
+    does more work per token. The options for a trial of `hp` (the sweep's largest), the better
+    first: the one whose trials at once (as many as fit, at most `trials_at_once`, what the trials,
+    CPUs and max_concurrent_trials allow on one GPU) train more tokens/s in all; keeping on a tie,
+    where each trial finishes sooner. Raises ConfigError if neither fits one GPU."""
+    options = []
+    for recompute in (False, True):
+        choice = training.model_copy(update={"gradient_checkpointing": recompute})
+        try:
+            plan = plan_memory(shape, model, choice, evaluation, hp, gpu, total_steps)
+        except ConfigError:
+            if recompute and not options:
+                raise
+            continue  # keeping its activations, the trial would not fit one GPU
+        fit = max(1, int(1 / plan.gpu_share + 1e-9))
+        trials = min(fit, trials_at_once) if trials_at_once else fit
+        busy = busy_alone(shape, plan.micro_batch_size, hp.max_length)
+        options.append(SharingOption(recompute, plan.gpu_share, trials,
+                                     shared_gpu_tokens_per_s(trials, busy, recompute)))
+    return sorted(options, key=lambda option: (-option.tokens_per_s, option.recompute))
+
+
 def _check_activations_kept(training: TrainingConfig) -> None:
     if training.activations_kept != "auto" and not training.compile_layers:
         raise ConfigError(f"training.activations_kept: {training.activations_kept:g} applies to compiled layers (a "
