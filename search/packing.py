@@ -152,11 +152,9 @@ class TrialPlanner:
         options = self.recompute_options
         if not options:
             return None
-        chosen = options[0]
-        said = (f"gradient_checkpointing: auto: {'on' if chosen.recompute else 'off'}: at once on one GPU, "
-                + "; ".join(option.describe() for option in options)
-                + " of a GPU full of trials keeping theirs (predicted tokens/s in all)")
-        return said
+        said = "; ".join(option.describe() for option in options)
+        return (f"gradient_checkpointing: auto: {'on' if options[0].recompute else 'off'}: trials at once on one GPU, "
+                f"with their predicted tokens/s in all (1: the GPU full): {said}")
 
     def compile_decision(self) -> str | None:
         """What compile_layers: auto decided for the sweep, and why, in words (None: set by the user, or

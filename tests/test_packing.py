@@ -192,7 +192,8 @@ def test_liger_kernels_are_one_decision_for_the_whole_sweep_the_largest_trials(t
     fitting = _sweep(tmp_path, reuse_workers=False).model_copy(update={"search": SweepConfig(
         name="s", model={"name_or_path": "/m"}, search={"lora_r": {"choice": [8]}, "max_length": {"choice": [256]}}
     ).search})
-    assert TrialPlanner.for_cluster(fitting, 80 * GIB).trial_config(small).training.liger_kernels is True
+    two_at_once = TrialPlanner.for_cluster(fitting, 80 * GIB, cluster_cpus=2, cluster_gpus=1)  # keeping wins
+    assert two_at_once.trial_config(small).training.liger_kernels is True
 
 
 def test_auto_is_a_valid_gpu_setting_and_other_words_are_not():
@@ -257,7 +258,8 @@ def test_the_shared_gpu_model_gives_the_measured_8b_runs_within_their_spread():
 
     run = json.loads((ROOT / SHARING_RUN).read_text())
     full = run["summary"]["kept"]["3"]["median"]  # the unit: a GPU full of trials keeping their activations
-    busy = busy_alone(LLAMA_3_8B, run["micro_batch_size"], run["max_length"])
+    assert "compile_layers=true" in run["settings"]["kept"] and "compile_layers=true" in run["settings"]["recomputed"]
+    busy = busy_alone(LLAMA_3_8B, run["micro_batch_size"], run["max_length"], compiled=True)
     checked = []
     for setting, recompute in (("kept", False), ("recomputed", True)):
         for trials, measured in run["summary"][setting].items():
@@ -270,18 +272,19 @@ def test_the_shared_gpu_model_gives_the_measured_8b_runs_within_their_spread():
 SEARCHED = {"lora_r": 16, "lora_alpha": 16, "learning_rate": 1e-4, "max_length": 512}
 
 
-def _sharing_sweep(model_path, shape, micro_batch_size=16, **search):
+def _sharing_sweep(model_path, shape, micro_batch_size=16, compile_layers=False, **search):
     (model_path / "config.json").write_text(json.dumps(shape))
     return SweepConfig(name="r", model={"name_or_path": str(model_path), "compute_dtype": "bfloat16"},
                        resources={"gpus_per_trial": "auto", "cpus_per_trial": 1},
                        search={"lora_r": {"choice": [16]}, "max_length": {"choice": [512]}, "num_trials": 32, **search},
-                       training={"micro_batch_size": micro_batch_size, "compile_layers": False})
+                       training={"micro_batch_size": micro_batch_size, "compile_layers": compile_layers})
 
 
 def test_8b_trials_sharing_an_h200_keep_their_activations_because_a_few_fill_it(tmp_path):
-    """One 8B trial keeps an H200 busy about two thirds of a step: three keeping their activations
-    fill it, and recompute would only add work per token."""
-    planner = TrialPlanner.for_cluster(_sharing_sweep(tmp_path, LLAMA_3_8B, micro_batch_size=8), 141 * GIB, cluster_cpus=16,
+    """One 8B trial with compiled layers keeps an H200 busy about two thirds of a step: three keeping
+    their activations fill it, and recompute would only add work per token (the measured case)."""
+    sweep = _sharing_sweep(tmp_path, LLAMA_3_8B, micro_batch_size=8, compile_layers=True)
+    planner = TrialPlanner.for_cluster(sweep, 141 * GIB, cluster_cpus=16,
                                        cluster_gpus=1)
     kept, recomputed = planner.recompute_options
     assert kept.recompute is False and kept.trials >= 2 and kept.tokens_per_s == 1.0
@@ -289,7 +292,9 @@ def test_8b_trials_sharing_an_h200_keep_their_activations_because_a_few_fill_it(
     trial = planner.trial_config(SEARCHED)
     assert trial.plan.gradient_checkpointing is False and trial.plan.gpu_share == kept.share
     said = planner.recompute_decision()
-    assert said.startswith("gradient_checkpointing: auto: off: at once on one GPU, ") and "recomputing" in said
+    assert said.startswith("gradient_checkpointing: auto: off: trials at once on one GPU, with their predicted "
+                           f"tokens/s in all (1: the GPU full): {kept.trials} keeping activations ({kept.share:g} GPU "
+                           "each): 1.00; ") and "recomputing" in said
 
 
 def test_small_trials_recompute_when_that_puts_more_of_them_on_the_gpu_and_not_when_nothing_else_fits(tmp_path):

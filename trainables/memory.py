@@ -360,8 +360,12 @@ def activations_kept(shape: dict[str, Any], hp: TrialHyperparameters, training: 
 SHARED_GPU_RECOMPUTE_COST = 1.34
 # The host's share scales with the layers a step launches, the GPU's with parameters x tokens: the idle
 # time per decoder layer and step, counted in the GPU time of one parameter-token (4 FLOP on the same
-# card), as 0.513 x 8.03e9 parameters x 4096 token slots / 32 layers in the run above.
-HOST_IDLE_PER_LAYER = 5.27e11
+# card). Compiled layers: 0.513 x 8.03e9 parameters x 4096 token slots / 32 layers, from the run above.
+# Eager layers launch hundreds of small ops a layer through Python: an eager 8B trial (bf16 dense layers,
+# FlexAttention, Liger, mb 16 x 512, no recompute) kept the H200 busy 41 % of a step by the profiler
+# (benchmarks/results/2026-12-01-trial-speed-host; it still synced 17 times a step, 6 since), so
+# 1.44 x 8.03e9 x 8192 / 32.
+HOST_IDLE_PER_LAYER = {True: 5.27e11, False: 2.96e12}  # by compiled layers
 
 
 @dataclass(frozen=True)
@@ -377,26 +381,28 @@ class SharingOption:
 
     def describe(self) -> str:
         what = "recomputing" if self.recompute else "keeping activations"
-        return f"{self.trials} {what} ({self.share:g} GPU each) {self.tokens_per_s:.2f}"
+        return f"{self.trials} {what} ({self.share:g} GPU each): {self.tokens_per_s:.2f}"
 
 
-def busy_alone(shape: dict[str, Any], micro_batch_size: int, max_length: int) -> float:
+def busy_alone(shape: dict[str, Any], micro_batch_size: int, max_length: int, compiled: bool) -> float:
     """The share of a step's time one trial alone keeps the GPU busy (it keeps its activations): the
     rest is the host's, launching the step's work. Large models fill a GPU alone; small ones leave
     most of it for other trials."""
     slots = micro_batch_size * max_length
-    idle_per_busy = HOST_IDLE_PER_LAYER * shape["num_hidden_layers"] / (parameter_count(shape) * slots)
+    idle_per_busy = HOST_IDLE_PER_LAYER[compiled] * shape["num_hidden_layers"] / (parameter_count(shape) * slots)
     return 1 / (1 + idle_per_busy)
 
 
-def shared_gpu_tokens_per_s(trials: int, busy: float, recompute: bool) -> float:
+def shared_gpu_tokens_per_s(trials: int, busy: float, recompute: bool, compiled: bool = True) -> float:
     """`trials` at once on one GPU, their tokens/s in all as a share of a GPU full of trials keeping
-    their activations. Each trial's step is the host's time (the same either way) and the GPU's work
-    (SHARED_GPU_RECOMPUTE_COST times more with recompute); together they train as fast as their
-    steps allow until the GPU's work fills it. Measured for 1, 3 and 6 trials of the 8B shape."""
+    their activations. Each trial's step is the host's time and the GPU's work (SHARED_GPU_RECOMPUTE_COST
+    times more with recompute); together they train as fast as their steps allow until the GPU's work
+    fills it. Measured for 1, 3 and 6 trials of the 8B shape with compiled layers, whose recompute the
+    compiled code does (the host's time the same); an eager checkpoint runs each layer's forward again
+    through Python, so there the host's time grows with the work (assumed, not measured)."""
     work = SHARED_GPU_RECOMPUTE_COST if recompute else 1.0
-    step = (1 / busy - 1) + work  # in the GPU time of a kept step's work
-    return min(trials / step, 1 / work)
+    host = (1 / busy - 1) * (work if not compiled else 1.0)  # in the GPU time of a kept step's work
+    return min(trials / (host + work), 1 / work)
 
 
 def recompute_for_shared_gpu(shape: dict[str, Any], model: ModelConfig, training: TrainingConfig,
@@ -419,9 +425,9 @@ def recompute_for_shared_gpu(shape: dict[str, Any], model: ModelConfig, training
             continue  # keeping its activations, the trial would not fit one GPU
         fit = max(1, int(1 / plan.gpu_share + 1e-9))
         trials = min(fit, trials_at_once) if trials_at_once else fit
-        busy = busy_alone(shape, plan.micro_batch_size, hp.max_length)
+        busy = busy_alone(shape, plan.micro_batch_size, hp.max_length, plan.compile_layers)
         options.append(SharingOption(recompute, plan.gpu_share, trials,
-                                     shared_gpu_tokens_per_s(trials, busy, recompute)))
+                                     shared_gpu_tokens_per_s(trials, busy, recompute, plan.compile_layers)))
     return sorted(options, key=lambda option: (-option.tokens_per_s, option.recompute))
 
 
