@@ -202,9 +202,8 @@ def plan_concurrency(planner: TrialPlanner, cluster_cpus: float, cluster_gpus: f
     sweep = planner.sweep
     wanted = sweep.search.max_concurrent_trials
     cpus_per_trial = sweep.resources.cpus_per_trial
-    by_cpus = int(cluster_cpus // cpus_per_trial + 1e-9)
-    bounds = [(sweep.search.num_trials, f"{sweep.search.num_trials} trials in all"),
-              (by_cpus, f"{cluster_cpus:g} CPUs at {cpus_per_trial:g} per trial")]
+    bounds = _bounds_but_gpus(sweep, cluster_cpus)
+    by_cpus = bounds[1][0]
     share = trial_gpu_share(planner)
     by_gpus = None
     if share and cluster_gpus:
@@ -233,10 +232,17 @@ def _trials_per_gpu(sweep: SweepConfig, cluster_cpus: float | None, cluster_gpus
     max_concurrent_trials, spread evenly over the GPUs. None where the cluster is not known."""
     if cluster_cpus is None or not cluster_gpus:
         return None
-    at_once = [sweep.search.num_trials, int(cluster_cpus // sweep.resources.cpus_per_trial + 1e-9)]
+    at_once = [trials for trials, _ in _bounds_but_gpus(sweep, cluster_cpus)]
     if sweep.search.max_concurrent_trials != "auto":
         at_once.append(sweep.search.max_concurrent_trials)
     return max(1, math.ceil(min(at_once) / max(1, int(cluster_gpus + 1e-9))))
+
+
+def _bounds_but_gpus(sweep: SweepConfig, cluster_cpus: float) -> list[tuple[int, str]]:
+    """The trials at once that the trials in all and the cluster's CPUs allow, each with its reason."""
+    cpus_per_trial = sweep.resources.cpus_per_trial
+    return [(sweep.search.num_trials, f"{sweep.search.num_trials} trials in all"),
+            (int(cluster_cpus // cpus_per_trial + 1e-9), f"{cluster_cpus:g} CPUs at {cpus_per_trial:g} per trial")]
 
 
 def trial_gpu_share(planner: TrialPlanner) -> float:
