@@ -30,6 +30,7 @@ from trainables.memory import (
     model_shape,
     plan_memory,
     recompute_for_shared_gpu,
+    shares_in_one_gpu,
 )
 
 
@@ -202,13 +203,14 @@ def plan_concurrency(planner: TrialPlanner, cluster_cpus: float, cluster_gpus: f
     sweep = planner.sweep
     wanted = sweep.search.max_concurrent_trials
     cpus_per_trial = sweep.resources.cpus_per_trial
-    bounds = _bounds_but_gpus(sweep, cluster_cpus)
-    by_cpus = bounds[1][0]
+    by_cpus = _trials_by_cpus(sweep, cluster_cpus)
+    bounds = [(sweep.search.num_trials, f"{sweep.search.num_trials} trials in all"),
+              (by_cpus, f"{cluster_cpus:g} CPUs at {cpus_per_trial:g} per trial")]
     share = trial_gpu_share(planner)
     by_gpus = None
     if share and cluster_gpus:
         # Ray never splits a share across GPUs: each GPU holds its own whole number of shares.
-        per_gpu = int(1 / share + 1e-9) if share < 1 else 0
+        per_gpu = shares_in_one_gpu(share) if share < 1 else 0
         by_gpus = int(cluster_gpus + 1e-9) * per_gpu if per_gpu else int(cluster_gpus / share + 1e-9)
         each = "each" if planner.sweep.resources.gpus_per_trial != "auto" else "the largest trial's share"
         gpus_text = f"{cluster_gpus:g} GPU{'s' if cluster_gpus != 1 else ''}"
@@ -232,17 +234,14 @@ def _trials_per_gpu(sweep: SweepConfig, cluster_cpus: float | None, cluster_gpus
     max_concurrent_trials, spread evenly over the GPUs. None where the cluster is not known."""
     if cluster_cpus is None or not cluster_gpus:
         return None
-    at_once = [trials for trials, _ in _bounds_but_gpus(sweep, cluster_cpus)]
+    at_once = [sweep.search.num_trials, _trials_by_cpus(sweep, cluster_cpus)]
     if sweep.search.max_concurrent_trials != "auto":
         at_once.append(sweep.search.max_concurrent_trials)
     return max(1, math.ceil(min(at_once) / max(1, int(cluster_gpus + 1e-9))))
 
 
-def _bounds_but_gpus(sweep: SweepConfig, cluster_cpus: float) -> list[tuple[int, str]]:
-    """The trials at once that the trials in all and the cluster's CPUs allow, each with its reason."""
-    cpus_per_trial = sweep.resources.cpus_per_trial
-    return [(sweep.search.num_trials, f"{sweep.search.num_trials} trials in all"),
-            (int(cluster_cpus // cpus_per_trial + 1e-9), f"{cluster_cpus:g} CPUs at {cpus_per_trial:g} per trial")]
+def _trials_by_cpus(sweep: SweepConfig, cluster_cpus: float) -> int:
+    return int(cluster_cpus // sweep.resources.cpus_per_trial + 1e-9)
 
 
 def trial_gpu_share(planner: TrialPlanner) -> float:

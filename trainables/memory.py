@@ -405,6 +405,11 @@ def shared_gpu_tokens_per_s(trials: int, busy: float, recompute: bool, compiled:
     return min(trials / (host + work), 1 / work)
 
 
+def shares_in_one_gpu(share: float) -> int:
+    """How many trials of this share Ray places on one GPU (it never splits a share across two)."""
+    return int(1 / share + 1e-9)
+
+
 def recompute_for_shared_gpu(shape: dict[str, Any], model: ModelConfig, training: TrainingConfig,
                              evaluation: EvaluationConfig, hp: TrialHyperparameters, gpu: GpuRequest,
                              total_steps: int | None, trials_at_once: int | None) -> list[SharingOption]:
@@ -423,7 +428,7 @@ def recompute_for_shared_gpu(shape: dict[str, Any], model: ModelConfig, training
             if recompute and not options:
                 raise
             continue  # keeping its activations, the trial would not fit one GPU
-        fit = max(1, int(1 / plan.gpu_share + 1e-9))
+        fit = max(1, shares_in_one_gpu(plan.gpu_share))
         trials = min(fit, trials_at_once) if trials_at_once else fit
         busy = busy_alone(shape, plan.micro_batch_size, hp.max_length, plan.compile_layers)
         options.append(SharingOption(recompute, plan.gpu_share, trials,
