@@ -301,10 +301,11 @@ def trial_model(path: Path, decided: TrainingConfig, max_length: int, seed: int,
 
 def trial_train(model: Any, rows: Any, tokenizer: Any, training: TrainingConfig, steps: int, warmup: int,
                 learning_rate: float, max_length: int, folder: Path, in_order: bool = False,
-                around: Any = None) -> dict[str, float]:
+                around: Any = None, callbacks: tuple[TrainerCallback, ...] = ()) -> dict[str, float]:
     """The trial's Trainer for `warmup` + `steps` steps, timed after the warm-up; `in_order`: the rows
     in their order instead of the Trainer's shuffle (the quality check feeds both sides alike).
-    `around`: a context manager held over the timed steps only, not the Trainer's set-up."""
+    `around`: a context manager held over the timed steps only, not the Trainer's set-up.
+    `callbacks`: the Trainer's, beside the clock (compile_cost.py times each step)."""
     timed = contextlib.ExitStack()
 
     class Clock(TrainerCallback):
@@ -331,7 +332,7 @@ def trial_train(model: Any, rows: Any, tokenizer: Any, training: TrainingConfig,
     with llama_module_restored():
         trainer = build_trainer(model, tokenizer, rows, rows.select(range(min(8, len(rows)))), rung, hp,
                                 total_steps=warmup + steps, eval_batch_size=8, output_dir=str(folder),
-                                callbacks=[clock])
+                                callbacks=[clock, *callbacks])
         if in_order:
             # the Trainer's own rows: packed (training.packing) they are fewer than `rows`
             trainer._get_train_sampler = lambda *args, **kwargs: SequentialSampler(trainer.train_dataset)
@@ -445,9 +446,9 @@ def trial_side(path: Path, data: dict[str, Any], tokenizer: Any, args: argparse.
     plan = trial_plan(path, training, evaluation, budget_gb, args.max_length, args.trial_steps, attention)
     decided = plan.decide_training(training)
     model = trial_model(path, decided, args.max_length, seed=0, attention=plan.attention)
-    train = lambda steps, warmup, around=None: trial_train(  # noqa: E731
+    train = lambda steps, warmup, around=None, callbacks=(): trial_train(  # noqa: E731
         model, data["train"], tokenizer, decided, steps, warmup, 1e-4, args.max_length, folder / "trainer",
-        around=around)
+        around=around, callbacks=callbacks)
     side = Side("trial", model, train, recompute=plan.gradient_checkpointing,
                 details={"micro_batch_size": decided.micro_batch_size, "gradient_checkpointing": plan.gradient_checkpointing,
                          "padding_free": decided.padding_free, "fused_lm_head": plan.fused_lm_head,

@@ -195,3 +195,45 @@ def test_the_gpu_sharing_benchmark_refuses_trials_of_a_setting_it_was_not_given_
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert "--trials eagre=...: no --setting is named 'eagre' (named: eager)" in done.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_compile_cost_times_a_trials_first_steps_one_by_one_and_writes_nothing_beside_its_json(tiny_model_path,
+                                                                                             tmp_path):
+    """benchmarks/compile_cost.py: each step timed alone after the side loads, what dynamo compiled
+    in it beside it. The out folder holds the JSON alone: a device run brings that folder back whole,
+    and a Trainer checkpoint beside it (2026-12-02: a 1B adapter's) made the reply too large to come back."""
+    out_dir = tmp_path / "res"
+    out_dir.mkdir()
+    done = subprocess.run(
+        [sys.executable, "benchmarks/compile_cost.py", "--shape", "tiny", "--data", "trainables/samples",
+         "--tokenizer", str(tiny_model_path), "--out", str(out_dir / "cost.json"), "--setting",
+         "compile_layers=false,fused_lm_head=false", "--steps", "3", "--micro-batch-size", "2", "--max-length", "256",
+         "--train-examples", "16"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [path.name for path in out_dir.iterdir()] == ["cost.json"]
+    result = json.loads((out_dir / "cost.json").read_text())
+    assert result["side"]["compile_layers"] is False and result["side"]["micro_batch_size"] == 2
+    assert [row["step"] for row in result["steps"]] == [1, 2, 3]
+    assert all(row["s"] > 0 and row["tokens"] > 0 and row["graphs"] == 0 for row in result["steps"])
+    assert result["first_step_s"] == result["steps"][0]["s"] and result["compile_s_estimate"] >= 0
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import compile_cost
+    import trial_speed
+
+    assert compile_cost.SHAPES == tuple(trial_speed.SHAPES)  # its own list checks --shape before torch loads
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--steps", "1"], "--steps 1: at least 2"),
+    (["--setting", "compile_layer=true"], "--setting: compile_layer is no training setting"),
+    (["--setting", "compile_layers"], "--setting 'compile_layers': expected field=value pairs"),
+])
+def test_compile_cost_refuses_bad_arguments_in_one_line_before_it_builds_anything(arguments, message, tmp_path):
+    done = subprocess.run(
+        [sys.executable, "benchmarks/compile_cost.py", "--data", "x", "--tokenizer", "x", "--out",
+         str(tmp_path / "o.json"), *arguments], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert message in done.stderr
+    assert list(tmp_path.iterdir()) == []
