@@ -179,3 +179,13 @@ def test_dense_layers_kept_in_bf16_train_to_the_float32_preparations_loss(tiny_m
         assert all(p.grad is not None and torch.isfinite(p.grad).all() for _, p in trainable)
         losses[float32_dense] = float(loss)
     assert losses[False] == pytest.approx(losses[True], rel=2e-2)
+
+
+def test_a_rungs_step_pace_is_its_median_step_and_the_time_beyond_it():
+    """Rung rows carry the pace of their steps, to tell a rung that ran slow throughout (the median)
+    from one where a few steps did (the time beyond the median)."""
+    from trainables.report import step_pace
+
+    assert step_pace([0.1, 0.1, 0.1, 2.1]) == pytest.approx({"step_s_median": 0.1, "train_s_beyond_median": 2.0})
+    assert step_pace([0.3, 0.1, 0.2]) == pytest.approx({"step_s_median": 0.2, "train_s_beyond_median": 0.1})
+    assert step_pace([]) == {"step_s_median": None, "train_s_beyond_median": None}  # a rung resumed at its end

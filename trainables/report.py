@@ -18,6 +18,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import tempfile
 import time
 import uuid
@@ -61,6 +62,7 @@ class RungReporter(TrainerCallback):
 
     def _reset(self, tokens_seen: int) -> None:
         self.train_seconds = 0.0
+        self.step_seconds: list[float] = []
         self.tokens_at_rung_start = tokens_seen
         self.train_loss = float("nan")
         self.eval_loss = float("nan")
@@ -82,7 +84,8 @@ class RungReporter(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         synchronize_gpu()
         self._step_ended = time.perf_counter()
-        self.train_seconds += self._step_ended - self._step_started
+        self.step_seconds.append(self._step_ended - self._step_started)
+        self.train_seconds += self.step_seconds[-1]
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
@@ -112,6 +115,7 @@ class RungReporter(TrainerCallback):
             # rung's includes the start: imports, data, model load (startup_s), unless the worker was warm
             "train_s": self.train_seconds,  # of rung_s: the optimizer steps
             "eval_s": self.eval_seconds,  # of rung_s: validation loss and ROUGE
+            **step_pace(self.step_seconds),
             "startup_s": self.startup_s,
             "warm_start": self.warm_start,
             "micro_batch_size": args.per_device_train_batch_size,  # as planned (grown), halved after an out-of-memory retry
@@ -129,6 +133,17 @@ class RungReporter(TrainerCallback):
         self._rung_began = time.perf_counter()
         self._reset(tokens_seen=state.num_input_tokens_seen)
         reset_peak_memory()
+
+
+def step_pace(step_seconds: list[float]) -> dict[str, float | None]:
+    """A rung's optimizer steps: the median step, and what the steps took beyond it in all. A trial's
+    first rung on an H200 trained at half its later rungs' tokens/s (benchmarks/results/2026-12-01-sweep);
+    a slow median says the whole rung ran slower (GPU contention), time beyond it says some steps did
+    (a first step's kernels, memory the allocator had to get)."""
+    if not step_seconds:
+        return {"step_s_median": None, "train_s_beyond_median": None}
+    median = statistics.median(step_seconds)
+    return {"step_s_median": median, "train_s_beyond_median": sum(max(0.0, s - median) for s in step_seconds)}
 
 
 def placement() -> dict[str, str]:
