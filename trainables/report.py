@@ -61,8 +61,7 @@ class RungReporter(TrainerCallback):
                 self.history = parse_rung_history(f.read())
 
     def _reset(self, tokens_seen: int) -> None:
-        self.train_seconds = 0.0
-        self.step_seconds: list[float] = []
+        self.step_seconds: list[float] = []  # the rung's optimizer steps, each timed alone
         self.tokens_at_rung_start = tokens_seen
         self.train_loss = float("nan")
         self.eval_loss = float("nan")
@@ -85,7 +84,6 @@ class RungReporter(TrainerCallback):
         synchronize_gpu()
         self._step_ended = time.perf_counter()
         self.step_seconds.append(self._step_ended - self._step_started)
-        self.train_seconds += self.step_seconds[-1]
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
@@ -102,6 +100,7 @@ class RungReporter(TrainerCallback):
         with open(os.path.join(checkpoint_dir, TRIAL_RECORD), "w", encoding="utf-8") as f:
             json.dump({**self.trial_record, "step": state.global_step}, f, indent=2)
         rung_tokens = state.num_input_tokens_seen - self.tokens_at_rung_start
+        train_seconds = sum(self.step_seconds)
         metrics = {
             "rung": state.global_step // self.steps_per_rung,
             "step": state.global_step,
@@ -109,11 +108,11 @@ class RungReporter(TrainerCallback):
             "train_loss": self.train_loss,
             "eval_loss": self.eval_loss,
             **self.rouge,
-            "tokens_per_s": rung_tokens / self.train_seconds if self.train_seconds else 0.0,
+            "tokens_per_s": rung_tokens / train_seconds if train_seconds else 0.0,
             "peak_memory_gb": peak_memory_gb(),
             "rung_s": time.perf_counter() - self._rung_began,  # wall time since the last report; the first
             # rung's includes the start: imports, data, model load (startup_s), unless the worker was warm
-            "train_s": self.train_seconds,  # of rung_s: the optimizer steps
+            "train_s": train_seconds,  # of rung_s: the optimizer steps
             "eval_s": self.eval_seconds,  # of rung_s: validation loss and ROUGE
             **step_pace(self.step_seconds),
             "startup_s": self.startup_s,
