@@ -97,7 +97,7 @@ def rung_times(experiment: Path) -> dict[str, Any]:
     """qlora-sweep's wall time per rung (rung_s): the first rung of trials in a fresh worker (cold),
     in a worker kept from an earlier trial (warm), and the later rungs; `parts`: the medians of
     what each was made of (startup, training steps, validation loss and ROUGE), and of its steps'
-    pace (the median step, and the time its steps took beyond it)."""
+    pace (the first step, the median step, and the time its steps took beyond the median)."""
     rows = rows_of(experiment)
 
     def median(values: list[float]) -> float | None:
@@ -112,7 +112,8 @@ def rung_times(experiment: Path) -> dict[str, Any]:
               "first_warm": [r for r in first if r.get("warm_start")],
               "later": [r for r in rows if (r.get("training_iteration") or 0) > 1 and r.get("rung_s") is not None]}
     parts = {group: {part: median([r[part] for r in members if r.get(part) is not None])
-                     for part in ("rung_s", "train_s", "eval_s", "step_s_median", "train_s_beyond_median")}
+                     for part in ("rung_s", "train_s", "eval_s", "eval_loss_s", "rouge_s", "step_s_first",
+                                  "step_s_median", "train_s_beyond_median")}
              for group, members in groups.items()}
     for group in ("first_cold", "first_warm"):
         parts[group]["startup_s"] = median([r["startup_s"] for r in groups[group] if r.get("startup_s") is not None])

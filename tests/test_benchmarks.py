@@ -237,3 +237,57 @@ def test_compile_cost_refuses_bad_arguments_in_one_line_before_it_builds_anythin
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert message in done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_first_rung_runs_trials_one_after_another_in_one_process_and_times_every_step(tiny_model_path, tmp_path):
+    """benchmarks/first_rung.py: the recipe's trial run by run_trial itself, twice in one process (the
+    second in the worker the first left: warm), each step timed, each evaluation's generations
+    counted, the chosen steps profiled; the out folder holds the JSON alone."""
+    from tests.conftest import tiny_sweep_dict, write_config
+
+    config = write_config(tmp_path / "c.yaml", tiny_sweep_dict(
+        tiny_model_path, tmp_path / "r", data={"max_train_examples": 16, "max_validation_examples": 3},
+        scheduler={"max_rungs": 2, "grace_period": 1}, evaluation={"max_new_tokens": 4}))
+    out_dir = tmp_path / "res"
+    done = subprocess.run(
+        [sys.executable, "benchmarks/first_rung.py", str(config), "--out", str(out_dir / "first.json"), "--trials", "2",
+         "--profile-steps", "1,3"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [path.name for path in out_dir.iterdir()] == ["first.json"]
+    result = json.loads((out_dir / "first.json").read_text())
+    assert result["hyperparameters"] == {"lora_r": 32, "lora_alpha": 32, "learning_rate": 2.0e-4, "max_length": 512}
+    first, second = result["trials"]
+    assert [r["warm_start"] for r in first["rungs"] + second["rungs"]] == [False, False, True, True]
+    assert second["rungs"][0]["startup_s"] < first["rungs"][0]["startup_s"]
+    for trial in (first, second):
+        assert [step["step"] for step in trial["steps"]] == [1, 2, 3, 4]  # 2 rungs of 2 steps
+        assert all(step["s"] > 0 and step["tokens"] > 0 for step in trial["steps"])
+        assert sorted(trial["profiles"]) == ["1", "3"]
+        assert all(p["top_host"] and p["wall_s"] > 0 for p in trial["profiles"].values())
+        for rung, (began, ended) in zip(trial["rungs"], [(0, 2), (2, 4)]):
+            assert rung["step_s_first"] == pytest.approx(trial["steps"][began]["s"], abs=0.05)
+            assert rung["train_s"] >= sum(step["s"] for step in trial["steps"][began:ended]) * 0.9
+            assert rung["generate_calls"] and all(0 < call["new_tokens"] <= 4 for call in rung["generate_calls"])
+            assert sum(call["batch"] for call in rung["generate_calls"]) == rung["rouge_examples"]
+    assert [(row["trial"], row["rung"]) for row in result["summary"]] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--trials", "0"], "--trials 0: at least 1"),
+    (["--profile-steps", "0,2"], "--profile-steps [0, 2]: steps count from 1"),
+    (["--profile-steps", "one"], "--profile-steps: invalid literal"),
+    (["--set", "training.micro_batch_size=0"], "training.micro_batch_size"),
+])
+def test_first_rung_refuses_bad_arguments_in_one_line_before_it_loads_anything(arguments, message, tiny_model_path,
+                                                                              tmp_path):
+    from tests.conftest import tiny_sweep_dict, write_config
+
+    config = write_config(tmp_path / "c.yaml", tiny_sweep_dict(tiny_model_path, tmp_path / "r"))
+    done = subprocess.run([sys.executable, "benchmarks/first_rung.py", str(config), "--out",
+                           str(tmp_path / "res" / "o.json"), *arguments], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert message in done.stderr
+    assert not (tmp_path / "res").exists()

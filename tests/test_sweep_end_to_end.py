@@ -260,6 +260,7 @@ def test_the_sweep_benchmark_runs_its_arms_scores_their_best_on_held_out_dialogu
     for group, parts in timing["parts"].items():  # each kind of rung, split into what it was made of
         assert 0 < parts["train_s"] + parts["eval_s"] + parts.get("startup_s", 0) <= parts["rung_s"], (group, parts)
         assert 0 < parts["step_s_median"] and 0 <= parts["train_s_beyond_median"] < parts["train_s"], (group, parts)
+        assert 0 < parts["step_s_first"] < parts["train_s"] and 0 < parts["rouge_s"] < parts["eval_s"], (group, parts)
     assert (out / "sweep_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     again = subprocess.run([sys.executable, "benchmarks/sweep_benchmark.py", str(config), "--out", str(out),
                             "--analyze-only", "--gpus", "1"], cwd=ROOT, capture_output=True, text=True)
@@ -324,6 +325,9 @@ def test_trials_after_the_first_start_in_kept_workers_and_train_exactly_as_in_fr
         for row, steps in zip(rows, [end - begun for begun, end in zip([0] + ends, ends)]):
             start = row["startup_s"] if row["training_iteration"] == 1 else 0
             assert row["train_s"] > 0 and row["eval_s"] > 0 and start + row["train_s"] + row["eval_s"] <= row["rung_s"]
+            assert row["eval_loss_s"] > 0 and row["rouge_s"] > 0
+            assert row["eval_loss_s"] + row["rouge_s"] == pytest.approx(row["eval_s"])
+            assert 0 < row["step_s_first"] <= row["train_s"]
             # its steps' pace: those up to the median took at most the median each, the rest the time beyond it more
             assert 0 <= row["train_s_beyond_median"] < row["train_s"]
             assert row["train_s"] - row["train_s_beyond_median"] <= steps * row["step_s_median"] + 1e-6

@@ -181,11 +181,14 @@ def test_dense_layers_kept_in_bf16_train_to_the_float32_preparations_loss(tiny_m
     assert losses[False] == pytest.approx(losses[True], rel=2e-2)
 
 
-def test_a_rungs_step_pace_is_its_median_step_and_the_time_beyond_it():
+def test_a_rungs_step_pace_is_its_first_step_its_median_step_and_the_time_beyond_it():
     """Rung rows carry the pace of their steps, to tell a rung that ran slow throughout (the median)
-    from one where a few steps did (the time beyond the median)."""
+    from one where a few steps did (the time beyond the median), and whether its first step was one."""
     from trainables.report import step_pace
 
-    assert step_pace([0.1, 0.1, 0.1, 2.1]) == pytest.approx({"step_s_median": 0.1, "train_s_beyond_median": 2.0})
-    assert step_pace([0.3, 0.1, 0.2]) == pytest.approx({"step_s_median": 0.2, "train_s_beyond_median": 0.1})
-    assert step_pace([]) == {"step_s_median": None, "train_s_beyond_median": None}  # a rung resumed at its end
+    assert step_pace([2.1, 0.1, 0.1, 0.1]) == pytest.approx(
+        {"step_s_first": 2.1, "step_s_median": 0.1, "train_s_beyond_median": 2.0})
+    assert step_pace([0.3, 0.1, 0.2]) == pytest.approx(
+        {"step_s_first": 0.3, "step_s_median": 0.2, "train_s_beyond_median": 0.1})
+    assert step_pace([]) == {"step_s_first": None, "step_s_median": None,
+                             "train_s_beyond_median": None}  # a rung resumed at its end

@@ -39,12 +39,43 @@ def peak_memory_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+class TuneSession:
+    """Where a trial's rungs go and where it resumes from: Ray Tune's session in the trial's worker.
+    A benchmark that runs the trial in its own process hands run_trial another object with these
+    three methods (benchmarks/first_rung.py)."""
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str) -> None:
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
+
+    def placement(self) -> dict[str, str]:
+        """Where this trial runs, from Ray itself: its node and the GPU ids Ray gave it."""
+        context = ray.get_runtime_context()
+        gpus = context.get_accelerator_ids().get("GPU", [])
+        return {"node_id": context.get_node_id(), "gpu_ids": ",".join(str(g) for g in gpus)}
+
+    @contextlib.contextmanager
+    def checkpoint_to_resume(self) -> Iterator[str | None]:
+        """A local copy of the trial's latest checkpoint when Tune restarted it, else None."""
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is None:
+            yield None
+            return
+        local = tempfile.mkdtemp(prefix="qlora-sweep-resume-")
+        try:
+            with checkpoint.as_directory() as directory:
+                shutil.copytree(directory, local, dirs_exist_ok=True)
+            yield local
+        finally:
+            shutil.rmtree(local, ignore_errors=True)
+
+
 class RungReporter(TrainerCallback):
     def __init__(self, score_rouge: Callable[[Any, int], dict[str, float]], steps_per_rung: int, trial_record: dict,
-                 started: float | None = None, warm_start: bool = False):
+                 session: TuneSession, started: float | None = None, warm_start: bool = False):
         """`started`: when the trial's worker began this trial (time.perf_counter); `warm_start`:
         whether its worker kept the base model from an earlier trial (trainables.warm)."""
         self.score_rouge = score_rouge
+        self.session = session
         self.steps_per_rung = steps_per_rung
         self.trial_record = trial_record
         self.history: list[dict[str, Any]] = []
@@ -66,7 +97,8 @@ class RungReporter(TrainerCallback):
         self.train_loss = float("nan")
         self.eval_loss = float("nan")
         self.rouge: dict[str, float] = {}
-        self.eval_seconds = float("nan")
+        self.eval_loss_seconds = float("nan")
+        self.rouge_seconds = float("nan")
         self._step_started = 0.0
         self._step_ended = time.perf_counter()
 
@@ -91,9 +123,11 @@ class RungReporter(TrainerCallback):
 
     def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
         self.eval_loss = float((metrics or {}).get("eval_loss", float("nan")))
+        rouge_began = time.perf_counter()
+        self.eval_loss_seconds = rouge_began - self._step_ended  # the Trainer's validation loss
         self.rouge = self.score_rouge(model, state.global_step // self.steps_per_rung)
         synchronize_gpu()
-        self.eval_seconds = time.perf_counter() - self._step_ended  # validation loss, then ROUGE
+        self.rouge_seconds = time.perf_counter() - rouge_began
 
     def on_save(self, args, state, control, **kwargs):
         checkpoint_dir = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
@@ -113,14 +147,16 @@ class RungReporter(TrainerCallback):
             "rung_s": time.perf_counter() - self._rung_began,  # wall time since the last report; the first
             # rung's includes the start: imports, data, model load (startup_s), unless the worker was warm
             "train_s": train_seconds,  # of rung_s: the optimizer steps
-            "eval_s": self.eval_seconds,  # of rung_s: validation loss and ROUGE
+            "eval_s": self.eval_loss_seconds + self.rouge_seconds,  # of rung_s: validation loss and ROUGE
+            "eval_loss_s": self.eval_loss_seconds,  # of eval_s: the validation loss
+            "rouge_s": self.rouge_seconds,  # of eval_s: generating the summaries ROUGE scores, and scoring them
             **step_pace(self.step_seconds),
             "startup_s": self.startup_s,
             "warm_start": self.warm_start,
             "micro_batch_size": args.per_device_train_batch_size,  # as planned (grown), halved after an out-of-memory retry
             "gradient_accumulation_steps": args.gradient_accumulation_steps,  # the effective batch's other factor
             "gradient_checkpointing": bool(args.gradient_checkpointing),  # as `auto` resolved it
-            **placement(),
+            **self.session.placement(),
             "report_id": uuid.uuid4().hex,  # ties this result.json row to the checkpoint histories
         }
         # A rung redone after a restart replaces the record of the first attempt.
@@ -128,44 +164,23 @@ class RungReporter(TrainerCallback):
         self.history.append({**metrics, "pid": os.getpid(), "timestamp": time.time()})
         with open(os.path.join(checkpoint_dir, RUNG_HISTORY), "w", encoding="utf-8") as f:
             f.write(rung_history_text(self.history))
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
+        self.session.report(metrics, checkpoint_dir)
         self._rung_began = time.perf_counter()
         self._reset(tokens_seen=state.num_input_tokens_seen)
         reset_peak_memory()
 
 
 def step_pace(step_seconds: list[float]) -> dict[str, float | None]:
-    """A rung's optimizer steps: the median step, and what the steps took beyond it in all. A trial's
-    first rung on an H200 trained at half its later rungs' tokens/s (benchmarks/results/2026-12-01-sweep);
-    a slow median says the whole rung ran slower (GPU contention), time beyond it says some steps did
-    (a first step's kernels, memory the allocator had to get)."""
+    """A rung's optimizer steps: its first, the median step, and what the steps took beyond the
+    median in all. A trial's first rung on an H200 trained at half its later rungs' tokens/s
+    (benchmarks/results/2026-12-01-sweep); a slow median says the whole rung ran slower (GPU
+    contention, a slow clock), time beyond it says some steps did, and a slow first step that the
+    rung's start did (kernels loaded or compiled, memory the allocator had to get)."""
     if not step_seconds:
-        return {"step_s_median": None, "train_s_beyond_median": None}
+        return {"step_s_first": None, "step_s_median": None, "train_s_beyond_median": None}
     median = statistics.median(step_seconds)
-    return {"step_s_median": median, "train_s_beyond_median": sum(max(0.0, s - median) for s in step_seconds)}
-
-
-def placement() -> dict[str, str]:
-    """Where this trial runs, from Ray itself: its node and the GPU ids Ray gave it."""
-    context = ray.get_runtime_context()
-    gpus = context.get_accelerator_ids().get("GPU", [])
-    return {"node_id": context.get_node_id(), "gpu_ids": ",".join(str(g) for g in gpus)}
-
-
-@contextlib.contextmanager
-def checkpoint_to_resume() -> Iterator[str | None]:
-    """A local copy of the trial's latest checkpoint when Tune restarted it, else None."""
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
-        yield None
-        return
-    local = tempfile.mkdtemp(prefix="qlora-sweep-resume-")
-    try:
-        with checkpoint.as_directory() as directory:
-            shutil.copytree(directory, local, dirs_exist_ok=True)
-        yield local
-    finally:
-        shutil.rmtree(local, ignore_errors=True)
+    return {"step_s_first": step_seconds[0], "step_s_median": median,
+            "train_s_beyond_median": sum(max(0.0, s - median) for s in step_seconds)}
 
 
 def synchronize_gpu() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from transformers import set_seed
@@ -21,15 +22,19 @@ from trainables.data import load_dialogues, tokenize_for_training
 from trainables.evaluation import RougeEvaluation
 from trainables.model import attach_lora, compile_decoder_layers, load_quantized_model, prepare_for_training
 from trainables.prompt import load_tokenizer
-from trainables.report import RungReporter, checkpoint_to_resume
+from trainables.report import RungReporter, TuneSession
 from trainables.train import adapter_state, build_trainer, train_with_oom_retry
 
 EVAL_LOSS_BATCH = 16  # padding-free rows get a dense (tokens x tokens) attention mask under SDPA: keep them short
 
 
-def run_trial(trial: TrialConfig, started: float | None = None) -> None:
-    """`started`: when the trial's worker began it (time.perf_counter), imports included."""
+def run_trial(trial: TrialConfig, started: float | None = None, session: TuneSession | None = None,
+              callbacks: Sequence[Any] = ()) -> None:
+    """`started`: when the trial's worker began it (time.perf_counter), imports included. `session`:
+    where rungs are reported and a restarted trial resumes from, Ray Tune's unless a benchmark runs
+    the trial in its own process; `callbacks`: more Trainer callbacks (a benchmark's timers)."""
     started = time.perf_counter() if started is None else started
+    session = TuneSession() if session is None else session
     hp = trial.hyperparameters
 
     # Data and prompts, kept by this worker process for the trials it runs next (trainables.warm)
@@ -69,7 +74,7 @@ def run_trial(trial: TrialConfig, started: float | None = None) -> None:
 
     reporter = RungReporter(score_rouge, trial.training.steps_per_rung,
                             trial_record={"trial": trial.model_dump(mode="json")},
-                            started=started, warm_start=warm_start)
+                            session=session, started=started, warm_start=warm_start)
 
     def trainer_for(training: TrainingConfig) -> Any:
         return build_trainer(
@@ -77,9 +82,9 @@ def run_trial(trial: TrialConfig, started: float | None = None) -> None:
             total_steps=trial.total_steps,
             eval_batch_size=min(trial.evaluation.batch_size, EVAL_LOSS_BATCH),
             output_dir=os.path.join(os.getcwd(), "trainer"),
-            callbacks=[reporter],
+            callbacks=[reporter, *callbacks],
         )
 
-    with checkpoint_to_resume() as resume_dir:
+    with session.checkpoint_to_resume() as resume_dir:
         reporter.resume_history(resume_dir)
         train_with_oom_retry(trainer_for, trial.training, hp, resume_dir, model, initial_adapter)

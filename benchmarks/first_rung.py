@@ -1,0 +1,257 @@
+"""Where a trial's first rung loses its time: trials of the recipe's hyperparameters, one after
+another in this one process (the first cold, the rest in the worker it leaves: trainables.warm), as
+the sweep benchmark's recipe arm plans them, every optimizer step timed alone, what each
+evaluation generated counted, and chosen steps profiled.
+
+    python benchmarks/first_rung.py configs/sweep_benchmark_gpu.yaml --out first_rung.json \
+        [--set KEY=VALUE ...] [--trials 3] [--profile-steps 1,2,21] [--warmup-s 30]
+
+Why it exists: on an H200 (2026-12-01, benchmarks/results/2026-12-01-sweep) a trial's first rung
+trained at 0.4-0.7 of its later rungs' tokens/s, even the recipe's lone trial with the GPU to
+itself, and its evaluation took twice as long on the same dialogues. The sweep's rows give each
+rung's first and median step; this gives every step, so a rung slow throughout (a clock that rises
+over a minute, new shapes) shows apart from a few slow first steps (kernels loaded or compiled,
+memory the allocator gets), and a profile of a slow step against a later one says which.
+
+Each trial runs trainables.trial.run_trial itself, with a session that keeps its rows here instead
+of Ray Tune's, in a folder of its own (the Trainer's checkpoints never land beside --out). The JSON
+is rewritten after every rung.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT)]
+
+from search.config import load_config  # noqa: E402 - light: pydantic and yaml, no torch
+from sweep_benchmark import RECIPE, RECIPE_VALUES, warm_up_gpu  # noqa: E402 - the recipe arm's, and its warm-up
+from trainables.errors import ConfigError  # noqa: E402
+PROFILE_TOP = 12  # operations listed per profiled step
+
+
+class LocalSession:
+    """A trial's rungs kept in a list (trainables.report.TuneSession's three methods, without Ray)."""
+
+    def __init__(self, on_rung) -> None:
+        self.on_rung = on_rung
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str) -> None:
+        self.on_rung(metrics)
+
+    def placement(self) -> dict[str, str]:
+        import torch
+
+        return {"node_id": "local", "gpu_ids": "0" if torch.cuda.is_available() else ""}
+
+    @contextlib.contextmanager
+    def checkpoint_to_resume(self) -> Iterator[None]:
+        yield None
+
+
+def step_timer(profile_steps: set[int], record: dict[str, Any]):
+    """A Trainer callback: each step's wall time (the GPU synchronized at both ends), its tokens, the
+    Triton kernels compiled into the on-disk cache meanwhile, and a profile of the chosen steps."""
+    import torch
+    from transformers import TrainerCallback
+
+    from trainables.report import synchronize_gpu
+
+    class StepTimer(TrainerCallback):
+        profiler = None
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            synchronize_gpu()
+            step = state.global_step + 1
+            if step in profile_steps:
+                self.profiler = torch.profiler.profile(activities=profiler_activities())
+                self.profiler.__enter__()
+            self.triton_files, self.tokens = triton_cache_files(), state.num_input_tokens_seen
+            self.started = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            synchronize_gpu()
+            seconds = time.perf_counter() - self.started
+            row = {"step": state.global_step, "s": round(seconds, 4),
+                   "tokens": int(state.num_input_tokens_seen - self.tokens),
+                   "triton_compiled": triton_cache_files() - self.triton_files}
+            if self.profiler is not None:
+                self.profiler.__exit__(None, None, None)
+                record["profiles"][str(state.global_step)] = profile_summary(self.profiler, seconds)
+                self.profiler = None
+            record["steps"].append(row)
+
+    return StepTimer()
+
+
+def profiler_activities() -> list[Any]:
+    import torch
+
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    return activities
+
+
+def profile_summary(profiler: Any, seconds: float) -> dict[str, Any]:
+    """A profiled step: its wall time, the GPU's busy time in it, and the operations (and CUDA
+    runtime calls) that took the most host time of their own."""
+    events = profiler.key_averages()
+    device_us = sum(getattr(e, "self_device_time_total", 0) for e in events)
+    top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:PROFILE_TOP]
+    return {"wall_s": round(seconds, 4), "device_busy_s": round(device_us / 1e6, 4),
+            "host_self_s": round(sum(e.self_cpu_time_total for e in events) / 1e6, 4),
+            "top_host": [{"name": e.key, "calls": e.count, "self_ms": round(e.self_cpu_time_total / 1e3, 2)}
+                         for e in top]}
+
+
+def triton_cache_files() -> int:
+    folder = Path(os.environ.get("TRITON_CACHE_DIR") or Path.home() / ".triton" / "cache")
+    return sum(len(files) for _, _, files in os.walk(folder)) if folder.is_dir() else 0
+
+
+@contextlib.contextmanager
+def generations_counted(calls: list[dict[str, int]]) -> Iterator[None]:
+    """Every generate call's batch and the new tokens it ran for: a batch runs until its longest
+    summary ends, so a rung whose summaries do not stop yet generates longer."""
+    from transformers.generation.utils import GenerationMixin
+
+    generate = GenerationMixin.generate
+
+    def counted(model, *args, **kwargs):
+        prompt = kwargs.get("input_ids", args[0] if args else None)
+        output = generate(model, *args, **kwargs)
+        calls.append({"batch": int(output.shape[0]), "new_tokens": int(output.shape[1] - prompt.shape[1])})
+        return output
+
+    GenerationMixin.generate = counted
+    try:
+        yield
+    finally:
+        GenerationMixin.generate = generate
+
+
+def warm_the_profiler() -> None:
+    """CUPTI starts on a process's first profile (seconds on a GPU): pay it before any timed step."""
+    import torch
+
+    with torch.profiler.profile(activities=profiler_activities()):
+        torch.ones(8, device="cuda" if torch.cuda.is_available() else "cpu").sum().item()
+
+
+def recipe_sweep(args: argparse.Namespace) -> Any:
+    """The config as the sweep benchmark's recipe arm runs it (one trial, the recipe's values), --set on top."""
+    return load_config(args.config, [*RECIPE, *args.set])
+
+
+def planned_trials(args: argparse.Namespace) -> tuple[list[Any], Any]:
+    """The recipe arm's trial, as qlora-sweep's driver plans it on this machine, once per trial."""
+    import torch
+
+    from search.packing import TrialPlanner
+    from trainables.memory import local_gpu_memory_bytes
+
+    sweep = recipe_sweep(args)
+    gpus = torch.cuda.device_count()
+    if not gpus:
+        sweep = sweep.model_copy(update={"resources": sweep.resources.model_copy(update={"gpus_per_trial": 0})})
+    planner = TrialPlanner.for_cluster(sweep, local_gpu_memory_bytes() if gpus else None, os.cpu_count(), gpus)
+    return [planner.trial_config(dict(RECIPE_VALUES)) for _ in range(args.trials)], sweep
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    started = time.perf_counter()
+    import torch
+
+    import trainables.trial
+
+    imports_s = time.perf_counter() - started
+    trials, sweep = planned_trials(args)
+    torch.set_num_threads(max(1, int(sweep.resources.cpus_per_trial)))  # what Ray gives a trial's worker
+    warm_the_profiler()
+    warm_up_gpu(args.warmup_s)
+    result: dict[str, Any] = {
+        "command": " ".join(sys.argv), "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "torch": torch.__version__, "imports_s": round(imports_s, 1), "warmup_s": args.warmup_s,
+        "hyperparameters": RECIPE_VALUES,
+        "plan": trials[0].plan.model_dump(mode="json"), "trials": []}
+    out = Path(args.out)
+    for index, trial in enumerate(trials):
+        record: dict[str, Any] = {"trial": index + 1, "rungs": [], "steps": [], "profiles": {}, "generations": []}
+        result["trials"].append(record)
+
+        def on_rung(metrics: dict[str, Any]) -> None:
+            rung = {k: v for k, v in metrics.items() if not isinstance(v, str)}
+            rung["generate_calls"], record["generations"][:] = list(record["generations"]), []
+            record["rungs"].append(rung)
+            out.write_text(json.dumps(result, indent=1))
+
+        with tempfile.TemporaryDirectory(prefix="first_rung-") as folder, contextlib.chdir(folder), \
+                generations_counted(record["generations"]):
+            trainables.trial.run_trial(trial, time.perf_counter(), session=LocalSession(on_rung),
+                                       callbacks=[step_timer(set(args.profile_steps), record)])
+        del record["generations"]
+    result["summary"] = summary(result)
+    out.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def summary(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per trial and rung: its wall time and parts, its first step against its median, and how long
+    its evaluation generated."""
+    rows = []
+    for trial in result["trials"]:
+        for rung in trial["rungs"]:
+            rows.append({"trial": trial["trial"], "rung": rung["rung"], "warm_start": rung["warm_start"],
+                         **{k: round(rung[k], 2) for k in ("rung_s", "startup_s", "train_s", "eval_loss_s", "rouge_s",
+                                                           "step_s_first", "step_s_median", "train_s_beyond_median")
+                            if isinstance(rung.get(k), (int, float))},
+                         "tokens_per_s": round(rung["tokens_per_s"]),
+                         "new_tokens": [call["new_tokens"] for call in rung["generate_calls"]]})
+    return rows
+
+
+def checked(args: argparse.Namespace) -> None:
+    """Refuse what cannot run, before anything loads: too few trials, a profiled step that is no step."""
+    if args.trials < 1:
+        raise ValueError(f"--trials {args.trials}: at least 1")
+    if any(step < 1 for step in args.profile_steps):
+        raise ValueError(f"--profile-steps {args.profile_steps}: steps count from 1")
+    recipe_sweep(args)  # ConfigError names the problem
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("config", help="a sweep config (the sweep benchmark's: configs/sweep_benchmark_gpu.yaml)")
+    parser.add_argument("--out", required=True, help="JSON file, rewritten after every rung")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides, as run's")
+    parser.add_argument("--trials", type=int, default=3, help="trials one after another in this process")
+    parser.add_argument("--profile-steps", default="1,2,21", help="optimizer steps to profile, comma-separated (1-based)")
+    parser.add_argument("--warmup-s", type=float, default=0, help="untimed GPU load before the first trial")
+    args = parser.parse_args(argv)
+    try:
+        args.profile_steps = [int(step) for step in args.profile_steps.split(",") if step.strip()]
+        checked(args)
+    except (ValueError, ConfigError) as error:
+        message = str(error) if not str(error).startswith("invalid literal") else f"--profile-steps: {error}"
+        print(f"first_rung: {message}", file=sys.stderr)
+        return 2
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    result = run(args)
+    for row in result["summary"]:
+        print(json.dumps(row))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
