@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import cProfile
 import json
 import os
-import statistics
+import pstats
 import sys
 import tempfile
 import time
@@ -38,6 +39,7 @@ from search.config import load_config  # noqa: E402 - light: pydantic and yaml, 
 from sweep_benchmark import RECIPE, RECIPE_VALUES, warm_up_gpu  # noqa: E402 - the recipe arm's, and its warm-up
 from trainables.errors import ConfigError  # noqa: E402
 PROFILE_TOP = 12  # operations listed per profiled step
+PYTHON_PROFILE_TOP = 40  # functions listed for --python-profile-trial
 
 
 class LocalSession:
@@ -69,9 +71,17 @@ def step_timer(profile_steps: set[int], record: dict[str, Any]):
 
     class StepTimer(TrainerCallback):
         profiler = None
+        began = ended = None  # the training's start (after on_train_begin), and the last step's end
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.began = time.perf_counter()
 
         def on_step_begin(self, args, state, control, **kwargs):
             synchronize_gpu()
+            now = time.perf_counter()
+            # before this step since the last one ended (or the training began): batches fetched,
+            # and after a rung's last step its evaluation, checkpoint and report
+            self.before_s = now - (self.ended or self.began)
             step = state.global_step + 1
             if step in profile_steps:
                 self.profiler = torch.profiler.profile(activities=profiler_activities())
@@ -81,8 +91,9 @@ def step_timer(profile_steps: set[int], record: dict[str, Any]):
 
         def on_step_end(self, args, state, control, **kwargs):
             synchronize_gpu()
-            seconds = time.perf_counter() - self.started
-            row = {"step": state.global_step, "s": round(seconds, 4),
+            self.ended = time.perf_counter()
+            seconds = self.ended - self.started
+            row = {"step": state.global_step, "s": round(seconds, 4), "before_s": round(self.before_s, 4),
                    "tokens": int(state.num_input_tokens_seen - self.tokens),
                    "triton_compiled": triton_cache_files() - self.triton_files}
             if self.profiler is not None:
@@ -113,6 +124,15 @@ def profile_summary(profiler: Any, seconds: float) -> dict[str, Any]:
             "host_self_s": round(sum(e.self_cpu_time_total for e in events) / 1e6, 4),
             "top_host": [{"name": e.key, "calls": e.count, "self_ms": round(e.self_cpu_time_total / 1e3, 2)}
                          for e in top]}
+
+
+def heaviest_functions(profile: cProfile.Profile) -> list[dict[str, Any]]:
+    """A whole trial's Python functions by the time spent inside them and what they called: where
+    time outside the timed steps and evaluations goes (the Trainer's setup, batches, checkpoints)."""
+    stats = pstats.Stats(profile).stats
+    rows = sorted(stats.items(), key=lambda item: item[1][3], reverse=True)[:PYTHON_PROFILE_TOP]
+    return [{"function": f"{Path(file).name}:{line}({name})", "calls": calls, "own_s": round(own, 3),
+             "with_callees_s": round(cumulative, 3)} for (file, line, name), (_, calls, own, cumulative, _) in rows]
 
 
 def triton_cache_files() -> int:
@@ -196,11 +216,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             record["rungs"].append(rung)
             out.write_text(json.dumps(result, indent=1))
 
+        python_profile = cProfile.Profile() if index + 1 == args.python_profile_trial else None
         with tempfile.TemporaryDirectory(prefix="first_rung-") as folder, contextlib.chdir(folder), \
-                generations_counted(record["generations"]):
+                generations_counted(record["generations"]), python_profile or contextlib.nullcontext():
             trainables.trial.run_trial(trial, time.perf_counter(), session=LocalSession(on_rung),
                                        callbacks=[step_timer(set(args.profile_steps), record)])
         del record["generations"]
+        if python_profile is not None:
+            record["python_profile"] = heaviest_functions(python_profile)
     result["summary"] = summary(result)
     out.write_text(json.dumps(result, indent=1))
     return result
@@ -225,6 +248,8 @@ def checked(args: argparse.Namespace) -> None:
     """Refuse what cannot run, before anything loads: too few trials, a profiled step that is no step."""
     if args.trials < 1:
         raise ValueError(f"--trials {args.trials}: at least 1")
+    if not 0 <= args.python_profile_trial <= args.trials:
+        raise ValueError(f"--python-profile-trial {args.python_profile_trial}: 0 (none) to --trials")
     if any(step < 1 for step in args.profile_steps):
         raise ValueError(f"--profile-steps {args.profile_steps}: steps count from 1")
     recipe_sweep(args)  # ConfigError names the problem
@@ -238,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=3, help="trials one after another in this process")
     parser.add_argument("--profile-steps", default="1,2,21", help="optimizer steps to profile, comma-separated (1-based)")
     parser.add_argument("--warmup-s", type=float, default=0, help="untimed GPU load before the first trial")
+    parser.add_argument("--python-profile-trial", type=int, default=0,
+                        help="this trial (1-based) runs under cProfile: its heaviest functions go in the JSON")
     args = parser.parse_args(argv)
     try:
         args.profile_steps = [int(step) for step in args.profile_steps.split(",") if step.strip()]

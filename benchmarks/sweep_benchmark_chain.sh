@@ -5,8 +5,9 @@
 #               back the arms that finished; one seed per session (about 15 minutes, estimated). A later
 #               seed continues the folder committed under benchmarks/results/ (RESUME_FROM=that folder, SEED=1);
 #   first-rung  benchmarks/first_rung.py: 2 trials of the recipe one after another in one process
-#               (cold, then warm), 2 rungs each, every step timed, steps 1, 2 and 21 profiled, after
-#               30 s of untimed GPU load; the GPU's clocks sampled beside it (about 4 minutes).
+#               (cold, then warm), 2 rungs each, every step timed, steps 1, 2 and 21 profiled, the
+#               warm trial's Python profiled whole, after 30 s of untimed GPU load; the GPU's clocks
+#               sampled beside it (about 4 minutes).
 # The device chain (../shared/tools/README.md; ask `status` first: about 15 minutes a seed, estimated):
 #   call 1  carry [".devbundle", ".devstage/inputs.tar.xz"]   bash .devbundle/unpack.sh
 #   call 2  carry [".devstage/w1"]   cp .devstage/w1/* /tmp/stage/
@@ -35,7 +36,7 @@ for part in ${PARTS:-sweep}; do
                 --format=csv -lms 500 > "$res/gpu_clocks.csv" 2>&1 &
             sampler=$!
             python3 benchmarks/first_rung.py configs/sweep_benchmark_gpu.yaml --out "$res/first_rung.json" --trials 2 \
-                --warmup-s 30 --set scheduler.max_rungs=2 "${on_device[@]}" > "$res/first_rung.log" 2>&1
+                --python-profile-trial 2 --warmup-s 30 --set scheduler.max_rungs=2 "${on_device[@]}" > "$res/first_rung.log" 2>&1
             status=$?
             kill $sampler
             echo "first rung: exit $status" ;;

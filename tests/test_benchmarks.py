@@ -251,7 +251,7 @@ def test_first_rung_runs_trials_one_after_another_in_one_process_and_times_every
     out_dir = tmp_path / "res"
     done = subprocess.run(
         [sys.executable, "benchmarks/first_rung.py", str(config), "--out", str(out_dir / "first.json"), "--trials", "2",
-         "--profile-steps", "1,3"],
+         "--profile-steps", "1,3", "--python-profile-trial", "1"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -272,12 +272,15 @@ def test_first_rung_runs_trials_one_after_another_in_one_process_and_times_every
             assert rung["generate_calls"] and all(0 < call["new_tokens"] <= 4 for call in rung["generate_calls"])
             assert sum(call["batch"] for call in rung["generate_calls"]) == rung["rouge_examples"]
     assert [(row["trial"], row["rung"]) for row in result["summary"]] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert "python_profile" not in second and first["python_profile"][0]["function"].endswith("(run_trial)")
+    assert all(step["before_s"] >= 0 for step in first["steps"] + second["steps"])
 
 
 @pytest.mark.parametrize("arguments, message", [
     (["--trials", "0"], "--trials 0: at least 1"),
     (["--profile-steps", "0,2"], "--profile-steps [0, 2]: steps count from 1"),
     (["--profile-steps", "one"], "--profile-steps: invalid literal"),
+    (["--trials", "2", "--python-profile-trial", "3"], "--python-profile-trial 3: 0 (none) to --trials"),
     (["--set", "training.micro_batch_size=0"], "training.micro_batch_size"),
 ])
 def test_first_rung_refuses_bad_arguments_in_one_line_before_it_loads_anything(arguments, message, tiny_model_path,
