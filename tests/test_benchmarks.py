@@ -251,7 +251,7 @@ def test_first_rung_runs_trials_one_after_another_in_one_process_and_times_every
     out_dir = tmp_path / "res"
     done = subprocess.run(
         [sys.executable, "benchmarks/first_rung.py", str(config), "--out", str(out_dir / "first.json"), "--trials", "2",
-         "--profile-steps", "1,3", "--python-profile-trial", "1"],
+         "--profile-steps", "1,3", "--python-profile-trial", "1", "--threads", "kept"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -273,6 +273,7 @@ def test_first_rung_runs_trials_one_after_another_in_one_process_and_times_every
             assert sum(call["batch"] for call in rung["generate_calls"]) == rung["rouge_examples"]
     assert [(row["trial"], row["rung"]) for row in result["summary"]] == [(1, 1), (1, 2), (2, 1), (2, 2)]
     assert "python_profile" not in second and first["python_profile"][0]["function"].endswith("(run_trial)")
+    assert first["thread"] == second["thread"]  # both in the worker's one trial thread
     assert all(step["before_s"] >= 0 for step in first["steps"] + second["steps"])
 
 
@@ -294,3 +295,17 @@ def test_first_rung_refuses_bad_arguments_in_one_line_before_it_loads_anything(a
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert message in done.stderr
     assert not (tmp_path / "res").exists()
+
+
+def test_the_shared_best_is_the_lower_of_the_two_bests_and_each_arms_first_time_at_it():
+    """sweep_benchmark.shared_best: defined whichever arm's best is higher, where sooner_than_plain
+    needs qlora-sweep to reach the plain script's best."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from sweep_benchmark import shared_best
+
+    plain = [(87.0, 0.28), (186.0, 0.3403), (369.0, 0.3516)]
+    ours = [(81.0, 0.29), (95.0, 0.3241), (151.0, 0.3383)]
+    assert shared_best(plain, ours) == pytest.approx(
+        {"rougeL": 0.3383, "plain_script_s": 186.0, "qlora_sweep_s": 151.0, "sooner": 186.0 / 151.0})
+    assert shared_best(ours, plain)["rougeL"] == 0.3383  # the same value with the arms' roles swapped
+    assert shared_best([], ours) is None

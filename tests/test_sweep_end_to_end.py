@@ -254,6 +254,9 @@ def test_the_sweep_benchmark_runs_its_arms_scores_their_best_on_held_out_dialogu
     zero = summary["zero_shot"]
     assert zero["test"]["examples"] == 5 and zero["validation"]["examples"] == 4
     assert "sooner_than_plain" in summary
+    shared = summary["shared_best"]  # the lower best, reached by both arms
+    assert shared["rougeL"] == min(plain["best"], ours["best"]) and shared["sooner"] == pytest.approx(
+        shared["plain_script_s"] / shared["qlora_sweep_s"])
     timing = ours["rung_times"]
     assert timing["cold_first_rungs"] == 1 and timing["warm_first_rungs"] == 1  # one worker ran both trials
     assert timing["startup_warm_s"] < timing["startup_cold_s"]

@@ -109,3 +109,31 @@ def test_another_model_or_data_is_loaded_afresh_and_the_same_is_kept(tiny_model_
     warm.dialogues_for(data.model_copy(update={"max_train_examples": 9}), lambda d: reads.append(d) or {})
     assert len(reads) == 2
     warm.forget_all()
+
+
+def test_every_trial_of_a_worker_runs_in_one_kept_thread_whose_result_or_exception_reaches_the_caller():
+    """Tune calls each trial of a kept worker from a new thread; in_trial_thread runs them all in one
+    thread of the process (CUDA libraries cache per thread), and hands back what each returned or
+    raised, SystemExit included (Tune ends a stopped trial's thread with it)."""
+    import threading
+
+    def callers_trial(results):
+        results.append(warm.in_trial_thread(lambda x: (x, threading.get_ident()), len(results)))
+
+    results = []
+    for _ in range(3):  # three trials, each called from a thread of its own, as Tune does
+        caller = threading.Thread(target=callers_trial, args=(results,))
+        caller.start()
+        caller.join()
+    assert [value for value, _ in results] == [0, 1, 2]
+    ran_in = {thread for _, thread in results}
+    assert len(ran_in) == 1 and ran_in != {threading.get_ident()}
+
+    def stopped():
+        raise SystemExit(0)
+
+    with pytest.raises(SystemExit):
+        warm.in_trial_thread(stopped)
+    with pytest.raises(ValueError, match="bad trial"):
+        warm.in_trial_thread(lambda: (_ for _ in ()).throw(ValueError("bad trial")))
+    assert warm.in_trial_thread(threading.get_ident) in ran_in  # the thread outlives its trials' failures

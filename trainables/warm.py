@@ -9,15 +9,20 @@ trial starts from the same weights a fresh process would load, and its LoRA is d
 seed: a warm trial trains exactly as a cold one (tests/test_warm.py).
 
 One of each is kept, keyed by the config it came from; a different model or data replaces it.
+
+The process also keeps one thread that runs every trial it is given (`in_trial_thread`): Tune starts
+a new thread for each trial of a kept worker, and CUDA libraries keep state per thread.
 """
 
 from __future__ import annotations
 
 import gc
+import queue
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from trainables.config import DataConfig, ModelConfig, PromptConfig
 
@@ -33,6 +38,40 @@ class _Kept:
 
 _kept = _Kept()
 _lock = threading.Lock()  # Tune runs each trial in a thread of the worker; one trial at a time, but be sure
+_trial_work: queue.SimpleQueue | None = None  # what the trial thread runs next (in_trial_thread)
+_trial_thread_lock = threading.Lock()
+Result = TypeVar("Result")
+
+
+def in_trial_thread(run: Callable[..., Result], *args: Any, **kwargs: Any) -> Result:
+    """`run(*args, **kwargs)` in this process's trial thread, started on first use and kept for
+    the trials that follow; its result, or its exception raised here (SystemExit included: Ray
+    Tune ends a stopped trial's thread with it).
+
+    Why a thread of our own: Ray Tune runs each trial of a kept worker in a new thread, and CUDA
+    libraries keep state per thread that a new one builds again. PyTorch caches cuDNN's attention
+    graphs per thread (thread_local in its MHA code); on an H200 (2026-12-02 sweep,
+    benchmarks/results/2026-12-02-sweep) each warm trial's first rung paid 1.3-2.7 s in its first
+    step, 3-9 s in a few more, and twice its later rungs' validation loss and ROUGE time; two trials
+    run one after the other in one thread (benchmarks/results/2026-12-02-first-rung) paid none of it.
+    The thread is a daemon: a worker that Ray ends does not wait for it."""
+    global _trial_work
+    with _trial_thread_lock:
+        if _trial_work is None:
+            _trial_work = queue.SimpleQueue()
+            threading.Thread(target=_run_trials, args=(_trial_work,), name="qlora-sweep-trial", daemon=True).start()
+    done: Future = Future()
+    _trial_work.put((done, run, args, kwargs))
+    return done.result()
+
+
+def _run_trials(work: queue.SimpleQueue) -> None:
+    while True:
+        done, run, args, kwargs = work.get()
+        try:
+            done.set_result(run(*args, **kwargs))
+        except BaseException as error:  # noqa: B036 - handed to the waiting caller, SystemExit too
+            done.set_exception(error)
 
 
 def _key(*configs: Any) -> str:
