@@ -39,3 +39,40 @@ def test_ray_internals_are_refused_on_a_ray_they_were_not_written_for(monkeypatc
     with pytest.raises(ConfigError, match=r"Ray 2.61.0 is installed, but qlora-sweep's resume reads Ray internals "
                                           r"written for Ray 2.60; install ray\[default,tune\]==2.60.0"):
         search.tuner.read_tune_state_file(tmp_path / "experiment_state-x.json")
+
+
+def test_the_trials_tune_calls_from_new_threads_all_train_in_the_workers_one_trial_thread(monkeypatch, tmp_path):
+    """search.tuner.run_trial, what Tune calls in a worker for each trial (from a new thread each time),
+    hands the recipe to the worker's kept trial thread: CUDA libraries cache per thread (cuDNN's
+    attention graphs), and a kept worker's trials would each build them again."""
+    import logging
+    import sys
+    import threading
+    import types
+
+    from search.config import SweepConfig
+    from search.output import OUR_LOGGERS
+    from search.packing import TrialPlanner
+
+    ran = []
+    recipe = types.ModuleType("trainables.trial")  # stands in for the recipe (torch, a model): only its thread is read
+    recipe.run_trial = lambda trial, started: ran.append((trial.hyperparameters.learning_rate, threading.get_ident()))
+    monkeypatch.setitem(sys.modules, "trainables.trial", recipe)
+    monkeypatch.setattr(sys.modules["trainables"], "trial", recipe, raising=False)
+    for name in OUR_LOGGERS:  # run_trial sets the worker's logging up; this process's goes back after
+        logger = logging.getLogger(name)
+        monkeypatch.setattr(logger, "handlers", list(logger.handlers))
+        monkeypatch.setattr(logger, "level", logger.level)
+        monkeypatch.setattr(logger, "propagate", logger.propagate)
+    planner = TrialPlanner.for_cluster(SweepConfig(name="t", model={"name_or_path": str(tmp_path)},
+                                                   resources={"gpus_per_trial": 0}), None)
+    callers = []
+    for rate in (1e-4, 2e-4):
+        caller = threading.Thread(target=lambda r=rate: search.tuner.run_trial(
+            {"lora_r": 8, "lora_alpha": 16, "learning_rate": r, "max_length": 256}, planner))
+        caller.start()
+        caller.join()
+        callers.append(caller.ident)
+    assert [rate for rate, _ in ran] == [1e-4, 2e-4]
+    (thread,) = {ident for _, ident in ran}
+    assert thread not in callers and thread != threading.get_ident()
