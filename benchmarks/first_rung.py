@@ -46,7 +46,7 @@ PYTHON_PROFILE_TOP = 40  # functions listed for --python-profile-trial
 
 
 class LocalSession:
-    """A trial's rungs kept in a list (trainables.report.TuneSession's three methods, without Ray)."""
+    """A trial's rungs handed to `on_rung` (a trainables.report.TrialSession without Ray), never resumed."""
 
     def __init__(self, on_rung) -> None:
         self.on_rung = on_rung

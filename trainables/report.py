@@ -22,7 +22,7 @@ import statistics
 import tempfile
 import time
 import uuid
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, ContextManager, Iterator, Protocol
 
 import ray
 import torch
@@ -39,10 +39,19 @@ def peak_memory_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+class TrialSession(Protocol):
+    """Where a trial's rungs go and where it resumes from."""
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str) -> None: ...
+
+    def placement(self) -> dict[str, str]: ...
+
+    def checkpoint_to_resume(self) -> ContextManager[str | None]: ...
+
+
 class TuneSession:
-    """Where a trial's rungs go and where it resumes from: Ray Tune's session in the trial's worker.
-    A benchmark that runs the trial in its own process hands run_trial another object with these
-    three methods (benchmarks/first_rung.py)."""
+    """Ray Tune's session in the trial's worker: the sweep's TrialSession. A benchmark that runs the
+    trial in its own process hands run_trial another (benchmarks/first_rung.py)."""
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: str) -> None:
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
@@ -71,7 +80,7 @@ class TuneSession:
 
 class RungReporter(TrainerCallback):
     def __init__(self, score_rouge: Callable[[Any, int], dict[str, float]], steps_per_rung: int, trial_record: dict,
-                 session: TuneSession, started: float | None = None, warm_start: bool = False):
+                 session: TrialSession, started: float | None = None, warm_start: bool = False):
         """`started`: when the trial's worker began this trial (time.perf_counter); `warm_start`:
         whether its worker kept the base model from an earlier trial (trainables.warm)."""
         self.score_rouge = score_rouge

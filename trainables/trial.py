@@ -22,13 +22,13 @@ from trainables.data import load_dialogues, tokenize_for_training
 from trainables.evaluation import RougeEvaluation
 from trainables.model import attach_lora, compile_decoder_layers, load_quantized_model, prepare_for_training
 from trainables.prompt import load_tokenizer
-from trainables.report import RungReporter, TuneSession
+from trainables.report import RungReporter, TrialSession, TuneSession
 from trainables.train import adapter_state, build_trainer, train_with_oom_retry
 
 EVAL_LOSS_BATCH = 16  # padding-free rows get a dense (tokens x tokens) attention mask under SDPA: keep them short
 
 
-def run_trial(trial: TrialConfig, started: float | None = None, session: TuneSession | None = None,
+def run_trial(trial: TrialConfig, started: float | None = None, session: TrialSession | None = None,
               callbacks: Sequence[Any] = ()) -> None:
     """`started`: when the trial's worker began it (time.perf_counter), imports included. `session`:
     where rungs are reported and a restarted trial resumes from, Ray Tune's unless a benchmark runs
