@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -41,6 +42,7 @@ sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT)]
 from search.config import load_config  # noqa: E402 - light: pydantic and yaml, no torch
 from sweep_benchmark import RECIPE, RECIPE_VALUES, warm_up_gpu  # noqa: E402 - the recipe arm's, and its warm-up
 from trainables.errors import ConfigError  # noqa: E402
+
 PROFILE_TOP = 12  # operations listed per profiled step
 PYTHON_PROFILE_TOP = 40  # functions listed for --python-profile-trial
 
@@ -164,32 +166,20 @@ def generations_counted(calls: list[dict[str, int]]) -> Iterator[None]:
         GenerationMixin.generate = generate
 
 
-def in_thread(run, threads: str) -> int:
+def in_thread(run, threads: str) -> str:
     """`run()` as qlora-sweep runs a trial: in the worker's kept trial thread (`kept`), or in a new
-    thread of its own (`new`), as Ray Tune starts one for each trial; the thread's id."""
+    thread of its own (`new`), as Ray Tune starts one for each trial; the thread's name (unique to
+    it, where the system may give a later thread an ended one's id)."""
     from trainables.warm import in_trial_thread
 
-    def identified() -> int:
+    def identified() -> str:
         run()
-        return threading.get_ident()
+        return threading.current_thread().name
 
     if threads == "kept":
         return in_trial_thread(identified)
-    ran: list[int] = []
-    failed: list[BaseException] = []
-
-    def new_thread() -> None:
-        try:
-            ran.append(identified())
-        except BaseException as error:  # noqa: B036 - raised again in the caller
-            failed.append(error)
-
-    thread = threading.Thread(target=new_thread)
-    thread.start()
-    thread.join()
-    if failed:
-        raise failed[0]
-    return ran[0]
+    with ThreadPoolExecutor(max_workers=1) as fresh:  # a pool of its own: a thread no trial ran in before
+        return fresh.submit(identified).result()
 
 
 def warm_the_profiler() -> None:
@@ -297,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="JSON file, rewritten after every rung")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides, as run's")
     parser.add_argument("--trials", type=int, default=3, help="trials one after another in this process")
-    parser.add_argument("--profile-steps", default="1,2,21", help="optimizer steps to profile, comma-separated (1-based)")
+    parser.add_argument("--profile-steps", default="1,2,21",
+                        help="optimizer steps to profile, comma-separated (1-based)")
     parser.add_argument("--warmup-s", type=float, default=0, help="untimed GPU load before the first trial")
     parser.add_argument("--threads", choices=("kept", "new"), default="kept",
                         help="kept: every trial in the process's one trial thread, as qlora-sweep runs them; new: "

@@ -22,9 +22,9 @@ Per seed, into OUT/summary.json: each arm's best validation ROUGE-L, when it was
 (seconds since the arm's first trial began), wall time, GPU-hours and test ROUGE-L;
 `sooner_than_plain`: the plain script's time to its best over qlora-sweep's time to reach that
 value (undefined where qlora-sweep never reaches it); `shared_best`: the same ratio at the lower of
-the two arms' bests, which both reach; qlora-sweep's first-rung and later-rung times (cold and warm workers). OUT/sweep_curves.png:
-best-so-far against wall time for every arm. Each arm's folder is in OUT/seed<N>/ as it finishes,
-so a run cut short keeps what it did: --resume runs only the arms that have no test score yet,
+the two arms' bests, which both reach; qlora-sweep's first-rung and later-rung times (cold and warm
+workers). OUT/sweep_curves.png: best-so-far against wall time for every arm. Each arm's folder is
+in OUT/seed<N>/ as it finishes, so a run cut short keeps what it did: --resume runs only the arms that have no test score yet,
 and --analyze-only re-reads them (and merges seeds run apart). Zero-shot is scored once.
 """
 

@@ -253,9 +253,9 @@ class ResourcesConfig(Section):
         "resources (Tune's reuse_actors), with its imports, CUDA context, tokenizer, tokenized data and 4-bit "
         "base model loaded, and the thread its trials train in (CUDA libraries cache per thread: cuDNN's attention "
         "graphs, which each trial in a new thread built again, 2-9 s of its first rung on an H200); the new trial "
-        "takes the last one's LoRA off and draws its own (it trains as in a fresh process). With gpus_per_trial auto every trial then asks for the share the search space's "
-        "largest trial needs, so that any worker fits any trial. false: a fresh process per trial, each "
-        "trial's own share.",
+        "takes the last one's LoRA off and draws its own (it trains as in a fresh process). With gpus_per_trial "
+        "auto every trial then asks for the share the search space's largest trial needs, so that any worker "
+        "fits any trial. false: a fresh process per trial, each trial's own share.",
     )
     gpu_memory_gb: float | None = Field(
         None, gt=0,
