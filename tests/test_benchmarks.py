@@ -240,9 +240,11 @@ def test_compile_cost_refuses_bad_arguments_in_one_line_before_it_builds_anythin
 
 
 def test_first_rung_runs_trials_one_after_another_in_one_process_and_times_every_step(tiny_model_path, tmp_path):
-    """benchmarks/first_rung.py: the recipe's trial run by run_trial itself, twice in one process (the
-    second in the worker the first left: warm), each step timed, each evaluation's generations
-    counted, the chosen steps profiled; the out folder holds the JSON alone."""
+    """benchmarks/first_rung.py: the recipe's trial run by run_trial itself, three times in one process
+    (the later two in the worker the first left: warm), `--threads alternate` putting the cold and
+    the third in the kept trial thread and the second in a new one; each step timed, each
+    evaluation's generations counted, the chosen steps profiled, each side's warm first rung set
+    against its second; the out folder holds the JSON alone."""
     from tests.conftest import tiny_sweep_dict, write_config
 
     config = write_config(tmp_path / "c.yaml", tiny_sweep_dict(
@@ -250,18 +252,18 @@ def test_first_rung_runs_trials_one_after_another_in_one_process_and_times_every
         scheduler={"max_rungs": 2, "grace_period": 1}, evaluation={"max_new_tokens": 4}))
     out_dir = tmp_path / "res"
     done = subprocess.run(
-        [sys.executable, "benchmarks/first_rung.py", str(config), "--out", str(out_dir / "first.json"), "--trials", "2",
-         "--profile-steps", "1,3", "--python-profile-trial", "1", "--threads", "kept"],
+        [sys.executable, "benchmarks/first_rung.py", str(config), "--out", str(out_dir / "first.json"), "--trials", "3",
+         "--profile-steps", "1,3", "--python-profile-trial", "1", "--threads", "alternate"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert [path.name for path in out_dir.iterdir()] == ["first.json"]
     result = json.loads((out_dir / "first.json").read_text())
     assert result["hyperparameters"] == {"lora_r": 32, "lora_alpha": 32, "learning_rate": 2.0e-4, "max_length": 512}
-    first, second = result["trials"]
-    assert [r["warm_start"] for r in first["rungs"] + second["rungs"]] == [False, False, True, True]
+    first, second, third = result["trials"]
+    assert [r["warm_start"] for t in (first, second, third) for r in t["rungs"]] == [False, False, True, True, True, True]
     assert second["rungs"][0]["startup_s"] < first["rungs"][0]["startup_s"]
-    for trial in (first, second):
+    for trial in (first, second, third):
         assert [step["step"] for step in trial["steps"]] == [1, 2, 3, 4]  # 2 rungs of 2 steps
         assert all(step["s"] > 0 and step["tokens"] > 0 for step in trial["steps"])
         assert sorted(trial["profiles"]) == ["1", "3"]
@@ -271,10 +273,18 @@ def test_first_rung_runs_trials_one_after_another_in_one_process_and_times_every
             assert rung["train_s"] >= sum(step["s"] for step in trial["steps"][began:ended]) * 0.9
             assert rung["generate_calls"] and all(0 < call["new_tokens"] <= 4 for call in rung["generate_calls"])
             assert sum(call["batch"] for call in rung["generate_calls"]) == rung["rouge_examples"]
-    assert [(row["trial"], row["rung"]) for row in result["summary"]] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert [(row["trial"], row["threads"], row["rung"]) for row in result["summary"]] == [
+        (1, "kept", 1), (1, "kept", 2), (2, "new", 1), (2, "new", 2), (3, "kept", 1), (3, "kept", 2)]
     assert "python_profile" not in second and first["python_profile"][0]["function"].endswith("(run_trial)")
-    assert first["thread"] == second["thread"]  # both in the worker's one trial thread
-    assert all(step["before_s"] >= 0 for step in first["steps"] + second["steps"])
+    assert first["thread"] == third["thread"] != second["thread"]  # the kept trial thread, and a new one
+    assert all(step["before_s"] >= 0 for step in first["steps"] + second["steps"] + third["steps"])
+    ratios = result["warm_first_rung"]  # the warm trials only: the cold one is no side of the A/B
+    assert sorted(ratios) == ["kept", "new"] and ratios["new"]["trials"] == ratios["kept"]["trials"] == 1
+    for side, trial in (("new", second), ("kept", third)):
+        expected = trial["rungs"][0]["rung_s"] / trial["rungs"][1]["rung_s"]
+        assert ratios[side]["rung_s"] == {"median": round(expected, 3), "min": round(expected, 3),
+                                          "max": round(expected, 3)}
+        assert set(ratios[side]) == {"trials", "rung_s", "train_s", "eval_loss_s", "rouge_s"}
 
 
 @pytest.mark.parametrize("arguments, message", [
