@@ -299,9 +299,8 @@ def warm_first_rung(result: dict[str, Any]) -> dict[str, Any]:
             continue
         side = ratios.setdefault(trial["threads"], {part: [] for part in FIRST_RUNG_PARTS})
         for part in FIRST_RUNG_PARTS:
-            first, second = rungs[0].get(part), rungs[1].get(part)
-            if isinstance(first, (int, float)) and isinstance(second, (int, float)) and second > 0 \
-                    and math.isfinite(first):
+            first, second = rungs[0][part], rungs[1][part]
+            if math.isfinite(first) and second > 0:  # NaN where a rung had no such part: no ratio
                 side[part].append(first / second)
     return {threads: {"trials": len(parts["rung_s"]),
                       **{part: {"median": round(statistics.median(values), 3), "min": round(min(values), 3),

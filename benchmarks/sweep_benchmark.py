@@ -24,8 +24,9 @@ Per seed, into OUT/summary.json: each arm's best validation ROUGE-L, when it was
 value (undefined where qlora-sweep never reaches it); `shared_best`: the same ratio at the lower of
 the two arms' bests, which both reach; qlora-sweep's first-rung and later-rung times (cold and warm
 workers). OUT/sweep_curves.png: best-so-far against wall time for every arm. Each arm's folder is
-in OUT/seed<N>/ as it finishes, so a run cut short keeps what it did: --resume runs only the arms that have no test score yet,
-and --analyze-only re-reads them (and merges seeds run apart). Zero-shot is scored once.
+in OUT/seed<N>/ as it finishes, so a run cut short keeps what it did: --resume runs only the arms
+that have no test score yet, and --analyze-only re-reads them (and merges seeds run apart).
+Zero-shot is scored once.
 """
 
 from __future__ import annotations
