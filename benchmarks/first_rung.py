@@ -5,6 +5,7 @@ evaluation generated counted, and chosen steps profiled.
 
     python benchmarks/first_rung.py configs/sweep_benchmark_gpu.yaml --out first_rung.json \
         [--set KEY=VALUE ...] [--trials 3] [--threads kept|new|alternate] [--profile-steps 1,2,21] [--warmup-s 30]
+        [--candidate KEY=VALUE ...] [--max-lengths 512,496,480]
 
 Why it exists: on an H200 (2026-12-01, benchmarks/results/2026-12-01-sweep) a trial's first rung
 trained at 0.4-0.7 of its later rungs' tokens/s, even the recipe's lone trial with the GPU to
@@ -20,7 +21,11 @@ Tune starts one per trial: the sweep's warm first rungs paid what this process's
 the first one's thread, did not (2026-12-02). `--threads alternate` is the A/B: the cold trial in
 the kept thread, then the warm ones take turns, a new thread, the kept one, a new one..., so a GPU
 whose pace drifts favours neither side; `warm_first_rung` in the summary gives each side's first
-rung against its second, median and range. The JSON is rewritten after every rung.
+rung against its second, median and range. `--candidate KEY=VALUE` is the same A/B for a setting,
+in the kept thread: the warm trials take turns without it (baseline) and with it (candidate).
+`--max-lengths` gives the trials max_lengths in turn (the recipe's 512 otherwise): a length no
+earlier trial trained gives a trial shapes this process never ran, as a sweep's trial meets them
+when its worker's last trial had another max_length. The JSON is rewritten after every rung.
 """
 
 from __future__ import annotations
@@ -85,6 +90,7 @@ def step_timer(profile_steps: set[int], record: dict[str, Any]):
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.began = time.perf_counter()
+            record["cudnn_attention"] = torch.backends.cuda.cudnn_sdp_enabled()  # as the trial set it
 
         def on_step_begin(self, args, state, control, **kwargs):
             synchronize_gpu()
@@ -179,6 +185,18 @@ def thread_for(index: int, threads: str) -> str:
     return "new" if index % 2 else "kept"
 
 
+def side_of(index: int, args: argparse.Namespace) -> str:
+    """The A/B side trial `index` (0-based) is on: with --candidate, baseline for the cold trial and
+    then candidate and baseline by turns; else the kind of thread it runs in."""
+    if args.candidate:
+        return "candidate" if index % 2 else "baseline"
+    return thread_for(index, args.threads)
+
+
+def max_length_of(index: int, args: argparse.Namespace) -> int:
+    return args.max_lengths[index % len(args.max_lengths)] if args.max_lengths else RECIPE_VALUES["max_length"]
+
+
 def in_thread(run, threads: str) -> str:
     """`run()` as qlora-sweep runs a trial: in the worker's kept trial thread (`kept`), or in a new
     thread of its own (`new`), as Ray Tune starts one for each trial; the thread's name (unique to
@@ -203,24 +221,31 @@ def warm_the_profiler() -> None:
         torch.ones(8, device="cuda" if torch.cuda.is_available() else "cpu").sum().item()
 
 
-def recipe_sweep(args: argparse.Namespace) -> Any:
-    """The config as the sweep benchmark's recipe arm runs it (one trial, the recipe's values), --set on top."""
-    return load_config(args.config, [*RECIPE, *args.set])
+def recipe_sweep(args: argparse.Namespace, candidate: bool = False) -> Any:
+    """The config as the sweep benchmark's recipe arm runs it (one trial, the recipe's values), --set
+    on top, and the --candidate settings on that for the candidate side."""
+    return load_config(args.config, [*RECIPE, *args.set, *(args.candidate if candidate else [])])
 
 
 def planned_trials(args: argparse.Namespace) -> tuple[list[Any], Any]:
-    """The recipe arm's trial, as qlora-sweep's driver plans it on this machine, once per trial."""
+    """The recipe arm's trial (at each trial's max_length), as qlora-sweep's driver plans it on this
+    machine, once per trial, from the candidate side's config for a candidate trial."""
     import torch
 
     from search.packing import TrialPlanner
     from trainables.memory import local_gpu_memory_bytes
 
-    sweep = recipe_sweep(args)
     gpus = torch.cuda.device_count()
-    if not gpus:
-        sweep = sweep.model_copy(update={"resources": sweep.resources.model_copy(update={"gpus_per_trial": 0})})
-    planner = TrialPlanner.for_cluster(sweep, local_gpu_memory_bytes() if gpus else None, os.cpu_count(), gpus)
-    return [planner.trial_config(dict(RECIPE_VALUES)) for _ in range(args.trials)], sweep
+    planners = {}
+    for candidate in (False, True):
+        sweep = recipe_sweep(args, candidate)
+        if not gpus:
+            sweep = sweep.model_copy(update={"resources": sweep.resources.model_copy(update={"gpus_per_trial": 0})})
+        planners[candidate] = TrialPlanner.for_cluster(sweep, local_gpu_memory_bytes() if gpus else None,
+                                                       os.cpu_count(), gpus)
+    trials = [planners[side_of(index, args) == "candidate"].trial_config(
+        {**RECIPE_VALUES, "max_length": max_length_of(index, args)}) for index in range(args.trials)]
+    return trials, recipe_sweep(args)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -237,12 +262,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {
         "command": " ".join(sys.argv), "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "torch": torch.__version__, "imports_s": round(imports_s, 1), "warmup_s": args.warmup_s,
-        "hyperparameters": RECIPE_VALUES, "threads": args.threads,
-        "plan": trials[0].plan.model_dump(mode="json"), "trials": []}
+        "hyperparameters": RECIPE_VALUES, "threads": args.threads, "candidate": args.candidate,
+        "max_lengths": args.max_lengths, "plan": trials[0].plan.model_dump(mode="json"), "trials": []}
     out = Path(args.out)
     for index, trial in enumerate(trials):
-        record: dict[str, Any] = {"trial": index + 1, "threads": thread_for(index, args.threads), "rungs": [],
-                                  "steps": [], "profiles": {}, "generations": []}
+        record: dict[str, Any] = {"trial": index + 1, "threads": thread_for(index, args.threads),
+                                  "side": side_of(index, args), "max_length": trial.hyperparameters.max_length,
+                                  "plan": trial.plan.model_dump(mode="json"), "rungs": [], "steps": [],
+                                  "profiles": {}, "generations": []}
         result["trials"].append(record)
 
         def on_rung(metrics: dict[str, Any]) -> None:
@@ -276,7 +303,8 @@ def summary(result: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for trial in result["trials"]:
         for rung in trial["rungs"]:
-            rows.append({"trial": trial["trial"], "threads": trial["threads"], "rung": rung["rung"],
+            rows.append({"trial": trial["trial"], "threads": trial["threads"], "side": trial["side"],
+                         "max_length": trial["max_length"], "rung": rung["rung"],
                          "warm_start": rung["warm_start"],
                          **{k: round(rung[k], 2) for k in ("rung_s", "startup_s", "train_s", "eval_loss_s", "rouge_s",
                                                            "step_s_first", "step_s_median", "train_s_beyond_median")
@@ -287,25 +315,34 @@ def summary(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 FIRST_RUNG_PARTS = ("rung_s", "train_s", "eval_loss_s", "rouge_s")
+LATER_RUNG_PARTS = ("rung_s", "train_s", "step_s_median")  # a side's pace once started, in seconds
 
 
 def warm_first_rung(result: dict[str, Any]) -> dict[str, Any]:
-    """Per kind of thread, the warm trials' first rung against their second (the issue's target:
-    at most 1.3x), for the whole rung and each part: median, lowest and highest over the trials."""
+    """Per A/B side (kind of thread, or baseline and candidate), the warm trials' first rung against
+    their second (the issue's target: at most 1.3x), for the whole rung and each part, and their
+    second rung's own seconds (`later_rung`: is the side slower once started?): median, lowest and
+    highest over the trials."""
     ratios: dict[str, dict[str, list[float]]] = {}
+    later: dict[str, dict[str, list[float]]] = {}
     for trial in result["trials"]:
         rungs = trial["rungs"]
         if len(rungs) < 2 or not rungs[0]["warm_start"]:
             continue
-        side = ratios.setdefault(trial["threads"], {part: [] for part in FIRST_RUNG_PARTS})
+        side = ratios.setdefault(trial["side"], {part: [] for part in FIRST_RUNG_PARTS})
         for part in FIRST_RUNG_PARTS:
             first, second = rungs[0][part], rungs[1][part]
             if math.isfinite(first) and second > 0:  # NaN where a rung had no such part: no ratio
                 side[part].append(first / second)
-    return {threads: {"trials": len(parts["rung_s"]),
-                      **{part: {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
-                                "max": round(max(values), 3)} for part, values in parts.items() if values}}
-            for threads, parts in ratios.items()}
+        for part in LATER_RUNG_PARTS:
+            later.setdefault(trial["side"], {}).setdefault(part, []).append(rungs[1][part])
+    return {name: {"trials": len(parts["rung_s"]), **_spread(parts), "later_rung": _spread(later[name])}
+            for name, parts in ratios.items()}
+
+
+def _spread(parts: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    return {part: {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
+                   "max": round(max(values), 3)} for part, values in parts.items() if values}
 
 
 def checked(args: argparse.Namespace) -> None:
@@ -316,7 +353,21 @@ def checked(args: argparse.Namespace) -> None:
         raise ValueError(f"--python-profile-trial {args.python_profile_trial}: 0 (none) to --trials")
     if any(step < 1 for step in args.profile_steps):
         raise ValueError(f"--profile-steps {args.profile_steps}: steps count from 1")
+    if args.candidate and args.threads == "alternate":
+        raise ValueError("--candidate with --threads alternate: one A/B at a time")
     recipe_sweep(args)  # ConfigError names the problem
+    try:
+        recipe_sweep(args, candidate=True)
+    except ConfigError as error:  # --set's valid here, so the bad override is a --candidate one
+        raise ConfigError(str(error).replace("--set ", "--candidate ", 1)) from None
+
+
+def max_lengths(text: str) -> list[int]:
+    """--max-lengths: whole numbers above 0, comma-separated."""
+    values = [value.strip() for value in text.split(",") if value.strip()]
+    if not all(value.isdigit() and int(value) > 0 for value in values):
+        raise ValueError(f"--max-lengths {text}: comma-separated whole numbers above 0")
+    return [int(value) for value in values]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -332,11 +383,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="kept: every trial in the process's one trial thread, as qlora-sweep runs them; new: "
                         "each trial in a new thread, as Ray Tune would (CUDA libraries cache per thread); "
                         "alternate: the cold trial kept, then the warm ones new and kept by turns (the A/B)")
+    parser.add_argument("--candidate", action="append", default=[], metavar="KEY=VALUE",
+                        help="the A/B of a setting: the warm trials take turns without it and with it (on --set)")
+    parser.add_argument("--max-lengths", default="",
+                        help="comma-separated max_length of each trial in turn (default: the recipe's, 512)")
     parser.add_argument("--python-profile-trial", type=int, default=0,
                         help="this trial (1-based) runs under cProfile: its heaviest functions go in the JSON")
     args = parser.parse_args(argv)
     try:
         args.profile_steps = [int(step) for step in args.profile_steps.split(",") if step.strip()]
+        args.max_lengths = max_lengths(args.max_lengths)
         checked(args)
     except (ValueError, ConfigError) as error:
         message = str(error) if not str(error).startswith("invalid literal") else f"--profile-steps: {error}"

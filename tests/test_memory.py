@@ -328,3 +328,20 @@ def test_a_share_of_activations_kept_for_layers_auto_left_eager_is_refused_namin
         plan_memory(LLAMA_3_8B, MODEL, asked, EvaluationConfig(), HP, GpuRequest(80 * GIB, 1, 16 * GIB), 20)
     kept = plan_memory(LLAMA_3_8B, MODEL, asked, EvaluationConfig(), HP, GpuRequest(80 * GIB, 1, 16 * GIB), 600)
     assert (kept.compile_layers, kept.activations_kept) == (True, 0.4)
+
+
+def test_cudnn_attention_is_planned_once_and_reaches_the_trials_model_config():
+    """model.cudnn_attention: what was asked for is kept, on GPU and CPU; auto is torch's own choice (on);
+    a plan stored before the field existed (an experiment resumed) reads as on, as it ran."""
+    gpu = GpuRequest(80 * GIB, 1)
+    for asked, planned in (("auto", True), (True, True), (False, False)):
+        model = MODEL.model_copy(update={"cudnn_attention": asked})
+        for shape, request in ((LLAMA_3_8B, gpu), (None, None)):
+            plan = plan_memory(shape, model, TrainingConfig(), EvaluationConfig(), HP, request, 20)
+            assert plan.cudnn_attention is planned
+            assert plan.decide_model(model).cudnn_attention is planned
+    stored = plan_memory(LLAMA_3_8B, MODEL, TrainingConfig(), EvaluationConfig(), HP, gpu, 20).model_dump(mode="json")
+    del stored["cudnn_attention"]
+    assert MemoryPlan.model_validate(stored).cudnn_attention is True
+    with pytest.raises(ValueError, match="must be auto or true/false, got 'sometimes'"):
+        ModelConfig(name_or_path="/m", cudnn_attention="sometimes")

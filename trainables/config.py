@@ -87,6 +87,15 @@ class ModelConfig(Section):
         "plain recipe's memory, where sdpa's micro-batch 32 had run slower than its 8. Uncompiled it trained the "
         "1B shape 0.91x and compiled ~100 s in every trial's process.",
     )
+    cudnn_attention: AutoOrBool = Field(
+        "auto",
+        description="Let SDPA (training, validation loss and generation, on a GPU) use cuDNN's attention, which "
+        "torch picks first on Hopper GPUs where a mask is given (padding-free rows, left-padded prompts). cuDNN "
+        "builds an execution graph for every new shape, per thread (0.1-2 s each on an H200), so a trial whose "
+        "micro-batches or prompts take lengths not seen before pays for them; without it SDPA runs its "
+        "memory-efficient or flash kernel, which need no graph. true/false: on/off for every trial. auto: "
+        "torch's choice (on). No effect on CPU or with flex_attention.",
+    )
     trust_remote_code: bool = Field(
         False, description="Run model code shipped with the model folder or hub repo. Off unless you trust it."
     )
@@ -400,6 +409,8 @@ class MemoryPlan(Section):
     compile_layers: bool
     float32_dense_layers: bool
     attention: Literal["sdpa", "flex_attention", "eager"]
+    # A default: plans stored before the field (an experiment resumed) ran with torch's choice, on
+    cudnn_attention: bool = Field(True, description="SDPA may use cuDNN's attention (model.cudnn_attention).")
     micro_batch_size: int = Field(ge=1)
     gradient_accumulation_steps: int = Field(ge=1, description="Micro-batches a step: the effective batch is kept.")
     merged_copy: bool
@@ -417,8 +428,8 @@ class MemoryPlan(Section):
                                            "gradient_accumulation_steps": self.gradient_accumulation_steps})
 
     def decide_model(self, model: ModelConfig) -> ModelConfig:
-        """`model` with this plan's attention kernel in place of its `auto`."""
-        return model.model_copy(update={"attention": self.attention})
+        """`model` with this plan's attention kernels in place of its `auto`s."""
+        return model.model_copy(update={"attention": self.attention, "cudnn_attention": self.cudnn_attention})
 
     def decide_evaluation(self, evaluation: EvaluationConfig) -> EvaluationConfig:
         return evaluation.model_copy(update={"merged_copy": self.merged_copy, "batch_size": self.generation_batch_size})

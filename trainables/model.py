@@ -56,6 +56,12 @@ def attention_implementation(model: ModelConfig) -> str:
     return "sdpa" if model.attention == "auto" else model.attention
 
 
+def use_cudnn_attention(enabled: bool) -> None:
+    """SDPA's cuDNN backend on or off (model.cudnn_attention). torch keeps the switch per process, and
+    a worker runs one trial at a time, so each trial sets its own before it trains or generates."""
+    torch.backends.cuda.enable_cudnn_sdp(enabled)
+
+
 @contextmanager
 def sdpa_while_generating(model: Any) -> Iterator[None]:
     """Generation runs SDPA whatever the training attention: FlexAttention is chosen, and measured,

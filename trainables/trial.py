@@ -20,7 +20,8 @@ from trainables import warm
 from trainables.config import TrainingConfig, TrialConfig
 from trainables.data import load_dialogues, tokenize_for_training
 from trainables.evaluation import RougeEvaluation
-from trainables.model import attach_lora, compile_decoder_layers, load_quantized_model, prepare_for_training
+from trainables.model import (attach_lora, compile_decoder_layers, load_quantized_model, prepare_for_training,
+                               use_cudnn_attention)
 from trainables.prompt import load_tokenizer
 from trainables.report import RungReporter, TrialSession, TuneSession
 from trainables.train import adapter_state, build_trainer, train_with_oom_retry
@@ -55,6 +56,7 @@ def run_trial(trial: TrialConfig, started: float | None = None, session: TrialSe
     # The 4-bit model (kept from this worker's last trial, its LoRA taken off) with this trial's
     # LoRA on top, drawn from the trial's seed; activations recomputed where the plan says memory needs it
     base, warm_start = warm.base_model_for(trial.model, load_quantized_model)
+    use_cudnn_attention(trial.plan.cudnn_attention)  # a process-wide switch: the worker's last trial may have set it
     prepared = prepare_for_training(base, trial.training.gradient_checkpointing, trial.training.float32_dense_layers)
     set_seed(trial.training.seed)
     model = attach_lora(prepared, hp)

@@ -74,8 +74,13 @@ def _run_trials(work: queue.SimpleQueue) -> None:
             done.set_exception(error)
 
 
+# Switches a trial sets on the running process, not part of what is loaded: trials differing only in
+# them share the kept model
+RUNTIME_SWITCHES = {"cudnn_attention"}
+
+
 def _key(*configs: Any) -> str:
-    return "|".join(config.model_dump_json() for config in configs)
+    return "|".join(config.model_dump_json(exclude=RUNTIME_SWITCHES) for config in configs)
 
 
 def tokenizer_for(model: ModelConfig, load: Callable[[ModelConfig], Any]) -> Any:
