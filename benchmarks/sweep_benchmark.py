@@ -245,10 +245,9 @@ def run_seed(args: argparse.Namespace, seed: int) -> None:
             zero_shot_once(args, seeded, folder)
             continue
         name = f"{FOLDERS[arm]}-s{seed}"
-        if arm in tests:
-            print(f"{name}: kept from an earlier run (--resume)", flush=True)
+        if not arm_to_run(folder, arm, name, tests, args.rerun):
             continue
-        set_aside_a_cut_run(folder / name)
+        scores_file.write_text(json.dumps(tests, indent=2))  # an earlier score set aside stays on record
         if arm == "plain_script":
             experiment = run_plain_script(args.config, seeded, name, folder)
             values, checkpoint = best_of_plain_script(experiment)
@@ -274,13 +273,24 @@ def zero_shot_once(args: argparse.Namespace, seeded: list[str], folder: Path) ->
         print(f"zero_shot: scored into {folder.name}", flush=True)
 
 
-def set_aside_a_cut_run(experiment: Path) -> None:
-    """An arm's folder without its test score is a run that was cut (--resume): run it again, and
-    keep the cut one beside it, renamed, rather than delete it."""
-    if experiment.exists():
-        aside = experiment.with_name(f"{experiment.name}.cut-{time.strftime('%H%M%S')}")
-        experiment.rename(aside)
-        print(f"{experiment.name}: its earlier run was cut; set aside as {aside.name} and run again", flush=True)
+def arm_to_run(folder: Path, arm: str, name: str, tests: dict[str, Any], rerun: list[str]) -> bool:
+    """Whether `arm` runs now, its earlier run in `folder` set aside first (renamed, never deleted):
+    one with its test score is kept (--resume) unless --rerun names the arm, which sets it aside
+    as `<name>.earlier-<time>`, its score in `tests` under that name; one without is a run that
+    was cut, set aside as `<name>.cut-<time>`."""
+    earlier = folder / name
+    if arm in tests and arm not in rerun:
+        print(f"{name}: kept from an earlier run (--resume)", flush=True)
+        return False
+    why = "earlier" if arm in tests else "cut"
+    if earlier.exists():
+        aside = earlier.with_name(f"{name}.{why}-{time.strftime('%H%M%S')}")
+        earlier.rename(aside)
+        if arm in tests:
+            tests[aside.name] = tests.pop(arm)
+        print(f"{name}: its earlier run was {'run again (--rerun)' if why == 'earlier' else 'cut'}; "
+              f"set aside as {aside.name}", flush=True)
+    return True
 
 
 # --- the summary -------------------------------------------------------------------------------
@@ -368,7 +378,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup-s", type=float, default=60, help="untimed GPU load before the first arm")
     parser.add_argument("--resume", action="store_true", help="keep the arms OUT already holds with their test "
                         "scores (a chain cut short, or seeds run in different sessions); rerun the others")
+    parser.add_argument("--rerun", nargs="+", choices=ARMS, default=[], help="with --resume: run these arms again "
+                        "where OUT holds them (a change to measure in place); the earlier runs are set aside, renamed")
     args = parser.parse_args(argv)
+    if args.rerun and not args.resume:
+        parser.error("--rerun runs arms again inside an OUT that --resume continues: add --resume")
     gpus = args.gpus if args.gpus is not None else gpus_in_cluster()
     sweep = load_config(args.config, args.overrides)  # a bad config fails here, before anything runs
     if not sweep.data.test_examples:
@@ -385,7 +399,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seed {s['seed']}: " + "; ".join(
             f"{arm} best {s[arm]['best']:.4f} at {s[arm]['time_to_best_s']:.0f} s, test {s[arm]['test_rougeL']}"
             for arm in FOLDERS if s.get(arm) and s[arm]["best"] is not None)
-            + f"; {s.get('sooner_than_plain')}x sooner than plain"
+            + (f"; {s['sooner_than_plain']:.2f}x sooner than plain" if s.get("sooner_than_plain")
+               else "; qlora-sweep never reached plain's best")
             + (f" ({s['shared_best']['sooner']:.2f}x at the shared best, {s['shared_best']['rougeL']:.4f})"
                if (s.get("shared_best") or {}).get("sooner") else ""))
     return 0

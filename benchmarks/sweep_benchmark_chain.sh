@@ -4,7 +4,8 @@
 #               /tmp/res/sweep, each arm's results there as it ends, so a cut-short chain still brings
 #               back the arms that finished; one seed per session (seed 0 took 15.4 minutes on
 #               2026-12-02). A later seed continues the folder committed under benchmarks/results/
-#               (RESUME_FROM=/tmp/proj/benchmarks/results/<date>-sweep, SEED=1);
+#               (RESUME_FROM=/tmp/proj/benchmarks/results/<date>-sweep, SEED=1); RERUN=qlora_sweep runs
+#               that arm again in place (a change measured), its earlier runs set aside;
 #   first-rung  benchmarks/first_rung.py --threads alternate: 7 trials of the recipe one after another
 #               in one process, 2 rungs each, every step timed: the first cold in the worker's kept
 #               trial thread, then the 6 warm ones by turns in a new thread (as Ray Tune starts one per
@@ -64,9 +65,10 @@ for part in ${PARTS:-sweep}; do
         sweep)
             resume=()
             if [ -n "${RESUME_FROM:-}" ]; then
-                cp -r "$RESUME_FROM" "$res/sweep" && resume=(--resume)
+                cp -r "$RESUME_FROM" "$res/sweep" && resume=(--resume ${RERUN:+--rerun $RERUN})
             fi
-            python3 benchmarks/sweep_benchmark.py configs/sweep_benchmark_gpu.yaml --seeds "$seed" --out "$res/sweep" \
+            # SEED may name several ("1 0"): split into words on purpose
+            python3 benchmarks/sweep_benchmark.py configs/sweep_benchmark_gpu.yaml --seeds $seed --out "$res/sweep" \
                 "${on_device[@]}" "${resume[@]}" > "$res/sweep.log" 2>&1
             echo "sweep benchmark, seed $seed: exit $?"
             gpu_warm=1 ;;

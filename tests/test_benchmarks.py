@@ -350,6 +350,27 @@ def test_first_rung_refuses_bad_arguments_in_one_line_before_it_loads_anything(a
     assert not (tmp_path / "res").exists()
 
 
+def test_resume_keeps_a_scored_arm_reruns_a_cut_one_and_a_rerun_one_setting_each_earlier_run_aside(tmp_path):
+    """sweep_benchmark.arm_to_run: with a test score the arm is kept, unless --rerun names it: then its
+    folder is renamed .earlier-<time> and its score kept under that name; without one it was cut, and
+    its folder is renamed .cut-<time>. Nothing is deleted."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from sweep_benchmark import arm_to_run
+
+    for name in ("plain-script-s0", "qlora-sweep-s0", "recipe-s0"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "result.json").write_text(name)
+    tests = {"plain_script": {"rougeL": 0.33}, "qlora_sweep": {"rougeL": 0.32}}
+    assert arm_to_run(tmp_path, "plain_script", "plain-script-s0", tests, rerun=["qlora_sweep"]) is False
+    assert arm_to_run(tmp_path, "qlora_sweep", "qlora-sweep-s0", tests, rerun=["qlora_sweep"]) is True
+    assert arm_to_run(tmp_path, "recipe", "recipe-s0", tests, rerun=["qlora_sweep"]) is True  # no score: cut
+    (earlier,) = tmp_path.glob("qlora-sweep-s0.earlier-*")
+    (cut,) = tmp_path.glob("recipe-s0.cut-*")
+    assert (earlier / "result.json").read_text() == "qlora-sweep-s0" and (cut / "result.json").read_text() == "recipe-s0"
+    assert tests == {"plain_script": {"rougeL": 0.33}, earlier.name: {"rougeL": 0.32}}
+    assert (tmp_path / "plain-script-s0").is_dir() and not (tmp_path / "qlora-sweep-s0").exists()
+
+
 def test_the_shared_best_is_the_lower_of_the_two_bests_and_each_arms_first_time_at_it():
     """sweep_benchmark.shared_best: defined whichever arm's best is higher, where sooner_than_plain
     needs qlora-sweep to reach the plain script's best."""

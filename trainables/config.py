@@ -91,10 +91,12 @@ class ModelConfig(Section):
         "auto",
         description="Let SDPA (training, validation loss and generation, on a GPU) use cuDNN's attention, which "
         "torch picks first on Hopper GPUs where a mask is given (padding-free rows, left-padded prompts). cuDNN "
-        "builds an execution graph for every new shape, per thread (0.1-2 s each on an H200), so a trial whose "
-        "micro-batches or prompts take lengths not seen before pays for them; without it SDPA runs its "
-        "memory-efficient or flash kernel, which need no graph. true/false: on/off for every trial. auto: "
-        "torch's choice (on). No effect on CPU or with flex_attention.",
+        "builds an execution graph for every new shape, per thread, so a trial whose micro-batches or prompts "
+        "take lengths not seen before pays for them; without it SDPA runs its memory-efficient or flash kernel, "
+        "which need no graph. auto: off. On an H200 (SmolLM2, warm trials at a max_length new to their worker) "
+        "cuDNN made a first rung's training 1.86x, validation loss 2.74x and ROUGE 1.99x their second rung's; "
+        "off, 1.01x, 1.05x and 0.94x, and a later rung trained 1.27x faster (0.27 against 0.32 s a step). "
+        "true: torch's choice. No effect on CPU.",
     )
     trust_remote_code: bool = Field(
         False, description="Run model code shipped with the model folder or hub repo. Off unless you trust it."

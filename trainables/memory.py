@@ -240,7 +240,7 @@ def plan_memory(shape: dict[str, Any] | None, model: ModelConfig, training: Trai
     _check_activations_kept(training)
     kernels = dict(compile_layers=compiled, float32_dense_layers=training.float32_dense_layers,
                    attention=attention_kernel(model, training, compiled, on_gpu=gpu is not None),
-                   cudnn_attention=_given(model.cudnn_attention, True))
+                   cudnn_attention=_given(model.cudnn_attention, False))  # its per-shape graphs: see the field
     if gpu is None:
         checkpointing = _given(training.gradient_checkpointing, False)  # compute, not memory, limits a CPU
         return MemoryPlan(

@@ -15,7 +15,7 @@ from trainables.data import load_dialogues, load_file
 from trainables.errors import ConfigError
 from trainables.evaluation import RougeEvaluation
 from trainables.metrics import BEST_REFERENCE, REFERENCE_RULES
-from trainables.model import load_quantized_model
+from trainables.model import load_quantized_model, use_cudnn_attention
 from trainables.prompt import load_tokenizer
 
 NUMBERED_REFERENCE = re.compile(r"(.+?)(\d+)$")
@@ -87,6 +87,7 @@ def score_adapter_on_sets(trial: TrialConfig, checkpoint: str | None,
     """score_adapter for each named set of (dialogues, references), the model loaded once."""
     tokenizer = load_tokenizer(trial.model)
     model = load_quantized_model(trial.model)
+    use_cudnn_attention(trial.plan.cudnn_attention)  # every batch of prompts a new shape: as the trials score
     if checkpoint is not None:
         model = PeftModel.from_pretrained(model, checkpoint)
     evaluation = RougeEvaluation.for_trial(trial, tokenizer)
