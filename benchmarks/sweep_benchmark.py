@@ -22,10 +22,12 @@ Per seed, into OUT/summary.json: each arm's best validation ROUGE-L, when it was
 (seconds since the arm's first trial began), wall time, GPU-hours and test ROUGE-L;
 `sooner_than_plain`: the plain script's time to its best over qlora-sweep's time to reach that
 value (undefined where qlora-sweep never reaches it); `shared_best`: the same ratio at the lower of
-the two arms' bests, which both reach; qlora-sweep's first-rung and later-rung times (cold and warm
-workers). OUT/sweep_curves.png: best-so-far against wall time for every arm. Each arm's folder is
+the two arms' bests, which both reach; the plain script's `best_rescored`: its best adapter scored
+on validation again by qlora-sweep's evaluator (its own generation picked it), so the two bests
+compare; qlora-sweep's first-rung and later-rung times (cold and warm workers). OUT/sweep_curves.png: best-so-far against wall time for every arm. Each arm's folder is
 in OUT/seed<N>/ as it finishes, so a run cut short keeps what it did: --resume runs only the arms
-that have no test score yet, and --analyze-only re-reads them (and merges seeds run apart).
+that have no test score yet (and those --rerun names, their earlier runs set aside), and
+--analyze-only re-reads them (and merges seeds run apart).
 Zero-shot is scored once.
 """
 
@@ -251,8 +253,11 @@ def run_seed(args: argparse.Namespace, seed: int) -> None:
         if arm == "plain_script":
             experiment = run_plain_script(args.config, seeded, name, folder)
             values, checkpoint = best_of_plain_script(experiment)
-            scored = scored_alone(args.config, seeded, values, checkpoint, splits=("test",))
-            tests[arm] = {**scored["test"], "hyperparameters": values}
+            # validation too: the script's own generation picked this best; qlora-sweep's evaluator,
+            # which scored every qlora-sweep trial, says whether the two bests compare
+            scored = scored_alone(args.config, seeded, values, checkpoint)
+            tests[arm] = {**scored["test"], "validation_rougeL": scored["validation"]["rougeL"],
+                          "hyperparameters": values}
         else:
             experiment = run_sweep(args.config, seeded + {"recipe": RECIPE, "levers_off": LEVERS_OFF}.get(arm, []),
                                    name, folder)
@@ -308,6 +313,8 @@ def summarize(out: Path, seed: int, gpus: int) -> dict[str, Any]:
         arms[arm]["gpu_hours"] = arms[arm]["wall_s"] * gpus / 3600
         arms[arm]["test_rougeL"] = tests.get(arm, {}).get("rougeL")
         arms[arm]["best_hyperparameters"] = tests.get(arm, {}).get("hyperparameters")
+        if "validation_rougeL" in tests.get(arm, {}):  # the plain script's best, scored as qlora-sweep scores
+            arms[arm]["best_rescored"] = tests[arm]["validation_rougeL"]
     summary: dict[str, Any] = {"seed": seed, "protocol": PROTOCOL, "zero_shot": zero, **arms}
     plain, ours = arms.get("plain_script"), arms.get("qlora_sweep")
     if ours:

@@ -262,7 +262,6 @@ def test_first_rung_runs_trials_one_after_another_in_one_process_and_times_every
     assert result["hyperparameters"] == {"lora_r": 32, "lora_alpha": 32, "learning_rate": 2.0e-4, "max_length": 512}
     first, second, third = result["trials"]
     assert [r["warm_start"] for t in (first, second, third) for r in t["rungs"]] == [False, False, True, True, True, True]
-    assert second["rungs"][0]["startup_s"] < first["rungs"][0]["startup_s"]
     for trial in (first, second, third):
         assert [step["step"] for step in trial["steps"]] == [1, 2, 3, 4]  # 2 rungs of 2 steps
         assert all(step["s"] > 0 and step["tokens"] > 0 for step in trial["steps"])

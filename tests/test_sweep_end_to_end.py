@@ -249,6 +249,8 @@ def test_the_sweep_benchmark_runs_its_arms_scores_their_best_on_held_out_dialogu
         plain["wall_s"] / 3600)
     for arm in (plain, ours):
         assert 0 <= arm["test_rougeL"] <= 1 and arm["best_hyperparameters"]["lora_alpha_ratio"] in (1, 2)
+    # by hand's best adapter scored on validation again, by qlora-sweep's evaluator
+    assert 0 <= plain["best_rescored"] <= 1 and "best_rescored" not in ours
     shown = ours["best_hyperparameters"]  # best shows the alpha the ratio gave the trial
     assert shown["lora_alpha"] == shown["lora_alpha_ratio"] * shown["lora_r"]
     zero = summary["zero_shot"]
