@@ -237,7 +237,7 @@ def planned_trials(args: argparse.Namespace) -> tuple[list[Any], Any]:
 
     gpus = torch.cuda.device_count()
     planners = {}
-    for candidate in (False, True):
+    for candidate in (False, True) if args.candidate else (False,):
         sweep = recipe_sweep(args, candidate)
         if not gpus:
             sweep = sweep.model_copy(update={"resources": sweep.resources.model_copy(update={"gpus_per_trial": 0})})
@@ -356,6 +356,8 @@ def checked(args: argparse.Namespace) -> None:
     if args.candidate and args.threads == "alternate":
         raise ValueError("--candidate with --threads alternate: one A/B at a time")
     recipe_sweep(args)  # ConfigError names the problem
+    if not args.candidate:
+        return
     try:
         recipe_sweep(args, candidate=True)
     except ConfigError as error:  # --set's valid here, so the bad override is a --candidate one

