@@ -4,16 +4,17 @@ benchmarks/sweep_benchmark.py.
     python benchmarks/plain_ray_tune.py CONFIG --name NAME --storage DIR [--set KEY=VALUE ...]
 
 It reads the same sweep YAML (model, data, search space, number of trials and trials at a time,
-ASHA settings, seeds) and uses none of qlora-sweep's trial code: a function trainable loads the
-model in 4-bit NF4 and attaches LoRA with peft, trains each rung with padded micro-batches and
-AdamW, generates summaries for the whole validation set (16 at a time, with the KV cache) and
-scores them with rouge_score, saves
-the adapter with peft's save_pretrained and reports it to Tune as the rung's checkpoint.
-OptunaSearch (TPE, the same seed), ASHA; the trials running at once share the GPU evenly
-(1/N of it each), as a practitioner who knows a 135M model leaves a GPU idle would set it.
-Two things are shared with qlora-sweep on purpose, so that only the machinery differs: the
-prompt text (trainables.prompt) and the data split (trainables.data.load_dialogues: the same
-bad rows dropped and the same data.test_examples held out of train, which no arm trains on).
+ASHA settings, seeds, learning-rate schedule) and uses none of qlora-sweep's trial code: a function
+trainable loads the model in 4-bit NF4 and attaches LoRA with peft, trains each rung with padded
+micro-batches and AdamW on the config's learning-rate schedule (transformers' get_scheduler over
+the whole budget), generates summaries for the whole validation set (16 at a time, with the KV
+cache) and scores them with rouge_score, saves the adapter with peft's save_pretrained and reports
+it to Tune as the rung's checkpoint. OptunaSearch (TPE, the same seed), ASHA; the trials running at
+once share the GPU evenly (1/N of it each), as a practitioner who knows a 135M model leaves a GPU
+idle would set it. Three things are shared with qlora-sweep on purpose, so that only the machinery
+differs: the prompt text (trainables.prompt), the data split (trainables.data.load_dialogues: the
+same bad rows dropped and the same data.test_examples held out of train, which no arm trains on)
+and the learning-rate schedule.
 """
 
 from __future__ import annotations
@@ -62,9 +63,10 @@ def trainable(config: dict[str, Any], sweep_values: dict[str, Any]) -> None:
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=hp.learning_rate,
                                   weight_decay=sweep.training.weight_decay)  # torch's default is 0.01, the Trainer's 0
     steps = sweep.training.steps_per_rung
+    schedule = lr_schedule(optimizer, sweep.training, steps * sweep.scheduler.max_rungs)
     for rung in range(1, sweep.scheduler.max_rungs + 1):
         speed = plain_train(model, rows, tokenizer, sweep.training.micro_batch_size, steps, 0, hp.learning_rate,
-                            sweep.training.seed, optimizer, first_step=(rung - 1) * steps)
+                            sweep.training.seed, optimizer, first_step=(rung - 1) * steps, schedule=schedule)
         # With the KV cache: the recipe turns it off for training and a careful hand turns it back on
         # for generation (the GPU run of 2026-12-01 generated without it: BENCHMARKS.md, "Sweep").
         predictions = plain_generate(model, tokenizer, prompts, sweep.evaluation.max_new_tokens, 16, use_cache=True)
@@ -73,6 +75,16 @@ def trainable(config: dict[str, Any], sweep_values: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as adapter:
             model.save_pretrained(adapter)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(adapter))
+
+
+def lr_schedule(optimizer: Any, training: Any, total_steps: int) -> Any:
+    """The config's learning-rate schedule (training.lr_scheduler, training.warmup_steps) over the
+    whole budget, as a practitioner takes it from transformers: the one qlora-sweep's Trainer runs,
+    so that the two arms train alike and only the machinery differs."""
+    from transformers import get_scheduler
+
+    return get_scheduler(training.lr_scheduler, optimizer, num_warmup_steps=training.warmup_steps,
+                         num_training_steps=total_steps)
 
 
 def trials_at_once(sweep: SweepConfig, cluster_cpus: float) -> int:

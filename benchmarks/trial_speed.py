@@ -218,11 +218,12 @@ def plain_model(path: Path, seed: int, lora: dict[str, Any] = LORA) -> Any:
 
 def plain_train(model: Any, rows: Any, tokenizer: Any, micro_batch: int, steps: int, warmup: int,
                 learning_rate: float, seed: int, optimizer: Any = None, first_step: int = 0,
-                shuffle: bool = True, around: Any = None) -> dict[str, float]:
+                shuffle: bool = True, around: Any = None, schedule: Any = None) -> dict[str, float]:
     """Padded micro-batches, full logits, one AdamW step each with the Trainer's defaults (no weight
     decay, gradients clipped to norm 1); timed after `warmup` steps. Pass the optimizer and the step
-    reached to continue a run (plain_ray_tune's rungs). `shuffle` False: the rows in their order.
-    `around`: a context manager held over the timed steps only (a profiler)."""
+    reached to continue a run (plain_ray_tune's rungs), and `schedule`, a torch LR scheduler stepped
+    after each optimizer step (without one the rate stays `learning_rate`). `shuffle` False: the rows
+    in their order. `around`: a context manager held over the timed steps only (a profiler)."""
     trained = [p for p in model.parameters() if p.requires_grad]
     if optimizer is None:
         optimizer = torch.optim.AdamW(trained, lr=learning_rate, weight_decay=0.0)
@@ -245,6 +246,8 @@ def plain_train(model: Any, rows: Any, tokenizer: Any, micro_batch: int, steps: 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trained, 1.0)
         optimizer.step()
+        if schedule is not None:
+            schedule.step()
         optimizer.zero_grad(set_to_none=True)
         if step >= first_step + warmup:
             tokens += int(batch["attention_mask"].sum())

@@ -382,3 +382,34 @@ def test_the_shared_best_is_the_lower_of_the_two_bests_and_each_arms_first_time_
         {"rougeL": 0.3383, "plain_script_s": 186.0, "qlora_sweep_s": 151.0, "sooner": 186.0 / 151.0})
     assert shared_best(ours, plain)["rougeL"] == 0.3383  # the same value with the arms' roles swapped
     assert shared_best([], ours) is None
+
+
+@pytest.mark.parametrize("scheduler, warmup, after_rungs", [
+    ("linear", 2, [0.75, 0.0]),  # warm-up over 2 steps, then down to 0 at the 6th: (6 - 3) / (6 - 2) after 3
+    ("constant", 0, [1.0, 1.0]),
+])
+def test_the_by_hand_arm_trains_on_the_configs_schedule_across_its_rungs(scheduler, warmup, after_rungs,
+                                                                          tiny_model_path):
+    """plain_ray_tune's rungs step one schedule over the whole budget (2 rungs x 3 steps here), the
+    config's, as qlora-sweep's Trainer does: with a decaying one the rate is where the Trainer's
+    formula has it at each rung's end, not back at its peak."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import torch
+    from transformers import AutoTokenizer
+
+    from plain_ray_tune import lr_schedule
+    from trainables.config import PromptConfig, TrainingConfig
+    from trainables.prompt import encode_example
+    from trial_speed import plain_model, plain_train
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    rows = [encode_example(tokenizer, PromptConfig(), f"#Person1#: hello {i}", f"greeting {i}", 256) for i in range(4)]
+    model = plain_model(tiny_model_path, 0, {"lora_r": 4, "lora_alpha": 4, "lora_dropout": 0.0,
+                                             "target_modules": "all-linear"})
+    peak = 1e-3
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=peak)
+    schedule = lr_schedule(optimizer, TrainingConfig(lr_scheduler=scheduler, warmup_steps=warmup), total_steps=6)
+    for rung, expected in enumerate(after_rungs):
+        plain_train(model, rows, tokenizer, 2, 3, 0, peak, 0, optimizer, first_step=rung * 3, schedule=schedule)
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(peak * expected), (scheduler, rung)
