@@ -98,8 +98,9 @@ class SearchConfig(Section):
     (both ends inclusive); Optuna searches the ones given as a choice or a range."""
 
     lora_r: Param = Field(
-        Choice(choice=[8, 16, 32, 64]),
-        description="LoRA rank, a whole number: more trainable parameters and memory as it grows.",
+        Choice(choice=[16, 32, 64, 128]),
+        description="LoRA rank, a whole number: more trainable parameters and memory as it grows. The default "
+        "brackets QLoRA's r=64 on every linear layer from both sides.",
     )
     lora_alpha: Param | None = Field(
         None,

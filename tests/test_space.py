@@ -38,7 +38,7 @@ def test_optuna_accepts_the_space_and_samples_inside_it():
     searcher = OptunaSearch(space=space, metric="rougeL", mode="max", sampler=optuna.samplers.TPESampler(seed=0))
     for i in range(5):
         suggestion = searcher.suggest(f"t{i}")
-        assert suggestion["lora_r"] in (8, 16, 32, 64)
+        assert suggestion["lora_r"] in (16, 32, 64, 128)
         assert suggestion["lora_alpha_ratio"] in (0.5, 1, 2, 4) and "lora_alpha" not in suggestion
         assert 3e-5 <= suggestion["learning_rate"] <= 3e-3
         hp = resolve_hyperparameters(SearchConfig(), suggestion)
@@ -53,7 +53,7 @@ def test_alpha_is_searched_as_a_ratio_to_the_rank_by_default_and_each_trial_gets
     assert (hp.lora_r, hp.lora_alpha) == (16, 8.0)
     fixed_ratio = SearchConfig.model_validate({"lora_alpha_ratio": 2})
     assert resolve_hyperparameters(fixed_ratio, {"lora_r": 32, "learning_rate": 1e-4, "max_length": 256}).lora_alpha == 64
-    assert largest_corner(search).lora_r == 64
+    assert largest_corner(search).lora_r == 128
 
 
 def test_a_config_naming_lora_alpha_searches_alpha_itself_and_naming_both_is_refused():
