@@ -71,7 +71,8 @@ def trainable(config: dict[str, Any], sweep_values: dict[str, Any]) -> None:
         # for generation (the GPU run of 2026-12-01 generated without it: BENCHMARKS.md, "Sweep").
         predictions = plain_generate(model, tokenizer, prompts, sweep.evaluation.max_new_tokens, 16, use_cache=True)
         metrics = {**rouge_scores(predictions, list(validation["summary"])), "rouge_examples": len(prompts),
-                   "step": rung * steps, "tokens_per_s": speed["tokens_per_s"]}
+                   "step": rung * steps, "tokens_per_s": speed["tokens_per_s"],
+                   "train_loss": speed["train_loss"]}  # the rung's mean, as qlora-sweep's trial reports it
         with tempfile.TemporaryDirectory() as adapter:
             model.save_pretrained(adapter)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(adapter))

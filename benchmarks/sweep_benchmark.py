@@ -24,7 +24,9 @@ Per seed, into OUT/summary.json: each arm's best validation ROUGE-L, when it was
 value (undefined where qlora-sweep never reaches it); `shared_best`: the same ratio at the lower of
 the two arms' bests, which both reach; the plain script's `best_rescored`: its best adapter scored
 on validation again by qlora-sweep's evaluator (its own generation picked it), so the two bests
-compare; qlora-sweep's first-rung and later-rung times (cold and warm workers).
+compare; qlora-sweep's first-rung and later-rung times (cold and warm workers);
+`same_hyperparameters`: the trials both arms trained alike, qlora-sweep's ROUGE-L and training
+loss minus the by-hand arm's, rung by rung.
 OUT/sweep_curves.png: best-so-far against wall time for every arm. Each arm's folder is in
 OUT/seed<N>/ as it finishes, so a run cut short keeps what it did: --resume runs only the arms that
 have no test score yet (and those --rerun names, their earlier runs set aside), and --analyze-only
@@ -144,6 +146,56 @@ def rung_times(experiment: Path) -> dict[str, Any]:
         "first_over_later_cold": median(cold) / later_median if cold and later_median else None,
         "first_over_later_warm": median(warm) / later_median if warm and later_median else None,
     }
+
+
+def trials_by_hyperparameters(experiment: Path) -> dict[tuple, dict[int, dict[str, Any]]]:
+    """Each trial's rows by rung, keyed by the values its searcher proposed."""
+    trials: dict[tuple, dict[int, dict[str, Any]]] = {}
+    for row in rows_of(experiment):
+        key = tuple(sorted((k, round(v, 12) if isinstance(v, float) else v) for k, v in row["config"].items()))
+        trials.setdefault(key, {})[row["training_iteration"]] = row
+    return trials
+
+
+PAIRED_METRICS = ("rougeL", "train_loss")
+RATE_SPLIT = 1e-3  # the rate below which the by-hand arm led every pair on 2026-12-02/03 (BENCHMARKS.md)
+
+
+def same_hyperparameters(plain: Path, ours: Path) -> dict[str, Any]:
+    """The trials both arms trained with the same hyperparameters (one seed proposes the same first
+    trials to both), compared rung by rung: qlora-sweep's value minus the by-hand arm's, for ROUGE-L
+    and the rung's mean training loss (where both report it), over all pairs and split at a learning
+    rate of RATE_SPLIT. A rung's ROUGE-L may be scored on different dialogues by the two arms
+    (`rouge_examples` says how many each scored); the training loss does not depend on that."""
+    theirs, mine = trials_by_hyperparameters(plain), trials_by_hyperparameters(ours)
+    pairs = []
+    for key in sorted(set(theirs) & set(mine), key=str):
+        for rung in sorted(set(theirs[key]) & set(mine[key])):
+            a, b = theirs[key][rung], mine[key][rung]
+            pairs.append({"hyperparameters": dict(key), "rung": rung,
+                          **{f"{side}_{m}": row.get(m) for side, row in (("plain_script", a), ("qlora_sweep", b))
+                             for m in (*PAIRED_METRICS, "rouge_examples")}})
+
+    def gaps(group: list[dict[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {"pairs": len(group)}
+        for m in PAIRED_METRICS:
+            diffs = [p[f"qlora_sweep_{m}"] - p[f"plain_script_{m}"] for p in group
+                     if isinstance(p[f"qlora_sweep_{m}"], (int, float)) and isinstance(p[f"plain_script_{m}"], (int, float))]
+            out[m] = ({"mean_gap": statistics.mean(diffs), "qlora_sweep_lower": sum(d < 0 for d in diffs),
+                       "qlora_sweep_higher": sum(d > 0 for d in diffs), "compared": len(diffs)} if diffs else None)
+        return out
+
+    by_rung = {}
+    for rung in sorted({p["rung"] for p in pairs}):
+        group = [p for p in pairs if p["rung"] == rung]
+        by_rung[str(rung)] = {
+            **gaps(group),
+            f"learning_rate_below_{RATE_SPLIT:g}": gaps([p for p in group if p["hyperparameters"]["learning_rate"] < RATE_SPLIT]),
+            f"learning_rate_from_{RATE_SPLIT:g}": gaps([p for p in group if p["hyperparameters"]["learning_rate"] >= RATE_SPLIT]),
+            "rouge_examples": {side: sorted({p[f"{side}_rouge_examples"] for p in group} - {None})
+                               for side in ("plain_script", "qlora_sweep")},
+        }
+    return {"by_rung": by_rung, "pairs": pairs}
 
 
 # --- running the arms --------------------------------------------------------------------------
@@ -324,6 +376,8 @@ def summarize(out: Path, seed: int, gpus: int) -> dict[str, Any]:
         ours["time_to_reach_plain_best_s"] = reach
         summary["sooner_than_plain"] = plain["time_to_best_s"] / reach if reach else None
         summary["shared_best"] = shared_best(plain["points"], ours["points"])
+        summary["same_hyperparameters"] = same_hyperparameters(folder / f"plain-script-s{seed}",
+                                                               folder / f"qlora-sweep-s{seed}")
     recipe = arms.get("recipe")
     if recipe and ours and recipe.get("test_rougeL") is not None and ours.get("test_rougeL") is not None:
         summary["test_rougeL_over_recipe_points"] = 100 * (ours["test_rougeL"] - recipe["test_rougeL"])

@@ -223,14 +223,16 @@ def plain_train(model: Any, rows: Any, tokenizer: Any, micro_batch: int, steps: 
     decay, gradients clipped to norm 1); timed after `warmup` steps. Pass the optimizer and the step
     reached to continue a run (plain_ray_tune's rungs), and `schedule`, a torch LR scheduler stepped
     after each optimizer step (without one the rate stays `learning_rate`). `shuffle` False: the rows
-    in their order. `around`: a context manager held over the timed steps only (a profiler)."""
+    in their order. `around`: a context manager held over the timed steps only (a profiler).
+    `train_loss`: the timed steps' mean loss, as the Trainer logs it over a rung (read once at the
+    end, so the steps never wait for it)."""
     trained = [p for p in model.parameters() if p.requires_grad]
     if optimizer is None:
         optimizer = torch.optim.AdamW(trained, lr=learning_rate, weight_decay=0.0)
     order = (torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed)).tolist() if shuffle
              else list(range(len(rows))))
     model.train()
-    tokens, started = 0, None
+    tokens, started, loss_sum = 0, None, None
     timed = contextlib.ExitStack()
     for step in range(first_step, first_step + warmup + steps):
         if step == first_step + warmup:
@@ -251,10 +253,11 @@ def plain_train(model: Any, rows: Any, tokenizer: Any, micro_batch: int, steps: 
         optimizer.zero_grad(set_to_none=True)
         if step >= first_step + warmup:
             tokens += int(batch["attention_mask"].sum())
+            loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
     synchronize_gpu()
     seconds = time.perf_counter() - started
     timed.close()
-    return _speed(tokens, seconds)
+    return {**_speed(tokens, seconds), "train_loss": float(loss_sum) / steps if steps else None}
 
 
 def plain_generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, batch_size: int,

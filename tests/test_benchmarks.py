@@ -413,3 +413,60 @@ def test_the_by_hand_arm_trains_on_the_configs_schedule_across_its_rungs(schedul
     for rung, expected in enumerate(after_rungs):
         plain_train(model, rows, tokenizer, 2, 3, 0, peak, 0, optimizer, first_step=rung * 3, schedule=schedule)
         assert optimizer.param_groups[0]["lr"] == pytest.approx(peak * expected), (scheduler, rung)
+
+
+def test_the_by_hand_arm_reports_its_rungs_mean_training_loss(tiny_model_path):
+    """plain_train's train_loss is the mean of its steps' losses, as the Trainer logs a rung's: at a
+    learning rate of 0 nothing moves, so it equals the mean of the same batches' losses taken alone."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import torch
+    from transformers import AutoTokenizer
+
+    from trainables.config import PromptConfig
+    from trainables.prompt import encode_example
+    from trial_speed import _pad, plain_model, plain_train
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    rows = [encode_example(tokenizer, PromptConfig(), f"#Person1#: hello {'there ' * i}", f"greeting {i}", 256)
+            for i in range(4)]
+    model = plain_model(tiny_model_path, 0, {"lora_r": 4, "lora_alpha": 4, "lora_dropout": 0.0,
+                                             "target_modules": "all-linear"})
+    reported = plain_train(model, rows, tokenizer, 2, 2, 0, 0.0, 0, shuffle=False)["train_loss"]
+    with torch.no_grad():
+        alone = [float(model(**_pad(rows[i:i + 2], tokenizer.pad_token_id)).loss) for i in (0, 2)]
+    assert alone[0] != pytest.approx(alone[1])  # two different batches, so a mean differs from either
+    assert reported == pytest.approx(sum(alone) / 2, rel=1e-5)
+
+
+def test_the_summary_pairs_the_trials_both_arms_trained_alike_rung_by_rung(tmp_path):
+    """sweep_benchmark.same_hyperparameters: only hyperparameters both arms trained are paired, at the
+    rungs both reached; the gaps are qlora-sweep's minus the by-hand arm's, split at a rate of 1e-3."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from sweep_benchmark import same_hyperparameters
+
+    def trial(arm: str, name: str, config: dict, rungs: list[tuple[float, float | None]], examples: int) -> None:
+        (tmp_path / arm / name).mkdir(parents=True)
+        lines = [json.dumps({"config": config, "training_iteration": i + 1, "rougeL": rouge, "train_loss": loss,
+                             "rouge_examples": examples, "trial_id": name, "timestamp": i, "time_total_s": 1})
+                 for i, (rouge, loss) in enumerate(rungs)]
+        (tmp_path / arm / name / "result.json").write_text("\n".join(lines) + "\n")
+
+    slow = {"lora_r": 64, "learning_rate": 2e-4, "max_length": 512}
+    fast = {"lora_r": 64, "learning_rate": 2e-3, "max_length": 512}
+    only_mine = {"lora_r": 16, "learning_rate": 2e-4, "max_length": 384}
+    trial("plain", "a", slow, [(0.30, 1.50), (0.33, 1.20)], 100)
+    trial("plain", "b", fast, [(0.31, 1.30)], 100)
+    trial("ours", "a", slow, [(0.28, 1.60)], 64)  # stopped after rung 1
+    trial("ours", "b", fast, [(0.32, 1.30)], 64)
+    trial("ours", "c", only_mine, [(0.40, 1.00)], 64)
+
+    compared = same_hyperparameters(tmp_path / "plain", tmp_path / "ours")
+    assert [(p["hyperparameters"]["learning_rate"], p["rung"]) for p in compared["pairs"]] == [(2e-4, 1), (2e-3, 1)]
+    rung = compared["by_rung"]["1"]
+    assert rung["pairs"] == 2 and rung["rouge_examples"] == {"plain_script": [100], "qlora_sweep": [64]}
+    assert rung["rougeL"]["mean_gap"] == pytest.approx((-0.02 + 0.01) / 2)
+    assert (rung["rougeL"]["qlora_sweep_lower"], rung["rougeL"]["qlora_sweep_higher"]) == (1, 1)
+    assert rung["learning_rate_below_0.001"]["train_loss"]["mean_gap"] == pytest.approx(0.10)
+    assert rung["learning_rate_from_0.001"]["rougeL"]["mean_gap"] == pytest.approx(0.01)
+    assert list(compared["by_rung"]) == ["1"]

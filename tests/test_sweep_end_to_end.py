@@ -259,6 +259,9 @@ def test_the_sweep_benchmark_runs_its_arms_scores_their_best_on_held_out_dialogu
     shared = summary["shared_best"]  # the lower best, reached by both arms
     assert shared["rougeL"] == min(plain["best"], ours["best"]) and shared["sooner"] == pytest.approx(
         shared["plain_script_s"] / shared["qlora_sweep_s"])
+    # both arms proposed the same 2 trials (one seed) and report each rung's mean training loss
+    paired = summary["same_hyperparameters"]["by_rung"]["1"]
+    assert paired["pairs"] == 2 and paired["train_loss"]["compared"] == 2 and paired["rougeL"]["compared"] == 2
     timing = ours["rung_times"]
     assert timing["cold_first_rungs"] == 1 and timing["warm_first_rungs"] == 1  # one worker ran both trials
     assert timing["startup_warm_s"] < timing["startup_cold_s"]
