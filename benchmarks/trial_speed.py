@@ -224,8 +224,8 @@ def plain_train(model: Any, rows: Any, tokenizer: Any, micro_batch: int, steps: 
     reached to continue a run (plain_ray_tune's rungs), and `schedule`, a torch LR scheduler stepped
     after each optimizer step (without one the rate stays `learning_rate`). `shuffle` False: the rows
     in their order. `around`: a context manager held over the timed steps only (a profiler).
-    `train_loss`: the timed steps' mean loss, as the Trainer logs it over a rung (read once at the
-    end, so the steps never wait for it)."""
+    `train_loss`: the timed steps' mean loss, as the Trainer logs it over a rung (summed on the device
+    and read once at the end: no wait of its own in a step)."""
     trained = [p for p in model.parameters() if p.requires_grad]
     if optimizer is None:
         optimizer = torch.optim.AdamW(trained, lr=learning_rate, weight_decay=0.0)
