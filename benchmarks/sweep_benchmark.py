@@ -26,7 +26,9 @@ the two arms' bests, which both reach; the plain script's `best_rescored`: its b
 on validation again by qlora-sweep's evaluator (its own generation picked it), so the two bests
 compare; qlora-sweep's first-rung and later-rung times (cold and warm workers);
 `same_hyperparameters`: the trials both arms trained alike, qlora-sweep's ROUGE-L and training
-loss minus the by-hand arm's, rung by rung.
+loss minus the by-hand arm's, rung by rung; its `rescored`: a few such pairs' adapters scored again
+on validation by one evaluator outside any training process, beside the scores their runs gave them
+(OUT/seed<N>/rescored_pairs.json, written while the runs' checkpoints are on disk).
 OUT/sweep_curves.png: best-so-far against wall time for every arm. Each arm's folder is in
 OUT/seed<N>/ as it finishes, so a run cut short keeps what it did: --resume runs only the arms that
 have no test score yet (and those --rerun names, their earlier runs set aside), and --analyze-only
@@ -148,17 +150,46 @@ def rung_times(experiment: Path) -> dict[str, Any]:
     }
 
 
+def hyperparameter_key(values: dict[str, Any]) -> tuple:
+    """The values a searcher proposed, as a key both arms' trials of them share."""
+    return tuple(sorted((k, round(v, 12) if isinstance(v, float) else v) for k, v in values.items()))
+
+
 def trials_by_hyperparameters(experiment: Path) -> dict[tuple, dict[int, dict[str, Any]]]:
     """Each trial's rows by rung, keyed by the values its searcher proposed."""
     trials: dict[tuple, dict[int, dict[str, Any]]] = {}
     for row in rows_of(experiment):
-        key = tuple(sorted((k, round(v, 12) if isinstance(v, float) else v) for k, v in row["config"].items()))
-        trials.setdefault(key, {})[row["training_iteration"]] = row
+        trials.setdefault(hyperparameter_key(row["config"]), {})[row["training_iteration"]] = row
     return trials
+
+
+def kept_adapters(experiment: Path) -> dict[tuple, tuple[int, Path, dict[str, Any]]]:
+    """Each trial's latest checkpoint still on disk (Tune keeps checkpoints_kept of a trial's, the best
+    by the metric), keyed as trials_by_hyperparameters keys them: its rung, its folder and the row
+    reported with it."""
+    kept: dict[tuple, tuple[int, Path, dict[str, Any]]] = {}
+    for result in sorted(experiment.glob("*/result.json")):
+        for line in result.read_text().splitlines():
+            row = json.loads(line) if line.strip() else {}
+            folder = result.parent / row["checkpoint_dir_name"] if row.get("checkpoint_dir_name") else None
+            if folder is None or not folder.is_dir():
+                continue
+            key = hyperparameter_key(row["config"])
+            if key not in kept or row["training_iteration"] > kept[key][0]:
+                kept[key] = (row["training_iteration"], folder, row)
+    return kept
 
 
 PAIRED_METRICS = ("rougeL", "train_loss")
 RATE_SPLIT = 1e-3  # below it the by-hand arm led 12 of 13 rung-1 pairs on 2026-12-03 (BENCHMARKS.md)
+
+
+def gap_stats(diffs: list[float]) -> dict[str, Any] | None:
+    """qlora-sweep's values minus the by-hand arm's: their mean and how many fell each way."""
+    if not diffs:
+        return None
+    return {"mean_gap": statistics.mean(diffs), "qlora_sweep_lower": sum(d < 0 for d in diffs),
+            "qlora_sweep_higher": sum(d > 0 for d in diffs), "compared": len(diffs)}
 
 
 def same_hyperparameters(plain: Path, ours: Path) -> dict[str, Any]:
@@ -179,10 +210,9 @@ def same_hyperparameters(plain: Path, ours: Path) -> dict[str, Any]:
     def gaps(group: list[dict[str, Any]]) -> dict[str, Any]:
         out: dict[str, Any] = {"pairs": len(group)}
         for m in PAIRED_METRICS:
-            diffs = [p[f"qlora_sweep_{m}"] - p[f"plain_script_{m}"] for p in group
-                     if isinstance(p[f"qlora_sweep_{m}"], (int, float)) and isinstance(p[f"plain_script_{m}"], (int, float))]
-            out[m] = ({"mean_gap": statistics.mean(diffs), "qlora_sweep_lower": sum(d < 0 for d in diffs),
-                       "qlora_sweep_higher": sum(d > 0 for d in diffs), "compared": len(diffs)} if diffs else None)
+            out[m] = gap_stats([p[f"qlora_sweep_{m}"] - p[f"plain_script_{m}"] for p in group
+                                if isinstance(p[f"qlora_sweep_{m}"], (int, float))
+                                and isinstance(p[f"plain_script_{m}"], (int, float))])
         return out
 
     by_rung = {}
@@ -197,6 +227,68 @@ def same_hyperparameters(plain: Path, ours: Path) -> dict[str, Any]:
                                for side in ("plain_script", "qlora_sweep")},
         }
     return {"by_rung": by_rung, "pairs": pairs}
+
+
+RESCORED_PAIRS = 4  # a seed's pairs scored again, the latest rungs first: each costs two model loads and two passes
+
+
+def rescore_pairs(plain: Path, ours: Path, limit: int = RESCORED_PAIRS) -> list[dict[str, Any]]:
+    """Pairs of trials both arms trained alike whose kept adapters are of the same rung (the latest
+    rungs first, at most `limit`): both adapters scored on validation again here, in this process,
+    which trains nothing, by one evaluator with one config, the qlora-sweep trial's own (its
+    plan, prompt and generation, from the record its checkpoint holds).
+
+    Each arm's run scored its trials inside their training processes, the by-hand arm by its own
+    generation. With the training losses equal (2026-12-03: within 0.005 from rung 2 on), a gap
+    between the two arms' scores that stays here is in the adapters; one that goes away was in the
+    scoring during the run."""
+    from trainables.checkpoint_files import TRIAL_RECORD
+    from trainables.config import TrialConfig
+    from trainables.data import load_dialogues
+    from trainables.metrics import BEST_REFERENCE
+    from trainables.score_file import score_adapter_on_sets
+
+    theirs, mine = kept_adapters(plain), kept_adapters(ours)
+    alike = sorted((key for key in set(theirs) & set(mine) if theirs[key][0] == mine[key][0]),
+                   key=lambda key: (-mine[key][0], str(key)))[:limit]
+    pairs: list[dict[str, Any]] = []
+    validation = None
+    for key in alike:
+        rung, record_folder, _ = mine[key]
+        trial = TrialConfig.model_validate(json.loads((record_folder / TRIAL_RECORD).read_text())["trial"])
+        if validation is None:
+            split = load_dialogues(trial.data)["validation"]
+            validation = (list(split["dialogue"]), [[s] for s in split["summary"]])
+        pair: dict[str, Any] = {"hyperparameters": dict(key), "rung": rung}
+        for side, (_, folder, row) in (("plain_script", theirs[key]), ("qlora_sweep", mine[key])):
+            scores = score_adapter_on_sets(trial, str(folder), {"validation": validation})["validation"]
+            pair[side] = {"in_run": row.get("rougeL"), "in_run_examples": row.get("rouge_examples"),
+                          "rescored": scores[BEST_REFERENCE]["rougeL"], "rescored_examples": len(validation[0]),
+                          "checkpoint": str(folder.relative_to(folder.parents[2]))}
+        pairs.append(pair)
+        print(f"rescored rung {rung} {dict(key)}: by hand {pair['plain_script']['in_run']:.4f} in its run, "
+              f"{pair['plain_script']['rescored']:.4f} here; qlora-sweep {pair['qlora_sweep']['in_run']:.4f}, "
+              f"{pair['qlora_sweep']['rescored']:.4f}", flush=True)
+    return pairs
+
+
+def rescored_summary(pairs: list[dict[str, Any]]) -> dict[str, Any]:
+    """rescore_pairs' pairs summed up: the gap between the arms as each run scored its trials and as
+    one evaluator scored both here, and by how much each arm's run scored its own trials above this
+    evaluator (only where both scored the same number of dialogues)."""
+    def own_minus_here(side: str) -> float | None:
+        diffs = [p[side]["in_run"] - p[side]["rescored"] for p in pairs
+                 if p[side]["in_run"] is not None and p[side]["in_run_examples"] == p[side]["rescored_examples"]]
+        return statistics.mean(diffs) if diffs else None
+
+    return {
+        "pairs": len(pairs),
+        "in_run": gap_stats([p["qlora_sweep"]["in_run"] - p["plain_script"]["in_run"] for p in pairs
+                             if p["qlora_sweep"]["in_run"] is not None and p["plain_script"]["in_run"] is not None]),
+        "rescored": gap_stats([p["qlora_sweep"]["rescored"] - p["plain_script"]["rescored"] for p in pairs]),
+        "in_run_minus_rescored": {side: own_minus_here(side) for side in ("plain_script", "qlora_sweep")},
+        "pairs_rescored": pairs,
+    }
 
 
 # --- running the arms --------------------------------------------------------------------------
@@ -295,6 +387,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> None:
     seeded = args.overrides + [f"search.seed={seed}", f"training.seed={seed}"]
     scores_file = folder / "test_scores.json"
     tests: dict[str, Any] = json.loads(scores_file.read_text()) if args.resume and scores_file.is_file() else {}
+    ran: set[str] = set()
     for arm in arm_order(args.arms, seed):
         if arm == "zero_shot":
             zero_shot_once(args, seeded, folder)
@@ -316,6 +409,11 @@ def run_seed(args: argparse.Namespace, seed: int) -> None:
                                    name, folder)
             tests[arm] = test_of_sweep(experiment)
         scores_file.write_text(json.dumps(tests, indent=2))
+        ran.add(arm)
+    plain, ours = folder / f"{FOLDERS['plain_script']}-s{seed}", folder / f"{FOLDERS['qlora_sweep']}-s{seed}"
+    if ran & {"plain_script", "qlora_sweep"} and any(plain.glob("*/result.json")) and any(ours.glob("*/result.json")):
+        # the adapters are on this disk only now: a committed run keeps no checkpoints
+        (folder / "rescored_pairs.json").write_text(json.dumps(rescore_pairs(plain, ours), indent=2))
 
 
 def zero_shot_once(args: argparse.Namespace, seeded: list[str], folder: Path) -> None:
@@ -379,6 +477,9 @@ def summarize(out: Path, seed: int, gpus: int) -> dict[str, Any]:
         summary["shared_best"] = shared_best(plain["points"], ours["points"])
         summary["same_hyperparameters"] = same_hyperparameters(folder / f"plain-script-s{seed}",
                                                                folder / f"qlora-sweep-s{seed}")
+        if (folder / "rescored_pairs.json").is_file():
+            summary["same_hyperparameters"]["rescored"] = rescored_summary(
+                json.loads((folder / "rescored_pairs.json").read_text()))
     recipe = arms.get("recipe")
     if recipe and ours and recipe.get("test_rougeL") is not None and ours.get("test_rougeL") is not None:
         summary["test_rougeL_over_recipe_points"] = 100 * (ours["test_rougeL"] - recipe["test_rougeL"])

@@ -470,3 +470,37 @@ def test_the_summary_pairs_the_trials_both_arms_trained_alike_rung_by_rung(tmp_p
     assert rung["learning_rate_below_0.001"]["train_loss"]["mean_gap"] == pytest.approx(0.10)
     assert rung["learning_rate_from_0.001"]["rougeL"]["mean_gap"] == pytest.approx(0.01)
     assert list(compared["by_rung"]) == ["1"]
+
+
+def test_the_rescored_pairs_use_each_trials_latest_kept_adapter_and_sum_up_where_they_compare(tmp_path):
+    """sweep_benchmark.kept_adapters picks a trial's latest checkpoint still on disk (Tune deleted the
+    others); rescored_summary gives the arms' gap as their runs scored and as one evaluator scored,
+    and each arm's own score over the evaluator's only where both scored the same dialogues."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from sweep_benchmark import kept_adapters, rescored_summary
+
+    values = {"lora_r": 64, "learning_rate": 2e-4}
+    trial = tmp_path / "arm" / "trial_a"
+    trial.mkdir(parents=True)
+    rows = [{"config": values, "training_iteration": i, "rougeL": 0.3 + i / 100, "checkpoint_dir_name": f"checkpoint_00000{i - 1}"}
+            for i in (1, 2, 3)]
+    (trial / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for kept in ("checkpoint_000000", "checkpoint_000001"):  # rung 3's was deleted
+        (trial / kept).mkdir()
+    ((key, (rung, folder, row)),) = kept_adapters(tmp_path / "arm").items()
+    assert dict(key) == values and rung == 2 and folder == trial / "checkpoint_000001" and row["rougeL"] == 0.32
+
+    def side(in_run: float, rescored: float, in_run_examples: int = 100) -> dict:
+        return {"in_run": in_run, "in_run_examples": in_run_examples, "rescored": rescored, "rescored_examples": 100}
+
+    pairs = [{"plain_script": side(0.34, 0.345), "qlora_sweep": side(0.33, 0.345)},
+             {"plain_script": side(0.35, 0.34), "qlora_sweep": side(0.33, 0.35)},
+             {"plain_script": side(0.30, 0.31), "qlora_sweep": side(0.28, 0.30, in_run_examples=64)}]
+    summed = rescored_summary(pairs)
+    assert summed["in_run"]["mean_gap"] == pytest.approx((-0.01 - 0.02 - 0.02) / 3)
+    assert (summed["in_run"]["qlora_sweep_lower"], summed["in_run"]["qlora_sweep_higher"]) == (3, 0)
+    assert summed["rescored"]["mean_gap"] == pytest.approx((0 + 0.01 - 0.01) / 3)
+    assert (summed["rescored"]["qlora_sweep_lower"], summed["rescored"]["qlora_sweep_higher"]) == (1, 1)
+    # the third pair's qlora-sweep run scored 64 dialogues: not set against the evaluator's 100
+    assert summed["in_run_minus_rescored"]["qlora_sweep"] == pytest.approx((-0.015 - 0.02) / 2)
+    assert summed["in_run_minus_rescored"]["plain_script"] == pytest.approx((-0.005 + 0.01 - 0.01) / 3)

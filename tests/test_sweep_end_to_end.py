@@ -262,6 +262,16 @@ def test_the_sweep_benchmark_runs_its_arms_scores_their_best_on_held_out_dialogu
     # both arms proposed the same 2 trials (one seed) and report each rung's mean training loss
     paired = summary["same_hyperparameters"]["by_rung"]["1"]
     assert paired["pairs"] == 2 and paired["train_loss"]["compared"] == 2 and paired["rougeL"]["compared"] == 2
+    # the pairs' kept adapters, both arms', scored again on the whole validation set by one evaluator
+    # (the tiny model's summaries score 0, so only where and how much is checked here)
+    rescored = summary["same_hyperparameters"]["rescored"]
+    assert rescored["pairs"] >= 1 and rescored["rescored"]["compared"] == rescored["pairs"]
+    for pair in rescored["pairs_rescored"]:
+        for side in ("plain_script", "qlora_sweep"):
+            again = pair[side]
+            assert again["rescored_examples"] == again["in_run_examples"] == 4 and 0 <= again["rescored"] <= 1
+            assert (out / "seed0" / again["checkpoint"]).is_dir() and f"checkpoint_00000{pair['rung'] - 1}" in again[
+                "checkpoint"]
     timing = ours["rung_times"]
     assert timing["cold_first_rungs"] == 1 and timing["warm_first_rungs"] == 1  # one worker ran both trials
     assert timing["startup_warm_s"] < timing["startup_cold_s"]
