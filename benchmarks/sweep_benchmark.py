@@ -38,13 +38,15 @@ re-reads them (and merges seeds run apart). Zero-shot is scored once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -241,7 +243,8 @@ def rescore_pairs(plain: Path, ours: Path, limit: int = RESCORED_PAIRS) -> list[
     Each arm's run scored its trials inside their training processes, the by-hand arm by its own
     generation. With the training losses equal (2026-12-03: within 0.005 from rung 2 on), a gap
     between the two arms' scores that stays here is in the adapters; one that goes away was in the
-    scoring during the run."""
+    scoring during the run. Where the trial trained with Liger's kernels, its adapter is scored once
+    more with them put on as its Trainer put them (`rescored_under_liger`), after every other scoring."""
     from trainables.checkpoint_files import TRIAL_RECORD
     from trainables.config import TrialConfig
     from trainables.data import load_dialogues
@@ -269,20 +272,69 @@ def rescore_pairs(plain: Path, ours: Path, limit: int = RESCORED_PAIRS) -> list[
         print(f"rescored rung {rung} {dict(key)}: by hand {pair['plain_script']['in_run']:.4f} in its run, "
               f"{pair['plain_script']['rescored']:.4f} here; qlora-sweep {pair['qlora_sweep']['in_run']:.4f}, "
               f"{pair['qlora_sweep']['rescored']:.4f}", flush=True)
+    for pair, key in zip(pairs, alike):  # after every plain scoring: what Liger patches is process-wide
+        _, record_folder, _ = mine[key]
+        trial = TrialConfig.model_validate(json.loads((record_folder / TRIAL_RECORD).read_text())["trial"])
+        if trial.training.liger_kernels:
+            pair["qlora_sweep"]["rescored_under_liger"] = rouge_under_liger(trial, record_folder, validation)
+            print(f"rescored under Liger's kernels {dict(key)}: qlora-sweep "
+                  f"{pair['qlora_sweep']['rescored_under_liger']:.4f}", flush=True)
     return pairs
+
+
+@contextlib.contextmanager
+def module_globals_restored(module: ModuleType) -> Iterator[None]:
+    """Whatever is rebound in `module` meanwhile (a function, a class) is bound back on exit."""
+    before = dict(vars(module))
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if vars(module).get(name) is not value:
+                setattr(module, name, value)
+
+
+def rouge_under_liger(trial: Any, checkpoint: Path, validation: tuple[list[str], list[list[str]]]) -> float:
+    """The adapter's validation ROUGE-L with Liger's kernels put on the model as the trial's Trainer
+    puts them (TRL: RoPE, RMSNorm and SwiGLU; its own LM head), what Liger rebinds process-wide in the
+    model's modeling module (RoPE among it, which a trial's generation then runs) included, and
+    undone afterwards: the one thing a trial's training leaves in its process that a fresh process
+    scoring the same adapter with the same config lacks."""
+    from liger_kernel.transformers import _apply_liger_kernel_to_instance
+    from peft import PeftModel
+
+    from trainables.evaluation import RougeEvaluation
+    from trainables.metrics import BEST_REFERENCE
+    from trainables.model import load_quantized_model, use_cudnn_attention
+    from trainables.prompt import load_tokenizer
+
+    tokenizer = load_tokenizer(trial.model)
+    base = load_quantized_model(trial.model)
+    use_cudnn_attention(trial.plan.cudnn_attention)
+    model = PeftModel.from_pretrained(base, str(checkpoint))
+    with module_globals_restored(sys.modules[type(base).__module__]):
+        _apply_liger_kernel_to_instance(model=base, fused_linear_cross_entropy=False)
+        evaluation = RougeEvaluation.for_trial(trial, tokenizer)
+        scores = evaluation.rouge_by_rule(model, evaluation.prompts(validation[0]), validation[1])
+    return scores[BEST_REFERENCE]["rougeL"]
 
 
 def rescored_summary(pairs: list[dict[str, Any]]) -> dict[str, Any]:
     """rescore_pairs' pairs summed up: the gap between the arms as each run scored its trials and as
-    one evaluator scored both here, and by how much each arm's run scored its own trials above this
-    evaluator (only where both scored the same number of dialogues)."""
+    one evaluator scored both here, by how much each arm's run scored its own trials above this
+    evaluator (only where both scored the same number of dialogues), and by how much Liger's kernels
+    moved qlora-sweep's adapters' scores here (where its trials trained with them)."""
     def own_minus_here(side: str) -> float | None:
         diffs = [p[side]["in_run"] - p[side]["rescored"] for p in pairs
                  if p[side]["in_run"] is not None and p[side]["in_run_examples"] == p[side]["rescored_examples"]]
         return statistics.mean(diffs) if diffs else None
 
+    under_liger = [p["qlora_sweep"]["rescored_under_liger"] - p["qlora_sweep"]["rescored"] for p in pairs
+                   if p["qlora_sweep"].get("rescored_under_liger") is not None]
     return {
         "pairs": len(pairs),
+        # qlora-sweep's adapters rescored with Liger's kernels on, as in their trials, minus without
+        "qlora_sweep_under_liger_minus_rescored": statistics.mean(under_liger) if under_liger else None,
         "in_run": gap_stats([p["qlora_sweep"]["in_run"] - p["plain_script"]["in_run"] for p in pairs
                              if p["qlora_sweep"]["in_run"] is not None and p["plain_script"]["in_run"] is not None]),
         "rescored": gap_stats([p["qlora_sweep"]["rescored"] - p["plain_script"]["rescored"] for p in pairs]),

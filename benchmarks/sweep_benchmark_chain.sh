@@ -9,7 +9,7 @@
 #               RERUN="recipe qlora_sweep"; a changed search space: SEED="0 1" RERUN="plain_script
 #               qlora_sweep", about 22 minutes, since the recipe and zero-shot do not search; with
 #               both searching arms run, up to 4 pairs of their trials are scored again after them,
-#               about a minute a seed: rescored_pairs.json);
+#               qlora-sweep's also under Liger's kernels, about 1.5 minutes a seed: rescored_pairs.json);
 #   first-rung  benchmarks/first_rung.py --threads alternate: 7 trials of the recipe one after another
 #               in one process, 2 rungs each, every step timed: the first cold in the worker's kept
 #               trial thread, then the 6 warm ones by turns in a new thread (as Ray Tune starts one per

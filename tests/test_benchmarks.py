@@ -496,7 +496,9 @@ def test_the_rescored_pairs_use_each_trials_latest_kept_adapter_and_sum_up_where
     pairs = [{"plain_script": side(0.34, 0.345), "qlora_sweep": side(0.33, 0.345)},
              {"plain_script": side(0.35, 0.34), "qlora_sweep": side(0.33, 0.35)},
              {"plain_script": side(0.30, 0.31), "qlora_sweep": side(0.28, 0.30, in_run_examples=64)}]
+    pairs[0]["qlora_sweep"]["rescored_under_liger"] = 0.335  # where the trial trained with Liger's kernels
     summed = rescored_summary(pairs)
+    assert summed["qlora_sweep_under_liger_minus_rescored"] == pytest.approx(-0.01)
     assert summed["in_run"]["mean_gap"] == pytest.approx((-0.01 - 0.02 - 0.02) / 3)
     assert (summed["in_run"]["qlora_sweep_lower"], summed["in_run"]["qlora_sweep_higher"]) == (3, 0)
     assert summed["rescored"]["mean_gap"] == pytest.approx((0 + 0.01 - 0.01) / 3)
@@ -504,3 +506,24 @@ def test_the_rescored_pairs_use_each_trials_latest_kept_adapter_and_sum_up_where
     # the third pair's qlora-sweep run scored 64 dialogues: not set against the evaluator's 100
     assert summed["in_run_minus_rescored"]["qlora_sweep"] == pytest.approx((-0.015 - 0.02) / 2)
     assert summed["in_run_minus_rescored"]["plain_script"] == pytest.approx((-0.005 + 0.01 - 0.01) / 3)
+
+
+def test_what_a_library_rebinds_in_a_module_meanwhile_is_bound_back(tmp_path):
+    """sweep_benchmark.module_globals_restored: a function and a class replaced inside (as Liger
+    replaces RoPE, RMSNorm and the MLP in a model's modeling module) are the originals again after,
+    also when the block raises; what was added meanwhile stays."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import types
+
+    from sweep_benchmark import module_globals_restored
+
+    module = types.ModuleType("modeling_something")
+    module.apply_rotary_pos_emb = original_rope = lambda q, k: (q, k)
+    module.SomethingRMSNorm = original_norm = type("SomethingRMSNorm", (), {})
+    with pytest.raises(RuntimeError), module_globals_restored(module):
+        module.apply_rotary_pos_emb = lambda q, k: (k, q)
+        module.SomethingRMSNorm = type("LigerRMSNorm", (), {})
+        module.cache = {}
+        raise RuntimeError("generation failed")
+    assert module.apply_rotary_pos_emb is original_rope and module.SomethingRMSNorm is original_norm
+    assert module.cache == {}
