@@ -38,15 +38,13 @@ re-reads them (and merges seeds run apart). Zero-shot is scored once.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
-from typing import Any, Iterator
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -282,18 +280,6 @@ def rescore_pairs(plain: Path, ours: Path, limit: int = RESCORED_PAIRS) -> list[
     return pairs
 
 
-@contextlib.contextmanager
-def module_globals_restored(module: ModuleType) -> Iterator[None]:
-    """Whatever is rebound in `module` meanwhile (a function, a class) is bound back on exit."""
-    before = dict(vars(module))
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            if vars(module).get(name) is not value:
-                setattr(module, name, value)
-
-
 def rouge_under_liger(trial: Any, checkpoint: Path, validation: tuple[list[str], list[list[str]]]) -> float:
     """The adapter's validation ROUGE-L with Liger's kernels put on the model as the trial's Trainer
     puts them (TRL: RoPE, RMSNorm and SwiGLU; its own LM head), what Liger rebinds process-wide in the
@@ -302,6 +288,7 @@ def rouge_under_liger(trial: Any, checkpoint: Path, validation: tuple[list[str],
     scoring the same adapter with the same config lacks."""
     from liger_kernel.transformers import _apply_liger_kernel_to_instance
     from peft import PeftModel
+    from trial_speed import modeling_module_restored
 
     from trainables.evaluation import RougeEvaluation
     from trainables.metrics import BEST_REFERENCE
@@ -312,7 +299,7 @@ def rouge_under_liger(trial: Any, checkpoint: Path, validation: tuple[list[str],
     base = load_quantized_model(trial.model)
     use_cudnn_attention(trial.plan.cudnn_attention)
     model = PeftModel.from_pretrained(base, str(checkpoint))
-    with module_globals_restored(sys.modules[type(base).__module__]):
+    with modeling_module_restored(sys.modules[type(base).__module__]):
         _apply_liger_kernel_to_instance(model=base, fused_linear_cross_entropy=False)
         evaluation = RougeEvaluation.for_trial(trial, tokenizer)
         scores = evaluation.rouge_by_rule(model, evaluation.prompts(validation[0]), validation[1])

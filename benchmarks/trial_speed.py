@@ -335,7 +335,7 @@ def trial_train(model: Any, rows: Any, tokenizer: Any, training: TrainingConfig,
     clock = Clock()
     hp = TrialHyperparameters(**LORA, learning_rate=learning_rate, max_length=max_length)
     rung = training.model_copy(update={"steps_per_rung": warmup + steps + 1})
-    with llama_module_restored():
+    with modeling_module_restored():
         trainer = build_trainer(model, tokenizer, rows, rows.select(range(min(8, len(rows)))), rung, hp,
                                 total_steps=warmup + steps, eval_batch_size=8, output_dir=str(folder),
                                 callbacks=[clock, *callbacks])
@@ -347,20 +347,21 @@ def trial_train(model: Any, rows: Any, tokenizer: Any, training: TrainingConfig,
 
 
 @contextlib.contextmanager
-def llama_module_restored() -> Iterator[None]:
-    """transformers' Llama module as it was before, after what runs inside: Liger's kernels replace
-    its RoPE function and its norm and MLP classes for the whole process when a Trainer with
-    liger_kernels starts (the model's own modules Liger patches per instance). The sides share one
-    process; a trial has one of its own."""
-    from transformers.models.llama import modeling_llama
+def modeling_module_restored(module: Any = None) -> Iterator[None]:
+    """transformers' modeling module of a model (Llama's unless given) as it was before, after what
+    runs inside: Liger's kernels replace its RoPE function and its norm and MLP classes for the whole
+    process when a Trainer with liger_kernels starts (the model's own modules Liger patches per
+    instance). The sides share one process; a trial has one of its own."""
+    if module is None:
+        from transformers.models.llama import modeling_llama as module
 
-    before = dict(vars(modeling_llama))
+    before = dict(vars(module))
     try:
         yield
     finally:
         for name, value in before.items():
-            if vars(modeling_llama).get(name) is not value:
-                setattr(modeling_llama, name, value)
+            if vars(module).get(name) is not value:
+                setattr(module, name, value)
 
 
 # --- measuring -------------------------------------------------------------------------------
