@@ -253,30 +253,42 @@ def rescore_pairs(plain: Path, ours: Path, limit: int = RESCORED_PAIRS) -> list[
     alike = sorted((key for key in set(theirs) & set(mine) if theirs[key][0] == mine[key][0]),
                    key=lambda key: (-mine[key][0], str(key)))[:limit]
     pairs: list[dict[str, Any]] = []
+    trials: dict[tuple, Any] = {}
     validation = None
     for key in alike:
         rung, record_folder, _ = mine[key]
-        trial = TrialConfig.model_validate(json.loads((record_folder / TRIAL_RECORD).read_text())["trial"])
-        if validation is None:
-            split = load_dialogues(trial.data)["validation"]
-            validation = (list(split["dialogue"]), [[s] for s in split["summary"]])
         pair: dict[str, Any] = {"hyperparameters": dict(key), "rung": rung}
-        for side, (_, folder, row) in (("plain_script", theirs[key]), ("qlora_sweep", mine[key])):
-            scores = score_adapter_on_sets(trial, str(folder), {"validation": validation})["validation"]
-            pair[side] = {"in_run": row.get("rougeL"), "in_run_examples": row.get("rouge_examples"),
-                          "rescored": scores[BEST_REFERENCE]["rougeL"], "rescored_examples": len(validation[0]),
-                          "checkpoint": str(folder.relative_to(folder.parents[2]))}
         pairs.append(pair)
+        try:  # a diagnostic: a pair that cannot be scored again is recorded, and the benchmark goes on
+            record = json.loads((record_folder / TRIAL_RECORD).read_text())["trial"]
+            trials[key] = trial = TrialConfig.model_validate(record)
+            if validation is None:
+                split = load_dialogues(trial.data)["validation"]
+                validation = (list(split["dialogue"]), [[s] for s in split["summary"]])
+            for side, (_, folder, row) in (("plain_script", theirs[key]), ("qlora_sweep", mine[key])):
+                scores = score_adapter_on_sets(trial, str(folder), {"validation": validation})["validation"]
+                pair[side] = {"in_run": row.get("rougeL"), "in_run_examples": row.get("rouge_examples"),
+                              "rescored": scores[BEST_REFERENCE]["rougeL"], "rescored_examples": len(validation[0]),
+                              "checkpoint": str(folder.relative_to(folder.parents[2]))}
+        except Exception as error:
+            pair["error"] = f"{type(error).__name__}: {error}"
+            print(f"rescoring rung {rung} {dict(key)} failed: {pair['error']}", flush=True)
+            continue
         print(f"rescored rung {rung} {dict(key)}: by hand {pair['plain_script']['in_run']:.4f} in its run, "
               f"{pair['plain_script']['rescored']:.4f} here; qlora-sweep {pair['qlora_sweep']['in_run']:.4f}, "
               f"{pair['qlora_sweep']['rescored']:.4f}", flush=True)
     for pair, key in zip(pairs, alike):  # after every plain scoring: what Liger patches is process-wide
-        _, record_folder, _ = mine[key]
-        trial = TrialConfig.model_validate(json.loads((record_folder / TRIAL_RECORD).read_text())["trial"])
-        if trial.training.liger_kernels:
-            pair["qlora_sweep"]["rescored_under_liger"] = rouge_under_liger(trial, record_folder, validation)
-            print(f"rescored under Liger's kernels {dict(key)}: qlora-sweep "
-                  f"{pair['qlora_sweep']['rescored_under_liger']:.4f}", flush=True)
+        if "error" in pair or not trials[key].training.liger_kernels:
+            continue
+        ours_again = pair["qlora_sweep"]
+        try:
+            ours_again["rescored_under_liger"] = rouge_under_liger(trials[key], mine[key][1], validation)
+            print(f"rescored under Liger's kernels {dict(key)}: qlora-sweep {ours_again['rescored_under_liger']:.4f}",
+                  flush=True)
+        except Exception as error:
+            ours_again["rescored_under_liger_error"] = f"{type(error).__name__}: {error}"
+            print(f"rescoring under Liger's kernels {dict(key)} failed: {ours_again['rescored_under_liger_error']}",
+                  flush=True)
     return pairs
 
 
@@ -310,7 +322,11 @@ def rescored_summary(pairs: list[dict[str, Any]]) -> dict[str, Any]:
     """rescore_pairs' pairs summed up: the gap between the arms as each run scored its trials and as
     one evaluator scored both here, by how much each arm's run scored its own trials above this
     evaluator (only where both scored the same number of dialogues), and by how much Liger's kernels
-    moved qlora-sweep's adapters' scores here (where its trials trained with them)."""
+    moved qlora-sweep's adapters' scores here (where its trials trained with them). Pairs whose
+    rescoring failed are listed apart, with their error."""
+    failed = [p for p in pairs if "error" in p]
+    pairs = [p for p in pairs if "error" not in p]
+
     def own_minus_here(side: str) -> float | None:
         diffs = [p[side]["in_run"] - p[side]["rescored"] for p in pairs
                  if p[side]["in_run"] is not None and p[side]["in_run_examples"] == p[side]["rescored_examples"]]
@@ -320,6 +336,8 @@ def rescored_summary(pairs: list[dict[str, Any]]) -> dict[str, Any]:
                    if p["qlora_sweep"].get("rescored_under_liger") is not None]
     return {
         "pairs": len(pairs),
+        "pairs_failed": [{"hyperparameters": p["hyperparameters"], "rung": p["rung"], "error": p["error"]}
+                         for p in failed],
         # qlora-sweep's adapters rescored with Liger's kernels on, as in their trials, minus without
         "qlora_sweep_under_liger_minus_rescored": statistics.mean(under_liger) if under_liger else None,
         "in_run": gap_stats([p["qlora_sweep"]["in_run"] - p["plain_script"]["in_run"] for p in pairs

@@ -507,3 +507,25 @@ def test_the_rescored_pairs_use_each_trials_latest_kept_adapter_and_sum_up_where
     assert summed["in_run_minus_rescored"]["qlora_sweep"] == pytest.approx((-0.015 - 0.02) / 2)
     assert summed["in_run_minus_rescored"]["plain_script"] == pytest.approx((-0.005 + 0.01 - 0.01) / 3)
 
+
+
+def test_a_pair_that_cannot_be_scored_again_is_recorded_with_its_error_and_the_rest_goes_on(tmp_path):
+    """sweep_benchmark.rescore_pairs is a diagnostic after the arms have run: a pair it cannot score
+    again (here qlora-sweep's checkpoint lacks the trial record it reads the config from) is kept
+    with its error instead of ending the benchmark before the next seed, and the summary lists it
+    apart from the pairs it compares."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from sweep_benchmark import rescore_pairs, rescored_summary
+
+    values = {"lora_r": 64, "learning_rate": 2e-4}
+    for arm in ("plain", "ours"):
+        trial = tmp_path / "seed0" / arm / "trial_a"
+        (trial / "checkpoint_000000").mkdir(parents=True)
+        (trial / "result.json").write_text(json.dumps({"config": values, "training_iteration": 1, "rougeL": 0.3,
+                                                       "checkpoint_dir_name": "checkpoint_000000"}) + "\n")
+    (pair,) = rescore_pairs(tmp_path / "seed0" / "plain", tmp_path / "seed0" / "ours")
+    assert pair["rung"] == 1 and pair["error"].startswith("FileNotFoundError") and "qlora_sweep_trial.json" in pair[
+        "error"]
+    summed = rescored_summary([pair])
+    assert summed["pairs"] == 0 and summed["rescored"] is None
+    assert summed["pairs_failed"] == [{"hyperparameters": values, "rung": 1, "error": pair["error"]}]
