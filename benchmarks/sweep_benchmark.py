@@ -299,18 +299,18 @@ def rouge_under_liger(trial: Any, checkpoint: Path, validation: tuple[list[str],
     undone afterwards: the one thing a trial's training leaves in its process that a fresh process
     scoring the same adapter with the same config lacks."""
     from liger_kernel.transformers import _apply_liger_kernel_to_instance
-    from peft import PeftModel
     from trial_speed import modeling_module_restored
 
     from trainables.evaluation import RougeEvaluation
+    from trainables.export import load_adapted_model
     from trainables.metrics import BEST_REFERENCE
-    from trainables.model import load_quantized_model, use_cudnn_attention
+    from trainables.model import use_cudnn_attention
     from trainables.prompt import load_tokenizer
 
     tokenizer = load_tokenizer(trial.model)
-    base = load_quantized_model(trial.model)
+    model = load_adapted_model(trial, str(checkpoint))
     use_cudnn_attention(trial.plan.cudnn_attention)
-    model = PeftModel.from_pretrained(base, str(checkpoint))
+    base = model.get_base_model()
     with modeling_module_restored(sys.modules[type(base).__module__]):
         _apply_liger_kernel_to_instance(model=base, fused_linear_cross_entropy=False)
         evaluation = RougeEvaluation.for_trial(trial, tokenizer)
