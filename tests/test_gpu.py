@@ -14,7 +14,8 @@ from tests.helpers import sample_training_set
 from trainables.config import ModelConfig, TrainingConfig, TrialHyperparameters
 from trainables.evaluation import generate_summaries
 from trainables.memory import FLOAT32_BYTES
-from trainables.model import attach_lora, compute_autocast, load_quantized_model, model_for_generation
+from trainables.model import attach_lora, compute_autocast, generating_in_compute_dtype, load_quantized_model
+from trainables.model import model_for_generation
 from trainables.model import merged_dense_copy, prepare_for_training, restore_own_forwards
 
 pytestmark = pytest.mark.gpu
@@ -131,6 +132,44 @@ def test_liger_kernels_give_the_loss_and_gradients_of_the_plain_layers_on_the_gp
     cosine = torch.nn.functional.cosine_similarity(updates[True], updates[False], dim=0)
     assert cosine > 0.99, float(cosine)
 
+
+
+def test_a_model_training_with_liger_generates_through_transformers_own_code_on_the_gpu(tiny_model_path, tiny_tokenizer,
+                                                                                        tmp_path):
+    """The Trainer puts Liger's kernels on the model when training starts (per instance, and RoPE for
+    the whole process); the trial's ROUGE is generated without them, so that it is the score a fresh
+    process gives the same adapter (trainables.model.own_code_while_generating): the summaries are
+    those of the trained model with Liger taken off by hand, and training has Liger back afterwards."""
+    import sys
+
+    from trainables.train import build_trainer
+
+    model = _adapted(tiny_model_path).train()
+    prompts = [f"### Instruct: Summarize.\n\n#Person1#: hello {i} " * (1 + i % 3) + "\n\n### Output:\n" for i in range(6)]
+    dataset = sample_training_set(tiny_tokenizer, 4)
+    training = TrainingConfig(micro_batch_size=4, gradient_checkpointing=False, liger_kernels=True)
+    build_trainer(model, tiny_tokenizer, dataset, dataset, training, HP, total_steps=1, eval_batch_size=4,
+                  output_dir=str(tmp_path), callbacks=[]).train()
+    modeling = sys.modules[type(model.get_base_model()).__module__]
+    liger_rope = modeling.apply_rotary_pos_emb
+    assert liger_rope.__module__.startswith("liger_kernel"), liger_rope.__module__
+    liger_bound = _rebound_modules(model)
+    assert any("norm" in name for name in liger_bound), liger_bound
+    with model_for_generation(model, merged_copy=False) as generator:
+        assert _rebound_modules(generator) == []
+        own_rope = modeling.apply_rotary_pos_emb
+        assert own_rope.__module__.startswith("transformers"), own_rope.__module__
+        during = generate_summaries(generator, tiny_tokenizer, prompts, "### End", max_new_tokens=8, batch_size=4)
+    assert modeling.apply_rotary_pos_emb is liger_rope and _rebound_modules(model) == liger_bound
+
+    restore_own_forwards(model)  # Liger off by hand: the layers' own forwards, transformers' RoPE
+    modeling.apply_rotary_pos_emb = own_rope
+    try:
+        with generating_in_compute_dtype(model):  # as model_for_generation casts the float32 norms
+            by_hand = generate_summaries(model, tiny_tokenizer, prompts, "### End", max_new_tokens=8, batch_size=4)
+    finally:
+        modeling.apply_rotary_pos_emb = liger_rope
+    assert during == by_hand
 
 def _rebound_modules(model):
     """The modules that run something other than their class's own forward, by name."""

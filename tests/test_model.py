@@ -207,3 +207,58 @@ def test_a_forward_in_eval_mode_keeps_the_4bit_layout_that_dequantization_reads(
     with torch.no_grad():
         model(input_ids=torch.randint(0, 500, (1, 8)))
     assert not any(getattr(m.weight.quant_state, "packing_format_for_cpu", False) for m in layers)
+
+
+@pytest.mark.parametrize("merged_copy", [False, True])
+def test_generation_runs_the_models_own_code_and_gives_training_its_kernels_back(tiny_model_path, tiny_tokenizer,
+                                                                                 tmp_path, merged_copy):
+    """A trial generates its ROUGE summaries after its Trainer has put kernels on the model: TRL's
+    fused LM head bound on the base, and with training.liger_kernels Liger's RMSNorm and SwiGLU
+    forwards bound on the layers and its RoPE function put in the modeling module for the whole
+    process. Generated through them, a trial's ROUGE was not its adapter's (on an H200 in-trial
+    scores equalled the checkpoints' scored under Liger, and moved by up to 0.008 in a fresh
+    process). Liger's kernels are Triton, GPU only, so here its two kinds of patch are made by hand,
+    with kernels that would change every summary; the Trainer's binding is the real one. Generation
+    writes the untouched model's summaries, and training gets every patch back afterwards."""
+    import types
+
+    from transformers.models.llama import modeling_llama
+
+    from tests.helpers import sample_training_set
+    from trainables.config import TrainingConfig
+    from trainables.train import build_trainer
+
+    model = _adapted(tiny_model_path)
+    prompts = [f"### Instruct: Summarize.\n\n#Person1#: hello {i} " * (1 + i % 3) + "\n\n### Output:\n" for i in range(5)]
+    dataset = sample_training_set(tiny_tokenizer, 2)
+    build_trainer(model, tiny_tokenizer, dataset, dataset, TrainingConfig(micro_batch_size=2), HP, total_steps=1,
+                  eval_batch_size=2, output_dir=str(tmp_path), callbacks=[])
+    base = model.get_base_model()
+    assert "forward" in base.__dict__  # TRL's binding (if TRL stops, the stand-ins below still prove the rest)
+    # The summaries before the stand-ins, after the Trainer: on the CPU a Trainer built after other
+    # tests in the process can move a near-tie of this random model's greedy choice
+    with model_for_generation(model, merged_copy=merged_copy) as generator:
+        untouched = generate_summaries(generator, tiny_tokenizer, prompts, "### End", max_new_tokens=10, batch_size=4)
+
+    def scaled_norm(self, hidden):  # a kernel of training's that generation must not run
+        return hidden * 3.0
+
+    def rope_of_training(*args, **kwargs):
+        raise AssertionError("training's RoPE ran while generating")
+
+    norms = [m for m in base.modules() if type(m).__name__ == "LlamaRMSNorm"]
+    for norm in norms:
+        norm.forward = types.MethodType(scaled_norm, norm)
+    own_rope = modeling_llama.apply_rotary_pos_emb
+    modeling_llama.apply_rotary_pos_emb = rope_of_training
+    try:
+        with model_for_generation(model, merged_copy=merged_copy) as generator:
+            assert [m for m in generator.modules() if "forward" in m.__dict__] == []
+            generated = generate_summaries(generator, tiny_tokenizer, prompts, "### End", max_new_tokens=10,
+                                           batch_size=4)
+        assert modeling_llama.apply_rotary_pos_emb is rope_of_training
+    finally:
+        modeling_llama.apply_rotary_pos_emb = own_rope
+    assert generated == untouched and any(generated)
+    assert all(norm.__dict__["forward"].__func__ is scaled_norm for norm in norms)
+    assert "forward" in base.__dict__

@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import gc
 import itertools
+import logging
+import sys
 import warnings
 from contextlib import contextmanager, nullcontext
 from typing import Any, Iterator
@@ -19,6 +21,8 @@ from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 from trainables.config import ModelConfig, TrialHyperparameters
 from trainables.errors import ConfigError
 from trainables.memory import compute_dtype_name
+
+log = logging.getLogger(__name__)
 
 
 def compute_dtype(model: ModelConfig) -> torch.dtype:
@@ -47,6 +51,7 @@ def load_quantized_model(model: ModelConfig) -> Any:
     # examples' boundaries from the attention mask (transformers builds it only without a cache).
     base.config.use_cache = False
     keep_4bit_layout_on_cpu(base)
+    remember_own_modeling_code(base)
     return base
 
 
@@ -198,7 +203,7 @@ def restore_own_forwards(model: Any) -> None:
     - Liger's kernels (training.liger_kernels): the Trainer binds Liger's RMSNorm and SwiGLU
       forwards on the instances; a kept base would give them to the next trial even where its plan
       has none (Liger is planned per trial, by recompute). Liger's process-wide patches (RoPE; the
-      classes of models loaded later) stay: nothing per instance undoes them.
+      classes of models loaded later) stay: generation sets them aside (own_code_while_generating).
 
     A forward that accelerate's device map put on a module (with its `_hf_hook`: a model spread
     over GPUs) stays: it moves the inputs to the module's device. The next Trainer binds what it
@@ -207,9 +212,64 @@ def restore_own_forwards(model: Any) -> None:
     for module in model.modules():
         if getattr(module, "_compiled_call_impl", None) is not None:
             module._compiled_call_impl = None  # nn.Module.compile's slot; torch has no public way back
-        for name in REBOUND_METHODS:
-            if name in module.__dict__ and not (name == "forward" and hasattr(module, "_hf_hook")):
-                del module.__dict__[name]
+    for module, name in _bound_by_training(model):
+        del module.__dict__[name]
+
+
+def _bound_by_training(model: Any) -> list[tuple[Any, str]]:
+    """The methods bound on `model`'s module instances (REBOUND_METHODS), accelerate's device hooks aside."""
+    return [(module, name) for module in model.modules() for name in REBOUND_METHODS
+            if name in module.__dict__ and not (name == "forward" and hasattr(module, "_hf_hook"))]
+
+
+# A modeling module's names as transformers defined them, taken when the process first loads a model
+# of it (load_quantized_model), before any Trainer can have applied Liger's kernels to it
+_own_modeling_code: dict[str, dict[str, Any]] = {}
+
+
+def _modeling_module(model: Any) -> Any:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return sys.modules[type(base).__module__]
+
+
+def remember_own_modeling_code(model: Any) -> None:
+    module = _modeling_module(model)
+    _own_modeling_code.setdefault(module.__name__, dict(vars(module)))
+
+
+@contextmanager
+def own_code_while_generating(model: Any) -> Iterator[None]:
+    """While generating, the model runs transformers' own code, whatever its training put on it; on
+    exit training gets it all back.
+
+    - the methods a Trainer bound on the model's modules (TRL's fused LM head; Liger's RMSNorm and
+      SwiGLU forwards), set aside;
+    - what was replaced in the model's modeling module since the process loaded it (Liger's RoPE
+      function; its norm and MLP classes), put back as transformers defined it.
+
+    A trial's ROUGE must be its adapter's: the score that `best --eval-file`, an export or a fresh
+    process gives the same checkpoint with the same config. Generated through Liger's kernels it was
+    not: on an H200 (2026-12-03, SmolLM2, 4 trials, benchmarks/results/2026-12-02-sweep) each trial's
+    in-run ROUGE-L equalled its checkpoint's scored under Liger's kernels to 1e-16, and its checkpoint
+    scored in a fresh process differed by -0.008 to +0.008, as much as the gaps between trials that
+    ASHA and `best` rank on. Greedy decoding follows the kernels' rounding.
+    """
+    bound = [(module, name, module.__dict__.pop(name)) for module, name in _bound_by_training(model)]
+    modeling = _modeling_module(model)
+    own = _own_modeling_code.get(modeling.__name__)
+    if own is None:  # a model not loaded by load_quantized_model: nothing known to put back
+        log.debug("no record of %s as transformers defined it; its names stay as they are", modeling.__name__)
+        own = {}
+    replaced = {name: value for name, value in vars(modeling).items() if name in own and own[name] is not value}
+    for name in replaced:
+        setattr(modeling, name, own[name])
+    try:
+        yield
+    finally:
+        for name, value in replaced.items():
+            setattr(modeling, name, value)
+        for module, name, method in bound:
+            module.__dict__[name] = method
 
 
 def attach_lora(base: Any, hp: TrialHyperparameters) -> Any:
@@ -264,17 +324,18 @@ def compute_autocast(model: Any) -> Any:
 @contextmanager
 def model_for_generation(model: Any, merged_copy: bool) -> Iterator[Any]:
     """The adapted model itself (its float32 parts in the compute dtype meanwhile), or
-    (merged_copy) a dense merged copy of it, freed on exit."""
+    (merged_copy) a dense merged copy of it, freed on exit; either runs transformers' own code
+    (own_code_while_generating), not the kernels its training put on it."""
     if not merged_copy:
         # Compiled decoder layers (training.compile_layers) were compiled for training steps; a
         # decode step's cache and one-token shapes would compile them again, so they run eagerly.
-        with generating_in_compute_dtype(model), sdpa_while_generating(model), \
+        with own_code_while_generating(model), generating_in_compute_dtype(model), sdpa_while_generating(model), \
                 torch.compiler.set_stance("force_eager"):
             yield model
         return
     dense = merged_dense_copy(model)
     try:
-        with sdpa_while_generating(dense):
+        with own_code_while_generating(dense), sdpa_while_generating(dense):
             yield dense
     finally:
         del dense
