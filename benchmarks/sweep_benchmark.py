@@ -297,7 +297,11 @@ def rouge_under_liger(trial: Any, checkpoint: Path, validation: tuple[list[str],
     puts them (TRL: RoPE, RMSNorm and SwiGLU; its own LM head), what Liger rebinds process-wide in the
     model's modeling module (RoPE among it, which a trial's generation then runs) included, and
     undone afterwards: the one thing a trial's training leaves in its process that a fresh process
-    scoring the same adapter with the same config lacks."""
+    scoring the same adapter with the same config lacks. Until commit 6c1a453 a trial generated
+    through them, and this score equalled its in-run one to 1e-16 (2026-12-03, 4 pairs) where the
+    fresh process's differed by up to 0.008; since then generation sets them aside
+    (trainables.model.own_code_while_generating), so it must equal `rescored`, and so must the
+    trial's in-run score."""
     from liger_kernel.transformers import _apply_liger_kernel_to_instance
     from trial_speed import modeling_module_restored
 
