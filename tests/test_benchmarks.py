@@ -324,6 +324,14 @@ def test_first_rung_candidate_ab_alternates_a_setting_over_warm_trials_at_length
         assert ratios[side]["trials"] == 1
         assert ratios[side]["rung_s"]["median"] == round(trial["rungs"][0]["rung_s"] / trial["rungs"][1]["rung_s"], 3)
         assert ratios[side]["later_rung"]["rung_s"]["median"] == round(trial["rungs"][1]["rung_s"], 3)
+    scores = result["rung_scores"]  # every trial of a side, the cold one too, rung by rung
+    assert sorted(scores) == ["baseline", "candidate"] and sorted(scores["baseline"]) == ["1", "2"]
+    losses = sorted(t["rungs"][1]["train_loss"] for t in (trials[0], trials[2]))
+    assert scores["baseline"]["2"]["trials"] == 2
+    assert scores["baseline"]["2"]["train_loss"] == {"median": round(sum(losses) / 2, 5), "min": round(losses[0], 5),
+                                                     "max": round(losses[1], 5)}
+    assert scores["candidate"]["1"]["rougeL"]["median"] == round(trials[1]["rungs"][0]["rougeL"], 5)
+    assert scores["candidate"]["1"]["eval_loss"]["median"] == round(trials[1]["rungs"][0]["eval_loss"], 5)
 
 
 @pytest.mark.parametrize("arguments, message", [
