@@ -28,6 +28,8 @@
 #               A/B), into candidate-N.json. E.g. CANDIDATES="training.float32_dense_layers=true;
 #               training.liger_kernels=false": is either why qlora-sweep's first rung ends at a training
 #               loss 0.02 higher than by hand's below a rate of 1e-3 (2026-12-03)?
+#   gpu-tests   tests/test_gpu.py on the GPU (about 2 minutes): among them, that a trial trained with
+#               Liger's kernels generates its ROUGE summaries with transformers' own code.
 # The device chain (../shared/tools/README.md; ask `status` first: a seed and the first-rung part take
 # about 24 minutes of device time with the staging). A call carries at most 64 MiB, the tracked files
 # (19 MB on 2026-12-03, most of it benchmarks/results) included, so the wheel travels in three parts
@@ -46,9 +48,9 @@
 # as made, it and the tracked files were 64.1 MiB.)
 set -u
 for part in ${PARTS:-sweep}; do  # every part known before anything runs or is written
-    case $part in sweep|first-rung|cudnn) ;;
+    case $part in sweep|first-rung|cudnn|gpu-tests) ;;
         candidate) [ -n "${CANDIDATES:-}" ] || { echo "part candidate: CANDIDATES is empty" >&2; exit 2; } ;;
-        *) echo "unknown part $part (sweep, first-rung, cudnn, candidate)" >&2; exit 2 ;;
+        *) echo "unknown part $part (sweep, first-rung, cudnn, candidate, gpu-tests)" >&2; exit 2 ;;
     esac
 done
 stage=${STAGE:-/tmp/stage}
@@ -84,6 +86,10 @@ for part in ${PARTS:-sweep}; do
                 --max-lengths 512,496,480,448,464,432,416,384,400 "${on_device[@]}" > "$res/cudnn_ab.log" 2>&1
             echo "cudnn A/B: exit $?"
             gpu_warm=1 ;;
+        gpu-tests)
+            python3 tests/tiny_model.py /tmp/tiny > /dev/null \
+                && timeout 480 python3 -m pytest -q -n 0 -p no:cacheprovider tests/test_gpu.py > "$res/gpu_tests.log" 2>&1
+            echo "GPU tests: exit $?" ;;
         candidate)  # each A/B's sides train the same rows in the same order: their losses compare step for step
             index=0
             IFS=';' read -ra abs <<< "$CANDIDATES"
