@@ -67,11 +67,14 @@ FOLDERS = {"recipe": "recipe", "plain_script": "plain-script", "levers_off": "le
 
 # --- reading an arm's results ------------------------------------------------------------------
 
+def rows_by_trial(experiment: Path) -> list[tuple[Path, list[dict[str, Any]]]]:
+    """Each trial's folder and the rows it reported, in folder order."""
+    return [(result.parent, [json.loads(line) for line in result.read_text().splitlines() if line.strip()])
+            for result in sorted(experiment.glob("*/result.json"))]
+
+
 def rows_of(experiment: Path) -> list[dict[str, Any]]:
-    rows = []
-    for result in sorted(experiment.glob("*/result.json")):
-        rows += [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
-    return rows
+    return [row for _, rows in rows_by_trial(experiment) for row in rows]
 
 
 def curve(experiment: Path, metric: str = "rougeL") -> dict[str, Any]:
@@ -168,10 +171,9 @@ def kept_adapters(experiment: Path) -> dict[tuple, tuple[int, Path, dict[str, An
     by the metric), keyed as trials_by_hyperparameters keys them: its rung, its folder and the row
     reported with it."""
     kept: dict[tuple, tuple[int, Path, dict[str, Any]]] = {}
-    for result in sorted(experiment.glob("*/result.json")):
-        for line in result.read_text().splitlines():
-            row = json.loads(line) if line.strip() else {}
-            folder = result.parent / row["checkpoint_dir_name"] if row.get("checkpoint_dir_name") else None
+    for trial_folder, rows in rows_by_trial(experiment):
+        for row in rows:
+            folder = trial_folder / row["checkpoint_dir_name"] if row.get("checkpoint_dir_name") else None
             if folder is None or not folder.is_dir():
                 continue
             key = hyperparameter_key(row["config"])

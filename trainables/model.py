@@ -71,7 +71,7 @@ def use_cudnn_attention(enabled: bool) -> None:
 def sdpa_while_generating(model: Any) -> Iterator[None]:
     """Generation runs SDPA whatever the training attention: FlexAttention is chosen, and measured,
     for padding-free training batches; decoding one token at a time against a KV cache is SDPA's."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = transformers_model(model)
     chosen = base.config._attn_implementation
     if chosen in ("sdpa", "eager"):
         yield
@@ -227,9 +227,13 @@ def _bound_by_training(model: Any) -> list[tuple[Any, str]]:
 _own_modeling_code: dict[str, dict[str, Any]] = {}
 
 
+def transformers_model(model: Any) -> Any:
+    """The transformers model itself: a peft model's base, or the model as it is (a dense copy)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def _modeling_module(model: Any) -> Any:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return sys.modules[type(base).__module__]
+    return sys.modules[type(transformers_model(model)).__module__]
 
 
 def remember_own_modeling_code(model: Any) -> None:
@@ -380,7 +384,7 @@ def merged_dense_copy(model: Any) -> Any:
     touched: the copy shares only the tensors of the layers it replaces, and replaces them with
     new modules rather than changing them. It costs compute-dtype bytes per parameter while it lives.
     """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = transformers_model(model)
     dtype = loaded_compute_dtype(base)
     # LoRA layers and the 4-bit layers outside them; a LoRA layer's own 4-bit layer is its base_layer.
     replaced = [(name, module) for name, module in base.named_modules()
