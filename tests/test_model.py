@@ -262,3 +262,33 @@ def test_generation_runs_the_models_own_code_and_gives_training_its_kernels_back
     assert generated == untouched and any(generated)
     assert all(norm.__dict__["forward"].__func__ is scaled_norm for norm in norms)
     assert "forward" in base.__dict__
+
+
+def test_a_model_loaded_after_a_trainer_patched_its_modeling_module_is_built_from_transformers_own_classes(
+        tiny_model_path):
+    """Liger's kernels replace the modeling module's norm and MLP classes and its RoPE function for
+    the whole process when a Trainer starts with training.liger_kernels. A model loaded later in the
+    process (a worker's next model, a benchmark's or a test's) would be built of Liger's classes, and
+    generate through them for good (on an H200 a GPU test's model was). The loader builds it from
+    transformers' own, and leaves the process's patch as it found it. The patch is made by hand here:
+    Liger's kernels are Triton, GPU only."""
+    from transformers.models.llama import modeling_llama
+
+    load_quantized_model(ModelConfig(name_or_path=str(tiny_model_path)))  # the process's first load
+    own_norm, own_mlp = modeling_llama.LlamaRMSNorm, modeling_llama.LlamaMLP
+
+    class TrainingNorm(own_norm):
+        pass
+
+    class TrainingMLP(own_mlp):
+        pass
+
+    modeling_llama.LlamaRMSNorm, modeling_llama.LlamaMLP = TrainingNorm, TrainingMLP
+    try:
+        model = load_quantized_model(ModelConfig(name_or_path=str(tiny_model_path)))
+        assert modeling_llama.LlamaRMSNorm is TrainingNorm and modeling_llama.LlamaMLP is TrainingMLP
+    finally:
+        modeling_llama.LlamaRMSNorm, modeling_llama.LlamaMLP = own_norm, own_mlp
+    kinds = {type(m) for m in model.modules()}
+    assert own_norm in kinds and own_mlp in kinds
+    assert not kinds & {TrainingNorm, TrainingMLP}

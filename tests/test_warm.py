@@ -18,10 +18,10 @@ SECOND = TrialHyperparameters(lora_r=4, lora_alpha=4, learning_rate=1e-3, max_le
                               target_modules=["q_proj", "v_proj"])
 
 
-def _trial(model_config, hp, gradient_checkpointing, seed):
+def _trial(model_config, hp, gradient_checkpointing, seed, float32_dense_layers=True):
     """What run_trial does with the model: kept base, preparation, LoRA from the trial's seed."""
     base, was_warm = warm.base_model_for(model_config, load_quantized_model)
-    prepared = prepare_for_training(base, gradient_checkpointing)
+    prepared = prepare_for_training(base, gradient_checkpointing, float32_dense_layers)
     set_seed(seed)
     model = attach_lora(prepared, hp)
     warm.remember_adapted(model)
@@ -36,6 +36,11 @@ def _recomputes(model):
 def _base_weights(base):
     """The base model's own weights by module name (a LoRA-wrapped layer's sit under base_layer)."""
     return {n.replace(".base_layer", ""): p.detach().clone() for n, p in base.named_parameters() if "lora_" not in n}
+
+
+def _dense_dtypes(base):
+    """The dtypes of the base's unquantized parameters (norms, embeddings, LM head) by name."""
+    return {n: p.dtype for n, p in base.named_parameters() if "lora_" not in n and p.dtype != torch.uint8}
 
 
 def _train_two_steps(model, ids):
@@ -54,30 +59,42 @@ def _train_two_steps(model, ids):
     return losses, {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def test_a_warm_trial_trains_exactly_as_the_same_trial_in_a_fresh_process(tiny_model_path):
+@pytest.mark.parametrize("compute_dtype", ["float32", "bfloat16"])
+def test_a_warm_trial_trains_exactly_as_the_same_trial_in_a_fresh_process(tiny_model_path, compute_dtype):
+    """In bfloat16 the first trial keeps its dense layers in float32 and the second does not
+    (training.float32_dense_layers): the second must train in bf16 as a fresh process does, not in
+    the float32 its kept base was left in (on an H200 it did, and trained the float32 losses)."""
     from peft.tuners.lora import LoraLayer
 
-    config = ModelConfig(name_or_path=str(tiny_model_path))
+    config = ModelConfig(name_or_path=str(tiny_model_path), compute_dtype=compute_dtype)
+    second_float32_dense = compute_dtype == "float32"
     ids = torch.randint(0, 500, (2, 32), generator=torch.Generator().manual_seed(0))
     warm.forget_all()
     first, was_warm = _trial(config, FIRST, gradient_checkpointing=True, seed=0)
     assert not was_warm and _recomputes(first.get_base_model())
+    assert set(_dense_dtypes(first.get_base_model()).values()) == {torch.float32}
     base_weights = _base_weights(first.get_base_model())
     _train_two_steps(first, ids)  # the first trial's adapter moves; the base must not
 
-    second, was_warm = _trial(config, SECOND, gradient_checkpointing=False, seed=1)
+    second, was_warm = _trial(config, SECOND, gradient_checkpointing=False, seed=1,
+                              float32_dense_layers=second_float32_dense)
     assert was_warm and second.get_base_model() is first.get_base_model()  # loaded once
     base = second.get_base_model()
     assert not _recomputes(base)  # this trial's plan says no recompute
     lora_layers = [name for name, m in base.named_modules() if isinstance(m, LoraLayer)]
     assert lora_layers and all(name.endswith(("q_proj", "v_proj")) for name in lora_layers)  # only its own LoRA
     after = _base_weights(base)
-    assert after.keys() == base_weights.keys() and all(torch.equal(base_weights[n], after[n]) for n in after)
+    assert after.keys() == base_weights.keys()
+    assert all(torch.equal(base_weights[n].to(after[n].dtype), after[n]) for n in after)
+    warm_dtypes = _dense_dtypes(base)
     warm_losses, warm_adapter = _train_two_steps(second, ids)
 
     warm.forget_all()  # the same trial in a fresh process
-    cold, was_warm = _trial(config, SECOND, gradient_checkpointing=False, seed=1)
+    cold, was_warm = _trial(config, SECOND, gradient_checkpointing=False, seed=1,
+                            float32_dense_layers=second_float32_dense)
     assert not was_warm
+    assert warm_dtypes == _dense_dtypes(cold.get_base_model())
+    assert set(warm_dtypes.values()) == {getattr(torch, compute_dtype)}
     cold_losses, cold_adapter = _train_two_steps(cold, ids)
     assert warm_losses == cold_losses and warm_losses[-1] < warm_losses[0]
     assert warm_adapter.keys() == cold_adapter.keys()

@@ -8,7 +8,8 @@ import itertools
 import logging
 import sys
 import warnings
-from contextlib import contextmanager, nullcontext
+import weakref
+from contextlib import ExitStack, contextmanager, nullcontext
 from typing import Any, Iterator
 
 import bitsandbytes as bnb
@@ -39,19 +40,24 @@ def load_quantized_model(model: ModelConfig) -> Any:
     )
     # Ray sets CUDA_VISIBLE_DEVICES to this trial's GPUs; "auto" spreads over all of them.
     device_map = "auto" if torch.cuda.is_available() else "cpu"
-    base = AutoModelForCausalLM.from_pretrained(
-        model.name_or_path,
-        quantization_config=quantization,
-        dtype=dtype,
-        device_map=device_map,
-        attn_implementation=attention_implementation(model),
-        trust_remote_code=model.trust_remote_code,
-    )
+    # Built from transformers' own classes even where an earlier Trainer in this process put Liger's in
+    # their modeling module's names (a worker's second model, a benchmark's or a test's next model):
+    # Liger's class-level patches would otherwise be in the new model for good, generation included.
+    with own_modeling_code_of_loaded_models():
+        base = AutoModelForCausalLM.from_pretrained(
+            model.name_or_path,
+            quantization_config=quantization,
+            dtype=dtype,
+            device_map=device_map,
+            attn_implementation=attention_implementation(model),
+            trust_remote_code=model.trust_remote_code,
+        )
     # Generation turns the KV cache on explicitly; in training a cache would also hide packed
     # examples' boundaries from the attention mask (transformers builds it only without a cache).
     base.config.use_cache = False
     keep_4bit_layout_on_cpu(base)
     remember_own_modeling_code(base)
+    _dtypes_as_loaded[base] = {name: parameter.dtype for name, parameter in base.named_parameters()}
     return base
 
 
@@ -105,9 +111,12 @@ def prepare_for_training(base: Any, gradient_checkpointing: bool, float32_dense_
     A base kept from an earlier trial of the same worker (trainables.warm) may have recompute on;
     preparation only ever turns it on, so a trial planned without it turns it off. What the earlier
     trial bound on its modules (compiled layers, TRL's fused LM head, Liger's kernels) goes too: this
-    trial binds its own.
+    trial binds its own. Its dense layers go back to the dtypes they were loaded in, so a trial
+    without float32 dense layers after one with them trains in bf16 as in a fresh process (on an H200
+    one did not: it trained the float32 trial's losses, benchmarks/results/2026-12-03-first-rung-candidates).
     """
     restore_own_forwards(base)  # a kept base: an earlier trial's compiled layers, TRL's and Liger's bindings go
+    _back_to_dtypes_as_loaded(base)
     with checkpointing_rename_quiet():
         if not gradient_checkpointing and base.is_gradient_checkpointing:
             base.gradient_checkpointing_disable()
@@ -122,6 +131,15 @@ def prepare_for_training(base: Any, gradient_checkpointing: bool, float32_dense_
         if gradient_checkpointing:
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         return base
+
+
+def _back_to_dtypes_as_loaded(base: Any) -> None:
+    loaded = _dtypes_as_loaded.get(base, {})
+    with torch.no_grad():
+        for name, parameter in base.named_parameters():
+            dtype = loaded.get(name)
+            if dtype is not None and parameter.dtype != dtype:
+                parameter.data = parameter.data.to(dtype)
 
 
 def compile_decoder_layers(model: Any, fresh: bool = True, activations_kept: float = 0.0) -> None:
@@ -226,6 +244,10 @@ def _bound_by_training(model: Any) -> list[tuple[Any, str]]:
 # of it (load_quantized_model), before any Trainer can have applied Liger's kernels to it
 _own_modeling_code: dict[str, dict[str, Any]] = {}
 
+# Each loaded base's parameter dtypes as loaded (norms, embeddings, LM head in the compute dtype), by
+# name: a kept base goes back to them before a trial's preparation (prepare_for_training)
+_dtypes_as_loaded: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
 
 def transformers_model(model: Any) -> Any:
     """The transformers model itself: a peft model's base, or the model as it is (a dense copy)."""
@@ -259,7 +281,28 @@ def own_code_while_generating(model: Any) -> Iterator[None]:
     ASHA and `best` rank on. Greedy decoding follows the kernels' rounding.
     """
     bound = [(module, name, module.__dict__.pop(name)) for module, name in _bound_by_training(model)]
-    modeling = _modeling_module(model)
+    try:
+        with _own_modeling_names(_modeling_module(model)):
+            yield
+    finally:
+        for module, name, method in bound:
+            module.__dict__[name] = method
+
+
+@contextmanager
+def own_modeling_code_of_loaded_models() -> Iterator[None]:
+    """Every modeling module this process has loaded a model of (load_quantized_model) as
+    transformers defined it, while the block runs; on exit, as it was."""
+    with ExitStack() as stack:
+        for name in list(_own_modeling_code):
+            stack.enter_context(_own_modeling_names(sys.modules[name]))
+        yield
+
+
+@contextmanager
+def _own_modeling_names(modeling: Any) -> Iterator[None]:
+    """The names of `modeling` replaced since the process first loaded a model of it (Liger's RoPE
+    function, norm and MLP classes) put back as transformers defined them; on exit, what was there."""
     own = _own_modeling_code.get(modeling.__name__)
     if own is None:  # a model not loaded by load_quantized_model: nothing known to put back
         log.debug("no record of %s as transformers defined it; its names stay as they are", modeling.__name__)
@@ -272,8 +315,6 @@ def own_code_while_generating(model: Any) -> Iterator[None]:
     finally:
         for name, value in replaced.items():
             setattr(modeling, name, value)
-        for module, name, method in bound:
-            module.__dict__[name] = method
 
 
 def attach_lora(base: Any, hp: TrialHyperparameters) -> Any:
