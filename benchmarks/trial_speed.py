@@ -216,6 +216,13 @@ def plain_model(path: Path, seed: int, lora: dict[str, Any] = LORA) -> Any:
     return get_peft_model(base, config)
 
 
+def training_order(rows: int, seed: int) -> list[int]:
+    """The rows' order in plain_train: the order the Trainer's seeded sampler draws them in for a
+    trial of the same training.seed (tests/test_benchmarks.py), so the two train the same rows step
+    for step and their losses compare by rung."""
+    return torch.randperm(rows, generator=torch.Generator().manual_seed(seed)).tolist()
+
+
 def plain_train(model: Any, rows: Any, tokenizer: Any, micro_batch: int, steps: int, warmup: int,
                 learning_rate: float, seed: int, optimizer: Any = None, first_step: int = 0,
                 shuffle: bool = True, around: Any = None, schedule: Any = None) -> dict[str, float]:
@@ -229,8 +236,7 @@ def plain_train(model: Any, rows: Any, tokenizer: Any, micro_batch: int, steps: 
     trained = [p for p in model.parameters() if p.requires_grad]
     if optimizer is None:
         optimizer = torch.optim.AdamW(trained, lr=learning_rate, weight_decay=0.0)
-    order = (torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed)).tolist() if shuffle
-             else list(range(len(rows))))
+    order = training_order(len(rows), seed) if shuffle else list(range(len(rows)))
     model.train()
     tokens, started, loss_sum = 0, None, None
     timed = contextlib.ExitStack()

@@ -537,3 +537,41 @@ def test_a_pair_that_cannot_be_scored_again_is_recorded_with_its_error_and_the_r
     summed = rescored_summary([pair])
     assert summed["pairs"] == 0 and summed["rescored"] is None
     assert summed["pairs_failed"] == [{"hyperparameters": values, "rung": 1, "error": pair["error"]}]
+
+
+def test_the_by_hand_loop_trains_the_rows_a_trial_trains_in_the_same_order(tiny_model_path, tiny_tokenizer, tmp_path):
+    """The sweep benchmark compares qlora-sweep's trials with the by-hand arm's rung by rung, losses
+    included: both must train the same examples at the same step. The Trainer's seeded sampler and
+    the by-hand loop's permutation draw the same order (checked on DialogSum on 2026-12-03, when the
+    first rung's loss differed by 0.04: the cause was bf16 dense layers, not the data)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import torch
+    from transformers import AutoModelForCausalLM, set_seed
+
+    from tests.helpers import sample_training_set
+    from trainables.config import TrainingConfig, TrialHyperparameters
+    from trainables.train import build_trainer
+    from trial_speed import training_order
+
+    rows = sample_training_set(tiny_tokenizer, 12)
+    training = TrainingConfig(micro_batch_size=2, gradient_checkpointing=False, liger_kernels=False,
+                              fused_lm_head=False, compile_layers=False, float32_dense_layers=False)
+    hp = TrialHyperparameters(lora_r=4, lora_alpha=8, learning_rate=1e-3, max_length=1000, lora_dropout=0.0,
+                              target_modules="all-linear")
+    steps = 6  # one pass over the 12 rows; past it the by-hand loop cycles its order where the Trainer draws a
+    # new one, and the sweep benchmark's trials train less than a pass (60 steps of 16 of about 11,960 rows)
+    set_seed(training.seed)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+    torch.randn(100)  # LoRA's initialization draws from the generator between the seed and the Trainer
+    trainer = build_trainer(model, tiny_tokenizer, rows, rows, training, hp, total_steps=steps, eval_batch_size=2,
+                            output_dir=str(tmp_path), callbacks=[])
+    trained = []
+    loader = trainer.get_train_dataloader()
+    loader.set_epoch(0)  # as the Trainer does before its first step
+    for batch in loader:  # padding-free: one row a micro-batch, each example's positions from 0
+        ids, positions = batch["input_ids"][0].tolist(), batch["position_ids"][0].tolist()
+        starts = [i for i, p in enumerate(positions) if p == 0] + [len(ids)]
+        trained += [ids[a:b] for a, b in zip(starts, starts[1:])]
+    by_hand = [rows[i]["input_ids"] for i in training_order(len(rows), training.seed)]
+    assert trained == by_hand
+    assert trained != [r["input_ids"] for r in rows]  # shuffled, not in file order
