@@ -265,7 +265,8 @@ class TrainingConfig(Section):
         "bfloat16 (a GPU's auto), true otherwise (float16's narrow range; no effect in float32, a CPU's auto). On "
         "an H200 (Llama-3-8B shape) false trained 1.19x faster at equal memory in 3 GB less; on SmolLM2 and "
         "DialogSum its ROUGE-L after 60 steps was within 0.22 points of the plain recipe's for 2 seeds, compiled "
-        "layers beside it within 0.23.",
+        "layers beside it within 0.23; there a young adapter learns more slowly in bf16: the first 20 steps (lr "
+        "2e-4) ended at a training loss 0.042 higher than in float32, 0.009 after 40, their ROUGE-L alike.",
     )
     liger_kernels: AutoOrBool = Field(
         "auto",
