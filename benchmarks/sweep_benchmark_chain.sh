@@ -24,12 +24,13 @@
 #   candidate   benchmarks/first_rung.py --candidate, once for each A/B in CANDIDATES (';' between A/Bs,
 #               spaces between the settings of one): 7 trials of the recipe (lr 2e-4) in the kept trial
 #               thread, 2 rungs each, the warm ones by turns without and with the settings; each side's
-#               training loss, validation loss and ROUGE-L by rung in rung_scores (about 6 minutes an
+#               training loss, validation loss and ROUGE-L by rung in rung_scores (about 4 minutes an
 #               A/B), into candidate-N.json. E.g. CANDIDATES="training.float32_dense_layers=true;
-#               training.liger_kernels=false": is either why qlora-sweep's first rung ends at a training
-#               loss 0.02 higher than by hand's below a rate of 1e-3 (2026-12-03)?
-#   gpu-tests   tests/test_gpu.py on the GPU (about 2 minutes): among them, that a trial trained with
-#               Liger's kernels generates its ROUGE summaries with transformers' own code.
+#               training.liger_kernels=false" (2026-12-03: float32 dense layers ended the first rung 0.042
+#               lower in training loss, Liger changed nothing; benchmarks/results/2026-12-03-first-rung-candidates);
+#   gpu-tests   tests/test_gpu.py on the GPU (about 4 minutes, 164 s of it the compiled layers in Ray's
+#               workers): among them, that a trial trained with Liger's kernels generates its ROUGE
+#               summaries with transformers' own code.
 # The device chain (../shared/tools/README.md; ask `status` first: a seed and the first-rung part take
 # about 24 minutes of device time with the staging). A call carries at most 64 MiB, the tracked files
 # (19 MB on 2026-12-03, most of it benchmarks/results) included, so the wheel travels in three parts

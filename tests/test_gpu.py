@@ -14,9 +14,8 @@ from tests.helpers import sample_training_set
 from trainables.config import ModelConfig, TrainingConfig, TrialHyperparameters
 from trainables.evaluation import generate_summaries
 from trainables.memory import FLOAT32_BYTES
-from trainables.model import attach_lora, compute_autocast, generating_in_compute_dtype, load_quantized_model
-from trainables.model import model_for_generation
-from trainables.model import merged_dense_copy, prepare_for_training, restore_own_forwards
+from trainables.model import (attach_lora, compute_autocast, generating_in_compute_dtype, load_quantized_model,
+                               merged_dense_copy, model_for_generation, prepare_for_training, restore_own_forwards)
 
 pytestmark = pytest.mark.gpu
 
@@ -133,7 +132,6 @@ def test_liger_kernels_give_the_loss_and_gradients_of_the_plain_layers_on_the_gp
     assert cosine > 0.99, float(cosine)
 
 
-
 def test_a_model_training_with_liger_generates_through_transformers_own_code_on_the_gpu(tiny_model_path, tiny_tokenizer,
                                                                                         tmp_path):
     """The Trainer puts Liger's kernels on the model when training starts (per instance, and RoPE for
@@ -170,6 +168,7 @@ def test_a_model_training_with_liger_generates_through_transformers_own_code_on_
     finally:
         modeling.apply_rotary_pos_emb = liger_rope
     assert during == by_hand
+
 
 def _rebound_modules(model):
     """The modules that run something other than their class's own forward, by name."""

@@ -43,7 +43,7 @@ def load_quantized_model(model: ModelConfig) -> Any:
     # Built from transformers' own classes even where an earlier Trainer in this process put Liger's in
     # their modeling module's names (a worker's second model, a benchmark's or a test's next model):
     # Liger's class-level patches would otherwise be in the new model for good, generation included.
-    with own_modeling_code_of_loaded_models():
+    with _own_modeling_code_of_loaded_models():
         base = AutoModelForCausalLM.from_pretrained(
             model.name_or_path,
             quantization_config=quantization,
@@ -290,7 +290,7 @@ def own_code_while_generating(model: Any) -> Iterator[None]:
 
 
 @contextmanager
-def own_modeling_code_of_loaded_models() -> Iterator[None]:
+def _own_modeling_code_of_loaded_models() -> Iterator[None]:
     """Every modeling module this process has loaded a model of (load_quantized_model) as
     transformers defined it, while the block runs; on exit, as it was."""
     with ExitStack() as stack:
