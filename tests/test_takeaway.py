@@ -4,6 +4,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -55,8 +56,11 @@ def test_export_writes_the_adapter_tokenizer_configs_and_a_model_card(sweep, tmp
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    trial = json.loads((out / "qlora_sweep_trial.json").read_text())
-    base = AutoModelForCausalLM.from_pretrained(trial["model"]["name_or_path"])
+    record = json.loads((out / "qlora_sweep_trial.json").read_text())  # the checkpoint's record, in its layout
+    saved = json.loads((Path(best["checkpoint"]) / "qlora_sweep_trial.json").read_text())
+    assert set(record) == {"trial", "step"} and record["step"] == saved["step"] > 0
+    assert record["trial"]["hyperparameters"] == saved["trial"]["hyperparameters"]
+    base = AutoModelForCausalLM.from_pretrained(record["trial"]["model"]["name_or_path"])
     PeftModel.from_pretrained(base, str(out))  # the folder is an adapter peft loads
 
 

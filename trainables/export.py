@@ -18,13 +18,13 @@ from typing import Any, Callable
 import torch
 from peft import PeftModel
 
+from trainables.checkpoint_files import TRIAL_RECORD
 from trainables.config import TrialConfig
 from trainables.evaluation import RougeEvaluation
 from trainables.model import checkpointing_rename_quiet, load_quantized_model, merged_dense_copy
 from trainables.prompt import format_example, format_prompt, load_tokenizer
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
-TRIAL_FILE = "qlora_sweep_trial.json"
 MERGE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
@@ -48,7 +48,11 @@ def write_export(trial: TrialConfig, checkpoint: str, folder: Path, *, merge: bo
         merged.config.dtype = MERGE_DTYPES[dtype]
         merged.save_pretrained(folder)
     (folder / "qlora_sweep.yaml").write_text(sweep_config_text, encoding="utf-8")
-    (folder / TRIAL_FILE).write_text(json.dumps(trial.model_dump(mode="json"), indent=2), encoding="utf-8")
+    # The checkpoint's record in its own layout, so that one reader reads both; the trial in it is
+    # planned for this machine (its memory plan may differ from the sweep's), the step is the adapter's.
+    saved_at = json.loads((Path(checkpoint) / TRIAL_RECORD).read_text(encoding="utf-8")).get("step")
+    (folder / TRIAL_RECORD).write_text(json.dumps({"trial": trial.model_dump(mode="json"), "step": saved_at}, indent=2),
+                                       encoding="utf-8")
     (folder / "README.md").write_text(card, encoding="utf-8")
 
 
