@@ -178,6 +178,9 @@ def finish(outcome: SweepOutcome) -> int:
               "nothing to resume")
     else:
         print(f"\nexperiment folder: {outcome.experiment}")
+    if outcome.errors:  # the live view showed each as it failed; the end says so once more, with where to look
+        print(f"{outcome.errors} of {outcome.trials} trials failed: qlora-sweep report {outcome.experiment} "
+              "shows each one's error (error.txt in its folder)")
     if experiment is None:
         return 0 if outcome.errors < outcome.trials else 1
     try:

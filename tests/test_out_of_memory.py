@@ -67,3 +67,4 @@ def test_a_trial_still_out_of_memory_fails_alone_with_its_cause(tiny_model_path,
         else:
             assert not error.exists() and len((trial / "result.json").read_text().splitlines()) == 1
     assert done.returncode == 0  # the sweep itself completes, with its best from the survivors
+    assert f"1 of 2 trials failed: qlora-sweep report {experiment}" in done.stdout, done.stdout[-2000:]
