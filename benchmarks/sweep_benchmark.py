@@ -594,7 +594,7 @@ def seeds_found(out: Path) -> list[int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config")
-    parser.add_argument("--seeds", type=int, nargs="+", help="default: 0 1 (with --analyze-only: every seed in OUT)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="the seeds to run (default: 0 1); the summary covers every seed in OUT")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--plot", type=Path, help="default: OUT/sweep_curves.png")
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(DEFAULT_ARMS))
@@ -617,8 +617,8 @@ def main(argv: list[str] | None = None) -> int:
         warm_up_gpu(args.warmup_s)
         for seed in args.seeds if args.seeds is not None else [0, 1]:
             run_seed(args, seed)
-    seeds = args.seeds if args.seeds is not None and not args.analyze_only else seeds_found(args.out)
-    summaries = [summarize(args.out, seed, gpus) for seed in seeds]
+    # Every seed OUT holds, not only those run now: seeds run in different sessions share one summary
+    summaries = [summarize(args.out, seed, gpus) for seed in seeds_found(args.out)]
     (args.out / "summary.json").write_text(json.dumps(summaries, indent=2))
     plot(summaries, args.plot or args.out / "sweep_curves.png")
     for s in summaries:

@@ -301,6 +301,10 @@ def test_the_sweep_benchmark_runs_its_arms_scores_their_best_on_held_out_dialogu
                              str(out), "--arms", "zero_shot", "--gpus", "1"], cwd=ROOT, capture_output=True, text=True)
     assert second.returncode == 0 and "zero_shot: taken from seed0" in second.stdout, second.stderr[-3000:]
     assert (out / "seed1" / "zero_shot.json").read_text() == (out / "seed0" / "zero_shot.json").read_text()
+    # the summary of a run for seed 1 alone still holds seed 0's arms, as the resumed seed 0 left them
+    merged = json.loads((out / "summary.json").read_text())
+    assert [s["seed"] for s in merged] == [0, 1] and merged[0]["qlora_sweep"]["test_rougeL"] == scores["qlora_sweep"][
+        "rougeL"] and "plain_script" not in merged[1]
 
 
 def test_resume_on_a_finished_sweep_says_so_starts_no_ray_and_writes_nothing(sweep, tmp_path):
