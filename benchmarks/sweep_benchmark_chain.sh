@@ -32,9 +32,9 @@
 #               workers): among them, that a trial trained with Liger's kernels generates its ROUGE
 #               summaries with transformers' own code.
 # The device chain (../shared/tools/README.md; ask `status` first: a seed and the first-rung part take
-# about 24 minutes of device time with the staging). A call carries at most 64 MiB, the tracked files
-# (19 MB on 2026-12-03, most of it benchmarks/results) included, so the wheel travels in three parts
-# and the inputs beside the first:
+# about 24 minutes of device time with the staging). A call carries at most 64 MiB (67.1 MB), the
+# tracked files included: 20.9 MB on 2026-12-03, most of it benchmarks/results, so call 1 carries
+# 63.0 MB with the bundle. The wheel travels in three parts, and the inputs beside the first:
 #   call 1  carry [".devbundle"]   bash .devbundle/unpack.sh
 #   call 2  carry [".devstage/w1", ".devstage/inputs.tar.xz"]
 #           cp .devstage/w1/* /tmp/stage/ && tar xJf .devstage/inputs.tar.xz -C /tmp/stage
