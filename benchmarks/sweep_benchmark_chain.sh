@@ -30,7 +30,10 @@
 #               lower in training loss, Liger changed nothing; benchmarks/results/2026-12-03-first-rung-candidates);
 #   gpu-tests   tests/test_gpu.py on the GPU (about 4 minutes, 164 s of it the compiled layers in Ray's
 #               workers): among them, that a trial trained with Liger's kernels generates its ROUGE
-#               summaries with transformers' own code.
+#               summaries with transformers' own code (7 passed in 281 s on 2026-12-03).
+# SETS (spaces between settings): config overrides for every part's runs beside the staged paths, e.g.
+# SETS="training.float32_dense_layers=true" with RERUN=qlora_sweep (by hand's loop keeps its dense layers
+# in float32 through peft's k-bit preparation whatever the config says, so only qlora-sweep's trials change).
 # The device chain (../shared/tools/README.md; ask `status` first: a seed and the first-rung part take
 # about 24 minutes of device time with the staging). A call carries at most 64 MiB (67.1 MB), the
 # tracked files included: 20.9 MB on 2026-12-03, most of it benchmarks/results, so call 1 carries
@@ -54,6 +57,9 @@ for part in ${PARTS:-sweep}; do  # every part known before anything runs or is w
         *) echo "unknown part $part (sweep, first-rung, cudnn, candidate, gpu-tests)" >&2; exit 2 ;;
     esac
 done
+for setting in ${SETS:-}; do  # words on purpose
+    case $setting in *=*) ;; *) echo "SETS: $setting is not KEY=VALUE" >&2; exit 2 ;; esac
+done
 stage=${STAGE:-/tmp/stage}
 res=${RES:-/tmp/res}
 seed=${SEED:-0}
@@ -71,6 +77,7 @@ with_clocks() {  # FILE COMMAND...: the command, the GPU's clocks sampled into F
     return $status
 }
 on_device=(--set data.path="$stage/dialogsum" --set model.name_or_path=/tmp/smolhf)
+for setting in ${SETS:-}; do on_device+=(--set "$setting"); done
 for part in ${PARTS:-sweep}; do
     case $part in
         first-rung)  # warm trials by turns in a new thread (as Tune starts one per trial) and in the kept one
