@@ -594,7 +594,8 @@ def seeds_found(out: Path) -> list[int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config")
-    parser.add_argument("--seeds", type=int, nargs="+", help="the seeds to run (default: 0 1); the summary covers every seed in OUT")
+    parser.add_argument("--seeds", type=int, nargs="+",
+                        help="the seeds to run (default: 0 1); the summary covers every seed in OUT")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--plot", type=Path, help="default: OUT/sweep_curves.png")
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(DEFAULT_ARMS))
