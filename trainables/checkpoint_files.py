@@ -9,6 +9,11 @@ TRIAL_RECORD = "qlora_sweep_trial.json"  # the trial's whole config (a TrialConf
 RUNG_HISTORY = "qlora_sweep_rungs.jsonl"  # every rung reported up to this checkpoint, one JSON row each
 
 
+def trial_record_text(trial: dict[str, Any], step: int | None) -> str:
+    """TRIAL_RECORD's layout, in checkpoints and exports alike: the trial's config (as JSON) and its step."""
+    return json.dumps({"trial": trial, "step": step}, indent=2)
+
+
 def rung_history_text(rows: list[dict[str, Any]]) -> str:
     return "".join(json.dumps(row) + "\n" for row in rows)
 

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 from peft import PeftModel
 
-from trainables.checkpoint_files import TRIAL_RECORD
+from trainables.checkpoint_files import TRIAL_RECORD, trial_record_text
 from trainables.config import TrialConfig
 from trainables.evaluation import RougeEvaluation
 from trainables.model import checkpointing_rename_quiet, load_quantized_model, merged_dense_copy
@@ -51,8 +51,7 @@ def write_export(trial: TrialConfig, checkpoint: str, folder: Path, *, merge: bo
     # The checkpoint's record in its own layout, so that one reader reads both; the trial in it is
     # planned for this machine (its memory plan may differ from the sweep's), the step is the adapter's.
     saved_at = json.loads((Path(checkpoint) / TRIAL_RECORD).read_text(encoding="utf-8")).get("step")
-    (folder / TRIAL_RECORD).write_text(json.dumps({"trial": trial.model_dump(mode="json"), "step": saved_at}, indent=2),
-                                       encoding="utf-8")
+    (folder / TRIAL_RECORD).write_text(trial_record_text(trial.model_dump(mode="json"), saved_at), encoding="utf-8")
     (folder / "README.md").write_text(card, encoding="utf-8")
 
 

@@ -14,7 +14,6 @@ and its own state on a timer, so a driver killed with -9 can lose rows that the 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import resource
 import shutil
@@ -29,7 +28,8 @@ import torch
 from ray import tune
 from transformers import TrainerCallback
 
-from trainables.checkpoint_files import RUNG_HISTORY, TRIAL_RECORD, parse_rung_history, rung_history_text
+from trainables.checkpoint_files import (RUNG_HISTORY, TRIAL_RECORD, parse_rung_history, rung_history_text,
+                                         trial_record_text)
 
 
 def peak_memory_gb() -> float:
@@ -79,14 +79,14 @@ class TuneSession:
 
 
 class RungReporter(TrainerCallback):
-    def __init__(self, score_rouge: Callable[[Any, int], dict[str, float]], steps_per_rung: int, trial_record: dict,
+    def __init__(self, score_rouge: Callable[[Any, int], dict[str, float]], steps_per_rung: int, trial: dict,
                  session: TrialSession, started: float | None = None, warm_start: bool = False):
         """`started`: when the trial's worker began this trial (time.perf_counter); `warm_start`:
         whether its worker kept the base model from an earlier trial (trainables.warm)."""
         self.score_rouge = score_rouge
         self.session = session
         self.steps_per_rung = steps_per_rung
-        self.trial_record = trial_record
+        self.trial = trial  # the trial's config as JSON, for each checkpoint's TRIAL_RECORD
         self.history: list[dict[str, Any]] = []
         self.warm_start = warm_start
         self._rung_began = time.perf_counter() if started is None else started
@@ -141,7 +141,7 @@ class RungReporter(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         checkpoint_dir = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
         with open(os.path.join(checkpoint_dir, TRIAL_RECORD), "w", encoding="utf-8") as f:
-            json.dump({**self.trial_record, "step": state.global_step}, f, indent=2)
+            f.write(trial_record_text(self.trial, state.global_step))
         rung_tokens = state.num_input_tokens_seen - self.tokens_at_rung_start
         train_seconds = sum(self.step_seconds)
         metrics = {

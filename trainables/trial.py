@@ -75,7 +75,7 @@ def run_trial(trial: TrialConfig, started: float | None = None, session: TrialSe
         return {**scores, "rouge_examples": len(chosen)}
 
     reporter = RungReporter(score_rouge, trial.training.steps_per_rung,
-                            trial_record={"trial": trial.model_dump(mode="json")},
+                            trial=trial.model_dump(mode="json"),
                             session=session, started=started, warm_start=warm_start)
 
     def trainer_for(training: TrainingConfig) -> Any:
