@@ -36,10 +36,10 @@
 # in float32 through peft's k-bit preparation whatever the config says, so only qlora-sweep's trials change).
 # The device chain (../shared/tools/README.md; ask `status` first: a seed and the first-rung part take
 # about 24 minutes of device time with the staging). A call carries at most 64 MiB (67.1 MB), the
-# tracked files included: 22.8 MB on 2026-12-03 evening, most of it benchmarks/results, so call 1
-# carries 64.9 MB with the bundle: 2.2 MB of room, less than one more searching arm's results (about
-# 1 MB a seed each); before the next such run, move the set-aside `*.earlier-*` runs out of the tree
-# (git keeps them) or cut the bundle. The wheel travels in three parts, and the inputs beside the first:
+# tracked files included: 7.7 MB on 2026-12-04, since the set-aside `*.earlier-*` and `*.cut-*` runs
+# left the tree for git history (they were 19 MB), so call 1 carries about 50 MB with the bundle.
+# Keep it so: after a rerun, commit the new arms but not the folders the device set aside.
+# The wheel travels in three parts, and the inputs beside the first:
 #   call 1  carry [".devbundle"]   bash .devbundle/unpack.sh
 #   call 2  carry [".devstage/w1", ".devstage/inputs.tar.xz"]
 #           cp .devstage/w1/* /tmp/stage/ && tar xJf .devstage/inputs.tar.xz -C /tmp/stage
