@@ -225,6 +225,21 @@ def test_compile_cost_times_a_trials_first_steps_one_by_one_and_writes_nothing_b
     assert compile_cost.SHAPES == tuple(trial_speed.SHAPES)  # its own list checks --shape before torch loads
 
 
+def test_the_smollm2_shape_is_smollm2_135m_with_its_134_5_million_parameters():
+    """--shape smollm2-135m times the sweep benchmark's model with random weights (no weights to stage):
+    built on the meta device from the shape, it has SmolLM2-135M's parameter count, tied head included."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import trial_speed
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(LlamaConfig(**trial_speed.SHAPES["smollm2-135m"]))
+    assert model.config.head_dim == 64 and model.lm_head.weight is model.model.embed_tokens.weight
+    assert sum(p.numel() for p in model.parameters()) == 134_515_008
+
+
 @pytest.mark.parametrize("arguments, message", [
     (["--steps", "1"], "--steps 1: at least 2"),
     (["--setting", "compile_layer=true"], "--setting: compile_layer is no training setting"),
