@@ -226,7 +226,8 @@ def test_best_refuses_a_bad_evaluation_request_with_one_line(sweep, tmp_path, ex
 def test_the_sweep_benchmark_runs_its_arms_scores_their_best_on_held_out_dialogues_and_summarizes(
         tiny_model_path, tmp_path):
     """benchmarks/sweep_benchmark.py for real on the tiny model: zero-shot, Ray Tune by hand and
-    qlora-sweep, each arm's best adapter scored on the test dialogues held out of train."""
+    qlora-sweep, each arm's best adapter scored on the test dialogues held out of train, the second
+    searching arm after a cut chain resumed (as the GPU chains run, one arm per call if need be)."""
     import subprocess
     import sys
 
@@ -238,10 +239,23 @@ def test_the_sweep_benchmark_runs_its_arms_scores_their_best_on_held_out_dialogu
         search={"num_trials": 2, "max_concurrent_trials": 1, "lora_alpha": None, "lora_alpha_ratio": {"choice": [1, 2]}},
         scheduler={"max_rungs": 2, "grace_period": 1}, evaluation={"max_new_tokens": 4}))
     out = tmp_path / "out"
+    # A chain cut during qlora-sweep's arm: zero-shot and by hand's arm ran and were scored, and
+    # qlora-sweep's experiment folder was started but never scored (here, before its first report).
+    # --resume keeps the by-hand arm, sets the cut folder aside and runs qlora-sweep beside it; the
+    # pairs of the two arms are then scored again, by hand's kept one included.
+    first = subprocess.run([sys.executable, "benchmarks/sweep_benchmark.py", str(config), "--seeds", "0", "--out",
+                            str(out), "--arms", "zero_shot", "plain_script", "--gpus", "1"],
+                           cwd=ROOT, capture_output=True, text=True)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
+    (out / "seed0" / "qlora-sweep-s0").mkdir()
     done = subprocess.run([sys.executable, "benchmarks/sweep_benchmark.py", str(config), "--seeds", "0", "--out",
-                           str(out), "--arms", "zero_shot", "plain_script", "qlora_sweep", "--gpus", "1"],
+                           str(out), "--arms", "plain_script", "qlora_sweep", "--resume", "--gpus", "1"],
                           cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "plain-script-s0: kept from an earlier run (--resume)" in done.stdout
+    assert "qlora-sweep-s0: its earlier run was cut; set aside as qlora-sweep-s0.cut-" in done.stdout
+    (cut,) = (out / "seed0").glob("qlora-sweep-s0.cut-*")
+    assert cut.is_dir() and not any(cut.iterdir())  # set aside as it was, never deleted
     (summary,) = json.loads((out / "summary.json").read_text())
     plain, ours = summary["plain_script"], summary["qlora_sweep"]
     assert plain["trials"] == ours["trials"] == 2 and plain["validation_examples"] == 4
@@ -285,18 +299,8 @@ def test_the_sweep_benchmark_runs_its_arms_scores_their_best_on_held_out_dialogu
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((out / "summary.json").read_text()) == [summary]
 
-    # A chain cut before qlora-sweep's test score: --resume keeps the by-hand arm, runs qlora-sweep
-    # again beside the cut folder, and a second seed borrows the seed-independent zero-shot scores.
-    scores_file = out / "seed0" / "test_scores.json"
-    scores = json.loads(scores_file.read_text())
-    scores_file.write_text(json.dumps({"plain_script": scores["plain_script"]}))
-    resumed = subprocess.run([sys.executable, "benchmarks/sweep_benchmark.py", str(config), "--seeds", "0", "--out",
-                              str(out), "--arms", "plain_script", "qlora_sweep", "--resume", "--gpus", "1"],
-                             cwd=ROOT, capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
-    assert "plain-script-s0: kept from an earlier run (--resume)" in resumed.stdout
-    assert "qlora-sweep-s0: its earlier run was cut; set aside as qlora-sweep-s0.cut-" in resumed.stdout
-    assert json.loads(scores_file.read_text())["qlora_sweep"]["rougeL"] == scores["qlora_sweep"]["rougeL"]
+    # A second seed borrows the seed-independent zero-shot scores.
+    scores = json.loads((out / "seed0" / "test_scores.json").read_text())
     second = subprocess.run([sys.executable, "benchmarks/sweep_benchmark.py", str(config), "--seeds", "1", "--out",
                              str(out), "--arms", "zero_shot", "--gpus", "1"], cwd=ROOT, capture_output=True, text=True)
     assert second.returncode == 0 and "zero_shot: taken from seed0" in second.stdout, second.stderr[-3000:]
