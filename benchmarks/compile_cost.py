@@ -33,7 +33,8 @@ sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT)]
 
 from trainables.config import TrainingConfig  # noqa: E402 - light: pydantic, no torch
 
-SHAPES = ("llama3-8b", "llama3.2-1b", "smollm2-135m", "tiny")  # trial_speed.SHAPES' names, without importing torch to check one
+# trial_speed.SHAPES' names, without importing torch to check one
+SHAPES = ("llama3-8b", "llama3.2-1b", "smollm2-135m", "tiny")
 
 
 def first_steps(args: argparse.Namespace, settings: dict[str, Any], folder: Path) -> dict[str, Any]:
