@@ -6,7 +6,12 @@
 # spends its time, first in a fresh process on a fresh machine, then again with inductor's on-disk
 # caches warm, as a sweep's later worker meets it (benchmarks/compile_cost.py, at most about 15 min;
 # its JSON is rewritten after every step). PARTS picks parts, in order: compile-cost (the default),
-# 1b, gpu-tests, 8b, sharing. No weights needed: one staging call. Each part's log and JSON go to
+# 1b, gpu-tests, 8b, sharing, levers. No weights needed: one staging call.
+# levers (issue 11, about 8 minutes): what Liger's kernels, TRL's fused LM head and padding-free
+# micro-batches buy or cost a SmolLM2-135M trial as the sweep benchmark runs them: 6 trials at a time
+# on the GPU, each in a process of its own with 2 CPU threads (Ray's OMP_NUM_THREADS for
+# cpus_per_trial 2), micro-batch 16 of real dialogues at max_length 512, all three on, all off, and
+# each one off alone, by turns (benchmarks/gpu_sharing.py at the smollm2-135m shape, random weights). Each part's log and JSON go to
 # /tmp/res as it ends, and nothing else does: the reply brings /tmp/res back whole, under its limit.
 # The device chain (../shared/tools/README.md; ask `status` first: a session's 30 minutes count
 # an earlier try's):
@@ -15,8 +20,8 @@
 #   call 2+ bash /tmp/wait.sh 540
 set -u
 for part in ${PARTS:-compile-cost}; do  # every part known before anything runs or is written
-    case $part in compile-cost|1b|gpu-tests|8b|sharing) ;;
-        *) echo "unknown part $part (compile-cost, 1b, gpu-tests, 8b, sharing)" >&2; exit 2 ;;
+    case $part in compile-cost|1b|gpu-tests|8b|sharing|levers) ;;
+        *) echo "unknown part $part (compile-cost, 1b, gpu-tests, 8b, sharing, levers)" >&2; exit 2 ;;
     esac
 done
 stage=${STAGE:-/tmp/stage}
@@ -27,6 +32,13 @@ export MODEL_CACHE=${MODEL_CACHE:-/tmp/models}  # the 8B model built once for th
 mkdir -p "$res" "$MODEL_CACHE"
 pip list 2>/dev/null | grep -iE "^(torch|transformers|trl|peft|bitsandbytes|liger|ray)" > "$res/versions.txt"
 compiled=attention=flex_attention,float32_dense_layers=false,compile_layers=true
+kept=gradient_checkpointing=false  # as the benchmark's SmolLM2 trials ran: they keep their activations
+levers=(--setting "on:liger_kernels=true,fused_lm_head=true,padding_free=true,$kept" --trials on=1,6
+        --setting "off:liger_kernels=false,fused_lm_head=false,padding_free=false,$kept" --trials off=1,6
+        --setting "no_liger:liger_kernels=false,fused_lm_head=true,padding_free=true,$kept" --trials no_liger=6
+        --setting "no_fused:liger_kernels=true,fused_lm_head=false,padding_free=true,$kept" --trials no_fused=6
+        --setting "no_padding_free:liger_kernels=true,fused_lm_head=true,padding_free=false,$kept"
+        --trials no_padding_free=6)
 cost=(--shape llama3.2-1b --data "$data" --tokenizer "$tokenizer" --model-cache "$MODEL_CACHE" --steps 5)
 for part in ${PARTS:-compile-cost}; do
     case $part in
@@ -41,6 +53,10 @@ for part in ${PARTS:-compile-cost}; do
         gpu-tests) python3 tests/tiny_model.py /tmp/tiny > /dev/null \
             && timeout 480 python3 -m pytest -q -n 0 -p no:cacheprovider tests/test_gpu.py > "$res/gpu_tests.log" 2>&1 ;;
         8b) OUT=$res ONLY=8b bash benchmarks/trial_speed.sh "$data" "$tokenizer" > "$res/job8b.log" 2>&1 ;;
+        levers) OMP_NUM_THREADS=2 python3 benchmarks/gpu_sharing.py --shape smollm2-135m --data "$data" \
+            --tokenizer "$tokenizer" --model-cache "$MODEL_CACHE" --micro-batch-size 16 --max-length 512 --steps 15 \
+            --segment-warmup 3 --rounds 4 --warmup-s 60 "${levers[@]}" --out "$res/levers_sharing.json" \
+            > "$res/levers_sharing.log" 2>&1 ;;
         sharing) OUT=$res ONLY=sharing bash benchmarks/trial_speed.sh "$data" "$tokenizer" > "$res/sharing.log" 2>&1 ;;
     esac
     echo "$part: exit $?"
