@@ -14,8 +14,8 @@ shape's full vocabulary.
 Sides, all loaded at once and kept:
 - plain: gradient checkpointing, padded micro-batches, a plain forward with labels (full logits)
   and an AdamW step; generation as the recipe leaves it (KV cache off, as checkpointing sets it).
-- qlora_sweep: the trial's own code and defaults (TRL SFTTrainer, padding-free micro-batches,
-  TRL's fused LM head on a GPU), planned as a sweep's driver plans it within the plain side's own
+- qlora_sweep: the trial's own code and defaults (TRL SFTTrainer, micro-batches padding-free or
+  padded as padding_free: auto decides, TRL's fused LM head on a GPU), planned as a sweep's driver plans it within the plain side's own
   peak memory: the equal-memory comparison. Its compile_layers: auto weighs a whole trial of
   --trial-steps steps (by default as long as configs/llama3_8b_dialogsum.yaml's largest: compiled,
   with FlexAttention, for the 8B shape).
@@ -457,7 +457,8 @@ def trial_side(path: Path, data: dict[str, Any], tokenizer: Any, args: argparse.
     within `budget_gb` (None: the whole GPU), as a sweep's driver plans it."""
     settings = dict(settings)
     attention = settings.pop("attention", "auto")  # a ModelConfig field; the rest are TrainingConfig's
-    training = TrainingConfig(**{"micro_batch_size": args.micro_batch_size, "padding_free": not args.no_padding_free,
+    training = TrainingConfig(**{"micro_batch_size": args.micro_batch_size,
+                                 "padding_free": False if args.no_padding_free else "auto",
                                  "gradient_checkpointing": args.gradient_checkpointing, **settings})
     evaluation = EvaluationConfig(max_new_tokens=args.max_new_tokens)
     plan = trial_plan(path, training, evaluation, budget_gb, args.max_length, args.trial_steps, attention)

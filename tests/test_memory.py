@@ -189,12 +189,12 @@ def test_a_trial_is_given_its_sections_with_the_plans_decisions_and_never_an_aut
     assert trial.training.gradient_checkpointing is plan.gradient_checkpointing is True
     assert (trial.evaluation.batch_size, trial.evaluation.merged_copy) == (plan.generation_batch_size, plan.merged_copy)
     assert trial.total_steps == 3 * TrainingConfig().steps_per_rung
-    assert (trial.training.compile_layers, trial.training.float32_dense_layers, trial.model.attention) == (
-        plan.compile_layers, plan.float32_dense_layers, plan.attention)
+    assert (trial.training.compile_layers, trial.training.float32_dense_layers, trial.training.padding_free,
+            trial.model.attention) == (plan.compile_layers, plan.float32_dense_layers, plan.padding_free, plan.attention)
     with pytest.raises(ValueError, match="training.gradient_checkpointing, training.activations_kept, "
                                          "training.fused_lm_head, training.liger_kernels, training.compile_layers, "
-                                         "training.float32_dense_layers, model.attention, evaluation.merged_copy, "
-                                         "evaluation.batch_size"):
+                                         "training.float32_dense_layers, training.padding_free, model.attention, "
+                                         "evaluation.merged_copy, evaluation.batch_size"):
         TrialConfig(model=MODEL, data=DataConfig(), prompt=PromptConfig(), training=TrainingConfig(),
                     evaluation=EvaluationConfig(), max_rungs=3, hyperparameters=HP, plan=plan)
     assert isinstance(trial.plan, MemoryPlan)
@@ -256,6 +256,46 @@ def test_trials_packed_by_memory_and_trials_told_not_to_keep_their_micro_batch()
 
 SMOLLM2 = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
                num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True)
+
+
+def test_padding_free_rows_where_flex_attention_or_a_large_models_linear_layers_outweigh_sdpas_dense_mask():
+    """padding_free: auto: SDPA attends over a padding-free micro-batch with a dense mask of its tokens
+    squared; padded micro-batches where that attention would outweigh the layers' linear FLOPs (the
+    SmolLM2 trials measured 1.32x faster padded, the 8B shape 1.12x faster padding-free), padding-free
+    wherever FlexAttention masks each example itself, where packing needs it, and on CPU."""
+    gpu = GpuRequest(80 * GIB, "auto")
+
+    def plan(shape, training, steps=60, model=MODEL):
+        return plan_memory(shape, model, training, EvaluationConfig(), HP, gpu, steps)
+
+    # the measured trials: SmolLM2 at 16 x 512 tokens (ratio 2.7), the 8B shape at 8 x 512 (0.15)
+    assert memory.dense_mask_attention_ratio(SMOLLM2, 16 * 512) == pytest.approx(2.67, abs=0.01)
+    assert memory.dense_mask_attention_ratio(LLAMA_3_8B, 8 * 512) == pytest.approx(0.154, abs=0.001)
+    small = plan(SMOLLM2, TrainingConfig(micro_batch_size=16))
+    assert (small.padding_free, small.attention, small.compile_layers) == (False, "sdpa", False)
+    large = plan(LLAMA_3_8B, TrainingConfig(micro_batch_size=8), steps=20)  # eager: too short to compile
+    assert (large.padding_free, large.attention, large.compile_layers) == (True, "sdpa", False)
+    # the threshold is the ratio 1: SmolLM2's micro-batch of 3 x 512 tokens is 0.5, 7 x 512 is 1.17
+    assert plan(SMOLLM2, TrainingConfig(micro_batch_size=3)).padding_free is True
+    assert plan(SMOLLM2, TrainingConfig(micro_batch_size=7)).padding_free is False
+    # FlexAttention's document mask: compiled layers stay padding-free, even for the small model
+    compiled = plan(SMOLLM2, TrainingConfig(micro_batch_size=16, compile_layers=True))
+    assert (compiled.padding_free, compiled.attention) == (True, "flex_attention")
+    told_sdpa = plan(SMOLLM2, TrainingConfig(micro_batch_size=16, compile_layers=True),
+                     model=MODEL.model_copy(update={"attention": "sdpa"}))
+    assert (told_sdpa.padding_free, told_sdpa.attention) == (False, "sdpa")
+    assert plan(SMOLLM2, TrainingConfig(micro_batch_size=16, packing=True)).padding_free is True  # packing's rows
+    asked = plan(SMOLLM2, TrainingConfig(micro_batch_size=16, padding_free=True))
+    assert asked.padding_free is True  # what was asked for is kept
+    cpu = plan_memory(None, MODEL, TrainingConfig(micro_batch_size=16), EvaluationConfig(), HP, None)
+    assert cpu.padding_free is True
+    trial = TrialConfig.planned(MODEL, DataConfig(), PromptConfig(), TrainingConfig(micro_batch_size=16),
+                                EvaluationConfig(), 3, HP, small)
+    assert trial.training.padding_free is False  # the trial trains as planned
+    # a plan stored before the field (a resumed experiment) trained padding-free, and still does
+    stored = small.model_dump()
+    del stored["padding_free"]
+    assert MemoryPlan(**stored).padding_free is True
 
 
 def _steps_for_eager_seconds(shape, training, seconds):

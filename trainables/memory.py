@@ -193,6 +193,34 @@ def compiles_layers(shape: dict[str, Any] | None, training: TrainingConfig, hp: 
     return eager_training_seconds(shape, training, hp, total_steps) >= COMPILE_REPAID_AFTER_S
 
 
+def dense_mask_attention_ratio(shape: dict[str, Any], tokens: int) -> float:
+    """A padding-free micro-batch of `tokens` under SDPA: the FLOPs of attention over its dense
+    block-diagonal mask (QK^T and PV over every pair of its tokens, 4 x tokens^2 x attention width a
+    layer) over those of the layer's linear projections (2 x tokens x their parameters)."""
+    attention_width = shape["num_attention_heads"] * _head_dim(shape)
+    linear = sum(i * o for i, o in _linear_shapes(shape).values())
+    return 2 * tokens * attention_width / linear
+
+
+def padding_free_rows(shape: dict[str, Any] | None, model: ModelConfig, training: TrainingConfig,
+                      hp: TrialHyperparameters, compiled: bool, on_gpu: bool) -> bool:
+    """training.padding_free; auto: padding-free where FlexAttention computes each example alone
+    (compiled layers, attention auto or flex_attention), where packing needs it, and on CPU; on other
+    GPU trials, padded micro-batches where the dense mask's attention outweighs the linear layers
+    (dense_mask_attention_ratio over 1, every example counted at max_length). Measured on an H200:
+    six SmolLM2-135M trials at once, 16 x 512 tokens (ratio 2.7), trained 58,412 real tokens/s in all
+    padding-free and 77,037 padded, 1.32x (benchmarks/results/2026-12-04-levers); the Llama-3-8B shape
+    under SDPA, 8 x 512 (ratio 0.15), 3,619 padding-free and 3,243 padded, 1.12x the other way
+    (BENCHMARKS.md, issue 10's run 2)."""
+    if training.padding_free != "auto":
+        return training.padding_free
+    if training.packing or not on_gpu or shape is None:
+        return True
+    if compiled and model.attention in ("auto", "flex_attention"):
+        return True
+    return dense_mask_attention_ratio(shape, training.micro_batch_size * hp.max_length) <= 1
+
+
 def attention_kernel(model: ModelConfig, training: TrainingConfig, compiled: bool, on_gpu: bool) -> str:
     """model.attention; auto: FlexAttention for a GPU trial whose layers are compiled (it is compiled
     into their code) and whose micro-batches are padding-free (its document mask keeps attention
@@ -230,17 +258,22 @@ def plan_memory(shape: dict[str, Any] | None, model: ModelConfig, training: Trai
     """Every memory decision of one trial, and the kernels they depend on; `gpu` None: it trains on
     CPUs (no shape needed). `total_steps`: the steps the whole trial trains (max_rungs x
     steps_per_rung), which compile_layers' auto weighs against a compile; None: unknown, not compiled."""
-    if training.packing and not training.padding_free:
+    if training.packing and training.padding_free is False:
         raise ConfigError("training.packing: true packs examples into padding-free rows; "
-                          "set training.padding_free: true, or packing: false")
+                          "set training.padding_free: true or auto, or packing: false")
     compiled = compiles_layers(shape if gpu is not None else None, training, hp, total_steps)
     dtype_name = compute_dtype_name(model, on_gpu=gpu is not None)
     training = training.model_copy(update={"compile_layers": compiled,
                                            "float32_dense_layers": float32_dense_layers(training, dtype_name)})
     _check_activations_kept(training)
-    kernels = dict(compile_layers=compiled, float32_dense_layers=training.float32_dense_layers,
-                   attention=attention_kernel(model, training, compiled, on_gpu=gpu is not None),
-                   cudnn_attention=_given(model.cudnn_attention, False))  # its per-shape graphs: see the field
+
+    def kernels(training: TrainingConfig) -> dict[str, Any]:  # for the micro-batch as sized
+        rows = padding_free_rows(shape, model, training, hp, compiled, on_gpu=gpu is not None)
+        return dict(compile_layers=compiled, float32_dense_layers=training.float32_dense_layers, padding_free=rows,
+                    attention=attention_kernel(model, training.model_copy(update={"padding_free": rows}), compiled,
+                                               on_gpu=gpu is not None),
+                    cudnn_attention=_given(model.cudnn_attention, False))  # its per-shape graphs: see the field
+
     if gpu is None:
         checkpointing = _given(training.gradient_checkpointing, False)  # compute, not memory, limits a CPU
         return MemoryPlan(
@@ -248,7 +281,7 @@ def plan_memory(shape: dict[str, Any] | None, model: ModelConfig, training: Trai
             gradient_checkpointing=checkpointing,
             activations_kept=_given(training.activations_kept, 0.0) if checkpointing else 1.0,
             fused_lm_head=_given(training.fused_lm_head, False),  # its torch fallback is slower than full logits
-            liger_kernels=_cpu_liger(training), **kernels,
+            liger_kernels=_cpu_liger(training), **kernels(training),
             micro_batch_size=training.micro_batch_size,
             gradient_accumulation_steps=_cpu_accumulation(training),
             merged_copy=_given(evaluation.merged_copy, False),
@@ -297,7 +330,7 @@ def plan_memory(shape: dict[str, Any] | None, model: ModelConfig, training: Trai
     return MemoryPlan(
         gpu_share=share, memory_budget_gb=budget / GIB, predicted_peak_gb=peak / GIB,
         gradient_checkpointing=checkpointing, activations_kept=kept, fused_lm_head=_given(training.fused_lm_head, True),
-        liger_kernels=_gpu_liger(training, checkpointing), **kernels,
+        liger_kernels=_gpu_liger(training, checkpointing), **kernels(training),
         micro_batch_size=training.micro_batch_size, gradient_accumulation_steps=training.gradient_accumulation_steps,
         merged_copy=merged, generation_batch_size=batch,
     )

@@ -75,7 +75,7 @@ def _sft_config(output_dir: str, total_steps: int, training: TrainingConfig, hp:
         # Decided by the trial's memory plan. Compiled layers recompute as the compiler splits them
         # (trainables.model.InductorRecomputing); the Trainer turning it on would wrap them in an eager checkpoint.
         gradient_checkpointing=training.gradient_checkpointing and training.compile_layers is not True,
-        padding_free=training.padding_free,
+        padding_free=training.padding_free is not False,  # a trial's is decided; an undecided auto as it was before
         eval_packing=False,  # the validation loss sees each example as it is, packed or not
         gradient_checkpointing_kwargs={"use_reentrant": False},
         use_liger_kernel=training.liger_kernels is True,  # RMSNorm, SwiGLU, RoPE; TRL keeps its own fused LM head
