@@ -17,8 +17,8 @@ Sides, all loaded at once and kept:
 - qlora_sweep: the trial's own code and defaults (TRL SFTTrainer, micro-batches padding-free or
   padded as padding_free: auto decides, TRL's fused LM head on a GPU), planned as a sweep's driver
   plans it within the plain side's own peak memory: the equal-memory comparison. Its
-  compile_layers: auto weighs a whole trial of --trial-steps steps (by default as long as configs/llama3_8b_dialogsum.yaml's largest: compiled,
-  with FlexAttention, for the 8B shape).
+  compile_layers: auto weighs a whole trial of --trial-steps steps (by default as long as
+  configs/llama3_8b_dialogsum.yaml's largest: compiled, with FlexAttention, for the 8B shape).
 - one_gpu: the same trial code planned for the whole GPU, at --one-gpu-micro-batch-size.
 - --variant: more settings of the trial's training, each a side of its own.
 
