@@ -140,7 +140,7 @@ def _start(sweep: SweepConfig, view: SweepView, watch: Watch) -> tuple[TrialPlan
     log = None if watch.verbose else driver_log_path(sweep)
     if log:
         logger.info("Ray's own output: %s (--verbose shows it here)", log)
-    start_ray(log)
+    start_ray(log, dashboard=sweep.resources.ray_dashboard)
     check_storage_for_cluster(sweep)
     gpus, cpus = cluster_gpus(), cluster_cpus()
     view.cluster_gpus, view.cluster_cpus = gpus, cpus

@@ -49,13 +49,14 @@ TUNE_STATE_PATTERNS = ("experiment_state-*.json", "search_gen_state-*.json", "se
 
 # --- the cluster -----------------------------------------------------------------------------
 
-def start_ray(worker_output: Path | None = None) -> None:
+def start_ray(worker_output: Path | None = None, dashboard: bool = True) -> None:
     """Inside `ray job submit` (RAY_ADDRESS set) or next to `ray start`, join that cluster;
-    otherwise start a local Ray for this process. `worker_output`: a file that receives the lines
-    Ray forwards from trial workers, instead of the screen."""
+    otherwise start a local Ray for this process, with its dashboard or without (ray.init ignores
+    the switch when it joins a cluster). `worker_output`: a file that receives the lines Ray
+    forwards from trial workers, instead of the screen."""
     # Tune warns when it snapshots often; with a checkpoint every rung that is by design.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    ray.init(ignore_reinit_error=True)
+    ray.init(ignore_reinit_error=True, include_dashboard=dashboard)
     forward_worker_output(worker_output)
 
 

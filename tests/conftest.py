@@ -83,7 +83,8 @@ def tiny_sweep_dict(model_path: Path, storage: Path, **sections) -> dict:
             "max_concurrent_trials": 2,
         },
         "scheduler": {"max_rungs": 3, "grace_period": 1},
-        "resources": {"cpus_per_trial": 1},
+        # No dashboard: 3 s less a sweep; the default (on) runs in the quickstart, benchmark and cluster tests
+        "resources": {"cpus_per_trial": 1, "ray_dashboard": False},
     }
     for section, values in sections.items():
         if isinstance(values, dict) and isinstance(config.get(section), dict):
@@ -116,6 +117,7 @@ def sweep(tiny_model_path, tmp_path_factory):
             scheduler={"metric": "eval_loss", "max_rungs": E2E_MAX_RUNGS, "grace_period": 1, "reduction_factor": 2},
             # The other sweeps in the suite generate through the 4-bit model itself, the default.
             evaluation={"merged_copy": True},
+            resources={"ray_dashboard": True},  # the default, which the tiny sweeps turn off
         )
         done = run_cli("run", write_config(folder / "sweep.yaml", config))
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -34,6 +34,7 @@ def test_run_shows_one_plain_line_per_event_and_keeps_rays_own_output_in_driver_
     assert max(len(line) for line in out.splitlines()) < 200
     log = (experiment / "driver.log").read_text()
     assert "Trial status" in log and "Checkpoint successfully created" in log  # Tune's table, a worker's line
+    assert "View the dashboard at" in log  # resources.ray_dashboard: true, the default
 
 
 def test_every_trial_runs_and_asha_stops_at_least_one_early(sweep):

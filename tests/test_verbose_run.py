@@ -18,4 +18,6 @@ def test_verbose_shows_tunes_own_output_and_writes_no_driver_log(tiny_model_path
     assert "(run_trial pid=" in both  # a line Ray forwarded from the trial's worker
     assert "] trial " in done.stdout and " started: " in done.stdout  # the event lines as well
     assert "Ray's own output" not in done.stdout
+    # resources.ray_dashboard: false (the tiny sweeps'): a local Ray without its dashboard
+    assert "Started a local Ray instance" in both and "View the dashboard" not in both
     assert not (tmp_path / "results" / "loud" / "driver.log").exists()
