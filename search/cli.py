@@ -154,7 +154,7 @@ def validate(sweep: SweepConfig) -> int:
 
 def run(sweep: SweepConfig, resume: bool = False, verbose: bool = False) -> int:
     offline_reason = prefer_local_cache_when_offline(sweep)
-    from search.checks import check_sweep
+    from search.checks import check_sweep_in_background
     from search.models import fetch_builtin_if_needed
     from search.sweep import Watch, run_sweep
 
@@ -162,10 +162,9 @@ def run(sweep: SweepConfig, resume: bool = False, verbose: bool = False) -> int:
         refuse_existing_experiment(sweep)  # a taken name is found in milliseconds; the data checks take seconds
     check_storage_writable(sweep)
     fetch_builtin_if_needed(sweep.model.name_or_path)
-    summary = check_sweep(sweep, offline_reason)
-    if summary.bad_rows:
-        print(f"data: bad rows dropped or truncated: {summary.bad_rows}", flush=True)
-    return finish(run_sweep(sweep, resume=resume, watch=Watch(verbose, summary.validation_examples)))
+    # The tokenizer and data checks run while Ray starts; a sweep they refuse stops before any trial
+    checked = check_sweep_in_background(sweep, offline_reason)
+    return finish(run_sweep(sweep, resume=resume, watch=Watch(verbose), checked=checked))
 
 
 def finish(outcome: SweepOutcome) -> int:

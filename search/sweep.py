@@ -5,10 +5,12 @@ The same for a resume, from the folder of a sweep whose driver died."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from search.config import SweepConfig
 from search.experiment import (
@@ -29,6 +31,9 @@ from search.tuner import (
 )
 from trainables.memory import GIB
 
+if TYPE_CHECKING:
+    from search.checks import DataSummary
+
 logger = logging.getLogger(__name__)
 
 
@@ -48,12 +53,20 @@ class SweepOutcome:
     already_finished: bool = False  # a resume found nothing left to run: no Ray was started
 
 
-def run_sweep(sweep: SweepConfig, resume: bool = False, watch: Watch = Watch()) -> SweepOutcome:
+Checked = Callable[[], "DataSummary"]  # waits for the sweep's data and tokenizer checks (search.checks)
+
+
+def run_sweep(sweep: SweepConfig, resume: bool = False, watch: Watch = Watch(),
+              checked: Checked | None = None) -> SweepOutcome:
+    """`checked`: the checks' result, waited for once Ray has started (they run meanwhile), or
+    before anything else on a resume."""
     if resume and Path(experiment_path(sweep), RESOLVED_CONFIG).is_file():
+        if checked is not None:
+            watch = dataclasses.replace(watch, validation_examples=_data_checked(checked))
         return resume_sweep(experiment_path(sweep), watch)
     refuse_existing_experiment(sweep)
     with _watched(sweep, watch) as view:
-        planner, concurrency = _start(sweep, view, watch)
+        planner, concurrency = _start(sweep, view, watch, checked)
         _announce(sweep, concurrency.trials, concurrency.why)
         if concurrency.hint:
             logger.warning("%s", concurrency.hint)
@@ -133,14 +146,26 @@ def _shown(sweep: SweepConfig, watch: Watch, log: Path | None) -> Iterator[Sweep
                 show(None)
 
 
-def _start(sweep: SweepConfig, view: SweepView, watch: Watch) -> tuple[TrialPlanner, Concurrency]:
-    """Ray started or joined, the storage checked from every node, each trial's plan ready to make,
-    and how many trials run at once."""
-    logger.info("experiment folder: %s", experiment_path(sweep))
+def _data_checked(checked: Checked) -> int:
+    """The checks' result (their ConfigError raised here): the validation dialogues a whole-set
+    score covers, with a line for bad rows dropped or truncated."""
+    summary = checked()
+    if summary.bad_rows:
+        logger.info("data: bad rows dropped or truncated: %s", summary.bad_rows)
+    return summary.validation_examples
+
+
+def _start(sweep: SweepConfig, view: SweepView, watch: Watch,
+           checked: Checked | None = None) -> tuple[TrialPlanner, Concurrency]:
+    """Ray started or joined, the data checked (`checked` ran while Ray started), the storage checked
+    from every node, each trial's plan ready to make, and how many trials run at once."""
     log = None if watch.verbose else driver_log_path(sweep)
+    start_ray(log, dashboard=sweep.resources.ray_dashboard)
+    if checked is not None:
+        view.validation_examples = _data_checked(checked)
+    logger.info("experiment folder: %s", experiment_path(sweep))
     if log:
         logger.info("Ray's own output: %s (--verbose shows it here)", log)
-    start_ray(log, dashboard=sweep.resources.ray_dashboard)
     check_storage_for_cluster(sweep)
     gpus, cpus = cluster_gpus(), cluster_cpus()
     view.cluster_gpus, view.cluster_cpus = gpus, cpus

@@ -3,8 +3,11 @@ writes and no line it prints holds the token."""
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -43,3 +46,36 @@ def test_a_sweep_on_dirty_data_completes_and_never_writes_the_hf_token(tiny_mode
     assert len(written) > 20
     leaks = [str(p) for p in written if SECRET.encode() in p.read_bytes()]
     assert not leaks, leaks
+
+
+def test_data_the_checks_refuse_stops_the_run_with_one_line_and_leaves_no_folder_and_no_ray(tiny_model_path,
+                                                                                             tmp_path):
+    """`run` checks the tokenizer and the data while Ray starts (search.checks.check_sweep_in_background):
+    a sweep they refuse stops before any trial with their one line and exit code 2, its experiment
+    folder and driver.log gone, and the Ray it had started shut down."""
+    config = tiny_sweep_dict(tiny_model_path, tmp_path / "results", name="refused", data={"summary_field": "abstract"})
+    ray_temp = Path(tempfile.mkdtemp(prefix="qs-ray-", dir="/tmp"))  # short: Ray's socket paths have a length limit
+    try:
+        done = subprocess.run([sys.executable, "-m", "search", "run", str(write_config(tmp_path / "s.yaml", config))],
+                              capture_output=True, text=True, cwd=ROOT, timeout=300,
+                              env={**os.environ, "RAY_TMPDIR": str(ray_temp)})
+        assert done.returncode == 2, done.stdout[-3000:] + done.stderr[-3000:]
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("qlora-sweep: error: ")
+        assert "missing field 'abstract'" in lines[0]
+        assert "experiment folder" not in done.stdout
+        assert any(ray_temp.iterdir())  # a Ray did start beside the checks
+        assert not (tmp_path / "results").exists()
+        deadline = time.monotonic() + 30
+        while _ray_processes_under(ray_temp) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not _ray_processes_under(ray_temp)
+    finally:
+        shutil.rmtree(ray_temp, ignore_errors=True)
+
+
+def _ray_processes_under(ray_temp: Path) -> list[str]:
+    """Live processes of the Ray session kept in `ray_temp` (its agents linger a while: not counted)."""
+    table = subprocess.run(["ps", "-eo", "stat=,args="], capture_output=True, text=True).stdout.splitlines()
+    return [line for line in table if str(ray_temp) in line and not line.lstrip().startswith("Z")
+            and "Agent" not in line and "agent" not in line]
