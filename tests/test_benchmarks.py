@@ -197,6 +197,17 @@ def test_the_gpu_sharing_benchmark_refuses_trials_of_a_setting_it_was_not_given_
     assert not (tmp_path / "o").exists()
 
 
+def test_the_tiny_sweep_timer_refuses_a_baseline_that_is_not_a_checkout_in_one_line(tiny_model_path, tmp_path):
+    """(Its timing loop is two CLI sweeps a round, 50-60 s even at one round: its committed run,
+    benchmarks/results/2026-12-04-sweep-start, is what exercises it.)"""
+    done = subprocess.run([sys.executable, "benchmarks/tiny_sweep_time.py", "--model", str(tiny_model_path),
+                           "--baseline", str(tmp_path), "--out", str(tmp_path / "o.json")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [f"tiny_sweep_time: --baseline {tmp_path}: not a checkout of this repository"]
+    assert not (tmp_path / "o.json").exists()
+
+
 def test_compile_cost_times_a_trials_first_steps_one_by_one_and_writes_nothing_beside_its_json(tiny_model_path,
                                                                                              tmp_path):
     """benchmarks/compile_cost.py: each step timed alone after the side loads, what dynamo compiled
