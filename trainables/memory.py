@@ -101,6 +101,10 @@ def _linear_shapes(shape: dict[str, Any]) -> dict[str, tuple[int, int]]:
     }
 
 
+def _linear_parameters_per_layer(shape: dict[str, Any]) -> int:
+    return sum(i * o for i, o in _linear_shapes(shape).values())
+
+
 def _head_dim(shape: dict[str, Any]) -> int:
     return shape.get("head_dim") or shape["hidden_size"] // shape["num_attention_heads"]
 
@@ -108,7 +112,7 @@ def _head_dim(shape: dict[str, Any]) -> int:
 def _dense_parameters(shape: dict[str, Any]) -> tuple[int, int]:
     """(parameters of the quantized projections, parameters left dense: embeddings, LM head, norms)."""
     layers, hidden = shape["num_hidden_layers"], shape["hidden_size"]
-    projections = layers * sum(i * o for i, o in _linear_shapes(shape).values())
+    projections = layers * _linear_parameters_per_layer(shape)
     embeddings = shape["vocab_size"] * hidden  # bitsandbytes leaves them unquantized
     head = 0 if shape.get("tie_word_embeddings") else embeddings
     norms = (2 * layers + 1) * hidden
@@ -198,8 +202,7 @@ def dense_mask_attention_ratio(shape: dict[str, Any], tokens: int) -> float:
     block-diagonal mask (QK^T and PV over every pair of its tokens, 4 x tokens^2 x attention width a
     layer) over those of the layer's linear projections (2 x tokens x their parameters)."""
     attention_width = shape["num_attention_heads"] * _head_dim(shape)
-    linear = sum(i * o for i, o in _linear_shapes(shape).values())
-    return 2 * tokens * attention_width / linear
+    return 2 * tokens * attention_width / _linear_parameters_per_layer(shape)
 
 
 def padding_free_rows(shape: dict[str, Any] | None, model: ModelConfig, training: TrainingConfig,
