@@ -5,7 +5,7 @@ evaluation generated counted, and chosen steps profiled.
 
     python benchmarks/first_rung.py configs/sweep_benchmark_gpu.yaml --out first_rung.json \
         [--set KEY=VALUE ...] [--trials 3] [--threads kept|new|alternate] [--profile-steps 1,2,21] [--warmup-s 30]
-        [--candidate KEY=VALUE ...] [--max-lengths 512,496,480]
+        [--candidate KEY=VALUE ...] [--max-lengths 512,496,480] [--learning-rate 1e-3]
 
 Why it exists: on an H200 (2026-12-01, benchmarks/results/2026-12-01-sweep) a trial's first rung
 trained at 0.4-0.7 of its later rungs' tokens/s, even the recipe's lone trial with the GPU to
@@ -78,7 +78,8 @@ class LocalSession:
 
 def step_timer(profile_steps: set[int], record: dict[str, Any]):
     """A Trainer callback: each step's wall time (the GPU synchronized at both ends), its tokens, the
-    Triton kernels compiled into the on-disk cache meanwhile, and a profile of the chosen steps."""
+    Triton kernels compiled into the on-disk cache meanwhile, the optimizer's learning rate, and a
+    profile of the chosen steps."""
     import torch
     from transformers import TrainerCallback
 
@@ -112,6 +113,9 @@ def step_timer(profile_steps: set[int], record: dict[str, Any]):
             row = {"step": state.global_step, "s": round(seconds, 4), "before_s": round(self.before_s, 4),
                    "tokens": int(state.num_input_tokens_seen - self.tokens),
                    "triton_compiled": triton_cache_files() - self.triton_files}
+            optimizer = kwargs.get("optimizer")
+            if optimizer is not None:  # the rate this step trained at, as the optimizer had it
+                row["lr"] = optimizer.param_groups[0]["lr"]
             if self.profiler is not None:
                 self.profiler.__exit__(None, None, None)
                 record["profiles"][str(state.global_step)] = profile_summary(self.profiler, seconds)
@@ -197,6 +201,13 @@ def max_length_of(index: int, args: argparse.Namespace) -> int:
     return args.max_lengths[index % len(args.max_lengths)] if args.max_lengths else RECIPE_VALUES["max_length"]
 
 
+def trial_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The recipe's hyperparameters, at --learning-rate where given: a setting's effect on what a trial
+    learns shows at the rates a sweep's best trials train at (1e-3 and up on SmolLM2), not only at the
+    recipe's 2e-4."""
+    return {**RECIPE_VALUES, **({"learning_rate": args.learning_rate} if args.learning_rate else {})}
+
+
 def in_thread(run, threads: str) -> str:
     """`run()` as qlora-sweep runs a trial: in the worker's kept trial thread (`kept`), or in a new
     thread of its own (`new`), as Ray Tune starts one for each trial; the thread's name (unique to
@@ -244,7 +255,7 @@ def planned_trials(args: argparse.Namespace) -> tuple[list[Any], Any]:
         planners[candidate] = TrialPlanner.for_cluster(sweep, local_gpu_memory_bytes() if gpus else None,
                                                        os.cpu_count(), gpus)
     trials = [planners[side_of(index, args) == "candidate"].trial_config(
-        {**RECIPE_VALUES, "max_length": max_length_of(index, args)}) for index in range(args.trials)]
+        {**trial_values(args), "max_length": max_length_of(index, args)}) for index in range(args.trials)]
     return trials, recipe_sweep(args)
 
 
@@ -263,7 +274,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {
         "command": " ".join(sys.argv), "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "torch": torch.__version__, "imports_s": round(imports_s, 1), "warmup_s": args.warmup_s,
-        "hyperparameters": RECIPE_VALUES, "threads": args.threads, "candidate": args.candidate,
+        "hyperparameters": trial_values(args), "threads": args.threads, "candidate": args.candidate,
         "max_lengths": args.max_lengths, "plan": trials[0].plan.model_dump(mode="json"), "trials": []}
     out = Path(args.out)
     for index, trial in enumerate(trials):
@@ -379,6 +390,8 @@ def checked(args: argparse.Namespace) -> None:
         raise ValueError(f"--trials {args.trials}: at least 1")
     if not 0 <= args.python_profile_trial <= args.trials:
         raise ValueError(f"--python-profile-trial {args.python_profile_trial}: 0 (none) to --trials")
+    if args.learning_rate is not None and not 0 < args.learning_rate < 1:
+        raise ValueError(f"--learning-rate {args.learning_rate}: above 0 and below 1")
     if any(step < 1 for step in args.profile_steps):
         raise ValueError(f"--profile-steps {args.profile_steps}: steps count from 1")
     if args.candidate and args.threads == "alternate":
@@ -417,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the A/B of a setting: the warm trials take turns without it and with it (on --set)")
     parser.add_argument("--max-lengths", default="",
                         help="comma-separated max_length of each trial in turn (default: the recipe's, 512)")
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help="every trial's learning rate (default: the recipe's, 2e-4)")
     parser.add_argument("--python-profile-trial", type=int, default=0,
                         help="this trial (1-based) runs under cProfile: its heaviest functions go in the JSON")
     args = parser.parse_args(argv)

@@ -28,6 +28,10 @@
 #               A/B), into candidate-N.json. E.g. CANDIDATES="training.float32_dense_layers=true;
 #               training.liger_kernels=false" (2026-12-03: float32 dense layers ended the first rung 0.042
 #               lower in training loss, Liger changed nothing; benchmarks/results/2026-12-03-first-rung-candidates);
+#               CANDIDATE_ARGS (words) go to each A/B's first_rung.py after its own: e.g. "--learning-rate 1e-3
+#               --set scheduler.max_rungs=3 --set data.max_validation_examples=500
+#               --set evaluation.rung_examples=[100,100]" trains at a sweep's winning rate for 3 rungs and
+#               scores the last on all 500 validation dialogues (a trial's ROUGE-L on 100 spreads 0.015);
 #   gpu-tests   tests/test_gpu.py on the GPU (about 4 minutes, 164 s of it the compiled layers in Ray's
 #               workers): among them, that a trial trained with Liger's kernels generates its ROUGE
 #               summaries with transformers' own code (7 passed in 281 s on 2026-12-03).
@@ -53,6 +57,7 @@
 # then its site.tar.xz packed again without site/ray/rllib and site/ray/serve at xz -9 (47.9 to 42.1 MB):
 # as made, it and the tracked files were 64.1 MiB.)
 set -u
+set -f  # PARTS, SETS, CANDIDATES and CANDIDATE_ARGS split into words on purpose, never globbed ([100,100])
 for part in ${PARTS:-sweep}; do  # every part known before anything runs or is written
     case $part in sweep|first-rung|cudnn|gpu-tests) ;;
         candidate) [ -n "${CANDIDATES:-}" ] || { echo "part candidate: CANDIDATES is empty" >&2; exit 2; } ;;
@@ -110,7 +115,8 @@ for part in ${PARTS:-sweep}; do
                 with_clocks "$res/gpu_clocks_candidate-$index.csv" \
                     python3 benchmarks/first_rung.py configs/sweep_benchmark_gpu.yaml --out "$res/candidate-$index.json" \
                     --trials 7 --threads kept --profile-steps "" --warmup-s $((gpu_warm ? 0 : 30)) \
-                    --set scheduler.max_rungs=2 "${candidate[@]}" "${on_device[@]}" > "$res/candidate-$index.log" 2>&1
+                    --set scheduler.max_rungs=2 ${CANDIDATE_ARGS:-} "${candidate[@]}" "${on_device[@]}" \
+                    > "$res/candidate-$index.log" 2>&1
                 echo "candidate A/B $index ($ab): exit $?"
                 gpu_warm=1
             done ;;

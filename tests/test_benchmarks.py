@@ -321,12 +321,13 @@ def test_first_rung_candidate_ab_alternates_a_setting_over_warm_trials_at_length
 
     config = write_config(tmp_path / "c.yaml", tiny_sweep_dict(
         tiny_model_path, tmp_path / "r", data={"max_train_examples": 16, "max_validation_examples": 3},
-        scheduler={"max_rungs": 2, "grace_period": 1}, evaluation={"max_new_tokens": 4}))
+        scheduler={"max_rungs": 2, "grace_period": 1}, evaluation={"max_new_tokens": 4},
+        training={"lr_scheduler": "constant", "warmup_steps": 0}))
     out = tmp_path / "res" / "ab.json"
     done = subprocess.run(
         [sys.executable, "benchmarks/first_rung.py", str(config), "--out", str(out), "--trials", "3",
          "--profile-steps", "", "--set", "model.cudnn_attention=true", "--candidate", "model.cudnn_attention=false",
-         "--max-lengths", "512,448,384"],
+         "--max-lengths", "512,448,384", "--learning-rate", "1.5e-3"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -339,6 +340,9 @@ def test_first_rung_candidate_ab_alternates_a_setting_over_warm_trials_at_length
     assert [t["plan"]["cudnn_attention"] for t in trials] == [True, False, True]
     assert [t["cudnn_attention"] for t in trials] == [True, False, True]  # what torch had when each trained
     assert len({t["thread"] for t in trials}) == 1
+    # --learning-rate: every step of every trial trained at it (the config's constant schedule), not the recipe's
+    assert {step["lr"] for t in trials for step in t["steps"]} == {1.5e-3}
+    assert result["hyperparameters"]["learning_rate"] == 1.5e-3
     assert [(row["side"], row["max_length"]) for row in result["summary"]] == [
         ("baseline", 512), ("baseline", 512), ("candidate", 448), ("candidate", 448), ("baseline", 384),
         ("baseline", 384)]
@@ -367,6 +371,7 @@ def test_first_rung_candidate_ab_alternates_a_setting_over_warm_trials_at_length
     (["--candidate", "model.cudnn_attention=maybe"], "--candidate model.cudnn_attention=maybe: model.cudnn_attention: must be auto or true"),
     (["--candidate", "model.cudnn_attention=false", "--threads", "alternate"], "one A/B at a time"),
     (["--max-lengths", "512,0"], "--max-lengths 512,0: comma-separated whole numbers above 0"),
+    (["--learning-rate", "0"], "--learning-rate 0.0: above 0 and below 1"),
 ])
 def test_first_rung_refuses_bad_arguments_in_one_line_before_it_loads_anything(arguments, message, tiny_model_path,
                                                                               tmp_path):
