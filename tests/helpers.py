@@ -1,8 +1,23 @@
+import contextlib
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def short_ray_temp() -> Iterator[Path]:
+    """A RAY_TMPDIR of one Ray's own, under /tmp (Ray's socket paths have a length limit that pytest's
+    tmp_path can pass), removed afterwards."""
+    ray_temp = Path(tempfile.mkdtemp(prefix="qs-ray-", dir="/tmp"))
+    try:
+        yield ray_temp
+    finally:
+        shutil.rmtree(ray_temp, ignore_errors=True)
 
 
 def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:

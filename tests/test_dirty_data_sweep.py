@@ -3,10 +3,8 @@ writes and no line it prints holds the token."""
 
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -14,7 +12,7 @@ import pytest
 
 from tests.conftest import tiny_sweep_dict, write_config
 from tests.dirty_data import write_dirty_data
-from tests.helpers import ROOT, trial_dirs
+from tests.helpers import ROOT, short_ray_temp, trial_dirs
 
 pytestmark = pytest.mark.sweep
 
@@ -54,8 +52,7 @@ def test_data_the_checks_refuse_stops_the_run_with_one_line_and_leaves_no_folder
     a sweep they refuse stops before any trial with their one line and exit code 2, its experiment
     folder and driver.log gone, and the Ray it had started shut down."""
     config = tiny_sweep_dict(tiny_model_path, tmp_path / "results", name="refused", data={"summary_field": "abstract"})
-    ray_temp = Path(tempfile.mkdtemp(prefix="qs-ray-", dir="/tmp"))  # short: Ray's socket paths have a length limit
-    try:
+    with short_ray_temp() as ray_temp:
         done = subprocess.run([sys.executable, "-m", "search", "run", str(write_config(tmp_path / "s.yaml", config))],
                               capture_output=True, text=True, cwd=ROOT, timeout=300,
                               env={**os.environ, "RAY_TMPDIR": str(ray_temp)})
@@ -70,8 +67,6 @@ def test_data_the_checks_refuse_stops_the_run_with_one_line_and_leaves_no_folder
         while _ray_processes_under(ray_temp) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert not _ray_processes_under(ray_temp)
-    finally:
-        shutil.rmtree(ray_temp, ignore_errors=True)
 
 
 def _ray_processes_under(ray_temp: Path) -> list[str]:
