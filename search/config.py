@@ -264,7 +264,8 @@ class ResourcesConfig(Section):
     ray_dashboard: bool = Field(
         True,
         description="A sweep that starts a local Ray of its own also starts Ray's dashboard (http://127.0.0.1:8265 "
-        "while it runs). false: none, and no port opened: about 3 s less to start and stop a sweep on a 2-core "
+        "while it runs) where its packages are installed (ray[default]; without them Ray starts without it). "
+        "false: none, and no port opened: about 3 s less to start and stop a sweep on a 2-core "
         "machine (2.0 s of ray.init, 1.0 s of shutdown). Inside `ray job submit` or beside `ray start` the "
         "cluster's own dashboard is used and this has no effect.",
     )

@@ -56,7 +56,8 @@ def start_ray(worker_output: Path | None = None, dashboard: bool = True) -> None
     forwards from trial workers, instead of the screen."""
     # Tune warns when it snapshots often; with a checkpoint every rung that is by design.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    ray.init(ignore_reinit_error=True, include_dashboard=dashboard)
+    # None, not True: Ray's dashboard where its packages are (ray[default]); True makes their absence an error
+    ray.init(ignore_reinit_error=True, include_dashboard=None if dashboard else False)
     forward_worker_output(worker_output)
 
 
