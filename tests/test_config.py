@@ -208,3 +208,17 @@ def test_rung_examples_grow_to_the_whole_validation_set_at_the_last_rung():
     assert [listed.examples_at(rung, 4, 100) for rung in (1, 2, 3, 4)] == [10, 20, 100, 100]
     assert [listed.examples_at(rung, 2, 15) for rung in (1, 2)] == [10, 15]  # the last rung scores all
     assert EvaluationConfig(rung_examples="all").examples_at(1, 4, 100) == 100
+
+
+def test_every_trial_scores_the_same_dialogues_at_a_rung_and_a_later_rung_includes_an_earlier_ones():
+    """EvaluationConfig.dialogues_at, which qlora-sweep's trial and the sweep benchmark's by-hand arm
+    both score by: a prefix of one shuffle by data.seed, of examples_at's size."""
+    from trainables.config import EvaluationConfig
+
+    listed = EvaluationConfig(rung_examples=[3, 6])
+    first, second, last = (listed.dialogues_at(rung, 3, 20, seed=7) for rung in (1, 2, 3))
+    assert (len(first), len(second), sorted(last)) == (3, 6, list(range(20)))
+    assert second[:3] == first and last[:6] == second
+    assert first != [0, 1, 2]  # shuffled, not the split's head
+    assert listed.dialogues_at(1, 3, 20, seed=7) == first  # the same for every trial of the seed
+    assert listed.dialogues_at(1, 3, 20, seed=8) != first

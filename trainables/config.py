@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Union
 
@@ -386,6 +387,12 @@ class EvaluationConfig(Section):
         if self.rung_examples == "auto":
             return min(available, max(AUTO_MIN_RUNG_EXAMPLES, math.ceil(available / 2 ** (max_rungs - rung))))
         return min(available, self.rung_examples[rung - 1]) if rung <= len(self.rung_examples) else available
+
+    def dialogues_at(self, rung: int, max_rungs: int, available: int, seed: int) -> list[int]:
+        """The validation dialogues (indices) ROUGE scores at this rung: the first examples_at of one
+        shuffle by `seed` (data.seed), so every trial scores the same ones at a rung and a later rung's
+        include an earlier one's."""
+        return random.Random(seed).sample(range(available), available)[: self.examples_at(rung, max_rungs, available)]
 
 
 class TrialHyperparameters(Section):

@@ -9,7 +9,6 @@ in evaluation, a report to Tune and an adapter checkpoint.
 from __future__ import annotations
 
 import os
-import random
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -67,10 +66,8 @@ def run_trial(trial: TrialConfig, started: float | None = None, session: TrialSe
 
     # Train rung by rung; each rung ends in evaluation, a report and an adapter checkpoint.
     # Early rungs score ROUGE on a prefix of one fixed-seed shuffle: the same dialogues for every trial.
-    scoring_order = random.Random(trial.data.seed).sample(range(len(prompts)), len(prompts))
-
     def score_rouge(trained_model: Any, rung: int) -> dict[str, float]:
-        chosen = scoring_order[: trial.evaluation.examples_at(rung, trial.max_rungs, len(prompts))]
+        chosen = trial.evaluation.dialogues_at(rung, trial.max_rungs, len(prompts), trial.data.seed)
         scores = evaluation.rouge(trained_model, [prompts[i] for i in chosen], [references[i] for i in chosen])
         return {**scores, "rouge_examples": len(chosen)}
 
