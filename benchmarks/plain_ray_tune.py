@@ -7,14 +7,16 @@ It reads the same sweep YAML (model, data, search space, number of trials and tr
 ASHA settings, seeds, learning-rate schedule) and uses none of qlora-sweep's trial code: a function
 trainable loads the model in 4-bit NF4 and attaches LoRA with peft, trains each rung with padded
 micro-batches and AdamW on the config's learning-rate schedule (transformers' get_scheduler over
-the whole budget), generates summaries for the whole validation set (16 at a time, with the KV
-cache) and scores them with rouge_score, saves the adapter with peft's save_pretrained and reports
-it to Tune as the rung's checkpoint. OptunaSearch (TPE, the same seed), ASHA; the trials running at
+the whole budget), generates summaries (16 at a time, with the KV cache) for the dialogues the
+config's evaluation.rung_examples scores at that rung (the whole validation set at the last) and
+scores them with rouge_score, saves the adapter with peft's save_pretrained and reports it to Tune as
+the rung's checkpoint. OptunaSearch (TPE, the same seed), ASHA; the trials running at
 once share the GPU evenly (1/N of it each), as a practitioner who knows a 135M model leaves a GPU
-idle would set it. Three things are shared with qlora-sweep on purpose, so that only the machinery
+idle would set it. Four things are shared with qlora-sweep on purpose, so that only the machinery
 differs: the prompt text (trainables.prompt), the data split (trainables.data.load_dialogues: the
-same bad rows dropped and the same data.test_examples held out of train, which no arm trains on)
-and the learning-rate schedule.
+same bad rows dropped and the same data.test_examples held out of train, which no arm trains on),
+the learning-rate schedule, and the dialogues each rung scores (EvaluationConfig.dialogues_at: an
+early rung's a prefix of one data.seed shuffle, so both arms' ASHA cuts rank trials on the same ones).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ def trainable(config: dict[str, Any], sweep_values: dict[str, Any]) -> None:
     rows = [e for e in (encode_example(tokenizer, sweep.prompt, r["dialogue"], r["summary"], hp.max_length)
                         for r in train) if e]
     prompts = [encode_prompt(tokenizer, sweep.prompt, d, hp.max_length) for d in validation["dialogue"]]
+    references = list(validation["summary"])
 
     lora = {"lora_r": hp.lora_r, "lora_alpha": hp.lora_alpha, "lora_dropout": hp.lora_dropout,
             "target_modules": hp.target_modules}
@@ -69,8 +72,10 @@ def trainable(config: dict[str, Any], sweep_values: dict[str, Any]) -> None:
                             sweep.training.seed, optimizer, first_step=(rung - 1) * steps, schedule=schedule)
         # With the KV cache: the recipe turns it off for training and a careful hand turns it back on
         # for generation (the GPU run of 2026-12-01 generated without it: BENCHMARKS.md, "Sweep").
-        predictions = plain_generate(model, tokenizer, prompts, sweep.evaluation.max_new_tokens, 16, use_cache=True)
-        metrics = {**rouge_scores(predictions, list(validation["summary"])), "rouge_examples": len(prompts),
+        chosen = sweep.evaluation.dialogues_at(rung, sweep.scheduler.max_rungs, len(prompts), sweep.data.seed)
+        predictions = plain_generate(model, tokenizer, [prompts[i] for i in chosen], sweep.evaluation.max_new_tokens,
+                                     16, use_cache=True)
+        metrics = {**rouge_scores(predictions, [references[i] for i in chosen]), "rouge_examples": len(chosen),
                    "step": rung * steps, "tokens_per_s": speed["tokens_per_s"],
                    "train_loss": speed["train_loss"]}  # the rung's mean, as qlora-sweep's trial reports it
         with tempfile.TemporaryDirectory() as adapter:

@@ -86,8 +86,7 @@ def curve(experiment: Path, metric: str = "rougeL") -> dict[str, Any]:
     start = (min(r["timestamp"] - r["time_total_s"] for r in first_rungs) if first_rungs
              else min(r["timestamp"] for r in rows))
     whole = max((r.get("rouge_examples") or 0) for r in rows)
-    scored = sorted((r["timestamp"] - start, r[metric]) for r in rows
-                    if (r.get("rouge_examples") or whole) >= whole and isinstance(r.get(metric), (int, float)))
+    scored = sorted((r["timestamp"] - start, r[metric]) for r in scored_on_whole_set(rows, metric))
     points, best = [], float("-inf")
     for seconds, value in scored:
         if value > best:
@@ -96,6 +95,13 @@ def curve(experiment: Path, metric: str = "rougeL") -> dict[str, Any]:
     wall = max(r["timestamp"] for r in rows) - start
     return {"points": points, "best": best if points else None, "time_to_best_s": points[-1][0] if points else None,
             "wall_s": wall, "validation_examples": whole, "trials": len({r["trial_id"] for r in rows})}
+
+
+def scored_on_whole_set(rows: list[dict[str, Any]], metric: str = "rougeL") -> list[dict[str, Any]]:
+    """The rows whose metric covers the whole validation set: an early rung may score ROUGE on a subset
+    (evaluation.rung_examples), which neither a curve nor the choice of a best may mix with the rest."""
+    whole = max(((r.get("rouge_examples") or 0) for r in rows), default=0)
+    return [r for r in rows if (r.get("rouge_examples") or whole) >= whole and isinstance(r.get(metric), (int, float))]
 
 
 def time_to_reach(points: list[tuple[float, float]], target: float | None) -> float | None:
@@ -231,7 +237,7 @@ def same_hyperparameters(plain: Path, ours: Path) -> dict[str, Any]:
     return {"by_rung": by_rung, "pairs": pairs}
 
 
-RESCORED_PAIRS = 4  # a seed's pairs scored again, the latest rungs first: each costs two model loads and two passes
+RESCORED_PAIRS = 4  # a seed's pairs scored again, the latest rungs first (--rescore-pairs)
 
 
 def rescore_pairs(plain: Path, ours: Path, limit: int = RESCORED_PAIRS) -> list[dict[str, Any]]:
@@ -408,15 +414,18 @@ def scored_alone(config: str, overrides: list[str], values: dict[str, Any], chec
 
 
 def best_of_plain_script(experiment: Path, metric: str = "rougeL") -> tuple[dict[str, Any], str]:
-    """The plain script's best trial by its own validation scores, and that trial's best checkpoint."""
-    from ray.tune import ExperimentAnalysis
-
-    analysis = ExperimentAnalysis(str(experiment), default_metric=metric, default_mode="max")
-    trial = analysis.get_best_trial(scope="all")
-    checkpoint = analysis.get_best_checkpoint(trial)
-    if checkpoint is None:
-        raise SystemExit(f"{experiment}: the best trial kept no checkpoint")
-    return dict(trial.config), checkpoint.path
+    """The plain script's best trial by its own scores on the whole validation set (an early rung's,
+    on a subset, may be higher by chance), and the checkpoint it saved with that score."""
+    scored = [(row, folder) for folder, rows in rows_by_trial(experiment) for row in rows]
+    whole = {id(row) for row in scored_on_whole_set([row for row, _ in scored], metric)}
+    candidates = [(row, folder) for row, folder in scored if id(row) in whole]
+    if not candidates:
+        raise SystemExit(f"{experiment}: no trial scored {metric} on the whole validation set")
+    row, folder = max(candidates, key=lambda pair: pair[0][metric])
+    checkpoint = folder / row["checkpoint_dir_name"] if row.get("checkpoint_dir_name") else None
+    if checkpoint is None or not checkpoint.is_dir():
+        raise SystemExit(f"{experiment}: the best trial's checkpoint for rung {row['training_iteration']} is not on disk")
+    return dict(row["config"]), str(checkpoint)
 
 
 def arm_order(arms: list[str], seed: int) -> list[str]:
@@ -474,9 +483,11 @@ def run_seed(args: argparse.Namespace, seed: int) -> None:
         scores_file.write_text(json.dumps(tests, indent=2))
         ran.add(arm)
     plain, ours = folder / f"{FOLDERS['plain_script']}-s{seed}", folder / f"{FOLDERS['qlora_sweep']}-s{seed}"
-    if ran & {"plain_script", "qlora_sweep"} and any(plain.glob("*/result.json")) and any(ours.glob("*/result.json")):
+    if (args.rescore_pairs and ran & {"plain_script", "qlora_sweep"} and any(plain.glob("*/result.json"))
+            and any(ours.glob("*/result.json"))):
         # the adapters are on this disk only now: a committed run keeps no checkpoints
-        (folder / "rescored_pairs.json").write_text(json.dumps(rescore_pairs(plain, ours), indent=2))
+        (folder / "rescored_pairs.json").write_text(json.dumps(rescore_pairs(plain, ours, args.rescore_pairs),
+                                                               indent=2))
 
 
 def zero_shot_once(args: argparse.Namespace, seeded: list[str], folder: Path) -> None:
@@ -607,7 +618,13 @@ def main(argv: list[str] | None = None) -> int:
                         "scores (a chain cut short, or seeds run in different sessions); rerun the others")
     parser.add_argument("--rerun", nargs="+", choices=ARMS, default=[], help="with --resume: run these arms again "
                         "where OUT holds them (a change to measure in place); the earlier runs are set aside, renamed")
+    parser.add_argument("--rescore-pairs", type=int, default=RESCORED_PAIRS,
+                        help=f"pairs of trials both searching arms trained alike whose adapters are scored again "
+                        f"on the whole validation set after them (default {RESCORED_PAIRS}; 0: none): each pair "
+                        "costs two model loads and two passes over it")
     args = parser.parse_args(argv)
+    if args.rescore_pairs < 0:
+        parser.error(f"--rescore-pairs {args.rescore_pairs}: 0 (none) or more")
     if args.rerun and not args.resume:
         parser.error("--rerun runs arms again inside an OUT that --resume continues: add --resume")
     gpus = args.gpus if args.gpus is not None else gpus_in_cluster()

@@ -8,8 +8,10 @@
 #               that arm again in place (a change measured), its earlier runs set aside (several arms:
 #               RERUN="recipe qlora_sweep"; a changed search space: SEED="0 1" RERUN="plain_script
 #               qlora_sweep", about 22 minutes, since the recipe and zero-shot do not search; with
-#               both searching arms run, up to 4 pairs of their trials are scored again after them,
-#               qlora-sweep's also under Liger's kernels, about 1.5 minutes a seed: rescored_pairs.json);
+#               both searching arms run, up to RESCORE_PAIRS (default 4; 0: none) pairs of their trials
+#               are scored again after them on the whole validation set, qlora-sweep's also under Liger's
+#               kernels: rescored_pairs.json, about 1.5 minutes a seed on 100 dialogues, several times
+#               that on 500);
 #   first-rung  benchmarks/first_rung.py --threads alternate: 7 trials of the recipe one after another
 #               in one process, 2 rungs each, every step timed: the first cold in the worker's kept
 #               trial thread, then the 6 warm ones by turns in a new thread (as Ray Tune starts one per
@@ -127,7 +129,7 @@ for part in ${PARTS:-sweep}; do
             fi
             # SEED may name several ("1 0"): split into words on purpose
             python3 benchmarks/sweep_benchmark.py configs/sweep_benchmark_gpu.yaml --seeds $seed --out "$res/sweep" \
-                "${on_device[@]}" "${resume[@]}" > "$res/sweep.log" 2>&1
+                --rescore-pairs "${RESCORE_PAIRS:-4}" "${on_device[@]}" "${resume[@]}" > "$res/sweep.log" 2>&1
             echo "sweep benchmark, seed $seed: exit $?"
             gpu_warm=1 ;;
     esac

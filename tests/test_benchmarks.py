@@ -546,6 +546,49 @@ def test_the_rescored_pairs_use_each_trials_latest_kept_adapter_and_sum_up_where
 
 
 
+def test_the_by_hand_arms_best_is_chosen_and_drawn_on_the_whole_validation_set_only(tmp_path):
+    """sweep_benchmark.best_of_plain_script and curve: where an early rung scores a subset (here 2 of 4
+    dialogues), its higher score by chance neither becomes the arm's best nor enters its curve; the
+    best's adapter is the checkpoint saved with its whole-set score."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from sweep_benchmark import best_of_plain_script, curve
+
+    def trial(name: str, config: dict, rungs: list[tuple[float, int]]):
+        folder = tmp_path / "arm" / name
+        folder.mkdir(parents=True)
+        rows = [{"config": config, "trial_id": name, "training_iteration": i + 1, "rougeL": rouge,
+                 "rouge_examples": examples, "checkpoint_dir_name": f"checkpoint_00000{i}", "timestamp": 10 * (i + 1),
+                 "time_total_s": 10 * (i + 1)} for i, (rouge, examples) in enumerate(rungs)]
+        (folder / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        for i in range(len(rungs)):
+            (folder / f"checkpoint_00000{i}").mkdir()
+        return folder
+
+    trial("a", {"lora_r": 16}, [(0.50, 2), (0.30, 4)])  # lucky on 2 dialogues at rung 1
+    kept = trial("b", {"lora_r": 64}, [(0.20, 2), (0.35, 4)])
+    trial("c", {"lora_r": 32}, [(0.45, 2)])  # stopped at rung 1: never scored on the whole set
+    values, checkpoint = best_of_plain_script(tmp_path / "arm")
+    assert values == {"lora_r": 64} and checkpoint == str(kept / "checkpoint_000001")
+    drawn = curve(tmp_path / "arm")
+    assert drawn["best"] == 0.35 and [v for _, v in drawn["points"]] == [0.30, 0.35]
+    assert drawn["validation_examples"] == 4
+
+    (kept / "checkpoint_000001").rmdir()  # Tune deleted it: say so, never fall back to another trial's
+    with pytest.raises(SystemExit, match="the best trial's checkpoint for rung 2 is not on disk"):
+        best_of_plain_script(tmp_path / "arm")
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--rescore-pairs", "-1"], "--rescore-pairs -1: 0 (none) or more"),
+    (["--rerun", "qlora_sweep"], "--rerun runs arms again inside an OUT that --resume continues: add --resume"),
+])
+def test_the_sweep_benchmark_refuses_bad_arguments_with_exit_2_before_it_writes(arguments, message, tmp_path):
+    done = subprocess.run([sys.executable, "benchmarks/sweep_benchmark.py", "configs/sweep_benchmark_gpu.yaml",
+                           "--out", str(tmp_path / "out"), *arguments], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2 and message in done.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_pair_that_cannot_be_scored_again_is_recorded_with_its_error_and_the_rest_goes_on(tmp_path):
     """sweep_benchmark.rescore_pairs is a diagnostic after the arms have run: a pair it cannot score
     again (here qlora-sweep's checkpoint lacks the trial record it reads the config from) is kept

@@ -252,7 +252,8 @@ def test_the_sweep_benchmark_runs_its_arms_scores_their_best_on_held_out_dialogu
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
     (out / "seed0" / "qlora-sweep-s0").mkdir()
     done = subprocess.run([sys.executable, "benchmarks/sweep_benchmark.py", str(config), "--seeds", "0", "--out",
-                           str(out), "--arms", "plain_script", "qlora_sweep", "--resume", "--gpus", "1"],
+                           str(out), "--arms", "plain_script", "qlora_sweep", "--resume", "--gpus", "1",
+                           "--rescore-pairs", "1"],
                           cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "plain-script-s0: kept from an earlier run (--resume)" in done.stdout
@@ -279,10 +280,12 @@ def test_the_sweep_benchmark_runs_its_arms_scores_their_best_on_held_out_dialogu
     # both arms proposed the same 2 trials (one seed) and report each rung's mean training loss
     paired = summary["same_hyperparameters"]["by_rung"]["1"]
     assert paired["pairs"] == 2 and paired["train_loss"]["compared"] == 2 and paired["rougeL"]["compared"] == 2
+    # and score rung 1 on the same 2 of the 4 dialogues (evaluation.rung_examples [2, 4]), the last on all
+    assert paired["rouge_examples"] == {"plain_script": [2], "qlora_sweep": [2]}
     # the pairs' kept adapters, both arms', scored again on the whole validation set by one evaluator
     # (the tiny model's summaries score 0, so only where and how much is checked here)
     rescored = summary["same_hyperparameters"]["rescored"]
-    assert rescored["pairs"] >= 1 and rescored["rescored"]["compared"] == rescored["pairs"]
+    assert rescored["pairs"] == 1 and rescored["rescored"]["compared"] == 1  # --rescore-pairs 1 of the 2
     for pair in rescored["pairs_rescored"]:
         for side in ("plain_script", "qlora_sweep"):
             again = pair[side]
