@@ -124,11 +124,15 @@ def shared_best(plain: list[tuple[float, float]], ours: list[tuple[float, float]
             "sooner": plain_s / ours_s if ours_s else None}
 
 
+STARTUP_PARTS = ("startup_imports_s", "startup_data_s", "startup_model_s", "startup_trainer_s")
+
+
 def rung_times(experiment: Path) -> dict[str, Any]:
     """qlora-sweep's wall time per rung (rung_s): the first rung of trials in a fresh worker (cold),
     in a worker kept from an earlier trial (warm), and the later rungs; `parts`: the medians of
-    what each was made of (startup, training steps, validation loss and ROUGE), and of its steps'
-    pace (the first step, the median step, and the time its steps took beyond the median)."""
+    what each was made of (startup, training steps, validation loss and ROUGE; the startup's imports,
+    data, model and Trainer), and of its steps' pace (the first step, the median step, and the time
+    its steps took beyond the median)."""
     rows = rows_of(experiment)
 
     def median(values: list[float]) -> float | None:
@@ -146,8 +150,9 @@ def rung_times(experiment: Path) -> dict[str, Any]:
                      for part in ("rung_s", "train_s", "eval_s", "eval_loss_s", "rouge_s", "step_s_first",
                                   "step_s_median", "train_s_beyond_median")}
              for group, members in groups.items()}
-    for group in ("first_cold", "first_warm"):
-        parts[group]["startup_s"] = median([r["startup_s"] for r in groups[group] if r.get("startup_s") is not None])
+    for group in ("first_cold", "first_warm"):  # the start, and its parts (reported since 2026-12-04's afternoon)
+        for part in ("startup_s", *STARTUP_PARTS):
+            parts[group][part] = median([r[part] for r in groups[group] if r.get(part) is not None])
     return {
         "parts": parts,
         "first_rung_cold_s": median(cold), "first_rung_warm_s": median(warm), "later_rung_s": later_median,

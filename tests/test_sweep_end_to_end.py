@@ -299,6 +299,10 @@ def test_the_sweep_benchmark_runs_its_arms_scores_their_best_on_held_out_dialogu
         assert 0 < parts["train_s"] + parts["eval_s"] + parts.get("startup_s", 0) <= parts["rung_s"], (group, parts)
         assert 0 < parts["step_s_median"] and 0 <= parts["train_s_beyond_median"] < parts["train_s"], (group, parts)
         assert 0 < parts["step_s_first"] < parts["train_s"] and 0 < parts["rouge_s"] < parts["eval_s"], (group, parts)
+    for group in ("first_cold", "first_warm"):  # one trial each: its start's parts add up to its start
+        parts = timing["parts"][group]
+        assert sum(parts[part] for part in ("startup_imports_s", "startup_data_s", "startup_model_s",
+                                            "startup_trainer_s")) == pytest.approx(parts["startup_s"], abs=0.01)
     assert (out / "sweep_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     again = subprocess.run([sys.executable, "benchmarks/sweep_benchmark.py", str(config), "--out", str(out),
                             "--analyze-only", "--gpus", "1"], cwd=ROOT, capture_output=True, text=True)
@@ -352,6 +356,13 @@ def test_trials_after_the_first_start_in_kept_workers_and_train_exactly_as_in_fr
     assert len(first_rungs) == NUM_TRIALS and len(warm) >= NUM_TRIALS - 3, [r["pid"] for r in first_rungs]
     assert {r["pid"] for r in warm} <= {r["pid"] for r in cold}  # run by the workers the first trials started
     assert max(r["startup_s"] for r in warm) < min(r["startup_s"] for r in cold)
+    # the start in its parts, which add up to it: a kept worker skips the imports and the model's load
+    parts = ("startup_imports_s", "startup_data_s", "startup_model_s", "startup_trainer_s")
+    for row in first_rungs:
+        assert all(row[part] >= 0 for part in parts)
+        assert sum(row[part] for part in parts) == pytest.approx(row["startup_s"], abs=0.01)
+    for part in ("startup_imports_s", "startup_model_s"):
+        assert max(r[part] for r in warm) < min(r[part] for r in cold), part
     for rows in (_rows(d) for d in trial_dirs(experiment)):  # a rung's wall time, in parts
         ends = [r["step"] for r in rows]
         for row, steps in zip(rows, [end - begun for begun, end in zip([0] + ends, ends)]):

@@ -78,11 +78,28 @@ class TuneSession:
             shutil.rmtree(local, ignore_errors=True)
 
 
+class StartupClock:
+    """Where a trial's start (startup_s) goes: each part the seconds since the part before it, from
+    when the worker began the trial. Reported as startup_<part>_s; a fresh worker's first rung spent
+    3.4-3.5x a later rung on an H200 (2026-12-04), 31-35 s of it before the first step."""
+
+    def __init__(self, started: float):
+        self._last = started
+        self.parts: dict[str, float] = {}
+
+    def mark(self, part: str) -> None:
+        now = time.perf_counter()
+        self.parts[f"startup_{part}_s"] = now - self._last
+        self._last = now
+
+
 class RungReporter(TrainerCallback):
     def __init__(self, score_rouge: Callable[[Any, int], dict[str, float]], steps_per_rung: int, trial: dict,
-                 session: TrialSession, started: float | None = None, warm_start: bool = False):
+                 session: TrialSession, started: float | None = None, warm_start: bool = False,
+                 startup: StartupClock | None = None):
         """`started`: when the trial's worker began this trial (time.perf_counter); `warm_start`:
-        whether its worker kept the base model from an earlier trial (trainables.warm)."""
+        whether its worker kept the base model from an earlier trial (trainables.warm); `startup`:
+        the parts of the start marked so far, to which the first training step adds the Trainer's."""
         self.score_rouge = score_rouge
         self.session = session
         self.steps_per_rung = steps_per_rung
@@ -91,6 +108,7 @@ class RungReporter(TrainerCallback):
         self.warm_start = warm_start
         self._rung_began = time.perf_counter() if started is None else started
         self.startup_s: float | None = None
+        self.startup = startup
         self._reset(tokens_seen=0)
 
     def resume_history(self, checkpoint_dir: str | None) -> None:
@@ -117,6 +135,8 @@ class RungReporter(TrainerCallback):
         reset_peak_memory()
         if self.startup_s is None:  # not again for an out-of-memory retry
             self.startup_s = time.perf_counter() - self._rung_began
+            if self.startup is not None:
+                self.startup.mark("trainer")  # the Trainer built, its data prepared, a checkpoint restored
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._step_started = time.perf_counter()
@@ -161,6 +181,7 @@ class RungReporter(TrainerCallback):
             "rouge_s": self.rouge_seconds,  # of eval_s: generating the summaries ROUGE scores, and scoring them
             **step_pace(self.step_seconds),
             "startup_s": self.startup_s,
+            **(self.startup.parts if self.startup is not None else {}),  # of startup_s, by part
             "warm_start": self.warm_start,
             "micro_batch_size": args.per_device_train_batch_size,  # as planned (grown), halved after an out-of-memory retry
             "gradient_accumulation_steps": args.gradient_accumulation_steps,  # the effective batch's other factor

@@ -22,7 +22,7 @@ from trainables.evaluation import RougeEvaluation
 from trainables.model import (attach_lora, compile_decoder_layers, load_quantized_model, prepare_for_training,
                                use_cudnn_attention)
 from trainables.prompt import load_tokenizer
-from trainables.report import RungReporter, TrialSession, TuneSession
+from trainables.report import RungReporter, StartupClock, TrialSession, TuneSession
 from trainables.train import adapter_state, build_trainer, train_with_oom_retry
 
 EVAL_LOSS_BATCH = 16  # padding-free rows get a dense (tokens x tokens) attention mask under SDPA: keep them short
@@ -34,6 +34,8 @@ def run_trial(trial: TrialConfig, started: float | None = None, session: TrialSe
     where rungs are reported and a restarted trial resumes from, Ray Tune's unless a benchmark runs
     the trial in its own process; `callbacks`: more Trainer callbacks (a benchmark's timers)."""
     started = time.perf_counter() if started is None else started
+    startup = StartupClock(started)
+    startup.mark("imports")  # the worker's imports for the trial (a warm worker has them), and its plan
     session = TuneSession() if session is None else session
     hp = trial.hyperparameters
 
@@ -51,6 +53,7 @@ def run_trial(trial: TrialConfig, started: float | None = None, session: TrialSe
     evaluation = RougeEvaluation.for_trial(trial, tokenizer)
     prompts = evaluation.prompts(dialogues["validation"]["dialogue"])
     references = list(dialogues["validation"]["summary"])
+    startup.mark("data")
 
     # The 4-bit model (kept from this worker's last trial, its LoRA taken off) with this trial's
     # LoRA on top, drawn from the trial's seed; activations recomputed where the plan says memory needs it
@@ -63,6 +66,7 @@ def run_trial(trial: TrialConfig, started: float | None = None, session: TrialSe
         compile_decoder_layers(model, activations_kept=trial.training.activations_kept)  # the host limits an eager step
     warm.remember_adapted(model)
     initial_adapter = adapter_state(model)  # where an out-of-memory retry with no checkpoint restarts
+    startup.mark("model")
 
     # Train rung by rung; each rung ends in evaluation, a report and an adapter checkpoint.
     # Early rungs score ROUGE on a prefix of one fixed-seed shuffle: the same dialogues for every trial.
@@ -73,7 +77,7 @@ def run_trial(trial: TrialConfig, started: float | None = None, session: TrialSe
 
     reporter = RungReporter(score_rouge, trial.training.steps_per_rung,
                             trial=trial.model_dump(mode="json"),
-                            session=session, started=started, warm_start=warm_start)
+                            session=session, started=started, warm_start=warm_start, startup=startup)
 
     def trainer_for(training: TrainingConfig) -> Any:
         return build_trainer(
