@@ -204,6 +204,13 @@ def test_the_tiny_sweep_timer_refuses_a_baseline_that_is_not_a_checkout_in_one_l
     assert done.returncode == 2
     assert done.stderr.splitlines() == [f"tiny_sweep_time: --baseline {tmp_path}: not a checkout of this repository"]
     assert not (tmp_path / "o.json").exists()
+    missing = tmp_path / "no-venv" / "python"
+    done = subprocess.run([sys.executable, "benchmarks/tiny_sweep_time.py", "--model", str(tiny_model_path),
+                           "--baseline", str(ROOT), "--baseline-python", str(missing), "--out", str(tmp_path / "o.json")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [f"tiny_sweep_time: --baseline-python {missing}: not an executable"]
+    assert not (tmp_path / "o.json").exists()
 
 
 def test_compile_cost_times_a_trials_first_steps_one_by_one_and_writes_nothing_beside_its_json(tiny_model_path,
