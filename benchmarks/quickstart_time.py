@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTALL = ('python3 -m venv .venv && .venv/bin/pip install -q torch==2.13.0 uv '
-           '&& .venv/bin/uv pip install -q --python .venv/bin/python torch==2.13.0 -e ".[test]"')
+           '&& .venv/bin/uv pip install -q --compile-bytecode --python .venv/bin/python torch==2.13.0 -e ".[test]"')
 QUICKSTART = [".venv/bin/qlora-sweep", "run", "configs/quickstart.yaml"]
 FIRST_SECONDS = 20
 
