@@ -150,7 +150,7 @@ def rung_times(experiment: Path) -> dict[str, Any]:
                      for part in ("rung_s", "train_s", "eval_s", "eval_loss_s", "rouge_s", "step_s_first",
                                   "step_s_median", "train_s_beyond_median")}
              for group, members in groups.items()}
-    for group in ("first_cold", "first_warm"):  # the start, and its parts (reported since 2026-12-04's afternoon)
+    for group in ("first_cold", "first_warm"):  # the start, and its parts (reported since ac46e28)
         for part in ("startup_s", *STARTUP_PARTS):
             parts[group][part] = median([r[part] for r in groups[group] if r.get(part) is not None])
     return {

@@ -77,7 +77,9 @@ pip list 2>/dev/null | grep -iE "^(torch|transformers|trl|peft|bitsandbytes|lige
 # The bundle's packages as a pip install leaves them, byte-compiled: the bundle ships no .pyc, and where
 # Python may not write them (PYTHONDONTWRITEBYTECODE, as on this project's CPU machines, where it cost a
 # test-sized sweep 27.7 s against 16.1 s: benchmarks/results/2026-12-04-bytecode) every fresh trial worker
-# compiled Ray, TRL, datasets and the rest again. Runs before 2026-12-04's afternoon did not do this.
+# compiled Ray, TRL, datasets and the rest again. Runs before e72770c did not do this.
+python3 -c "import sys; print('python', sys.version.split()[0], 'dont_write_bytecode', sys.flags.dont_write_bytecode)" \
+    >> "$res/versions.txt"  # whether this machine's Python would have written .pyc files itself
 began=$SECONDS
 python3 -m compileall -q -j 0 /tmp/site /tmp/proj > "$res/compileall.log" 2>&1
 echo "byte-compiled the bundle and the project in $((SECONDS - began)) s"
