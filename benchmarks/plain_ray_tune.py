@@ -140,9 +140,12 @@ def main(argv: list[str] | None = None) -> int:
                                       checkpoint_score_order=mode)),
     )
     results = tuner.fit()
-    best = results.get_best_result()
-    print(f"best {metric}: {best.metrics.get(metric)} with {best.config} ({at_once} at a time, "
-          f"{gpu_per_trial:g} GPU each)")
+    # among the trials that reached the last rung, which alone scored the whole validation set
+    finished = [r for r in results if (r.metrics or {}).get("training_iteration") == sweep.scheduler.max_rungs]
+    if finished:
+        best = (max if mode == "max" else min)(finished, key=lambda r: r.metrics[metric])
+        print(f"best {metric} at the last rung: {best.metrics[metric]} with {best.config} ({at_once} at a time, "
+              f"{gpu_per_trial:g} GPU each)")
     return 0 if results.num_errors < len(results) else 1
 
 
