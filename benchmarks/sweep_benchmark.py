@@ -421,12 +421,12 @@ def scored_alone(config: str, overrides: list[str], values: dict[str, Any], chec
 def best_of_plain_script(experiment: Path, metric: str = "rougeL") -> tuple[dict[str, Any], str]:
     """The plain script's best trial by its own scores on the whole validation set (an early rung's,
     on a subset, may be higher by chance), and the checkpoint it saved with that score."""
-    scored = [(row, folder) for folder, rows in rows_by_trial(experiment) for row in rows]
-    whole = {id(row) for row in scored_on_whole_set([row for row, _ in scored], metric)}
-    candidates = [(row, folder) for row, folder in scored if id(row) in whole]
-    if not candidates:
+    trials = rows_by_trial(experiment)
+    row = max(scored_on_whole_set([r for _, rows in trials for r in rows], metric), key=lambda r: r[metric],
+              default=None)
+    if row is None:
         raise SystemExit(f"{experiment}: no trial scored {metric} on the whole validation set")
-    row, folder = max(candidates, key=lambda pair: pair[0][metric])
+    folder = next(folder for folder, rows in trials if any(r is row for r in rows))
     checkpoint = folder / row["checkpoint_dir_name"] if row.get("checkpoint_dir_name") else None
     if checkpoint is None or not checkpoint.is_dir():
         raise SystemExit(f"{experiment}: the best trial's checkpoint for rung {row['training_iteration']} is not on disk")

