@@ -654,3 +654,23 @@ def test_the_by_hand_loop_trains_the_rows_a_trial_trains_in_the_same_order(tiny_
     by_hand = [rows[i]["input_ids"] for i in training_order(len(rows), training.seed)]
     assert trained == by_hand
     assert trained != [r["input_ids"] for r in rows]  # shuffled, not in file order
+
+
+def test_the_tokenize_timer_times_both_encoders_by_turns_on_the_same_rows(tiny_model_path, tmp_path):
+    out = tmp_path / "tokenize.json"
+    done = subprocess.run([sys.executable, "benchmarks/tokenize_time.py", "--data", "trainables/samples",
+                           "--tokenizer", str(tiny_model_path), "--max-length", "256", "--rounds", "2",
+                           "--test-examples", "20", "--out", str(out)], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert result["train_dialogues"] == 220 and 0 < result["rows"] <= 220  # the sample's 240, 20 held out
+    assert {side: len(v["runs"]) for side, v in result["seconds"].items()} == {"one_call_per_example": 2, "batched": 2}
+    assert result["batched_speedup"] > 0 and "rows at max_length 256" in done.stdout
+
+
+def test_the_tokenize_timer_refuses_a_missing_path_in_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "benchmarks/tokenize_time.py", "--data", str(tmp_path / "none"),
+                           "--tokenizer", str(tmp_path), "--out", str(tmp_path / "t.json")],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2 and not (tmp_path / "t.json").exists()
+    assert done.stderr.splitlines() == [f"tokenize_time: --data {tmp_path / 'none'} does not exist"]

@@ -4,6 +4,7 @@ from trainables.config import PromptConfig
 from trainables.prompt import (
     IGNORE_INDEX,
     encode_example,
+    encode_examples,
     encode_prompt,
     format_example,
     format_prompt,
@@ -75,3 +76,42 @@ def test_generation_prompt_is_truncated_in_the_dialogue(tiny_tokenizer):
     text = encode_prompt(tiny_tokenizer, prompt, dialogue, 150)
     assert len(tiny_tokenizer(text)["input_ids"]) <= 150
     assert text.endswith("\n\n### Output:\n") and text.startswith("\n" + INTRO)
+
+
+def _one_at_a_time(tokenizer, prompt, dialogue, summary, max_length):
+    """The cutting loop, one example and one tokenizer call at a time, as trainables.prompt ran it
+    before it batched: the oracle the batched encoding must equal to the token."""
+    eos = 1 if tokenizer.eos_token_id is not None else 0
+    offsets_of_dialogue, keep = None, None
+    while True:
+        cut = dialogue if keep is None else dialogue[: offsets_of_dialogue[keep - 1][1] if keep else 0]
+        prompt_text = format_prompt(prompt, cut)
+        encoded = tokenizer(prompt_text + summary + "\n\n" + prompt.end_marker, return_offsets_mapping=True)
+        ids, offsets = list(encoded["input_ids"]), encoded["offset_mapping"]
+        excess = len(ids) + eos - max_length
+        if excess <= 0:
+            break
+        if offsets_of_dialogue is None:
+            offsets_of_dialogue = tokenizer(dialogue, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+            keep = len(offsets_of_dialogue)
+        if keep == 0:
+            return None
+        keep = max(0, keep - excess)
+    labels = [t if end > len(prompt_text) else IGNORE_INDEX for t, (_, end) in zip(ids, offsets)]
+    return {"input_ids": ids + [tokenizer.eos_token_id], "labels": labels + [tokenizer.eos_token_id]}
+
+
+def test_batched_encoding_equals_each_example_encoded_alone(tiny_tokenizer):
+    """One batch holding examples that fit, that must be cut once or again, whose summary cannot fit,
+    and an empty dialogue: each comes out as the one-at-a-time loop makes it."""
+    prompt = PromptConfig()
+    max_length = scaffolding_length(tiny_tokenizer, prompt) + 40
+    dialogues = ["#Person1#: Hi.", " ".join(f"word{i}" for i in range(300)), "short",
+                 "\n".join(f"#Person{1 + i % 2}#: sentence {i} here." for i in range(50)), "", "#Person2#: Bye."]
+    summaries = ["They greet.", "A long talk.", "a summary far too long to fit " * 8, "They talk.", "Nothing.", "Bye."]
+    expected = [_one_at_a_time(tiny_tokenizer, prompt, d, s, max_length) for d, s in zip(dialogues, summaries)]
+    assert expected[2] is None and expected[0] is not None
+    assert len(expected[1]["input_ids"]) <= max_length and len(expected[3]["input_ids"]) <= max_length
+    assert encode_examples(tiny_tokenizer, prompt, dialogues, summaries, max_length) == expected
+    assert [encode_example(tiny_tokenizer, prompt, d, s, max_length) for d, s in zip(dialogues, summaries)] == expected
+    assert encode_examples(tiny_tokenizer, prompt, [], [], max_length) == []

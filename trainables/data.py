@@ -19,7 +19,7 @@ import datasets
 
 from trainables.config import DataConfig, PromptConfig, expand_path
 from trainables.errors import ConfigError
-from trainables.prompt import encode_example
+from trainables.prompt import encode_examples
 from trainables.quiet import logger_quiet_below
 
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")  # the local data files qlora-sweep reads
@@ -268,13 +268,11 @@ def tokenize_for_training(dataset, tokenizer: Any, prompt: PromptConfig, max_len
     max_length), so later trials on the node load it instead of tokenizing again (`reuse`).
     """
     def encode(batch: dict[str, list]) -> dict[str, list]:
-        out: dict[str, list] = {"input_ids": [], "labels": [], "fits": []}
-        for dialogue, summary in zip(batch["dialogue"], batch["summary"]):
-            encoded = encode_example(tokenizer, prompt, dialogue or "", summary or "", max_length)
-            out["fits"].append(encoded is not None)
-            out["input_ids"].append(encoded["input_ids"] if encoded else [])
-            out["labels"].append(encoded["labels"] if encoded else [])
-        return out
+        encoded = encode_examples(tokenizer, prompt, [d or "" for d in batch["dialogue"]],
+                                  [s or "" for s in batch["summary"]], max_length)
+        return {"input_ids": [e["input_ids"] if e else [] for e in encoded],
+                "labels": [e["labels"] if e else [] for e in encoded],
+                "fits": [e is not None for e in encoded]}
 
     encoded = dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc="tokenize",
                           load_from_cache_file=reuse)
