@@ -8,19 +8,28 @@ that decision at import.
 
 from __future__ import annotations
 
+import atexit
+import logging
 import threading
-from collections.abc import Callable
-from concurrent.futures import Future
+import time
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from search.config import SweepConfig, param_values
+from search.config import Range, SweepConfig, param_values
 from search.models import is_unfetched_builtin
-from trainables.data import describe_problems, exception_reason, load_dialogues
+from trainables.data import describe_problems, exception_reason, load_dialogues, tokenize_ahead
 from trainables.errors import ConfigError
 from trainables.prompt import encode_example, load_tokenizer, scaffolding_length
 
 FIT_SAMPLE = 200  # training examples checked for fitting at the smallest max_length
+# At the driver's exit, how long an unfinished tokenize-ahead is waited for: a sweep is over long after
+# it ends, but one refused at its start should not wait; datasets writes each copy to a temporary file
+# first, so one cut off leaves no half-written copy for a later trial to find
+TOKENIZE_AHEAD_WAIT_S = 10
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -66,10 +75,16 @@ def load_checked_tokenizer(sweep: SweepConfig, offline_reason: str | None = None
 def check_sweep(sweep: SweepConfig, offline_reason: str | None = None) -> DataSummary:
     """Raise ConfigError naming the problem, or describe the data that trials will see.
     `offline_reason`: why the hub cannot be reached (search.hub), for a hub id's error message."""
+    return _checked_inputs(sweep, offline_reason)[0]
+
+
+def _checked_inputs(sweep: SweepConfig, offline_reason: str | None) -> tuple[DataSummary, Any, dict[str, Any]]:
+    """check_sweep's summary, with the tokenizer (None where the model is not fetched yet) and the
+    dialogues it loaded."""
     if is_unfetched_builtin(sweep.model.name_or_path):  # validate, before run has fetched it: the data alone
         dialogues = load_dialogues(sweep.data)
         return DataSummary(len(dialogues["train"]), len(dialogues["validation"]), None, "not checked",
-                           describe_problems(dialogues["problems"]), _count(dialogues["test"]))
+                           describe_problems(dialogues["problems"]), _count(dialogues["test"])), None, dialogues
     tokenizer = load_checked_tokenizer(sweep, offline_reason)
     dialogues = load_dialogues(sweep.data)
     scaffolding = scaffolding_length(tokenizer, sweep.prompt)
@@ -96,25 +111,64 @@ def check_sweep(sweep: SweepConfig, offline_reason: str | None = None) -> DataSu
         fitting_at_min_length=f"{fitting}/{len(sample)}",
         bad_rows=describe_problems(dialogues["problems"]),
         test_examples=_count(dialogues["test"]),
-    )
+    ), tokenizer, dialogues
 
 
-def check_sweep_in_background(sweep: SweepConfig,
-                              offline_reason: str | None = None) -> Callable[[], DataSummary]:
-    """check_sweep in a thread of its own, started now; the callable returned waits for it and gives
-    its DataSummary or raises its error. `run` starts Ray meanwhile: the checks (a tokenizer, whose
-    library import is most of their 5-7 s, and the data) and Ray's start (about 5 s) each wait on
-    different things, so a sweep starts in the longer of the two instead of their sum."""
-    checked: Future = Future()
+class BackgroundChecks:
+    """check_sweep, running in a thread of its own; calling this waits for it and gives its
+    DataSummary or raises its error. After the checks the same thread tokenizes the data ahead of
+    the trials (`tokenized`: the cache files; see check_sweep_in_background)."""
 
-    def check() -> None:
+    def __init__(self) -> None:
+        self.summary: Future = Future()
+        self.tokenized: Future = Future()
+
+    def __call__(self) -> DataSummary:
+        return self.summary.result()
+
+
+def check_sweep_in_background(sweep: SweepConfig, offline_reason: str | None = None) -> BackgroundChecks:
+    """check_sweep in a thread of its own, started now. `run` starts Ray meanwhile: the checks (a
+    tokenizer, whose library import is most of their 5-7 s, and the data) and Ray's start (about 5 s)
+    each wait on different things, so a sweep starts in the longer of the two instead of their sum.
+
+    Then, while the first trials' workers import their libraries (16 s on the H200 sweep of
+    2026-12-04, where each then spent 16.5 s on its data), the thread tokenizes the data at each
+    max_length the search lists into datasets' cache on this node, where those trials find it
+    (data.reuse_tokenized); a trial that gets there first tokenizes for itself, as before. The
+    driver waits a little for it at exit (TOKENIZE_AHEAD_WAIT_S)."""
+    checks = BackgroundChecks()
+
+    def check_then_tokenize() -> None:
         try:
-            checked.set_result(check_sweep(sweep, offline_reason))
+            summary, tokenizer, dialogues = _checked_inputs(sweep, offline_reason)
         except BaseException as error:  # noqa: B036 - handed to whoever waits, as it was raised
-            checked.set_exception(error)
+            checks.summary.set_exception(error)
+            checks.tokenized.set_result([])
+            return
+        checks.summary.set_result(summary)
+        lengths = max_lengths_ahead(sweep) if tokenizer is not None and sweep.data.reuse_tokenized else []
+        try:
+            began = time.perf_counter()
+            checks.tokenized.set_result(tokenize_ahead(dialogues, tokenizer, sweep.prompt, lengths))
+            logger.debug("tokenized ahead of the trials at max_length %s in %.1f s", lengths, time.perf_counter() - began)
+        except Exception as error:  # an optimization only: the trials tokenize for themselves
+            logger.warning("tokenizing ahead of the trials failed (%s); each trial tokenizes its data itself",
+                           exception_reason(error))
+            checks.tokenized.set_result([])
 
-    threading.Thread(target=check, name="qlora-sweep-checks", daemon=True).start()
-    return checked.result
+    threading.Thread(target=check_then_tokenize, name="qlora-sweep-checks", daemon=True).start()
+    atexit.register(wait, [checks.tokenized], TOKENIZE_AHEAD_WAIT_S)
+    return checks
+
+
+def max_lengths_ahead(sweep: SweepConfig) -> list[int]:
+    """The max_lengths trials will tokenize at: the listed choices, or the fixed value; none for a
+    range, whose draws are not known ahead."""
+    param = sweep.search.max_length
+    if isinstance(param, Range):
+        return []
+    return list(dict.fromkeys(int(value) for value in param_values(param)))  # as listed, once each
 
 
 def _count(split) -> int:

@@ -267,6 +267,10 @@ def tokenize_for_training(dataset, tokenizer: Any, prompt: PromptConfig, max_len
     datasets caches the result on disk under a fingerprint of (data, tokenizer, prompt,
     max_length), so later trials on the node load it instead of tokenizing again (`reuse`).
     """
+    # datasets keys the cache on a pickle of what `encode` holds, and a pydantic object pickles with the
+    # fields that were set explicitly: the same prompt from a YAML default and from JSON keyed two copies
+    prompt = PromptConfig.model_validate(prompt.model_dump())
+
     def encode(batch: dict[str, list]) -> dict[str, list]:
         encoded = encode_examples(tokenizer, prompt, [d or "" for d in batch["dialogue"]],
                                   [s or "" for s in batch["summary"]], max_length)
@@ -277,3 +281,17 @@ def tokenize_for_training(dataset, tokenizer: Any, prompt: PromptConfig, max_len
     encoded = dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc="tokenize",
                           load_from_cache_file=reuse)
     return encoded.filter(lambda fits: fits, input_columns="fits", load_from_cache_file=reuse).remove_columns("fits")
+
+
+def tokenize_ahead(dialogues: dict[str, Any], tokenizer: Any, prompt: PromptConfig,
+                   max_lengths: list[int]) -> list[str]:
+    """Each split a trial trains and evaluates on, tokenized at each of `max_lengths` into datasets'
+    on-disk cache, where a trial on this node with the same data, tokenizer and prompt finds it
+    (tokenize_for_training) instead of tokenizing before its first step; the cache files written
+    or found. The driver runs it while the first trials' workers import their libraries."""
+    files = []
+    for max_length in max_lengths:
+        for split in ("train", "validation"):
+            tokenized = tokenize_for_training(dialogues[split], tokenizer, prompt, max_length)
+            files.extend(cache["filename"] for cache in tokenized.cache_files)
+    return files
