@@ -125,6 +125,8 @@ def shared_best(plain: list[tuple[float, float]], ours: list[tuple[float, float]
 
 
 STARTUP_PARTS = ("startup_imports_s", "startup_data_s", "startup_model_s", "startup_trainer_s")
+# the data part's own (reported since 2026-12-04 midday; the rest of it: the generation prompts)
+DATA_PARTS = ("startup_data_tokenizer_s", "startup_data_dialogues_s", "startup_data_tokenized_s")
 
 
 def rung_times(experiment: Path) -> dict[str, Any]:
@@ -151,7 +153,7 @@ def rung_times(experiment: Path) -> dict[str, Any]:
                                   "step_s_median", "train_s_beyond_median")}
              for group, members in groups.items()}
     for group in ("first_cold", "first_warm"):  # the start, and its parts (reported since ac46e28)
-        for part in ("startup_s", *STARTUP_PARTS):
+        for part in ("startup_s", *STARTUP_PARTS, *DATA_PARTS):
             parts[group][part] = median([r[part] for r in groups[group] if r.get(part) is not None])
     return {
         "parts": parts,

@@ -359,9 +359,11 @@ def test_trials_after_the_first_start_in_kept_workers_and_train_exactly_as_in_fr
     # the start in its parts, which add up to it: a kept worker skips the imports (the tiny model's load
     # is too short beside putting LoRA on to tell apart, 0.4-1.1 s either way on a loaded 2-core machine)
     parts = ("startup_imports_s", "startup_data_s", "startup_model_s", "startup_trainer_s")
+    within_data = ("startup_data_tokenizer_s", "startup_data_dialogues_s", "startup_data_tokenized_s")
     for row in first_rungs:
-        assert all(row[part] >= 0 for part in parts)
+        assert all(row[part] >= 0 for part in parts + within_data)
         assert sum(row[part] for part in parts) == pytest.approx(row["startup_s"], abs=0.01)
+        assert 0 < sum(row[part] for part in within_data) <= row["startup_data_s"]  # the prompts are the rest
     assert max(r["startup_imports_s"] for r in warm) < 0.5 < min(r["startup_imports_s"] for r in cold)
     for rows in (_rows(d) for d in trial_dirs(experiment)):  # a rung's wall time, in parts
         ends = [r["step"] for r in rows]

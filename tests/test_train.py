@@ -2,6 +2,7 @@
 each example's attention kept inside the example."""
 
 import json
+import time
 
 import pytest
 import torch
@@ -192,3 +193,20 @@ def test_a_rungs_step_pace_is_its_first_step_its_median_step_and_the_time_beyond
         {"step_s_first": 0.3, "step_s_median": 0.2, "train_s_beyond_median": 0.1})
     assert step_pace([]) == {"step_s_first": None, "step_s_median": None,
                              "train_s_beyond_median": None}  # a rung resumed at its end
+
+
+def test_the_startup_clock_gives_each_part_and_the_parts_within_one_that_add_up_to_less():
+    from trainables.report import StartupClock
+
+    clock = StartupClock(time.perf_counter())
+    clock.mark("imports")
+    clock.mark_within("tokenizer")
+    time.sleep(0.02)
+    clock.mark_within("tokenized")
+    time.sleep(0.01)  # the part's rest, not marked within
+    clock.mark("data")
+    clock.mark("model")
+    assert set(clock.parts) == {"startup_imports_s", "startup_data_s", "startup_data_tokenizer_s",
+                                "startup_data_tokenized_s", "startup_model_s"}
+    within = clock.parts["startup_data_tokenizer_s"] + clock.parts["startup_data_tokenized_s"]
+    assert clock.parts["startup_data_tokenized_s"] >= 0.02 and within + 0.01 <= clock.parts["startup_data_s"]

@@ -41,13 +41,16 @@ def run_trial(trial: TrialConfig, started: float | None = None, session: TrialSe
 
     # Data and prompts, kept by this worker process for the trials it runs next (trainables.warm)
     tokenizer = warm.tokenizer_for(trial.model, load_tokenizer)
+    startup.mark_within("tokenizer")  # in a fresh worker, with the transformers modules it loads on first use
     dialogues = warm.dialogues_for(trial.data, load_dialogues)
+    startup.mark_within("dialogues")
 
     def tokenized(split: str) -> Any:
         return warm.tokenized_for(split, trial.model, trial.prompt, hp.max_length, lambda: tokenize_for_training(
             dialogues[split], tokenizer, trial.prompt, hp.max_length, trial.data.reuse_tokenized))
 
     train_set, eval_set = tokenized("train"), tokenized("validation")
+    startup.mark_within("tokenized")  # from datasets' cache, or tokenized here
     if len(train_set) == 0:
         raise ValueError(f"max_length={hp.max_length}: no training summary fits; raise search.max_length")
     evaluation = RougeEvaluation.for_trial(trial, tokenizer)
