@@ -21,7 +21,7 @@ from search.config import Range, SweepConfig, param_values
 from search.models import is_unfetched_builtin
 from trainables.data import describe_problems, exception_reason, load_dialogues, tokenize_ahead
 from trainables.errors import ConfigError
-from trainables.prompt import encode_example, load_tokenizer, scaffolding_length
+from trainables.prompt import encode_examples, load_tokenizer, scaffolding_length
 
 FIT_SAMPLE = 200  # training examples checked for fitting at the smallest max_length
 # At the driver's exit, how long an unfinished tokenize-ahead is waited for: a sweep is over long after
@@ -95,10 +95,8 @@ def _checked_inputs(sweep: SweepConfig, offline_reason: str | None) -> tuple[Dat
             f"({scaffolding} tokens with this tokenizer); raise it"
         )
     sample = dialogues["train"].select(range(min(FIT_SAMPLE, len(dialogues["train"]))))
-    fitting = sum(
-        encode_example(tokenizer, sweep.prompt, d or "", s or "", shortest) is not None
-        for d, s in zip(sample["dialogue"], sample["summary"])
-    )
+    fitting = sum(encoded is not None for encoded in encode_examples(
+        tokenizer, sweep.prompt, [d or "" for d in sample["dialogue"]], [s or "" for s in sample["summary"]], shortest))
     if fitting == 0:
         raise ConfigError(
             f"search.max_length: at {shortest} tokens none of the first {len(sample)} training summaries fit "
