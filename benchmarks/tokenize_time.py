@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"tokenize_time: {flag} {path} does not exist", file=sys.stderr)
             return 2
     if min(args.rounds, args.max_length) < 1 or args.test_examples < 0:
-        print("tokenize_time: --rounds and --max-length must be at least 1, --test-examples at least 0", file=sys.stderr)
+        print("tokenize_time: --rounds and --max-length must be at least 1, --test-examples at least 0",
+              file=sys.stderr)
         return 2
 
     import trainables.data

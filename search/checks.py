@@ -78,7 +78,8 @@ def check_sweep(sweep: SweepConfig, offline_reason: str | None = None) -> DataSu
     return _checked_inputs(sweep, offline_reason)[0]
 
 
-def _checked_inputs(sweep: SweepConfig, offline_reason: str | None) -> tuple[DataSummary, Any, dict[str, Any]]:
+def _checked_inputs(sweep: SweepConfig,
+                    offline_reason: str | None) -> tuple[DataSummary, Any, dict[str, Any]]:
     """check_sweep's summary, with the tokenizer (None where the model is not fetched yet) and the
     dialogues it loaded."""
     if is_unfetched_builtin(sweep.model.name_or_path):  # validate, before run has fetched it: the data alone
@@ -149,7 +150,8 @@ def check_sweep_in_background(sweep: SweepConfig, offline_reason: str | None = N
         try:
             began = time.perf_counter()
             checks.tokenized.set_result(tokenize_ahead(dialogues, tokenizer, sweep.prompt, lengths))
-            logger.debug("tokenized ahead of the trials at max_length %s in %.1f s", lengths, time.perf_counter() - began)
+            logger.debug("tokenized ahead of the trials at max_length %s in %.1f s", lengths,
+                         time.perf_counter() - began)
         except Exception as error:  # an optimization only: the trials tokenize for themselves
             logger.warning("tokenizing ahead of the trials failed (%s); each trial tokenizes its data itself",
                            exception_reason(error))
