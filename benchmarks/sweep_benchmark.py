@@ -21,7 +21,9 @@ scorer (trainables.score_file).
 Per seed, into OUT/summary.json: each arm's best validation ROUGE-L, when it was first reached
 (seconds since the arm's first trial began), wall time, GPU-hours and test ROUGE-L;
 `sooner_than_plain`: the plain script's time to its best over qlora-sweep's time to reach that
-value (undefined where qlora-sweep never reaches it); `shared_best`: the same ratio at the lower of
+value (undefined where qlora-sweep never reaches it; not given where the two searched different
+spaces, as after one is run again on a changed config: `search_spaces_differ` says how, from the
+search section each arm's test score records); `shared_best`: the same ratio at the lower of
 the two arms' bests, which both reach; the plain script's `best_rescored`: its best adapter scored
 on validation again by qlora-sweep's evaluator (its own generation picked it), so the two bests
 compare; qlora-sweep's first-rung and later-rung times (cold and warm workers);
@@ -475,6 +477,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> None:
         if not arm_to_run(folder, arm, name, tests, args.rerun):
             continue
         scores_file.write_text(json.dumps(tests, indent=2))  # an earlier score set aside stays on record
+        arm_overrides = seeded + {"recipe": RECIPE, "levers_off": LEVERS_OFF}.get(arm, [])
         if arm == "plain_script":
             experiment = run_plain_script(args.config, seeded, name, folder)
             values, checkpoint = best_of_plain_script(experiment)
@@ -484,9 +487,9 @@ def run_seed(args: argparse.Namespace, seed: int) -> None:
             tests[arm] = {**scored["test"], "validation_rougeL": scored["validation"]["rougeL"],
                           "hyperparameters": values}
         else:
-            experiment = run_sweep(args.config, seeded + {"recipe": RECIPE, "levers_off": LEVERS_OFF}.get(arm, []),
-                                   name, folder)
+            experiment = run_sweep(args.config, arm_overrides, name, folder)
             tests[arm] = test_of_sweep(experiment)
+        tests[arm]["search"] = searched_space(args.config, arm_overrides)
         scores_file.write_text(json.dumps(tests, indent=2))
         ran.add(arm)
     plain, ours = folder / f"{FOLDERS['plain_script']}-s{seed}", folder / f"{FOLDERS['qlora_sweep']}-s{seed}"
@@ -495,6 +498,35 @@ def run_seed(args: argparse.Namespace, seed: int) -> None:
         # the adapters are on this disk only now: a committed run keeps no checkpoints
         (folder / "rescored_pairs.json").write_text(json.dumps(rescore_pairs(plain, ours, args.rescore_pairs),
                                                                indent=2))
+
+
+def searched_space(config: str, overrides: list[str]) -> dict[str, Any]:
+    """The search section an arm ran with (its seed aside, which both arms of a seed share): the
+    two searching arms compare only when theirs are equal (a --rerun after the space changed
+    must run both)."""
+    return {name: value for name, value in load_config(config, overrides).search.model_dump(mode="json").items()
+            if name != "seed"}
+
+
+def spaces_differ(tests: dict[str, Any]) -> dict[str, Any]:
+    """{setting: [by hand's, qlora-sweep's]} where the two searching arms' recorded search sections
+    differ; {"unrecorded": arm} where only one arm's is on record (the other ran before sections were
+    recorded, so nothing says it searched the same space); empty where they agree or neither is recorded."""
+    plain, ours = (tests.get(arm, {}).get("search") for arm in ("plain_script", "qlora_sweep"))
+    if plain is None and ours is None:
+        return {}
+    if plain is None or ours is None:
+        return {"unrecorded": "plain_script" if plain is None else "qlora_sweep"}
+    return {name: [plain.get(name), ours.get(name)] for name in sorted(set(plain) | set(ours))
+            if plain.get(name) != ours.get(name)}
+
+
+def describe_spaces(differ: dict[str, Any]) -> str:
+    if "unrecorded" in differ:
+        return f"{differ['unrecorded']}'s search space is not on record (run it again: --rerun)"
+    settings = "; ".join(f"{name}: by hand {json.dumps(plain)}, qlora-sweep {json.dumps(ours)}"
+                         for name, (plain, ours) in differ.items())
+    return f"the searching arms ran different spaces ({settings})"
 
 
 def zero_shot_once(args: argparse.Namespace, seeded: list[str], folder: Path) -> None:
@@ -551,11 +583,17 @@ def summarize(out: Path, seed: int, gpus: int) -> dict[str, Any]:
     plain, ours = arms.get("plain_script"), arms.get("qlora_sweep")
     if ours:
         summary["qlora_sweep"]["rung_times"] = rung_times(folder / f"qlora-sweep-s{seed}")
-    if plain and ours:
+    differ = spaces_differ(tests)
+    if plain and ours and differ:
+        # one arm was run again on another space: a time to the other's best would compare two searches
+        summary["search_spaces_differ"] = differ
+        summary["sooner_than_plain"] = None
+    elif plain and ours:
         reach = time_to_reach(ours["points"], plain["best"])
         ours["time_to_reach_plain_best_s"] = reach
         summary["sooner_than_plain"] = plain["time_to_best_s"] / reach if reach else None
         summary["shared_best"] = shared_best(plain["points"], ours["points"])
+    if plain and ours:  # values both arms trained compare whatever else each searched
         summary["same_hyperparameters"] = same_hyperparameters(folder / f"plain-script-s{seed}",
                                                                folder / f"qlora-sweep-s{seed}")
         if (folder / "rescored_pairs.json").is_file():
@@ -650,7 +688,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seed {s['seed']}: " + "; ".join(
             f"{arm} best {s[arm]['best']:.4f} at {s[arm]['time_to_best_s']:.0f} s, test {s[arm]['test_rougeL']}"
             for arm in FOLDERS if s.get(arm) and s[arm]["best"] is not None)
-            + (f"; {s['sooner_than_plain']:.2f}x sooner than plain" if s.get("sooner_than_plain")
+            + (f"; not compared: {describe_spaces(s['search_spaces_differ'])}" if s.get("search_spaces_differ")
+               else f"; {s['sooner_than_plain']:.2f}x sooner than plain" if s.get("sooner_than_plain")
                else "; qlora-sweep never reached plain's best")
             + (f" ({s['shared_best']['sooner']:.2f}x at the shared best, {s['shared_best']['rougeL']:.4f})"
                if (s.get("shared_best") or {}).get("sooner") else ""))

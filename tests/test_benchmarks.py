@@ -516,6 +516,54 @@ def test_the_summary_pairs_the_trials_both_arms_trained_alike_rung_by_rung(tmp_p
     assert list(compared["by_rung"]) == ["1"]
 
 
+def test_the_arms_are_timed_against_each_other_only_when_both_searched_the_same_space(tmp_path):
+    """sweep_benchmark.summarize: each searching arm's test score carries the search section it ran
+    with (searched_space: the config with the arm's overrides, the seed aside). After one arm is run
+    again on a changed space, or beside an arm whose space is not on record, no sooner_than_plain is
+    given and the summary names why; the trials both trained alike still pair."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from sweep_benchmark import describe_spaces, searched_space, summarize
+
+    config = str(ROOT / "configs" / "sweep_benchmark_gpu.yaml")
+    space = searched_space(config, ["search.seed=1"])
+    assert "seed" not in space and space["num_trials"] == 12
+    assert space == searched_space(config, ["search.seed=0"])  # the seed is the arms' shared, not the space
+    widened = searched_space(config, ["search.lora_r={choice: [64, 512]}"])
+    assert widened["lora_r"] == {"choice": [64, 512]} and widened != space
+
+    folder = tmp_path / "seed0"
+    values = {"lora_r": 64, "learning_rate": 2e-4, "max_length": 512}
+    for arm, (rouge, seconds) in {"plain-script-s0": (0.33, 600), "qlora-sweep-s0": (0.34, 100)}.items():
+        (folder / arm / "trial_a").mkdir(parents=True)
+        (folder / arm / "trial_a" / "result.json").write_text(json.dumps(
+            {"config": values, "training_iteration": 1, "rougeL": rouge, "rouge_examples": 100, "trial_id": "a",
+             "timestamp": seconds, "time_total_s": seconds, "rung_s": seconds}) + "\n")
+
+    def summary_with(plain_space, ours_space) -> dict:
+        scores = {"plain_script": {"rougeL": 0.3}, "qlora_sweep": {"rougeL": 0.3}}
+        for arm, recorded in (("plain_script", plain_space), ("qlora_sweep", ours_space)):
+            if recorded is not None:
+                scores[arm]["search"] = recorded
+        (folder / "test_scores.json").write_text(json.dumps(scores))
+        return summarize(tmp_path, 0, gpus=1)
+
+    alike = summary_with(space, space)
+    assert alike["sooner_than_plain"] == pytest.approx(6.0) and "search_spaces_differ" not in alike
+    assert summary_with(None, None)["sooner_than_plain"] == pytest.approx(6.0)  # runs from before the record
+
+    apart = summary_with(space, widened)
+    assert apart["sooner_than_plain"] is None and "shared_best" not in apart
+    assert apart["search_spaces_differ"] == {"lora_r": [space["lora_r"], {"choice": [64, 512]}]}
+    assert apart["same_hyperparameters"]["by_rung"]["1"]["pairs"] == 1
+    assert describe_spaces(apart["search_spaces_differ"]) == (
+        'the searching arms ran different spaces (lora_r: by hand {"choice": [32, 64, 128, 256]}, '
+        'qlora-sweep {"choice": [64, 512]})')
+
+    one_sided = summary_with(None, widened)
+    assert one_sided["sooner_than_plain"] is None and one_sided["search_spaces_differ"] == {"unrecorded": "plain_script"}
+    assert describe_spaces(one_sided["search_spaces_differ"]).startswith("plain_script's search space is not on record")
+
+
 def test_the_rescored_pairs_use_each_trials_latest_kept_adapter_and_sum_up_where_they_compare(tmp_path):
     """sweep_benchmark.kept_adapters picks a trial's latest checkpoint still on disk (Tune deleted the
     others); rescored_summary gives the arms' gap as their runs scored and as one evaluator scored,

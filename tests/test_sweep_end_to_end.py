@@ -311,6 +311,10 @@ def test_the_sweep_benchmark_runs_its_arms_scores_their_best_on_held_out_dialogu
 
     # A second seed borrows the seed-independent zero-shot scores.
     scores = json.loads((out / "seed0" / "test_scores.json").read_text())
+    # each searching arm's score records the search section it ran with: here the same, so they were compared
+    assert scores["plain_script"]["search"] == scores["qlora_sweep"]["search"]
+    assert scores["qlora_sweep"]["search"]["lora_alpha_ratio"] == {"choice": [1, 2]}
+    assert "search_spaces_differ" not in summary
     second = subprocess.run([sys.executable, "benchmarks/sweep_benchmark.py", str(config), "--seeds", "1", "--out",
                              str(out), "--arms", "zero_shot", "--gpus", "1"], cwd=ROOT, capture_output=True, text=True)
     assert second.returncode == 0 and "zero_shot: taken from seed0" in second.stdout, second.stderr[-3000:]
