@@ -56,7 +56,7 @@
 #           && bash /tmp/detach.sh 'RESUME_FROM=/tmp/proj/benchmarks/results/2026-12-04-sweep-500 SEED="0 1" \
 #              RERUN=qlora_sweep RESCORE_PAIRS=0 PARTS=sweep bash benchmarks/sweep_benchmark_chain.sh' \
 #           && bash /tmp/wait.sh 540
-#           (that one, about 8 minutes: qlora-sweep's arm of both seeds again on lora_r 32..256, the config's
+#           (that one, about 7 minutes: qlora-sweep's arm of both seeds again on lora_r 32..256, the config's
 #           space since 2026-12-04 afternoon, beside the recipe and zero-shot kept; by hand's arms ran on
 #           16..128, so the summary gives no sooner_than_plain: its test ROUGE-L over the recipe is the
 #           figure. Commit it as a new folder, without the qlora-sweep-s*.earlier-* folders set aside;
