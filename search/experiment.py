@@ -139,13 +139,27 @@ def _probe_uri(uri: str) -> None:
 
 
 def code_version() -> str:
+    """'0.1.0 (abc1234)': the installed version, or the source tree's own where the code runs from a
+    copy that was never installed (as on a GPU machine without a registry), and the git commit where
+    the code sits in a clone."""
     try:
         package = version("qlora-sweep")
     except PackageNotFoundError:
-        package = "unknown"
+        package = source_tree_version()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).resolve().parent)
     return f"{package} ({commit.stdout.strip()})" if commit.returncode == 0 else package
+
+
+def source_tree_version() -> str:
+    """pyproject.toml's version beside this package, marked as not installed; 'unknown' without one."""
+    import tomllib
+
+    try:
+        with open(Path(__file__).resolve().parent.parent / "pyproject.toml", "rb") as file:
+            return f"{tomllib.load(file)['project']['version']} (not installed)"
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return "unknown"
 
 
 def write_resolved_config(sweep: SweepConfig) -> None:

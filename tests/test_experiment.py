@@ -60,3 +60,22 @@ def test_the_heartbeat_tells_a_live_driver_from_a_dead_one_and_from_an_ended_swe
     write_driver_heartbeat(str(tmp_path), ended=True)
     assert driver_is_gone(tmp_path) is False and not list(tmp_path.glob("*.partial"))
     assert json.loads((tmp_path / DRIVER_HEARTBEAT).read_text())["pid"] == os.getpid()
+
+
+def test_code_run_from_a_copy_that_was_never_installed_names_its_source_trees_version(monkeypatch):
+    """The resolved config's header names the code that ran it: a GPU machine without a registry runs
+    a copy of the tree that pip never installed, where the installed version cannot be asked for."""
+    import tomllib
+    from importlib.metadata import PackageNotFoundError
+
+    import search.experiment as experiment
+    from tests.helpers import ROOT
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+
+    def not_installed(name):
+        raise PackageNotFoundError(name)
+
+    assert experiment.code_version().startswith(declared) and "not installed" not in experiment.code_version()
+    monkeypatch.setattr(experiment, "version", not_installed)
+    assert experiment.code_version().startswith(f"{declared} (not installed)")
