@@ -84,8 +84,8 @@ class ModelConfig(Section):
         "layers (training.compile_layers) and trains padding-free, sdpa otherwise (torch has no FlexAttention "
         "backward on CPU). On an H200 (Llama-3-8B shape, "
         "compiled layers, micro-batch 8) flex_attention trained 1.95x the plain recipe (keeping 0.5 of the "
-        "recomputable activations), sdpa 1.71x (keeping none); flex_attention at micro-batch 16, 2.66x within the "
-        "plain recipe's memory, where sdpa's micro-batch 32 had run slower than its 8. Uncompiled it trained the "
+        "recomputable activations), sdpa 1.71x (keeping none); flex_attention at micro-batch 16, 2.73x within the "
+        "plain recipe's memory (keeping 0.2), where sdpa's micro-batch 32 had run slower than its 8. Uncompiled it trained the "
         "1B shape 0.91x and compiled ~100 s in every trial's process.",
     )
     cudnn_attention: AutoOrBool = Field(
@@ -292,9 +292,9 @@ class TrainingConfig(Section):
         "layer, dynamic shapes for padding-free micro-batches; recompute as planned, done by the compiler with "
         "activations_kept; generation runs the layers eagerly). Turns liger_kernels' auto off (torch.compile cannot "
         "trace Liger's kernels; both true is refused). On an H200 (Llama-3-8B shape, torch 2.11, bf16 dense layers, "
-        "FlexAttention) compiled layers trained 3.38x the plain recipe on a whole GPU and 2.66x within its memory "
-        "(micro-batch 16 keeping 0.2 of the recomputable activations; 1.95x at micro-batch 8 keeping 0.5), where "
-        "the eager defaults ran 1.83x and 0.92x; ROUGE-L stayed within 0.23 points of the plain recipe's. A trial "
+        "FlexAttention) compiled layers trained 3.35x the plain recipe on a whole GPU and 2.73x within its memory "
+        "(micro-batch 16 keeping 0.2 of the recomputable activations; 1.90x at its micro-batch of 8), where "
+        "the eager defaults had run 1.83x and 0.92x; ROUGE-L stayed within 0.23 points of the plain recipe's. A trial "
         "first pays a compile: 15-40 s on that host, up to 124 s for a process's first FlexAttention. auto: on for a "
         "GPU trial whose whole training (max_rungs x steps_per_rung steps of micro_batch_size x "
         "gradient_accumulation_steps examples at max_length tokens) would take eager layers at least 240 s at the "
@@ -311,7 +311,7 @@ class TrainingConfig(Section):
         "packed by memory (keeping more would ask for a larger share) and on CPU. Only with compiled layers "
         "(a checkpoint recomputes whole layers). On an H200 (Llama-3-8B shape, bf16 dense layers, FlexAttention) "
         "the compiled layers at micro-batch 8 trained 1.95x the plain recipe keeping 0.5 (14.2 GB of its 17.5), "
-        "at micro-batch 16 2.66x keeping 0.2 (15.8 GB); with SDPA at micro-batch 8 keeping 0, 1.71x in 8.5 GB.",
+        "at micro-batch 16 2.73x keeping 0.2 (15.8 GB); with SDPA at micro-batch 8 keeping 0, 1.71x in 8.5 GB.",
     )
     retry_on_oom: bool = Field(
         True,
