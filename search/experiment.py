@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 import uuid
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -153,8 +154,6 @@ def code_version() -> str:
 
 def source_tree_version() -> str:
     """pyproject.toml's version beside this package, marked as not installed; 'unknown' without one."""
-    import tomllib
-
     try:
         with open(Path(__file__).resolve().parent.parent / "pyproject.toml", "rb") as file:
             return f"{tomllib.load(file)['project']['version']} (not installed)"
