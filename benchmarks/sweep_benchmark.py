@@ -479,11 +479,11 @@ def run_seed(args: argparse.Namespace, seed: int) -> None:
         scores_file.write_text(json.dumps(tests, indent=2))  # an earlier score set aside stays on record
         arm_overrides = seeded + {"recipe": RECIPE, "levers_off": LEVERS_OFF}.get(arm, [])
         if arm == "plain_script":
-            experiment = run_plain_script(args.config, seeded, name, folder)
+            experiment = run_plain_script(args.config, arm_overrides, name, folder)
             values, checkpoint = best_of_plain_script(experiment)
             # validation too: the script's own generation picked this best; qlora-sweep's evaluator,
             # which scored every qlora-sweep trial, says whether the two bests compare
-            scored = scored_alone(args.config, seeded, values, checkpoint)
+            scored = scored_alone(args.config, arm_overrides, values, checkpoint)
             tests[arm] = {**scored["test"], "validation_rougeL": scored["validation"]["rougeL"],
                           "hyperparameters": values}
         else:
@@ -583,17 +583,17 @@ def summarize(out: Path, seed: int, gpus: int) -> dict[str, Any]:
     plain, ours = arms.get("plain_script"), arms.get("qlora_sweep")
     if ours:
         summary["qlora_sweep"]["rung_times"] = rung_times(folder / f"qlora-sweep-s{seed}")
-    differ = spaces_differ(tests)
-    if plain and ours and differ:
-        # one arm was run again on another space: a time to the other's best would compare two searches
-        summary["search_spaces_differ"] = differ
-        summary["sooner_than_plain"] = None
-    elif plain and ours:
-        reach = time_to_reach(ours["points"], plain["best"])
-        ours["time_to_reach_plain_best_s"] = reach
-        summary["sooner_than_plain"] = plain["time_to_best_s"] / reach if reach else None
-        summary["shared_best"] = shared_best(plain["points"], ours["points"])
-    if plain and ours:  # values both arms trained compare whatever else each searched
+    if plain and ours:
+        differ = spaces_differ(tests)
+        if differ:  # one arm run again on another space: a time to the other's best would compare two searches
+            summary["search_spaces_differ"] = differ
+            summary["sooner_than_plain"] = None
+        else:
+            reach = time_to_reach(ours["points"], plain["best"])
+            ours["time_to_reach_plain_best_s"] = reach
+            summary["sooner_than_plain"] = plain["time_to_best_s"] / reach if reach else None
+            summary["shared_best"] = shared_best(plain["points"], ours["points"])
+        # values both arms trained compare whatever else each searched
         summary["same_hyperparameters"] = same_hyperparameters(folder / f"plain-script-s{seed}",
                                                                folder / f"qlora-sweep-s{seed}")
         if (folder / "rescored_pairs.json").is_file():

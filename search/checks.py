@@ -131,11 +131,11 @@ def check_sweep_in_background(sweep: SweepConfig, offline_reason: str | None = N
     tokenizer, whose library import is most of their 5-7 s, and the data) and Ray's start (about 5 s)
     each wait on different things, so a sweep starts in the longer of the two instead of their sum.
 
-    Then, while the first trials' workers import their libraries (16 s on the H200 sweep of
-    2026-12-04, where tokenizing then cost each 3-5 s of its data part), the thread tokenizes the data at each
-    max_length the search lists into datasets' cache on this node, where those trials find it
-    (data.reuse_tokenized); a trial that gets there first tokenizes for itself, as before. The
-    driver waits a little for it at exit (TOKENIZE_AHEAD_WAIT_S)."""
+    Then, while the first trials' workers import their libraries (12-16 s on the H200 sweeps of
+    2026-12-04, where a fresh worker's data part fell from 16.5 s to 1.0-1.2 s with this), the thread
+    tokenizes the data at each max_length the search lists into datasets' cache on this node, where
+    those trials find it (data.reuse_tokenized); a trial that gets there first tokenizes for itself,
+    as before. The driver waits a little for it at exit (TOKENIZE_AHEAD_WAIT_S)."""
     checks = BackgroundChecks()
 
     def check_then_tokenize() -> None:

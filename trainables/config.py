@@ -85,8 +85,8 @@ class ModelConfig(Section):
         "backward on CPU). On an H200 (Llama-3-8B shape, "
         "compiled layers, micro-batch 8) flex_attention trained 1.95x the plain recipe (keeping 0.5 of the "
         "recomputable activations), sdpa 1.71x (keeping none); flex_attention at micro-batch 16, 2.73x within the "
-        "plain recipe's memory (keeping 0.2), where sdpa's micro-batch 32 had run slower than its 8. Uncompiled it trained the "
-        "1B shape 0.91x and compiled ~100 s in every trial's process.",
+        "plain recipe's memory (keeping 0.2), where sdpa's micro-batch 32 had run slower than its 8. Uncompiled it "
+        "trained the 1B shape 0.91x and compiled ~100 s in every trial's process.",
     )
     cudnn_attention: AutoOrBool = Field(
         "auto",

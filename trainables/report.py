@@ -81,8 +81,8 @@ class TuneSession:
 class StartupClock:
     """Where a trial's start (startup_s) goes: each part the seconds since the part before it, from
     when the worker began the trial. Reported as startup_<part>_s; a fresh worker's first rung spent
-    2.8x a later rung on an H200 (2026-12-04), 34 s of it before the first step. A part's own parts
-    (`mark_within`, each since the one before it inside the part) are startup_<part>_<name>_s."""
+    2.0-2.2x a later rung on an H200 (2026-12-04), 15-18 s of it before the first step. A part's own
+    parts (`mark_within`, each since the one before it inside the part) are startup_<part>_<name>_s."""
 
     def __init__(self, started: float):
         self._last = self._last_within = started
