@@ -723,3 +723,52 @@ def test_the_tokenize_timer_refuses_a_missing_path_in_one_line(tmp_path):
                           cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 2 and not (tmp_path / "t.json").exists()
     assert done.stderr.splitlines() == [f"tokenize_time: --data {tmp_path / 'none'} does not exist"]
+
+
+def _synthetic_trials(scale_peak: float = 7e-4, diverges_from: float = 8e-3) -> list[dict]:
+    """Trials scored by a known quadratic in log10(learning rate x alpha ratio), the runs' one scale."""
+    import math
+    trials = []
+    for lr in (1e-4, 3e-4, 1e-3, 3e-3, 9e-3):
+        for ratio in (0.5, 1, 2, 4):
+            for rank, max_length in ((32, 384), (64, 512), (128, 384), (256, 512)):
+                off = math.log10(lr * ratio / scale_peak)
+                rouge = 0.34 - 0.05 * off * off
+                scores = [0.0] if lr * ratio >= diverges_from else [rouge - 0.03, rouge - 0.01, rouge]
+                trials.append({"learning_rate": lr, "lora_alpha_ratio": ratio, "lora_r": rank, "max_length": max_length,
+                               "rouge": scores})
+    return trials
+
+
+def test_the_sampler_simulations_surrogate_recovers_the_landscape_it_was_fitted_to_and_its_divergence():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from sampler_simulation import Surrogate
+
+    surrogate = Surrogate(_synthetic_trials())
+    at_peak = surrogate.true_scores({"learning_rate": 7e-4, "lora_alpha_ratio": 1, "lora_r": 64, "max_length": 512})
+    assert at_peak == pytest.approx((0.31, 0.34), abs=1e-6)
+    decade_off = surrogate.true_scores({"learning_rate": 7e-5, "lora_alpha_ratio": 1, "lora_r": 32, "max_length": 384})
+    assert decade_off[1] == pytest.approx(0.29, abs=1e-6)
+    assert surrogate.noise3 == pytest.approx(0.0, abs=1e-9)
+    assert surrogate.diverges_from == pytest.approx(9e-3 * 1)  # the lowest learning rate x ratio seen to diverge
+    assert surrogate.true_scores({"learning_rate": 9e-3, "lora_alpha_ratio": 2, "lora_r": 64, "max_length": 512}) == (0, 0)
+
+
+def test_the_sampler_simulation_replays_asha_and_keeps_the_best_finished_trial_it_saw():
+    """Without noise the chosen trial is the finished one with the highest score, ASHA stops some
+    trials after rung 1, and every trial the sampler proposed is counted once."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import numpy as np
+    import optuna
+    from sampler_simulation import Surrogate, replay
+
+    surrogate = Surrogate(_synthetic_trials())
+    space = {"lora_r": [32, 64], "lora_alpha_ratio": [0.5, 1, 2, 4], "learning_rate": (1e-4, 1e-2),
+             "max_length": [384, 512]}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = optuna.samplers.TPESampler(seed=3, n_startup_trials=4)
+    outcome = replay(surrogate, sampler, space, np.random.default_rng(0), trials=12, concurrent=3)
+    assert 1 <= outcome["finished"] < 12  # ASHA cut at least one trial after its first rung
+    assert outcome["chosen_true"] == pytest.approx(outcome["chosen_observed"]) == pytest.approx(
+        max(outcome["finished_true"]))
+    assert outcome["chosen_true"] > 0.3
