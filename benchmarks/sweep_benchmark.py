@@ -52,6 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from search.config import load_config
+from search.experiment import DRIVER_HEARTBEAT
 
 RECIPE_VALUES = {"lora_r": 32, "lora_alpha": 32, "learning_rate": 2.0e-4, "max_length": 512}
 RECIPE = ["search.lora_r={choice: [32]}", "search.lora_alpha={choice: [32]}", "search.lora_alpha_ratio=null",
@@ -136,7 +137,10 @@ def rung_times(experiment: Path) -> dict[str, Any]:
     in a worker kept from an earlier trial (warm), and the later rungs; `parts`: the medians of
     what each was made of (startup, training steps, validation loss and ROUGE; the startup's imports,
     data, model and Trainer), and of its steps' pace (the first step, the median step, and the time
-    its steps took beyond the median)."""
+    its steps took beyond the median). `first_rung_cold_since_start_s`: a fresh worker's first rung
+    counted from when the driver's Tuner began (its heartbeat's session_started, recorded since
+    2026-12-04), so the wait for a worker and any import it made before the trial began are in it
+    (rung_s starts when the trial does); Tune's result timestamps are whole seconds."""
     rows = rows_of(experiment)
 
     def median(values: list[float]) -> float | None:
@@ -157,8 +161,17 @@ def rung_times(experiment: Path) -> dict[str, Any]:
     for group in ("first_cold", "first_warm"):  # the start, and its parts (reported since ac46e28)
         for part in ("startup_s", *STARTUP_PARTS, *DATA_PARTS):
             parts[group][part] = median([r[part] for r in groups[group] if r.get(part) is not None])
+    try:
+        session_started = json.loads((experiment / DRIVER_HEARTBEAT).read_text())["session_started"]
+    except (OSError, ValueError, KeyError):
+        session_started = None  # a run from before it was recorded, or by hand's arm
+    since_start = ([r["timestamp"] - session_started for r in groups["first_cold"] if r.get("timestamp")]
+                   if session_started else [])
     return {
         "parts": parts,
+        "first_rung_cold_since_start_s": median(since_start),
+        "first_over_later_cold_since_start": median(since_start) / later_median if since_start and later_median
+        else None,
         "first_rung_cold_s": median(cold), "first_rung_warm_s": median(warm), "later_rung_s": later_median,
         "startup_cold_s": median([r["startup_s"] for r in first if not r.get("warm_start") and r.get("startup_s")]),
         "startup_warm_s": median([r["startup_s"] for r in first if r.get("warm_start") and r.get("startup_s")]),

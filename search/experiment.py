@@ -206,8 +206,11 @@ def replace_file(filesystem: pyarrow.fs.FileSystem, path: str, data: bytes) -> N
     filesystem.move(path + ".partial", path)
 
 
-def write_driver_heartbeat(experiment: str, ended: bool = False) -> None:
-    beat = {"pid": os.getpid(), "host": socket.gethostname(), "heartbeat": time.time(), "ended": ended}
+def write_driver_heartbeat(experiment: str, ended: bool = False, session_started: float | None = None) -> None:
+    """`session_started`: when this driver's Tuner began (time.time()), before its first trial asked for a
+    worker: where a fresh trial's wait for its worker shows (benchmarks/sweep_benchmark.py)."""
+    beat = {"pid": os.getpid(), "host": socket.gethostname(), "heartbeat": time.time(), "ended": ended,
+            "session_started": session_started}
     write_atomically(experiment, DRIVER_HEARTBEAT, json.dumps(beat).encode("utf-8"))
 
 

@@ -30,6 +30,7 @@ from search.tuner import (
     restored_concurrency, smallest_gpu_memory_bytes, start_ray,
 )
 from trainables.memory import GIB
+from trainables.warm import CUDA_SAFE_IMPORTS
 
 if TYPE_CHECKING:
     from search.checks import DataSummary
@@ -160,7 +161,8 @@ def _start(sweep: SweepConfig, view: SweepView, watch: Watch,
     """Ray started or joined, the data checked (`checked` ran while Ray started), the storage checked
     from every node, each trial's plan ready to make, and how many trials run at once."""
     log = None if watch.verbose else driver_log_path(sweep)
-    start_ray(log, dashboard=sweep.resources.ray_dashboard)
+    start_ray(log, dashboard=sweep.resources.ray_dashboard,
+              preload=CUDA_SAFE_IMPORTS if sweep.resources.preload_libraries else ())
     if checked is not None:
         view.validation_examples = _data_checked(checked)
     logger.info("experiment folder: %s", experiment_path(sweep))

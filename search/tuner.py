@@ -18,6 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from importlib.metadata import version
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,15 +50,20 @@ TUNE_STATE_PATTERNS = ("experiment_state-*.json", "search_gen_state-*.json", "se
 
 # --- the cluster -----------------------------------------------------------------------------
 
-def start_ray(worker_output: Path | None = None, dashboard: bool = True) -> None:
+def start_ray(worker_output: Path | None = None, dashboard: bool = True, preload: Sequence[str] = ()) -> None:
     """Inside `ray job submit` (RAY_ADDRESS set) or next to `ray start`, join that cluster;
     otherwise start a local Ray for this process, with its dashboard or without (ray.init ignores
     the switch when it joins a cluster). `worker_output`: a file that receives the lines Ray
-    forwards from trial workers, instead of the screen."""
+    forwards from trial workers, instead of the screen. `preload`: modules a local Ray's worker
+    processes import as they start, before any task or trial is theirs (a cluster sets its own:
+    cluster.yaml); Ray starts idle workers with the driver, so their imports overlap its preparation."""
     # Tune warns when it snapshots often; with a checkpoint every rung that is by design.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # ray.init refuses a system config for a cluster it joins; this is how it tells the two apart
+    starts_local = ray._private.services.canonicalize_bootstrap_address(None) is None
+    system_config = {"preload_python_modules": list(preload)} if preload and starts_local else None
     # None, not True: Ray's dashboard where its packages are (ray[default]); True makes their absence an error
-    ray.init(ignore_reinit_error=True, include_dashboard=None if dashboard else False)
+    ray.init(ignore_reinit_error=True, include_dashboard=None if dashboard else False, _system_config=system_config)
     forward_worker_output(worker_output)
 
 
@@ -249,6 +255,7 @@ class SweepKeeper(tune.Callback):
         self._copied: dict[str, tuple[int, int]] = {}
         self._generation = 0
         self._staging: Path | None = None  # found at the first step with a trial; it stays put for the session
+        self._session_started: float | None = None  # set by setup, when Tune begins a driver session
 
     def follow(self, experiment: str) -> None:
         """Keep the folder where the experiment is now: one restored from tuner.pkl names the folder
@@ -257,12 +264,13 @@ class SweepKeeper(tune.Callback):
 
     def setup(self, **info):
         self._staging = None  # a resumed session stages elsewhere
-        write_driver_heartbeat(self.experiment)
+        self._session_started = time.time()
+        write_driver_heartbeat(self.experiment, session_started=self._session_started)
         self._last_beat = time.monotonic()
 
     def on_step_end(self, iteration, trials, **info):
         if time.monotonic() - self._last_beat >= HEARTBEAT_S:
-            write_driver_heartbeat(self.experiment)
+            write_driver_heartbeat(self.experiment, session_started=self._session_started)
             self._last_beat = time.monotonic()
         if trials:
             # Tune saves its state to the staging folder in this same thread, between steps:
@@ -273,7 +281,7 @@ class SweepKeeper(tune.Callback):
     def on_experiment_end(self, trials, **info):
         if self._staging is not None:
             self._copy_state(self._staging)  # Tune's final save, made after the last step
-        write_driver_heartbeat(self.experiment, ended=True)
+        write_driver_heartbeat(self.experiment, ended=True, session_started=self._session_started)
 
     def _copy_state(self, staging: Path) -> None:
         files = newest_state_files(staging)

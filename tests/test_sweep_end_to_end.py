@@ -295,6 +295,9 @@ def test_the_sweep_benchmark_runs_its_arms_scores_their_best_on_held_out_dialogu
     timing = ours["rung_times"]
     assert timing["cold_first_rungs"] == 1 and timing["warm_first_rungs"] == 1  # one worker ran both trials
     assert timing["startup_warm_s"] < timing["startup_cold_s"]
+    # counted from when the driver's Tuner began, a fresh worker's first rung holds the rung itself and
+    # the wait for its worker (whole seconds: Tune's timestamps)
+    assert timing["first_rung_cold_since_start_s"] >= timing["first_rung_cold_s"] - 1
     for group, parts in timing["parts"].items():  # each kind of rung, split into what it was made of
         assert 0 < parts["train_s"] + parts["eval_s"] + parts.get("startup_s", 0) <= parts["rung_s"], (group, parts)
         assert 0 < parts["step_s_median"] and 0 <= parts["train_s_beyond_median"] < parts["train_s"], (group, parts)
