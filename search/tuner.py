@@ -16,9 +16,9 @@ import os
 import pickle
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +55,9 @@ def start_ray(worker_output: Path | None = None, dashboard: bool = True, preload
     otherwise start a local Ray for this process, with its dashboard or without (ray.init ignores
     the switch when it joins a cluster). `worker_output`: a file that receives the lines Ray
     forwards from trial workers, instead of the screen. `preload`: modules a local Ray's worker
-    processes import as they start, before any task or trial is theirs (a cluster sets its own:
-    cluster.yaml); Ray starts idle workers with the driver, so their imports overlap its preparation."""
+    processes import as they start, before any task or trial is theirs (a cluster's head sets its
+    own: `ray start --system-config`); Ray starts idle workers with the driver, so their imports
+    overlap its preparation."""
     # Tune warns when it snapshots often; with a checkpoint every rung that is by design.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # ray.init refuses a system config for a cluster it joins; this is how it tells the two apart

@@ -76,9 +76,9 @@ def _run_trials(work: queue.SimpleQueue) -> None:
 
 # What a trial imports that asks nothing of CUDA on import, so that a worker may import it before Ray
 # gives it a GPU (with resources.preload_libraries the driver has Ray preload these in its idle
-# workers: search.tuner.start_ray). Not
-# peft, trl or transformers' Trainer: they import bitsandbytes, which asks torch for every GPU's
-# compute capability, and a process that asked keeps the GPUs it saw then (tests/test_preload.py).
+# workers: search.tuner.start_ray). Not peft, trl or transformers' Trainer: they import bitsandbytes,
+# which asks torch about every GPU, and a process that asked keeps the GPUs it saw then
+# (tests/test_preload.py).
 # On the 2-core CPU these were 5.4-6.7 s of `import trainables.trial`'s 12 (2026-12-04).
 CUDA_SAFE_IMPORTS = ("torch", "transformers", "transformers.modeling_utils", "accelerate", "datasets")
 
