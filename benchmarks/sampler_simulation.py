@@ -146,23 +146,35 @@ def main(argv: list[str] | None = None) -> int:
                         help="rung 3's observation noise, ROUGE-L std (default: the fit's residual, misfit included)")
     parser.add_argument("--out", type=Path, help="JSON of every setting's outcome")
     args = parser.parse_args(argv)
+    try:
+        settings = [int(n) for n in args.random_trials.split(",")]
+    except ValueError:
+        parser.error(f"--random-trials: whole numbers separated by commas, got {args.random_trials!r}")
+    for name in ("seeds", "trials", "concurrent"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name}: at least 1, got {getattr(args, name)}")
+    if args.noise is not None and args.noise < 0:
+        parser.error(f"--noise: 0 or more, got {args.noise}")
+    if min(settings) < 0:
+        parser.error(f"--random-trials: 0 or more each, got {args.random_trials!r}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     surrogate = Surrogate(measured_trials(RUNS))
     if args.noise is not None:  # rung 1 keeps its ratio to rung 3's
         surrogate.noise1, surrogate.noise3 = surrogate.noise1 * args.noise / surrogate.noise3, args.noise
     spaces = {"lr 1e-4..1e-2": (1e-4, 1e-2), "lr 1e-4..3e-3": (1e-4, 3e-3)}
-    settings = [int(n) for n in args.random_trials.split(",")]
     outcomes: dict[str, dict] = {}
     for space_name, lr_range in spaces.items():
         space = {"lora_r": [32, 64, 128, 256], "lora_alpha_ratio": [0.5, 1, 2, 4], "learning_rate": lr_range,
                  "max_length": [384, 512]}
         for random_trials in settings:
-            runs = [replay(surrogate, optuna.samplers.TPESampler(seed=seed, n_startup_trials=random_trials), space,
-                           np.random.default_rng(10_000 + seed), args.trials, args.concurrent) for seed in range(args.seeds)]
+            runs = [replay(surrogate, optuna.samplers.TPESampler(seed=seed, n_startup_trials=random_trials),
+                           space, np.random.default_rng(10_000 + seed), args.trials, args.concurrent)
+                    for seed in range(args.seeds)]
             chosen = np.array([r["chosen_true"] for r in runs])
             name = f"{space_name}, random_trials {random_trials}"
-            outcomes[name] = {"chosen_true_mean": float(chosen.mean()), "chosen_true_p10": float(np.percentile(chosen, 10)),
+            outcomes[name] = {"chosen_true_mean": float(chosen.mean()),
+                              "chosen_true_p10": float(np.percentile(chosen, 10)),
                               "chosen_true_median": float(np.median(chosen)),
                               "chosen_observed_mean": float(np.mean([r["chosen_observed"] for r in runs])),
                               "diverged_per_sweep": float(np.mean([r["diverged"] for r in runs])),
@@ -173,12 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     if baseline is not None:
         for name, outcome in outcomes.items():  # paired by seed: the same seed's noise draws and first trials
             gap = np.array(outcome["chosen_true"]) - np.array(baseline)
-            outcome["over_optuna_default"] = {"mean": float(gap.mean()), "sem": float(gap.std(ddof=1) / math.sqrt(len(gap))),
+            outcome["over_optuna_default"] = {"mean": float(gap.mean()),
+                                              "sem": float(gap.std(ddof=1) / math.sqrt(len(gap))),
                                               "better": int((gap > 1e-9).sum()), "worse": int((gap < -1e-9).sum())}
     report = {"surrogate": {"fitted_on": surrogate.fitted_on, "noise_rung1": surrogate.noise1,
                             "noise_rung3": surrogate.noise3, "diverges_from_lr_x_ratio": surrogate.diverges_from,
                             "rung1": surrogate.rung1.tolist(), "rung3": surrogate.rung3.tolist()},
-              "sweep": {"trials": args.trials, "concurrent": args.concurrent, "reduction_factor": 3}, "outcomes": outcomes}
+              "sweep": {"trials": args.trials, "concurrent": args.concurrent, "reduction_factor": 3},
+              "outcomes": outcomes}
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=1))

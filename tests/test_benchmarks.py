@@ -751,7 +751,8 @@ def test_the_sampler_simulations_surrogate_recovers_the_landscape_it_was_fitted_
     assert decade_off[1] == pytest.approx(0.29, abs=1e-6)
     assert surrogate.noise3 == pytest.approx(0.0, abs=1e-9)
     assert surrogate.diverges_from == pytest.approx(9e-3 * 1)  # the lowest learning rate x ratio seen to diverge
-    assert surrogate.true_scores({"learning_rate": 9e-3, "lora_alpha_ratio": 2, "lora_r": 64, "max_length": 512}) == (0, 0)
+    diverging = {"learning_rate": 9e-3, "lora_alpha_ratio": 2, "lora_r": 64, "max_length": 512}
+    assert surrogate.true_scores(diverging) == (0, 0)
 
 
 def test_the_sampler_simulation_replays_asha_and_keeps_the_best_finished_trial_it_saw():
@@ -772,3 +773,16 @@ def test_the_sampler_simulation_replays_asha_and_keeps_the_best_finished_trial_i
     assert outcome["chosen_true"] == pytest.approx(outcome["chosen_observed"]) == pytest.approx(
         max(outcome["finished_true"]))
     assert outcome["chosen_true"] > 0.3
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--random-trials", "4,x"], "--random-trials: whole numbers separated by commas, got '4,x'"),
+    (["--seeds", "0"], "--seeds: at least 1, got 0"),
+    (["--noise", "-1"], "--noise: 0 or more, got -1.0"),
+])
+def test_the_sampler_simulation_refuses_bad_arguments_in_one_line_with_exit_2(arguments, message, tmp_path):
+    out = tmp_path / "simulation.json"
+    done = subprocess.run([sys.executable, "benchmarks/sampler_simulation.py", *arguments, "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].endswith(message), done.stderr
+    assert not out.exists()
