@@ -65,13 +65,14 @@ class Surrogate:
         scale = np.array([t["learning_rate"] * t["lora_alpha_ratio"] for t in trials])
         rank = np.array([t["lora_r"] for t in trials], float)
         length = np.array([t["max_length"] for t in trials], float)
+        x = features(scale, rank, length)
         rung1 = np.array([t["rouge"][0] for t in trials])
         healthy = rung1 >= DIVERGED
         self.diverges_from = float(scale[~healthy].min()) if (~healthy).any() else math.inf
-        self.rung1, self.noise1 = self._fit(features(scale, rank, length)[healthy], rung1[healthy])
+        self.rung1, self.noise1 = self._fit(x[healthy], rung1[healthy])
         full = np.array([len(t["rouge"]) >= 3 for t in trials]) & healthy
         rung3 = np.array([t["rouge"][2] if len(t["rouge"]) >= 3 else 0.0 for t in trials])
-        self.rung3, self.noise3 = self._fit(features(scale, rank, length)[full], rung3[full])
+        self.rung3, self.noise3 = self._fit(x[full], rung3[full])
         self.fitted_on = {"trials": len(trials), "rung1": int(healthy.sum()), "rung3": int(full.sum())}
 
     @staticmethod
@@ -101,7 +102,7 @@ def replay(surrogate: Surrogate, sampler: optuna.samplers.BaseSampler, space: di
     rung 1 below the (1 - 1/rf) quantile of the rung-1 scores recorded before it (Ray's async
     ASHA); returns the chosen trial's true rung-3 score and how many trials diverged."""
     study = optuna.create_study(direction="maximize", sampler=sampler)
-    running: list[dict] = []  # {"trial", "hp", "true", "rung", "ends"}
+    running: list[dict] = []  # {"trial", "true": (rung 1, rung 3), "rung", "ends"}
     recorded_rung1: list[float] = []
     finished: list[tuple[float, float]] = []  # (observed rung 3, true rung 3)
     started = diverged = 0

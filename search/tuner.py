@@ -61,8 +61,8 @@ def start_ray(worker_output: Path | None = None, dashboard: bool = True, preload
     # Tune warns when it snapshots often; with a checkpoint every rung that is by design.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # ray.init refuses a system config for a cluster it joins; this is how it tells the two apart
-    starts_local = ray._private.services.canonicalize_bootstrap_address(None) is None
-    system_config = {"preload_python_modules": list(preload)} if preload and starts_local else None
+    starts_local = bool(preload) and ray._private.services.canonicalize_bootstrap_address(None) is None
+    system_config = {"preload_python_modules": list(preload)} if starts_local else None
     # None, not True: Ray's dashboard where its packages are (ray[default]); True makes their absence an error
     ray.init(ignore_reinit_error=True, include_dashboard=None if dashboard else False, _system_config=system_config)
     forward_worker_output(worker_output)

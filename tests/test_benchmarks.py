@@ -1,6 +1,7 @@
 """The trial-speed benchmark runs end to end on a tiny shape on the CPU, so it cannot rot."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -727,7 +728,6 @@ def test_the_tokenize_timer_refuses_a_missing_path_in_one_line(tmp_path):
 
 def _synthetic_trials(scale_peak: float = 7e-4, diverges_from: float = 8e-3) -> list[dict]:
     """Trials scored by a known quadratic in log10(learning rate x alpha ratio), the runs' one scale."""
-    import math
     trials = []
     for lr in (1e-4, 3e-4, 1e-3, 3e-3, 9e-3):
         for ratio in (0.5, 1, 2, 4):
