@@ -54,12 +54,17 @@
 #           cp .devstage/w1/* /tmp/stage/ && tar xJf .devstage/inputs.tar.xz -C /tmp/stage
 #   call 3  carry [".devstage/w2"]   cp .devstage/w2/* /tmp/stage/
 #   call 4  carry [".devstage/w3"]   cp .devstage/w3/* /tmp/stage/ && cat /tmp/stage/part-* > /tmp/smol.whl \
-#           && bash /tmp/detach.sh 'w=60; for s in 0 1; do for p in false true; do \
-#              RES=/tmp/res/preload-$p-s$s WARMUP_S=$w RESUME_FROM=/tmp/proj/benchmarks/results/2026-12-04-sweep-r256 \
-#              SEED=$s RERUN=qlora_sweep RESCORE_PAIRS=0 PARTS=sweep SETS=resources.preload_libraries=$p \
-#              bash benchmarks/sweep_benchmark_chain.sh; w=0; done; done' && bash /tmp/wait.sh 540
-#           (that one, about 15 minutes: qlora-sweep's arm without and with resources.preload_libraries by
-#           turns, seed 0 then seed 1, each into its own folder under /tmp/res; the figure is each run's
+#           && bash /tmp/detach.sh 'python3 -m pytest -q -n 0 -p no:cacheprovider -m gpu \
+#              tests/test_preload.py > /tmp/res/preload_gpu_check.log 2>&1; w=60; for s in 0 1; do \
+#              o="false true"; [ $s = 1 ] && o="true false"; for p in $o; do RES=/tmp/res/preload-$p-s$s \
+#              WARMUP_S=$w RESUME_FROM=/tmp/proj/benchmarks/results/2026-12-04-sweep-r256 SEED=$s RERUN=qlora_sweep \
+#              RESCORE_PAIRS=0 PARTS=sweep SETS=resources.preload_libraries=$p \
+#              bash benchmarks/sweep_benchmark_chain.sh; w=0; done; done' \
+#           && bash /tmp/wait.sh 500
+#           (that one, about 16 minutes: first that a preloaded worker on the GPU still takes the GPUs Ray gives
+#           it (tests/test_preload.py's GPU test, about 1 minute), then qlora-sweep's arm without and with
+#           resources.preload_libraries by turns, seed 0 off first, seed 1 on first, each into its own folder
+#           under /tmp/res; the figure is each run's
 #           rung_times.first_rung_cold_since_start_s against later_rung_s in its summary.json, and its
 #           time_to_best_s. Commit the four qlora-sweep-s* runs and summaries, not the copied arms.
 #           Before it, on 2026-12-04 afternoon: qlora-sweep's arm of both seeds on lora_r 32..256

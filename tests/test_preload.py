@@ -10,8 +10,6 @@ import pytest
 
 from tests.helpers import ROOT, short_ray_temp
 
-pytestmark = pytest.mark.sweep
-
 # Imports the given modules after torch with every way torch asks CUDA about its devices watched;
 # prints what asked. On a CPU build torch answers without a GPU, but the question is what counts.
 CUDA_QUESTIONS_ON_IMPORT = """
@@ -40,6 +38,7 @@ def _cuda_questions(*modules: str) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
+@pytest.mark.sweep
 def test_the_modules_preloaded_in_idle_workers_ask_nothing_of_cuda_and_bitsandbytes_would():
     from trainables.warm import CUDA_SAFE_IMPORTS
 
@@ -65,6 +64,7 @@ ray.shutdown()
 """
 
 
+@pytest.mark.sweep
 def test_a_local_rays_workers_have_the_preloaded_modules_before_a_trial_begins_in_them():
     # two light standard modules stand for the libraries: what is checked is that the worker imported them
     with short_ray_temp() as ray_temp:
@@ -72,3 +72,33 @@ def test_a_local_rays_workers_have_the_preloaded_modules_before_a_trial_begins_i
                               text=True, cwd=ROOT, timeout=180, env={**os.environ, "RAY_TMPDIR": str(ray_temp)})
     assert done.returncode == 0, done.stderr[-3000:]
     assert "imported: ['email.mime.text']" in done.stdout
+
+
+# On a GPU machine, what the watch above stands for: imports the given modules in a process that sees
+# every GPU, then hides them all, as Ray sets CUDA_VISIBLE_DEVICES when it gives a worker its trial,
+# and asks the CUDA runtime itself (not NVML, which reads the variable again) how many it sees. A
+# process whose imports initialized CUDA keeps the GPUs it saw then.
+GPUS_SEEN_AFTER_HIDING = """
+import importlib, os, sys
+for module in sys.argv[1:]:
+    importlib.import_module(module)
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
+import torch
+print("seen:", torch._C._cuda_getDeviceCount())
+"""
+
+
+def _gpus_seen_after_hiding(*modules: str) -> str:
+    env = {key: value for key, value in os.environ.items() if key != "CUDA_VISIBLE_DEVICES"}
+    done = subprocess.run([sys.executable, "-c", GPUS_SEEN_AFTER_HIDING, *modules], capture_output=True,
+                          text=True, cwd=ROOT, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_a_worker_that_preloaded_still_takes_the_gpus_ray_gives_it_and_one_that_imported_bitsandbytes_not():
+    from trainables.warm import CUDA_SAFE_IMPORTS
+
+    assert _gpus_seen_after_hiding(*CUDA_SAFE_IMPORTS) == "seen: 0"
+    assert _gpus_seen_after_hiding("bitsandbytes") != "seen: 0"

@@ -79,8 +79,14 @@ def _run_trials(work: queue.SimpleQueue) -> None:
 # workers: search.tuner.start_ray). Not peft, trl or transformers' Trainer: they import bitsandbytes,
 # which asks torch about every GPU, and a process that asked keeps the GPUs it saw then
 # (tests/test_preload.py).
-# On the 2-core CPU these were 5.4-6.7 s of `import trainables.trial`'s 12 (2026-12-04).
-CUDA_SAFE_IMPORTS = ("torch", "transformers", "transformers.modeling_utils", "accelerate", "datasets")
+# What peft and bitsandbytes pull in that asks nothing is listed too: transformers' masking and FSDP
+# code (peft's constants), torch's compiler (bitsandbytes registers its kernels through it), and what
+# the trial scores and reports with. On the 2-core CPU these leave about 1 s of `import trainables.trial`'s
+# 12 s to a worker that has them (peft, bitsandbytes, TRL), where the first five alone left about 5 s
+# (2026-12-04, fresh processes by turns).
+CUDA_SAFE_IMPORTS = ("torch", "transformers", "transformers.modeling_utils", "accelerate", "datasets",
+                     "transformers.masking_utils", "transformers.distributed.fsdp", "torch._inductor.compile_fx",
+                     "rouge_score.rouge_scorer", "ray.tune")
 
 # Switches a trial sets on the running process, not part of what is loaded: trials differing only in
 # them share the kept model
