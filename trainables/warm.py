@@ -79,14 +79,15 @@ def _run_trials(work: queue.SimpleQueue) -> None:
 # workers: search.tuner.start_ray). Not peft, trl or transformers' Trainer: they import bitsandbytes,
 # which asks torch about every GPU, and a process that asked keeps the GPUs it saw then
 # (tests/test_preload.py).
-# What peft and bitsandbytes pull in that asks nothing is listed too: transformers' masking and FSDP
-# code (peft's constants), torch's compiler (bitsandbytes registers its kernels through it), and what
-# the trial scores and reports with. On the 2-core CPU these leave about 1 s of `import trainables.trial`'s
-# 12 s to a worker that has them (peft, bitsandbytes, TRL), where the first five alone left about 5 s
-# (2026-12-04, fresh processes by turns).
+# What peft pulls in that asks nothing is listed too: transformers' masking and FSDP code (peft's
+# constants), and what the trial scores and reports with. Not torch's compiler (torch._inductor.compile_fx,
+# which bitsandbytes imports): on the H200's torch 2.11 its benchmarking module asks is_available on import,
+# though the CPU's 2.13 does not (benchmarks/cuda_on_import.py, benchmarks/results/2026-12-04-preload).
+# On the 2-core CPU a process that has these imports the rest of trainables.trial in 2.1-3.0 s, one that has
+# the first five in 4.9-6.2 s, of 12 s in all (2026-12-04, fresh processes by turns, 3 each).
 CUDA_SAFE_IMPORTS = ("torch", "transformers", "transformers.modeling_utils", "accelerate", "datasets",
-                     "transformers.masking_utils", "transformers.distributed.fsdp", "torch._inductor.compile_fx",
-                     "rouge_score.rouge_scorer", "ray.tune")
+                     "transformers.masking_utils", "transformers.distributed.fsdp", "rouge_score.rouge_scorer",
+                     "ray.tune")
 
 # Switches a trial sets on the running process, not part of what is loaded: trials differing only in
 # them share the kept model
