@@ -266,13 +266,13 @@ class ResourcesConfig(Section):
         description="true: a sweep that starts a local Ray of its own has Ray import torch, transformers' "
         "model code, accelerate, datasets, ROUGE and Tune (trainables.warm.CUDA_SAFE_IMPORTS) in each idle "
         "worker process as it starts (Ray starts one per CPU with the driver), while the driver prepares the "
-        "sweep, so that a trial's fresh worker has them when "
-        "it begins: on an H200 a fresh worker's imports were 15-16 s of its first rung's 40 s (2026-12-04). "
-        "Never what touches CUDA on import (bitsandbytes, peft, TRL): a worker Ray has not yet given a GPU "
-        "must not look at the GPUs. Off until measured on a GPU: on a 2-core CPU the idle workers' imports "
+        "sweep, so that a trial's fresh worker has them when it begins: on an H200 a fresh worker's imports "
+        "were 15-16 s of its first rung's 40 s (2026-12-04). Never what touches CUDA on import (bitsandbytes, "
+        "peft, TRL): a worker Ray has not yet given a GPU must not look at the GPUs, and a trial refuses, in "
+        "one line, a worker that did. Off until measured on a GPU: on a 2-core CPU the idle workers' imports "
         "slowed a test-sized sweep from 26.2 to 29.1 s (median of 4 by turns, the first four of those). "
-        "On a cluster the head's "
-        "`ray start --system-config` sets the same (preload_python_modules); joining one, this has no effect.",
+        "On a cluster the head's `ray start --system-config` sets the same (preload_python_modules); joining "
+        "one, this has no effect.",
     )
     ray_dashboard: bool = Field(
         True,

@@ -102,3 +102,35 @@ def test_on_a_gpu_a_worker_that_preloaded_still_takes_the_gpus_ray_gives_it_and_
 
     assert _gpus_seen_after_hiding(*CUDA_SAFE_IMPORTS) == "seen: 0"
     assert _gpus_seen_after_hiding("bitsandbytes") != "seen: 0"
+
+
+# What a trial does first in its worker, in a process that imported the given modules and was then
+# given no GPU (as Ray gives a trial that asks for none, or another GPU than the ones it saw)
+TRIAL_CHECK_AFTER_HIDING = """
+import importlib, os, sys
+for module in sys.argv[1:]:
+    importlib.import_module(module)
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
+from trainables.warm import check_gpus_are_rays
+try:
+    check_gpus_are_rays()
+    print("trial may run")
+except RuntimeError as refused:
+    print("refused:", refused)
+"""
+
+
+def _trial_check_after_hiding(*modules: str) -> str:
+    env = {key: value for key, value in os.environ.items() if key != "CUDA_VISIBLE_DEVICES"}
+    done = subprocess.run([sys.executable, "-c", TRIAL_CHECK_AFTER_HIDING, *modules], capture_output=True,
+                          text=True, cwd=ROOT, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_a_trial_refuses_a_worker_that_kept_gpus_ray_did_not_give_it():
+    assert _trial_check_after_hiding() == "trial may run"
+    refused = _trial_check_after_hiding("bitsandbytes")
+    assert refused.startswith("refused: this trial's worker sees ") and "but was given 0" in refused, refused
+    assert "resources.preload_libraries: false" in refused

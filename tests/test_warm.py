@@ -154,3 +154,15 @@ def test_every_trial_of_a_worker_runs_in_one_kept_thread_whose_result_or_excepti
     with pytest.raises(ValueError, match="bad trial"):
         warm.in_trial_thread(lambda: (_ for _ in ()).throw(ValueError("bad trial")))
     assert warm.in_trial_thread(threading.get_ident) in ran_in  # the thread outlives its trials' failures
+
+
+def test_a_trial_refuses_a_worker_whose_cuda_sees_more_gpus_than_ray_gave_it_and_only_that():
+    # the worker asked CUDA before Ray hid the other GPUs: every trial of the node would train on one
+    problem = warm.gpus_beyond_given("", seen=1)
+    assert problem and "sees 1 GPU(s) but was given 0" in problem and "resources.preload_libraries: false" in problem
+    assert warm.gpus_beyond_given("3", seen=8) is not None
+    assert warm.gpus_beyond_given("3", seen=1) is None
+    assert warm.gpus_beyond_given("0,1", seen=2) is None
+    assert warm.gpus_beyond_given("0,1,7", seen=2) is None  # the list names a GPU the node lacks: no harm
+    assert warm.gpus_beyond_given(None, seen=8) is None  # not given a list: every GPU is the process's
+    warm.check_gpus_are_rays()  # this process asked nothing before: it may run (on a CPU build, nothing to check)

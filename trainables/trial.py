@@ -34,6 +34,7 @@ def run_trial(trial: TrialConfig, started: float | None = None, session: TrialSe
     where rungs are reported and a restarted trial resumes from, Ray Tune's unless a benchmark runs
     the trial in its own process; `callbacks`: more Trainer callbacks (a benchmark's timers)."""
     started = time.perf_counter() if started is None else started
+    warm.check_gpus_are_rays()
     startup = StartupClock(started)
     startup.mark("imports")  # the worker's imports for the trial (a warm worker has them), and its plan
     session = TuneSession() if session is None else session

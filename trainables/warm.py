@@ -17,6 +17,7 @@ a new thread for each trial of a kept worker, and CUDA libraries keep state per 
 from __future__ import annotations
 
 import gc
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -88,6 +89,35 @@ def _run_trials(work: queue.SimpleQueue) -> None:
 CUDA_SAFE_IMPORTS = ("torch", "transformers", "transformers.modeling_utils", "accelerate", "datasets",
                      "transformers.masking_utils", "transformers.distributed.fsdp", "rouge_score.rouge_scorer",
                      "ray.tune")
+
+def check_gpus_are_rays() -> None:
+    """Refuse a trial in a process that sees more GPUs than the ones Ray gave it (CUDA_VISIBLE_DEVICES,
+    set when the trial began): something it imported before then asked CUDA about the GPUs, and the
+    CUDA runtime keeps the GPUs it saw at that first question. It would put every trial of a node on
+    the same GPU. A preloaded module that asks on another torch than the ones checked does that."""
+    import torch  # heavy: only trial processes reach this
+
+    if not hasattr(torch._C, "_cuda_getDeviceCount"):  # a CPU build: no GPU to mix up
+        return
+    problem = gpus_beyond_given(os.environ.get("CUDA_VISIBLE_DEVICES"), torch._C._cuda_getDeviceCount())
+    if problem:
+        raise RuntimeError(problem)
+
+
+def gpus_beyond_given(visible: str | None, seen: int) -> str | None:
+    """What is wrong when the CUDA runtime sees `seen` GPUs in a process given `visible`
+    (CUDA_VISIBLE_DEVICES; None: no list to hold it to), or None. Counted from the list, not by
+    torch.cuda.device_count(), which keeps the count it gave first. Fewer is no harm: the list may
+    name a GPU the node lacks."""
+    if visible is None:
+        return None
+    given = len([device for device in visible.split(",") if device.strip()])
+    if seen <= given:
+        return None
+    return (f"this trial's worker sees {seen} GPU(s) but was given {given} (CUDA_VISIBLE_DEVICES={visible!r}): "
+            "a module it imported before the trial began asked CUDA about the GPUs; "
+            "set resources.preload_libraries: false")
+
 
 # Switches a trial sets on the running process, not part of what is loaded: trials differing only in
 # them share the kept model
