@@ -74,43 +74,19 @@ def test_a_local_rays_workers_have_the_preloaded_modules_before_a_trial_begins_i
     assert "imported: ['email.mime.text']" in done.stdout
 
 
-# On a GPU machine, what the watch above stands for: imports the given modules in a process that sees
-# every GPU, then hides them all, as Ray sets CUDA_VISIBLE_DEVICES when it gives a worker its trial,
-# and asks the CUDA runtime itself (not NVML, which reads the variable again) how many it sees. A
-# process whose imports initialized CUDA keeps the GPUs it saw then.
-GPUS_SEEN_AFTER_HIDING = """
+# On a GPU machine, what the watch above stands for: a process that sees every GPU imports the given
+# modules, then hides them all, as Ray sets CUDA_VISIBLE_DEVICES when it gives a worker its trial (none
+# here), and runs AFTER. A process whose imports initialized CUDA keeps the GPUs it saw then.
+AFTER_HIDING = """
 import importlib, os, sys
 for module in sys.argv[1:]:
     importlib.import_module(module)
 os.environ["CUDA_VISIBLE_DEVICES"] = ""
-import torch
-print("seen:", torch._C._cuda_getDeviceCount())
 """
-
-
-def _gpus_seen_after_hiding(*modules: str) -> str:
-    env = {key: value for key, value in os.environ.items() if key != "CUDA_VISIBLE_DEVICES"}
-    done = subprocess.run([sys.executable, "-c", GPUS_SEEN_AFTER_HIDING, *modules], capture_output=True,
-                          text=True, cwd=ROOT, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout.strip().splitlines()[-1]
-
-
-@pytest.mark.gpu
-def test_on_a_gpu_a_worker_that_preloaded_still_takes_the_gpus_ray_gives_it_and_one_that_imported_bitsandbytes_not():
-    from trainables.warm import CUDA_SAFE_IMPORTS
-
-    assert _gpus_seen_after_hiding(*CUDA_SAFE_IMPORTS) == "seen: 0"
-    assert _gpus_seen_after_hiding("bitsandbytes") != "seen: 0"
-
-
-# What a trial does first in its worker, in a process that imported the given modules and was then
-# given no GPU (as Ray gives a trial that asks for none, or another GPU than the ones it saw)
-TRIAL_CHECK_AFTER_HIDING = """
-import importlib, os, sys
-for module in sys.argv[1:]:
-    importlib.import_module(module)
-os.environ["CUDA_VISIBLE_DEVICES"] = ""
+# the CUDA runtime itself asked (not NVML, which reads the variable again)
+GPUS_SEEN = "import torch; print('seen:', torch._C._cuda_getDeviceCount())"
+# what a trial does first in its worker
+TRIAL_CHECK = """
 from trainables.warm import check_gpus_are_rays
 try:
     check_gpus_are_rays()
@@ -120,17 +96,25 @@ except RuntimeError as refused:
 """
 
 
-def _trial_check_after_hiding(*modules: str) -> str:
+def _after_hiding(then: str, *modules: str) -> str:
     env = {key: value for key, value in os.environ.items() if key != "CUDA_VISIBLE_DEVICES"}
-    done = subprocess.run([sys.executable, "-c", TRIAL_CHECK_AFTER_HIDING, *modules], capture_output=True,
+    done = subprocess.run([sys.executable, "-c", AFTER_HIDING + then, *modules], capture_output=True,
                           text=True, cwd=ROOT, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout.strip().splitlines()[-1]
 
 
 @pytest.mark.gpu
+def test_on_a_gpu_a_worker_that_preloaded_still_takes_the_gpus_ray_gives_it_and_one_that_imported_bitsandbytes_not():
+    from trainables.warm import CUDA_SAFE_IMPORTS
+
+    assert _after_hiding(GPUS_SEEN, *CUDA_SAFE_IMPORTS) == "seen: 0"
+    assert _after_hiding(GPUS_SEEN, "bitsandbytes") != "seen: 0"
+
+
+@pytest.mark.gpu
 def test_on_a_gpu_a_trial_refuses_a_worker_that_kept_gpus_ray_did_not_give_it():
-    assert _trial_check_after_hiding() == "trial may run"
-    refused = _trial_check_after_hiding("bitsandbytes")
+    assert _after_hiding(TRIAL_CHECK) == "trial may run"
+    refused = _after_hiding(TRIAL_CHECK, "bitsandbytes")
     assert refused.startswith("refused: this trial's worker sees ") and "but was given 0" in refused, refused
     assert "resources.preload_libraries: false" in refused
