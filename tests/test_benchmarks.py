@@ -786,3 +786,22 @@ def test_the_sampler_simulation_refuses_bad_arguments_in_one_line_with_exit_2(ar
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].endswith(message), done.stderr
     assert not out.exists()
+
+
+def test_the_cuda_import_probe_imports_each_module_alone_and_names_who_asked_cuda(tmp_path):
+    # on a CPU build nothing can be hidden (seen: None), but who asked is watched all the same: bitsandbytes
+    out = tmp_path / "probe.json"
+    done = subprocess.run([sys.executable, "benchmarks/cuda_on_import.py", "--out", str(out), "json", "bitsandbytes"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = {result["module"]: result for result in json.loads(out.read_text())}
+    assert set(results) == {"(none)", "json", "bitsandbytes", "json bitsandbytes"}
+    assert results["(none)"]["asked"] == [] and results["json"]["asked"] == []
+    assert any("bitsandbytes/" in asked["from"][-1] for asked in results["bitsandbytes"]["asked"])
+    assert results["json bitsandbytes"]["asked"]
+
+
+def test_the_cuda_import_probe_refuses_an_out_file_in_a_missing_folder_in_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "benchmarks/cuda_on_import.py", "--out", str(tmp_path / "no" / "x.json")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and "does not exist" in done.stderr
