@@ -61,8 +61,9 @@
 #              RESCORE_PAIRS=0 PARTS=sweep SETS=resources.preload_libraries=$p \
 #              bash benchmarks/sweep_benchmark_chain.sh; w=0; done; done' \
 #           && bash /tmp/wait.sh 500
-#           (that one, about 16 minutes: first that a preloaded worker on the GPU still takes the GPUs Ray gives
-#           it (tests/test_preload.py's GPU test, about 1 minute), then qlora-sweep's arm without and with
+#           (that one, about 17 minutes: first that a preloaded worker on the GPU still takes the GPUs Ray gives
+#           it, and that a trial refuses one that does not (tests/test_preload.py's two GPU tests, about 1.5
+#           minutes), then qlora-sweep's arm without and with
 #           resources.preload_libraries by turns, seed 0 off first, seed 1 on first, each into its own folder
 #           under /tmp/res; the figure is each run's
 #           rung_times.first_rung_cold_since_start_s against later_rung_s in its summary.json, and its
