@@ -59,6 +59,37 @@ def test_a_local_rays_workers_have_the_preloaded_modules_before_a_trial_begins_i
     assert "imported: ['email.mime.text']" in done.stdout
 
 
+
+THREADS_AFTER_PRELOAD = """
+import ray
+from search.tuner import start_ray
+start_ray(dashboard=False, preload=["torch"])
+
+@ray.remote(num_cpus=1)
+def trial_threads():
+    import torch
+    from trainables.warm import take_rays_cpu_threads
+    imported_with = torch.get_num_threads()
+    take_rays_cpu_threads()
+    return imported_with, torch.get_num_threads()
+
+print("threads:", *ray.get(trial_threads.remote()))
+ray.shutdown()
+"""
+
+
+@pytest.mark.sweep
+def test_a_trial_in_a_worker_that_preloaded_torch_runs_on_the_cpus_ray_gave_it_not_every_core():
+    env = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}
+    with short_ray_temp() as ray_temp:
+        done = subprocess.run([sys.executable, "-c", THREADS_AFTER_PRELOAD], capture_output=True, text=True,
+                              cwd=ROOT, timeout=180, env={**env, "RAY_TMPDIR": str(ray_temp)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    imported_with, trial_runs_on = map(int, done.stdout.split("threads:")[1].split())
+    # torch, imported before Ray set OMP_NUM_THREADS for the task's 1 CPU, took every core (this machine has 2)
+    assert imported_with > 1
+    assert trial_runs_on == 1
+
 # On a GPU machine, what the watch above stands for: a process that sees every GPU imports the given
 # modules, then hides them all, as Ray sets CUDA_VISIBLE_DEVICES when it gives a worker its trial (none
 # here), and does what a trial does first in its worker. A process whose imports initialized CUDA keeps

@@ -166,3 +166,22 @@ def test_a_trial_refuses_a_worker_whose_cuda_sees_more_gpus_than_ray_gave_it_and
     assert warm.gpus_beyond_given("0,1,7", seen=2) is None  # the list names a GPU the node lacks: no harm
     assert warm.gpus_beyond_given(None, seen=8) is None  # not given a list: every GPU is the process's
     warm.check_gpus_are_rays()  # this process asked nothing before: it may run (on a CPU build, nothing to check)
+
+
+def test_a_trial_runs_torch_on_the_cpu_threads_ray_gave_it_and_leaves_torch_alone_when_not_told(monkeypatch):
+    kept = torch.get_num_threads()
+    assert kept > 1, "this machine has at least 2 cores, so torch's own count differs from Ray's share of 1"
+    try:
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")  # Ray sets it from the trial's CPUs when the trial begins
+        warm.take_rays_cpu_threads()
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(kept)
+        for not_told in ("", "auto", "0"):
+            monkeypatch.setenv("OMP_NUM_THREADS", not_told)
+            warm.take_rays_cpu_threads()
+            assert torch.get_num_threads() == kept, not_told
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        warm.take_rays_cpu_threads()
+        assert torch.get_num_threads() == kept
+    finally:
+        torch.set_num_threads(kept)

@@ -35,6 +35,7 @@ def run_trial(trial: TrialConfig, started: float | None = None, session: TrialSe
     the trial in its own process; `callbacks`: more Trainer callbacks (a benchmark's timers)."""
     started = time.perf_counter() if started is None else started
     warm.check_gpus_are_rays()
+    warm.take_rays_cpu_threads()
     startup = StartupClock(started)
     startup.mark("imports")  # the worker's imports for the trial (a warm worker has them), and its plan
     session = TuneSession() if session is None else session
