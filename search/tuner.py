@@ -38,7 +38,7 @@ from search.output import TRIAL_LINE_PREFIX, configure_trial_output
 from search.packing import TrialPlanner
 from search.space import INTEGER_PARAMETERS, modules_to_text
 from trainables.errors import ConfigError
-from trainables.memory import SHARE_STEP, local_gpu_memory_bytes
+from trainables.memory import SHARE_STEP, local_gpu_memory_bytes, nvidia_smi_gpu_memory_bytes
 from trainables.warm import in_trial_thread
 
 logger = logging.getLogger(__name__)
@@ -96,7 +96,8 @@ def smallest_gpu_memory_bytes() -> int | None:
     """
     @ray.remote(num_cpus=0, num_gpus=SHARE_STEP, max_retries=0)
     def gpu_memory() -> int | None:
-        return local_gpu_memory_bytes()  # loads torch: on the GPU node, never in the driver
+        # torch (12-19 s to import in a fresh worker on an H200) only where nvidia-smi cannot say; never in the driver
+        return nvidia_smi_gpu_memory_bytes() or local_gpu_memory_bytes()
 
     found = {}
     for node in _alive_nodes(with_gpus=True):

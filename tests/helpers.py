@@ -73,3 +73,15 @@ def sample_training_set(tokenizer, count: int):
 
     rows = [json.loads(line) for line in SAMPLE.read_text().splitlines()[:count]]
     return tokenize_for_training(Dataset.from_list(rows), tokenizer, PromptConfig(), max_length=1000)
+
+
+def fake_nvidia_smi(folder: Path) -> Path:
+    """An `nvidia-smi` in `folder` (put it first on PATH) that answers as the real one does on a GPU
+    machine: the text of folder/reply on stdout, or exit 6 where that text is `fail` ("No devices were
+    found"); each call's arguments appended to folder/asked. This project's machines have no GPU, so no
+    real nvidia-smi."""
+    tool = folder / "nvidia-smi"
+    tool.write_text('#!/bin/sh\necho "$@" >> "$(dirname "$0")/asked"\nreply=$(cat "$(dirname "$0")/reply")\n'
+                    '[ "$reply" = fail ] && exit 6\necho "$reply"\n')
+    tool.chmod(0o755)
+    return tool

@@ -3,6 +3,7 @@ a micro-batch would not fit, a merged copy only where it fits beside 32 sequence
 batch sized to the memory left, and on CPU the choices that suit a CPU."""
 
 import math
+import os
 
 import pytest
 
@@ -385,3 +386,29 @@ def test_cudnn_attention_is_planned_once_and_reaches_the_trials_model_config():
     assert MemoryPlan.model_validate(stored).cudnn_attention is True
     with pytest.raises(ValueError, match="must be auto or true/false, got 'sometimes'"):
         ModelConfig(name_or_path="/m", cudnn_attention="sometimes")
+
+
+def test_the_gpu_memory_is_read_from_nvidia_smi_for_the_first_gpu_given_and_none_where_it_cannot_say(
+        tmp_path, monkeypatch):
+    from tests.helpers import fake_nvidia_smi
+
+    fake_nvidia_smi(tmp_path)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    (tmp_path / "reply").write_text("143771\n")  # an H200, in MiB
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-5c1e,GPU-77aa")  # Ray may give UUIDs
+    assert memory.nvidia_smi_gpu_memory_bytes() == 143771 * 2**20
+    assert (tmp_path / "asked").read_text().split()[-2:] == ["-i", "GPU-5c1e"]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")  # every GPU visible: the first is 0
+    assert memory.nvidia_smi_gpu_memory_bytes() == 143771 * 2**20
+    assert (tmp_path / "asked").read_text().splitlines()[-1].split()[-2:] == ["-i", "0"]
+
+    asked = (tmp_path / "asked").read_text()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # given no GPU: nothing to ask
+    assert memory.nvidia_smi_gpu_memory_bytes() is None
+    assert (tmp_path / "asked").read_text() == asked
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-3f2a")
+    for reply in ("fail", "[N/A]"):  # an id it cannot answer for, or no number: torch is asked instead
+        (tmp_path / "reply").write_text(reply)
+        assert memory.nvidia_smi_gpu_memory_bytes() is None, reply
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))  # no nvidia-smi at all
+    assert memory.nvidia_smi_gpu_memory_bytes() is None

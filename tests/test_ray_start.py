@@ -1,5 +1,6 @@
 """A sweep's local Ray starts where Ray's dashboard cannot: `resources.ray_dashboard: true`, the
-default, asks for the dashboard where its packages are, and never makes their absence an error."""
+default, asks for the dashboard where its packages are, and never makes their absence an error. And
+the driver's first question to a GPU node, its GPU's memory, is answered without importing torch."""
 
 import os
 import subprocess
@@ -32,3 +33,37 @@ def test_the_default_dashboard_setting_starts_ray_where_the_dashboard_packages_a
     assert done.returncode == 0, done.stderr[-3000:]
     assert "started True" in done.stdout
     assert "View the dashboard" not in done.stdout + done.stderr
+
+
+# A local Ray told it has one GPU (this machine has none): the driver reads the GPU's memory on its node
+# as it does before every GPU sweep, from nvidia-smi (here a stand-in on PATH), without torch, which on
+# this CPU build sees no GPU and would make the query fail.
+READ_GPU_MEMORY = """
+import ray, sys
+from trainables.errors import ConfigError
+from search.tuner import smallest_gpu_memory_bytes
+ray.init(num_gpus=1, include_dashboard=False)
+print("read:", smallest_gpu_memory_bytes())
+open(sys.argv[1], "w").write("fail")
+try:
+    smallest_gpu_memory_bytes()
+except ConfigError as refused:
+    print("refused:", refused)
+ray.shutdown()
+"""
+
+
+def test_the_driver_reads_a_gpu_nodes_memory_from_nvidia_smi_and_names_the_node_where_nothing_can(tmp_path):
+    from tests.helpers import fake_nvidia_smi
+
+    fake_nvidia_smi(tmp_path)
+    (tmp_path / "reply").write_text("143771\n")
+    with short_ray_temp() as ray_temp:
+        done = subprocess.run([sys.executable, "-c", READ_GPU_MEMORY, str(tmp_path / "reply")], capture_output=True,
+                              text=True, cwd=ROOT, timeout=120,
+                              env={**os.environ, "RAY_TMPDIR": str(ray_temp),
+                                   "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"read: {143771 * 2**20}" in done.stdout
+    assert (tmp_path / "asked").read_text().split()[-2:] == ["-i", "0"]  # the GPU Ray gave the query
+    assert "advertises GPUs that torch cannot see" in done.stdout  # then torch, which sees none here

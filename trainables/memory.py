@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import math
+import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +31,7 @@ NF4_BYTES_PER_WEIGHT = 0.5 + 4 / 64  # 4 bits, plus one float32 scale per 64-wei
 LORA_BYTES_PER_WEIGHT = 16  # float32 weight, gradient and AdamW's two moments
 SHARE_STEP = 0.01  # GPU shares are whole hundredths: what Ray reserves is never below the prediction
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
+logger = logging.getLogger(__name__)
 FLOAT32_BYTES = 4
 MAX_GENERATION_BATCH = 128
 CPU_GENERATION_BATCH = 16
@@ -516,6 +520,26 @@ def liger_installed() -> bool:
 def _given(value: Any, decided: Any) -> Any:
     """The configured value, or for `auto` the planner's decision."""
     return decided if value == "auto" else value
+
+
+def nvidia_smi_gpu_memory_bytes() -> int | None:
+    """This process's first visible GPU's memory as the driver's nvidia-smi reports it, without importing
+    torch; None where that cannot say: no nvidia-smi, no GPU visible, or a GPU it cannot be asked about by
+    the id CUDA_VISIBLE_DEVICES gives (a MIG instance, say). Why: the driver reads each GPU node's memory
+    in a fresh Ray worker before a sweep plans its trials. On an H200 17-18 s passed between Ray's start and
+    the Tuner's (1.3 s on a 2-core CPU, with no GPU to ask about), and a fresh process there took 12-19 s to
+    import torch (benchmarks/results/2026-12-04-preload)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    first = "0" if visible is None else visible.split(",")[0].strip()
+    if not first:
+        return None
+    try:
+        done = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits", "-i", first],
+                              capture_output=True, text=True, timeout=30, check=True)
+        return int(done.stdout.strip()) * 2**20  # MiB
+    except (OSError, subprocess.SubprocessError, ValueError) as why:
+        logger.debug("nvidia-smi could not give GPU %s's memory (%s); asking torch", first, why)
+        return None
 
 
 def local_gpu_memory_bytes() -> int | None:
