@@ -272,9 +272,10 @@ class ResourcesConfig(Section):
         "one line, a worker that did. Off: on an H200 (2026-12-04, 6 trials at a time, 2 CPUs each) it cut a "
         "fresh worker's imports from 18-20 s to 5-6 s, but those workers had imported torch before Ray told them "
         "their CPUs, so torch took all 16 cores in each: a fresh worker's first rung took 59-62 s against "
-        "47-52 s, and every later rung longer (the likely cause: 6 trials' model loads 26-28 s against 2 s). A trial now runs torch on the CPUs Ray gave it; that is not yet "
-        "measured on a GPU. On a 2-core CPU the idle workers' imports slowed a test-sized sweep from 26.2 to 29.1 s "
-        "(median of 4 by turns). On a cluster the head's `ray start --system-config` sets the same (preload_python_modules); joining "
+        "47-52 s, and every later rung longer (the likely cause: 6 trials' model loads 26-28 s against 2 s). "
+        "A trial now runs torch on the CPUs Ray gave it; that is not yet measured on a GPU. On a 2-core CPU "
+        "the idle workers' imports slowed a test-sized sweep from 26.2 to 29.1 s (median of 4 by turns). "
+        "On a cluster the head's `ray start --system-config` sets the same (preload_python_modules); joining "
         "one, this has no effect.",
     )
     ray_dashboard: bool = Field(

@@ -59,7 +59,6 @@ def test_a_local_rays_workers_have_the_preloaded_modules_before_a_trial_begins_i
     assert "imported: ['email.mime.text']" in done.stdout
 
 
-
 THREADS_AFTER_PRELOAD = """
 import ray
 from search.tuner import start_ray
@@ -89,6 +88,7 @@ def test_a_trial_in_a_worker_that_preloaded_torch_runs_on_the_cpus_ray_gave_it_n
     # torch, imported before Ray set OMP_NUM_THREADS for the task's 1 CPU, took every core (this machine has 2)
     assert imported_with > 1
     assert trial_runs_on == 1
+
 
 # On a GPU machine, what the watch above stands for: a process that sees every GPU imports the given
 # modules, then hides them all, as Ray sets CUDA_VISIBLE_DEVICES when it gives a worker its trial (none

@@ -25,13 +25,13 @@ from typing import Any, Literal
 from trainables.config import EvaluationConfig, MemoryPlan, ModelConfig, TrainingConfig, TrialHyperparameters
 from trainables.errors import ConfigError
 
+logger = logging.getLogger(__name__)
 GIB = 2**30
 HEADROOM_BYTES = 2 * GIB  # CUDA context, allocator fragmentation, generation's working set
 NF4_BYTES_PER_WEIGHT = 0.5 + 4 / 64  # 4 bits, plus one float32 scale per 64-weight block
 LORA_BYTES_PER_WEIGHT = 16  # float32 weight, gradient and AdamW's two moments
 SHARE_STEP = 0.01  # GPU shares are whole hundredths: what Ray reserves is never below the prediction
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
-logger = logging.getLogger(__name__)
 FLOAT32_BYTES = 4
 MAX_GENERATION_BATCH = 128
 CPU_GENERATION_BATCH = 16
@@ -523,12 +523,12 @@ def _given(value: Any, decided: Any) -> Any:
 
 
 def nvidia_smi_gpu_memory_bytes() -> int | None:
-    """This process's first visible GPU's memory as the driver's nvidia-smi reports it, without importing
-    torch; None where that cannot say: no nvidia-smi, no GPU visible, or a GPU it cannot be asked about by
-    the id CUDA_VISIBLE_DEVICES gives (a MIG instance, say). Why: the driver reads each GPU node's memory
-    in a fresh Ray worker before a sweep plans its trials. On an H200 17-18 s passed between Ray's start and
-    the Tuner's (1.3 s on a 2-core CPU, with no GPU to ask about), and a fresh process there took 12-19 s to
-    import torch (benchmarks/results/2026-12-04-preload)."""
+    """This process's first visible GPU's memory as nvidia-smi (NVIDIA's tool, installed with its driver)
+    reports it, without importing torch; None where that cannot say: no nvidia-smi, no GPU visible, or a
+    GPU it cannot be asked about by the id CUDA_VISIBLE_DEVICES gives (a MIG instance, say). Why: the
+    driver reads each GPU node's memory in a fresh Ray worker before a sweep plans its trials. On an H200
+    17-18 s passed between Ray's start and the Tuner's (1.3 s on a 2-core CPU, with no GPU to ask about),
+    and a fresh process there took 12-19 s to import torch (benchmarks/results/2026-12-04-preload)."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     first = "0" if visible is None else visible.split(",")[0].strip()
     if not first:
