@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from tests.helpers import fake_nvidia_smi
 from trainables.config import (
     DataConfig,
     EvaluationConfig,
@@ -390,8 +391,6 @@ def test_cudnn_attention_is_planned_once_and_reaches_the_trials_model_config():
 
 def test_the_gpu_memory_is_read_from_nvidia_smi_for_the_first_gpu_given_and_none_where_it_cannot_say(
         tmp_path, monkeypatch):
-    from tests.helpers import fake_nvidia_smi
-
     fake_nvidia_smi(tmp_path)
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
     (tmp_path / "reply").write_text("143771\n")  # an H200, in MiB

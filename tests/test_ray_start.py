@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.helpers import ROOT, short_ray_temp
+from tests.helpers import ROOT, fake_nvidia_smi, short_ray_temp
 
 pytestmark = pytest.mark.sweep
 
@@ -54,8 +54,6 @@ ray.shutdown()
 
 
 def test_the_driver_reads_a_gpu_nodes_memory_from_nvidia_smi_and_names_the_node_where_nothing_can(tmp_path):
-    from tests.helpers import fake_nvidia_smi
-
     fake_nvidia_smi(tmp_path)
     (tmp_path / "reply").write_text("143771\n")
     with short_ray_temp() as ray_temp:

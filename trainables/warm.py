@@ -104,23 +104,6 @@ def check_gpus_are_rays() -> None:
         raise RuntimeError(problem)
 
 
-def take_rays_cpu_threads() -> None:
-    """Run torch's CPU work on the threads Ray gave this trial (OMP_NUM_THREADS, which Ray sets from the
-    trial's CPUs when the trial begins), in a worker that imported torch before then: torch sizes its
-    thread pool at import, from the environment it sees, and keeps that size. A preloaded worker
-    (resources.preload_libraries) imported torch with no OMP_NUM_THREADS and so took every core of the
-    node; on the H200's 16 cores, six such trials each loaded the model in 26-28 s instead of 2 and ran
-    every rung slower (benchmarks/results/2026-12-04-preload, gpu-ab). A worker that imported torch after
-    Ray set it, as every worker without preloading does, already has the count: nothing changes."""
-    threads = os.environ.get("OMP_NUM_THREADS", "")
-    if not threads.isdigit() or int(threads) < 1:  # not run by Ray, nor told: torch's own choice stands
-        return
-    import torch  # heavy: only trial processes reach this
-
-    if torch.get_num_threads() != int(threads):
-        torch.set_num_threads(int(threads))
-
-
 def gpus_beyond_given(visible: str | None, seen: int) -> str | None:
     """What is wrong when the CUDA runtime sees `seen` GPUs in a process given `visible`
     (CUDA_VISIBLE_DEVICES; None: no list to hold it to), or None. Counted from the list, not by
@@ -134,6 +117,22 @@ def gpus_beyond_given(visible: str | None, seen: int) -> str | None:
     return (f"this trial's worker sees {seen} GPU(s) but was given {given} (CUDA_VISIBLE_DEVICES={visible!r}): "
             "a module it imported before the trial began asked CUDA about the GPUs; "
             "set resources.preload_libraries: false")
+
+
+def take_rays_cpu_threads() -> None:
+    """Run torch's CPU work on the threads Ray gave this trial (OMP_NUM_THREADS, which Ray sets from the
+    trial's CPUs when the trial begins), in a worker that imported torch before then: torch sizes its
+    thread pool at import, from the environment it sees, and keeps that size. A preloaded worker
+    (resources.preload_libraries) imported torch with no OMP_NUM_THREADS and so took every core of the
+    node; on the H200's 16 cores, six such trials each loaded the model in 26-28 s instead of 2 and ran
+    every rung slower (benchmarks/results/2026-12-04-preload, gpu-ab). A worker that imported torch after
+    Ray set it, as every worker without preloading does, already has the count: nothing changes."""
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    if not threads.isdigit() or int(threads) < 1:  # not run by Ray, nor told: torch's own choice stands
+        return
+    import torch  # heavy: only trial processes reach this
+
+    torch.set_num_threads(int(threads))
 
 
 # Switches a trial sets on the running process, not part of what is loaded: trials differing only in
