@@ -4,6 +4,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -557,13 +558,52 @@ def test_the_arms_are_timed_against_each_other_only_when_both_searched_the_same_
     assert apart["search_spaces_differ"] == {"lora_r": [space["lora_r"], {"choice": [64, 512]}]}
     assert apart["same_hyperparameters"]["by_rung"]["1"]["pairs"] == 1
     assert describe_spaces(apart["search_spaces_differ"]) == (
-        'the searching arms ran different spaces (lora_r: by hand {"choice": [32, 64, 128, 256]}, '
+        'the searching arms ran different spaces (lora_r: by hand {"choice": [16, 32, 64, 128]}, '
         'qlora-sweep {"choice": [64, 512]})')
 
     one_sided = summary_with(None, widened)
     assert one_sided["sooner_than_plain"] is None
     assert one_sided["search_spaces_differ"] == {"unrecorded": "plain_script"}
     assert describe_spaces(one_sided["search_spaces_differ"]).startswith("plain_script's search space is not on record")
+
+
+def test_the_sweep_is_timed_to_the_trial_of_by_hands_best_values_whichever_arm_scored_them_higher(tmp_path):
+    """sweep_benchmark.sooner_to_plain_best_values: by hand's best is the values and rung it scored best
+    on the whole set; qlora-sweep's time is when it reported those values at that rung on the whole set,
+    even where its score of them came out lower (training's spread), so sooner_than_plain is undefined
+    while this is not. Values qlora-sweep stopped before that rung, or scored there on a subset, give None."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from sweep_benchmark import sooner_to_plain_best_values, summarize
+
+    best = {"lora_r": 128, "learning_rate": 6.7e-4, "max_length": 512}
+    other = {"lora_r": 32, "learning_rate": 1.6e-3, "max_length": 512}
+
+    def arm(name: str, trials: dict[str, tuple[dict, list[tuple[float, float, int]]]]) -> Path:
+        for trial_id, (config, rungs) in trials.items():  # rungs: (seconds since 0, rougeL, dialogues)
+            (tmp_path / "seed0" / name / trial_id).mkdir(parents=True)
+            (tmp_path / "seed0" / name / trial_id / "result.json").write_text("".join(json.dumps(
+                {"config": config, "trial_id": trial_id, "training_iteration": i + 1, "rougeL": rouge,
+                 "rouge_examples": dialogues, "timestamp": 10 + seconds, "time_total_s": seconds}) + "\n"
+                for i, (seconds, rouge, dialogues) in enumerate(rungs)))
+        return tmp_path / "seed0" / name
+
+    plain = arm("plain-script-s0", {"a": (other, [(20, 0.30, 500), (40, 0.33, 500)]),
+                                    "b": (best, [(300, 0.32, 500), (600, 0.3360, 500)])})
+    ours = arm("qlora-sweep-s0", {"a": (other, [(20, 0.31, 500), (40, 0.3345, 500)]),
+                                  "b": (best, [(60, 0.32, 500), (150, 0.3350, 500)])})
+    timed = sooner_to_plain_best_values(plain, ours)
+    assert timed.pop("hyperparameters") == best
+    assert timed == pytest.approx({"rung": 2, "plain_script_s": 600, "qlora_sweep_s": 150,
+                                   "plain_script_rougeL": 0.3360, "qlora_sweep_rougeL": 0.3350, "sooner": 4.0})
+    (tmp_path / "seed0" / "test_scores.json").write_text(json.dumps({"plain_script": {}, "qlora_sweep": {}}))
+    summary = summarize(tmp_path, 0, gpus=1)
+    assert summary["sooner_than_plain"] is None  # 0.3350 never reached 0.3360
+    assert summary["sooner_to_plain_best_values"]["sooner"] == pytest.approx(4.0)
+
+    stopped = arm("stopped", {"b": (best, [(60, 0.32, 500)])})  # ASHA stopped it at rung 1
+    subset = arm("subset", {"b": (best, [(60, 0.32, 500), (150, 0.3350, 100)])})  # its rung 2 on 100 of 500
+    assert sooner_to_plain_best_values(plain, stopped) is None
+    assert sooner_to_plain_best_values(plain, subset) is None
 
 
 def test_the_rescored_pairs_use_each_trials_latest_kept_adapter_and_sum_up_where_they_compare(tmp_path):
