@@ -26,8 +26,8 @@ spaces, as after one is run again on a changed config: `search_spaces_differ` sa
 search section each arm's test score records); `shared_best`: the same ratio at the lower of
 the two arms' bests, which both reach; `sooner_to_plain_best_values`: the same ratio at the
 trial of by hand's best values, where qlora-sweep trained them to the same rung (then whichever
-scored them higher is training's run-to-run spread, not the search); the plain script's `best_rescored`: its best adapter scored
-on validation again by qlora-sweep's evaluator (its own generation picked it), so the two bests
+scored them higher is training's run-to-run spread, not the search); the plain script's
+`best_rescored`: its best adapter scored on validation again by qlora-sweep's evaluator (its own generation picked it), so the two bests
 compare; qlora-sweep's first-rung and later-rung times (cold and warm workers);
 `same_hyperparameters`: the trials both arms trained alike, qlora-sweep's ROUGE-L and training
 loss minus the by-hand arm's, rung by rung; its `rescored`: a few such pairs' adapters scored again

@@ -9,8 +9,10 @@ import json
 import os
 import secrets
 import socket
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -134,9 +136,8 @@ def _second_node_training_again(deadline: float, busy_s: float = 0.25, window_s:
     its next rung. Tune lets a trial go past a checkpointed rung only once its driver has taken that
     checkpoint in (the trial's thread waits in tune.report until then), so a node lost from here on
     restarts the trial from the checkpoint. A node lost between the rung's row and that moment restarts
-    it from scratch: the CI flake of 2026-12-04, when this test killed the node as soon as the row appeared."""
-    import time
-
+    it from scratch: most likely the CI flake of 2026-12-04 (both trials' rows all from the head), when this
+    test killed the node as soon as the row appeared, which Tune can copy to storage before that moment."""
     while time.time() < deadline:
         before = _cpu_seconds(_processes_of_second_node())
         time.sleep(window_s)
@@ -148,9 +149,6 @@ def _second_node_training_again(deadline: float, busy_s: float = 0.25, window_s:
 
 # Last in this module: it takes the second node away.
 def test_a_lost_node_s_trial_resumes_on_the_other_node_from_shared_storage(cluster, tiny_model_path):
-    import signal
-    import time
-
     shared = cluster["base"] / "shared"
     config = tiny_sweep_dict(
         tiny_model_path, shared, name="lost-node", trial_retries=2,
