@@ -179,6 +179,15 @@ def test_shipped_configs_are_valid():
         load_config(path)
 
 
+def test_every_shipped_config_searches_lora_alpha_as_a_ratio_of_the_rank_as_the_default_space_does():
+    # an alpha searched on its own over several ranks ties the update's scale to the rank drawn: on
+    # 2026-12-01 smollm2_dialogsum_gpu.yaml's best alpha sat on the top of {16, 32, 64} (issue 11)
+    for path in sorted(Path(__file__).resolve().parent.parent.joinpath("configs").glob("*.yaml")):
+        search = load_config(path).search
+        assert search.lora_alpha is None, path.name
+        assert isinstance(search.lora_alpha_ratio, Choice) and len(search.lora_alpha_ratio.choice) >= 3, path.name
+
+
 def test_lora_alpha_may_be_fractional_but_rank_must_be_whole(tiny_model_path, tmp_path):
     sweep = SweepConfig.model_validate(tiny_sweep_dict(tiny_model_path, tmp_path, search={"lora_alpha": {"choice": [8.5, 16]}}))
     assert sweep.search.lora_alpha == Choice(choice=[8.5, 16])
