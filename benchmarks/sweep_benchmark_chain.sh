@@ -39,6 +39,15 @@
 #   gpu-tests   tests/test_gpu.py on the GPU (about 4 minutes, 164 s of it the compiled layers in Ray's
 #               workers): among them, that a trial trained with Liger's kernels generates its ROUGE
 #               summaries with transformers' own code (7 passed in 281 s on 2026-12-03).
+#   gpu-config  benchmarks/gpu_smoke.sh: configs/smollm2_dialogsum_gpu.yaml as a user runs it (12 trials, as
+#               many at a time as the CPUs hold), into $RES/gpu-config: its wall time, report, best with its
+#               edge warnings (the space the issue's own run had on an edge is now the default's), and the
+#               first rungs of fresh and kept workers against the later ones (about 5 minutes, not yet run);
+#   kept-8b     benchmarks/first_rung.py on the Llama-3-8B shape with random weights (KEPT_SHAPE; built with
+#               trial_speed.py's build_random_model and SmolLM2's tokenizer): 3 trials of the recipe one after
+#               another in one process, 2 rungs of 10 steps, 32 validation dialogues, 8 new tokens: the first
+#               loads the 4-bit base, the next two take it from the kept worker (trainables.warm). Issue 11:
+#               "on an 8B base the load alone is most of a minute" (about 6 minutes, not yet run);
 # WARMUP_S: the sweep part's untimed GPU load before its first arm (default 60; 0 when the GPU is already warm).
 # SETS (spaces between settings): config overrides for every part's runs beside the staged paths, e.g.
 # SETS="training.float32_dense_layers=true" with RERUN=qlora_sweep (by hand's loop keeps its dense layers
@@ -58,15 +67,18 @@
 #   call 3  carry [".devstage/w2"]   cp .devstage/w2/* /tmp/stage/
 #   call 4  carry [".devstage/w3", ".devstage/inputs.tar.xz"]   cp .devstage/w3/* /tmp/stage/ \
 #           && tar xJf .devstage/inputs.tar.xz -C /tmp/stage && cat /tmp/stage/part-* > /tmp/smol.whl \
-#           && bash /tmp/detach.sh 'w=60; for k in 1 2; do for s in 0 1; do RES=/tmp/res/rep$k-s$s WARMUP_S=$w \
-#              RESUME_FROM=/tmp/proj/benchmarks/results/2026-12-04-sweep-500 SEED=$s RERUN=qlora_sweep \
-#              RESCORE_PAIRS=0 PARTS=sweep bash benchmarks/sweep_benchmark_chain.sh; w=0; done; done' \
+#           && bash /tmp/detach.sh 'PARTS="gpu-config kept-8b" bash benchmarks/sweep_benchmark_chain.sh' \
 #           && bash /tmp/wait.sh 500
-#           (that one: qlora-sweep's arm twice a seed on ranks 16..128 beside sweep-500's by hand and recipe, about
-#           15 minutes, each run into its own folder under /tmp/res; 2026-12-04-repeats has it, and the merged-copy
-#           A/B after it in a second job: `RES=/tmp/res/merged WARMUP_S=0 PARTS=candidate
-#           CANDIDATES="evaluation.merged_copy=false" CANDIDATE_ARGS="..."`, the words in the candidate part above,
-#           about 8 minutes. Commit each run's qlora-sweep arm, test scores, log and summary, not the copied arms.
+#           (the next one, not yet run: the shipped GPU config as a user runs it, then the 8B shape's kept base,
+#           about 12 minutes; commit $RES/gpu-config without checkpoints, gpu_config.log, kept_8b.json and .log.
+#           The call 4 before it: `w=60; for k in 1 2; do for s in 0 1; do RES=/tmp/res/rep$k-s$s WARMUP_S=$w
+#           RESUME_FROM=/tmp/proj/benchmarks/results/2026-12-04-sweep-500 SEED=$s RERUN=qlora_sweep RESCORE_PAIRS=0
+#           PARTS=sweep bash benchmarks/sweep_benchmark_chain.sh; w=0; done; done`: qlora-sweep's arm twice a seed on
+#           ranks 16..128 beside sweep-500's by hand and recipe, about 15 minutes, each run into its own folder under
+#           /tmp/res; 2026-12-04-repeats has it, and the merged-copy A/B after it in a second job:
+#           `RES=/tmp/res/merged WARMUP_S=0 PARTS=candidate CANDIDATES="evaluation.merged_copy=false"
+#           CANDIDATE_ARGS="..."`, the words in the candidate part above, about 8 minutes. Commit each run's
+#           qlora-sweep arm, test scores, log and summary, not the copied arms.
 #           Earlier call 4s: the preload A/B at 6bf1227, `SETS=resources.preload_libraries=$p` by turns on
 #           2026-12-04-sweep-r256, with tests/test_preload.py's GPU tests first: 2026-12-04-preload/gpu-ab.)
 #   call 5+ bash /tmp/wait.sh 540, at once after each reply: a machine left 30 s idle is gone, the job with it
@@ -77,9 +89,10 @@
 set -u
 set -f  # PARTS, SETS, CANDIDATES and CANDIDATE_ARGS split into words on purpose, never globbed ([100,100])
 for part in ${PARTS:-sweep}; do  # every part known before anything runs or is written
-    case $part in sweep|first-rung|cudnn|gpu-tests) ;;
+    case $part in sweep|first-rung|cudnn|gpu-tests|gpu-config|kept-8b) ;;
         candidate) [ -n "${CANDIDATES:-}" ] || { echo "part candidate: CANDIDATES is empty" >&2; exit 2; } ;;
-        *) echo "unknown part $part (sweep, first-rung, cudnn, candidate, gpu-tests)" >&2; exit 2 ;;
+        *) echo "unknown part $part (sweep, first-rung, cudnn, candidate, gpu-tests, gpu-config, kept-8b)" >&2
+           exit 2 ;;
     esac
 done
 for setting in ${SETS:-}; do  # words on purpose
@@ -124,6 +137,25 @@ for part in ${PARTS:-sweep}; do
             python3 tests/tiny_model.py /tmp/tiny > /dev/null \
                 && timeout 480 python3 -m pytest -q -n 0 -p no:cacheprovider tests/test_gpu.py > "$res/gpu_tests.log" 2>&1
             echo "GPU tests: exit $?" ;;
+        gpu-config)  # the shipped GPU config as a user runs it; SETS do not apply (a user's run has none)
+            RESULTS_DIR="$res/gpu-config" WARMUP_S=$((gpu_warm ? 0 : 60)) \
+                bash benchmarks/gpu_smoke.sh "$stage/dialogsum" > "$res/gpu_config.log" 2>&1
+            echo "GPU config: exit $?"
+            gpu_warm=1 ;;
+        kept-8b)  # a large base kept between trials: the first trial loads it, the next two take it
+            shape=${KEPT_SHAPE:-llama3-8b}
+            python3 -c "import sys; from pathlib import Path; sys.path[:0] = ['benchmarks', '.']
+from trial_speed import build_random_model
+build_random_model('$shape', '$stage/smollm2-135m-instruct-tokenizer', Path('/tmp/random-$shape'))" \
+                > "$res/kept_8b_build.log" 2>&1 \
+            && with_clocks "$res/gpu_clocks_kept_8b.csv" \
+                python3 benchmarks/first_rung.py configs/llama3_8b_dialogsum.yaml --out "$res/kept_8b.json" \
+                --trials 3 --threads kept --profile-steps "" --warmup-s $((gpu_warm ? 0 : 30)) \
+                --set scheduler.max_rungs=2 --set training.steps_per_rung=10 --set data.max_validation_examples=32 \
+                --set evaluation.max_new_tokens=8 --set data.path="$stage/dialogsum" \
+                --set model.name_or_path="/tmp/random-$shape" ${KEPT_SETS:-} > "$res/kept_8b.log" 2>&1
+            echo "kept 8B base: exit $?"
+            gpu_warm=1 ;;
         candidate)  # each A/B's sides train the same rows in the same order: their losses compare step for step
             index=0
             IFS=';' read -ra abs <<< "$CANDIDATES"
