@@ -28,8 +28,8 @@ import json, sys
 from pathlib import Path
 sys.path.insert(0, '.')
 from benchmarks.sweep_benchmark import rung_times
-Path('$results/rung_times.json').write_text(json.dumps(rung_times(Path('$experiment')), indent=2))
 times = rung_times(Path('$experiment'))
+Path('$results/rung_times.json').write_text(json.dumps(times, indent=2))
 print({k: times[k] for k in ('first_rung_cold_s', 'first_rung_warm_s', 'later_rung_s', 'first_over_later_cold',
                              'first_over_later_warm', 'first_over_later_cold_since_start', 'startup_cold_s')})"
 cat "$experiment"/*/result.json | python3 -c '
