@@ -19,7 +19,7 @@ from typing import Any
 
 from search.config import Range, SweepConfig, param_values
 from search.models import is_unfetched_builtin
-from trainables.data import describe_problems, exception_reason, load_dialogues, tokenize_ahead
+from trainables.data import describe_problems, exception_reason, load_dialogues, tokenize_ahead, validation_for_loss
 from trainables.errors import ConfigError
 from trainables.prompt import encode_examples, load_tokenizer, scaffolding_length
 
@@ -149,7 +149,7 @@ def check_sweep_in_background(sweep: SweepConfig, offline_reason: str | None = N
         lengths = max_lengths_ahead(sweep) if tokenizer is not None and sweep.data.reuse_tokenized else []
         try:
             began = time.perf_counter()
-            checks.tokenized.set_result(tokenize_ahead(dialogues, tokenizer, sweep.prompt, lengths))
+            checks.tokenized.set_result(tokenize_ahead(trained_on(sweep, dialogues), tokenizer, sweep.prompt, lengths))
             logger.debug("tokenized ahead of the trials at max_length %s in %.1f s", lengths,
                          time.perf_counter() - began)
         except Exception as error:  # an optimization only: the trials tokenize for themselves
@@ -160,6 +160,13 @@ def check_sweep_in_background(sweep: SweepConfig, offline_reason: str | None = N
     threading.Thread(target=check_then_tokenize, name="qlora-sweep-checks", daemon=True).start()
     atexit.register(wait, [checks.tokenized], TOKENIZE_AHEAD_WAIT_S)
     return checks
+
+
+def trained_on(sweep: SweepConfig, dialogues: dict[str, Any]) -> dict[str, Any]:
+    """What each trial tokenizes: the training split, and the validation dialogues its loss covers."""
+    evaluation = sweep.evaluation.deciding_loss_examples(sweep.scheduler.metric)
+    return {"train": dialogues["train"], "validation": validation_for_loss(
+        dialogues["validation"], evaluation, sweep.scheduler.max_rungs, sweep.data.seed)}
 
 
 def max_lengths_ahead(sweep: SweepConfig) -> list[int]:

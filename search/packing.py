@@ -99,7 +99,7 @@ class TrialPlanner:
         if self.recompute_options and self.recompute_options[0].recompute:
             plan = self._kept_within_the_share(training, hp, gpu) or plan
         return TrialConfig.planned(sweep.model, sweep.data, sweep.prompt, training, sweep.evaluation,
-                                   sweep.scheduler.max_rungs, hp, plan)
+                                   sweep.scheduler.max_rungs, hp, plan, ranked_by=sweep.scheduler.metric)
 
     @property
     def total_steps(self) -> int:

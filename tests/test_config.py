@@ -48,6 +48,10 @@ BAD_CONFIGS = [
     ("memory budget zero", {"resources": {"gpu_memory_gb": 0}}, "resources.gpu_memory_gb"),
     ("rung examples shrink", {"evaluation": {"rung_examples": [64, 32]}}, "evaluation.rung_examples: counts must not shrink"),
     ("rung examples zero", {"evaluation": {"rung_examples": [0]}}, "evaluation.rung_examples: each count must be at least 1"),
+    ("loss examples zero", {"evaluation": {"loss_examples": 0}},
+     "evaluation.loss_examples: must be auto, all, first_rung or a whole number of at least 1, got 0"),
+    ("loss examples a word", {"evaluation": {"loss_examples": "some"}},
+     "evaluation.loss_examples: must be auto, all, first_rung or a whole number of at least 1, got 'some'"),
     ("validation fraction", {"data": {"validation_fraction": 1.5}}, "data.validation_fraction: Input should be less than 1"),
     ("max_length below scaffolding", {"search": {"max_length": {"choice": [16, 256]}}},
      "search.max_length: 16 tokens is not longer than the prompt scaffolding"),
@@ -231,3 +235,23 @@ def test_every_trial_scores_the_same_dialogues_at_a_rung_and_a_later_rung_includ
     assert first != [0, 1, 2]  # shuffled, not the split's head
     assert listed.dialogues_at(1, 3, 20, seed=7) == first  # the same for every trial of the seed
     assert listed.dialogues_at(1, 3, 20, seed=8) != first
+
+
+def test_the_validation_loss_covers_rung_1s_rouge_dialogues_where_rouge_ranks_and_all_where_the_loss_does():
+    """evaluation.loss_examples, decided by the driver from scheduler.metric: a subset is a prefix of the
+    shuffle ROUGE draws from, the same at every rung, in the split's order; None means the whole split."""
+    from trainables.config import EvaluationConfig
+
+    auto = EvaluationConfig(rung_examples=[3, 6])
+    assert auto.deciding_loss_examples("rougeL").loss_examples == "first_rung"
+    assert auto.deciding_loss_examples("eval_loss").loss_examples == "all"
+    assert EvaluationConfig(loss_examples=5).deciding_loss_examples("eval_loss").loss_examples == 5  # as asked
+    first_rung = auto.deciding_loss_examples("rougeL").loss_dialogues(3, 20, seed=7)
+    assert first_rung == sorted(auto.dialogues_at(1, 3, 20, seed=7))  # rung 1's ROUGE dialogues, 3 of 20
+    assert EvaluationConfig(loss_examples=5).loss_dialogues(3, 20, seed=7)[:3] != [0, 1, 2]
+    assert set(first_rung) < set(EvaluationConfig(loss_examples=5).loss_dialogues(3, 20, seed=7))  # a prefix
+    assert EvaluationConfig(loss_examples="all").loss_dialogues(3, 20, seed=7) is None
+    assert EvaluationConfig(loss_examples=20).loss_dialogues(3, 20, seed=7) is None  # as many as there are: all
+    assert EvaluationConfig(loss_examples="first_rung").loss_dialogues(1, 20, seed=7) is None  # one rung scores all
+    with pytest.raises(ValueError, match="decided by the driver"):
+        EvaluationConfig().loss_dialogues(3, 20, seed=7)

@@ -124,7 +124,8 @@ def test_liger_kernels_run_where_installed_for_trials_without_recompute_and_aski
     assert (roomy.gradient_checkpointing, roomy.liger_kernels) == (False, True)  # faster where nothing is recomputed
     assert (tight.gradient_checkpointing, tight.liger_kernels) == (True, False)  # slower beside recompute
     trial = TrialConfig.planned(MODEL, DataConfig(), PromptConfig(), TrainingConfig(liger_kernels=True),
-                                EvaluationConfig(), 3, HP, _plan(training=TrainingConfig(liger_kernels=True)))
+                                EvaluationConfig(), 3, HP, _plan(training=TrainingConfig(liger_kernels=True)),
+                                ranked_by="rougeL")
     assert trial.training.liger_kernels is True
 
 
@@ -162,7 +163,8 @@ def test_compiled_layers_keep_the_largest_tenth_of_their_activations_the_memory_
     assert _plan(budget_gb=80, training=compiled).activations_kept == 1.0
     asked = compiled.model_copy(update={"activations_kept": 0.3})
     assert _plan(budget_gb=16, training=asked).activations_kept == 0.3
-    trial = TrialConfig.planned(MODEL, DataConfig(), PromptConfig(), compiled, EvaluationConfig(), 3, HP, plans[18])
+    trial = TrialConfig.planned(MODEL, DataConfig(), PromptConfig(), compiled, EvaluationConfig(), 3, HP, plans[18],
+                                ranked_by="rougeL")
     assert trial.training.activations_kept == plans[18].activations_kept
 
 
@@ -187,16 +189,18 @@ def test_packing_is_refused_for_padded_micro_batches_before_any_trial_starts():
 
 def test_a_trial_is_given_its_sections_with_the_plans_decisions_and_never_an_auto():
     plan = _plan(budget_gb=16)
-    trial = TrialConfig.planned(MODEL, DataConfig(), PromptConfig(), TrainingConfig(), EvaluationConfig(), 3, HP, plan)
+    trial = TrialConfig.planned(MODEL, DataConfig(), PromptConfig(), TrainingConfig(), EvaluationConfig(), 3, HP, plan,
+                                ranked_by="rougeL")
     assert trial.training.gradient_checkpointing is plan.gradient_checkpointing is True
     assert (trial.evaluation.batch_size, trial.evaluation.merged_copy) == (plan.generation_batch_size, plan.merged_copy)
     assert trial.total_steps == 3 * TrainingConfig().steps_per_rung
+    assert trial.evaluation.loss_examples == "first_rung"  # ROUGE ranks: the loss on rung 1's dialogues
     assert (trial.training.compile_layers, trial.training.float32_dense_layers, trial.training.padding_free,
             trial.model.attention) == (plan.compile_layers, plan.float32_dense_layers, plan.padding_free, plan.attention)
     with pytest.raises(ValueError, match="training.gradient_checkpointing, training.activations_kept, "
                                          "training.fused_lm_head, training.liger_kernels, training.compile_layers, "
                                          "training.float32_dense_layers, training.padding_free, model.attention, "
-                                         "evaluation.merged_copy, evaluation.batch_size"):
+                                         "evaluation.merged_copy, evaluation.loss_examples, evaluation.batch_size"):
         TrialConfig(model=MODEL, data=DataConfig(), prompt=PromptConfig(), training=TrainingConfig(),
                     evaluation=EvaluationConfig(), max_rungs=3, hyperparameters=HP, plan=plan)
     assert isinstance(trial.plan, MemoryPlan)
@@ -292,7 +296,7 @@ def test_padding_free_rows_where_flex_attention_or_a_large_models_linear_layers_
     cpu = plan_memory(None, MODEL, TrainingConfig(micro_batch_size=16), EvaluationConfig(), HP, None)
     assert cpu.padding_free is True
     trial = TrialConfig.planned(MODEL, DataConfig(), PromptConfig(), TrainingConfig(micro_batch_size=16),
-                                EvaluationConfig(), 3, HP, small)
+                                EvaluationConfig(), 3, HP, small, ranked_by="rougeL")
     assert trial.training.padding_free is False  # the trial trains as planned
     # a plan stored before the field (a resumed experiment) trained padding-free, and still does
     stored = small.model_dump()

@@ -61,6 +61,7 @@ def test_each_report_has_the_rung_metrics(sweep):
             assert isinstance(row[key], (int, float)), key
         assert row["checkpoint_dir_name"]
         assert row["rouge_examples"] == [2, 4, 6][rung - 1]  # evaluation.rung_examples [2, 4], then all 6
+        assert row["eval_loss_examples"] == 6  # eval_loss ranks this sweep: every validation dialogue, every rung
 
 
 def test_ranking_by_rouge_uses_only_scores_on_the_whole_validation_set(sweep):

@@ -19,12 +19,14 @@ pytestmark = pytest.mark.unit
 
 TRIAL_DATA = (  # what trainables.trial.run_trial does with its data, for each trial, in a process of their own
     "import json, os, sys; from trainables.config import TrialConfig; "
-    "from trainables.data import load_dialogues, tokenize_for_training; "
+    "from trainables.data import load_dialogues, tokenize_for_training, validation_for_loss; "
     "from trainables.prompt import load_tokenizer; "
     "trials = [TrialConfig.model_validate_json(line) for line in sys.stdin.read().splitlines()]; "
     "[print(c['filename'], os.stat(c['filename']).st_mtime_ns) for trial in trials "
-    "for d, t in [(load_dialogues(trial.data), load_tokenizer(trial.model))] for split in ('train', 'validation') "
-    "for c in tokenize_for_training(d[split], t, trial.prompt, trial.hyperparameters.max_length, "
+    "for d, t in [(load_dialogues(trial.data), load_tokenizer(trial.model))] "
+    "for rows in (d['train'], "
+    "validation_for_loss(d['validation'], trial.evaluation, trial.max_rungs, trial.data.seed)) "
+    "for c in tokenize_for_training(rows, t, trial.prompt, trial.hyperparameters.max_length, "
     "trial.data.reuse_tokenized).cache_files]"
 )
 
@@ -50,6 +52,7 @@ def test_a_trial_loads_the_tokenized_data_the_driver_wrote_ahead_at_each_listed_
     # as JSON, not pickled as Ray hands them: the cache key must not depend on how a config was made
     trials = [planner.trial_config({"lora_r": 2, "lora_alpha": 4, "learning_rate": 1e-3, "max_length": length})
               for length in (160, 192)]
+    assert trials[0].evaluation.loss_examples == "first_rung"  # the loss on rung 1's 2 dialogues, cached too
     done = subprocess.run([sys.executable, "-c", TRIAL_DATA], input="\n".join(t.model_dump_json() for t in trials),
                           cwd=tmp_path, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "HF_DATASETS_CACHE": str(datasets.config.HF_DATASETS_CACHE)})

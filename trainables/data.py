@@ -17,7 +17,7 @@ from typing import Any
 
 import datasets
 
-from trainables.config import DataConfig, PromptConfig, expand_path
+from trainables.config import DataConfig, EvaluationConfig, PromptConfig, expand_path
 from trainables.errors import ConfigError
 from trainables.prompt import encode_examples
 from trainables.quiet import logger_quiet_below
@@ -283,15 +283,23 @@ def tokenize_for_training(dataset, tokenizer: Any, prompt: PromptConfig, max_len
     return encoded.filter(lambda fits: fits, input_columns="fits", load_from_cache_file=reuse).remove_columns("fits")
 
 
-def tokenize_ahead(dialogues: dict[str, Any], tokenizer: Any, prompt: PromptConfig,
+def validation_for_loss(validation: Any, evaluation: EvaluationConfig, max_rungs: int, seed: int) -> Any:
+    """The validation dialogues a trial's validation loss covers at every rung (evaluation.loss_examples,
+    decided): the whole split, or the selection of it that trials and the driver alike tokenize."""
+    chosen = evaluation.loss_dialogues(max_rungs, len(validation), seed)
+    return validation if chosen is None else validation.select(chosen)
+
+
+def tokenize_ahead(trained_on: dict[str, Any], tokenizer: Any, prompt: PromptConfig,
                    max_lengths: list[int]) -> list[str]:
-    """Each split a trial trains and evaluates on, tokenized at each of `max_lengths` into datasets'
-    on-disk cache, where a trial on this node with the same data, tokenizer and prompt finds it
-    (tokenize_for_training) instead of tokenizing before its first step; the cache files written
-    or found. The driver runs it while the first trials' workers import their libraries."""
+    """What a trial trains and evaluates its loss on (`trained_on`: name to dialogues, the training
+    split and validation_for_loss's), tokenized at each of `max_lengths` into datasets' on-disk cache,
+    where a trial on this node with the same data, tokenizer and prompt finds it (tokenize_for_training)
+    instead of tokenizing before its first step; the cache files written or found. The driver runs it
+    while the first trials' workers import their libraries."""
     files = []
     for max_length in max_lengths:
-        for split in ("train", "validation"):
-            tokenized = tokenize_for_training(dialogues[split], tokenizer, prompt, max_length)
+        for rows in trained_on.values():
+            tokenized = tokenize_for_training(rows, tokenizer, prompt, max_length)
             files.extend(cache["filename"] for cache in tokenized.cache_files)
     return files

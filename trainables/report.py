@@ -105,14 +105,16 @@ class StartupClock:
 class RungReporter(TrainerCallback):
     def __init__(self, score_rouge: Callable[[Any, int], dict[str, float]], steps_per_rung: int, trial: dict,
                  session: TrialSession, started: float | None = None, warm_start: bool = False,
-                 startup: StartupClock | None = None):
-        """`started`: when the trial's worker began this trial (time.perf_counter); `warm_start`:
+                 startup: StartupClock | None = None, loss_examples: int | None = None):
+        """`loss_examples`: the validation examples the Trainer's validation loss covers (reported
+        beside it); `started`: when the trial's worker began this trial (time.perf_counter); `warm_start`:
         whether its worker kept the base model from an earlier trial (trainables.warm); `startup`:
         the parts of the start marked so far, to which the first training step adds the Trainer's."""
         self.score_rouge = score_rouge
         self.session = session
         self.steps_per_rung = steps_per_rung
         self.trial = trial  # the trial's config as JSON, for each checkpoint's TRIAL_RECORD
+        self.loss_examples = loss_examples
         self.history: list[dict[str, Any]] = []
         self.warm_start = warm_start
         self._rung_began = time.perf_counter() if started is None else started
@@ -179,6 +181,7 @@ class RungReporter(TrainerCallback):
             "tokens_seen": int(state.num_input_tokens_seen),
             "train_loss": self.train_loss,
             "eval_loss": self.eval_loss,
+            "eval_loss_examples": self.loss_examples,
             **self.rouge,
             "tokens_per_s": rung_tokens / train_seconds if train_seconds else 0.0,
             "peak_memory_gb": peak_memory_gb(),

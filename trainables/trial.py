@@ -17,7 +17,7 @@ from transformers import set_seed
 
 from trainables import warm
 from trainables.config import TrainingConfig, TrialConfig
-from trainables.data import load_dialogues, tokenize_for_training
+from trainables.data import load_dialogues, tokenize_for_training, validation_for_loss
 from trainables.evaluation import RougeEvaluation
 from trainables.model import (attach_lora, compile_decoder_layers, load_quantized_model, prepare_for_training,
                                use_cudnn_attention)
@@ -47,11 +47,13 @@ def run_trial(trial: TrialConfig, started: float | None = None, session: TrialSe
     dialogues = warm.dialogues_for(trial.data, load_dialogues)
     startup.mark_within("dialogues")
 
-    def tokenized(split: str) -> Any:
-        return warm.tokenized_for(split, trial.model, trial.prompt, hp.max_length, lambda: tokenize_for_training(
-            dialogues[split], tokenizer, trial.prompt, hp.max_length, trial.data.reuse_tokenized))
+    def tokenized(name: str, rows: Any) -> Any:  # kept by this worker under `name`
+        return warm.tokenized_for(name, trial.model, trial.prompt, hp.max_length, lambda: tokenize_for_training(
+            rows, tokenizer, trial.prompt, hp.max_length, trial.data.reuse_tokenized))
 
-    train_set, eval_set = tokenized("train"), tokenized("validation")
+    # The validation loss every rung covers evaluation.loss_examples' dialogues: where ROUGE ranks, rung 1's
+    loss_rows = validation_for_loss(dialogues["validation"], trial.evaluation, trial.max_rungs, trial.data.seed)
+    train_set, eval_set = tokenized("train", dialogues["train"]), tokenized(f"validation[{len(loss_rows)}]", loss_rows)
     startup.mark_within("tokenized")  # from datasets' cache, or tokenized here
     if len(train_set) == 0:
         raise ValueError(f"max_length={hp.max_length}: no training summary fits; raise search.max_length")
@@ -80,7 +82,7 @@ def run_trial(trial: TrialConfig, started: float | None = None, session: TrialSe
         scores = evaluation.rouge(trained_model, [prompts[i] for i in chosen], [references[i] for i in chosen])
         return {**scores, "rouge_examples": len(chosen)}
 
-    reporter = RungReporter(score_rouge, trial.training.steps_per_rung,
+    reporter = RungReporter(score_rouge, trial.training.steps_per_rung, loss_examples=len(eval_set),
                             trial=trial.model_dump(mode="json"),
                             session=session, started=started, warm_start=warm_start, startup=startup)
 

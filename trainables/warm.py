@@ -161,10 +161,10 @@ def dialogues_for(data: DataConfig, load: Callable[[DataConfig], Any]) -> Any:
         return _kept.dialogues[1]
 
 
-def tokenized_for(split: str, model: ModelConfig, prompt: PromptConfig, max_length: int,
+def tokenized_for(name: str, model: ModelConfig, prompt: PromptConfig, max_length: int,
                   tokenize: Callable[[], Any]) -> Any:
-    """The kept dialogues' `split`, tokenized for this model's tokenizer, prompt and max_length."""
-    key = (split, _key(model, prompt), max_length)
+    """The kept dialogues' split or selection `name`, tokenized for this model's tokenizer, prompt and max_length."""
+    key = (name, _key(model, prompt), max_length)
     with _lock:
         if key not in _kept.tokenized:
             _kept.tokenized[key] = tokenize()
