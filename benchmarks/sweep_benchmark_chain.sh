@@ -67,10 +67,14 @@
 #   call 3  carry [".devstage/w2"]   cp .devstage/w2/* /tmp/stage/
 #   call 4  carry [".devstage/w3", ".devstage/inputs.tar.xz"]   cp .devstage/w3/* /tmp/stage/ \
 #           && tar xJf .devstage/inputs.tar.xz -C /tmp/stage && cat /tmp/stage/part-* > /tmp/smol.whl \
-#           && bash /tmp/detach.sh 'PARTS="gpu-config kept-8b" bash benchmarks/sweep_benchmark_chain.sh' \
+#           && bash /tmp/detach.sh 'PARTS="gpu-config kept-8b candidate" \
+#           CANDIDATES="evaluation.loss_examples=first_rung" CANDIDATE_ARGS="--set evaluation.loss_examples=all" \
+#           bash benchmarks/sweep_benchmark_chain.sh' \
 #           && bash /tmp/wait.sh 500
 #           (the next one, not yet run: the shipped GPU config as a user runs it, then the 8B shape's kept base,
-#           about 12 minutes; commit $RES/gpu-config without checkpoints, gpu_config.log, kept_8b.json and .log.
+#           about 12 minutes, then each rung's validation loss over all 500 dialogues against rung 1's 100, the
+#           default since 2026-12-04 night, 7 trials by turns, about 5 minutes; commit $RES/gpu-config without
+#           checkpoints, gpu_config.log, kept_8b.json and .log, candidate-1.json and .log.
 #           The call 4 before it: `w=60; for k in 1 2; do for s in 0 1; do RES=/tmp/res/rep$k-s$s WARMUP_S=$w
 #           RESUME_FROM=/tmp/proj/benchmarks/results/2026-12-04-sweep-500 SEED=$s RERUN=qlora_sweep RESCORE_PAIRS=0
 #           PARTS=sweep bash benchmarks/sweep_benchmark_chain.sh; w=0; done; done`: qlora-sweep's arm twice a seed on
