@@ -418,7 +418,12 @@ class EvaluationConfig(Section):
         """The validation dialogues (indices) ROUGE scores at this rung: the first examples_at of one
         shuffle by `seed` (data.seed), so every trial scores the same ones at a rung and a later rung's
         include an earlier one's."""
-        return random.Random(seed).sample(range(available), available)[: self.examples_at(rung, max_rungs, available)]
+        return self._sample(available, seed)[: self.examples_at(rung, max_rungs, available)]
+
+    @staticmethod
+    def _sample(available: int, seed: int) -> list[int]:
+        """The one shuffle of the validation dialogues by `seed` that every subset is a prefix of."""
+        return random.Random(seed).sample(range(available), available)
 
     def loss_dialogues(self, max_rungs: int, available: int, seed: int) -> list[int] | None:
         """The validation dialogues (indices, ascending) the validation loss covers at every rung, a prefix
@@ -430,7 +435,7 @@ class EvaluationConfig(Section):
         count = self.examples_at(1, max_rungs, available) if self.loss_examples == "first_rung" else self.loss_examples
         if count >= available:
             return None
-        return sorted(random.Random(seed).sample(range(available), available)[:count])
+        return sorted(self._sample(available, seed)[:count])
 
 
 class TrialHyperparameters(Section):
