@@ -23,7 +23,7 @@ from trainables.data import describe_problems, exception_reason, load_dialogues,
 from trainables.errors import ConfigError
 from trainables.prompt import encode_examples, load_tokenizer, scaffolding_length
 
-FIT_SAMPLE = 200  # training examples checked for fitting at the smallest max_length
+FIT_SAMPLE = 200  # training (and loss) examples checked for fitting at the smallest max_length
 # At the driver's exit, how long an unfinished tokenize-ahead is waited for: a sweep is over long after
 # it ends, but one refused at its start should not wait; datasets writes each copy to a temporary file
 # first, so one cut off leaves no half-written copy for a later trial to find
@@ -95,22 +95,37 @@ def _checked_inputs(sweep: SweepConfig,
             f"search.max_length: {shortest} tokens is not longer than the prompt scaffolding "
             f"({scaffolding} tokens with this tokenizer); raise it"
         )
-    sample = dialogues["train"].select(range(min(FIT_SAMPLE, len(dialogues["train"]))))
-    fitting = sum(encoded is not None for encoded in encode_examples(
-        tokenizer, sweep.prompt, [d or "" for d in sample["dialogue"]], [s or "" for s in sample["summary"]], shortest))
+    fitting, sampled = _fitting(dialogues["train"], tokenizer, sweep.prompt, shortest)
     if fitting == 0:
         raise ConfigError(
-            f"search.max_length: at {shortest} tokens none of the first {len(sample)} training summaries fit "
+            f"search.max_length: at {shortest} tokens none of the first {sampled} training summaries fit "
             "after the prompt; raise it"
+        )
+    # A validation loss over no dialogue is NaN at every rung, silently, and eval_loss may be what ranks
+    loss_rows = trained_on(sweep, dialogues)["validation"]
+    loss_fitting, loss_sampled = _fitting(loss_rows, tokenizer, sweep.prompt, shortest)
+    if loss_fitting == 0:
+        which = "the" if loss_sampled == len(loss_rows) else f"the first {loss_sampled} of the"
+        raise ConfigError(
+            f"search.max_length: at {shortest} tokens none of {which} {len(loss_rows)} validation summaries the loss "
+            "covers (evaluation.loss_examples) fit after the prompt; raise it"
         )
     return DataSummary(
         train_examples=len(dialogues["train"]),
         validation_examples=len(dialogues["validation"]),
         scaffolding_tokens=scaffolding,
-        fitting_at_min_length=f"{fitting}/{len(sample)}",
+        fitting_at_min_length=f"{fitting}/{sampled}",
         bad_rows=describe_problems(dialogues["problems"]),
         test_examples=_count(dialogues["test"]),
     ), tokenizer, dialogues
+
+
+def _fitting(rows: Any, tokenizer: Any, prompt: Any, max_length: int) -> tuple[int, int]:
+    """How many of the first FIT_SAMPLE of `rows` fit `max_length` tokens with their whole summary, of how many."""
+    sample = rows.select(range(min(FIT_SAMPLE, len(rows))))
+    encoded = encode_examples(tokenizer, prompt, [d or "" for d in sample["dialogue"]],
+                              [s or "" for s in sample["summary"]], max_length)
+    return sum(example is not None for example in encoded), len(sample)
 
 
 class BackgroundChecks:

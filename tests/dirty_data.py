@@ -27,3 +27,16 @@ def write_dirty_data(folder: Path) -> Path:
     (folder / "train.jsonl").write_bytes(b"\n".join(good + bad) + b"\n")
     (folder / "validation.jsonl").write_bytes(b"\n".join(good[:6]) + b"\n")
     return folder
+
+
+def write_long_validation_summaries(folder: Path) -> Path:
+    """Training rows that fit any max_length the tests use, beside 6 validation rows whose summaries
+    (over 400 tokens) none of them fits."""
+    folder.mkdir(parents=True, exist_ok=True)
+    train = [{"id": f"t{i}", "dialogue": f"#Person1#: hello {i}.\n#Person2#: hi there.",
+              "summary": f"#Person1# greets #Person2# {i}."} for i in range(GOOD_ROWS)]
+    validation = [{"id": f"v{i}", "dialogue": f"#Person1#: hello {i}.",
+                   "summary": "A very long summary of a short greeting. " * 50 + str(i)} for i in range(6)]
+    (folder / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in train), encoding="utf-8")
+    (folder / "validation.jsonl").write_text("".join(json.dumps(row) + "\n" for row in validation), encoding="utf-8")
+    return folder

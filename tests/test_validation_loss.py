@@ -10,6 +10,7 @@ from transformers import TrainerCallback
 from search.config import SweepConfig
 from search.packing import TrialPlanner
 from tests.conftest import tiny_sweep_dict
+from tests.dirty_data import write_long_validation_summaries
 
 pytestmark = pytest.mark.sweep
 
@@ -86,3 +87,18 @@ def test_a_count_asked_for_is_the_first_of_the_same_sample(tiny_model_path, tmp_
     sample = trial.evaluation.dialogues_at(2, trial.max_rungs, len(every_row), trial.data.seed)  # the last: all 6
     assert evaluated == [[every_row[i] for i in sorted(sample[:3])]] * 2
     assert [rung["eval_loss_examples"] for rung in reported] == [3, 3]
+
+
+def test_a_trial_whose_loss_dialogues_none_fit_stops_instead_of_reporting_nan(tiny_model_path, tmp_path, monkeypatch):
+    from trainables.trial import run_trial
+
+    monkeypatch.chdir(tmp_path)
+    data = write_long_validation_summaries(tmp_path / "data")  # the driver refuses it; run_trial is called directly
+    sweep = SweepConfig.model_validate(tiny_sweep_dict(
+        tiny_model_path, tmp_path / "results", data={"path": str(data), "max_validation_examples": 6},
+        evaluation={"max_new_tokens": 4, "rung_examples": [2, 4]}, scheduler={"max_rungs": 2}))
+    trial = TrialPlanner.alone_on_this_machine(sweep).trial_config(VALUES)
+    session = RecordingSession()
+    with pytest.raises(ValueError, match="max_length=192: none of the 2 validation summaries the loss covers fits"):
+        run_trial(trial, session=session)
+    assert session.rungs == []

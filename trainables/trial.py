@@ -57,6 +57,9 @@ def run_trial(trial: TrialConfig, started: float | None = None, session: TrialSe
     startup.mark_within("tokenized")  # from datasets' cache, or tokenized here
     if len(train_set) == 0:
         raise ValueError(f"max_length={hp.max_length}: no training summary fits; raise search.max_length")
+    if len(eval_set) == 0:  # the Trainer's loss over nothing is NaN, which would rank where eval_loss ranks
+        raise ValueError(f"max_length={hp.max_length}: none of the {len(loss_rows)} validation summaries the loss "
+                         "covers fits; raise search.max_length")
     evaluation = RougeEvaluation.for_trial(trial, tokenizer)
     prompts = evaluation.prompts(dialogues["validation"]["dialogue"])
     references = list(dialogues["validation"]["summary"])
