@@ -324,6 +324,8 @@ def summary(result: dict[str, Any]) -> list[dict[str, Any]]:
                          **{k: round(rung[k], 2) for k in ("rung_s", "startup_s", "train_s", "eval_loss_s", "rouge_s",
                                                            "step_s_first", "step_s_median", "train_s_beyond_median")
                             if isinstance(rung.get(k), (int, float))},
+                         # what the rung evaluated: an A/B of evaluation settings shows here whether its sides differ
+                         **{k: rung[k] for k in ("eval_loss_examples", "rouge_examples") if k in rung},
                          "tokens_per_s": round(rung["tokens_per_s"]),
                          "new_tokens": [call["new_tokens"] for call in rung["generate_calls"]]})
     return rows

@@ -68,7 +68,7 @@
 #   call 4  carry [".devstage/w3", ".devstage/inputs.tar.xz"]   cp .devstage/w3/* /tmp/stage/ \
 #           && tar xJf .devstage/inputs.tar.xz -C /tmp/stage && cat /tmp/stage/part-* > /tmp/smol.whl \
 #           && bash /tmp/detach.sh 'PARTS="gpu-config kept-8b candidate" \
-#           CANDIDATES="evaluation.loss_examples=first_rung" CANDIDATE_ARGS="--set evaluation.loss_examples=all" \
+#           CANDIDATES="evaluation.loss_examples=first_rung" CANDIDATE_ARGS="--set evaluation.loss_examples=all --set evaluation.rung_examples=[100]" \
 #           bash benchmarks/sweep_benchmark_chain.sh' \
 #           && bash /tmp/wait.sh 500
 #           (the next one, not yet run: the shipped GPU config as a user runs it, then the 8B shape's kept base,
