@@ -1,14 +1,18 @@
+import threading
+
 import pytest
 
 from trainables.config import PromptConfig
 from trainables.prompt import (
     IGNORE_INDEX,
+    MIN_TEXTS_PER_THREAD,
     encode_example,
     encode_examples,
     encode_prompt,
     format_example,
     format_prompt,
     scaffolding_length,
+    tokenizing_threads,
 )
 
 pytestmark = pytest.mark.unit
@@ -115,3 +119,34 @@ def test_batched_encoding_equals_each_example_encoded_alone(tiny_tokenizer):
     assert encode_examples(tiny_tokenizer, prompt, dialogues, summaries, max_length) == expected
     assert [encode_example(tiny_tokenizer, prompt, d, s, max_length) for d, s in zip(dialogues, summaries)] == expected
     assert encode_examples(tiny_tokenizer, prompt, [], [], max_length) == []
+
+
+class ThreadRecordingTokenizer:
+    """The tiny tokenizer, called as encode_examples calls it, noting which thread made each call."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer, self.threads = tokenizer, set()
+        self.eos_token_id = tokenizer.eos_token_id
+
+    def __call__(self, texts, **kwargs):
+        self.threads.add(threading.current_thread().name)
+        return self.tokenizer(texts, **kwargs)
+
+
+def test_examples_encoded_over_threads_equal_those_encoded_in_one_call(tiny_tokenizer):
+    prompt = PromptConfig()
+    max_length = scaffolding_length(tiny_tokenizer, prompt) + 40
+    count = 3 * MIN_TEXTS_PER_THREAD + 5  # enough for 3 threads; some cut once or again, some too long to fit
+    dialogues = [" ".join(f"word{i}" for i in range(5 + 7 * (n % 50))) + f" #{n}" for n in range(count)]
+    summaries = [("a summary far too long to fit " * 8) if n % 17 == 0 else f"Summary {n}." for n in range(count)]
+    expected = encode_examples(tiny_tokenizer, prompt, dialogues, summaries, max_length)
+    assert any(e is None for e in expected) and sum(e is not None for e in expected) > count / 2
+
+    recording = ThreadRecordingTokenizer(tiny_tokenizer)
+    with tokenizing_threads(3):
+        assert encode_examples(recording, prompt, dialogues, summaries, max_length) == expected
+    assert len({name for name in recording.threads if name.startswith("tokenize")}) == 3
+
+    alone = ThreadRecordingTokenizer(tiny_tokenizer)  # outside the block: one call, in this thread
+    assert encode_examples(alone, prompt, dialogues, summaries, max_length) == expected
+    assert alone.threads == {threading.current_thread().name}

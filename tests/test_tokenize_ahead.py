@@ -71,3 +71,21 @@ def test_nothing_is_tokenized_ahead_where_trials_would_not_reuse_it_or_lengths_a
     assert max_lengths_ahead(SweepConfig.model_validate(drawn)) == []
     fixed = tiny_sweep_dict(tiny_model_path, tmp_path, search={"max_length": 192})
     assert max_lengths_ahead(SweepConfig.model_validate(fixed)) == [192]
+
+
+def test_the_files_tokenized_over_threads_are_the_ones_a_trial_on_one_thread_loads(tiny_tokenizer, tmp_path):
+    from datasets import Dataset
+
+    from trainables.config import PromptConfig
+    from trainables.data import tokenize_ahead, tokenize_for_training
+    from trainables.prompt import MIN_TEXTS_PER_THREAD
+
+    count = 3 * MIN_TEXTS_PER_THREAD + 1  # a batch the driver's 3 threads split
+    rows = Dataset.from_list([{"dialogue": f"#Person1#: hello {n}.\n#Person2#: hi {n}.", "summary": f"Greetings {n}."}
+                              for n in range(count)]).flatten_indices(cache_file_name=str(tmp_path / "rows.arrow"))
+    ahead = tokenize_ahead({"train": rows}, tiny_tokenizer, PromptConfig(), [160], threads=3)
+    written = {file: os.stat(file).st_mtime_ns for file in ahead}
+    assert written and all(str(tmp_path) in file for file in written)  # the rows, and the filter's indices
+    trial = tokenize_for_training(rows, tiny_tokenizer, PromptConfig(), 160)  # no threads asked: one
+    assert {c["filename"]: os.stat(c["filename"]).st_mtime_ns for c in trial.cache_files} == written
+    assert len(trial) == count

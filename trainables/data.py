@@ -19,7 +19,7 @@ import datasets
 
 from trainables.config import DataConfig, EvaluationConfig, PromptConfig, expand_path
 from trainables.errors import ConfigError
-from trainables.prompt import encode_examples
+from trainables.prompt import encode_examples, tokenizing_threads
 from trainables.quiet import logger_quiet_below
 
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")  # the local data files qlora-sweep reads
@@ -291,15 +291,17 @@ def validation_for_loss(validation: Any, evaluation: EvaluationConfig, max_rungs
 
 
 def tokenize_ahead(trained_on: dict[str, Any], tokenizer: Any, prompt: PromptConfig,
-                   max_lengths: list[int]) -> list[str]:
+                   max_lengths: list[int], threads: int = 1) -> list[str]:
     """What a trial trains and evaluates its loss on (`trained_on`: name to dialogues, the training
     split and validation_for_loss's), tokenized at each of `max_lengths` into datasets' on-disk cache,
     where a trial on this node with the same data, tokenizer and prompt finds it (tokenize_for_training)
     instead of tokenizing before its first step; the cache files written or found. The driver runs it
-    while the first trials' workers import their libraries."""
+    while the first trials' workers import their libraries, each tokenizer call over `threads` threads
+    (the files are the same for any count)."""
     files = []
-    for max_length in max_lengths:
-        for rows in trained_on.values():
-            tokenized = tokenize_for_training(rows, tokenizer, prompt, max_length)
-            files.extend(cache["filename"] for cache in tokenized.cache_files)
+    with tokenizing_threads(threads):
+        for max_length in max_lengths:
+            for rows in trained_on.values():
+                tokenized = tokenize_for_training(rows, tokenizer, prompt, max_length)
+                files.extend(cache["filename"] for cache in tokenized.cache_files)
     return files

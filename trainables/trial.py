@@ -21,7 +21,7 @@ from trainables.data import load_dialogues, tokenize_for_training, validation_fo
 from trainables.evaluation import RougeEvaluation
 from trainables.model import (attach_lora, compile_decoder_layers, load_quantized_model, prepare_for_training,
                                use_cudnn_attention)
-from trainables.prompt import load_tokenizer
+from trainables.prompt import load_tokenizer, tokenizing_threads
 from trainables.report import RungReporter, StartupClock, TrialSession, TuneSession
 from trainables.train import adapter_state, build_trainer, train_with_oom_retry
 
@@ -47,9 +47,10 @@ def run_trial(trial: TrialConfig, started: float | None = None, session: TrialSe
     dialogues = warm.dialogues_for(trial.data, load_dialogues)
     startup.mark_within("dialogues")
 
-    def tokenized(name: str, rows: Any) -> Any:  # kept by this worker under `name`
-        return warm.tokenized_for(name, trial.model, trial.prompt, hp.max_length, lambda: tokenize_for_training(
-            rows, tokenizer, trial.prompt, hp.max_length, trial.data.reuse_tokenized))
+    def tokenized(name: str, rows: Any) -> Any:  # kept by this worker under `name`; tokenized on Ray's CPUs
+        with tokenizing_threads(warm.rays_cpu_threads() or 1):
+            return warm.tokenized_for(name, trial.model, trial.prompt, hp.max_length, lambda: tokenize_for_training(
+                rows, tokenizer, trial.prompt, hp.max_length, trial.data.reuse_tokenized))
 
     # The validation loss every rung covers evaluation.loss_examples' dialogues: where ROUGE ranks, rung 1's
     loss_rows = validation_for_loss(dialogues["validation"], trial.evaluation, trial.max_rungs, trial.data.seed)

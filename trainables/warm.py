@@ -127,12 +127,18 @@ def take_rays_cpu_threads() -> None:
     node; on the H200's 16 cores, six such trials each loaded the model in 26-28 s instead of 2 and ran
     every rung slower (benchmarks/results/2026-12-04-preload, gpu-ab). A worker that imported torch after
     Ray set it, as every worker without preloading does, already has the count: nothing changes."""
-    threads = os.environ.get("OMP_NUM_THREADS", "")
-    if not threads.isdigit() or int(threads) < 1:  # not run by Ray, nor told: torch's own choice stands
+    threads = rays_cpu_threads()
+    if threads is None:  # not run by Ray, nor told: torch's own choice stands
         return
     import torch  # heavy: only trial processes reach this
 
-    torch.set_num_threads(int(threads))
+    torch.set_num_threads(threads)
+
+
+def rays_cpu_threads() -> int | None:
+    """The CPUs Ray gave this trial (OMP_NUM_THREADS, set from them); None outside Ray, where none was told."""
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    return int(threads) if threads.isdigit() and int(threads) >= 1 else None
 
 
 # Switches a trial sets on the running process, not part of what is loaded: trials differing only in
