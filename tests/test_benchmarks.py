@@ -758,6 +758,32 @@ def test_the_tokenize_timer_times_both_encoders_by_turns_on_the_same_rows(tiny_m
     assert result["batched_speedup"] > 0 and "rows at max_length 256" in done.stdout
 
 
+def test_the_tokenize_timer_times_threaded_tokenizing_beside_batched(tiny_model_path, tmp_path):
+    out = tmp_path / "threads.json"
+    done = subprocess.run([sys.executable, "benchmarks/tokenize_time.py", "--data", "trainables/samples",
+                           "--tokenizer", str(tiny_model_path), "--max-length", "256", "--rounds", "2",
+                           "--test-examples", "20", "--sides", "batched,threaded", "--threads", "3", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr  # exit 1 where the threaded side tokenized differently
+    result = json.loads(out.read_text())
+    assert {side: len(v["runs"]) for side, v in result["seconds"].items()} == {"batched": 2, "threaded": 2}
+    assert result["threads"] == 3 and result["threaded_speedup"] > 0 and "batched_speedup" not in result
+
+
+@pytest.mark.parametrize("flags,error", [
+    (["--sides", "batched"], "--sides batched: two or more of one_call_per_example, batched, threaded, each once"),
+    (["--sides", "batched,fast"], "--sides batched,fast: two or more of one_call_per_example, batched, threaded, "
+                                  "each once"),
+    (["--sides", "batched,threaded", "--threads", "1"], "--threads must be at least 2"),
+])
+def test_the_tokenize_timer_refuses_bad_sides_or_threads_in_one_line(tmp_path, flags, error):
+    done = subprocess.run([sys.executable, "benchmarks/tokenize_time.py", "--data", "trainables/samples",
+                           "--tokenizer", str(tmp_path), *flags, "--out", str(tmp_path / "t.json")],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2 and not (tmp_path / "t.json").exists()
+    assert done.stderr.splitlines() == [f"tokenize_time: {error}"]
+
+
 def test_the_tokenize_timer_refuses_a_missing_path_in_one_line(tmp_path):
     done = subprocess.run([sys.executable, "benchmarks/tokenize_time.py", "--data", str(tmp_path / "none"),
                            "--tokenizer", str(tmp_path), "--out", str(tmp_path / "t.json")],
