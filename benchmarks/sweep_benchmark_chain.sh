@@ -42,21 +42,28 @@
 #   gpu-config  benchmarks/gpu_smoke.sh: configs/smollm2_dialogsum_gpu.yaml as a user runs it (12 trials, as
 #               many at a time as the CPUs hold), into $RES/gpu-config: its wall time, report, best with its
 #               edge warnings (the space the issue's own run had on an edge is now the default's), and the
-#               first rungs of fresh and kept workers against the later ones (about 5 minutes, not yet run);
+#               first rungs of fresh and kept workers against the later ones (about 3 minutes with its warm-up:
+#               98.9 s of sweep on 2026-12-05, benchmarks/results/2026-12-05-gpu-config-8b-loss);
 #   kept-8b     benchmarks/first_rung.py on the Llama-3-8B shape with random weights (KEPT_SHAPE; built with
 #               trial_speed.py's build_random_model and SmolLM2's tokenizer): 3 trials of the recipe one after
 #               another in one process, 2 rungs of 10 steps, 32 validation dialogues, 8 new tokens: the first
 #               loads the 4-bit base, the next two take it from the kept worker (trainables.warm). Issue 11:
-#               "on an 8B base the load alone is most of a minute" (about 6 minutes, not yet run);
+#               "on an 8B base the load alone is most of a minute" (about 2 minutes: on 2026-12-05 the base loaded
+#               in 2.7 s from the page cache, the kept one in 0.8 s);
 # WARMUP_S: the sweep part's untimed GPU load before its first arm (default 60; 0 when the GPU is already warm).
 # SETS (spaces between settings): config overrides for every part's runs beside the staged paths, e.g.
 # SETS="training.float32_dense_layers=true" with RERUN=qlora_sweep (by hand's loop keeps its dense layers
 # in float32 through peft's k-bit preparation whatever the config says, so only qlora-sweep's trials change).
 # The device chain (../shared/tools/README.md; ask `status` first: a seed and the first-rung part take
 # about 24 minutes of device time with the staging). A call carries at most 64 MiB (67.1 MB), the
-# tracked files included: 9.5 MB on 2026-12-04 (late evening), since the set-aside `*.earlier-*` and `*.cut-*`
-# runs left the tree for git history (they were 19 MB), so call 1 carries about 52 MB with the bundle.
-# Keep it so: after a rerun, commit the new arms but not the folders the device set aside.
+# tracked files included: 22.7 MB on 2026-12-05 (`git ls-files -z | du -cb --files0-from=- | tail -1`; the
+# 9.5 MB written here before summed only the last of xargs' batches), and with the bundle's 42.1 MB call 1 was
+# refused as over it. Until the tree shrinks, call 1 goes with three folders the chain never reads moved out
+# of the tree, and back at once after its reply (12.4 MB left; it passed so twice on 2026-12-05):
+#   mkdir -p /tmp/hold && mv benchmarks/results/2026-12-04-preload benchmarks/results/2026-12-0[12]-sweep /tmp/hold/
+#   (call 1)   mv /tmp/hold/* benchmarks/results/
+# Calls 2-4 carry 30-33 MB beside the whole tree. After a rerun, commit the new arms but not the folders the
+# device set aside.
 # The wheel travels in three parts, and the inputs with the last: on 2026-12-04 (late evening) a call 1 carrying the
 # bundle and the inputs was refused as over 64 MiB (the device counts more than the tree and the carried paths:
 # 52.5 MB of them were refused, while the bundle alone passed), and an earlier session lost its machine between a
@@ -67,15 +74,20 @@
 #   call 3  carry [".devstage/w2"]   cp .devstage/w2/* /tmp/stage/
 #   call 4  carry [".devstage/w3", ".devstage/inputs.tar.xz"]   cp .devstage/w3/* /tmp/stage/ \
 #           && tar xJf .devstage/inputs.tar.xz -C /tmp/stage && cat /tmp/stage/part-* > /tmp/smol.whl \
-#           && bash /tmp/detach.sh 'PARTS="gpu-config kept-8b candidate" \
-#           CANDIDATES="evaluation.loss_examples=first_rung" CANDIDATE_ARGS="--set evaluation.loss_examples=all --set evaluation.rung_examples=[100]" \
-#           bash benchmarks/sweep_benchmark_chain.sh' \
+#           && bash /tmp/detach.sh 'PARTS=gpu-config bash benchmarks/sweep_benchmark_chain.sh' \
 #           && bash /tmp/wait.sh 500
-#           (the next one, not yet run: the shipped GPU config as a user runs it, then the 8B shape's kept base,
-#           about 12 minutes, then each rung's validation loss over all 500 dialogues against rung 1's 100, the
-#           default since 2026-12-04 night, 7 trials by turns, about 5 minutes; commit $RES/gpu-config without
-#           checkpoints, gpu_config.log, kept_8b.json and .log, candidate-1.json and .log.
-#           The call 4 before it: `w=60; for k in 1 2; do for s in 0 1; do RES=/tmp/res/rep$k-s$s WARMUP_S=$w
+#           (the next one, not yet run: the shipped GPU config again, about 3 minutes, to see whether its fresh
+#           trials at max_length 512 now load the driver's tokenized copy: 16f13bd tokenizes ahead over 8 threads
+#           there, where on 2026-12-05 the driver, on one, was late for 512 and those trials tokenized for
+#           themselves, startup_data_tokenized_s 6.8-6.9 s against 0.06 s at 384; commit $RES/gpu-config and
+#           gpu_config.log. Call 2 went out too late once on 2026-12-05 and the machine was gone: send calls 2-4
+#           straight after each reply, with nothing in between.
+#           The call 4 before it, 2026-12-05-gpu-config-8b-loss: PARTS="gpu-config kept-8b candidate"
+#           CANDIDATES="evaluation.loss_examples=first_rung" CANDIDATE_ARGS="--set evaluation.loss_examples=all
+#           --set evaluation.rung_examples=[100]", about 10 minutes. Its first run had CANDIDATE_ARGS without the
+#           rung_examples word, which made it an A/A: the recipe arm scores all 500 dialogues at rung 1, so
+#           first_rung meant all 500.
+#           The call 4 before that: `w=60; for k in 1 2; do for s in 0 1; do RES=/tmp/res/rep$k-s$s WARMUP_S=$w
 #           RESUME_FROM=/tmp/proj/benchmarks/results/2026-12-04-sweep-500 SEED=$s RERUN=qlora_sweep RESCORE_PAIRS=0
 #           PARTS=sweep bash benchmarks/sweep_benchmark_chain.sh; w=0; done; done`: qlora-sweep's arm twice a seed on
 #           ranks 16..128 beside sweep-500's by hand and recipe, about 15 minutes, each run into its own folder under
