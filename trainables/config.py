@@ -163,8 +163,9 @@ class DataConfig(Section):
         True,
         description="Trials that need the same (data, tokenizer, prompt, max_length) load the first one's "
         "tokenized copy from datasets' on-disk cache (per node) instead of tokenizing again, and `run` tokenizes "
-        "the data at each max_length the search lists (not a range's) on its own node while the first trials "
-        "import their libraries, so that those load it too; false: every trial tokenizes (a benchmark baseline).",
+        "the data at each max_length the search lists (not a range's) on its own node, over half its CPUs, while "
+        "the first trials import their libraries, so that those load it too; false: every trial tokenizes (a "
+        "benchmark baseline).",
     )
 
     @field_validator("path")
