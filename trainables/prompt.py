@@ -29,8 +29,9 @@ SEPARATOR = "\n\n"
 IGNORE_INDEX = -100  # label value the cross-entropy loss skips
 
 # Threads encode_examples splits each tokenizer call over (tokenizing_threads). A fast tokenizer encodes
-# with Python's lock released, so threads overlap its Rust part (about 80 % of a call): 2 threads took
-# DialogSum's train split in 2.6 s against 4.4 s on 2 cores. A context, not an argument, because datasets
+# with Python's lock released, so threads overlap its Rust part (about 80 % of a call): 2 threads tokenized
+# DialogSum's train split for training in 4.79 s against 6.85 s on 2 cores (benchmarks/tokenize_time.py,
+# benchmarks/results/2026-12-05-tokenize-threads). A context, not an argument, because datasets
 # keys its cache on what the mapped function holds: the driver and a trial must key the same files
 # whatever thread counts they tokenize with. (TOKENIZERS_PARALLELISM stays off: its fork warning.)
 _TOKENIZE_THREADS: ContextVar[int] = ContextVar("tokenize_threads", default=1)
