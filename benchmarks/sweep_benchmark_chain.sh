@@ -79,8 +79,9 @@
 #           (the next one, not yet run: the shipped GPU config again, about 3 minutes, to see whether its fresh
 #           trials at max_length 512 now load the driver's tokenized copy: 16f13bd tokenizes ahead over 8 threads
 #           there, where on 2026-12-05 the driver, on one, was late for 512 and those trials tokenized for
-#           themselves, startup_data_tokenized_s 6.8-6.9 s against 0.06 s at 384; commit $RES/gpu-config and
-#           gpu_config.log. Call 2 went out too late once on 2026-12-05 and the machine was gone: send calls 2-4
+#           themselves, startup_data_tokenized_s 6.8-6.9 s against 0.06 s at 384; and where three kept trials' model
+#           part of 3.7-4.2 s went, against 1.2 s for the fourth: its parts startup_model_base_s, _prepared_s and
+#           _lora_s are reported since then; commit $RES/gpu-config and gpu_config.log. Call 2 went out too late once on 2026-12-05 and the machine was gone: send calls 2-4
 #           straight after each reply, with nothing in between.
 #           The call 4 before it, 2026-12-05-gpu-config-8b-loss: PARTS="gpu-config kept-8b candidate"
 #           CANDIDATES="evaluation.loss_examples=first_rung" CANDIDATE_ARGS="--set evaluation.loss_examples=all

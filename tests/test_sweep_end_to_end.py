@@ -368,10 +368,12 @@ def test_trials_after_the_first_start_in_kept_workers_and_train_exactly_as_in_fr
     # is too short beside putting LoRA on to tell apart, 0.4-1.1 s either way on a loaded 2-core machine)
     parts = ("startup_imports_s", "startup_data_s", "startup_model_s", "startup_trainer_s")
     within_data = ("startup_data_tokenizer_s", "startup_data_dialogues_s", "startup_data_tokenized_s")
+    within_model = ("startup_model_base_s", "startup_model_prepared_s", "startup_model_lora_s")
     for row in first_rungs:
-        assert all(row[part] >= 0 for part in parts + within_data)
+        assert all(row[part] >= 0 for part in parts + within_data + within_model)
         assert sum(row[part] for part in parts) == pytest.approx(row["startup_s"], abs=0.01)
         assert 0 < sum(row[part] for part in within_data) <= row["startup_data_s"]  # the prompts are the rest
+        assert sum(row[part] for part in within_model) == pytest.approx(row["startup_model_s"], abs=0.01)
     assert max(r["startup_imports_s"] for r in warm) < 0.5 < min(r["startup_imports_s"] for r in cold)
     for rows in (_rows(d) for d in trial_dirs(experiment)):  # a rung's wall time, in parts
         ends = [r["step"] for r in rows]

@@ -69,14 +69,17 @@ def run_trial(trial: TrialConfig, started: float | None = None, session: TrialSe
     # The 4-bit model (kept from this worker's last trial, its LoRA taken off) with this trial's
     # LoRA on top, drawn from the trial's seed; activations recomputed where the plan says memory needs it
     base, warm_start = warm.base_model_for(trial.model, load_quantized_model)
+    startup.mark_within("base")  # loaded, or kept: the last LoRA taken off and the last trial's memory freed
     use_cudnn_attention(trial.plan.cudnn_attention)  # a process-wide switch: the worker's last trial may have set it
     prepared = prepare_for_training(base, trial.training.gradient_checkpointing, trial.training.float32_dense_layers)
+    startup.mark_within("prepared")
     set_seed(trial.training.seed)
     model = attach_lora(prepared, hp)
     if trial.training.compile_layers:
         compile_decoder_layers(model, activations_kept=trial.training.activations_kept)  # the host limits an eager step
     warm.remember_adapted(model)
     initial_adapter = adapter_state(model)  # where an out-of-memory retry with no checkpoint restarts
+    startup.mark_within("lora")
     startup.mark("model")
 
     # Train rung by rung; each rung ends in evaluation, a report and an adapter checkpoint.
