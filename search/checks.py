@@ -81,14 +81,16 @@ def check_sweep(sweep: SweepConfig, offline_reason: str | None = None) -> DataSu
 
 def _checked_inputs(sweep: SweepConfig,
                     offline_reason: str | None) -> tuple[DataSummary, Any, dict[str, Any]]:
-    """check_sweep's summary, with the tokenizer (None where the model is not fetched yet) and the
-    dialogues it loaded."""
+    """check_sweep's summary, with the tokenizer (None where the model is not fetched yet) and what
+    each trial tokenizes of the dialogues it loaded (trained_on)."""
     if is_unfetched_builtin(sweep.model.name_or_path):  # validate, before run has fetched it: the data alone
         dialogues = load_dialogues(sweep.data)
-        return DataSummary(len(dialogues["train"]), len(dialogues["validation"]), None, "not checked",
-                           describe_problems(dialogues["problems"]), _count(dialogues["test"])), None, dialogues
+        summary = DataSummary(len(dialogues["train"]), len(dialogues["validation"]), None, "not checked",
+                              describe_problems(dialogues["problems"]), _count(dialogues["test"]))
+        return summary, None, trained_on(sweep, dialogues)
     tokenizer = load_checked_tokenizer(sweep, offline_reason)
     dialogues = load_dialogues(sweep.data)
+    rows = trained_on(sweep, dialogues)
     scaffolding = scaffolding_length(tokenizer, sweep.prompt)
     shortest = int(min(param_values(sweep.search.max_length)))
     if shortest <= scaffolding:
@@ -96,14 +98,14 @@ def _checked_inputs(sweep: SweepConfig,
             f"search.max_length: {shortest} tokens is not longer than the prompt scaffolding "
             f"({scaffolding} tokens with this tokenizer); raise it"
         )
-    fitting, sampled = _fitting(dialogues["train"], tokenizer, sweep.prompt, shortest)
+    fitting, sampled = _fitting(rows["train"], tokenizer, sweep.prompt, shortest)
     if fitting == 0:
         raise ConfigError(
             f"search.max_length: at {shortest} tokens none of the first {sampled} training summaries fit "
             "after the prompt; raise it"
         )
     # A validation loss over no dialogue is NaN at every rung, silently, and eval_loss may be what ranks
-    loss_rows = trained_on(sweep, dialogues)["validation"]
+    loss_rows = rows["validation"]
     loss_fitting, loss_sampled = _fitting(loss_rows, tokenizer, sweep.prompt, shortest)
     if loss_fitting == 0:
         which = "the" if loss_sampled == len(loss_rows) else f"the first {loss_sampled} of the"
@@ -118,7 +120,7 @@ def _checked_inputs(sweep: SweepConfig,
         fitting_at_min_length=f"{fitting}/{sampled}",
         bad_rows=describe_problems(dialogues["problems"]),
         test_examples=_count(dialogues["test"]),
-    ), tokenizer, dialogues
+    ), tokenizer, rows
 
 
 def _fitting(rows: Any, tokenizer: Any, prompt: Any, max_length: int) -> tuple[int, int]:
@@ -156,7 +158,7 @@ def check_sweep_in_background(sweep: SweepConfig, offline_reason: str | None = N
 
     def check_then_tokenize() -> None:
         try:
-            summary, tokenizer, dialogues = _checked_inputs(sweep, offline_reason)
+            summary, tokenizer, rows = _checked_inputs(sweep, offline_reason)
         except BaseException as error:  # noqa: B036 - handed to whoever waits, as it was raised
             checks.summary.set_exception(error)
             checks.tokenized.set_result([])
@@ -165,8 +167,7 @@ def check_sweep_in_background(sweep: SweepConfig, offline_reason: str | None = N
         lengths = max_lengths_ahead(sweep) if tokenizer is not None and sweep.data.reuse_tokenized else []
         try:
             began = time.perf_counter()
-            checks.tokenized.set_result(tokenize_ahead(trained_on(sweep, dialogues), tokenizer, sweep.prompt, lengths,
-                                                       threads=ahead_threads()))
+            checks.tokenized.set_result(tokenize_ahead(rows, tokenizer, sweep.prompt, lengths, threads=ahead_threads()))
             logger.debug("tokenized ahead of the trials at max_length %s in %.1f s", lengths,
                          time.perf_counter() - began)
         except Exception as error:  # an optimization only: the trials tokenize for themselves
