@@ -50,7 +50,10 @@
 #               loads the 4-bit base, the next two take it from the kept worker (trainables.warm). Issue 11:
 #               "on an 8B base the load alone is most of a minute" (about 2 minutes: on 2026-12-05 the base loaded
 #               in 2.7 s from the page cache, the kept one in 0.8 s);
-# WARMUP_S: the sweep part's untimed GPU load before its first arm (default 60; 0 when the GPU is already warm).
+#   worker-start benchmarks/worker_start.py: where a fresh trial worker's 17-21 s before its plan go (imports, the
+#               CUDA context), 4 sides of START_ROUNDS (default 3) fresh processes by turns, and one process under
+#               `python -X importtime` (importtime.txt), into worker_start.json (about 4 minutes; no GPU load);
+# WARMUP_S: the sweep part's untimed GPU load before its first arm (default 60, or 0 after a part that loaded the GPU).
 # SETS (spaces between settings): config overrides for every part's runs beside the staged paths, e.g.
 # SETS="training.float32_dense_layers=true" with RERUN=qlora_sweep (by hand's loop keeps its dense layers
 # in float32 through peft's k-bit preparation whatever the config says, so only qlora-sweep's trials change).
@@ -106,9 +109,10 @@
 set -u
 set -f  # PARTS, SETS, CANDIDATES and CANDIDATE_ARGS split into words on purpose, never globbed ([100,100])
 for part in ${PARTS:-sweep}; do  # every part known before anything runs or is written
-    case $part in sweep|first-rung|cudnn|gpu-tests|gpu-config|kept-8b) ;;
+    case $part in sweep|first-rung|cudnn|gpu-tests|gpu-config|kept-8b|worker-start) ;;
         candidate) [ -n "${CANDIDATES:-}" ] || { echo "part candidate: CANDIDATES is empty" >&2; exit 2; } ;;
-        *) echo "unknown part $part (sweep, first-rung, cudnn, candidate, gpu-tests, gpu-config, kept-8b)" >&2
+        *) echo "unknown part $part (sweep, first-rung, cudnn, candidate, gpu-tests, gpu-config, kept-8b," \
+                "worker-start)" >&2
            exit 2 ;;
     esac
 done
@@ -154,6 +158,10 @@ for part in ${PARTS:-sweep}; do
             python3 tests/tiny_model.py /tmp/tiny > /dev/null \
                 && timeout 480 python3 -m pytest -q -n 0 -p no:cacheprovider tests/test_gpu.py > "$res/gpu_tests.log" 2>&1
             echo "GPU tests: exit $?" ;;
+        worker-start)  # what a fresh worker spends before it plans: imports and the CUDA context, by turns
+            python3 benchmarks/worker_start.py --rounds "${START_ROUNDS:-3}" --out "$res/worker_start.json" \
+                --importtime "$res/importtime.txt" > "$res/worker_start.log" 2>&1
+            echo "worker start: exit $?" ;;
         gpu-config)  # the shipped GPU config as a user runs it; SETS do not apply (a user's run has none)
             RESULTS_DIR="$res/gpu-config" WARMUP_S=$((gpu_warm ? 0 : 60)) \
                 bash benchmarks/gpu_smoke.sh "$stage/dialogsum" > "$res/gpu_config.log" 2>&1
@@ -195,7 +203,8 @@ build_random_model('$shape', '$stage/smollm2-135m-instruct-tokenizer', Path('/tm
             fi
             # SEED may name several ("1 0"): split into words on purpose
             python3 benchmarks/sweep_benchmark.py configs/sweep_benchmark_gpu.yaml --seeds $seed --out "$res/sweep" \
-                --rescore-pairs "${RESCORE_PAIRS:-4}" --warmup-s "${WARMUP_S:-60}" "${on_device[@]}" "${resume[@]}" \
+                --rescore-pairs "${RESCORE_PAIRS:-4}" --warmup-s "${WARMUP_S:-$((gpu_warm ? 0 : 60))}" \
+                "${on_device[@]}" "${resume[@]}" \
                 > "$res/sweep.log" 2>&1
             echo "sweep benchmark, seed $seed: exit $?"
             gpu_warm=1 ;;
