@@ -151,3 +151,40 @@ def test_trials_share_one_tokenized_copy_per_tokenizer_prompt_and_max_length(tin
     # data.reuse_tokenized: false computes and writes the copy again instead of loading it.
     tokenize_for_training(train, tokenizer, PromptConfig(), 256, reuse=False)
     assert os.stat(cached).st_mtime_ns > written
+
+
+def test_a_change_to_the_encoding_code_keys_new_tokenized_rows_instead_of_loading_the_old(tiny_tokenizer, tmp_path,
+                                                                                           monkeypatch):
+    """datasets keys a map's cache on the mapped function's own code, and on encode_examples, which it calls, by
+    name only; a digest of trainables/prompt.py keys it too, so rows tokenized before an upgrade that changed
+    how a dialogue is encoded are not loaded after it as if current."""
+    import shutil
+    import subprocess
+    import sys
+
+    import trainables.data
+    from tests.helpers import ROOT
+
+    data = tmp_path / "data"
+    shutil.copytree(ROOT / "trainables" / "samples", data)
+    train = load_dialogues(DataConfig(path=str(data)))["train"]
+
+    def cache_files() -> set[str]:
+        return {c["filename"] for c in tokenize_for_training(train, tiny_tokenizer, PromptConfig(), 256).cache_files}
+
+    before = cache_files()
+    assert cache_files() == before  # the same code: the same files, loaded
+
+    # The digest follows prompt.py's text: a copy of the package with one comment added to it keys other files.
+    copy = tmp_path / "edited"
+    shutil.copytree(ROOT / "trainables", copy / "trainables", ignore=shutil.ignore_patterns("samples"))
+    with open(copy / "trainables" / "prompt.py", "a") as prompt_py:
+        prompt_py.write("\n# an upgrade's change to the encoding\n")
+    done = subprocess.run([sys.executable, "-c", "import trainables.data as d; print(d.__file__, d.ENCODING_CODE)"],
+                          cwd=copy, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    module_file, edited = done.stdout.split()
+    assert module_file.startswith(str(copy)) and edited != trainables.data.ENCODING_CODE
+
+    monkeypatch.setattr(trainables.data, "ENCODING_CODE", edited)  # this process, as if it ran the edited code
+    assert cache_files().isdisjoint(before)

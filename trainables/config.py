@@ -162,7 +162,8 @@ class DataConfig(Section):
     reuse_tokenized: bool = Field(
         True,
         description="Trials that need the same (data, tokenizer, prompt, max_length) load the first one's "
-        "tokenized copy from datasets' on-disk cache (per node) instead of tokenizing again, and `run` tokenizes "
+        "tokenized copy from datasets' on-disk cache (per node; a qlora-sweep whose encoding code differs keys "
+        "its own copies) instead of tokenizing again, and `run` tokenizes "
         "the data at each max_length the search lists (not a range's) on its own node, over half its CPUs, while "
         "the first trials import their libraries, so that those load it too; false: every trial tokenizes (a "
         "benchmark baseline).",

@@ -7,11 +7,13 @@ validation.jsonl, ...); a single file is the train split. Loading and tokenizing
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
 from collections import Counter
 from contextlib import AbstractContextManager
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ import datasets
 
 from trainables.config import DataConfig, EvaluationConfig, PromptConfig, expand_path
 from trainables.errors import ConfigError
+from trainables import prompt as prompt_module
 from trainables.prompt import encode_examples, tokenizing_threads
 from trainables.quiet import logger_quiet_below
 
@@ -261,17 +264,34 @@ def _standardize(dataset, data: DataConfig):
     return dataset.rename_columns(renames) if renames else dataset
 
 
+def encoding_code_digest() -> str:
+    """A digest of the module that turns a dialogue into training rows (trainables/prompt.py). datasets keys a
+    map's cache on the mapped function's own code and what it holds, but on a module-level function it calls
+    (encode_examples) by name only: without this, tokenized rows cached before a change to that code would be
+    loaded after it as if current. Where the source cannot be read (bytecode only), qlora-sweep's version."""
+    try:
+        return hashlib.sha256(Path(prompt_module.__file__).read_bytes()).hexdigest()[:16]
+    except OSError:
+        try:
+            return "qlora-sweep " + version("qlora-sweep")
+        except PackageNotFoundError:
+            return "qlora-sweep (unknown version)"
+
+
+ENCODING_CODE = encoding_code_digest()  # read once, at import: every trial of a process keys the same files
+
+
 def tokenize_for_training(dataset, tokenizer: Any, prompt: PromptConfig, max_length: int, reuse: bool = True):
     """input_ids/labels per example; examples whose summary cannot fit are dropped.
 
     datasets caches the result on disk under a fingerprint of (data, tokenizer, prompt,
-    max_length), so later trials on the node load it instead of tokenizing again (`reuse`).
+    max_length, the encoding code), so later trials on the node load it instead of tokenizing again (`reuse`).
     """
     # datasets keys the cache on a pickle of what `encode` holds, and a pydantic object pickles with the
     # fields that were set explicitly: the same prompt from a YAML default and from JSON keyed two copies
     prompt = PromptConfig.model_validate(prompt.model_dump())
 
-    def encode(batch: dict[str, list]) -> dict[str, list]:
+    def encode(batch: dict[str, list], encoding_code: str) -> dict[str, list]:  # encoding_code: a cache key only
         encoded = encode_examples(tokenizer, prompt, [d or "" for d in batch["dialogue"]],
                                   [s or "" for s in batch["summary"]], max_length)
         return {"input_ids": [e["input_ids"] if e else [] for e in encoded],
@@ -279,7 +299,7 @@ def tokenize_for_training(dataset, tokenizer: Any, prompt: PromptConfig, max_len
                 "fits": [e is not None for e in encoded]}
 
     encoded = dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc="tokenize",
-                          load_from_cache_file=reuse)
+                          load_from_cache_file=reuse, fn_kwargs={"encoding_code": ENCODING_CODE})
     return encoded.filter(lambda fits: fits, input_columns="fits", load_from_cache_file=reuse).remove_columns("fits")
 
 
