@@ -52,7 +52,8 @@
 #               in 2.7 s from the page cache, the kept one in 0.8 s);
 #   worker-start benchmarks/worker_start.py: where a fresh trial worker's 17-21 s before its plan go (imports, the
 #               CUDA context), 4 sides of START_ROUNDS (default 3) fresh processes by turns, and one process under
-#               `python -X importtime` (importtime.txt), into worker_start.json (about 4 minutes; no GPU load);
+#               `python -X importtime` (importtime.txt), into worker_start.json (6.5 minutes on 2026-12-05, 23 s a
+#               process: 2026-12-05-worker-start-loss-sweep; no GPU load);
 # WARMUP_S: the sweep part's untimed GPU load before its first arm (default 60, or 0 after a part that loaded the GPU).
 # SETS (spaces between settings): config overrides for every part's runs beside the staged paths, e.g.
 # SETS="training.float32_dense_layers=true" with RERUN=qlora_sweep (by hand's loop keeps its dense layers
@@ -79,13 +80,11 @@
 #           && tar xJf .devstage/inputs.tar.xz -C /tmp/stage && cat /tmp/stage/part-* > /tmp/smol.whl \
 #           && bash /tmp/detach.sh 'PARTS=gpu-config bash benchmarks/sweep_benchmark_chain.sh' \
 #           && bash /tmp/wait.sh 500
-#           (the next one, not yet run: the shipped GPU config again, about 3 minutes, to see whether its fresh
-#           trials at max_length 512 now load the driver's tokenized copy: 16f13bd tokenizes ahead over 8 threads
-#           there, where on 2026-12-05 the driver, on one, was late for 512 and those trials tokenized for
-#           themselves, startup_data_tokenized_s 6.8-6.9 s against 0.06 s at 384; and where three kept trials' model
-#           part of 3.7-4.2 s went, against 1.2 s for the fourth: its parts startup_model_base_s, _prepared_s and
-#           _lora_s are reported since then; commit $RES/gpu-config and gpu_config.log. Call 2 went out too late once on 2026-12-05 and the machine was gone: send calls 2-4
-#           straight after each reply, with nothing in between.
+#           (the last one, 2026-12-05-worker-start-loss-sweep: PARTS="worker-start gpu-config sweep" SEED="0 1"
+#           RESUME_FROM=/tmp/proj/benchmarks/results/2026-12-04-sweep-500 RERUN=qlora_sweep RESCORE_PAIRS=0, about 15
+#           minutes: worker-start 6.5, gpu-config 3, both seeds' qlora-sweep arm 5; commit each part as that folder
+#           does, the arms without Tune's experiment-state snapshots. Send calls 2-4 straight after each reply, with
+#           nothing in between: call 2 went out too late once on 2026-12-05 and the machine was gone.)
 #           The call 4 before it, 2026-12-05-gpu-config-8b-loss: PARTS="gpu-config kept-8b candidate"
 #           CANDIDATES="evaluation.loss_examples=first_rung" CANDIDATE_ARGS="--set evaluation.loss_examples=all
 #           --set evaluation.rung_examples=[100]", about 10 minutes. Its first run had CANDIDATE_ARGS without the
