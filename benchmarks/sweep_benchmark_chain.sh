@@ -60,10 +60,11 @@
 # in float32 through peft's k-bit preparation whatever the config says, so only qlora-sweep's trials change).
 # The device chain (../shared/tools/README.md; ask `status` first: a seed and the first-rung part take
 # about 24 minutes of device time with the staging). A call carries at most 64 MiB (67.1 MB), the
-# tracked files included: 25.2 MB at 4685c57 (`git ls-files -z | du -cb --files0-from=- | tail -1`; the
-# 9.5 MB written here before summed only the last of xargs' batches), and with the bundle's 42.1 MB call 1 was
-# refused as over it. Until the tree shrinks, call 1 goes with three folders the chain never reads moved out
-# of the tree, and back at once after its reply (14.9 MB left; it passed so three times on 2026-12-05):
+# tracked files included (`git ls-files -z | du -cb --files0-from=- | tail -1`): 19.3 MB since the results'
+# duplicated copies of Tune's experiment state (qlora_sweep_state/) left the tree, so call 1 with the bundle's
+# 42.1 MB is 61.4 MB, not yet tried at that size. At 25.2 MB call 1 was refused, and went with three folders the
+# chain never reads moved out of the tree, and back at once after its reply (it passed so four times on
+# 2026-12-05); if call 1 is refused again, do that:
 #   mkdir -p /tmp/hold && mv benchmarks/results/2026-12-04-preload benchmarks/results/2026-12-0[12]-sweep /tmp/hold/
 #   (call 1)   mv /tmp/hold/* benchmarks/results/
 # Calls 2-4 carry 30-33 MB beside the whole tree. After a rerun, commit the new arms but not the folders the
