@@ -1,4 +1,6 @@
-"""A JSON-lines file made of the bad rows a real export contains, next to good ones."""
+"""Data a sweep must handle or refuse: a JSON-lines file made of the bad rows a real export contains, next to
+good ones (write_dirty_data), and a folder whose validation summaries fit no max_length the tests use
+(write_long_validation_summaries)."""
 
 import json
 from pathlib import Path
