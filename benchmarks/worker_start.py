@@ -4,8 +4,10 @@ beside the imports instead of inside them: fresh processes, one at a time, the s
     python benchmarks/worker_start.py --rounds 3 --out worker_start.json --importtime importtime.txt
 
 A fresh worker imports trainables.trial (search/tuner.py's run_trial) before it can plan or load
-anything; on the H200 that took 17-21 s (benchmarks/results/2026-12-03-import-probe), on the 2-core CPU
-7-8 s, and the CUDA context is made somewhere in it (bitsandbytes asks torch about the GPUs on import).
+anything; on the H200's machine that took 17-21 s (benchmarks/results/2026-12-03-import-probe), on the 2-core
+CPU 7-9 s, and the CUDA context is made somewhere in it (bitsandbytes asks torch about the GPUs on import).
+First run (2026-12-05-worker-start-loss-sweep): the imports 23.3 s, the same with the GPUs hidden, the context
+0.14 s, and no gain from making it beside them: the libraries' own imports are the cost.
 Each side is one fresh process that ends once the trial's modules are imported and a CUDA tensor exists
 (`ready_s`; on a machine without CUDA, once the imports are done):
   as_now         import trainables.trial, then a CUDA tensor: what a worker does now;
