@@ -162,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
                               env={**os.environ, "PYTHONPATH": os.pathsep.join(
                                   filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
         args.importtime.write_text(done.stderr)
+        if done.returncode != 0:
+            raise RuntimeError(f"the -X importtime process failed: {done.stderr.strip().splitlines()[-1:]}")
         result["importtime_by_package"] = importtime_by_package(done.stderr)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     for side, phases in result["sides"].items():

@@ -188,3 +188,15 @@ def test_a_change_to_the_encoding_code_keys_new_tokenized_rows_instead_of_loadin
 
     monkeypatch.setattr(trainables.data, "ENCODING_CODE", edited)  # this process, as if it ran the edited code
     assert cache_files().isdisjoint(before)
+
+
+def test_without_the_encoding_source_the_cache_key_is_qlora_sweeps_version(tmp_path, monkeypatch):
+    """A bytecode-only install has no prompt.py to read: the installed version keys the cache instead."""
+    from importlib.metadata import version
+
+    import trainables.data
+    from trainables import prompt
+
+    assert trainables.data.encoding_code_digest() != "qlora-sweep " + version("qlora-sweep")  # the source, read
+    monkeypatch.setattr(prompt, "__file__", str(tmp_path / "prompt.pyc-only" / "prompt.py"))
+    assert trainables.data.encoding_code_digest() == "qlora-sweep " + version("qlora-sweep")
