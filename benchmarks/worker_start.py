@@ -90,14 +90,19 @@ print(json.dumps({"side": side, "gpu": gpu, **phases}))
 """
 
 
-def run_side(side: str) -> dict:
+def fresh_process_env(hide_gpus: bool = False) -> dict[str, str]:
+    """A fresh process's environment: this checkout importable, every GPU visible unless `hide_gpus`."""
     env = {key: value for key, value in os.environ.items() if key != "CUDA_VISIBLE_DEVICES"}
-    if side == "no_gpu":
+    if hide_gpus:
         env["CUDA_VISIBLE_DEVICES"] = ""
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def run_side(side: str) -> dict:
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", PROBE, side], capture_output=True, text=True, cwd=ROOT, env=env,
-                          timeout=600)
+    done = subprocess.run([sys.executable, "-c", PROBE, side], capture_output=True, text=True, cwd=ROOT,
+                          env=fresh_process_env(hide_gpus=side == "no_gpu"), timeout=600)
     if done.returncode != 0:
         raise RuntimeError(f"side {side} failed: {done.stderr.strip().splitlines()[-1:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -158,9 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"sides": summary(runs), "runs": runs}
     if args.importtime:
         done = subprocess.run([sys.executable, "-X", "importtime", "-c", "import trainables.trial"], cwd=ROOT,
-                              capture_output=True, text=True, timeout=600,
-                              env={**os.environ, "PYTHONPATH": os.pathsep.join(
-                                  filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
+                              capture_output=True, text=True, timeout=600, env=fresh_process_env())
         args.importtime.write_text(done.stderr)
         if done.returncode != 0:
             raise RuntimeError(f"the -X importtime process failed: {done.stderr.strip().splitlines()[-1:]}")
