@@ -3,8 +3,8 @@
 On a terminal, a compact table is redrawn in place (rich): each trial's searched values, its
 state, its rung and the sweep's metric at that rung, the best trial so far marked; below it,
 elapsed time, trials done and the share of the GPUs in use. Anywhere else (CI, `ray job logs`, a
-file) it writes one plain line per event: started, rung reported, stopped early, finished,
-failed. Ray's own output goes to the experiment's driver.log meanwhile (search.output).
+file) it writes one plain line per event: started, rung reported, stopped early, diverged,
+finished, failed. Ray's own output goes to the experiment's driver.log meanwhile (search.output).
 
 This module knows nothing of Ray: search.tuner turns Tune's callback hooks into these events.
 Tune pickles its callbacks into the experiment folder, so they cannot hold the view; they find
@@ -24,6 +24,8 @@ from rich.live import Live
 from rich.table import Table
 
 PENDING, RUNNING, STOPPED_EARLY, FINISHED, FAILED = "pending", "running", "stopped early", "finished", "failed"
+DIVERGED = "diverged"  # stopped by its own training loss (training.divergence_loss_ratio), not by ASHA
+ENDED = (STOPPED_EARLY, DIVERGED, FINISHED, FAILED)
 REDRAW_EVERY_S = 1.0  # a redraw between events, for the clock
 
 
@@ -74,8 +76,16 @@ class SweepView:
         how = f"continues after rung {after_rung}" if after_rung else "started"
         self._event(f"trial {trial_id} {how}: {self._values(line)}")
 
-    def rung_reported(self, trial_id: str, rung: int, value: float | None, examples: int | None) -> None:
+    def rung_reported(self, trial_id: str, rung: int, value: float | None, examples: int | None,
+                      diverged: str | None = None, step: int | None = None) -> None:
+        """`diverged`: why the trial's training diverged in this rung, at `step` (it then ends; its
+        score was not measured)."""
         line = self.trial_seen(trial_id, {})
+        if diverged:
+            line.state, line.rung, line.metric, line.examples = DIVERGED, rung, None, None
+            at = f"step {step} of " if step else ""
+            self._event(f"trial {trial_id} diverged at {at}rung {rung}/{self.max_rungs}: {diverged}; stopped")
+            return
         line.state = line.state if line.state != PENDING else RUNNING
         line.rung, line.metric, line.examples = rung, value, examples
         if _finite(value):
@@ -88,6 +98,8 @@ class SweepView:
 
     def trial_ended(self, trial_id: str, error: str | None = None) -> None:
         line = self.trial_seen(trial_id, {})
+        if line.state == DIVERGED:
+            return  # said when it reported the rung it diverged in
         if error is not None:
             line.state = FAILED
             self._event(f"trial {trial_id} failed at rung {line.rung + 1}: {error}")
@@ -122,7 +134,7 @@ class SweepView:
         return pick(scored, key=lambda line: line.best_by_examples[widest]).trial_id
 
     def footer(self) -> str:
-        done = sum(line.state in (STOPPED_EARLY, FINISHED, FAILED) for line in self.trials.values())
+        done = sum(line.state in ENDED for line in self.trials.values())
         if self.cluster_gpus:
             share = f"GPUs in use: {self.gpus_in_use:.2f} of {self.cluster_gpus:g}"
         elif not self.cluster_cpus:

@@ -111,12 +111,13 @@ def _rungs(experiment: Experiment, rows: list[dict[str, Any]], path: Path) -> Pa
     for row in rows:
         history = row["scored"]
         rungs = [int(r["training_iteration"]) for r in history]
-        cut = row["status"] == "STOPPED_EARLY"
+        cut = row["status"] in ("STOPPED_EARLY", "DIVERGED")
+        why = {"STOPPED_EARLY": " (stopped early)", "DIVERGED": " (diverged)"}.get(row["status"], "")
         ax.plot(rungs, [r[metric] for r in history], marker="x" if cut else "o",
-                linestyle="--" if cut else "-", label=f"{row['trial_id']}{' (stopped early)' if cut else ''}")
+                linestyle="--" if cut else "-", label=f"{row['trial_id']}{why}")
     ax.set_xlabel("rung")
     ax.set_ylabel(metric)
-    ax.set_title("every trial by rung; dashed: stopped early by ASHA")
+    ax.set_title("every trial by rung; dashed: stopped early by ASHA or diverged")
     ax.xaxis.get_major_locator().set_params(integer=True)
     if len(rows) <= 12:
         ax.legend(fontsize="small")

@@ -107,9 +107,18 @@ def validation_size(histories: list[list[dict[str, Any]]]) -> int:
 
 UNFINISHED = ("RUNNING", "PENDING", "PAUSED")  # Tune's statuses of a trial it would still run
 INTERRUPTED = "INTERRUPTED"  # an unfinished trial of a sweep whose driver died: `resume` continues it
+DIVERGED = "DIVERGED"  # ended by its own training loss (training.divergence_loss_ratio): its score is not measured
 
 
-def _status(experiment: Experiment, trial: Any, rungs: int) -> str:
+def _diverged(row: dict[str, Any]) -> bool:
+    # `in`, not `is`: pandas may give numpy's True, and a row from before the field a NaN
+    return row.get("diverged") in (True,)
+
+
+def _status(experiment: Experiment, trial: Any, history: list[dict[str, Any]]) -> str:
+    if history and _diverged(history[-1]):
+        return DIVERGED
+    rungs = max((int(r.get("training_iteration") or 0) for r in history), default=0)
     if trial.status == "TERMINATED" and experiment.max_rungs and rungs < experiment.max_rungs:
         return "STOPPED_EARLY"
     if trial.status in UNFINISHED and experiment.driver_gone:
@@ -130,7 +139,7 @@ def trial_counts(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
     words = {"TERMINATED": "finished", "STOPPED_EARLY": "stopped early", "ERROR": "failed",
-             INTERRUPTED: "interrupted"}
+             INTERRUPTED: "interrupted", DIVERGED: "diverged"}
     parts = [f"{n} {words.get(status, status.lower())}" for status, n in counts.items()]
     return f"{len(rows)} trials: {', '.join(parts)}"
 
@@ -143,13 +152,14 @@ def trial_rows(experiment: Experiment) -> list[dict[str, Any]]:
     rows = []
     for trial in experiment.analysis.trials:
         history = histories[trial.trial_id]
-        best = _best_row(whole_set_rows(history, metric, whole), metric, mode)
+        measured = [r for r in history if not _diverged(r)]  # a diverged rung's ROUGE was not measured
+        best = _best_row(whole_set_rows(measured, metric, whole), metric, mode)
         # A trial ASHA stopped before the last rung has only subset scores: shown, ranked after the rest.
-        best_on_subset = None if best else _best_row(history, metric, mode)
+        best_on_subset = None if best else _best_row(measured, metric, mode)
         rungs = max((int(r.get("training_iteration") or 0) for r in history), default=0)
         rows.append({
             "trial_id": trial.trial_id,
-            "status": _status(experiment, trial, rungs),
+            "status": _status(experiment, trial, history),
             "hyperparameters": with_alpha_shown(dict(trial.config)),
             "rungs": rungs,
             f"best_{metric}": best[metric] if best else None,
@@ -173,9 +183,12 @@ def best_trial(experiment: Experiment) -> dict[str, Any]:
     metric = experiment.metric
     rows = trial_rows(experiment)
     ranked = [r for r in rows if r["best_row"] is not None]
-    notes = []
+    notes = divergence_notes(experiment, rows)
     if not ranked:
         ranked = [{**r, "best_row": r["best_row_on_subset"]} for r in rows if r["best_row_on_subset"] is not None]
+        if not ranked and rows and all(r["status"] == DIVERGED for r in rows):
+            raise ConfigError(f"{experiment.path}: every trial diverged (training.divergence_loss_ratio); lower "
+                              "search.learning_rate")
         if not ranked:
             raise ConfigError(f"{experiment.path}: no trial has reported {metric} yet")
         notes.append(f"no trial has {metric} on the whole validation set yet; this is the best on the early "
@@ -196,6 +209,25 @@ def trial_summary(experiment: Experiment, trial_id: str) -> dict[str, Any]:
     if best is None:
         raise ConfigError(f"{experiment.path}: trial {row['trial_id']} has not reported {experiment.metric} yet")
     return _trial_summary(experiment, {**row, "best_row": best}, [])
+
+
+def divergence_notes(experiment: Experiment, rows: list[dict[str, Any]]) -> list[str]:
+    """What the diverged trials say about the space: how many, at which learning rates, and whether
+    those were the sweep's highest (then a lower top of search.learning_rate would spend no trials there)."""
+    diverged = [r for r in rows if r["status"] == DIVERGED]
+    if not diverged:
+        return []
+    rates = sorted({r["hyperparameters"]["learning_rate"] for r in diverged
+                    if _finite(r["hyperparameters"].get("learning_rate"))})
+    trained = [r["hyperparameters"]["learning_rate"] for r in rows
+               if r["status"] != DIVERGED and _finite(r["hyperparameters"].get("learning_rate"))]
+    text = (f"{len(diverged)} of {len(rows)} trials diverged, stopped by their training loss "
+            "(training.divergence_loss_ratio)")
+    if rates:
+        text += ": learning_rate " + ", ".join(f"{rate:.2g}" for rate in rates)
+        if trained and rates[0] > max(trained):
+            text += f", above every trial that trained ({max(trained):.2g} the highest)"
+    return [text]
 
 
 def _trial_summary(experiment: Experiment, top: dict[str, Any], notes: list[str]) -> dict[str, Any]:

@@ -338,7 +338,9 @@ class TrialEvents(tune.Callback):
         if (view := current_view()) is not None:
             examples = result.get("rouge_examples")
             view.rung_reported(trial.trial_id, int(result.get("training_iteration") or 0), result.get(self.metric),
-                               int(examples) if examples else None)
+                               int(examples) if examples else None,
+                               diverged=result.get("diverged_why") if result.get("diverged") else None,
+                               step=result.get("step"))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         if (view := current_view()) is not None:

@@ -59,6 +59,13 @@ def tiny_model_path(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def trained_tiny_model_path(tmp_path_factory) -> Path:
+    from tests.tiny_model import build_trained_tiny_llama
+
+    return built_once(tmp_path_factory, "trained-tiny-llama", build_trained_tiny_llama)
+
+
+@pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_model_path):
     from transformers import AutoTokenizer
 

@@ -97,3 +97,21 @@ def test_on_a_terminal_one_table_is_redrawn_with_a_row_per_trial_and_a_footer():
     assert re.fullmatch(r"\*\s+a\s+8\s+0\.001\s+finished\s+3/3\s+0\.4500", final[2])  # marked best
     assert final[3] == "2:05 elapsed, 1/3 trials done, GPUs in use: 0.25 of 1"
     assert "[0:00]" not in plain  # no event lines on a terminal
+
+
+def test_a_diverged_trial_is_one_line_saying_why_and_is_done_but_never_the_best():
+    out = io.StringIO()
+    shown, clock = view(out, cluster_cpus=2)
+    shown.trial_started("a", {"lora_r": 8, "learning_rate": 9e-3})
+    shown.rung_reported("a", 1, 0.0, None, diverged="training loss 14.2, 21.9, 27.3", step=4)
+    shown.trial_ended("a")  # Tune's end of the same trial says nothing more
+    assert shown.best_trial_id() is None  # its 0 was never measured
+    shown.trial_started("b", {"lora_r": 8, "learning_rate": 1e-3})
+    shown.rung_reported("b", 1, 0.2, 4)
+    shown.stop()
+    lines = out.getvalue().splitlines()
+    assert lines[1] == "[0:00] trial a diverged at step 4 of rung 1/3: training loss 14.2, 21.9, 27.3; stopped"
+    assert lines[3] == "[0:00] trial b rung 1/3: rougeL=0.2000 (on 4 of 8 dialogues) (best so far)"
+    assert lines[-1] == "0:00 elapsed, 1/3 trials done, no GPU; CPUs in use: 0 of 2"
+    assert len(lines) == 5
+    assert [line.state for line in shown.trials.values()] == ["diverged", "running"]

@@ -1,9 +1,11 @@
 """search/results.py's own rules, on rows and configs written here: which rows rank a trial, which
 status a trial that ASHA stopped shows, where a best value sits on the edge of its space."""
 
+import numpy
 import pytest
 
-from search.results import Experiment, _best_row, _status, boundary_warnings, format_file_scores, whole_set_rows
+from search.results import (Experiment, _best_row, _status, boundary_warnings, divergence_notes, format_file_scores,
+                            whole_set_rows)
 
 pytestmark = pytest.mark.unit
 
@@ -28,12 +30,40 @@ def test_rouge_ranks_only_rows_scored_on_the_whole_validation_set_and_loss_ranks
     assert _best_row([{"rougeL": float("nan")}], "rougeL", "max") is None
 
 
+def _rungs(count, **last):
+    return [{"training_iteration": i + 1, **(last if i == count - 1 else {})} for i in range(count)]
+
+
 def test_a_trial_that_ended_before_the_last_rung_shows_as_stopped_early():
     experiment = _experiment(max_rungs=3)
-    assert _status(experiment, Trial("TERMINATED"), rungs=1) == "STOPPED_EARLY"
-    assert _status(experiment, Trial("TERMINATED"), rungs=3) == "TERMINATED"
-    assert _status(experiment, Trial("ERROR"), rungs=1) == "ERROR"
-    assert _status(Experiment(path="/x", config=None, analysis=None), Trial("TERMINATED"), rungs=1) == "TERMINATED"
+    assert _status(experiment, Trial("TERMINATED"), _rungs(1)) == "STOPPED_EARLY"
+    assert _status(experiment, Trial("TERMINATED"), _rungs(3)) == "TERMINATED"
+    assert _status(experiment, Trial("ERROR"), _rungs(1)) == "ERROR"
+    assert _status(Experiment(path="/x", config=None, analysis=None), Trial("TERMINATED"), _rungs(1)) == "TERMINATED"
+
+
+def test_a_trial_whose_last_rung_diverged_shows_as_diverged_not_as_stopped_by_asha():
+    experiment = _experiment(max_rungs=3)
+    assert _status(experiment, Trial("TERMINATED"), _rungs(1, diverged=True)) == "DIVERGED"
+    assert _status(experiment, Trial("TERMINATED"), _rungs(2, diverged=numpy.True_)) == "DIVERGED"  # as pandas reads it
+    assert _status(experiment, Trial("TERMINATED"), _rungs(1, diverged=False)) == "STOPPED_EARLY"
+    assert _status(experiment, Trial("TERMINATED"), _rungs(1, diverged=float("nan"))) == "STOPPED_EARLY"  # an old row
+
+
+def _row(status, learning_rate):
+    return {"status": status, "hyperparameters": {"learning_rate": learning_rate}}
+
+
+def test_diverged_trials_are_counted_with_their_learning_rates_and_whether_those_topped_the_sweep():
+    experiment = _experiment()
+    assert divergence_notes(experiment, [_row("TERMINATED", 1e-3), _row("STOPPED_EARLY", 2e-3)]) == []
+    assert divergence_notes(experiment, [_row("TERMINATED", 1e-3), _row("DIVERGED", 9e-3), _row("DIVERGED", 6.4e-3)]) == [
+        "2 of 3 trials diverged, stopped by their training loss (training.divergence_loss_ratio): learning_rate "
+        "0.0064, 0.009, above every trial that trained (0.001 the highest)"]
+    assert divergence_notes(experiment, [_row("DIVERGED", 9e-3), _row("DIVERGED", 9e-3)]) == [
+        "2 of 2 trials diverged, stopped by their training loss (training.divergence_loss_ratio): learning_rate 0.009"]
+    assert divergence_notes(experiment, [_row("TERMINATED", 8e-3), _row("DIVERGED", 6.4e-3)]) == [
+        "1 of 2 trials diverged, stopped by their training loss (training.divergence_loss_ratio): learning_rate 0.0064"]
 
 
 def test_the_metric_and_its_direction_come_from_the_recorded_config_or_the_schemas_defaults():

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Callable, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from trainables.divergence import DIVERGED_STEPS
 from trainables.metrics import EVAL_LOSS
 from trainables.prompt import RECIPE_END_MARKER, RECIPE_INSTRUCTION, RECIPE_INTRO, RECIPE_RESPONSE_MARKER
 
@@ -320,6 +321,16 @@ class TrainingConfig(Section):
         True,
         description="On CUDA out-of-memory, retry the trial once from its last checkpoint at half the micro-batch "
         "and twice the accumulation: the same effective batch.",
+    )
+    divergence_loss_ratio: float | None = Field(
+        2.0, gt=1,
+        description="A trial has diverged when its training loss is at least this multiple of its first step's "
+        f"(the untouched base model's) for {DIVERGED_STEPS} steps in a row, or is NaN or infinite at any step: it "
+        "stops at that step and reports the rung with its validation loss and a ROUGE of 0 without generating "
+        "(a diverged model's summaries scored 0.000 and 0.017 ROUGE-L on an H200), so Optuna learns from the 0, "
+        "no checkpoint is kept, and `run`, `report` and `best` say so. null: trials train on whatever their loss. "
+        "On an H200 (SmolLM2-135M, DialogSum) the trials that diverged, at learning rates of 6.4e-3 to 9e-3, "
+        "ended their first rung at a mean training loss of 13.9-23.3 against 1.6-2.4 for every other.",
     )
     seed: int = Field(42, description="Seed of LoRA's initialization and of the training data's order.")
 

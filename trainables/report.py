@@ -1,10 +1,14 @@
 """The trial's only contact with Ray Tune: report each rung with its adapter checkpoint, and
 hand back the checkpoint a restarted trial resumes from.
 
-Rungs are the Trainer's save points (every steps_per_rung steps). At each one the Trainer logs
-the rung's mean train loss, evaluates validation loss, then saves; on save we add ROUGE,
+Rungs are the Trainer's save points (every steps_per_rung steps). At each one the Trainer
+evaluates validation loss, then saves; on save we add the rung's mean train loss, ROUGE,
 throughput and memory, and report metrics plus that checkpoint (adapter and optimizer state,
 never the base weights) in one `tune.report`.
+
+A trial whose training diverges (trainables.divergence, read from each step's logged loss) stops
+at that step instead: the rung in progress is reported with its validation loss, a ROUGE of 0
+that nothing was generated for, `diverged` true, and no checkpoint, and the trial ends.
 
 Each checkpoint also carries the trial's rung history up to it. Tune's driver writes result.json
 and its own state on a timer, so a driver killed with -9 can lose rows that the checkpoints
@@ -14,6 +18,7 @@ and its own state on a timer, so a driver killed with -9 can lose rows that the 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import resource
 import shutil
@@ -30,6 +35,8 @@ from transformers import TrainerCallback
 
 from trainables.checkpoint_files import (RUNG_HISTORY, TRIAL_RECORD, parse_rung_history, rung_history_text,
                                          trial_record_text)
+from trainables.divergence import DIVERGED_STEPS, divergence
+from trainables.metrics import ROUGE_METRICS
 
 
 def peak_memory_gb() -> float:
@@ -42,7 +49,7 @@ def peak_memory_gb() -> float:
 class TrialSession(Protocol):
     """Where a trial's rungs go and where it resumes from."""
 
-    def report(self, metrics: dict[str, Any], checkpoint_dir: str) -> None: ...
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None: ...
 
     def placement(self) -> dict[str, str]: ...
 
@@ -53,8 +60,11 @@ class TuneSession:
     """Ray Tune's session in the trial's worker: the sweep's TrialSession. A benchmark that runs the
     trial in its own process hands run_trial another (benchmarks/first_rung.py)."""
 
-    def report(self, metrics: dict[str, Any], checkpoint_dir: str) -> None:
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        if checkpoint_dir is None:  # a diverged rung: nothing worth resuming from
+            tune.report(metrics)
+        else:
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
 
     def placement(self) -> dict[str, str]:
         """Where this trial runs, from Ray itself: its node and the GPU ids Ray gave it."""
@@ -105,11 +115,13 @@ class StartupClock:
 class RungReporter(TrainerCallback):
     def __init__(self, score_rouge: Callable[[Any, int], dict[str, float]], steps_per_rung: int, trial: dict,
                  session: TrialSession, started: float | None = None, warm_start: bool = False,
-                 startup: StartupClock | None = None, loss_examples: int | None = None):
+                 startup: StartupClock | None = None, loss_examples: int | None = None,
+                 divergence_loss_ratio: float | None = None):
         """`loss_examples`: the validation examples the Trainer's validation loss covers (reported
         beside it); `started`: when the trial's worker began this trial (time.perf_counter); `warm_start`:
         whether its worker kept the base model from an earlier trial (trainables.warm); `startup`:
-        the parts of the start marked so far, to which the first training step adds the Trainer's."""
+        the parts of the start marked so far, to which the first training step adds the Trainer's;
+        `divergence_loss_ratio`: training.divergence_loss_ratio (None: never stop a trial for its loss)."""
         self.score_rouge = score_rouge
         self.session = session
         self.steps_per_rung = steps_per_rung
@@ -120,6 +132,10 @@ class RungReporter(TrainerCallback):
         self._rung_began = time.perf_counter() if started is None else started
         self.startup_s: float | None = None
         self.startup = startup
+        self.divergence_loss_ratio = divergence_loss_ratio
+        self.first_step_loss: float | None = None  # the untouched base model's loss: what divergence is measured by
+        self.recent_losses: list[float] = []  # the last steps' losses, across rungs
+        self.diverged: str | None = None  # why, once it has
         self._reset(tokens_seen=0)
 
     def resume_history(self, checkpoint_dir: str | None) -> None:
@@ -128,11 +144,13 @@ class RungReporter(TrainerCallback):
         if checkpoint_dir and os.path.isfile(path):
             with open(path, encoding="utf-8") as f:
                 self.history = parse_rung_history(f.read())
+            self.first_step_loss = next((row["first_step_loss"] for row in self.history
+                                         if row.get("first_step_loss") is not None), None)
 
     def _reset(self, tokens_seen: int) -> None:
         self.step_seconds: list[float] = []  # the rung's optimizer steps, each timed alone
+        self.step_losses: list[float] = []  # the rung's optimizer steps' training losses
         self.tokens_at_rung_start = tokens_seen
-        self.train_loss = float("nan")
         self.eval_loss = float("nan")
         self.rouge: dict[str, float] = {}
         self.eval_loss_seconds = float("nan")
@@ -158,28 +176,51 @@ class RungReporter(TrainerCallback):
         self.step_seconds.append(self._step_ended - self._step_started)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and "loss" in logs:
-            self.train_loss = float(logs["loss"])  # mean over the steps since the last log = this rung
+        if not logs or "loss" not in logs:
+            return
+        # The Trainer logs every step (trainables.train), each step's loss alone
+        loss = float(logs["loss"])
+        self.step_losses.append(loss)
+        self.recent_losses = [*self.recent_losses, loss][-DIVERGED_STEPS:]
+        if self.first_step_loss is None:  # step 1's; a resumed trial has it from its history
+            self.first_step_loss = loss
+        self.diverged = divergence(self.first_step_loss, self.recent_losses, self.divergence_loss_ratio)
+        if self.diverged:  # evaluate now, report the rung without a checkpoint, and end the trial
+            control.should_evaluate, control.should_save, control.should_training_stop = True, False, True
 
     def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
         self.eval_loss = float((metrics or {}).get("eval_loss", float("nan")))
         rouge_began = time.perf_counter()
         self.eval_loss_seconds = rouge_began - self._step_ended  # the Trainer's validation loss
-        self.rouge = self.score_rouge(model, state.global_step // self.steps_per_rung)
+        if self.diverged:
+            # Its summaries would run to max_new_tokens of noise and score about 0 (0.000-0.017 on an H200)
+            self.rouge = {**dict.fromkeys(ROUGE_METRICS, 0.0), "rouge_examples": 0}
+        else:
+            self.rouge = self.score_rouge(model, state.global_step // self.steps_per_rung)
         synchronize_gpu()
         self.rouge_seconds = time.perf_counter() - rouge_began
+        if self.diverged:
+            self._report(args, state, checkpoint_dir=None)
 
     def on_save(self, args, state, control, **kwargs):
         checkpoint_dir = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
         with open(os.path.join(checkpoint_dir, TRIAL_RECORD), "w", encoding="utf-8") as f:
             f.write(trial_record_text(self.trial, state.global_step))
+        self._report(args, state, checkpoint_dir)
+
+    def _report(self, args, state, checkpoint_dir: str | None) -> None:
+        """The rung's row to Tune, with the checkpoint just saved (None: a diverged rung, cut short)."""
         rung_tokens = state.num_input_tokens_seen - self.tokens_at_rung_start
         train_seconds = sum(self.step_seconds)
         metrics = {
-            "rung": state.global_step // self.steps_per_rung,
+            "rung": math.ceil(state.global_step / self.steps_per_rung),  # a diverged one ends inside its rung
             "step": state.global_step,
             "tokens_seen": int(state.num_input_tokens_seen),
-            "train_loss": self.train_loss,
+            # the rung's mean, as the Trainer would have logged it once a rung
+            "train_loss": sum(self.step_losses) / len(self.step_losses) if self.step_losses else float("nan"),
+            "first_step_loss": self.first_step_loss,
+            "diverged": bool(self.diverged),
+            **({"diverged_why": self.diverged} if self.diverged else {}),
             "eval_loss": self.eval_loss,
             "eval_loss_examples": self.loss_examples,
             **self.rouge,
@@ -204,8 +245,9 @@ class RungReporter(TrainerCallback):
         # A rung redone after a restart replaces the record of the first attempt.
         self.history = [row for row in self.history if row["step"] < state.global_step]
         self.history.append({**metrics, "pid": os.getpid(), "timestamp": time.time()})
-        with open(os.path.join(checkpoint_dir, RUNG_HISTORY), "w", encoding="utf-8") as f:
-            f.write(rung_history_text(self.history))
+        if checkpoint_dir is not None:
+            with open(os.path.join(checkpoint_dir, RUNG_HISTORY), "w", encoding="utf-8") as f:
+                f.write(rung_history_text(self.history))
         self.session.report(metrics, checkpoint_dir)
         self._rung_began = time.perf_counter()
         self._reset(tokens_seen=state.num_input_tokens_seen)

@@ -81,7 +81,9 @@ def _sft_config(output_dir: str, total_steps: int, training: TrainingConfig, hp:
         use_liger_kernel=training.liger_kernels is True,  # RMSNorm, SwiGLU, RoPE; TRL keeps its own fused LM head
         **precision,
         use_cpu=not on_gpu,
-        logging_steps=rung,
+        # Every step's loss, for trainables.divergence. The host already waits for each step's end
+        # (trainables.report times each step), so reading the loss then costs no extra wait.
+        logging_steps=1,
         eval_strategy="steps",
         eval_steps=rung,
         save_strategy="steps",
@@ -91,7 +93,8 @@ def _sft_config(output_dir: str, total_steps: int, training: TrainingConfig, hp:
         # Fewer points a step where the host waits for the GPU (CUDA's sync debug mode counted 17 a
         # step on an H200, benchmarks/results/2026-12-02-trial-speed-compiler-recompute): batches
         # copied to the GPU from pinned memory without waiting (3), and no NaN/inf check of each
-        # step's loss, which only filters the logged training loss (2; ASHA reads ROUGE).
+        # step's loss, which only filters the logged training loss (2; ASHA reads ROUGE), and would hide
+        # a NaN loss from trainables.divergence.
         accelerator_config={"non_blocking": on_gpu},
         logging_nan_inf_filter=False,
         report_to="none",

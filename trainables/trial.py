@@ -91,6 +91,7 @@ def run_trial(trial: TrialConfig, started: float | None = None, session: TrialSe
 
     reporter = RungReporter(score_rouge, trial.training.steps_per_rung, loss_examples=len(eval_set),
                             trial=trial.model_dump(mode="json"),
+                            divergence_loss_ratio=trial.training.divergence_loss_ratio,
                             session=session, started=started, warm_start=warm_start, startup=startup)
 
     def trainer_for(training: TrainingConfig) -> Any:
