@@ -176,8 +176,11 @@ def rung_times(experiment: Path) -> dict[str, Any]:
     its steps took beyond the median). `first_rung_cold_since_start_s`: a fresh worker's first rung
     counted from when the driver's Tuner began (its heartbeat's session_started, recorded since
     2026-12-04), so the wait for a worker and any import it made before the trial began are in it
-    (rung_s starts when the trial does); Tune's result timestamps are whole seconds."""
-    rows = rows_of(experiment)
+    (rung_s starts when the trial does); Tune's result timestamps are whole seconds. A rung a trial
+    diverged in (training.divergence_loss_ratio) ended early and generated nothing: not a rung's time;
+    `diverged_rungs` counts them."""
+    every_row = rows_of(experiment)
+    rows = [r for r in every_row if not r.get("diverged")]
 
     def median(values: list[float]) -> float | None:
         return statistics.median(values) if values else None
@@ -212,6 +215,7 @@ def rung_times(experiment: Path) -> dict[str, Any]:
         "startup_cold_s": median([r["startup_s"] for r in first if not r.get("warm_start") and r.get("startup_s")]),
         "startup_warm_s": median([r["startup_s"] for r in first if r.get("warm_start") and r.get("startup_s")]),
         "cold_first_rungs": len(cold), "warm_first_rungs": len(warm), "later_rungs": len(later),
+        "diverged_rungs": len(every_row) - len(rows),
         "first_over_later_cold": median(cold) / later_median if cold and later_median else None,
         "first_over_later_warm": median(warm) / later_median if warm and later_median else None,
     }
@@ -223,9 +227,12 @@ def hyperparameter_key(values: dict[str, Any]) -> tuple:
 
 
 def trials_by_hyperparameters(experiment: Path) -> dict[tuple, dict[int, dict[str, Any]]]:
-    """Each trial's rows by rung, keyed by the values its searcher proposed."""
+    """Each trial's rows by rung, keyed by the values its searcher proposed; a rung qlora-sweep's trial
+    diverged in is left out (cut short, its ROUGE not measured: nothing to pair)."""
     trials: dict[tuple, dict[int, dict[str, Any]]] = {}
     for row in rows_of(experiment):
+        if row.get("diverged"):
+            continue
         trials.setdefault(hyperparameter_key(row["config"]), {})[row["training_iteration"]] = row
     return trials
 

@@ -518,6 +518,28 @@ def test_the_summary_pairs_the_trials_both_arms_trained_alike_rung_by_rung(tmp_p
     assert list(compared["by_rung"]) == ["1"]
 
 
+def test_a_rung_cut_short_by_divergence_is_neither_a_first_rungs_time_nor_a_pair(tmp_path):
+    """sweep_benchmark.rung_times and same_hyperparameters leave out a rung a trial diverged in: it ended
+    after a few steps and generated nothing, so it would pass for a fast first rung and a ROUGE of 0."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from sweep_benchmark import rung_times, same_hyperparameters
+
+    values = {"lora_r": 64, "learning_rate": 9e-3, "max_length": 512}
+    for arm, name, rows in [
+            ("ours", "fresh", [{"rung_s": 30.0}, {"rung_s": 15.0}]),
+            ("ours", "diverged", [{"rung_s": 4.0, "diverged": True, "rougeL": 0.0}]),
+            ("plain", "diverged", [{"rougeL": 0.01}])]:
+        (tmp_path / arm / name).mkdir(parents=True)
+        lines = [json.dumps({"config": values if name == "diverged" else {"lora_r": 8}, "training_iteration": i + 1,
+                             "warm_start": False, "rouge_examples": 100, "train_loss": 2.0, "trial_id": name,
+                             "timestamp": i, **row}) for i, row in enumerate(rows)]
+        (tmp_path / arm / name / "result.json").write_text("\n".join(lines) + "\n")
+    timing = rung_times(tmp_path / "ours")
+    assert (timing["first_rung_cold_s"], timing["later_rung_s"], timing["cold_first_rungs"]) == (30.0, 15.0, 1)
+    assert timing["diverged_rungs"] == 1
+    assert same_hyperparameters(tmp_path / "plain", tmp_path / "ours")["pairs"] == []
+
+
 def test_the_arms_are_timed_against_each_other_only_when_both_searched_the_same_space(tmp_path):
     """sweep_benchmark.summarize: each searching arm's test score carries the search section it ran
     with (searched_space: the config with the arm's overrides, the seed aside). After one arm is run
