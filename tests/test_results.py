@@ -57,7 +57,8 @@ def _row(status, learning_rate):
 def test_diverged_trials_are_counted_with_their_learning_rates_and_whether_those_topped_the_sweep():
     experiment = _experiment()
     assert divergence_notes(experiment, [_row("TERMINATED", 1e-3), _row("STOPPED_EARLY", 2e-3)]) == []
-    assert divergence_notes(experiment, [_row("TERMINATED", 1e-3), _row("DIVERGED", 9e-3), _row("DIVERGED", 6.4e-3)]) == [
+    rows = [_row("TERMINATED", 1e-3), _row("DIVERGED", 9e-3), _row("DIVERGED", 6.4e-3)]
+    assert divergence_notes(experiment, rows) == [
         "2 of 3 trials diverged, stopped by their training loss (training.divergence_loss_ratio): learning_rate "
         "0.0064, 0.009, above every trial that trained (0.001 the highest)"]
     assert divergence_notes(experiment, [_row("DIVERGED", 9e-3), _row("DIVERGED", 9e-3)]) == [
