@@ -24,6 +24,12 @@ def test_fewer_steps_in_a_row_or_a_loss_under_the_ratio_are_not():
     assert divergence(2.5, [], ratio=2.0) is None
 
 
+def test_a_model_that_already_fits_its_data_must_also_rise_a_whole_nat_before_it_has_diverged():
+    assert divergence(0.05, [0.12, 0.15, 0.11], ratio=2.0) is None  # twice its first loss: noise at that level
+    assert divergence(0.05, [1.2, 1.5, 1.1], ratio=2.0) == (
+        "training loss 1.2, 1.5, 1.1, each at least 1 above its first step's 0.05")
+
+
 def test_a_loss_that_is_not_a_number_diverges_at_once_whatever_came_before():
     assert divergence(2.5, [2.4, math.nan], ratio=2.0) == "training loss nan"
     assert divergence(None, [math.inf], ratio=2.0) == "training loss inf"

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Callable, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from trainables.divergence import DIVERGED_STEPS
+from trainables.divergence import DIVERGED_STEPS, MIN_RISE
 from trainables.metrics import EVAL_LOSS
 from trainables.prompt import RECIPE_END_MARKER, RECIPE_INSTRUCTION, RECIPE_INTRO, RECIPE_RESPONSE_MARKER
 
@@ -325,7 +325,8 @@ class TrainingConfig(Section):
     divergence_loss_ratio: float | None = Field(
         2.0, gt=1,
         description="A trial has diverged when its training loss is at least this multiple of its first step's "
-        f"(the untouched base model's) for {DIVERGED_STEPS} steps in a row, or is NaN or infinite at any step: it "
+        f"(the untouched base model's), and at least {MIN_RISE:g} nat a token above it, for {DIVERGED_STEPS} steps "
+        "in a row, or is NaN or infinite at any step: it "
         "stops at that step and reports the rung with its validation loss and a ROUGE of 0 without generating "
         "(a diverged model's summaries scored 0.000 and 0.017 ROUGE-L on an H200), so Optuna learns from the 0, "
         "no checkpoint is kept, and `run`, `report` and `best` say so. null: trials train on whatever their loss. "

@@ -16,6 +16,9 @@ import math
 from collections.abc import Sequence
 
 DIVERGED_STEPS = 3  # consecutive steps at or above the ratio that make a divergence
+# A loss must also have risen this much (nats a token) above the first step's: a model that already fits the data
+# (a first loss of 0.05, say) has steps of 0.1 from noise alone, which are twice its first loss but no divergence
+MIN_RISE = 1.0
 
 
 def divergence(first_step_loss: float | None, step_losses: Sequence[float], ratio: float | None) -> str | None:
@@ -29,8 +32,10 @@ def divergence(first_step_loss: float | None, step_losses: Sequence[float], rati
     if first_step_loss is None or not math.isfinite(first_step_loss) or first_step_loss <= 0:
         return None
     recent = step_losses[-DIVERGED_STEPS:]
-    if len(recent) == DIVERGED_STEPS and all(loss >= ratio * first_step_loss for loss in recent):
-        return f"training loss {_shown(recent)}, each at least {ratio:g}x its first step's {first_step_loss:.3g}"
+    bar = max(ratio * first_step_loss, first_step_loss + MIN_RISE)
+    if len(recent) == DIVERGED_STEPS and all(loss >= bar for loss in recent):
+        bar_text = f"{ratio:g}x" if bar == ratio * first_step_loss else f"{MIN_RISE:g} above"
+        return f"training loss {_shown(recent)}, each at least {bar_text} its first step's {first_step_loss:.3g}"
     return None
 
 
