@@ -63,7 +63,7 @@ class LocalSession:
     def __init__(self, on_rung) -> None:
         self.on_rung = on_rung
 
-    def report(self, metrics: dict[str, Any], checkpoint_dir: str) -> None:
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         self.on_rung(metrics)
 
     def placement(self) -> dict[str, str]:

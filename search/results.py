@@ -115,10 +115,14 @@ def _diverged(row: dict[str, Any]) -> bool:
     return row.get("diverged") in (True,)
 
 
+def _rungs_reported(history: list[dict[str, Any]]) -> int:
+    return max((int(r.get("training_iteration") or 0) for r in history), default=0)
+
+
 def _status(experiment: Experiment, trial: Any, history: list[dict[str, Any]]) -> str:
     if history and _diverged(history[-1]):
         return DIVERGED
-    rungs = max((int(r.get("training_iteration") or 0) for r in history), default=0)
+    rungs = _rungs_reported(history)
     if trial.status == "TERMINATED" and experiment.max_rungs and rungs < experiment.max_rungs:
         return "STOPPED_EARLY"
     if trial.status in UNFINISHED and experiment.driver_gone:
@@ -156,7 +160,7 @@ def trial_rows(experiment: Experiment) -> list[dict[str, Any]]:
         best = _best_row(whole_set_rows(measured, metric, whole), metric, mode)
         # A trial ASHA stopped before the last rung has only subset scores: shown, ranked after the rest.
         best_on_subset = None if best else _best_row(measured, metric, mode)
-        rungs = max((int(r.get("training_iteration") or 0) for r in history), default=0)
+        rungs = _rungs_reported(history)
         rows.append({
             "trial_id": trial.trial_id,
             "status": _status(experiment, trial, history),

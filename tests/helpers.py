@@ -20,6 +20,27 @@ def short_ray_temp() -> Iterator[Path]:
         shutil.rmtree(ray_temp, ignore_errors=True)
 
 
+class RecordingSession:
+    """A trainables.report.TrialSession without Ray, for run_trial in the test's own process: keeps each
+    rung's metrics (`rungs`) and the checkpoint it came with (`checkpoints`, None for a diverged rung);
+    never resumes."""
+
+    def __init__(self) -> None:
+        self.rungs: list[dict] = []
+        self.checkpoints: list[str | None] = []
+
+    def report(self, metrics, checkpoint_dir) -> None:
+        self.rungs.append(metrics)
+        self.checkpoints.append(checkpoint_dir)
+
+    def placement(self) -> dict[str, str]:
+        return {"node_id": "here", "gpu_ids": ""}
+
+    @contextlib.contextmanager
+    def checkpoint_to_resume(self):
+        yield None
+
+
 def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """`python -m search ...` as a user runs it, in its own process (and its own local Ray)."""
     return subprocess.run([sys.executable, "-m", "search", *map(str, args)], capture_output=True, text=True,

@@ -3,7 +3,6 @@ with its validation loss, a ROUGE of 0 it generated nothing for and no checkpoin
 `best` say it diverged. On the tiny Llama trained on the sample (tests/tiny_model.py), which a learning rate far
 too high makes worse than it began, in this process (run_trial) and through a real sweep."""
 
-import contextlib
 import json
 import math
 
@@ -12,30 +11,13 @@ import pytest
 from search.config import SweepConfig
 from search.packing import TrialPlanner
 from tests.conftest import tiny_sweep_dict, write_config
-from tests.helpers import run_cli
+from tests.helpers import RecordingSession, run_cli
 from trainables.checkpoint_files import RUNG_HISTORY, rung_history_text
 
 pytestmark = pytest.mark.sweep
 
 VALUES = {"lora_r": 4, "lora_alpha": 16, "max_length": 192}
 STEPS_PER_RUNG = 8
-
-
-class RecordingSession:
-    """A trainables.report.TrialSession without Ray: keeps each rung and the checkpoint it came with."""
-
-    def __init__(self) -> None:
-        self.rungs: list[tuple[dict, str | None]] = []
-
-    def report(self, metrics, checkpoint_dir) -> None:
-        self.rungs.append((metrics, checkpoint_dir))
-
-    def placement(self) -> dict[str, str]:
-        return {"node_id": "here", "gpu_ids": ""}
-
-    @contextlib.contextmanager
-    def checkpoint_to_resume(self):
-        yield None
 
 
 def _trial_rungs(model, tmp_path, learning_rate, **training):
@@ -48,7 +30,7 @@ def _trial_rungs(model, tmp_path, learning_rate, **training):
     trial = TrialPlanner.alone_on_this_machine(sweep).trial_config({**VALUES, "learning_rate": learning_rate})
     session = RecordingSession()
     run_trial(trial, session=session)
-    return session.rungs
+    return list(zip(session.rungs, session.checkpoints))
 
 
 def test_a_trial_whose_loss_diverges_reports_that_rung_unscored_without_a_checkpoint_and_ends(

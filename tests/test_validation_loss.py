@@ -2,8 +2,6 @@
 dialogues the config names, in the trial itself (trainables.trial.run_trial, in this process, on the
 tiny 4-bit model), and the rung reports how many."""
 
-import contextlib
-
 import pytest
 from transformers import TrainerCallback
 
@@ -11,27 +9,11 @@ from search.config import SweepConfig
 from search.packing import TrialPlanner
 from tests.conftest import tiny_sweep_dict
 from tests.dirty_data import write_long_validation_summaries
+from tests.helpers import RecordingSession
 
 pytestmark = pytest.mark.sweep
 
 VALUES = {"lora_r": 2, "lora_alpha": 4, "learning_rate": 1e-3, "max_length": 192}
-
-
-class RecordingSession:
-    """A trainables.report.TrialSession without Ray: keeps the rungs, never resumes."""
-
-    def __init__(self) -> None:
-        self.rungs: list[dict] = []
-
-    def report(self, metrics, checkpoint_dir) -> None:
-        self.rungs.append(metrics)
-
-    def placement(self) -> dict[str, str]:
-        return {"node_id": "here", "gpu_ids": ""}
-
-    @contextlib.contextmanager
-    def checkpoint_to_resume(self):
-        yield None
 
 
 class EvaluatedRows(TrainerCallback):
