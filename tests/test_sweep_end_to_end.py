@@ -295,7 +295,10 @@ def test_the_sweep_benchmark_runs_its_arms_scores_their_best_on_held_out_dialogu
                 "checkpoint"]
     timing = ours["rung_times"]
     assert timing["cold_first_rungs"] == 1 and timing["warm_first_rungs"] == 1  # one worker ran both trials
-    assert timing["startup_warm_s"] < timing["startup_cold_s"]
+    # the kept worker had the trial's imports already: none of its start went to them. (Its whole start
+    # against the fresh one's is a race under load: 8.7 against 5.5 s once on CI's machine.)
+    kept, fresh = timing["parts"]["first_warm"], timing["parts"]["first_cold"]
+    assert kept["startup_imports_s"] < 0.5 < fresh["startup_imports_s"], (kept, fresh)
     # counted from when the driver's Tuner began, a fresh worker's first rung holds the rung itself and
     # the wait for its worker (whole seconds: Tune's timestamps)
     assert timing["first_rung_cold_since_start_s"] >= timing["first_rung_cold_s"] - 1
