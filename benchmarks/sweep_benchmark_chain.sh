@@ -62,9 +62,9 @@
 # about 24 minutes of device time with the staging). A call carries at most 64 MiB (67.1 MB), the
 # tracked files included (`git ls-files -z | du -cb --files0-from=- | tail -1`): 19.3 MB since the results'
 # duplicated copies of Tune's experiment state (qlora_sweep_state/) left the tree, so call 1 with the bundle's
-# 42.1 MB is 61.4 MB, not yet tried at that size. At 25.2 MB call 1 was refused, and went with three folders the
-# chain never reads moved out of the tree, and back at once after its reply (it passed so four times on
-# 2026-12-05); if call 1 is refused again, do that:
+# 42.1 MB is 61.4 MB, which passed twice on 2026-12-05 (an H100, then an H200). With the tree at 25.2 MB call 1
+# was refused, and went with three folders the chain never reads moved out of the tree, and back at once after
+# its reply (it passed so four times on 2026-12-05); if call 1 is refused again, do that:
 #   mkdir -p /tmp/hold && mv benchmarks/results/2026-12-04-preload benchmarks/results/2026-12-0[12]-sweep /tmp/hold/
 #   (call 1)   mv /tmp/hold/* benchmarks/results/
 # Calls 2-4 carry 30-33 MB beside the whole tree. After a rerun, commit the new arms but not the folders the
@@ -81,12 +81,16 @@
 #           && tar xJf .devstage/inputs.tar.xz -C /tmp/stage && cat /tmp/stage/part-* > /tmp/smol.whl \
 #           && bash /tmp/detach.sh 'PARTS=gpu-config bash benchmarks/sweep_benchmark_chain.sh' \
 #           && bash /tmp/wait.sh 500
-#           (the last one, 2026-12-05-worker-start-loss-sweep: PARTS="worker-start gpu-config sweep" SEED="0 1"
+#           (the one before the latest, 2026-12-05-worker-start-loss-sweep: PARTS="worker-start gpu-config sweep" SEED="0 1"
 #           RESUME_FROM=/tmp/proj/benchmarks/results/2026-12-04-sweep-500 RERUN=qlora_sweep RESCORE_PAIRS=0, about 15
 #           minutes: worker-start 6.5, gpu-config 3, both seeds' qlora-sweep arm 5; commit each part as that folder
 #           does, the arms without Tune's experiment-state snapshots. Send calls 2-4 straight after each reply, with
 #           nothing in between: call 2 went out too late once on 2026-12-05 and the machine was gone.)
-#           The call 4 before it, 2026-12-05-gpu-config-8b-loss: PARTS="gpu-config kept-8b candidate"
+#           The latest, 2026-12-05-divergence-ab: the divergence rule off and on by turns, `w=30; for x in s0:null
+#           s0:2.0 s1:2.0 s1:null; do s=${x:1:1}; d=${x#*:}; RES=/tmp/res/s$s-div-$d WARMUP_S=$w
+#           SETS=training.divergence_loss_ratio=$d RESUME_FROM=... SEED=$s RERUN=qlora_sweep RESCORE_PAIRS=0 PARTS=sweep
+#           bash benchmarks/sweep_benchmark_chain.sh; w=0; done`, about 4 minutes a run (the last cut by the budget).
+#           The call 4 before those, 2026-12-05-gpu-config-8b-loss: PARTS="gpu-config kept-8b candidate"
 #           CANDIDATES="evaluation.loss_examples=first_rung" CANDIDATE_ARGS="--set evaluation.loss_examples=all
 #           --set evaluation.rung_examples=[100]", about 10 minutes. Its first run had CANDIDATE_ARGS without the
 #           rung_examples word, which made it an A/A: the recipe arm scores all 500 dialogues at rung 1, so
