@@ -26,7 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 
 from search.config import Choice, Range, SearchConfig
-from search.results import Experiment, boundary_warnings, trial_rows, validation_size, whole_set_rows
+from search.results import DIVERGED, Experiment, boundary_warnings, trial_rows, validation_size, whole_set_rows
 from search.space import INTEGER_PARAMETERS, modules_to_text
 from trainables.errors import ConfigError
 from trainables.quiet import logger_quiet_below
@@ -111,8 +111,8 @@ def _rungs(experiment: Experiment, rows: list[dict[str, Any]], path: Path) -> Pa
     for row in rows:
         history = row["scored"]
         rungs = [int(r["training_iteration"]) for r in history]
-        cut = row["status"] in ("STOPPED_EARLY", "DIVERGED")
-        why = {"STOPPED_EARLY": " (stopped early)", "DIVERGED": " (diverged)"}.get(row["status"], "")
+        cut = row["status"] in ("STOPPED_EARLY", DIVERGED)
+        why = {"STOPPED_EARLY": " (stopped early)", DIVERGED: " (diverged)"}.get(row["status"], "")
         ax.plot(rungs, [r[metric] for r in history], marker="x" if cut else "o",
                 linestyle="--" if cut else "-", label=f"{row['trial_id']}{why}")
     ax.set_xlabel("rung")
