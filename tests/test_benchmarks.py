@@ -893,3 +893,44 @@ def test_the_cuda_import_probe_refuses_an_out_file_in_a_missing_folder_in_one_li
     done = subprocess.run([sys.executable, "benchmarks/cuda_on_import.py", "--out", str(tmp_path / "no" / "x.json")],
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and "does not exist" in done.stderr
+
+
+def test_the_suite_cpu_sampler_counts_a_commands_child_processes_by_kind_and_passes_its_exit_code_on(tmp_path):
+    out = tmp_path / "cpu.json"
+    # a child that spends about a second of CPU, then the command fails with 3
+    busy = "import time\nend = time.process_time() + 1.0\nwhile time.process_time() < end: pass"
+    command = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {busy!r}]); sys.exit(3)"
+    done = subprocess.run([sys.executable, "benchmarks/suite_cpu.py", "--out", str(out), "--interval", "0.1", "--",
+                           sys.executable, "-c", command], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 3, done.stderr[-2000:]
+    summary = json.loads(out.read_text())
+    assert summary["exit_code"] == 3 and summary["wall_s"] >= 1.0
+    kinds = {row["kind"]: row for row in summary["by_kind"]}
+    assert set(kinds) == {"python -c"} and kinds["python -c"]["processes"] == 2  # the command and its child
+    assert 0.9 <= kinds["python -c"]["cpu_s"] <= summary["cpu_s"]
+
+
+def test_the_suite_cpu_sampler_names_each_kind_of_process_the_suite_runs():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from suite_cpu import kind_of
+
+    assert kind_of("/v/bin/python -u -c import sys;exec(eval(sys.stdin.readline()))").startswith("pytest-xdist")
+    assert kind_of("ray::ImplicitFunc.train") == kind_of("/v/python /v/ray/_private/workers/setup_worker.py x") \
+        == "Ray worker"
+    assert kind_of("/v/ray/core/src/ray/raylet/raylet --node-ip-address=1") == "Ray daemon"
+    assert kind_of("/v/bin/python -m search best /tmp/e --json") == "CLI best"
+    assert kind_of("/v/bin/python benchmarks/trial_speed.py --shape tiny") == "benchmarks/trial_speed.py"
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ([], "suite_cpu.py: no command given (put it after --)"),
+    (["--", "true"], "suite_cpu.py: --out: no folder"),
+])
+def test_the_suite_cpu_sampler_refuses_bad_arguments_in_one_line_before_it_runs_anything(arguments, message,
+                                                                                          tmp_path):
+    out = tmp_path / ("no/cpu.json" if arguments else "cpu.json")
+    done = subprocess.run([sys.executable, "benchmarks/suite_cpu.py", "--out", str(out), *arguments],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and done.stderr.startswith(message), \
+        done.stderr
+    assert not out.exists()

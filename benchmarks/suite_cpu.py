@@ -1,0 +1,120 @@
+"""Where a command's CPU time goes, by kind of process: the test suite's, say, whose every process
+(pytest-xdist's workers, the CLI runs, the benchmarks they start, Ray's daemons and trial workers)
+is sampled from /proc while it runs. Linux only.
+
+    python benchmarks/suite_cpu.py --out suite_cpu.json -- .venv/bin/pytest -q -p no:cacheprovider
+
+A process is read every --interval seconds, so one that lives less than that may be missed; one
+that ends keeps the CPU time last read. Ray's daemons and workers are counted though they leave
+the command's process tree (a shell's `time` misses them: they are not its children when they end).
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+RAY_DAEMONS = ("gcs_server", "raylet", "dashboard/agent.py", "runtime_env/agent", "log_monitor", "monitor.py",
+               "dashboard.py")
+
+
+def kind_of(command: str) -> str:
+    """The kind of process a command line names, as the summary groups them."""
+    if "exec(eval(sys.stdin.readline()))" in command:
+        return "pytest-xdist worker (the tests run in-process)"
+    if "setup_worker.py" in command or "default_worker.py" in command or command.startswith("ray::"):
+        return "Ray worker"
+    if any(daemon in command for daemon in RAY_DAEMONS):
+        return "Ray daemon"
+    if "-m search " in command:
+        return "CLI " + command.split("-m search ")[1].split(" ")[0]
+    script = re.search(r"benchmarks/(\w+\.py)", command)
+    if script:
+        return "benchmarks/" + script.group(1)
+    if " -c " in command:
+        return "python -c"
+    return "other"
+
+
+def _read(pid: str) -> tuple[str, float, str] | None:
+    """(start time, CPU seconds so far, command line) of a live process, or None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return None
+    return fields[19], (int(fields[11]) + int(fields[12])) / TICKS_PER_S, command.strip()
+
+
+def sample(seen: dict, stop: threading.Event, interval: float) -> None:
+    own = str(os.getpid())
+    while not stop.is_set():
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit() or pid == own:
+                continue
+            read = _read(pid)
+            if read is None:
+                continue
+            started, cpu, command = read
+            kept = seen.setdefault((pid, started), {"command": command, "cpu_s": 0.0})
+            kept["cpu_s"] = cpu
+            if command and not kept["command"]:  # read while it was still starting
+                kept["command"] = command
+        stop.wait(interval)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="the JSON summary to write")
+    parser.add_argument("--interval", type=float, default=0.5, help="seconds between two reads of /proc")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="the command to run, after --")
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    problem = ("no command given (put it after --)" if not command
+               else "needs Linux's /proc" if not Path("/proc/self/stat").exists()
+               else f"--out: no folder {args.out.parent}" if not args.out.parent.is_dir()
+               else None)
+    if problem:
+        print(f"suite_cpu.py: {problem}", file=sys.stderr)
+        return 2
+    before = {(pid, read[0]) for pid in os.listdir("/proc") if pid.isdigit() and (read := _read(pid))}
+    seen: dict = {}
+    stop = threading.Event()
+    sampler = threading.Thread(target=sample, args=(seen, stop, args.interval), daemon=True)
+    began = time.perf_counter()
+    sampler.start()
+    status = subprocess.call(command)
+    wall = time.perf_counter() - began
+    stop.set()
+    sampler.join()
+    by_kind: Counter = Counter()
+    processes: Counter = Counter()
+    for key, process in seen.items():
+        if key in before:  # running before the command began: not its own
+            continue
+        kind = kind_of(process["command"])
+        by_kind[kind] += process["cpu_s"]
+        processes[kind] += 1
+    total = sum(by_kind.values())
+    summary = {
+        "command": command, "exit_code": status, "wall_s": round(wall, 1), "cpu_s": round(total, 1),
+        "cores": os.cpu_count(), "interval_s": args.interval,
+        "by_kind": [{"kind": kind, "cpu_s": round(cpu, 1), "share": round(cpu / total, 3) if total else 0,
+                     "processes": processes[kind]} for kind, cpu in by_kind.most_common()],
+    }
+    args.out.write_text(json.dumps(summary, indent=2) + "\n")
+    for row in summary["by_kind"]:
+        print(f"{row['cpu_s']:8.0f} s {100 * row['share']:5.1f} %  {row['processes']:4d} processes  {row['kind']}")
+    print(f"{total:8.0f} s of CPU in {wall:.0f} s on {os.cpu_count()} cores")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
