@@ -273,7 +273,11 @@ class ResourcesConfig(Section):
         "fresh worker's imports from 18-20 s to 5-6 s, but those workers had imported torch before Ray told them "
         "their CPUs, so torch took all 16 cores in each: a fresh worker's first rung took 59-62 s against "
         "47-52 s, and every later rung longer (the likely cause: 6 trials' model loads 26-28 s against 2 s). "
-        "A trial now runs torch on the CPUs Ray gave it; that is not yet measured on a GPU. On a 2-core CPU "
+        "A trial now runs torch on the CPUs Ray gave it, and on an H200 with that (2026-12-05, off, on, on, off, seed "
+        "0) a fresh worker's own first rung took 1.49-1.52x a later rung against 2.02-2.29x, later rungs no "
+        "longer (15.5-16.7 s against 17.6-18.4 s), but the first trials began 13-15 s after the Tuner against "
+        "3 s, waiting for the 16 idle workers' imports: from the Tuner's start a first rung came no sooner "
+        "(36-40 s against 39-45 s), so it stays off. On a 2-core CPU "
         "the idle workers' imports slowed a test-sized sweep from 26.2 to 29.1 s (median of 4 by turns). "
         "On a cluster the head's `ray start --system-config` sets the same (preload_python_modules); joining "
         "one, this has no effect.",
