@@ -86,7 +86,12 @@
 #           minutes: worker-start 6.5, gpu-config 3, both seeds' qlora-sweep arm 5; commit each part as that folder
 #           does, the arms without Tune's experiment-state snapshots. Send calls 2-4 straight after each reply, with
 #           nothing in between: call 2 went out too late once on 2026-12-05 and the machine was gone.)
-#           The latest, 2026-12-05-divergence-ab: the divergence rule off and on by turns, `w=30; for x in s0:null
+#           The latest, 2026-12-05-preload-ab: preloading off, on, on, off on seed 0, `w=30; i=0; for p in false true
+#           true false; do i=$((i+1)); RES=/tmp/res/r$i-preload-$p WARMUP_S=$w SETS=resources.preload_libraries=$p
+#           RESUME_FROM=... SEED=0 RERUN=qlora_sweep RESCORE_PAIRS=0 PARTS=sweep
+#           bash benchmarks/sweep_benchmark_chain.sh; w=0; done`, about 4 minutes a run (16 in all).
+#           The one before, 2026-12-05-divergence-ab: the divergence rule off and on by turns,
+#           `w=30; for x in s0:null
 #           s0:2.0 s1:2.0 s1:null; do s=${x:1:1}; d=${x#*:}; RES=/tmp/res/s$s-div-$d WARMUP_S=$w
 #           SETS=training.divergence_loss_ratio=$d RESUME_FROM=... SEED=$s RERUN=qlora_sweep RESCORE_PAIRS=0 PARTS=sweep
 #           bash benchmarks/sweep_benchmark_chain.sh; w=0; done`, about 4 minutes a run (the last cut by the budget).
