@@ -4,8 +4,9 @@ is sampled from /proc while it runs. Linux only.
 
     python benchmarks/suite_cpu.py --out suite_cpu.json -- .venv/bin/pytest -q -p no:cacheprovider
 
-A process is read every --interval seconds, so one that lives less than that may be missed; one
-that ends keeps the CPU time last read. Ray's daemons and workers are counted though they leave
+Every process begun on the machine while the command runs is counted, its own or not: run it on a
+machine doing nothing else. A process is read every --interval seconds, so one that lives less than
+that may be missed; one that ends keeps the CPU time last read. Ray's daemons and workers are counted though they leave
 the command's process tree (a shell's `time` misses them: they are not its children when they end).
 """
 
