@@ -6,8 +6,9 @@ is sampled from /proc while it runs. Linux only.
 
 Every process begun on the machine while the command runs is counted, its own or not: run it on a
 machine doing nothing else. A process is read every --interval seconds, so one that lives less than
-that may be missed; one that ends keeps the CPU time last read. Ray's daemons and workers are counted though they leave
-the command's process tree (a shell's `time` misses them: they are not its children when they end).
+that may be missed; one that ends keeps the CPU time last read. Ray's daemons and workers are counted
+though they leave the command's process tree (a shell's `time` misses them: they are not its children
+when they end).
 """
 
 import argparse
@@ -44,14 +45,21 @@ def kind_of(command: str) -> str:
     return "other"
 
 
-def _read(pid: str) -> tuple[str, float, str] | None:
-    """(start time, CPU seconds so far, command line) of a live process, or None once it is gone."""
+def _stat(pid: str) -> tuple[str, float] | None:
+    """(start time, CPU seconds so far) of a live process, or None once it is gone."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return None
-    return fields[19], (int(fields[11]) + int(fields[12])) / TICKS_PER_S, command.strip()
+    return fields[19], (int(fields[11]) + int(fields[12])) / TICKS_PER_S
+
+
+def _command(pid: str) -> str:
+    """A process's command line; empty while it is still starting, or once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
 
 
 def sample(seen: dict, stop: threading.Event, interval: float) -> None:
@@ -60,14 +68,14 @@ def sample(seen: dict, stop: threading.Event, interval: float) -> None:
         for pid in os.listdir("/proc"):
             if not pid.isdigit() or pid == own:
                 continue
-            read = _read(pid)
+            read = _stat(pid)
             if read is None:
                 continue
-            started, cpu, command = read
-            kept = seen.setdefault((pid, started), {"command": command, "cpu_s": 0.0})
+            started, cpu = read
+            kept = seen.setdefault((pid, started), {"command": "", "cpu_s": 0.0})
             kept["cpu_s"] = cpu
-            if command and not kept["command"]:  # read while it was still starting
-                kept["command"] = command
+            if not kept["command"]:  # once known, a command line is not read again
+                kept["command"] = _command(pid)
         stop.wait(interval)
 
 
@@ -85,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"suite_cpu.py: {problem}", file=sys.stderr)
         return 2
-    before = {(pid, read[0]) for pid in os.listdir("/proc") if pid.isdigit() and (read := _read(pid))}
+    before = {(pid, read[0]) for pid in os.listdir("/proc") if pid.isdigit() and (read := _stat(pid))}
     seen: dict = {}
     stop = threading.Event()
     sampler = threading.Thread(target=sample, args=(seen, stop, args.interval), daemon=True)

@@ -91,8 +91,7 @@
 #           RESUME_FROM=... SEED=0 RERUN=qlora_sweep RESCORE_PAIRS=0 PARTS=sweep
 #           bash benchmarks/sweep_benchmark_chain.sh; w=0; done`, about 4 minutes a run (16 in all).
 #           The one before, 2026-12-05-divergence-ab: the divergence rule off and on by turns,
-#           `w=30; for x in s0:null
-#           s0:2.0 s1:2.0 s1:null; do s=${x:1:1}; d=${x#*:}; RES=/tmp/res/s$s-div-$d WARMUP_S=$w
+#           `w=30; for x in s0:null s0:2.0 s1:2.0 s1:null; do s=${x:1:1}; d=${x#*:}; RES=/tmp/res/s$s-div-$d WARMUP_S=$w
 #           SETS=training.divergence_loss_ratio=$d RESUME_FROM=... SEED=$s RERUN=qlora_sweep RESCORE_PAIRS=0 PARTS=sweep
 #           bash benchmarks/sweep_benchmark_chain.sh; w=0; done`, about 4 minutes a run (the last cut by the budget).
 #           The call 4 before those, 2026-12-05-gpu-config-8b-loss: PARTS="gpu-config kept-8b candidate"
