@@ -9,6 +9,12 @@ machine doing nothing else. A process is read every --interval seconds, so one t
 that may be missed; one that ends keeps the CPU time last read. Ray's daemons and workers are counted
 though they leave the command's process tree (a shell's `time` misses them: they are not its children
 when they end).
+
+Each process is also counted to the test it ran for, where a test's temporary folder (pytest's
+tmp_path, `.../pytest-N/[popen-gwK/]test_NAME`, before a shared fixture's folder) is in its command
+line or its parent's, or its parent's parent's, and so on: a CLI run names its config there, and Ray's
+daemons and workers descend from the driver that started them. What a test does inside pytest's own
+process is not counted to it.
 """
 
 import argparse
@@ -25,6 +31,9 @@ from pathlib import Path
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 RAY_DAEMONS = ("gcs_server", "raylet", "dashboard/agent.py", "runtime_env/agent", "log_monitor", "monitor.py",
                "dashboard.py")
+
+
+TEST_FOLDER = re.compile(r"/pytest-\d+/(?:popen-gw\d+/)?([^/\s]+)")
 
 
 def kind_of(command: str) -> str:
@@ -45,13 +54,20 @@ def kind_of(command: str) -> str:
     return "other"
 
 
-def _stat(pid: str) -> tuple[str, float] | None:
-    """(start time, CPU seconds so far) of a live process, or None once it is gone."""
+def test_of(command: str) -> str | None:
+    """The test folder a command line names, or None: a test's own (pytest's tmp_path, test_...) before a shared
+    fixture's (the tiny model a test's command loads, say), else the fixture's (the command that builds it)."""
+    found = TEST_FOLDER.findall(command)
+    return next((folder for folder in found if folder.startswith("test_")), found[0] if found else None)
+
+
+def _stat(pid: str) -> tuple[str, float, str] | None:
+    """(start time, CPU seconds so far, parent's pid) of a live process, or None once it is gone."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return fields[19], (int(fields[11]) + int(fields[12])) / TICKS_PER_S
+    return fields[19], (int(fields[11]) + int(fields[12])) / TICKS_PER_S, fields[1]
 
 
 def _command(pid: str) -> str:
@@ -71,12 +87,29 @@ def sample(seen: dict, stop: threading.Event, interval: float) -> None:
             read = _stat(pid)
             if read is None:
                 continue
-            started, cpu = read
-            kept = seen.setdefault((pid, started), {"command": "", "cpu_s": 0.0})
+            started, cpu, parent = read
+            # the parent as first seen: a process whose parent ends is handed to init
+            kept = seen.setdefault((pid, started), {"command": "", "cpu_s": 0.0, "parent": parent})
             kept["cpu_s"] = cpu
             if not kept["command"]:  # once known, a command line is not read again
                 kept["command"] = _command(pid)
         stop.wait(interval)
+
+
+def by_test(seen: dict, own: set) -> Counter:
+    """CPU seconds by the test each process ran for: the first test folder named by its command line or
+    an ancestor's (a pid's live process when the first was seen; pids are not reused within a run)."""
+    latest = {pid: process for (pid, _), process in seen.items()}
+    tests: Counter = Counter()
+    for key in own:
+        process, hops = seen[key], 0
+        while process is not None and hops < 50:
+            test = test_of(process["command"])
+            if test:
+                tests[test] += seen[key]["cpu_s"]
+                break
+            process, hops = latest.get(process["parent"]), hops + 1
+    return tests
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,9 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     sampler.join()
     by_kind: Counter = Counter()
     processes: Counter = Counter()
-    for key, process in seen.items():
-        if key in before:  # running before the command began: not its own
-            continue
+    own = {key for key in seen if key not in before}  # running before the command began: not its own
+    for key in own:
+        process = seen[key]
         kind = kind_of(process["command"])
         by_kind[kind] += process["cpu_s"]
         processes[kind] += 1
@@ -117,11 +150,14 @@ def main(argv: list[str] | None = None) -> int:
         "cores": os.cpu_count(), "interval_s": args.interval,
         "by_kind": [{"kind": kind, "cpu_s": round(cpu, 1), "share": round(cpu / total, 3) if total else 0,
                      "processes": processes[kind]} for kind, cpu in by_kind.most_common()],
+        "by_test": [{"test": test, "cpu_s": round(cpu, 1)} for test, cpu in by_test(seen, own).most_common()],
     }
     args.out.write_text(json.dumps(summary, indent=2) + "\n")
     for row in summary["by_kind"]:
         print(f"{row['cpu_s']:8.0f} s {100 * row['share']:5.1f} %  {row['processes']:4d} processes  {row['kind']}")
     print(f"{total:8.0f} s of CPU in {wall:.0f} s on {os.cpu_count()} cores")
+    for row in summary["by_test"][:10]:
+        print(f"{row['cpu_s']:8.0f} s  {row['test']}")
     return status
 
 

@@ -911,9 +911,25 @@ def test_the_suite_cpu_sampler_counts_a_commands_child_processes_by_kind_and_pas
     assert 0.5 <= kinds["python -c"]["cpu_s"] <= summary["cpu_s"]  # most of the child's second, read every 0.1 s
 
 
+def test_the_suite_cpu_sampler_counts_a_process_to_the_test_folder_its_own_or_an_ancestors_command_names(tmp_path):
+    out = tmp_path / "cpu.json"
+    # a child whose command line names a test's folder (as a CLI run names its config) starts a
+    # grandchild that names none (as a driver starts Ray's workers) and spends about a second of CPU
+    busy = "import time\nend = time.process_time() + 1.0\nwhile time.process_time() < end: pass"
+    child = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {busy!r}])"
+    command = (f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}, "
+               "'/tmp/x/pytest-7/popen-gw1/test_named_here0/s.yaml'])")
+    done = subprocess.run([sys.executable, "benchmarks/suite_cpu.py", "--out", str(out), "--interval", "0.1", "--",
+                           sys.executable, "-c", command], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    tests = {row["test"]: row["cpu_s"] for row in json.loads(out.read_text())["by_test"]}
+    assert 0.5 <= tests["test_named_here0"] <= 3, tests  # the grandchild's second, its parent's start beside it
+    assert "test_named_here0" in done.stdout
+
+
 def test_the_suite_cpu_sampler_names_each_kind_of_process_the_suite_runs():
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from suite_cpu import kind_of
+    from suite_cpu import kind_of, test_of
 
     assert kind_of("/v/bin/python -u -c import sys;exec(eval(sys.stdin.readline()))").startswith("pytest-xdist")
     assert kind_of("ray::ImplicitFunc.train") == kind_of("/v/python /v/ray/_private/workers/setup_worker.py x") \
@@ -921,6 +937,14 @@ def test_the_suite_cpu_sampler_names_each_kind_of_process_the_suite_runs():
     assert kind_of("/v/ray/core/src/ray/raylet/raylet --node-ip-address=1") == "Ray daemon"
     assert kind_of("/v/bin/python -m search best /tmp/e --json") == "CLI best"
     assert kind_of("/v/bin/python benchmarks/trial_speed.py --shape tiny") == "benchmarks/trial_speed.py"
+    # the test a command ran for, by its temporary folder, with pytest-xdist and without
+    assert test_of("/v/python -m search run /tmp/pytest-of-u/pytest-3/popen-gw0/test_verbose_shows0/s.yaml") \
+        == "test_verbose_shows0"
+    assert test_of("/v/python -m search run /tmp/pytest-of-u/pytest-3/sweep/s.yaml") == "sweep"
+    assert test_of("/v/python -m search run /tmp/elsewhere/s.yaml") is None
+    # a test's command that loads a shared fixture's folder counts to the test, wherever it names it
+    assert test_of("/v/python b/trial_speed.py --tokenizer /tmp/p/pytest-3/tiny-llama --out "
+                   "/tmp/p/pytest-3/popen-gw1/test_the_trial_speed0/s.json") == "test_the_trial_speed0"
 
 
 @pytest.mark.parametrize("arguments, message", [
