@@ -959,3 +959,76 @@ def test_the_suite_cpu_sampler_refuses_bad_arguments_in_one_line_before_it_runs_
     assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and done.stderr.startswith(message), \
         done.stderr
     assert not out.exists()
+
+
+def test_shared_determinism_runs_trials_of_the_recipes_values_at_once_and_finds_them_alike_on_the_cpu(
+        tiny_model_path, tmp_path):
+    """benchmarks/shared_determinism.py for real: a sweep of two trials of the same values, both at once,
+    none stopped early, each rung's losses compared; on a CPU two such trials train the same."""
+    from tests.conftest import tiny_sweep_dict, write_config
+
+    config = write_config(tmp_path / "c.yaml", tiny_sweep_dict(
+        tiny_model_path, tmp_path / "unused", data={"max_train_examples": 16, "max_validation_examples": 2},
+        scheduler={"max_rungs": 2, "grace_period": 1, "reduction_factor": 2},
+        evaluation={"max_new_tokens": 2, "rung_examples": "all"}))
+    out = tmp_path / "det.json"
+    done = subprocess.run([sys.executable, "benchmarks/shared_determinism.py", str(config), "--out", str(out),
+                           "--trials", "2", "--group", "shared:2:training.steps_per_rung=3"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    group = json.loads(out.read_text())["groups"]["shared"]
+    assert group["at_once"] == 2 and group["settings"] == ["training.steps_per_rung=3"]
+    (run,) = group["runs"]
+    assert len(run["trials"]) == 2
+    for trial in run["trials"]:  # the recipe's values, every rung run (the grace period is every rung)
+        assert trial["config"] == {"lora_r": 32, "lora_alpha": 32, "learning_rate": 2.0e-4, "max_length": 512}
+        assert [rung["rung"] for rung in trial["rungs"]] == [1, 2]
+    first, second = run["trials"]
+    assert first["rungs"] == second["rungs"]  # both in fresh workers, every loss the same
+    assert not any(rung["warm_start"] for rung in first["rungs"])
+    compared = group["compared"]
+    assert compared["identical"], compared
+    assert compared["rungs"]["1"]["train_loss"] == {"distinct_in_a_run": 1, "distinct_over_runs": 1, "spread": 0,
+                                                    "trials": 2}
+    assert "shared-r1: every trial the same to the last digit (1 run(s))" in done.stderr
+    assert (tmp_path / "det-runs" / "shared-r1.log").is_file()
+
+
+def test_shared_determinism_counts_the_values_each_rungs_losses_took_within_and_across_runs():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from shared_determinism import compare, describe
+
+    def trial(*train_losses, eval_loss=1.0):
+        return {"rungs": [{"rung": i + 1, "first_step_loss": 2.0, "train_loss": loss, "eval_loss": eval_loss}
+                          for i, loss in enumerate(train_losses)]}
+
+    alike = compare([[trial(1.5, 1.2), trial(1.5, 1.2)], [trial(1.5, 1.2), trial(1.5, 1.2)]])
+    assert alike["identical"] and alike["runs"] == 2 and alike["rungs"]["2"]["train_loss"]["trials"] == 4
+    # alike within each run, but the second run's rung 2 differs in the sixth digit
+    apart = compare([[trial(1.5, 1.2), trial(1.5, 1.2)], [trial(1.5, 1.200001), trial(1.5, 1.200001)]])
+    assert not apart["identical"]
+    assert apart["rungs"]["1"]["train_loss"]["distinct_over_runs"] == 1
+    rung2 = apart["rungs"]["2"]["train_loss"]
+    assert rung2["distinct_in_a_run"] == 1 and rung2["distinct_over_runs"] == 2
+    assert rung2["spread"] == pytest.approx(1e-6)
+    assert describe(apart) == "trials differ: rung 2's train_loss took 2 values over 2 run(s), spread 1e-06"
+    # a loss a rung did not report (None) is left out, not compared
+    assert compare([[trial(1.5, eval_loss=None), trial(1.5, eval_loss=None)]])["rungs"]["1"].keys() == {
+        "first_step_loss", "train_loss"}
+    assert not compare([])["identical"]  # nothing ran: nothing shown alike
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--trials", "1"], "--trials must be 2 or more"),
+    (["--group", "shared"], "--group shared: expected NAME:AT_ONCE"),
+    (["--group", "shared:9"], "--group shared:9: trials at a time must be 1 to --trials (6)"),
+    (["--group", "a:1", "--group", "a:2"], "--group: two groups of the same name"),
+    (["--group", "a:2:training.seed"], "--group a:2:training.seed: its settings must be KEY=VALUE"),
+    (["--set", "training.nonsense=1"], "training.nonsense"),
+])
+def test_shared_determinism_refuses_bad_arguments_in_one_line_before_any_sweep(arguments, message, tmp_path):
+    out = tmp_path / "det.json"
+    done = subprocess.run([sys.executable, "benchmarks/shared_determinism.py", "configs/sweep_benchmark_gpu.yaml",
+                           "--out", str(out), *arguments], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and message in done.stderr, done.stderr
+    assert list(tmp_path.iterdir()) == []
