@@ -17,13 +17,16 @@ Runs go group by group in turn (A B C A B C), each into a sweep of its own; no t
 (the grace period is every rung). Per group and rung: how many distinct values of the first step's
 loss (the untouched base model's forward), the rung's mean training loss and the validation loss its
 trials got, within each run and over all its runs, and the widest spread; `identical` when there is
-one value everywhere. The JSON is rewritten after every run, so a chain cut short keeps what ran.
+one value everywhere; and the median training pace (tokens/s) of its trials' later rungs, what the
+group's settings cost (a guide only: the groups' sweeps run in turn, but once each per round). The
+JSON is rewritten after every run, so a chain cut short keeps what ran.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -146,6 +149,7 @@ def trial_rungs(experiment: Path) -> list[dict]:
         trials.append({"trial": rows[0]["trial_id"] if rows else folder.name,
                        "config": rows[0]["config"] if rows else {},
                        "rungs": [{"rung": row["rung"], "warm_start": row.get("warm_start", False),
+                                  "tokens_per_s": row.get("tokens_per_s"),
                                   **{key: row.get(key) for key in COMPARED}} for row in rows]})
     return trials
 
@@ -170,7 +174,11 @@ def compare(runs: list[list[dict]]) -> dict:
                             for key, per_run in losses.items()}
     identical = bool(rungs) and all(loss["distinct_over_runs"] == 1
                                     for rung in rungs.values() for loss in rung.values())
-    return {"identical": identical, "runs": len(runs), "rungs": rungs}
+    # what the group's settings cost: a trial's training pace at its later rungs (the first holds compiles)
+    later = [rung["tokens_per_s"] for trials in runs for trial in trials for rung in trial["rungs"]
+             if rung["rung"] > 1 and rung.get("tokens_per_s")]
+    return {"identical": identical, "runs": len(runs), "rungs": rungs,
+            "later_rung_tokens_per_s_median": statistics.median(later) if later else None}
 
 
 def describe(compared: dict) -> str:

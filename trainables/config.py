@@ -336,6 +336,16 @@ class TrainingConfig(Section):
         "was stopped (benchmarks/results/2026-12-05-divergence-ab).",
     )
     seed: int = Field(42, description="Seed of LoRA's initialization and of the training data's order.")
+    deterministic: bool = Field(
+        False,
+        description="true: a trial trains with torch's deterministic kernels (torch.use_deterministic_algorithms, "
+        "cuDNN's deterministic mode, cuBLAS with a fixed workspace), so that trials of the same values and seed "
+        "repeat to the last digit on the same GPU and software, alone or sharing the GPU; an op that has no "
+        "deterministic kernel stops the trial with torch's error naming it. false: torch's fastest kernels, some "
+        "of which add in a varying order: on an H100 (SmolLM2-135M shape, 2026-12-05) six trials of the same "
+        "values at once gave 4-6 different training losses at rung 1 (in the 5th-6th digit), and one at a time "
+        "in a kept worker 3 (benchmarks/results/2026-12-05-shared-determinism).",
+    )
 
 
 AUTO_MIN_RUNG_EXAMPLES = 64

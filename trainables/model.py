@@ -6,6 +6,7 @@ import copy
 import gc
 import itertools
 import logging
+import os
 import sys
 import warnings
 import weakref
@@ -71,6 +72,18 @@ def use_cudnn_attention(enabled: bool) -> None:
     """SDPA's cuDNN backend on or off (model.cudnn_attention). torch keeps the switch per process, and
     a worker runs one trial at a time, so each trial sets its own before it trains or generates."""
     torch.backends.cuda.enable_cudnn_sdp(enabled)
+
+
+def use_deterministic_algorithms(enabled: bool) -> None:
+    """torch's deterministic kernels on or off (training.deterministic), with cuDNN's; like cuDNN's
+    attention a process-wide switch, so each trial sets its own. What transformers' full_determinism
+    sets too, but for CUDA_LAUNCH_BLOCKING, which would serialize every launch where it is read.
+    cuBLAS reads its workspace setting when a stream's first matmul makes the workspace: a trial sets
+    it before it trains, and the trials of a sweep share one setting."""
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # torch's advice for cuBLAS >= 10.2
+    torch.use_deterministic_algorithms(enabled)
+    torch.backends.cudnn.deterministic = enabled
 
 
 @contextmanager

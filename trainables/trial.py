@@ -20,7 +20,7 @@ from trainables.config import TrainingConfig, TrialConfig
 from trainables.data import load_dialogues, tokenize_for_training, validation_for_loss
 from trainables.evaluation import RougeEvaluation
 from trainables.model import (attach_lora, compile_decoder_layers, load_quantized_model, prepare_for_training,
-                               use_cudnn_attention)
+                               use_cudnn_attention, use_deterministic_algorithms)
 from trainables.prompt import load_tokenizer, tokenizing_threads
 from trainables.report import RungReporter, StartupClock, TrialSession, TuneSession
 from trainables.train import adapter_state, build_trainer, train_with_oom_retry
@@ -71,6 +71,7 @@ def run_trial(trial: TrialConfig, started: float | None = None, session: TrialSe
     base, warm_start = warm.base_model_for(trial.model, load_quantized_model)
     startup.mark_within("base")  # loaded, or kept: the last LoRA taken off and the last trial's memory freed
     use_cudnn_attention(trial.plan.cudnn_attention)  # a process-wide switch: the worker's last trial may have set it
+    use_deterministic_algorithms(trial.training.deterministic)  # process-wide too
     prepared = prepare_for_training(base, trial.training.gradient_checkpointing, trial.training.float32_dense_layers)
     startup.mark_within("prepared")
     set_seed(trial.training.seed)
