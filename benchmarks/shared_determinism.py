@@ -101,24 +101,22 @@ def check_arguments(args: argparse.Namespace) -> str | None:
         return f"--out: no folder {args.out.parent}"
     if args.trials < 2 or args.runs < 1:
         return "--trials must be 2 or more (they are compared with each other) and --runs 1 or more"
-    names = []
-    for text in args.group:
-        try:
-            name, at_once, _ = parse_group(text)
-        except ValueError as error:
-            return f"--group {text}: {error}"
-        if not 1 <= at_once <= args.trials:
-            return f"--group {text}: trials at a time must be 1 to --trials ({args.trials})"
-        names.append(name)
-    if len(set(names)) != len(names):
-        return "--group: two groups of the same name"
     if any("=" not in pair for pair in args.set):
         return f"--set {next(pair for pair in args.set if '=' not in pair)}: not KEY=VALUE"
-    for _, _, settings in map(parse_group, args.group):  # every group's config, as `run` will read it
+    names = set()
+    for text in args.group:
         try:
-            load_config(args.config, [*args.set, *VALUES, *settings])
+            name, at_once, settings = parse_group(text)
+            load_config(args.config, [*args.set, *VALUES, *settings])  # the group's config, as `run` will read it
+        except ValueError as error:
+            return f"--group {text}: {error}"
         except ConfigError as error:
             return str(error)
+        if not 1 <= at_once <= args.trials:
+            return f"--group {text}: trials at a time must be 1 to --trials ({args.trials})"
+        if name in names:
+            return "--group: two groups of the same name"
+        names.add(name)
     return None
 
 
@@ -164,14 +162,8 @@ def compare(runs: list[list[dict]]) -> dict:
                 for key in (key for key in COMPARED if rung.get(key) is not None):
                     values = by_rung.setdefault(rung["rung"], {}).setdefault(key, {})
                     values.setdefault(run_index, []).append(rung[key])
-    rungs = {}
-    for rung, losses in sorted(by_rung.items()):
-        rungs[str(rung)] = {key: {"distinct_in_a_run": max(len(set(v)) for v in per_run.values()),
-                                  "distinct_over_runs": len({x for v in per_run.values() for x in v}),
-                                  "spread": max(x for v in per_run.values() for x in v)
-                                  - min(x for v in per_run.values() for x in v),
-                                  "trials": sum(len(v) for v in per_run.values())}
-                            for key, per_run in losses.items()}
+    rungs = {str(rung): {key: _values_taken(per_run) for key, per_run in losses.items()}
+             for rung, losses in sorted(by_rung.items())}
     identical = bool(rungs) and all(loss["distinct_over_runs"] == 1
                                     for rung in rungs.values() for loss in rung.values())
     # what the group's settings cost: a trial's training pace at its later rungs (the first holds compiles)
@@ -179,6 +171,13 @@ def compare(runs: list[list[dict]]) -> dict:
              if rung["rung"] > 1 and rung.get("tokens_per_s")]
     return {"identical": identical, "runs": len(runs), "rungs": rungs,
             "later_rung_tokens_per_s_median": statistics.median(later) if later else None}
+
+
+def _values_taken(per_run: dict[int, list[float]]) -> dict:
+    """One loss of one rung: its distinct values in the run with most, over all runs, and their spread."""
+    every = [value for values in per_run.values() for value in values]
+    return {"distinct_in_a_run": max(len(set(values)) for values in per_run.values()),
+            "distinct_over_runs": len(set(every)), "spread": max(every) - min(every), "trials": len(every)}
 
 
 def describe(compared: dict) -> str:
