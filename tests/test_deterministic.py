@@ -59,3 +59,19 @@ def test_the_switch_fixes_cublas_workspace_only_when_turned_on_and_keeps_one_the
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
     finally:
         use_deterministic_algorithms(False)
+
+
+def test_the_switch_turns_inductors_deterministic_mode_with_it_and_off_keeps_the_users_environment(monkeypatch):
+    # compiled layers: Inductor would otherwise time kernel configs on the device and keep the fastest
+    monkeypatch.delenv("TORCHINDUCTOR_DETERMINISTIC", raising=False)
+    try:
+        use_deterministic_algorithms(True)
+        assert torch._inductor.config.deterministic
+        use_deterministic_algorithms(False)
+        assert not torch._inductor.config.deterministic
+        monkeypatch.setenv("TORCHINDUCTOR_DETERMINISTIC", "1")
+        use_deterministic_algorithms(False)
+        assert torch._inductor.config.deterministic
+    finally:
+        monkeypatch.delenv("TORCHINDUCTOR_DETERMINISTIC")
+        use_deterministic_algorithms(False)

@@ -339,7 +339,8 @@ class TrainingConfig(Section):
     deterministic: bool = Field(
         False,
         description="true: a trial trains with torch's deterministic kernels (torch.use_deterministic_algorithms, "
-        "cuDNN's deterministic mode, cuBLAS with a fixed workspace), so that trials of the same values and seed "
+        "cuDNN's deterministic mode, cuBLAS with a fixed workspace, Inductor's deterministic mode for compiled layers: "
+        "kernel configs chosen without timing them), so that trials of the same values and seed "
         "repeat to the last digit on the same GPU and software, alone or sharing the GPU; an op that has no "
         "deterministic kernel stops the trial with torch's error naming it. false: torch's fastest kernels, some "
         "of which add in a varying order. On an H100 (SmolLM2-135M shape, eager layers, 2026-12-05) six trials of "

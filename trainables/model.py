@@ -15,6 +15,7 @@ from typing import Any, Iterator
 
 import bitsandbytes as bnb
 import torch
+import torch._inductor.config  # the trial's imports load it anyway (transformers, peft)
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from peft.tuners.lora import LoraLayer
 from peft.utils.integrations import dequantize_bnb_weight
@@ -75,15 +76,19 @@ def use_cudnn_attention(enabled: bool) -> None:
 
 
 def use_deterministic_algorithms(enabled: bool) -> None:
-    """torch's deterministic kernels on or off (training.deterministic), with cuDNN's; like cuDNN's
-    attention a process-wide switch, so each trial sets its own. What transformers' full_determinism
+    """torch's deterministic kernels on or off (training.deterministic), with cuDNN's and Inductor's; like
+    cuDNN's attention a process-wide switch, so each trial sets its own. What transformers' full_determinism
     sets too, but for CUDA_LAUNCH_BLOCKING, which would serialize every launch where it is read.
     cuBLAS reads its workspace setting when a stream's first matmul makes the workspace: a trial sets
-    it before it trains, and the trials of a sweep share one setting."""
+    it before it trains, and the trials of a sweep share one setting. Inductor (compiled layers) times
+    candidate kernel configs on the device and keeps the fastest, and a reduction's config sets the order
+    it adds in: its deterministic mode picks without timing. Off, it stays as the user's
+    TORCHINDUCTOR_DETERMINISTIC set it."""
     if enabled:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # torch's advice for cuBLAS >= 10.2
     torch.use_deterministic_algorithms(enabled)
     torch.backends.cudnn.deterministic = enabled
+    torch._inductor.config.deterministic = enabled or os.environ.get("TORCHINDUCTOR_DETERMINISTIC") == "1"
 
 
 @contextmanager
