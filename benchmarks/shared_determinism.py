@@ -18,8 +18,9 @@ Runs go group by group in turn (A B C A B C), each into a sweep of its own; no t
 loss (the untouched base model's forward), the rung's mean training loss and the validation loss its
 trials got, within each run and over all its runs, and the widest spread; `identical` when there is
 one value everywhere; and the median training pace (tokens/s) of its trials' later rungs, what the
-group's settings cost (a guide only: the groups' sweeps run in turn, but once each per round). The
-JSON is rewritten after every run, so a chain cut short keeps what ran.
+group's settings cost: each run's median, and each later group's over the first group's round by round
+(`pace_against_first_group`: the by-turns ratio, with its median and range). The JSON is rewritten after
+every run, so a chain cut short keeps what ran.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             result["groups"][name]["runs"].append({"run": run, "wall_s": round(time.perf_counter() - began, 1),
                                                    "trials": trials})
             result["groups"][name]["compared"] = compare([r["trials"] for r in result["groups"][name]["runs"]])
+            result["pace_against_first_group"] = pace_against_first(result["groups"])
             args.out.write_text(json.dumps(result, indent=2) + "\n")
             print(f"{experiment}: {describe(result['groups'][name]['compared'])}", file=sys.stderr)
     return 0
@@ -167,10 +169,27 @@ def compare(runs: list[list[dict]]) -> dict:
     identical = bool(rungs) and all(loss["distinct_over_runs"] == 1
                                     for rung in rungs.values() for loss in rung.values())
     # what the group's settings cost: a trial's training pace at its later rungs (the first holds compiles)
-    later = [rung["tokens_per_s"] for trials in runs for trial in trials for rung in trial["rungs"]
-             if rung["rung"] > 1 and rung.get("tokens_per_s")]
+    later = [[rung["tokens_per_s"] for trial in trials for rung in trial["rungs"]
+              if rung["rung"] > 1 and rung.get("tokens_per_s")] for trials in runs]
+    every = [pace for run in later for pace in run]
     return {"identical": identical, "runs": len(runs), "rungs": rungs,
-            "later_rung_tokens_per_s_median": statistics.median(later) if later else None}
+            "later_rung_tokens_per_s_median": statistics.median(every) if every else None,
+            "later_rung_tokens_per_s_by_run": [statistics.median(run) if run else None for run in later]}
+
+
+def pace_against_first(groups: dict) -> dict:
+    """Each later group's later-rung pace over the first group's, round by round (the groups' sweeps of a
+    round run one after the other, so a round's ratio is the by-turns figure): each round's, their median,
+    least and most. Rounds where either side has no pace are left out."""
+    (first, *others) = [(name, group.get("compared", {}).get("later_rung_tokens_per_s_by_run", []))
+                        for name, group in groups.items()]
+    ratios = {}
+    for name, paces in others:
+        rounds = [mine / theirs for mine, theirs in zip(paces, first[1]) if mine and theirs]
+        ratios[name] = {"against": first[0], "rounds": rounds,
+                        "median": statistics.median(rounds) if rounds else None,
+                        "min": min(rounds, default=None), "max": max(rounds, default=None)}
+    return ratios
 
 
 def _values_taken(per_run: dict[int, list[float]]) -> dict:

@@ -1021,6 +1021,24 @@ def test_shared_determinism_counts_the_values_each_rungs_losses_took_within_and_
     assert not compare([])["identical"]  # nothing ran: nothing shown alike
 
 
+def test_shared_determinism_gives_each_groups_pace_by_run_and_against_the_first_group_round_by_round():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from shared_determinism import compare, pace_against_first
+
+    def trial(*paces):  # a pace for each rung; only later rungs' count
+        return {"rungs": [{"rung": i + 1, "train_loss": 1.0, "tokens_per_s": pace} for i, pace in enumerate(paces)]}
+
+    fast = compare([[trial(50, 100), trial(50, 300)], [trial(50, 200)]])
+    assert fast["later_rung_tokens_per_s_by_run"] == [200, 200] and fast["later_rung_tokens_per_s_median"] == 200
+    slow = compare([[trial(1, 150)], [trial(1, 100)], [trial(1, 90)]])  # a third round the first group lacks
+    unreported = compare([[trial(1)]])
+    ratios = pace_against_first({"fast": {"compared": fast}, "slow": {"compared": slow},
+                                 "unreported": {"compared": unreported}, "not_run_yet": {}})
+    assert ratios["slow"] == {"against": "fast", "rounds": [0.75, 0.5], "median": 0.625, "min": 0.5, "max": 0.75}
+    assert ratios["unreported"]["rounds"] == [] and ratios["unreported"]["median"] is None
+    assert ratios["not_run_yet"]["rounds"] == []
+
+
 @pytest.mark.parametrize("arguments, message", [
     (["--trials", "1"], "--trials must be 2 or more"),
     (["--group", "shared"], "--group shared: expected NAME:AT_ONCE"),
