@@ -22,6 +22,7 @@ early rung's a prefix of one data.seed shuffle, so both arms' ASHA cuts rank tri
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -60,6 +61,7 @@ def trainable(config: dict[str, Any], sweep_values: dict[str, Any]) -> None:
 
     lora = {"lora_r": hp.lora_r, "lora_alpha": hp.lora_alpha, "lora_dropout": hp.lora_dropout,
             "target_modules": hp.target_modules}
+    use_deterministic_kernels(sweep.training.deterministic)  # before the first matmul makes cuBLAS's workspace
     model = plain_model(Path(sweep.model.name_or_path), sweep.training.seed, lora)
     import torch
 
@@ -81,6 +83,18 @@ def trainable(config: dict[str, Any], sweep_values: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as adapter:
             model.save_pretrained(adapter)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(adapter))
+
+
+def use_deterministic_kernels(enabled: bool) -> None:
+    """training.deterministic as a practitioner sets it by hand, in the trial's process: torch's deterministic
+    kernels, cuDNN's, cuBLAS's fixed workspace, so that with it both arms' trials repeat on a rerun. Set either
+    way: Tune may run a later trial in the same worker."""
+    import torch
+
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled)
+    torch.backends.cudnn.deterministic = enabled
 
 
 def lr_schedule(optimizer: Any, training: Any, total_steps: int) -> Any:

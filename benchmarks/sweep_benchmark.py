@@ -37,6 +37,13 @@ OUT/sweep_curves.png: best-so-far against wall time for every arm. Each arm's fo
 OUT/seed<N>/ as it finishes, so a run cut short keeps what it did: --resume runs only the arms that
 have no test score yet (and those --rerun names, their earlier runs set aside), and --analyze-only
 re-reads them (and merges seeds run apart). Zero-shot is scored once.
+
+A rerun repeats only with `--set training.deterministic=true` (both arms then train with torch's
+deterministic kernels): with the default, fastest kernels, trials of the same values and seed train
+losses that differ in the 5th-6th digit on a GPU, and a test score moves with them; with it, 18 trials
+in three sweeps on two H100s had one value each, at 0.66-0.76x the pace (benchmarks/results/
+2026-12-05-determinism-repeat). Even then a sweep arm's trials may differ between runs, as Optuna and
+ASHA see results in the order they arrive.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -459,6 +460,25 @@ def test_the_by_hand_arm_trains_on_the_configs_schedule_across_its_rungs(schedul
     for rung, expected in enumerate(after_rungs):
         plain_train(model, rows, tokenizer, 2, 3, 0, peak, 0, optimizer, first_step=rung * 3, schedule=schedule)
         assert optimizer.param_groups[0]["lr"] == pytest.approx(peak * expected), (scheduler, rung)
+
+
+def test_the_by_hand_arm_sets_torchs_deterministic_kernels_as_the_config_says(monkeypatch):
+    """training.deterministic reaches the by-hand arm too (its trials use none of qlora-sweep's code), so that
+    with it both arms' reruns repeat; off, a trial in a reused worker gets torch's fastest kernels back."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import torch
+
+    from plain_ray_tune import use_deterministic_kernels
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    try:
+        use_deterministic_kernels(True)
+        assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        use_deterministic_kernels(False)
+        assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic
+    finally:
+        use_deterministic_kernels(False)
 
 
 def test_the_by_hand_arm_reports_its_rungs_mean_training_loss(tiny_model_path):
