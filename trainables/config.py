@@ -345,9 +345,9 @@ class TrainingConfig(Section):
         "deterministic kernel stops the trial with torch's error naming it. false: torch's fastest kernels, some "
         "of which add in a varying order. On an H100 (SmolLM2-135M shape, 2026-12-05) six trials of the same values "
         "sharing the GPU gave 4-6 different training losses a rung without it (in the 5th-6th digit; one at a "
-        "time, 2-3); with it, 18 trials in three sweeps on two machines had one value each, compiled layers' "
-        "trials too, at 0.66-0.76x the eager defaults' pace by turns (benchmarks/results/2026-12-05-shared-"
-        "determinism, 2026-12-05-determinism-repeat).",
+        "time, 2-3); with it, 24 trials in four sweeps on three machines had one value each, compiled layers' "
+        "trials too, at 0.72x the eager defaults' pace by turns (0.66-0.76x, 3 rounds) "
+        "(benchmarks/results/2026-12-05-shared-determinism, 2026-12-05-determinism-repeat).",
     )
 
 
