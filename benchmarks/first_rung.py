@@ -92,6 +92,8 @@ def step_timer(profile_steps: set[int], record: dict[str, Any]):
         def on_train_begin(self, args, state, control, **kwargs):
             self.began = time.perf_counter()
             record["cudnn_attention"] = torch.backends.cuda.cudnn_sdp_enabled()  # as the trial set it
+            record["deterministic"] = torch.are_deterministic_algorithms_enabled()  # training.deterministic
+            record["cublas_workspace_config"] = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
 
         def on_step_begin(self, args, state, control, **kwargs):
             synchronize_gpu()
@@ -135,15 +137,19 @@ def profiler_activities() -> list[Any]:
 
 
 def profile_summary(profiler: Any, seconds: float) -> dict[str, Any]:
-    """A profiled step: its wall time, the GPU's busy time in it, and the operations (and CUDA
-    runtime calls) that took the most host time of their own."""
+    """A profiled step: its wall time, the GPU's busy time in it, the operations (and CUDA runtime
+    calls) that took the most host time of their own, and every kernel's own time (`kernels`: on a CPU
+    the aten ops'), which kernel_cost_by_side compares between an A/B's sides."""
+    from trial_speed import time_breakdown
+
     events = profiler.key_averages()
     device_us = sum(getattr(e, "self_device_time_total", 0) for e in events)
     top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:PROFILE_TOP]
     return {"wall_s": round(seconds, 4), "device_busy_s": round(device_us / 1e6, 4),
             "host_self_s": round(sum(e.self_cpu_time_total for e in events) / 1e6, 4),
             "top_host": [{"name": e.key, "calls": e.count, "self_ms": round(e.self_cpu_time_total / 1e3, 2)}
-                         for e in top]}
+                         for e in top],
+            "kernels": time_breakdown(events, seconds, top=None)}
 
 
 def heaviest_functions(profile: cProfile.Profile) -> list[dict[str, Any]]:
@@ -274,6 +280,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {
         "command": " ".join(sys.argv), "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "torch": torch.__version__, "imports_s": round(imports_s, 1), "warmup_s": args.warmup_s,
+        # read only while deterministic algorithms are on: fill what torch.empty hands out (torch's default)
+        "fill_uninitialized_memory": torch.utils.deterministic.fill_uninitialized_memory,
         "hyperparameters": trial_values(args), "threads": args.threads, "candidate": args.candidate,
         "max_lengths": args.max_lengths, "plan": trials[0].plan.model_dump(mode="json"), "trials": []}
     out = Path(args.out)
@@ -308,6 +316,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result["summary"] = summary(result)
     result["warm_first_rung"] = warm_first_rung(result)
     result["rung_scores"] = rung_scores(result)
+    result["kernel_cost_by_side"] = kernel_cost_by_side(result)
     out.write_text(json.dumps(result, indent=1))
     return result
 
@@ -381,6 +390,43 @@ def rung_scores(result: dict[str, Any]) -> dict[str, Any]:
             for name, rungs in scores.items()}
 
 
+KERNEL_DIFFERENCES = 20  # kernels listed by kernel_cost_by_side
+
+
+def kernel_cost_by_side(result: dict[str, Any]) -> dict[str, Any]:
+    """With --candidate and profiled steps, where the setting's cost (or saving) lands on the device: per
+    side, each kernel's own time in a profiled step, the mean over its warm trials' profiled steps (a step
+    a kernel did not run in counts 0; the cold trial left out, its steps load and compile), summed and by
+    category; and the kernels whose time differs most, candidate minus baseline, a kernel one side never
+    ran included: which kernels a switch such as training.deterministic swaps or slows."""
+    from trial_speed import kernel_category
+
+    steps: dict[str, list[dict[str, float]]] = {}
+    for trial in result["trials"][1:]:
+        for profile in trial["profiles"].values():
+            steps.setdefault(trial["side"], []).append({row["name"]: row["s"] for row in profile["kernels"]["top"]})
+    if sorted(steps) != ["baseline", "candidate"]:
+        return {}
+    means = {side: {name: sum(step.get(name, 0.0) for step in profiled) / len(profiled)
+                    for name in {name for step in profiled for name in step}} for side, profiled in steps.items()}
+
+    def by_category(kernels: dict[str, float]) -> dict[str, float]:
+        categories: dict[str, float] = {}
+        for name, seconds in kernels.items():
+            categories[kernel_category(name)] = categories.get(kernel_category(name), 0.0) + seconds
+        return {name: round(seconds, 4) for name, seconds in sorted(categories.items(), key=lambda item: -item[1])}
+
+    def difference(name: str) -> float:
+        return means["candidate"].get(name, 0.0) - means["baseline"].get(name, 0.0)
+
+    names = sorted(set(means["baseline"]) | set(means["candidate"]), key=lambda name: -abs(difference(name)))
+    return {side: {"profiled_steps": len(steps[side]), "kernel_s": round(sum(means[side].values()), 4),
+                   "by_category_s": by_category(means[side])} for side in ("baseline", "candidate")} | {
+        "largest_differences": [{"name": name, "baseline_s": round(means["baseline"].get(name, 0.0), 5),
+                                 "candidate_s": round(means["candidate"].get(name, 0.0), 5),
+                                 "difference_s": round(difference(name), 5)} for name in names[:KERNEL_DIFFERENCES]]}
+
+
 def _spread(parts: dict[str, list[float]], digits: int = 3) -> dict[str, dict[str, float]]:
     return {part: {"median": round(statistics.median(values), digits), "min": round(min(values), digits),
                    "max": round(max(values), digits)} for part, values in parts.items() if values}
@@ -451,6 +497,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(row))
     print(json.dumps({"warm_first_rung": result["warm_first_rung"]}))
     print(json.dumps({"rung_scores": result["rung_scores"]}))
+    if result["kernel_cost_by_side"]:
+        print(json.dumps({"kernel_cost_by_side": result["kernel_cost_by_side"]}))
     return 0
 
 

@@ -843,10 +843,10 @@ def kernel_category(name: str) -> str:
     return next(category for category, pattern in KERNEL_CATEGORIES if re.search(pattern, lowered))
 
 
-def time_breakdown(events: Any, seconds: float, top: int = 15) -> dict[str, Any]:
+def time_breakdown(events: Any, seconds: float, top: int | None = 15) -> dict[str, Any]:
     """Self time by kernel on a GPU (by aten op on CPU), grouped by KERNEL_CATEGORIES. `busy` is
     kernel time over the profiled wall time: well under 1 means the GPU waits on the host
-    (kernel launches, Python), which no faster kernel fixes."""
+    (kernel launches, Python), which no faster kernel fixes. `top` None: every kernel."""
     on_gpu = torch.cuda.is_available()
     rows = []
     for event in events:
@@ -869,7 +869,7 @@ def time_breakdown(events: Any, seconds: float, top: int = 15) -> dict[str, Any]
         "busy": round(total / 1e6 / seconds, 3) if on_gpu else None,
         "by_category": {name: round(micros / total, 3) for name, micros in
                         sorted(categories.items(), key=lambda item: -item[1])},
-        "top": [{"name": name[:160], "s": round(micros / 1e6, 4), "share": round(micros / total, 3), "calls": calls}
+        "top": [{"name": name[:160], "s": round(micros / 1e6, 6), "share": round(micros / total, 3), "calls": calls}
                 for name, micros, calls in rows[:top]],
     }
 

@@ -301,6 +301,9 @@ def test_first_rung_runs_trials_one_after_another_in_one_process_and_times_every
         assert all(step["s"] > 0 and step["tokens"] > 0 for step in trial["steps"])
         assert sorted(trial["profiles"]) == ["1", "3"]
         assert all(p["top_host"] and p["wall_s"] > 0 for p in trial["profiles"].values())
+        for profile in trial["profiles"].values():  # every kernel's own time (aten ops' on a CPU): all of it
+            assert sum(k["s"] for k in profile["kernels"]["top"]) == pytest.approx(profile["kernels"]["counted_s"],
+                                                                                 abs=2e-3)
         for rung, (began, ended) in zip(trial["rungs"], [(0, 2), (2, 4)]):
             assert rung["step_s_first"] == pytest.approx(trial["steps"][began]["s"], abs=0.05)
             assert rung["train_s"] >= sum(step["s"] for step in trial["steps"][began:ended]) * 0.9
@@ -311,6 +314,7 @@ def test_first_rung_runs_trials_one_after_another_in_one_process_and_times_every
     assert "python_profile" not in second and first["python_profile"][0]["function"].endswith("(run_trial)")
     assert first["thread"] == third["thread"] != second["thread"]  # the kept trial thread, and a new one
     assert all(step["before_s"] >= 0 for step in first["steps"] + second["steps"] + third["steps"])
+    assert result["kernel_cost_by_side"] == {}  # no --candidate: no sides to compare kernels between
     ratios = result["warm_first_rung"]  # the warm trials only: the cold one is no side of the A/B
     assert sorted(ratios) == ["kept", "new"] and ratios["new"]["trials"] == ratios["kept"]["trials"] == 1
     for side, trial in (("new", second), ("kept", third)):
@@ -336,7 +340,7 @@ def test_first_rung_candidate_ab_alternates_a_setting_over_warm_trials_at_length
     out = tmp_path / "res" / "ab.json"
     done = subprocess.run(
         [sys.executable, "benchmarks/first_rung.py", str(config), "--out", str(out), "--trials", "3",
-         "--profile-steps", "", "--set", "model.cudnn_attention=true", "--candidate", "model.cudnn_attention=false",
+         "--profile-steps", "3", "--set", "model.cudnn_attention=true", "--candidate", "model.cudnn_attention=false",
          "--max-lengths", "512,448,384", "--learning-rate", "1.5e-3"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
@@ -349,6 +353,7 @@ def test_first_rung_candidate_ab_alternates_a_setting_over_warm_trials_at_length
     assert [r["warm_start"] for t in trials for r in t["rungs"]] == [False, False, True, True, True, True]
     assert [t["plan"]["cudnn_attention"] for t in trials] == [True, False, True]
     assert [t["cudnn_attention"] for t in trials] == [True, False, True]  # what torch had when each trained
+    assert [t["deterministic"] for t in trials] == [False, False, False]  # training.deterministic's default
     assert len({t["thread"] for t in trials}) == 1
     # --learning-rate: every step of every trial trained at it (the config's constant schedule), not the recipe's
     assert {step["lr"] for t in trials for step in t["steps"]} == {1.5e-3}
@@ -370,6 +375,20 @@ def test_first_rung_candidate_ab_alternates_a_setting_over_warm_trials_at_length
                                                      "max": round(losses[1], 5)}
     assert scores["candidate"]["1"]["rougeL"]["median"] == round(trials[1]["rungs"][0]["rougeL"], 5)
     assert scores["candidate"]["1"]["eval_loss"]["median"] == round(trials[1]["rungs"][0]["eval_loss"], 5)
+    # each side's kernels in its warm trial's profiled step (the cold trial's left out), and their differences
+    cost = result["kernel_cost_by_side"]
+    kernels = {side: {k["name"]: k["s"] for k in trial["profiles"]["3"]["kernels"]["top"]}
+               for side, trial in (("candidate", trials[1]), ("baseline", trials[2]))}
+    for side in ("baseline", "candidate"):
+        assert cost[side]["profiled_steps"] == 1
+        assert cost[side]["kernel_s"] == pytest.approx(sum(kernels[side].values()), abs=1e-3)
+        assert sum(cost[side]["by_category_s"].values()) == pytest.approx(cost[side]["kernel_s"], abs=1e-3)
+    differences = cost["largest_differences"]
+    assert differences and [abs(d["difference_s"]) for d in differences] == sorted(
+        (abs(d["difference_s"]) for d in differences), reverse=True)
+    for row in differences:
+        assert row["baseline_s"] == round(kernels["baseline"].get(row["name"], 0.0), 5)
+        assert row["candidate_s"] == round(kernels["candidate"].get(row["name"], 0.0), 5)
 
 
 @pytest.mark.parametrize("arguments, message", [
