@@ -22,7 +22,9 @@ the first one's thread, did not (2026-12-02). `--threads alternate` is the A/B: 
 the kept thread, then the warm ones take turns, a new thread, the kept one, a new one..., so a GPU
 whose pace drifts favours neither side; `warm_first_rung` in the summary gives each side's first
 rung against its second, median and range. `--candidate KEY=VALUE` is the same A/B for a setting,
-in the kept thread: the warm trials take turns without it (baseline) and with it (candidate).
+in the kept thread: the warm trials take turns without it (baseline) and with it (candidate); with
+--profile-steps, `kernel_cost_by_side` sets the two sides' kernels at those steps side by side (where
+training.deterministic's cost goes: benchmarks/deterministic_cost.sh).
 `--max-lengths` gives the trials max_lengths in turn (the recipe's 512 otherwise): a length no
 earlier trial trained gives a trial shapes this process never ran, as a sweep's trial meets them
 when its worker's last trial had another max_length. The JSON is rewritten after every rung.

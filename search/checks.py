@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub.constants import HF_HUB_CACHE
+from huggingface_hub.file_download import repo_folder_name
+
 from search.config import Range, SweepConfig, param_values
 from search.models import is_unfetched_builtin
 from trainables.data import describe_problems, exception_reason, load_dialogues, tokenize_ahead, validation_for_loss
@@ -57,20 +60,28 @@ def check_model_source(name_or_path: str) -> None:
 
 
 def load_checked_tokenizer(sweep: SweepConfig, offline_reason: str | None = None):
-    check_model_source(sweep.model.name_or_path)
+    name = sweep.model.name_or_path
+    check_model_source(name)
+    not_cached = (f"model.name_or_path {name}: tokenizer cannot be loaded from this hub id: it is not in the local "
+                  f"Hugging Face cache and {offline_reason}; give a local folder")
+    if offline_reason and not Path(name).is_absolute() and not hub_model_cached(name):
+        raise ConfigError(not_cached)  # at once: loading the tokenizer would first import transformers and torch
     try:
         return load_tokenizer(sweep.model)
     except Exception as exc:
+        if offline_reason and not Path(name).is_absolute():
+            raise ConfigError(not_cached) from None
+        where = "this folder" if Path(name).is_absolute() else "this hub id"
         reason = exception_reason(exc)
-        if Path(sweep.model.name_or_path).is_absolute():
-            where = "this folder"
-        elif offline_reason:
-            where = f"this hub id: it is not in the local Hugging Face cache and {offline_reason}; give a local folder"
-            reason = ""
-        else:
-            where = "this hub id"
         detail = f": {reason}" if reason else ""
-        raise ConfigError(f"model.name_or_path {sweep.model.name_or_path}: tokenizer cannot be loaded from {where}{detail}") from None
+        raise ConfigError(f"model.name_or_path {name}: tokenizer cannot be loaded from {where}{detail}") from None
+
+
+def hub_model_cached(repo_id: str) -> bool:
+    """Whether the local Hugging Face cache holds any snapshot of this model repo; without one, a load that
+    may look only there cannot succeed."""
+    snapshots = Path(HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model") / "snapshots"
+    return snapshots.is_dir() and any(snapshots.iterdir())
 
 
 def check_sweep(sweep: SweepConfig, offline_reason: str | None = None) -> DataSummary:
