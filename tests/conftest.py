@@ -13,6 +13,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Tests run two at a time (pytest-xdist): every sweep starts its own local Ray, and never joins
 # the two-node cluster that tests/test_cluster.py runs meanwhile (ray.init() would, unasked).
 os.environ.setdefault("RAY_ADDRESS", "local")
+# Two tests at a time on 2 cores, each with processes of its own: torch's OpenMP threads, left to wait
+# for work by spinning (OpenMP's default), spend the core another test needs. Waiting asleep changes no
+# result; the unit layer took 56.5 s against 62.3 s (105 s of CPU against 116 s). Read by the OpenMP
+# runtime as torch loads, which no test module has done yet here; every process a test starts inherits it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 LAYERS = ("unit", "sweep", "cluster", "gpu")  # pyproject.toml says what each is
 
