@@ -77,7 +77,9 @@ def test_a_resumed_trial_measures_its_loss_against_the_first_step_it_recorded(tm
 def test_a_sweep_whose_every_trial_diverges_says_so_and_names_no_best_trial(trained_tiny_model_path, tmp_path):
     config = tiny_sweep_dict(
         trained_tiny_model_path, tmp_path / "results", name="diverging",
-        search={"num_trials": 2, "max_concurrent_trials": 2, "learning_rate": 0.3, "lora_r": {"choice": [4, 8]},
+        # one at a time: the second trial runs in the first one's kept worker, not a fresh process importing
+        # the libraries again beside the other tests
+        search={"num_trials": 2, "max_concurrent_trials": 1, "learning_rate": 0.3, "lora_r": {"choice": [4, 8]},
                 "lora_alpha_ratio": 4, "max_length": 192},
         training={"steps_per_rung": STEPS_PER_RUNG}, scheduler={"max_rungs": 2},
         evaluation={"max_new_tokens": 4, "rung_examples": [2]})
