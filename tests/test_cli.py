@@ -72,7 +72,8 @@ def test_a_refused_command_answers_from_the_paths_before_ray_or_a_model_library_
                 ["export", str(tmp_path), str(tmp_path / "out")],
                 ["predict", str(tmp_path), "--input", str(tmp_path / "dialogues.jsonl")]]
     code = ("import json, sys; from search.cli import main; codes = [main(c) for c in json.loads(sys.argv[1])]; "
-            "print(json.dumps([codes, sorted(m for m in ('ray', 'torch', 'transformers', 'peft') if m in sys.modules)]))")
+            "heavy = ('ray', 'torch', 'transformers', 'peft'); "
+            "print(json.dumps([codes, sorted(m for m in heavy if m in sys.modules)]))")
     done = subprocess.run([sys.executable, "-c", code, json.dumps(commands)], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     codes, loaded = json.loads(done.stdout.splitlines()[-1])
