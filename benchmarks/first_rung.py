@@ -44,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
@@ -413,10 +414,10 @@ def kernel_cost_by_side(result: dict[str, Any]) -> dict[str, Any]:
                     for name in {name for step in profiled for name in step}} for side, profiled in steps.items()}
 
     def by_category(kernels: dict[str, float]) -> dict[str, float]:
-        categories: dict[str, float] = {}
+        categories: Counter[str] = Counter()
         for name, seconds in kernels.items():
-            categories[kernel_category(name)] = categories.get(kernel_category(name), 0.0) + seconds
-        return {name: round(seconds, 4) for name, seconds in sorted(categories.items(), key=lambda item: -item[1])}
+            categories[kernel_category(name)] += seconds
+        return {name: round(seconds, 4) for name, seconds in categories.most_common()}
 
     def difference(name: str) -> float:
         return means["candidate"].get(name, 0.0) - means["baseline"].get(name, 0.0)

@@ -62,16 +62,17 @@ def check_model_source(name_or_path: str) -> None:
 def load_checked_tokenizer(sweep: SweepConfig, offline_reason: str | None = None):
     name = sweep.model.name_or_path
     check_model_source(name)
+    hub_id = not Path(name).is_absolute()
     not_cached = (f"model.name_or_path {name}: tokenizer cannot be loaded from this hub id: it is not in the local "
                   f"Hugging Face cache and {offline_reason}; give a local folder")
-    if offline_reason and not Path(name).is_absolute() and not hub_model_cached(name):
+    if offline_reason and hub_id and not hub_model_cached(name):
         raise ConfigError(not_cached)  # at once: loading the tokenizer would first import transformers and torch
     try:
         return load_tokenizer(sweep.model)
     except Exception as exc:
-        if offline_reason and not Path(name).is_absolute():
+        if offline_reason and hub_id:
             raise ConfigError(not_cached) from None
-        where = "this folder" if Path(name).is_absolute() else "this hub id"
+        where = "this hub id" if hub_id else "this folder"
         reason = exception_reason(exc)
         detail = f": {reason}" if reason else ""
         raise ConfigError(f"model.name_or_path {name}: tokenizer cannot be loaded from {where}{detail}") from None
