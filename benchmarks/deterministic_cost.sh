@@ -7,7 +7,9 @@
 #             && bash /tmp/detach.sh 'bash benchmarks/deterministic_cost.sh' && bash /tmp/wait.sh 480
 #   call 2+ bash /tmp/wait.sh 540   (at once after each reply; about 20 minutes in all)
 # Each part writes under /tmp/res as it ends, so a chain cut short keeps the parts before. PARTS picks
-# them (default: all three, in this order).
+# them (default: all three, in this order). TRIALS (in all: the first cold, then the sides by turns;
+# default 5) and WARMUP_S (fill-on's GPU warm-up, default 60) shrink part 1 for a session with little
+# device time left.
 #   1 fill-on   benchmarks/first_rung.py in one process: a cold trial, then default and deterministic
 #               trials by turns, step 30 (rung 2) of each profiled; kernel_cost_by_side compares the
 #               sides kernel by kernel. The cold trial makes cuBLAS's workspace before any trial sets
@@ -25,12 +27,12 @@ mkdir -p /tmp/res
 python3 -c "import sys; from pathlib import Path; sys.path[:0]=['benchmarks','.']; from trial_speed import build_random_model; build_random_model('smollm2-135m','/tmp/stage/smollm2-135m-instruct-tokenizer',Path('/tmp/random-smollm2'))"
 SETS=(--set data.path=/tmp/stage/dialogsum --set model.name_or_path=/tmp/random-smollm2 --set scheduler.max_rungs=2
       --set data.max_validation_examples=32 --set evaluation.rung_examples=all --set evaluation.max_new_tokens=8)
-AB=(--trials 5 --profile-steps 30 --candidate training.deterministic=true)
+AB=(--trials "${TRIALS:-5}" --profile-steps 30 --candidate training.deterministic=true)
 for part in $PARTS; do
   began=$SECONDS
   case $part in
     fill-on)
-      python3 benchmarks/first_rung.py configs/sweep_benchmark_gpu.yaml --out /tmp/res/fill-on.json --warmup-s 60 \
+      python3 benchmarks/first_rung.py configs/sweep_benchmark_gpu.yaml --out /tmp/res/fill-on.json --warmup-s "${WARMUP_S:-60}" \
           "${AB[@]}" "${SETS[@]}" > /tmp/res/fill-on.log 2>&1 ;;
     fill-off)
       python3 -c "
