@@ -75,8 +75,9 @@ def use_cudnn_attention(enabled: bool) -> None:
     torch.backends.cuda.enable_cudnn_sdp(enabled)
 
 
-def use_deterministic_algorithms(enabled: bool) -> None:
-    """torch's deterministic kernels on or off (training.deterministic), with cuDNN's and Inductor's; like
+def use_deterministic_algorithms(enabled: bool, fill_uninitialized_memory: bool = False) -> None:
+    """torch's deterministic kernels on or off (training.deterministic), with cuDNN's and Inductor's, and
+    torch's fill of new memory while they are on (training.fill_uninitialized_memory); like
     cuDNN's attention a process-wide switch, so each trial sets its own. What transformers' full_determinism
     sets too, but for CUDA_LAUNCH_BLOCKING, which would serialize every launch where it is read.
     cuBLAS reads its workspace setting when a stream's first matmul makes the workspace: a trial sets
@@ -89,6 +90,9 @@ def use_deterministic_algorithms(enabled: bool) -> None:
     torch.use_deterministic_algorithms(enabled)
     torch.backends.cudnn.deterministic = enabled
     torch._inductor.config.deterministic = enabled or os.environ.get("TORCHINDUCTOR_DETERMINISTIC") == "1"
+    # Off, torch's own default (True; read only while deterministic kernels are on), so a kept worker's
+    # next trial and code that turns them on itself meet torch as it ships.
+    torch.utils.deterministic.fill_uninitialized_memory = fill_uninitialized_memory or not enabled
 
 
 @contextmanager

@@ -71,7 +71,8 @@ def run_trial(trial: TrialConfig, started: float | None = None, session: TrialSe
     base, warm_start = warm.base_model_for(trial.model, load_quantized_model)
     startup.mark_within("base")  # loaded, or kept: the last LoRA taken off and the last trial's memory freed
     use_cudnn_attention(trial.plan.cudnn_attention)  # a process-wide switch: the worker's last trial may have set it
-    use_deterministic_algorithms(trial.training.deterministic)  # process-wide too
+    # deterministic kernels and torch's fill of new memory: process-wide switches too
+    use_deterministic_algorithms(trial.training.deterministic, trial.training.fill_uninitialized_memory)
     prepared = prepare_for_training(base, trial.training.gradient_checkpointing, trial.training.float32_dense_layers)
     startup.mark_within("prepared")
     set_seed(trial.training.seed)
