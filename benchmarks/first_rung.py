@@ -97,6 +97,8 @@ def step_timer(profile_steps: set[int], record: dict[str, Any]):
             record["cudnn_attention"] = torch.backends.cuda.cudnn_sdp_enabled()  # as the trial set it
             record["deterministic"] = torch.are_deterministic_algorithms_enabled()  # training.deterministic
             record["cublas_workspace_config"] = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+            # training.fill_uninitialized_memory: torch reads it only while deterministic kernels are on
+            record["fill_uninitialized_memory"] = torch.utils.deterministic.fill_uninitialized_memory
 
         def on_step_begin(self, args, state, control, **kwargs):
             synchronize_gpu()
@@ -283,8 +285,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {
         "command": " ".join(sys.argv), "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "torch": torch.__version__, "imports_s": round(imports_s, 1), "warmup_s": args.warmup_s,
-        # read only while deterministic algorithms are on: fill what torch.empty hands out (torch's default)
-        "fill_uninitialized_memory": torch.utils.deterministic.fill_uninitialized_memory,
         "hyperparameters": trial_values(args), "threads": args.threads, "candidate": args.candidate,
         "max_lengths": args.max_lengths, "plan": trials[0].plan.model_dump(mode="json"), "trials": []}
     out = Path(args.out)

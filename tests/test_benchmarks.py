@@ -354,6 +354,7 @@ def test_first_rung_candidate_ab_alternates_a_setting_over_warm_trials_at_length
     assert [t["plan"]["cudnn_attention"] for t in trials] == [True, False, True]
     assert [t["cudnn_attention"] for t in trials] == [True, False, True]  # what torch had when each trained
     assert [t["deterministic"] for t in trials] == [False, False, False]  # training.deterministic's default
+    assert [t["fill_uninitialized_memory"] for t in trials] == [True, True, True]  # torch's, with the kernels off
     assert len({t["thread"] for t in trials}) == 1
     # --learning-rate: every step of every trial trained at it (the config's constant schedule), not the recipe's
     assert {step["lr"] for t in trials for step in t["steps"]} == {1.5e-3}

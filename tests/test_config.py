@@ -199,6 +199,19 @@ def test_lora_alpha_may_be_fractional_but_rank_must_be_whole(tiny_model_path, tm
         load_config(write_config(tmp_path / "s.yaml", tiny_sweep_dict(tiny_model_path, tmp_path, search={"lora_r": {"choice": [4.5]}})))
 
 
+def test_torchs_fill_of_new_memory_asked_without_deterministic_kernels_is_refused_in_one_line(
+        tiny_model_path, tmp_path, capsys):
+    # torch reads the fill switch only while its deterministic kernels are on: alone it would do nothing
+    config = write_config(tmp_path / "c.yaml", tiny_sweep_dict(
+        tiny_model_path, tmp_path / "r", training={"fill_uninitialized_memory": True}))
+    assert main(["validate", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "fill_uninitialized_memory: true does nothing without deterministic: true" in err and "\n" not in err
+    both = load_config(config, ["training.deterministic=true"]).training
+    assert both.deterministic and both.fill_uninitialized_memory
+    assert load_config(config, ["training.fill_uninitialized_memory=false"]).training.fill_uninitialized_memory is False
+
+
 def test_yaml_is_loaded_safely(tmp_path, capsys):
     target = tmp_path / "pwned"
     config = tmp_path / "evil.yaml"

@@ -346,8 +346,8 @@ class TrainingConfig(Section):
         "of which add in a varying order. On an H100 (SmolLM2-135M shape, 2026-12-05) six trials of the same values "
         "sharing the GPU gave 4-6 different training losses a rung without it (in the 5th-6th digit; one at a "
         "time, 2-3); with it, 24 trials in four sweeps on three machines had one value each, compiled layers' "
-        "trials too, at 0.72x the eager defaults' pace by turns (0.66-0.76x, 3 rounds) with torch's fill of new "
-        "memory, which these trials no longer pay (fill_uninitialized_memory) "
+        "trials too, at 0.72x the eager defaults' pace by turns (0.66-0.76x, 3 rounds), measured while torch still "
+        "filled new memory (now off: fill_uninitialized_memory) "
         "(benchmarks/results/2026-12-05-shared-determinism, 2026-12-05-determinism-repeat).",
     )
     fill_uninitialized_memory: bool = Field(
@@ -356,9 +356,9 @@ class TrainingConfig(Section):
         "(torch.utils.deterministic.fill_uninitialized_memory, torch's default while deterministic kernels are on), "
         "a guard for an op that reads memory it never wrote. false: no fill. On an H100 (SmolLM2-135M shape, one "
         "trial at a time, 2026-12-05) deterministic trials trained the same losses to the last digit either way, "
-        "the values of the 18 deterministic trials before, and the fill cost their later rungs 0.86x the "
-        "defaults' pace (a step 0.362 s against 0.325 s; without it 0.322 s against 0.319 s): a fill kernel for "
-        "each new tensor, 7 ms of GPU time a step, and the CPU's time to launch them "
+        "the values of the 18 deterministic trials before, and the fill slowed their training steps to 0.89x "
+        "(0.362 s against 0.322 s; the default trials beside them 0.325 and 0.319 s): about 3,800 fills a step "
+        "doubled the kernels launched, in steps that launching, not the GPU, bounds "
         "(benchmarks/results/2026-12-05-deterministic-cost).",
     )
 
