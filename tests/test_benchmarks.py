@@ -495,8 +495,12 @@ def test_the_by_hand_arm_sets_torchs_deterministic_kernels_as_the_config_says(mo
         use_deterministic_kernels(True)
         assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        assert torch.utils.deterministic.fill_uninitialized_memory is False  # as qlora-sweep's trials
+        use_deterministic_kernels(True, fill_uninitialized_memory=True)
+        assert torch.utils.deterministic.fill_uninitialized_memory is True
         use_deterministic_kernels(False)
         assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic
+        assert torch.utils.deterministic.fill_uninitialized_memory is True  # torch's default back
     finally:
         use_deterministic_kernels(False)
 
