@@ -4,14 +4,17 @@
 #   call 1  carry [".devbundle", ".devstage/inputs.tar.xz"]
 #           bash .devbundle/unpack.sh && mkdir -p /tmp/res && bash benchmarks/compile_bundle.sh /tmp/res \
 #             && bash /tmp/detach.sh 'bash benchmarks/deterministic_cost.sh' && bash /tmp/wait.sh 480
-#   call 2+ bash /tmp/wait.sh 540   (at once after each reply; about 18 minutes in all)
+#   call 2+ bash /tmp/wait.sh 540   (at once after each reply; about 20 minutes in all)
 # Each part writes under /tmp/res as it ends, so a chain cut short keeps the parts before. PARTS picks them
-# (default: warm-default pace compiled, in this order). TRIALS (first_rung's parts, in all: the first cold,
+# (default: warm-default warm-default-cublas pace compiled, in this order). TRIALS (first_rung's parts, in all: the first cold,
 # then the sides by turns; default 5) and WARMUP_S (the first part's GPU warm-up, default 60) shrink them.
 #   warm-default  benchmarks/first_rung.py, every trial default, one process: do warm trials run slower than
 #                 the cold one? On 2026-12-05 (results/2026-12-05-deterministic-cost) every trial after the
 #                 first ran 0.31-0.36 s a step against its 0.21-0.25 s, but there deterministic trials came
 #                 between: this says whether they left that behind or warm trials pay it anyway.
+#   warm-default-cublas  the same with CUBLAS_WORKSPACE_CONFIG=:4096:8 from the start, which a deterministic
+#                 trial sets and leaves set: is that what slowed the trials after it (aten::mm's own host
+#                 time 43 ms a step in the cold trial, 98-127 ms in the later ones)?
 #   pace          benchmarks/shared_determinism.py: sweeps of 6 trials at once (fresh processes), default and
 #                 deterministic by turns, 2 rounds, with torch's fill of new memory now off in deterministic
 #                 trials (training.fill_uninitialized_memory's default): 0.72x with the fill before.
@@ -21,7 +24,7 @@
 # Deterministic trials set CUBLAS_WORKSPACE_CONFIG; in first_rung's one process the cold trial has made
 # cuBLAS's workspace before, so both sides share torch's default workspace there.
 set -uo pipefail
-PARTS=${PARTS:-"warm-default pace compiled"}
+PARTS=${PARTS:-"warm-default warm-default-cublas pace compiled"}
 mkdir -p /tmp/res
 python3 -c "import sys; from pathlib import Path; sys.path[:0]=['benchmarks','.']; from trial_speed import build_random_model; build_random_model('smollm2-135m','/tmp/stage/smollm2-135m-instruct-tokenizer',Path('/tmp/random-smollm2'))"
 SETS=(--set data.path=/tmp/stage/dialogsum --set model.name_or_path=/tmp/random-smollm2 --set scheduler.max_rungs=2
@@ -34,6 +37,9 @@ for part in $PARTS; do
     warm-default)
       "${FIRST_RUNG[@]}" --out /tmp/res/warm-default.json --warmup-s "$warmup" "${SETS[@]}" \
           > /tmp/res/warm-default.log 2>&1 ;;
+    warm-default-cublas)
+      CUBLAS_WORKSPACE_CONFIG=:4096:8 "${FIRST_RUNG[@]}" --out /tmp/res/warm-default-cublas.json --warmup-s "$warmup" \
+          "${SETS[@]}" > /tmp/res/warm-default-cublas.log 2>&1 ;;
     fill-on)
       "${FIRST_RUNG[@]}" --out /tmp/res/fill-on.json --warmup-s "$warmup" --candidate training.deterministic=true \
           --candidate training.fill_uninitialized_memory=true "${SETS[@]}" > /tmp/res/fill-on.log 2>&1 ;;
