@@ -6,8 +6,9 @@
 #             && bash /tmp/detach.sh 'bash benchmarks/deterministic_cost.sh' && bash /tmp/wait.sh 480
 #   call 2+ bash /tmp/wait.sh 540   (at once after each reply; about 20 minutes in all)
 # Each part writes under /tmp/res as it ends, so a chain cut short keeps the parts before. PARTS picks them
-# (default: warm-default warm-default-cublas pace compiled, in this order). TRIALS (first_rung's parts, in all: the first cold,
-# then the sides by turns; default 5) and WARMUP_S (the first part's GPU warm-up, default 60) shrink them.
+# (default: warm-default warm-default-cublas pace compiled, in this order). TRIALS (first_rung's parts, in
+# all: the first cold, then the sides by turns; default 5) and WARMUP_S (the first part's GPU warm-up,
+# default 60) shrink them.
 #   warm-default  benchmarks/first_rung.py, every trial default, one process: do warm trials run slower than
 #                 the cold one? On 2026-12-05 (results/2026-12-05-deterministic-cost) every trial after the
 #                 first ran 0.31-0.36 s a step against its 0.21-0.25 s, but there deterministic trials came
@@ -29,7 +30,9 @@ mkdir -p /tmp/res
 python3 -c "import sys; from pathlib import Path; sys.path[:0]=['benchmarks','.']; from trial_speed import build_random_model; build_random_model('smollm2-135m','/tmp/stage/smollm2-135m-instruct-tokenizer',Path('/tmp/random-smollm2'))"
 SETS=(--set data.path=/tmp/stage/dialogsum --set model.name_or_path=/tmp/random-smollm2 --set scheduler.max_rungs=2
       --set data.max_validation_examples=32 --set evaluation.rung_examples=all --set evaluation.max_new_tokens=8)
-FIRST_RUNG=(python3 benchmarks/first_rung.py configs/sweep_benchmark_gpu.yaml --trials "${TRIALS:-5}" --profile-steps 30)
+FIRST_RUNG=(python3 benchmarks/first_rung.py configs/sweep_benchmark_gpu.yaml --trials "${TRIALS:-5}"
+            --profile-steps 30)
+SWEEPS=(python3 benchmarks/shared_determinism.py configs/sweep_benchmark_gpu.yaml --runs 2)
 warmup=${WARMUP_S:-60}  # the first part warms the GPU up; the later ones find it warm
 for part in $PARTS; do
   began=$SECONDS
@@ -48,14 +51,12 @@ for part in $PARTS; do
           "${SETS[@]}" > /tmp/res/fill-off.log 2>&1 ;;
     pace)
       mkdir -p /tmp/res/pace
-      python3 benchmarks/shared_determinism.py configs/sweep_benchmark_gpu.yaml \
-          --out /tmp/res/pace/determinism-pace.json --runs 2 --warmup-s "$warmup" \
+      "${SWEEPS[@]}" --out /tmp/res/pace/determinism-pace.json --warmup-s "$warmup" \
           --group shared:6 --group deterministic:6:training.deterministic=true \
           "${SETS[@]}" > /tmp/res/pace/job.log 2>&1 ;;
     compiled)
       mkdir -p /tmp/res/compiled
-      python3 benchmarks/shared_determinism.py configs/sweep_benchmark_gpu.yaml \
-          --out /tmp/res/compiled/determinism-compiled.json --runs 2 --warmup-s "$warmup" \
+      "${SWEEPS[@]}" --out /tmp/res/compiled/determinism-compiled.json --warmup-s "$warmup" \
           --group compiled:6:training.compile_layers=true \
           --group compiled-deterministic:6:training.deterministic=true,training.compile_layers=true \
           "${SETS[@]}" > /tmp/res/compiled/job.log 2>&1 ;;
