@@ -346,9 +346,12 @@ class TrainingConfig(Section):
         "of which add in a varying order. On an H100 (SmolLM2-135M shape, 2026-12-05) six trials of the same values "
         "sharing the GPU gave 4-6 different training losses a rung without it (in the 5th-6th digit; one at a "
         "time, 2-3); with it, 24 trials in four sweeps on three machines had one value each, compiled layers' "
-        "trials too, at 0.72x the eager defaults' pace by turns (0.66-0.76x, 3 rounds), measured while torch still "
-        "filled new memory (now off: fill_uninitialized_memory) "
-        "(benchmarks/results/2026-12-05-shared-determinism, 2026-12-05-determinism-repeat).",
+        "trials too. Its cost by turns (H100, 2026-12-06): sweeps of six at once at 0.90x the defaults' pace "
+        "(0.86-0.95x, 2 rounds; 0.72x while torch still filled new memory, now off: fill_uninitialized_memory), "
+        "compiled layers 0.71x on a warm compile cache; most of it cuBLAS's fixed workspace, which alone slowed "
+        "a lone trial's steps to 0.77x in host time, so a trial sets it only while these kernels are on "
+        "(benchmarks/results/2026-12-05-shared-determinism, 2026-12-05-determinism-repeat, "
+        "2026-12-06-cublas-workspace).",
     )
     fill_uninitialized_memory: bool = Field(
         False,

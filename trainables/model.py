@@ -80,19 +80,38 @@ def use_deterministic_algorithms(enabled: bool, fill_uninitialized_memory: bool 
     torch's fill of new memory while they are on (training.fill_uninitialized_memory); like
     cuDNN's attention a process-wide switch, so each trial sets its own. What transformers' full_determinism
     sets too, but for CUDA_LAUNCH_BLOCKING, which would serialize every launch where it is read.
-    cuBLAS reads its workspace setting when a stream's first matmul makes the workspace: a trial sets
-    it before it trains, and the trials of a sweep share one setting. Inductor (compiled layers) times
+    cuBLAS's fixed workspace comes and goes with them (_fix_cublas_workspace). Inductor (compiled layers) times
     candidate kernel configs on the device and keeps the fastest, and a reduction's config sets the order
     it adds in: its deterministic mode picks without timing. Off, it stays as the user's
     TORCHINDUCTOR_DETERMINISTIC set it."""
-    if enabled:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # torch's advice for cuBLAS >= 10.2
+    _fix_cublas_workspace(enabled)
     torch.use_deterministic_algorithms(enabled)
     torch.backends.cudnn.deterministic = enabled
     torch._inductor.config.deterministic = enabled or os.environ.get("TORCHINDUCTOR_DETERMINISTIC") == "1"
     # Off, torch's own default (True; read only while deterministic kernels are on), so a kept worker's
     # next trial and code that turns them on itself meet torch as it ships.
     torch.utils.deterministic.fill_uninitialized_memory = fill_uninitialized_memory or not enabled
+
+
+DETERMINISTIC_CUBLAS_WORKSPACE = ":4096:8"  # torch's advice for cuBLAS >= 10.2
+_cublas_workspace_set_here = False  # whether CUBLAS_WORKSPACE_CONFIG is the switch's own, not the user's
+
+
+def _fix_cublas_workspace(enabled: bool) -> None:
+    """cuBLAS's fixed workspace while deterministic kernels are on, and gone again when they go off, since
+    it costs a default trial too: on an H100 (SmolLM2-135M shape, one trial at a time, 2026-12-06) it alone
+    tripled aten::mm's host time (33 to 95 ms a step) and slowed every step to 0.77x (0.24 to 0.31 s), and
+    cuBLAS still reads it after its first matmul: set by a deterministic trial, it slowed the default trials
+    after it in the same process (benchmarks/results/2026-12-06-cublas-workspace). A value the user set
+    stays either way."""
+    global _cublas_workspace_set_here
+    if enabled and "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = DETERMINISTIC_CUBLAS_WORKSPACE
+        _cublas_workspace_set_here = True
+    elif not enabled and _cublas_workspace_set_here:
+        if os.environ.get("CUBLAS_WORKSPACE_CONFIG") == DETERMINISTIC_CUBLAS_WORKSPACE:
+            del os.environ["CUBLAS_WORKSPACE_CONFIG"]
+        _cublas_workspace_set_here = False
 
 
 @contextmanager
