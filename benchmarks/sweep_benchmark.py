@@ -41,8 +41,9 @@ re-reads them (and merges seeds run apart). Zero-shot is scored once.
 A rerun repeats only with `--set training.deterministic=true` (both arms then train with torch's
 deterministic kernels): with the default, fastest kernels, trials of the same values and seed train
 losses that differ in the 5th-6th digit on a GPU, and a test score moves with them; with it, 24 trials
-in four sweeps on three H100s had one value each, at 0.72x the pace (0.66-0.76x) (benchmarks/results/
-2026-12-05-determinism-repeat). Even then a sweep arm's trials may differ between runs, as Optuna and
+in four sweeps on three H100s had one value each, at 0.90x the pace by turns (0.86-0.95x) since torch no
+longer fills new memory for them (0.72x before; benchmarks/results/2026-12-05-determinism-repeat,
+2026-12-06-cublas-workspace). Even then a sweep arm's trials may differ between runs, as Optuna and
 ASHA see results in the order they arrive.
 """
 

@@ -501,6 +501,11 @@ def test_the_by_hand_arm_sets_torchs_deterministic_kernels_as_the_config_says(mo
         use_deterministic_kernels(False)
         assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic
         assert torch.utils.deterministic.fill_uninitialized_memory is True  # torch's default back
+        assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ  # as qlora-sweep's: it slows default steps
+        monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")  # a user's stays
+        use_deterministic_kernels(True)
+        use_deterministic_kernels(False)
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
     finally:
         use_deterministic_kernels(False)
 
