@@ -4,28 +4,28 @@
 #   call 1  carry [".devbundle", ".devstage/inputs.tar.xz"]
 #           bash .devbundle/unpack.sh && mkdir -p /tmp/res && bash benchmarks/compile_bundle.sh /tmp/res \
 #             && bash /tmp/detach.sh 'bash benchmarks/deterministic_cost.sh' && bash /tmp/wait.sh 480
-#   call 2+ bash /tmp/wait.sh 540   (at once after each reply; about 20 minutes in all)
+#   call 2+ bash /tmp/wait.sh 540   (at once after each reply; about 11 minutes in all)
 # Each part writes under /tmp/res as it ends, so a chain cut short keeps the parts before. PARTS picks them
-# (default: warm-default warm-default-cublas pace compiled, in this order). TRIALS (first_rung's parts, in
-# all: the first cold, then the sides by turns; default 5) and WARMUP_S (the first part's GPU warm-up,
-# default 60) shrink them.
-#   warm-default  benchmarks/first_rung.py, every trial default, one process: do warm trials run slower than
-#                 the cold one? On 2026-12-05 (results/2026-12-05-deterministic-cost) every trial after the
-#                 first ran 0.31-0.36 s a step against its 0.21-0.25 s, but there deterministic trials came
-#                 between: this says whether they left that behind or warm trials pay it anyway.
-#   warm-default-cublas  the same with CUBLAS_WORKSPACE_CONFIG=:4096:8 from the start, which a deterministic
-#                 trial sets and leaves set: is that what slowed the trials after it (aten::mm's own host
-#                 time 43 ms a step in the cold trial, 98-127 ms in the later ones)?
+# (default: fill-off workspace, in this order; about 11 minutes). TRIALS (first_rung's parts, in all: the first
+# cold, then the sides by turns; default 5), WARMUP_S (the first part's GPU warm-up, default 60) and ROUNDS
+# (workspace's, default 2) shrink them.
+#   fill-off      benchmarks/first_rung.py's A/B in one process, default trials and deterministic ones by turns
+#                 after a cold default one, deterministic without torch's fill of new memory. Run 2026-12-05,
+#                 when a deterministic trial left CUBLAS_WORKSPACE_CONFIG set and the default trials after it
+#                 ran 0.31-0.36 s a step against the cold one's 0.21-0.25 s; since b062bac the switch takes it
+#                 back: are they back at the cold trial's step, and what does a deterministic step cost then?
+#   workspace     every trial default, one process per cuBLAS setting, by turns: none, :4096:8 (what a
+#                 deterministic trial sets), :16:8 (the other value torch accepts for determinism), ROUNDS
+#                 times, 2 trials each (cold, warm). :4096:8 alone slowed steps to 0.77x in host time
+#                 (results/2026-12-06-cublas-workspace): does :16:8 cost less?
+#   warm-default  every trial default, one process: warm trials against the cold one (run 2026-12-06: the same).
+#   warm-default-cublas  the same with CUBLAS_WORKSPACE_CONFIG=:4096:8 from the start (run 2026-12-06: 0.77x).
 #   pace          benchmarks/shared_determinism.py: sweeps of 6 trials at once (fresh processes), default and
-#                 deterministic by turns, 2 rounds, with torch's fill of new memory now off in deterministic
-#                 trials (training.fill_uninitialized_memory's default): 0.72x with the fill before.
-#   compiled      the same with compiled layers: not yet measured by turns.
-#   fill-on       first_rung's A/B, default against deterministic with torch's fill (run 2026-12-05).
-#   fill-off      the same A/B without the fill, the default since (run 2026-12-05).
-# Deterministic trials set CUBLAS_WORKSPACE_CONFIG; in first_rung's one process the cold trial has made
-# cuBLAS's workspace before, so both sides share torch's default workspace there.
+#                 deterministic by turns, 2 rounds (run 2026-12-06 without the fill: 0.90x).
+#   compiled      the same with compiled layers (run 2026-12-06: 0.71x on a warm compile cache).
+#   fill-on       first_rung's A/B with torch's fill (run 2026-12-05: 0.90x, against slowed defaults).
 set -uo pipefail
-PARTS=${PARTS:-"warm-default warm-default-cublas pace compiled"}
+PARTS=${PARTS:-"fill-off workspace"}
 mkdir -p /tmp/res
 python3 -c "import sys; from pathlib import Path; sys.path[:0]=['benchmarks','.']; from trial_speed import build_random_model; build_random_model('smollm2-135m','/tmp/stage/smollm2-135m-instruct-tokenizer',Path('/tmp/random-smollm2'))"
 SETS=(--set data.path=/tmp/stage/dialogsum --set model.name_or_path=/tmp/random-smollm2 --set scheduler.max_rungs=2
@@ -49,6 +49,19 @@ for part in $PARTS; do
     fill-off)
       "${FIRST_RUNG[@]}" --out /tmp/res/fill-off.json --warmup-s "$warmup" --candidate training.deterministic=true \
           "${SETS[@]}" > /tmp/res/fill-off.log 2>&1 ;;
+    workspace)
+      mkdir -p /tmp/res/workspace
+      for round in $(seq "${ROUNDS:-2}"); do
+        for setting in none :4096:8 :16:8; do
+          label=${setting#:}
+          name=workspace/${label//:/-}-r$round  # none-r1, 4096-8-r1, 16-8-r1, ...
+          env $([ "$setting" = none ] || echo "CUBLAS_WORKSPACE_CONFIG=$setting") \
+            python3 benchmarks/first_rung.py configs/sweep_benchmark_gpu.yaml --trials 2 --profile-steps 30 \
+            --out "/tmp/res/$name.json" --warmup-s "$warmup" "${SETS[@]}" > "/tmp/res/$name.log" 2>&1
+          echo "  $name exit $?"
+          warmup=15
+        done
+      done ;;
     pace)
       mkdir -p /tmp/res/pace
       "${SWEEPS[@]}" --out /tmp/res/pace/determinism-pace.json --warmup-s "$warmup" \
