@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Where training.deterministic's cost goes (issue 11), a GPU job for the device chain, no extra staging (the
 # SmolLM2-135M shape with random weights, the recipe's values):
-#   call 1  carry [".devbundle", ".devstage/inputs.tar.xz"]
-#           bash .devbundle/unpack.sh && mkdir -p /tmp/res && bash benchmarks/compile_bundle.sh /tmp/res \
+#   call 1  carry [".devbundle"]   (the inputs beside it would pass 64 MiB: benchmarks/slim_bundle.sh --check)
+#           bash .devbundle/unpack.sh > /dev/null && mkdir -p /tmp/res && bash benchmarks/compile_bundle.sh /tmp/res
+#   call 2  carry [".devstage/inputs.tar.xz"]
+#           mkdir -p /tmp/stage && tar xJf .devstage/inputs.tar.xz -C /tmp/stage \
 #             && bash /tmp/detach.sh 'bash benchmarks/deterministic_cost.sh' && bash /tmp/wait.sh 480
-#   call 2+ bash /tmp/wait.sh 540   (at once after each reply; about 11 minutes in all)
+#   call 3+ bash /tmp/wait.sh 540   (at once after each reply; about 11 minutes in all)
 # Each part writes under /tmp/res as it ends, so a chain cut short keeps the parts before. PARTS picks them
 # (default: fill-off workspace, in this order; about 11 minutes). TRIALS (first_rung's parts, in all: the first
 # cold, then the sides by turns; default 5), WARMUP_S (the first part's GPU warm-up, default 60) and ROUNDS

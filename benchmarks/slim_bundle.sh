@@ -6,12 +6,14 @@
 # benchmark loads (its LLM library, the dashboard's web client, which a minimal Ray never serves, and Tune's
 # examples), with xz -9e: 38.2 MB to 36.8 MB. Liger stays: `training.liger_kernels: auto` uses it where
 # installed, and removing it would change the kernels a timing compares against earlier ones.
-#   bash benchmarks/slim_bundle.sh            # repack, then print the size of call 1
-#   bash benchmarks/slim_bundle.sh --check    # only print it
+# With 0.5 MB to spare on 2026-12-06 after that day's results, the GPU jobs' headers now carry the inputs
+# in a second call: the bundle with the tree left 3.3 MB.
+#   bash benchmarks/slim_bundle.sh            # repack, then print what each way of staging carries
+#   bash benchmarks/slim_bundle.sh --check    # only print it; exit 1 if the bundle with the tree is over
 set -euo pipefail
-carried=(.devbundle .devstage/inputs.tar.xz)
 if [ "${1:-}" != "--check" ]; then
-  [ -f .devbundle/site.tar.xz ] || { echo "slim_bundle.sh: no .devbundle/site.tar.xz: run ../shared/tools/device-bundle first" >&2; exit 2; }
+  [ -f .devbundle/site.tar.xz ] \
+    || { echo "slim_bundle.sh: no .devbundle/site.tar.xz: run ../shared/tools/device-bundle first" >&2; exit 2; }
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
   tar xJf .devbundle/site.tar.xz -C "$work"
@@ -19,9 +21,15 @@ if [ "${1:-}" != "--check" ]; then
   tar cf - -C "$work" site | xz -9e -T0 > "$work/site.tar.xz"
   mv "$work/site.tar.xz" .devbundle/site.tar.xz  # only a whole new bundle replaces the old one
 fi
-existing=()
-for path in "${carried[@]}"; do [ -e "$path" ] && existing+=("$path"); done
-bytes=$( (git ls-files; printf '%s\n' "${existing[@]}") | tar cf - -T - | wc -c)
+# What a call carries, as the device tool measures it: the tracked tree and the named paths, as one tar.
+tar_size() { (git ls-files; printf '%s\n' "$@") | tar cf - -T - | wc -c; }
 limit=$((64 * 1024 * 1024))
-echo "call 1 (tracked tree + ${existing[*]}): $bytes bytes as tar, limit $limit, $((limit - bytes)) to spare"
-[ "$bytes" -le "$limit" ]
+status=0
+for carry in ".devbundle .devstage/inputs.tar.xz" ".devbundle" ".devstage/inputs.tar.xz"; do
+  read -ra paths <<< "$carry"
+  for path in "${paths[@]}"; do [ -e "$path" ] || { echo "slim_bundle.sh: no $path" >&2; exit 2; }; done
+  bytes=$(tar_size "${paths[@]}")
+  echo "a call carrying $carry with the tree: $bytes bytes as tar, $((limit - bytes)) to spare of $limit"
+  [ "$carry" != ".devbundle" ] || [ "$bytes" -le "$limit" ] || status=1
+done
+exit $status  # the bundle with the tree must fit one call; the inputs can travel in the next

@@ -15,9 +15,12 @@
 # /tmp/res as it ends, and nothing else does: the reply brings /tmp/res back whole, under its limit.
 # The device chain (../shared/tools/README.md; ask `status` first: a session's 30 minutes count
 # an earlier try's):
-#   call 1  carry [".devbundle", ".devstage/inputs.tar.xz"]
-#           bash .devbundle/unpack.sh && bash /tmp/detach.sh 'bash benchmarks/trial_speed_chain.sh' && bash /tmp/wait.sh 540
-#   call 2+ bash /tmp/wait.sh 540
+#   call 1  carry [".devbundle"]   bash .devbundle/unpack.sh   (the inputs beside it would pass 64 MiB:
+#           benchmarks/slim_bundle.sh --check)
+#   call 2  carry [".devstage/inputs.tar.xz"]
+#           mkdir -p /tmp/stage && tar xJf .devstage/inputs.tar.xz -C /tmp/stage \
+#             && bash /tmp/detach.sh 'bash benchmarks/trial_speed_chain.sh' && bash /tmp/wait.sh 540
+#   call 3+ bash /tmp/wait.sh 540
 set -u
 for part in ${PARTS:-compile-cost}; do  # every part known before anything runs or is written
     case $part in compile-cost|1b|gpu-tests|8b|sharing|levers) ;;
