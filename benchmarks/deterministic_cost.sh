@@ -32,34 +32,35 @@ mkdir -p /tmp/res
 python3 -c "import sys; from pathlib import Path; sys.path[:0]=['benchmarks','.']; from trial_speed import build_random_model; build_random_model('smollm2-135m','/tmp/stage/smollm2-135m-instruct-tokenizer',Path('/tmp/random-smollm2'))"
 SETS=(--set data.path=/tmp/stage/dialogsum --set model.name_or_path=/tmp/random-smollm2 --set scheduler.max_rungs=2
       --set data.max_validation_examples=32 --set evaluation.rung_examples=all --set evaluation.max_new_tokens=8)
-FIRST_RUNG=(python3 benchmarks/first_rung.py configs/sweep_benchmark_gpu.yaml --trials "${TRIALS:-5}"
-            --profile-steps 30)
+FIRST_RUNG=(python3 benchmarks/first_rung.py configs/sweep_benchmark_gpu.yaml --profile-steps 30)
+trials=${TRIALS:-5}  # the A/B parts' (workspace's processes run 2 each)
 SWEEPS=(python3 benchmarks/shared_determinism.py configs/sweep_benchmark_gpu.yaml --runs 2)
 warmup=${WARMUP_S:-60}  # the first part warms the GPU up; the later ones find it warm
 for part in $PARTS; do
   began=$SECONDS
   case $part in
     warm-default)
-      "${FIRST_RUNG[@]}" --out /tmp/res/warm-default.json --warmup-s "$warmup" "${SETS[@]}" \
+      "${FIRST_RUNG[@]}" --trials "$trials" --out /tmp/res/warm-default.json --warmup-s "$warmup" "${SETS[@]}" \
           > /tmp/res/warm-default.log 2>&1 ;;
     warm-default-cublas)
-      CUBLAS_WORKSPACE_CONFIG=:4096:8 "${FIRST_RUNG[@]}" --out /tmp/res/warm-default-cublas.json --warmup-s "$warmup" \
-          "${SETS[@]}" > /tmp/res/warm-default-cublas.log 2>&1 ;;
+      CUBLAS_WORKSPACE_CONFIG=:4096:8 "${FIRST_RUNG[@]}" --trials "$trials" --out /tmp/res/warm-default-cublas.json \
+          --warmup-s "$warmup" "${SETS[@]}" > /tmp/res/warm-default-cublas.log 2>&1 ;;
     fill-on)
-      "${FIRST_RUNG[@]}" --out /tmp/res/fill-on.json --warmup-s "$warmup" --candidate training.deterministic=true \
-          --candidate training.fill_uninitialized_memory=true "${SETS[@]}" > /tmp/res/fill-on.log 2>&1 ;;
+      "${FIRST_RUNG[@]}" --trials "$trials" --out /tmp/res/fill-on.json --warmup-s "$warmup" \
+          --candidate training.deterministic=true --candidate training.fill_uninitialized_memory=true "${SETS[@]}" \
+          > /tmp/res/fill-on.log 2>&1 ;;
     fill-off)
-      "${FIRST_RUNG[@]}" --out /tmp/res/fill-off.json --warmup-s "$warmup" --candidate training.deterministic=true \
-          "${SETS[@]}" > /tmp/res/fill-off.log 2>&1 ;;
+      "${FIRST_RUNG[@]}" --trials "$trials" --out /tmp/res/fill-off.json --warmup-s "$warmup" \
+          --candidate training.deterministic=true "${SETS[@]}" > /tmp/res/fill-off.log 2>&1 ;;
     workspace)
       mkdir -p /tmp/res/workspace
       for round in $(seq "${ROUNDS:-2}"); do
         for setting in none :4096:8 :16:8; do
           label=${setting#:}
           name=workspace/${label//:/-}-r$round  # none-r1, 4096-8-r1, 16-8-r1, ...
-          env $([ "$setting" = none ] || echo "CUBLAS_WORKSPACE_CONFIG=$setting") \
-            python3 benchmarks/first_rung.py configs/sweep_benchmark_gpu.yaml --trials 2 --profile-steps 30 \
-            --out "/tmp/res/$name.json" --warmup-s "$warmup" "${SETS[@]}" > "/tmp/res/$name.log" 2>&1
+          ( [ "$setting" = none ] || export CUBLAS_WORKSPACE_CONFIG=$setting
+            "${FIRST_RUNG[@]}" --trials 2 --out "/tmp/res/$name.json" --warmup-s "$warmup" "${SETS[@]}" \
+              > "/tmp/res/$name.log" 2>&1 )
           echo "  $name exit $?"
           warmup=15
         done

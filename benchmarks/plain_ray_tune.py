@@ -61,7 +61,7 @@ def trainable(config: dict[str, Any], sweep_values: dict[str, Any]) -> None:
 
     lora = {"lora_r": hp.lora_r, "lora_alpha": hp.lora_alpha, "lora_dropout": hp.lora_dropout,
             "target_modules": hp.target_modules}
-    # before the first matmul makes cuBLAS's workspace
+    # before the trial's first matmul, which cuBLAS runs by the workspace setting it finds
     use_deterministic_kernels(sweep.training.deterministic, sweep.training.fill_uninitialized_memory)
     model = plain_model(Path(sweep.model.name_or_path), sweep.training.seed, lora)
     import torch
