@@ -4,8 +4,11 @@
 # count more than their bytes). On 2026-12-06 the tree (26.4 MB as tar) with the bundle and the inputs came
 # to 67.5 MB, 0.4 MB over, and was refused. This repacks .devbundle/site.tar.xz without the parts of Ray no
 # benchmark loads (its LLM library, the dashboard's web client, which a minimal Ray never serves, and Tune's
-# examples), with xz -9e: 38.2 MB to 36.8 MB. Liger stays: `training.liger_kernels: auto` uses it where
-# installed, and removing it would change the kernels a timing compares against earlier ones.
+# examples), with xz -9e: 38.2 MB to 36.8 MB. RLlib and Serve go too (as the sweep chain's header has done by
+# hand since 2026-12-03): device-bundle packs them, and a fresh bundle is 47.9 MB with them; and bitsandbytes'
+# library for CUDA 13.2, which the device's torch (cu130) never loads: 47.9 MB to 37.2 MB on 2026-12-06.
+# Liger stays: `training.liger_kernels: auto` uses it where installed, and removing it would change the
+# kernels a timing compares against earlier ones.
 # With 0.5 MB to spare on 2026-12-06 after that day's results, the GPU jobs' headers now carry the inputs
 # in a second call: the bundle with the tree left 3.3 MB.
 #   bash benchmarks/slim_bundle.sh            # repack, then print what each way of staging carries
@@ -17,7 +20,11 @@ if [ "${1:-}" != "--check" ]; then
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
   tar xJf .devbundle/site.tar.xz -C "$work"
-  rm -rf "$work"/site/ray/llm "$work"/site/ray/dashboard/client "$work"/site/ray/tune/examples
+  rm -rf "$work"/site/ray/llm "$work"/site/ray/dashboard/client "$work"/site/ray/tune/examples \
+         "$work"/site/ray/rllib "$work"/site/ray/serve
+  # bitsandbytes loads the library of torch's CUDA version: the device's torch is cu130, so the cuda132 one
+  # (3.5 MB of the packed bundle, xz barely shrinks it) never loads there
+  rm -f "$work"/site/bitsandbytes/libbitsandbytes_cuda132.so
   tar cf - -C "$work" site | xz -9e -T0 > "$work/site.tar.xz"
   mv "$work/site.tar.xz" .devbundle/site.tar.xz  # only a whole new bundle replaces the old one
 fi
