@@ -16,10 +16,12 @@
 #                 when a deterministic trial left CUBLAS_WORKSPACE_CONFIG set and the default trials after it
 #                 ran 0.31-0.36 s a step against the cold one's 0.21-0.25 s; since b062bac the switch takes it
 #                 back: are they back at the cold trial's step, and what does a deterministic step cost then?
+#                 (Run 2026-12-06 at 4c60455: back, 0.383 s against the cold trial's 0.415 s; deterministic 0.84x.)
 #   workspace     every trial default, one process per cuBLAS setting, by turns: none, :4096:8 (what a
 #                 deterministic trial sets), :16:8 (the other value torch accepts for determinism), ROUNDS
 #                 times, 2 trials each (cold, warm). :4096:8 alone slowed steps to 0.77x in host time
-#                 (results/2026-12-06-cublas-workspace): does :16:8 cost less?
+#                 (results/2026-12-06-cublas-workspace): does :16:8 cost less? (Run 2026-12-06: no, 0.72x against
+#                 :4096:8's 0.82x; results/2026-12-06-fill-off-workspace.)
 #   warm-default  every trial default, one process: warm trials against the cold one (run 2026-12-06: the same).
 #   warm-default-cublas  the same with CUBLAS_WORKSPACE_CONFIG=:4096:8 from the start (run 2026-12-06: 0.77x).
 #   pace          benchmarks/shared_determinism.py: sweeps of 6 trials at once (fresh processes), default and

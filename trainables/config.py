@@ -348,10 +348,11 @@ class TrainingConfig(Section):
         "time, 2-3); with it, 24 trials in four sweeps on three machines had one value each, compiled layers' "
         "trials too. Its cost by turns (H100, 2026-12-06): sweeps of six at once at 0.90x the defaults' pace "
         "(0.86-0.95x, 2 rounds; 0.72x while torch still filled new memory, now off: fill_uninitialized_memory), "
-        "compiled layers 0.71x on a warm compile cache; most of it cuBLAS's fixed workspace, which alone slowed "
-        "a lone trial's steps to 0.77x in host time, so a trial sets it only while these kernels are on "
+        "compiled layers 0.71x on a warm compile cache, one trial at a time in one process 0.84x; most of it "
+        "cuBLAS's fixed workspace, which alone slowed a lone trial's steps to 0.77-0.82x in host time, so a trial "
+        "sets it only while these kernels are on, and a kept worker's next default trial runs at the default pace "
         "(benchmarks/results/2026-12-05-shared-determinism, 2026-12-05-determinism-repeat, "
-        "2026-12-06-cublas-workspace).",
+        "2026-12-06-cublas-workspace, 2026-12-06-fill-off-workspace).",
     )
     fill_uninitialized_memory: bool = Field(
         False,

@@ -93,7 +93,9 @@ def use_deterministic_algorithms(enabled: bool, fill_uninitialized_memory: bool 
     torch.utils.deterministic.fill_uninitialized_memory = fill_uninitialized_memory or not enabled
 
 
-DETERMINISTIC_CUBLAS_WORKSPACE = ":4096:8"  # torch's advice for cuBLAS >= 10.2
+# torch's advice for cuBLAS >= 10.2; :16:8, the other value torch accepts, cost more host time on an H100
+# (0.539 s a step against 0.477 s, processes by turns: benchmarks/results/2026-12-06-fill-off-workspace)
+DETERMINISTIC_CUBLAS_WORKSPACE = ":4096:8"
 _cublas_workspace_set_here = False  # whether CUBLAS_WORKSPACE_CONFIG is the switch's own, not the user's
 
 
@@ -102,8 +104,9 @@ def _fix_cublas_workspace(enabled: bool) -> None:
     it costs a default trial too: on an H100 (SmolLM2-135M shape, one trial at a time, 2026-12-06) it alone
     tripled aten::mm's host time (33 to 95 ms a step) and slowed every step to 0.77x (0.24 to 0.31 s), and
     cuBLAS still reads it after its first matmul: set by a deterministic trial, it slowed the default trials
-    after it in the same process (benchmarks/results/2026-12-06-cublas-workspace). A value the user set
-    stays either way."""
+    after it in the same process (benchmarks/results/2026-12-06-cublas-workspace); taken back, they ran at
+    the default pace again (0.383 s against the cold trial's 0.415 s, 2026-12-06-fill-off-workspace). A value
+    the user set stays either way."""
     global _cublas_workspace_set_here
     if enabled and "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
         os.environ["CUBLAS_WORKSPACE_CONFIG"] = DETERMINISTIC_CUBLAS_WORKSPACE
