@@ -324,7 +324,9 @@ class SweepConfig(Section):
         description="Adapter checkpoints kept per trial, the best by the metric; each is the adapter and its "
         "optimizer state, never the base model.",
     )
-    trial_retries: int = Field(1, ge=0, description="Times Tune restarts a crashed trial from its last checkpoint.")
+    trial_retries: int = Field(1, ge=0, description="Times Tune restarts a crashed trial from its last checkpoint. "
+                               "A kept worker (resources.reuse_workers) that died before the next trial began in it "
+                               "costs that trial one of them.")
     model: ModelConfig = Field(description="The base model (trainables/config.py).")
     data: DataConfig = Field(DataConfig(), description="The dialogues (trainables/config.py).")
     prompt: PromptConfig = Field(PromptConfig(), description="The recipe's prompt (trainables/config.py).")

@@ -1,7 +1,7 @@
 """The driver's one door to Ray: start or join Ray, read the cluster, set up and restore the Tuner
 (OptunaSearch with seeded TPE, an ASHA that keeps its state, checkpoints kept by the metric, trial
-retries), and the function each trial's worker runs. The Ray internals a resume relies on are
-gathered at the end of this module, behind a check of Ray's version.
+retries), and the function each trial's worker runs. The Ray internals a resume and a trial's
+retries rely on are gathered at the end of this module, behind a check of Ray's version.
 
 Ray Tune's default loggers include TBXLoggerCallback: scalars per trial under the experiment folder,
 and at trial end the searched hyperparameters with the last metrics (TensorBoard's HParams tab).
@@ -26,6 +26,7 @@ import optuna
 import pyarrow.fs
 import ray
 from ray import cloudpickle, tune
+from ray.tune.execution.tune_controller import TuneController
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
@@ -395,6 +396,7 @@ def restore_tuner(sweep: SweepConfig, planner: TrialPlanner) -> Any:
     their last checkpoint, errored ones are retried from theirs; Optuna's history and ASHA's rung
     records come back."""
     logging.getLogger("ray.tune.execution.tune_controller").addFilter(RefuseFreshStartOnResume())
+    retry_trials_whose_kept_worker_died()
     # param_space only lets Tune's live table show the searched values again; the filter above
     # stops a restore that fails before Tune could start new trials from it.
     tuner = tune.Tuner.restore(experiment_path(sweep), trainable=_trainable(planner),
@@ -410,6 +412,7 @@ def restore_tuner(sweep: SweepConfig, planner: TrialPlanner) -> Any:
 def build_tuner(sweep: SweepConfig, planner: TrialPlanner, concurrent_trials: int) -> Any:
     metric, mode = sweep.scheduler.metric, sweep.scheduler.resolved_mode
     folder = experiment_path(sweep)
+    retry_trials_whose_kept_worker_died()
     searcher = ConcurrencyLimiter(
         OptunaSearch(sampler=optuna.samplers.TPESampler(seed=sweep.search.seed)),
         max_concurrent=concurrent_trials,  # search.packing.plan_concurrency
@@ -446,7 +449,7 @@ def build_tuner(sweep: SweepConfig, planner: TrialPlanner, concurrent_trials: in
     )
 
 
-# --- Ray internals that resume relies on ----------------------------------------------------------
+# --- Ray internals that resume and retries rely on ------------------------------------------------
 # No public API offers these. Each use checks first that the installed Ray is the one they were
 # written against, so that a Ray upgrade fails with one line instead of a resume gone wrong.
 
@@ -544,6 +547,36 @@ def forget_deleted_checkpoints(experiment: Path) -> list[str]:
     if changes:
         write_atomically(str(experiment), experiment_state.name, json.dumps(data).encode("utf-8"))
     return changes
+
+
+def retry_trials_whose_kept_worker_died() -> None:
+    """Give a trial its retries when the kept worker it was starting in had died.
+
+    With reuse_actors, Tune starts a trial in a finished trial's actor by a `reset` task. If that
+    worker died while idle (a kill, the kernel's out-of-memory killer), Ray reports the one death
+    twice: as the actor's failure, which Tune handles as a failed start (the trial goes back to
+    PENDING, one failure counted), then as the reset task's failure. The second finds the trial
+    PENDING, where Tune's `_process_trial_failure` retries nothing and ends the trial in ERROR,
+    whatever FailureConfig allows; and the trial stays in Tune's set of resetting trials, which
+    would keep it from ever being given another worker. So here each exception counts once per
+    trial, and a failed reset is no longer a reset in progress. Found by the random-kill soak
+    (tests/test_chaos.py, 2026-12-06: a worker killed as the next trial began in it)."""
+    check_ray_internals()
+    original = TuneController._trial_task_failure
+    if getattr(original, "counts_each_death_once", False):
+        return
+
+    def _trial_task_failure(self: Any, trial: Any, exception: Exception) -> None:
+        self._resetting_trials.discard(trial)
+        last = self.__dict__.setdefault("_qlora_sweep_last_failure", {})
+        if last.get(trial.trial_id) is exception:
+            logger.debug("trial %s: its worker's death was already counted; not failing it again", trial.trial_id)
+            return
+        last[trial.trial_id] = exception
+        original(self, trial, exception)
+
+    _trial_task_failure.counts_each_death_once = True  # type: ignore[attr-defined]
+    TuneController._trial_task_failure = _trial_task_failure
 
 
 def _driver_staging_path(trial: Any) -> Path:
