@@ -91,8 +91,9 @@ def sample(seen: dict, stop: threading.Event, interval: float) -> None:
             # the parent as first seen: a process whose parent ends is handed to init
             kept = seen.setdefault((pid, started), {"command": "", "cpu_s": 0.0, "parent": parent})
             kept["cpu_s"] = cpu
-            if not kept["command"]:  # once known, a command line is not read again
-                kept["command"] = _command(pid)
+            # read again each time: a process seen between its fork and its exec shows its parent's command line
+            # (a sample taken as the command starts met the command itself so, and counted it as suite_cpu.py)
+            kept["command"] = _command(pid) or kept["command"]
         stop.wait(interval)
 
 

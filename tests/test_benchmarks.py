@@ -5,6 +5,7 @@ import math
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -958,6 +959,30 @@ def test_the_suite_cpu_sampler_counts_a_commands_child_processes_by_kind_and_pas
     kinds = {row["kind"]: row for row in summary["by_kind"]}
     assert kinds["python -c"]["processes"] >= 2  # the command and its child
     assert 0.5 <= kinds["python -c"]["cpu_s"] <= summary["cpu_s"]  # most of the child's second, read every 0.1 s
+
+
+def test_the_suite_cpu_sampler_names_a_process_seen_before_its_exec_by_the_command_it_then_runs(tmp_path):
+    """A sample taken between a fork and its exec reads the parent's command line: the process is named by
+    what it runs after the exec (CI's run of 2026-12-06 counted the sampled command itself as suite_cpu.py)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from suite_cpu import kind_of, sample
+
+    target = tmp_path / "after_exec.py"
+    target.write_text("import time\ntime.sleep(0.5)\n")
+    # the child waits a second between its fork and its exec, so the first samples see the parent's line
+    forking = (f"import os, sys, time\npid = os.fork()\nif pid == 0:\n    time.sleep(1.0)\n"
+               f"    os.execv(sys.executable, [sys.executable, {str(target)!r}])\nos.waitpid(pid, 0)\n")
+    seen: dict = {}
+    stop = threading.Event()
+    sampler = threading.Thread(target=sample, args=(seen, stop, 0.1), daemon=True)
+    sampler.start()
+    parent = subprocess.Popen([sys.executable, "-c", forking])
+    parent.wait(timeout=60)
+    stop.set()
+    sampler.join()
+    children = [process for process in seen.values() if process["parent"] == str(parent.pid)]
+    assert [process["command"].split()[-1] for process in children] == [str(target)], children
+    assert kind_of(children[0]["command"]) == "other"  # not "python -c", its parent's kind
 
 
 def test_the_suite_cpu_sampler_counts_a_process_to_the_test_folder_its_own_or_an_ancestors_command_names(tmp_path):
