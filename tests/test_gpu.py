@@ -219,3 +219,65 @@ def test_compiled_layers_train_inside_rays_workers_on_the_gpu(tiny_model_path, t
     assert "torchdynamo start tracing" in log  # dynamo's own line, from a worker: the layers compiled there
     assert "Graph break" not in log and "graph break" not in log, \
         "\n".join(line for line in log.splitlines() if "raph break" in line)[:3000]
+
+
+# Three trials one after another in one process, as a kept worker runs them (trainables.warm keeps the base):
+# deterministic, default, deterministic. Prints, for each, what it trained and how the process was set after it.
+_TRIALS_IN_ONE_WORKER = """
+import json, os, sys
+import torch
+from search.config import SweepConfig
+from search.packing import TrialPlanner
+from tests.conftest import tiny_sweep_dict
+from tests.helpers import RecordingSession
+from trainables.trial import run_trial
+
+model, folder = sys.argv[1], sys.argv[2]
+trials = []
+for i, deterministic in enumerate((True, False, True)):
+    sweep = SweepConfig.model_validate(tiny_sweep_dict(
+        model, f"{folder}/{i}", data={"max_train_examples": 32, "max_validation_examples": 4},
+        evaluation={"max_new_tokens": 4, "rung_examples": "all"}, scheduler={"max_rungs": 2},
+        training={"steps_per_rung": 3, "micro_batch_size": 4, "deterministic": deterministic}))
+    trial = TrialPlanner.alone_on_this_machine(sweep).trial_config(
+        {"lora_r": 4, "lora_alpha": 8, "max_length": 192, "learning_rate": 1e-3})
+    session = RecordingSession()
+    run_trial(trial, session=session)
+    trials.append({"rungs": [{k: r[k] for k in ("first_step_loss", "train_loss", "eval_loss", "rougeL", "warm_start")}
+                             for r in session.rungs],
+                   "liger_kernels": trial.training.liger_kernels, "fused_lm_head": trial.training.fused_lm_head,
+                   "cublas_workspace": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+                   "deterministic_after": torch.are_deterministic_algorithms_enabled(),
+                   "gpu_bytes": torch.cuda.max_memory_allocated()})
+print(json.dumps(trials))
+"""
+
+
+def test_deterministic_trials_repeat_on_the_gpu_around_a_default_trial_in_the_same_worker(tiny_model_path, tmp_path):
+    """training.deterministic as a kept worker meets it on a GPU, with the GPU's defaults (Liger's kernels where
+    installed, TRL's fused LM head, bf16 dense layers): a deterministic trial, a default one, the deterministic one
+    again. What the CPU test (tests/test_deterministic.py) cannot see: torch refuses an op that has no
+    deterministic CUDA kernel, so every op of a GPU trial must have one; the two deterministic trials train,
+    score and evaluate the same to the last digit, the second after a default trial and on the kept base; and
+    the default trial runs without cuBLAS's fixed workspace (0.77x a step on an H100 when left set). In a
+    process of its own: torch's switch and Liger's patches are process-wide."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env.pop("CUBLAS_WORKSPACE_CONFIG", None)
+    done = subprocess.run([sys.executable, "-c", _TRIALS_IN_ONE_WORKER, str(tiny_model_path), str(tmp_path / "runs")],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    first, default, again = json.loads(done.stdout.strip().splitlines()[-1])
+    assert all(trial["gpu_bytes"] > 0 for trial in (first, default, again))  # they trained on the GPU
+    assert [r["warm_start"] for r in again["rungs"]] == [True, True]  # on the kept base, as a kept worker's trial
+    strip = [{k: v for k, v in r.items() if k != "warm_start"} for r in first["rungs"]]
+    assert [{k: v for k, v in r.items() if k != "warm_start"} for r in again["rungs"]] == strip, (first, again)
+    assert len(strip) == 2 and first["fused_lm_head"] is True
+    assert first["cublas_workspace"] == ":4096:8" and first["deterministic_after"]
+    assert default["cublas_workspace"] is None and not default["deterministic_after"]
