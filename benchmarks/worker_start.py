@@ -91,8 +91,9 @@ print(json.dumps({"side": side, "gpu": gpu, **phases}))
 
 
 def fresh_process_env(hide_gpus: bool = False) -> dict[str, str]:
-    """A fresh process's environment: this checkout importable, every GPU visible unless `hide_gpus`."""
-    env = {key: value for key, value in os.environ.items() if key != "CUDA_VISIBLE_DEVICES"}
+    """A fresh process's environment: this checkout importable, the GPUs this one may see (its own
+    CUDA_VISIBLE_DEVICES, as the caller chose them) visible unless `hide_gpus`."""
+    env = dict(os.environ)
     if hide_gpus:
         env["CUDA_VISIBLE_DEVICES"] = ""
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))

@@ -20,21 +20,54 @@ os.environ.setdefault("RAY_ADDRESS", "local")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 LAYERS = ("unit", "sweep", "cluster", "gpu")  # pyproject.toml says what each is
+CPU_LAYERS = ("unit", "sweep", "cluster")
+_gpus_hidden = False  # whether this run hid the machine's GPUs (pytest_configure)
+
+
+def selected_layers(markexpr: str) -> set[str]:
+    """The layers a `-m` expression selects, each test carrying one layer's marker alone."""
+    if not markexpr:
+        return set(LAYERS)
+    # pytest's own parser of -m; not public API, and tests/test_conftest.py fails if it changes
+    from _pytest.mark.expression import Expression
+
+    expression = Expression.compile(markexpr)
+    return {layer for layer in LAYERS if expression.evaluate(lambda name, **_: name == layer)}
+
+
+def pytest_configure(config):
+    """The unit, sweep and cluster layers test the CPU path, as CI's machines run it. A run that selects any
+    of them hides the machine's GPUs from itself and every process it starts (Ray's workers too), before
+    anything imports torch: with a GPU in sight their trials take the GPU's defaults (bf16 compute, Liger's
+    kernels, the fused LM head) and their models land on it beside the tests' CPU tensors. 27 of them failed
+    so on an H100 (2026-12-06). The gpu layer runs in a pytest of its own (`pytest -n 0 -m gpu`,
+    scripts/test.sh)."""
+    global _gpus_hidden
+    if selected_layers(config.option.markexpr) & set(CPU_LAYERS):
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        _gpus_hidden = True
 
 
 def pytest_collection_modifyitems(config, items):
-    """Every test is in exactly one layer; GPU tests skip, saying why, on a machine without one."""
+    """Every test is in exactly one layer; GPU tests skip, saying why, where they see no GPU."""
     unlayered = [item.nodeid for item in items
                  if sum(item.get_closest_marker(layer) is not None for layer in LAYERS) != 1]
     if unlayered:
         raise pytest.UsageError(f"tests need exactly one layer marker ({', '.join(LAYERS)}): {', '.join(unlayered[:5])}")
     gpu_tests = [item for item in items if item.get_closest_marker("gpu")]
-    if gpu_tests:
+    if not gpu_tests:
+        return
+    if _gpus_hidden:
+        reason = ("needs a CUDA GPU, which a run of the CPU layers hides from itself: "
+                  "the gpu layer runs alone, `pytest -n 0 -m gpu`")
+    else:
         import torch
 
-        if not torch.cuda.is_available():
-            for item in gpu_tests:
-                item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU, and torch sees none on this machine"))
+        if torch.cuda.is_available():
+            return
+        reason = "needs a CUDA GPU, and torch sees none on this machine"
+    for item in gpu_tests:
+        item.add_marker(pytest.mark.skip(reason=reason))
 
 
 def built_once(tmp_path_factory, name: str, build) -> Path:

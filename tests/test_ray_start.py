@@ -57,11 +57,13 @@ def test_the_driver_reads_a_gpu_nodes_memory_from_nvidia_smi_and_names_the_node_
     fake_nvidia_smi(tmp_path)
     (tmp_path / "reply").write_text("143771\n")
     with short_ray_temp() as ray_temp:
+        # Ray's one GPU is device 99, which no machine has: torch sees none there even where this machine has
+        # GPUs (the CPU layers hide them with an empty list, on which Ray refuses to start with a GPU)
         done = subprocess.run([sys.executable, "-c", READ_GPU_MEMORY, str(tmp_path / "reply")], capture_output=True,
                               text=True, cwd=ROOT, timeout=120,
-                              env={**os.environ, "RAY_TMPDIR": str(ray_temp),
+                              env={**os.environ, "RAY_TMPDIR": str(ray_temp), "CUDA_VISIBLE_DEVICES": "99",
                                    "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}"})
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"read: {143771 * 2**20}" in done.stdout
-    assert (tmp_path / "asked").read_text().split()[-2:] == ["-i", "0"]  # the GPU Ray gave the query
+    assert (tmp_path / "asked").read_text().split()[-2:] == ["-i", "99"]  # the GPU Ray gave the query
     assert "advertises GPUs that torch cannot see" in done.stdout  # then torch, which sees none here
