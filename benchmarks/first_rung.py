@@ -58,6 +58,12 @@ from trainables.errors import ConfigError  # noqa: E402
 
 PROFILE_TOP = 12  # operations listed per profiled step
 PYTHON_PROFILE_TOP = 40  # functions listed for --python-profile-trial
+# From Python 3.12 cProfile runs on sys.monitoring, whose events come from every thread of the process: the
+# listing then mixes the trial thread's functions with the others' (tokenizing, batches, the waiting main
+# thread), and a return on one thread can close a call that another opened, so the trial's own outer functions
+# may be missing (on the H100's host, 3.12.3, run_trial was not among the 40; 2026-12-06). Before 3.12 it follows
+# the thread that enabled it alone.
+PYTHON_PROFILE_THREADS = "the trial's thread" if sys.version_info < (3, 12) else "every thread (Python 3.12+)"
 
 
 class LocalSession:
@@ -316,6 +322,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         del record["generations"]
         if python_profile is not None:
             record["python_profile"] = heaviest_functions(python_profile)
+            record["python_profile_threads"] = PYTHON_PROFILE_THREADS
     result["summary"] = summary(result)
     result["warm_first_rung"] = warm_first_rung(result)
     result["rung_scores"] = rung_scores(result)
@@ -484,7 +491,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--learning-rate", type=float, default=None,
                         help="every trial's learning rate (default: the recipe's, 2e-4)")
     parser.add_argument("--python-profile-trial", type=int, default=0,
-                        help="this trial (1-based) runs under cProfile: its heaviest functions go in the JSON")
+                        help="this trial (1-based) runs under cProfile: its heaviest functions go in the JSON "
+                             "(from Python 3.12, every thread's: python_profile_threads)")
     args = parser.parse_args(argv)
     try:
         args.profile_steps = [int(step) for step in args.profile_steps.split(",") if step.strip()]
