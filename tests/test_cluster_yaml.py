@@ -1,15 +1,18 @@
 """cluster.yaml is a valid Ray cluster-launcher config with the security and scaling it promises."""
 
+import tomllib
 from pathlib import Path
 
 import jsonschema
 import pytest
 import yaml
+from packaging.specifiers import SpecifierSet
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 pytestmark = pytest.mark.unit
 
-CLUSTER = yaml.safe_load((Path(__file__).resolve().parent.parent / "cluster.yaml").read_text())
+ROOT = Path(__file__).resolve().parent.parent
+CLUSTER = yaml.safe_load((ROOT / "cluster.yaml").read_text())
 
 
 def test_cluster_yaml_passes_rays_own_schema():
@@ -39,6 +42,31 @@ def test_token_auth_on_every_node_and_dashboard_on_loopback_only():
     assert "/home/ubuntu/.ray/auth_token" in CLUSTER["file_mounts"]
 
 
-def test_every_node_installs_qlora_sweep_from_its_pinned_project_file():
+def test_every_node_installs_qlora_sweep_from_its_pinned_project_file_into_a_python_it_supports():
     assert CLUSTER["file_mounts"]["/home/ubuntu/qlora-sweep"] == "."
-    assert any("pip install -q -e ~/qlora-sweep" in c for c in CLUSTER["setup_commands"])
+    setup = CLUSTER["setup_commands"]
+    assert any("pip install -q --python ~/qlora-venv/bin/python -e ~/qlora-sweep" in c for c in setup)
+    (made,) = [c for c in setup if " venv " in c]
+    python = made.split("--python ")[1].split()[0]  # the environment's Python, which the project must admit
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert python in SpecifierSet(project), (python, project)
+    # on the PATH of what Ray starts after setup (`ray start`, a job's `python -m search`)
+    assert setup[-1].endswith(""">> ~/.bashrc""") and "qlora-venv/bin" in setup[-1]
+
+
+def test_every_node_type_names_a_current_ubuntu_image_and_gpu_workers_one_with_nvidias_driver():
+    # Ray's default AMI (Ubuntu 18.04, V71.0) has Python 3.10 at most and a driver too old for torch's CUDA wheels
+    types = CLUSTER["available_node_types"]
+    for name, node_type in types.items():
+        image = node_type["node_config"]["ImageId"]
+        assert image.startswith("resolve:ssm:/aws/service/") and "24.04" in image, (name, image)
+        if name != CLUSTER["head_node_type"]:
+            assert "nvidia-driver-gpu" in image, (name, image)
+
+
+def test_no_node_runs_a_bare_pip_after_rays_defaults_are_filled_in():
+    # Ray adds `pip install boto3` on the head unless the file says otherwise: a pip the venv does not have
+    prepared = prepare_config(CLUSTER)
+    commands = prepared["setup_commands"] + prepared["head_setup_commands"] + prepared["worker_setup_commands"]
+    assert not [c for c in commands if c.startswith("pip ") or " pip install" in c and "uv pip" not in c], commands
+    assert any("boto3" in c and "qlora-venv" in c for c in prepared["head_setup_commands"])
