@@ -21,7 +21,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 LAYERS = ("unit", "sweep", "cluster", "gpu")  # pyproject.toml says what each is
 CPU_LAYERS = ("unit", "sweep", "cluster")
-_gpus_hidden = False  # whether this run hid the machine's GPUs (pytest_configure)
 
 
 def selected_layers(markexpr: str) -> set[str]:
@@ -35,6 +34,11 @@ def selected_layers(markexpr: str) -> set[str]:
     return {layer for layer in LAYERS if expression.evaluate(lambda name, **_: name == layer)}
 
 
+def hides_gpus(config) -> bool:
+    """Whether this run selects a CPU layer, and so hides the machine's GPUs (pytest_configure)."""
+    return bool(selected_layers(config.option.markexpr) & set(CPU_LAYERS))
+
+
 def pytest_configure(config):
     """The unit, sweep and cluster layers test the CPU path, as CI's machines run it. A run that selects any
     of them hides the machine's GPUs from itself and every process it starts (Ray's workers too), before
@@ -42,10 +46,8 @@ def pytest_configure(config):
     kernels, the fused LM head) and their models land on it beside the tests' CPU tensors. 27 of them failed
     so on an H100 (2026-12-06). The gpu layer runs in a pytest of its own (`pytest -n 0 -m gpu`,
     scripts/test.sh)."""
-    global _gpus_hidden
-    if selected_layers(config.option.markexpr) & set(CPU_LAYERS):
+    if hides_gpus(config):
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
-        _gpus_hidden = True
 
 
 def pytest_collection_modifyitems(config, items):
@@ -57,7 +59,7 @@ def pytest_collection_modifyitems(config, items):
     gpu_tests = [item for item in items if item.get_closest_marker("gpu")]
     if not gpu_tests:
         return
-    if _gpus_hidden:
+    if hides_gpus(config):
         reason = ("needs a CUDA GPU, which a run of the CPU layers hides from itself: "
                   "the gpu layer runs alone, `pytest -n 0 -m gpu`")
     else:
