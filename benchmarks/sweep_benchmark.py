@@ -171,6 +171,7 @@ def sooner_to_plain_best_values(plain: Path, ours: Path) -> dict[str, Any] | Non
             "sooner": plain_s / ours_s if ours_s > 0 else None}
 
 
+LAUNCH_SUFFIX = ".launch.json"  # beside an arm's folder: when its command was launched (time.time())
 STARTUP_PARTS = ("startup_imports_s", "startup_data_s", "startup_model_s", "startup_trainer_s")
 # the data part's own (reported since 2026-12-04 midday; the rest of it: the generation prompts)
 DATA_PARTS = ("startup_data_tokenizer_s", "startup_data_dialogues_s", "startup_data_tokenized_s")
@@ -184,7 +185,10 @@ def rung_times(experiment: Path) -> dict[str, Any]:
     its steps took beyond the median). `first_rung_cold_since_start_s`: a fresh worker's first rung
     counted from when the driver's Tuner began (its heartbeat's session_started, recorded since
     2026-12-04), so the wait for a worker and any import it made before the trial began are in it
-    (rung_s starts when the trial does); Tune's result timestamps are whole seconds. A rung a trial
+    (rung_s starts when the trial does); Tune's result timestamps are whole seconds.
+    `first_rung_cold_since_launch_s`: the same from when the arm's command was launched (its
+    LAUNCH_SUFFIX file, written since 2026-12-06), as a user waits for it: Ray's start and the
+    driver's preparation in it too, and `tuner_after_launch_s` that part alone. A rung a trial
     diverged in (training.divergence_loss_ratio) ended early and generated nothing: not a rung's time;
     `diverged_rungs` counts them."""
     every_row = rows_of(experiment)
@@ -214,8 +218,16 @@ def rung_times(experiment: Path) -> dict[str, Any]:
         session_started = None  # a run from before it was recorded, or by hand's arm
     since_start = ([r["timestamp"] - session_started for r in groups["first_cold"] if r.get("timestamp")]
                    if session_started else [])
+    try:
+        launched = json.loads(experiment.with_name(experiment.name + LAUNCH_SUFFIX).read_text())["launched"]
+    except (OSError, ValueError, KeyError):
+        launched = None  # a run from before it was recorded
+    since_launch = ([r["timestamp"] - launched for r in groups["first_cold"] if r.get("timestamp")]
+                    if launched else [])
     return {
         "parts": parts,
+        "first_rung_cold_since_launch_s": median(since_launch),
+        "tuner_after_launch_s": session_started - launched if session_started and launched else None,
         "first_rung_cold_since_start_s": median(since_start),
         "first_over_later_cold_since_start": median(since_start) / later_median if since_start and later_median
         else None,
@@ -451,6 +463,7 @@ def _run(command: list[str], overrides: list[str], name: str, storage: Path) -> 
     for override in overrides:
         command += ["--set", override]
     started = time.time()
+    (storage / f"{name}{LAUNCH_SUFFIX}").write_text(json.dumps({"launched": started}) + "\n")
     with open(storage / f"{name}.log", "w") as log:
         done = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True, check=False)
     if done.returncode != 0:

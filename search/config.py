@@ -261,26 +261,20 @@ class ResourcesConfig(Section):
         "auto every trial then asks for the share the search space's largest trial needs, so that any worker "
         "fits any trial. false: a fresh process per trial, each trial's own share.",
     )
-    preload_libraries: bool = Field(
+    preload_libraries: bool | Literal["trial"] = Field(
         False,
-        description="true: a sweep that starts a local Ray of its own has Ray import torch, transformers' "
-        "model code, accelerate, datasets, ROUGE and Tune (trainables.warm.CUDA_SAFE_IMPORTS) in each idle "
-        "worker process as it starts (Ray starts one per CPU with the driver), while the driver prepares the "
-        "sweep, so that a trial's fresh worker has them when it begins: on an H200 a fresh worker's imports "
-        "were 15-16 s of its first rung's 40 s (2026-12-04). Never what touches CUDA on import (bitsandbytes, "
-        "peft, TRL): a worker Ray has not yet given a GPU must not look at the GPUs, and a trial refuses, in "
-        "one line, a worker that did. Off: on an H200 (2026-12-04, 6 trials at a time, 2 CPUs each) it cut a "
-        "fresh worker's imports from 18-20 s to 5-6 s, but those workers had imported torch before Ray told them "
-        "their CPUs, so torch took all 16 cores in each: a fresh worker's first rung took 59-62 s against "
-        "47-52 s, and every later rung longer (the likely cause: 6 trials' model loads 26-28 s against 2 s). "
-        "A trial now runs torch on the CPUs Ray gave it, and on an H200 with that (2026-12-05, off, on, on, off, seed "
-        "0) a fresh worker's own first rung took 1.49-1.52x a later rung against 2.02-2.29x, later rungs no "
-        "longer (15.5-16.7 s against 17.6-18.4 s), but the first trials began 13-15 s after the Tuner against "
-        "3 s, waiting for the 16 idle workers' imports: from the Tuner's start a first rung came no sooner "
-        "(36-40 s against 39-45 s), so it stays off. On a 2-core CPU "
-        "the idle workers' imports slowed a test-sized sweep from 26.2 to 29.1 s (median of 4 by turns). "
-        "On a cluster the head's `ray start --system-config` sets the same (preload_python_modules); joining "
-        "one, this has no effect.",
+        description="What a sweep that starts a local Ray of its own has Ray import in each idle worker process "
+        "as it starts, while the driver prepares the sweep, so that a trial's fresh worker has it when the trial "
+        "begins (on an H200 machine a fresh worker's imports took 15-19 s of its first rung's 36-42 s, "
+        "2026-12-05). Ray then starts as many idle workers as trials may run at once (the trials, the CPUs at "
+        "cpus_per_trial, search.max_concurrent_trials where a number), not one per CPU, so that fewer import at "
+        "once. false: nothing. true: what asks nothing of CUDA on import (torch, transformers' model code, "
+        "accelerate, datasets, ROUGE, Tune: trainables.warm.CUDA_SAFE_IMPORTS), safe on any machine; the trial "
+        "still imports peft, TRL and bitsandbytes (4-5 s there). trial: everything a trial imports "
+        "(trainables.trial); bitsandbytes asks CUDA about the GPUs on import and a process keeps the GPUs it "
+        "saw then, so only on a machine with at most one GPU whose trials ask for a share of it "
+        "(gpus_per_trial not 0); refused elsewhere. On a cluster the head's `ray start --system-config` sets "
+        "the same (preload_python_modules, worker_maximum_startup_concurrency); joining one, this has no effect.",
     )
     ray_dashboard: bool = Field(
         True,
@@ -295,6 +289,13 @@ class ResourcesConfig(Section):
         description="GPU memory (GiB) one trial plans within (recompute, merged copy, generation batch). Default: "
         "one GPU's memory times gpus_per_trial (at most one GPU's); with gpus_per_trial auto, its predicted peak.",
     )
+
+    @field_validator("preload_libraries", mode="before")
+    @classmethod
+    def _bool_or_trial(cls, value: Any) -> Any:
+        if isinstance(value, bool) or value == "trial":
+            return value
+        raise ValueError(f"must be true, false or trial, got {value!r}")
 
     @field_validator("gpus_per_trial", mode="before")
     @classmethod

@@ -234,10 +234,16 @@ def _trials_per_gpu(sweep: SweepConfig, cluster_cpus: float | None, cluster_gpus
     max_concurrent_trials, spread evenly over the GPUs. None where the cluster is not known."""
     if cluster_cpus is None or not cluster_gpus:
         return None
+    return max(1, math.ceil(most_trials_at_once(sweep, cluster_cpus) / max(1, int(cluster_gpus + 1e-9))))
+
+
+def most_trials_at_once(sweep: SweepConfig, cluster_cpus: float) -> int:
+    """The most trials that may run at once before the GPUs' memory is known: the trials, the CPUs at
+    cpus_per_trial, and search.max_concurrent_trials where it is a number (never less than 1)."""
     at_once = [sweep.search.num_trials, _trials_by_cpus(sweep, cluster_cpus)]
     if sweep.search.max_concurrent_trials != "auto":
         at_once.append(sweep.search.max_concurrent_trials)
-    return max(1, math.ceil(min(at_once) / max(1, int(cluster_gpus + 1e-9))))
+    return max(1, min(at_once))
 
 
 def _trials_by_cpus(sweep: SweepConfig, cluster_cpus: float) -> int:

@@ -21,14 +21,15 @@ from search.history import restore_result_rows
 from search.live import SweepView, ViewLogHandler, show
 from search.models import cache_dir
 from search.output import libraries_output_to, our_logs_to
-from search.packing import Concurrency, TrialPlanner, plan_concurrency
+from search.packing import Concurrency, TrialPlanner, most_trials_at_once, plan_concurrency
 from search.results import is_finished, load_experiment
 from search.state_files import mend_state_files, state_problem
 from search.storage import check_storage_for_cluster
 from search.tuner import (
-    build_tuner, cluster_cpus, cluster_gpus, follow_moved_experiment, forget_deleted_checkpoints, restore_tuner,
-    restored_concurrency, smallest_gpu_memory_bytes, start_ray,
+    build_tuner, cluster_cpus, cluster_gpus, follow_moved_experiment, forget_deleted_checkpoints, local_cpus,
+    local_gpus, restore_tuner, restored_concurrency, smallest_gpu_memory_bytes, start_ray, starts_local_ray,
 )
+from trainables.errors import ConfigError
 from trainables.memory import GIB
 from trainables.warm import CUDA_SAFE_IMPORTS
 
@@ -161,8 +162,9 @@ def _start(sweep: SweepConfig, view: SweepView, watch: Watch,
     """Ray started or joined, the data checked (`checked` ran while Ray started), the storage checked
     from every node, each trial's plan ready to make, and how many trials run at once."""
     log = None if watch.verbose else driver_log_path(sweep)
-    start_ray(log, dashboard=sweep.resources.ray_dashboard,
-              preload=CUDA_SAFE_IMPORTS if sweep.resources.preload_libraries else ())
+    preload = preloaded_modules(sweep, local_gpus()) if starts_local_ray() else ()
+    start_ray(log, dashboard=sweep.resources.ray_dashboard, preload=preload,
+              preload_workers=most_trials_at_once(sweep, local_cpus()) if preload else None)
     if checked is not None:
         view.validation_examples = _data_checked(checked)
     logger.info("experiment folder: %s", experiment_path(sweep))
@@ -190,6 +192,26 @@ def _start(sweep: SweepConfig, view: SweepView, watch: Watch,
         if decision:
             logger.info("%s", decision)
     return planner, plan_concurrency(planner, cpus, gpus)
+
+
+def preloaded_modules(sweep: SweepConfig, machine_gpus: int) -> tuple[str, ...]:
+    """What resources.preload_libraries has a local Ray import in its idle workers, on a machine of
+    `machine_gpus` GPUs; a ConfigError where a worker would keep GPUs Ray does not give its trial."""
+    mode = sweep.resources.preload_libraries
+    if mode is False:
+        return ()
+    if mode is True:
+        return CUDA_SAFE_IMPORTS
+    # bitsandbytes asks CUDA about every GPU when the trial's libraries are imported; the process keeps them
+    if machine_gpus > 1:
+        raise ConfigError(f"resources.preload_libraries: trial needs a machine with at most one GPU, this one has "
+                          f"{machine_gpus}: each idle worker would keep them all and every trial would train on "
+                          "the first; set it to true (the libraries that ask nothing of CUDA)")
+    if machine_gpus == 1 and not sweep.resources.gpus_per_trial:
+        raise ConfigError("resources.preload_libraries: trial with resources.gpus_per_trial 0 on a machine with a "
+                          "GPU: each idle worker would keep the GPU that Ray hides from CPU trials; set it to true "
+                          "(the libraries that ask nothing of CUDA), or give trials a share of the GPU")
+    return ("trainables.trial",)
 
 
 def _announce(sweep: SweepConfig, at_once: int, why: str) -> None:

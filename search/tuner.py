@@ -26,6 +26,7 @@ import optuna
 import pyarrow.fs
 import ray
 from ray import cloudpickle, tune
+from ray._private.accelerators import get_accelerator_manager_for_resource
 from ray.tune.execution.tune_controller import TuneController
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter
@@ -39,7 +40,9 @@ from search.output import TRIAL_LINE_PREFIX, configure_trial_output
 from search.packing import TrialPlanner
 from search.space import INTEGER_PARAMETERS, modules_to_text
 from trainables.errors import ConfigError
-from trainables.memory import SHARE_STEP, local_gpu_memory_bytes, nvidia_smi_gpu_memory_bytes
+from trainables.memory import (
+    SHARE_STEP, local_gpu_memory_bytes, nvidia_smi_gpu_memory_bytes, nvidia_smi_smallest_gpu_memory_bytes,
+)
 from trainables.warm import in_trial_thread
 
 logger = logging.getLogger(__name__)
@@ -51,22 +54,46 @@ TUNE_STATE_PATTERNS = ("experiment_state-*.json", "search_gen_state-*.json", "se
 
 # --- the cluster -----------------------------------------------------------------------------
 
-def start_ray(worker_output: Path | None = None, dashboard: bool = True, preload: Sequence[str] = ()) -> None:
+def start_ray(worker_output: Path | None = None, dashboard: bool = True, preload: Sequence[str] = (),
+              preload_workers: int | None = None) -> None:
     """Inside `ray job submit` (RAY_ADDRESS set) or next to `ray start`, join that cluster;
     otherwise start a local Ray for this process, with its dashboard or without (ray.init ignores
     the switch when it joins a cluster). `worker_output`: a file that receives the lines Ray
     forwards from trial workers, instead of the screen. `preload`: modules a local Ray's worker
     processes import as they start, before any task or trial is theirs (a cluster's head sets its
     own: `ray start --system-config`); Ray starts idle workers with the driver, so their imports
-    overlap its preparation."""
+    overlap its preparation. `preload_workers`: how many idle workers it starts then (Ray's own
+    count is one per CPU, all importing at once: on an H200 machine's 16 cores the first trials
+    waited 13-15 s for them after the Tuner began, 2026-12-05); Ray starts no more than that many
+    workers at once for the whole sweep, enough where it is the trials that run at once."""
     # Tune warns when it snapshots often; with a checkpoint every rung that is by design.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # ray.init refuses a system config for a cluster it joins; this is how it tells the two apart
-    starts_local = bool(preload) and ray._private.services.canonicalize_bootstrap_address(None) is None
-    system_config = {"preload_python_modules": list(preload)} if starts_local else None
+    system_config = None
+    if preload and starts_local_ray():  # ray.init refuses a system config for a cluster it joins
+        system_config = {"preload_python_modules": list(preload)}
+        if preload_workers:
+            system_config["worker_maximum_startup_concurrency"] = preload_workers
     # None, not True: Ray's dashboard where its packages are (ray[default]); True makes their absence an error
     ray.init(ignore_reinit_error=True, include_dashboard=None if dashboard else False, _system_config=system_config)
     forward_worker_output(worker_output)
+
+
+def starts_local_ray() -> bool:
+    """Whether start_ray would start a Ray of its own on this machine rather than join a running one."""
+    return ray._private.services.canonicalize_bootstrap_address(None) is None
+
+
+def local_cpus() -> int:
+    """The CPUs a Ray started here would offer (its own count: the cgroup's limit where there is one)."""
+    return ray._private.utils.get_num_cpus()
+
+
+def local_gpus() -> int:
+    """The GPUs a Ray started here would offer: the machine's, as many as CUDA_VISIBLE_DEVICES lists."""
+    manager = get_accelerator_manager_for_resource("GPU")
+    visible = manager.get_current_process_visible_accelerator_ids()
+    found = manager.get_current_node_num_accelerators()
+    return found if visible is None else min(found, len(visible))
 
 
 def cluster_gpus() -> float:
@@ -101,7 +128,11 @@ def smallest_gpu_memory_bytes() -> int | None:
         return nvidia_smi_gpu_memory_bytes() or local_gpu_memory_bytes()
 
     found = {}
+    driver_node = ray.get_runtime_context().get_node_id()
     for node in _alive_nodes(with_gpus=True):
+        if node["NodeID"] == driver_node and (here := nvidia_smi_smallest_gpu_memory_bytes()):
+            found[node["NodeID"]] = here  # its own node: no worker to wait for
+            continue
         try:
             found[node["NodeID"]] = ray.get(_on_node(gpu_memory, node["NodeID"]), timeout=CLUSTER_QUERY_TIMEOUT_S)
         except Exception as exc:  # a busy or broken node: say which, and what to do

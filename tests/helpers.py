@@ -99,10 +99,10 @@ def sample_training_set(tokenizer, count: int):
 def fake_nvidia_smi(folder: Path) -> Path:
     """An `nvidia-smi` in `folder` (put it first on PATH) that answers as the real one does on a GPU
     machine: the text of folder/reply on stdout, or exit 6 where that text is `fail` ("No devices were
-    found"); each call's arguments appended to folder/asked. This project's machines have no GPU, so no
-    real nvidia-smi."""
+    found"); each call's arguments appended to folder/asked, after the pid of the process that ran it. This
+    project's machines have no GPU, so no real nvidia-smi."""
     tool = folder / "nvidia-smi"
-    tool.write_text('#!/bin/sh\necho "$@" >> "$(dirname "$0")/asked"\nreply=$(cat "$(dirname "$0")/reply")\n'
+    tool.write_text('#!/bin/sh\necho "$PPID $@" >> "$(dirname "$0")/asked"\nreply=$(cat "$(dirname "$0")/reply")\n'
                     '[ "$reply" = fail ] && exit 6\necho "$reply"\n')
     tool.chmod(0o755)
     return tool

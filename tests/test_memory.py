@@ -393,6 +393,30 @@ def test_cudnn_attention_is_planned_once_and_reaches_the_trials_model_config():
         ModelConfig(name_or_path="/m", cudnn_attention="sometimes")
 
 
+def test_the_smallest_gpu_of_the_machine_is_read_from_nvidia_smi_and_none_where_it_cannot_say(tmp_path, monkeypatch):
+    fake_nvidia_smi(tmp_path)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    (tmp_path / "reply").write_text("81559, Disabled\n143771, Disabled\n")  # an H100 and an H200, in MiB
+    assert memory.nvidia_smi_smallest_gpu_memory_bytes() == 81559 * 2**20
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")  # the H200 alone, maybe: nvidia-smi's order may not be CUDA's
+    assert memory.nvidia_smi_smallest_gpu_memory_bytes() == 81559 * 2**20
+    (tmp_path / "reply").write_text("81559, [N/A]\n")  # a GPU without MIG
+    assert memory.nvidia_smi_smallest_gpu_memory_bytes() == 81559 * 2**20
+    for reply in ("81559, Enabled", "fail", "[N/A], Disabled", ""):  # MIG's instances are smaller than the board
+        (tmp_path / "reply").write_text(reply)
+        assert memory.nvidia_smi_smallest_gpu_memory_bytes() is None, reply
+    (tmp_path / "reply").write_text("81559, Disabled")
+    asked = (tmp_path / "asked").read_text()
+    for visible in ("", "MIG-3f2a"):  # given no GPU, or MIG instances: nothing asked
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+        assert memory.nvidia_smi_smallest_gpu_memory_bytes() is None
+    assert (tmp_path / "asked").read_text() == asked
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))  # no nvidia-smi at all
+    assert memory.nvidia_smi_smallest_gpu_memory_bytes() is None
+
+
 def test_the_gpu_memory_is_read_from_nvidia_smi_for_the_first_gpu_given_and_none_where_it_cannot_say(
         tmp_path, monkeypatch):
     fake_nvidia_smi(tmp_path)

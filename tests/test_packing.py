@@ -122,6 +122,16 @@ def test_auto_concurrency_is_what_the_cluster_holds_and_says_what_bounds_it(tmp_
     assert plan_concurrency(TrialPlanner.for_cluster(whole, 80 * GIB), 64, 8).trials == 4
 
 
+def test_the_most_trials_at_once_before_the_gpus_are_known_is_the_tightest_of_trials_cpus_and_the_set_limit():
+    from search.packing import most_trials_at_once
+
+    assert most_trials_at_once(_cpu_sweep(), 16) == 8  # 16 CPUs at 2 a trial
+    assert most_trials_at_once(_cpu_sweep(num_trials=3), 16) == 3
+    assert most_trials_at_once(_cpu_sweep(max_concurrent_trials=6), 16) == 6
+    assert most_trials_at_once(_cpu_sweep(max_concurrent_trials=12), 16) == 8
+    assert most_trials_at_once(_cpu_sweep(), 1) == 1  # never none, where Ray queues the trials
+
+
 def test_a_given_concurrency_that_leaves_the_gpu_idle_gets_a_hint_naming_the_key(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(SMOLLM2))
     sweep = SweepConfig(name="s", model={"name_or_path": str(tmp_path)},

@@ -130,3 +130,148 @@ def test_on_a_gpu_a_trial_refuses_a_worker_that_kept_gpus_ray_did_not_give_it():
     refused = _trial_check_after_hiding("bitsandbytes")
     assert refused.startswith("refused: this trial's worker sees ") and "but was given 0" in refused, refused
     assert "resources.preload_libraries: false" in refused
+
+
+def _sweep(preload, gpus_per_trial=0.0):
+    from search.config import SweepConfig
+
+    return SweepConfig(name="p", model={"name_or_path": "/tmp"},
+                       resources={"preload_libraries": preload, "gpus_per_trial": gpus_per_trial})
+
+
+@pytest.mark.unit
+def test_preloading_the_trial_is_refused_where_a_worker_would_keep_gpus_ray_does_not_give_its_trial():
+    from search.sweep import preloaded_modules
+    from trainables.errors import ConfigError
+    from trainables.warm import CUDA_SAFE_IMPORTS
+
+    assert preloaded_modules(_sweep(False), machine_gpus=8) == ()
+    assert preloaded_modules(_sweep(True), machine_gpus=8) == CUDA_SAFE_IMPORTS
+    # at most one GPU, which every trial shares, or none: every worker may see it
+    assert preloaded_modules(_sweep("trial", gpus_per_trial="auto"), machine_gpus=1) == ("trainables.trial",)
+    assert preloaded_modules(_sweep("trial", gpus_per_trial=0.25), machine_gpus=1) == ("trainables.trial",)
+    assert preloaded_modules(_sweep("trial"), machine_gpus=0) == ("trainables.trial",)
+    with pytest.raises(ConfigError, match="at most one GPU, this one has 2: each idle worker would keep them all"):
+        preloaded_modules(_sweep("trial", gpus_per_trial=1), machine_gpus=2)
+    with pytest.raises(ConfigError, match="gpus_per_trial 0 on a machine with a GPU"):
+        preloaded_modules(_sweep("trial"), machine_gpus=1)
+
+
+@pytest.mark.unit
+def test_preload_libraries_reads_true_false_or_trial_from_yaml_and_refuses_anything_else(tmp_path):
+    from search.config import load_config
+    from trainables.errors import ConfigError
+
+    config = tmp_path / "sweep.yaml"
+    config.write_text("name: p\nmodel: {name_or_path: /tmp}\n")
+    for written, read in (("trial", "trial"), ("true", True), ("false", False)):
+        assert load_config(config, [f"resources.preload_libraries={written}"]).resources.preload_libraries == read
+    refusal = "resources.preload_libraries: must be true, false or trial, got 'everything'$"
+    with pytest.raises(ConfigError, match=refusal):
+        load_config(config, ["resources.preload_libraries=everything"])
+
+
+COUNT_IDLE_WORKERS = """
+import glob, os, sys, time
+import ray
+from search.tuner import start_ray
+start_ray(dashboard=False, preload=["email.mime.text"], preload_workers=int(sys.argv[1]))
+logs = ray._private.worker._global_node.get_logs_dir_path()
+def started():
+    return sorted(int(path.rsplit("_", 1)[1].split(".")[0]) for path in glob.glob(logs + "/python-core-worker-*.log"))
+deadline = time.time() + 60
+while not started() and time.time() < deadline:
+    time.sleep(0.5)
+time.sleep(5)  # Ray starts its idle workers together: any more would be there by now
+idle = started()
+
+@ray.remote(num_cpus=1)
+class Trial:
+    def where(self):
+        return os.getpid(), "email.mime.text" in sys.modules
+
+print("idle:", idle, "trial:", *ray.get(Trial.remote().where.remote()))
+ray.shutdown()
+"""
+
+
+@pytest.mark.sweep
+def test_a_local_ray_that_preloads_starts_as_many_idle_workers_as_asked_and_a_trial_takes_one():
+    from search.tuner import local_cpus
+
+    assert local_cpus() >= 2  # Ray's own count, one per CPU, would be more than the one asked for
+    with short_ray_temp() as ray_temp:
+        done = subprocess.run([sys.executable, "-c", COUNT_IDLE_WORKERS, "1"], capture_output=True,
+                              text=True, cwd=ROOT, timeout=180, env={**os.environ, "RAY_TMPDIR": str(ray_temp)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = done.stdout.split("idle:")[1]
+    idle = eval(line.split("trial:")[0])  # noqa: S307 - a list of pids this test printed
+    pid, preloaded = line.split("trial:")[1].split()
+    assert len(idle) == 1, idle
+    assert int(pid) == idle[0] and preloaded == "True"  # the trial began in the worker that had imported
+
+
+@pytest.mark.sweep
+def test_a_sweep_preloading_the_trial_begins_its_first_trials_with_their_imports_done(tiny_model_path, tmp_path):
+    import json
+
+    from tests.conftest import tiny_sweep_dict, write_config
+    from tests.helpers import run_cli, trial_dirs
+
+    config = tiny_sweep_dict(tiny_model_path, tmp_path / "results", name="preloaded",
+                             search={"num_trials": 2, "max_concurrent_trials": 2},
+                             scheduler={"max_rungs": 1, "grace_period": 1}, resources={"preload_libraries": "trial"})
+    done = run_cli("run", write_config(tmp_path / "sweep.yaml", config))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    experiment = tmp_path / "results" / "preloaded"
+    first = [json.loads((d / "result.json").read_text().splitlines()[0]) for d in trial_dirs(experiment)]
+    assert len(first) == 2 and not any(row["warm_start"] for row in first)  # each in a fresh worker
+    # which had imported the trial before it began: without preloading a fresh worker's imports take seconds
+    # here (tests/test_sweep_end_to_end.py: over 0.5 s, 7-12 s on this machine)
+    assert max(row["startup_imports_s"] for row in first) < 0.5, first
+
+
+# On a GPU machine seen as one GPU: a local Ray preloads everything a trial imports (bitsandbytes asks CUDA
+# about the GPU on import), then gives a trial half the GPU in that worker.
+TRIAL_IN_A_WORKER_THAT_PRELOADED_IT = """
+import os, sys
+import ray
+from search.tuner import local_gpus, start_ray
+print("machine gpus:", local_gpus())
+start_ray(dashboard=False, preload=["trainables.trial"], preload_workers=1)
+
+@ray.remote(num_cpus=1, num_gpus=0.5)
+class Trial:
+    def begin(self):
+        had = "bitsandbytes" in sys.modules and "peft" in sys.modules
+        from trainables.warm import check_gpus_are_rays
+        check_gpus_are_rays()
+        import torch
+        summed = torch.ones(4, device="cuda").sum().item()
+        return had, os.environ["CUDA_VISIBLE_DEVICES"], torch.cuda.device_count(), summed
+
+print("trial:", *ray.get(Trial.remote().begin.remote()))
+ray.shutdown()
+"""
+
+
+@pytest.mark.gpu
+def test_on_a_one_gpu_machine_a_worker_that_preloaded_the_whole_trial_takes_the_gpu_ray_gives_it():
+    with short_ray_temp() as ray_temp:
+        done = subprocess.run([sys.executable, "-c", TRIAL_IN_A_WORKER_THAT_PRELOADED_IT], capture_output=True,
+                              text=True, cwd=ROOT, timeout=300,
+                              env={**os.environ, "RAY_TMPDIR": str(ray_temp), "CUDA_VISIBLE_DEVICES": "0"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "machine gpus: 1" in done.stdout
+    assert "trial: True 0 1 4.0" in done.stdout, done.stdout[-2000:]
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_the_driver_reads_from_nvidia_smi_the_memory_torch_sees():
+    import torch
+
+    from trainables.memory import nvidia_smi_smallest_gpu_memory_bytes
+
+    smallest = min(torch.cuda.get_device_properties(i).total_memory for i in range(torch.cuda.device_count()))
+    # nvidia-smi counts whole MiB of the board; torch what the driver lets CUDA have: within 1 %
+    assert nvidia_smi_smallest_gpu_memory_bytes() == pytest.approx(smallest, rel=0.01)

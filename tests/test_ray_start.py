@@ -37,12 +37,14 @@ def test_the_default_dashboard_setting_starts_ray_where_the_dashboard_packages_a
 
 # A local Ray told it has one GPU (this machine has none): the driver reads the GPU's memory on its node
 # as it does before every GPU sweep, from nvidia-smi (here a stand-in on PATH), without torch, which on
-# this CPU build sees no GPU and would make the query fail.
+# this CPU build sees no GPU and would make the query fail: on its own node in the driver itself, where
+# nvidia-smi answers, and in a worker given the GPU where it does not.
 READ_GPU_MEMORY = """
-import ray, sys
+import os, ray, sys
 from trainables.errors import ConfigError
 from search.tuner import smallest_gpu_memory_bytes
 ray.init(num_gpus=1, include_dashboard=False)
+print("driver:", os.getpid())
 print("read:", smallest_gpu_memory_bytes())
 open(sys.argv[1], "w").write("fail")
 try:
@@ -65,5 +67,8 @@ def test_the_driver_reads_a_gpu_nodes_memory_from_nvidia_smi_and_names_the_node_
                                    "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}"})
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"read: {143771 * 2**20}" in done.stdout
-    assert (tmp_path / "asked").read_text().split()[-2:] == ["-i", "99"]  # the GPU Ray gave the query
+    driver = done.stdout.split("driver:")[1].split()[0]
+    read, failed, in_worker = [line.split() for line in (tmp_path / "asked").read_text().splitlines()]
+    assert read[0] == failed[0] == driver and "-i" not in read  # in the driver: its machine's every GPU
+    assert in_worker[0] != driver and in_worker[-2:] == ["-i", "99"]  # where it failed, in a worker: Ray's GPU
     assert "advertises GPUs that torch cannot see" in done.stdout  # then torch, which sees none here

@@ -302,6 +302,10 @@ def test_the_sweep_benchmark_runs_its_arms_scores_their_best_on_held_out_dialogu
     # counted from when the driver's Tuner began, a fresh worker's first rung holds the rung itself and
     # the wait for its worker (whole seconds: Tune's timestamps)
     assert timing["first_rung_cold_since_start_s"] >= timing["first_rung_cold_s"] - 1
+    # and from the arm's launch, as a user waits: Ray's start and the driver's preparation before the Tuner too
+    assert 0 < timing["tuner_after_launch_s"] < timing["first_rung_cold_since_launch_s"]
+    assert timing["first_rung_cold_since_launch_s"] == pytest.approx(
+        timing["first_rung_cold_since_start_s"] + timing["tuner_after_launch_s"], abs=0.01)
     for group, parts in timing["parts"].items():  # each kind of rung, split into what it was made of
         assert 0 < parts["train_s"] + parts["eval_s"] + parts.get("startup_s", 0) <= parts["rung_s"], (group, parts)
         assert 0 < parts["step_s_median"] and 0 <= parts["train_s_beyond_median"] < parts["train_s"], (group, parts)

@@ -542,6 +542,29 @@ def nvidia_smi_gpu_memory_bytes() -> int | None:
         return None
 
 
+def nvidia_smi_smallest_gpu_memory_bytes() -> int | None:
+    """The memory of this machine's smallest GPU as nvidia-smi reports it, for a driver that plans trials on
+    its own node without a Ray worker: a worker takes a second or more to start, and with
+    resources.preload_libraries every idle one is busy importing for 15-30 s on an H200 machine. Every GPU
+    of the machine counts, the ones CUDA_VISIBLE_DEVICES leaves out too (their order may not be
+    nvidia-smi's): on a machine of mixed GPUs that sizes shares by the smallest, as a cluster is. None
+    where it cannot say: no nvidia-smi, no GPU given, or MIG (nvidia-smi reports the whole GPU's memory,
+    not an instance's)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and (not visible.strip() or "MIG-" in visible):
+        return None
+    try:
+        done = subprocess.run(["nvidia-smi", "--query-gpu=memory.total,mig.mode.current",
+                               "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=30, check=True)
+        gpus = [[field.strip() for field in line.split(",")] for line in done.stdout.splitlines() if line.strip()]
+        if not gpus or any(gpu[1:2] == ["Enabled"] for gpu in gpus):
+            return None
+        return min(int(gpu[0]) for gpu in gpus) * 2**20  # MiB
+    except (OSError, subprocess.SubprocessError, ValueError) as why:
+        logger.debug("nvidia-smi could not give this machine's GPU memory (%s); asking a worker", why)
+        return None
+
+
 def local_gpu_memory_bytes() -> int | None:
     """This process's first visible GPU's memory, None without one (scoring runs where it is asked)."""
     import torch  # heavy: only the trial's own processes and `best --eval-file` call this
