@@ -86,7 +86,11 @@
 #           minutes: worker-start 6.5, gpu-config 3, both seeds' qlora-sweep arm 5; commit each part as that folder
 #           does, the arms without Tune's experiment-state snapshots. Send calls 2-4 straight after each reply, with
 #           nothing in between: call 2 went out too late once on 2026-12-05 and the machine was gone.)
-#           The latest, 2026-12-05-preload-ab: preloading off, on, on, off on seed 0, `w=30; i=0; for p in false true
+#           The latest, 2026-12-06-preload-trial: `timeout 300 python3 -m pytest -q -n 0 -p no:cacheprovider -m gpu
+#           tests/test_preload.py > /tmp/res/gpu_preload_tests.log 2>&1`, then the loop below with SEED=1 and
+#           `for p in false trial trial false true`, about 16 minutes. To run another job after one, never pack or
+#           copy /tmp/res without wait.sh's excludes: with the adapters' checkpoints a tar ran out a 600 s call.
+#           The one before, 2026-12-05-preload-ab: preloading off, on, on, off on seed 0, `w=30; i=0; for p in false true
 #           true false; do i=$((i+1)); RES=/tmp/res/r$i-preload-$p WARMUP_S=$w SETS=resources.preload_libraries=$p
 #           RESUME_FROM=... SEED=0 RERUN=qlora_sweep RESCORE_PAIRS=0 PARTS=sweep
 #           bash benchmarks/sweep_benchmark_chain.sh; w=0; done`, about 4 minutes a run (16 in all).

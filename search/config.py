@@ -273,7 +273,11 @@ class ResourcesConfig(Section):
         "still imports peft, TRL and bitsandbytes (4-5 s there). trial: everything a trial imports "
         "(trainables.trial); bitsandbytes asks CUDA about the GPUs on import and a process keeps the GPUs it "
         "saw then, so only on a machine with at most one GPU whose trials ask for a share of it "
-        "(gpus_per_trial not 0); refused elsewhere. On a cluster the head's `ray start --system-config` sets "
+        "(gpus_per_trial not 0); refused elsewhere. Off by default: on an H100 (2026-12-06, seed 1 of the sweep "
+        "benchmark, off, trial, trial, off) trial cut a fresh worker's start from 17 s to 3.5 s and its first rung "
+        "to 1.19-1.28x a later one (2.23-2.32x off), but the first results came 49-52 s after the launch against "
+        "51-57 s: the imports only moved before the trial began. On a cluster the head's "
+        "`ray start --system-config` sets "
         "the same (preload_python_modules, worker_maximum_startup_concurrency); joining one, this has no effect.",
     )
     ray_dashboard: bool = Field(
