@@ -162,7 +162,10 @@ def _start(sweep: SweepConfig, view: SweepView, watch: Watch,
     """Ray started or joined, the data checked (`checked` ran while Ray started), the storage checked
     from every node, each trial's plan ready to make, and how many trials run at once."""
     log = None if watch.verbose else driver_log_path(sweep)
-    preload = preloaded_modules(sweep, local_gpus()) if starts_local_ray() else ()
+    preload = preloaded_modules(sweep, local_gpus) if starts_local_ray() else ()
+    if sweep.resources.preload_libraries and not preload:
+        logger.info("resources.preload_libraries: no effect in a cluster this sweep joins; its head's "
+                    "`ray start --system-config` sets what its workers preload (preload_python_modules)")
     start_ray(log, dashboard=sweep.resources.ray_dashboard, preload=preload,
               preload_workers=most_trials_at_once(sweep, local_cpus()) if preload else None)
     if checked is not None:
@@ -194,20 +197,22 @@ def _start(sweep: SweepConfig, view: SweepView, watch: Watch,
     return planner, plan_concurrency(planner, cpus, gpus)
 
 
-def preloaded_modules(sweep: SweepConfig, machine_gpus: int) -> tuple[str, ...]:
+def preloaded_modules(sweep: SweepConfig, machine_gpus: Callable[[], int]) -> tuple[str, ...]:
     """What resources.preload_libraries has a local Ray import in its idle workers, on a machine of
-    `machine_gpus` GPUs; a ConfigError where a worker would keep GPUs Ray does not give its trial."""
+    `machine_gpus()` GPUs (asked only for `trial`); a ConfigError where a worker would keep GPUs Ray
+    does not give its trial."""
     mode = sweep.resources.preload_libraries
     if mode is False:
         return ()
     if mode is True:
         return CUDA_SAFE_IMPORTS
     # bitsandbytes asks CUDA about every GPU when the trial's libraries are imported; the process keeps them
-    if machine_gpus > 1:
+    gpus = machine_gpus()
+    if gpus > 1:
         raise ConfigError(f"resources.preload_libraries: trial needs a machine with at most one GPU, this one has "
-                          f"{machine_gpus}: each idle worker would keep them all and every trial would train on "
+                          f"{gpus}: each idle worker would keep them all and every trial would train on "
                           "the first; set it to true (the libraries that ask nothing of CUDA)")
-    if machine_gpus == 1 and not sweep.resources.gpus_per_trial:
+    if gpus == 1 and not sweep.resources.gpus_per_trial:
         raise ConfigError("resources.preload_libraries: trial with resources.gpus_per_trial 0 on a machine with a "
                           "GPU: each idle worker would keep the GPU that Ray hides from CPU trials; set it to true "
                           "(the libraries that ask nothing of CUDA), or give trials a share of the GPU")

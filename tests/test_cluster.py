@@ -78,10 +78,13 @@ def test_job_submit_spreads_trials_over_both_nodes_into_shared_storage(cluster, 
     shared = cluster["base"] / "shared"
     config = tiny_sweep_dict(tiny_model_path, shared, name="on-cluster",
                              # One CPU per node and two trials at once: one trial on each node.
-                             search={"num_trials": 2, "max_concurrent_trials": 2})
+                             search={"num_trials": 2, "max_concurrent_trials": 2},
+                             # what a local Ray's workers would preload, which a joined cluster's head decides
+                             resources={"preload_libraries": True})
     done = _submit(cluster, write_config(cluster["base"] / "cluster.yaml", config))
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "succeeded" in done.stdout
+    assert "resources.preload_libraries: no effect in a cluster this sweep joins" in done.stdout
 
     experiment = shared / "on-cluster"
     nodes = {json.loads(line)["node_id"] for d in trial_dirs(experiment)
