@@ -212,18 +212,14 @@ def rung_times(experiment: Path) -> dict[str, Any]:
     for group in ("first_cold", "first_warm"):  # the start, and its parts (reported since ac46e28)
         for part in ("startup_s", *STARTUP_PARTS, *DATA_PARTS):
             parts[group][part] = median([r[part] for r in groups[group] if r.get(part) is not None])
-    try:
-        session_started = json.loads((experiment / DRIVER_HEARTBEAT).read_text())["session_started"]
-    except (OSError, ValueError, KeyError):
-        session_started = None  # a run from before it was recorded, or by hand's arm
-    since_start = ([r["timestamp"] - session_started for r in groups["first_cold"] if r.get("timestamp")]
-                   if session_started else [])
-    try:
-        launched = json.loads(experiment.with_name(experiment.name + LAUNCH_SUFFIX).read_text())["launched"]
-    except (OSError, ValueError, KeyError):
-        launched = None  # a run from before it was recorded
-    since_launch = ([r["timestamp"] - launched for r in groups["first_cold"] if r.get("timestamp")]
-                    if launched else [])
+    # None: a run from before these were recorded (by hand's arm has no heartbeat)
+    session_started = _recorded_time(experiment / DRIVER_HEARTBEAT, "session_started")
+    launched = _recorded_time(experiment.with_name(experiment.name + LAUNCH_SUFFIX), "launched")
+
+    def first_cold_since(origin: float | None) -> list[float]:
+        return [r["timestamp"] - origin for r in groups["first_cold"] if r.get("timestamp")] if origin else []
+
+    since_start, since_launch = first_cold_since(session_started), first_cold_since(launched)
     return {
         "parts": parts,
         "first_rung_cold_since_launch_s": median(since_launch),
@@ -239,6 +235,14 @@ def rung_times(experiment: Path) -> dict[str, Any]:
         "first_over_later_cold": median(cold) / later_median if cold and later_median else None,
         "first_over_later_warm": median(warm) / later_median if warm and later_median else None,
     }
+
+
+def _recorded_time(path: Path, key: str) -> float | None:
+    """A time (time.time()) a JSON file records under `key`; None where there is none."""
+    try:
+        return json.loads(path.read_text())[key]
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def hyperparameter_key(values: dict[str, Any]) -> tuple:

@@ -2,6 +2,7 @@
 ask nothing of CUDA on import, since a process that asked keeps the GPUs it saw then, and Ray gives
 a worker its GPU only when a trial starts in it."""
 
+import json
 import os
 import subprocess
 import sys
@@ -178,7 +179,7 @@ def test_preload_libraries_reads_true_false_or_trial_from_yaml_and_refuses_anyth
 
 
 COUNT_IDLE_WORKERS = """
-import glob, os, sys, time
+import glob, json, os, sys, time
 import ray
 from search.tuner import start_ray
 start_ray(dashboard=False, preload=["email.mime.text"], preload_workers=int(sys.argv[1]))
@@ -196,7 +197,8 @@ class Trial:
     def where(self):
         return os.getpid(), "email.mime.text" in sys.modules
 
-print("idle:", idle, "trial:", *ray.get(Trial.remote().where.remote()))
+pid, preloaded = ray.get(Trial.remote().where.remote())
+print(json.dumps({"idle": idle, "trial": pid, "preloaded": preloaded}))
 ray.shutdown()
 """
 
@@ -210,17 +212,13 @@ def test_a_local_ray_that_preloads_starts_as_many_idle_workers_as_asked_and_a_tr
         done = subprocess.run([sys.executable, "-c", COUNT_IDLE_WORKERS, "1"], capture_output=True,
                               text=True, cwd=ROOT, timeout=180, env={**os.environ, "RAY_TMPDIR": str(ray_temp)})
     assert done.returncode == 0, done.stderr[-3000:]
-    line = done.stdout.split("idle:")[1]
-    idle = eval(line.split("trial:")[0])  # noqa: S307 - a list of pids this test printed
-    pid, preloaded = line.split("trial:")[1].split()
-    assert len(idle) == 1, idle
-    assert int(pid) == idle[0] and preloaded == "True"  # the trial began in the worker that had imported
+    seen = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("{\"idle\"")))
+    assert len(seen["idle"]) == 1, seen
+    assert seen["trial"] == seen["idle"][0] and seen["preloaded"]  # the trial began in the worker that had imported
 
 
 @pytest.mark.sweep
 def test_a_sweep_preloading_the_trial_begins_its_first_trial_with_its_imports_done(tiny_model_path, tmp_path):
-    import json
-
     from tests.conftest import tiny_sweep_dict, write_config
     from tests.helpers import run_cli, trial_dirs
 

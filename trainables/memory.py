@@ -533,13 +533,8 @@ def nvidia_smi_gpu_memory_bytes() -> int | None:
     first = "0" if visible is None else visible.split(",")[0].strip()
     if not first:
         return None
-    try:
-        done = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits", "-i", first],
-                              capture_output=True, text=True, timeout=30, check=True)
-        return int(done.stdout.strip()) * 2**20  # MiB
-    except (OSError, subprocess.SubprocessError, ValueError) as why:
-        logger.debug("nvidia-smi could not give GPU %s's memory (%s); asking torch", first, why)
-        return None
+    gpus = _nvidia_smi_query("memory.total", "-i", first)
+    return _mib_in_bytes(gpus[0][0]) if gpus else None
 
 
 def nvidia_smi_smallest_gpu_memory_bytes() -> int | None:
@@ -553,16 +548,28 @@ def nvidia_smi_smallest_gpu_memory_bytes() -> int | None:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None and (not visible.strip() or "MIG-" in visible):
         return None
-    try:
-        done = subprocess.run(["nvidia-smi", "--query-gpu=memory.total,mig.mode.current",
-                               "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=30, check=True)
-        gpus = [[field.strip() for field in line.split(",")] for line in done.stdout.splitlines() if line.strip()]
-        if not gpus or any(gpu[1:2] == ["Enabled"] for gpu in gpus):
-            return None
-        return min(int(gpu[0]) for gpu in gpus) * 2**20  # MiB
-    except (OSError, subprocess.SubprocessError, ValueError) as why:
-        logger.debug("nvidia-smi could not give this machine's GPU memory (%s); asking a worker", why)
+    gpus = _nvidia_smi_query("memory.total,mig.mode.current")
+    if not gpus or any(gpu[1:2] == ["Enabled"] for gpu in gpus):
         return None
+    sizes = [_mib_in_bytes(gpu[0]) for gpu in gpus]
+    return None if None in sizes else min(sizes)
+
+
+def _nvidia_smi_query(fields: str, *args: str) -> list[list[str]] | None:
+    """nvidia-smi's `--query-gpu=fields` (NVIDIA's tool, installed with its driver), a row of fields a GPU;
+    None where it gives no rows: no nvidia-smi, no GPU, or an id it cannot answer for (a MIG instance, say)."""
+    try:
+        done = subprocess.run(["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader,nounits", *args],
+                              capture_output=True, text=True, timeout=30, check=True)
+    except (OSError, subprocess.SubprocessError) as why:
+        logger.debug("nvidia-smi gave no %s (%s)", fields, why)
+        return None
+    return [[field.strip() for field in line.split(",")] for line in done.stdout.splitlines() if line.strip()] or None
+
+
+def _mib_in_bytes(field: str) -> int | None:
+    """An nvidia-smi count of MiB in bytes; None for what is no count ([N/A])."""
+    return int(field) * 2**20 if field.isdigit() else None
 
 
 def local_gpu_memory_bytes() -> int | None:
