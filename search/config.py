@@ -261,22 +261,28 @@ class ResourcesConfig(Section):
         "auto every trial then asks for the share the search space's largest trial needs, so that any worker "
         "fits any trial. false: a fresh process per trial, each trial's own share.",
     )
-    preload_libraries: bool | Literal["trial"] = Field(
-        False,
+    preload_libraries: bool | Literal["trial", "auto"] = Field(
+        "auto",
         description="What a sweep that starts a local Ray of its own has Ray import in each idle worker process "
         "as it starts, while the driver prepares the sweep, so that a trial's fresh worker has it when the trial "
         "begins (on an H200 machine a fresh worker's imports took 15-19 s of its first rung's 36-42 s, "
         "2026-12-05). Ray then starts as many idle workers as trials may run at once (the trials, the CPUs at "
-        "cpus_per_trial, search.max_concurrent_trials where a number), not one per CPU, so that fewer import at "
-        "once. false: nothing. true: what asks nothing of CUDA on import (torch, transformers' model code, "
-        "accelerate, datasets, ROUGE, Tune: trainables.warm.CUDA_SAFE_IMPORTS), safe on any machine; the trial "
+        "cpus_per_trial, the GPUs at a numeric gpus_per_trial, search.max_concurrent_trials where a number), not "
+        "one per CPU, so that fewer import at once. false: nothing. true: what asks nothing of CUDA on import "
+        "(torch, transformers' model code, accelerate, datasets, ROUGE, Tune: trainables.warm.CUDA_SAFE_IMPORTS), "
+        "safe on any machine; the trial "
         "still imports peft, TRL and bitsandbytes (4-5 s there). trial: everything a trial imports "
         "(trainables.trial); bitsandbytes asks CUDA about the GPUs on import and a process keeps the GPUs it "
         "saw then, so only on a machine with at most one GPU whose trials ask for a share of it "
-        "(gpus_per_trial not 0); refused elsewhere. Off by default: on an H100 (2026-12-06, seed 1 of the sweep "
-        "benchmark, off, trial, trial, off) trial cut a fresh worker's start from 17 s to 3.5 s and its first rung "
-        "to 1.19-1.28x a later one (2.23-2.32x off), but the first results came 49-52 s after the launch against "
-        "51-57 s: the imports only moved before the trial began. On a cluster the head's "
+        "(gpus_per_trial not 0); refused elsewhere. On an H100 (2026-12-06, seed 1 of the sweep benchmark, off, "
+        "trial, trial, off) trial cut a fresh worker's start from 17 s to 3.5 s and its first rung to 1.19-1.28x a "
+        "later one (2.23-2.32x off), though the first results came 49-52 s after the launch against 51-57 s: the "
+        "imports moved before the trial began. auto (the default): trial where it is allowed and a GPU's trials gain "
+        "it (a machine of one GPU, gpus_per_trial not 0), nothing elsewhere (on a CPU machine the workers' imports "
+        "would share its cores with the driver's start; not measured). On seed 0 (2026-12-06, an H100, off, auto, "
+        "auto, off) auto's fresh first rungs took 1.23x and 1.23x a later one against 2.22x and 1.73x, and idle "
+        "workers that had imported the whole trial held no GPU memory (benchmarks/idle_worker_memory.py: 6 at "
+        "once, no CUDA context among them; 618 MiB each once a context is made). On a cluster the head's "
         "`ray start --system-config` sets "
         "the same (preload_python_modules, worker_maximum_startup_concurrency); joining one, this has no effect.",
     )
@@ -296,10 +302,10 @@ class ResourcesConfig(Section):
 
     @field_validator("preload_libraries", mode="before")
     @classmethod
-    def _bool_or_trial(cls, value: Any) -> Any:
-        if isinstance(value, bool) or value == "trial":
+    def _auto_bool_or_trial(cls, value: Any) -> Any:
+        if isinstance(value, bool) or value in ("trial", "auto"):
             return value
-        raise ValueError(f"must be true, false or trial, got {value!r}")
+        raise ValueError(f"must be auto, true, false or trial, got {value!r}")
 
     @field_validator("gpus_per_trial", mode="before")
     @classmethod

@@ -209,9 +209,7 @@ def plan_concurrency(planner: TrialPlanner, cluster_cpus: float, cluster_gpus: f
     share = trial_gpu_share(planner)
     by_gpus = None
     if share and cluster_gpus:
-        # Ray never splits a share across GPUs: each GPU holds its own whole number of shares.
-        per_gpu = shares_in_one_gpu(share) if share < 1 else 0
-        by_gpus = int(cluster_gpus + 1e-9) * per_gpu if per_gpu else int(cluster_gpus / share + 1e-9)
+        by_gpus = _trials_by_gpus(share, cluster_gpus)
         each = "each" if planner.sweep.resources.gpus_per_trial != "auto" else "the largest trial's share"
         gpus_text = f"{cluster_gpus:g} GPU{'s' if cluster_gpus != 1 else ''}"
         bounds.append((by_gpus, f"{gpus_text} at {share:g} ({each})"))
@@ -237,10 +235,14 @@ def _trials_per_gpu(sweep: SweepConfig, cluster_cpus: float | None, cluster_gpus
     return max(1, math.ceil(most_trials_at_once(sweep, cluster_cpus) / max(1, int(cluster_gpus + 1e-9))))
 
 
-def most_trials_at_once(sweep: SweepConfig, cluster_cpus: float) -> int:
+def most_trials_at_once(sweep: SweepConfig, cluster_cpus: float, cluster_gpus: float | None = None) -> int:
     """The most trials that may run at once before the GPUs' memory is known: the trials, the CPUs at
-    cpus_per_trial, and search.max_concurrent_trials where it is a number (never less than 1)."""
+    cpus_per_trial, the GPUs at gpus_per_trial where it is a number above 0 and `cluster_gpus` is known,
+    and search.max_concurrent_trials where it is a number (never less than 1)."""
     at_once = [sweep.search.num_trials, _trials_by_cpus(sweep, cluster_cpus)]
+    share = sweep.resources.gpus_per_trial
+    if share != "auto" and share and cluster_gpus is not None:
+        at_once.append(_trials_by_gpus(share, cluster_gpus))
     if sweep.search.max_concurrent_trials != "auto":
         at_once.append(sweep.search.max_concurrent_trials)
     return max(1, min(at_once))
@@ -248,6 +250,12 @@ def most_trials_at_once(sweep: SweepConfig, cluster_cpus: float) -> int:
 
 def _trials_by_cpus(sweep: SweepConfig, cluster_cpus: float) -> int:
     return int(cluster_cpus // sweep.resources.cpus_per_trial + 1e-9)
+
+
+def _trials_by_gpus(share: float, cluster_gpus: float) -> int:
+    # Ray never splits a share across GPUs: each GPU holds its own whole number of shares.
+    per_gpu = shares_in_one_gpu(share) if share < 1 else 0
+    return int(cluster_gpus + 1e-9) * per_gpu if per_gpu else int(cluster_gpus / share + 1e-9)
 
 
 def trial_gpu_share(planner: TrialPlanner) -> float:

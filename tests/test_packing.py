@@ -132,6 +132,22 @@ def test_the_most_trials_at_once_before_the_gpus_are_known_is_the_tightest_of_tr
     assert most_trials_at_once(_cpu_sweep(), 1) == 1  # never none, where Ray queues the trials
 
 
+def test_the_most_trials_at_once_counts_the_gpus_where_a_trials_share_is_a_number():
+    from search.packing import most_trials_at_once
+
+    def sweep(gpus_per_trial):
+        return SweepConfig(name="g", model={"name_or_path": "/tmp"}, search={"num_trials": 16},
+                           resources={"cpus_per_trial": 2, "gpus_per_trial": gpus_per_trial})
+
+    assert most_trials_at_once(sweep(1), 16, 1) == 1  # one whole GPU a trial: one at a time, not 8 by CPUs
+    assert most_trials_at_once(sweep(0.25), 16, 1) == 4
+    assert most_trials_at_once(sweep(0.4), 16, 2) == 4  # two 0.4 shares a GPU, never one split across two
+    # the GPUs do not bound a trial that asks for none, nor auto's shares before the memory is known
+    assert most_trials_at_once(sweep(0), 16, 1) == 8
+    assert most_trials_at_once(sweep("auto"), 16, 1) == 8
+    assert most_trials_at_once(sweep(1), 16) == 8  # the GPUs not known
+
+
 def test_a_given_concurrency_that_leaves_the_gpu_idle_gets_a_hint_naming_the_key(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(SMOLLM2))
     sweep = SweepConfig(name="s", model={"name_or_path": str(tmp_path)},

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.helpers import ROOT, short_ray_temp
+from tests.helpers import ROOT, fake_nvidia_smi, short_ray_temp
 
 
 def _probed(*modules: str) -> dict:
@@ -165,15 +165,32 @@ def test_preloading_the_trial_is_refused_where_a_worker_would_keep_gpus_ray_does
 
 
 @pytest.mark.unit
-def test_preload_libraries_reads_true_false_or_trial_from_yaml_and_refuses_anything_else(tmp_path):
+def test_preloading_auto_is_the_whole_trial_on_one_gpu_whose_trials_share_it_and_nothing_elsewhere():
+    from search.config import SweepConfig
+    from search.sweep import preloaded_modules
+
+    def machine(gpus):
+        return lambda: gpus
+
+    assert SweepConfig(name="p", model={"name_or_path": "/tmp"}).resources.preload_libraries == "auto"
+    assert preloaded_modules(_sweep("auto", gpus_per_trial="auto"), machine(1)) == ("trainables.trial",)
+    assert preloaded_modules(_sweep("auto", gpus_per_trial=1), machine(1)) == ("trainables.trial",)
+    # never refused: where `trial` would be, or on a CPU machine, auto preloads nothing
+    assert preloaded_modules(_sweep("auto", gpus_per_trial="auto"), machine(2)) == ()
+    assert preloaded_modules(_sweep("auto"), machine(1)) == ()
+    assert preloaded_modules(_sweep("auto", gpus_per_trial="auto"), machine(0)) == ()
+
+
+@pytest.mark.unit
+def test_preload_libraries_reads_auto_true_false_or_trial_from_yaml_and_refuses_anything_else(tmp_path):
     from search.config import load_config
     from trainables.errors import ConfigError
 
     config = tmp_path / "sweep.yaml"
     config.write_text("name: p\nmodel: {name_or_path: /tmp}\n")
-    for written, read in (("trial", "trial"), ("true", True), ("false", False)):
+    for written, read in (("trial", "trial"), ("true", True), ("false", False), ("auto", "auto")):
         assert load_config(config, [f"resources.preload_libraries={written}"]).resources.preload_libraries == read
-    refusal = "resources.preload_libraries: must be true, false or trial, got 'everything'$"
+    refusal = "resources.preload_libraries: must be auto, true, false or trial, got 'everything'$"
     with pytest.raises(ConfigError, match=refusal):
         load_config(config, ["resources.preload_libraries=everything"])
 
@@ -279,3 +296,44 @@ def test_on_a_gpu_the_driver_reads_from_nvidia_smi_the_memory_torch_sees():
     smallest = min(torch.cuda.get_device_properties(i).total_memory for i in range(torch.cuda.device_count()))
     # nvidia-smi counts whole MiB of the board; torch what the driver lets CUDA have: within 1 %
     assert nvidia_smi_smallest_gpu_memory_bytes() == pytest.approx(smallest, rel=0.01)
+
+
+def _idle_worker_memory(tmp_path, *args: str, env: dict | None = None) -> tuple[subprocess.CompletedProcess, dict]:
+    out = tmp_path / "idle.json"
+    done = subprocess.run([sys.executable, "benchmarks/idle_worker_memory.py", "--out", str(out), *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
+    return done, json.loads(out.read_text()) if out.exists() else {}
+
+
+@pytest.mark.unit
+def test_the_idle_worker_memory_benchmark_reads_nvidia_smi_around_idle_workers_and_refuses_a_machine_without(
+        tmp_path):
+    done, _ = _idle_worker_memory(tmp_path, "--workers", "2", "json", env={**os.environ, "PATH": "/nonexistent"})
+    assert done.returncode == 2 and not (tmp_path / "idle.json").exists()
+    assert done.stderr.strip() == "idle_worker_memory: nvidia-smi reads no GPU memory here; this measures a GPU machine"
+
+    fake_nvidia_smi(tmp_path)
+    (tmp_path / "reply").write_text("4000\n")
+    done, result = _idle_worker_memory(tmp_path, "--workers", "2", "--settle-s", "0", "json",
+                                       env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert result["workers"] == 2 and len(result["import_s"]) == 2
+    assert [reading["used_mib"] for reading in result["readings"].values()] == [4000, 4000, 4000]
+    assert result["per_worker_after_imports_mib"] == result["per_worker_after_contexts_mib"] == 0
+    # this machine's torch has no CUDA: the control's context could not be made, and the result says so
+    assert all(context.startswith("none: ") for context in result["contexts"]), result["contexts"]
+    asked = (tmp_path / "asked").read_text()
+    assert asked.count("--query-gpu=memory.used") == 3 and asked.count("--query-compute-apps=pid,used_memory") == 3
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_idle_workers_that_imported_the_whole_trial_hold_no_gpu_memory_until_a_trial_uses_it(tmp_path):
+    done, result = _idle_worker_memory(tmp_path, "--workers", "2", "trainables.trial")
+    assert done.returncode == 0, done.stderr[-3000:]
+    # bitsandbytes asks CUDA about the GPUs on import, yet makes no context: an idle worker holds nothing there
+    assert result["processes_holding_a_context"]["after_imports"] == 0, result
+    assert result["per_worker_after_imports_mib"] < 16, result
+    # the control: a context made in each is seen, so the reading above can see one
+    assert result["contexts"] == ["made", "made"], result
+    assert result["processes_holding_a_context"]["after_contexts"] == 2, result
+    assert result["per_worker_after_contexts_mib"] > 100, result

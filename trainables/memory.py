@@ -533,7 +533,7 @@ def nvidia_smi_gpu_memory_bytes() -> int | None:
     first = "0" if visible is None else visible.split(",")[0].strip()
     if not first:
         return None
-    gpus = _nvidia_smi_query("memory.total", "-i", first)
+    gpus = nvidia_smi_query("memory.total", "-i", first)
     return _mib_in_bytes(gpus[0][0]) if gpus else None
 
 
@@ -548,18 +548,19 @@ def nvidia_smi_smallest_gpu_memory_bytes() -> int | None:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None and (not visible.strip() or "MIG-" in visible):
         return None
-    gpus = _nvidia_smi_query("memory.total,mig.mode.current")
+    gpus = nvidia_smi_query("memory.total,mig.mode.current")
     if not gpus or any(gpu[1:2] == ["Enabled"] for gpu in gpus):
         return None
     sizes = [_mib_in_bytes(gpu[0]) for gpu in gpus]
     return None if None in sizes else min(sizes)
 
 
-def _nvidia_smi_query(fields: str, *args: str) -> list[list[str]] | None:
-    """nvidia-smi's `--query-gpu=fields` (NVIDIA's tool, installed with its driver), a row of fields a GPU;
-    None where it gives no rows: no nvidia-smi, no GPU, or an id it cannot answer for (a MIG instance, say)."""
+def nvidia_smi_query(fields: str, *args: str, of: str = "gpu") -> list[list[str]] | None:
+    """nvidia-smi's `--query-<of>=fields` (NVIDIA's tool, installed with its driver), a row of fields a GPU
+    (of="compute-apps": a process using one); None where it gives no rows: no nvidia-smi, no GPU, none of
+    them, or an id it cannot answer for (a MIG instance, say)."""
     try:
-        done = subprocess.run(["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader,nounits", *args],
+        done = subprocess.run(["nvidia-smi", f"--query-{of}={fields}", "--format=csv,noheader,nounits", *args],
                               capture_output=True, text=True, timeout=30, check=True)
     except (OSError, subprocess.SubprocessError) as why:
         logger.debug("nvidia-smi gave no %s (%s)", fields, why)
