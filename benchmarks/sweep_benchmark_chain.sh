@@ -86,7 +86,11 @@
 #           minutes: worker-start 6.5, gpu-config 3, both seeds' qlora-sweep arm 5; commit each part as that folder
 #           does, the arms without Tune's experiment-state snapshots. Send calls 2-4 straight after each reply, with
 #           nothing in between: call 2 went out too late once on 2026-12-05 and the machine was gone.)
-#           The latest, 2026-12-06-preload-trial: `timeout 300 python3 -m pytest -q -n 0 -p no:cacheprovider -m gpu
+#           The latest, 2026-12-06-preload-auto: the same pytest, then `python3 benchmarks/idle_worker_memory.py
+#           --workers 6 --out /tmp/res/idle_worker_memory.json`, then the loop below with SEED=0 and `for p in false
+#           auto auto false` (auto is the default now: the false side must be set), about 14 minutes; call 1 went
+#           with four results folders held out of the tree (the refusal above).
+#           The one before, 2026-12-06-preload-trial: `timeout 300 python3 -m pytest -q -n 0 -p no:cacheprovider -m gpu
 #           tests/test_preload.py > /tmp/res/gpu_preload_tests.log 2>&1`, then the loop below with SEED=1 and
 #           `for p in false trial trial false true`, about 16 minutes. To run another job after one, never pack or
 #           copy /tmp/res without wait.sh's excludes: with the adapters' checkpoints a tar ran out a 600 s call.
