@@ -67,6 +67,9 @@
 # its reply (it passed so four times on 2026-12-05); if call 1 is refused again, do that:
 #   mkdir -p /tmp/hold && mv benchmarks/results/2026-12-04-preload benchmarks/results/2026-12-0[12]-sweep /tmp/hold/
 #   (call 1)   mv /tmp/hold/* benchmarks/results/
+# On 2026-12-06 (tree 25.8 MB, the slimmed bundle 37.3 MB) call 1 was refused, and passed with
+# 2026-12-04-preload, 2026-12-04-sweep-r256, 2026-12-02-sweep and 2026-12-06-preload-trial held out (13 MB).
+# Never hold out 2026-12-04-sweep-500: the sweep part's RESUME_FROM reads it.
 # Calls 2-4 carry 30-33 MB beside the whole tree. After a rerun, commit the new arms but not the folders the
 # device set aside.
 # The wheel travels in three parts, and the inputs with the last: on 2026-12-04 (late evening) a call 1 carrying the
