@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -163,7 +164,8 @@ def _start(sweep: SweepConfig, view: SweepView, watch: Watch,
     from every node, each trial's plan ready to make, and how many trials run at once."""
     log = None if watch.verbose else driver_log_path(sweep)
     local = starts_local_ray()
-    preload = preloaded_modules(sweep, local_gpus) if local else ()
+    machine_gpus = functools.cache(local_gpus)  # asked once, and only where the setting needs it
+    preload = preloaded_modules(sweep, machine_gpus) if local else ()
     if not local and sweep.resources.preload_libraries not in (False, "auto"):
         logger.info("resources.preload_libraries: no effect in a cluster this sweep joins; its head's "
                     "`ray start --system-config` sets what its workers preload (preload_python_modules)")
@@ -171,7 +173,7 @@ def _start(sweep: SweepConfig, view: SweepView, watch: Watch,
         logger.info("Ray's idle workers import %s before a trial is theirs (resources.preload_libraries: %s)",
                     ", ".join(preload), sweep.resources.preload_libraries)
     start_ray(log, dashboard=sweep.resources.ray_dashboard, preload=preload,
-              preload_workers=most_trials_at_once(sweep, local_cpus(), local_gpus()) if preload else None)
+              preload_workers=most_trials_at_once(sweep, local_cpus(), machine_gpus()) if preload else None)
     if checked is not None:
         view.validation_examples = _data_checked(checked)
     logger.info("experiment folder: %s", experiment_path(sweep))

@@ -244,6 +244,8 @@ def test_a_sweep_preloading_the_trial_begins_its_first_trial_with_its_imports_do
                              scheduler={"max_rungs": 1, "grace_period": 1}, resources={"preload_libraries": "trial"})
     done = run_cli("run", write_config(tmp_path / "sweep.yaml", config))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert ("Ray's idle workers import trainables.trial before a trial is theirs (resources.preload_libraries: trial)"
+            in done.stdout)
     experiment = tmp_path / "results" / "preloaded"
     first = [json.loads((d / "result.json").read_text().splitlines()[0]) for d in trial_dirs(experiment)]
     assert len(first) == 1 and not first[0]["warm_start"]  # in a fresh worker

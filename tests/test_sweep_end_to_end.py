@@ -20,6 +20,8 @@ def test_run_prints_the_experiment_folder_and_the_best_trial(sweep):
     experiment, done = sweep
     assert f"experiment folder: {experiment}" in done.stdout
     assert "best trial:" in done.stdout and "adapter checkpoint:" in done.stdout
+    # resources.preload_libraries: auto, the default, preloads nothing on a machine without a GPU
+    assert "idle workers import" not in done.stdout
     assert (experiment / "qlora_sweep.yaml").is_file()
 
 
