@@ -214,8 +214,8 @@ def preloaded_modules(sweep: SweepConfig, machine_gpus: Callable[[], int]) -> tu
         return CUDA_SAFE_IMPORTS
     if mode == "auto":
         # the whole trial where it was measured to pay (a fresh worker's first rung 1.19-1.28x a later one
-        # against 2.2-2.3x, one GPU) and is safe; nothing elsewhere: on the CPU the workers' imports would
-        # share the cores with the driver's start, and unmeasured
+        # against 1.7-2.3x, one H100, both seeds) and is safe, idle workers holding no GPU memory; nothing
+        # elsewhere: on the CPU the workers' imports would share the cores with the driver's start, unmeasured
         return ("trainables.trial",) if machine_gpus() == 1 and sweep.resources.gpus_per_trial else ()
     # bitsandbytes asks CUDA about every GPU when the trial's libraries are imported; the process keeps them
     gpus = machine_gpus()
