@@ -17,6 +17,8 @@ Each side is one fresh process that ends once the trial's modules are imported a
   no_gpu         import trainables.trial with every GPU hidden: the imports without CUDA's part.
 One untimed process first (the page cache). --importtime: one more process under `python -X importtime`,
 its raw output to that file, and the JSON's `importtime_by_package` the self time summed by top-level package.
+Each run also says whether the imports loaded TorchInductor's compiler (`compiler_imported`): no trial asks for it
+before it compiles its layers.
 """
 
 from __future__ import annotations
@@ -86,6 +88,8 @@ else:  # context_ahead
     mark("join_s", at)
     gpu, phases["context_s"] = made["gpu"], made["context_s"]
 phases["ready_s"] = round(time.perf_counter() - began, 3)
+# TorchInductor, which bitsandbytes' torch.compile wrappers imported at import time until trainables.lazy_compile
+phases["compiler_imported"] = "torch._inductor.compile_fx" in sys.modules
 print(json.dumps({"side": side, "gpu": gpu, **phases}))
 """
 

@@ -61,4 +61,6 @@ def test_each_side_imports_the_trial_in_a_fresh_process_and_times_its_phases(tmp
     # the phases add up to the process's ready time, and the trial's modules took most of it
     assert run["ready_s"] == pytest.approx(run["torch_import_s"] + run["trial_import_s"] + run["join_s"], abs=0.01)
     assert run["trial_import_s"] > 1.0 and run["process_s"] >= run["ready_s"]
+    # bitsandbytes' import-time torch.compile wrappers no longer load TorchInductor (trainables.lazy_compile)
+    assert run["compiler_imported"] is False
     assert result["sides"]["context_ahead"]["runs"] == 1
