@@ -33,64 +33,6 @@ def test_the_modules_preloaded_in_idle_workers_ask_nothing_of_cuda_and_bitsandby
     assert any("bitsandbytes/" in frame for asked in _probed("bitsandbytes")["asked"] for frame in asked["from"])
 
 
-START_WITH_PRELOAD = """
-import sys
-import ray
-from search.tuner import start_ray
-start_ray(dashboard=False, preload=sys.argv[1:])
-
-@ray.remote(num_cpus=1)
-class Trial:
-    def imported_before_me(self, modules):
-        return [module for module in modules if module in sys.modules]
-
-trial = Trial.remote()
-print("imported:", ray.get(trial.imported_before_me.remote(["email.mime.text", "xml.dom.minidom"])))
-ray.shutdown()
-"""
-
-
-@pytest.mark.sweep
-def test_a_local_rays_workers_have_the_preloaded_modules_before_a_trial_begins_in_them():
-    # two light standard modules stand for the libraries: what is checked is that the worker imported them
-    with short_ray_temp() as ray_temp:
-        done = subprocess.run([sys.executable, "-c", START_WITH_PRELOAD, "email.mime.text"], capture_output=True,
-                              text=True, cwd=ROOT, timeout=180, env={**os.environ, "RAY_TMPDIR": str(ray_temp)})
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "imported: ['email.mime.text']" in done.stdout
-
-
-THREADS_AFTER_PRELOAD = """
-import ray
-from search.tuner import start_ray
-start_ray(dashboard=False, preload=["torch"])
-
-@ray.remote(num_cpus=1)
-def trial_threads():
-    import torch
-    from trainables.warm import take_rays_cpu_threads
-    imported_with = torch.get_num_threads()
-    take_rays_cpu_threads()
-    return imported_with, torch.get_num_threads()
-
-print("threads:", *ray.get(trial_threads.remote()))
-ray.shutdown()
-"""
-
-
-@pytest.mark.sweep
-def test_a_trial_in_a_worker_that_preloaded_torch_runs_on_the_cpus_ray_gave_it_not_every_core():
-    env = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}
-    with short_ray_temp() as ray_temp:
-        done = subprocess.run([sys.executable, "-c", THREADS_AFTER_PRELOAD], capture_output=True, text=True,
-                              cwd=ROOT, timeout=180, env={**env, "RAY_TMPDIR": str(ray_temp)})
-    assert done.returncode == 0, done.stderr[-3000:]
-    imported_with, trial_runs_on = map(int, done.stdout.split("threads:")[1].split())
-    # torch, imported before Ray set OMP_NUM_THREADS for the task's 1 CPU, took every core (this machine has 2)
-    assert imported_with > 1
-    assert trial_runs_on == 1
-
-
 # On a GPU machine, what the watch above stands for: a process that sees every GPU imports the given
 # modules, then hides them all, as Ray sets CUDA_VISIBLE_DEVICES when it gives a worker its trial (none
 # here), and does what a trial does first in its worker. A process whose imports initialized CUDA keeps
@@ -195,11 +137,13 @@ def test_preload_libraries_reads_auto_true_false_or_trial_from_yaml_and_refuses_
         load_config(config, ["resources.preload_libraries=everything"])
 
 
-COUNT_IDLE_WORKERS = """
+# One local Ray for what its preloading workers must do (each Ray started costs CI seconds of its 20 minutes).
+# Two light standard modules stand for the libraries, beside torch, whose threads are checked.
+PRELOADING_RAY = """
 import glob, json, os, sys, time
 import ray
 from search.tuner import start_ray
-start_ray(dashboard=False, preload=["email.mime.text"], preload_workers=int(sys.argv[1]))
+start_ray(dashboard=False, preload=["email.mime.text", "torch"], preload_workers=int(sys.argv[1]))
 logs = ray._private.worker._global_node.get_logs_dir_path()
 def started():
     return sorted(int(path.rsplit("_", 1)[1].split(".")[0]) for path in glob.glob(logs + "/python-core-worker-*.log"))
@@ -211,27 +155,39 @@ idle = started()
 
 @ray.remote(num_cpus=1)
 class Trial:
-    def where(self):
-        return os.getpid(), "email.mime.text" in sys.modules
+    def begin(self):
+        imported_before_me = [m for m in ("email.mime.text", "xml.dom.minidom", "torch") if m in sys.modules]
+        import torch
+        from trainables.warm import take_rays_cpu_threads
+        imported_with = torch.get_num_threads()
+        take_rays_cpu_threads()
+        return os.getpid(), imported_before_me, imported_with, torch.get_num_threads()
 
-pid, preloaded = ray.get(Trial.remote().where.remote())
-print(json.dumps({"idle": idle, "trial": pid, "preloaded": preloaded}))
+pid, imported, imported_with, runs_on = ray.get(Trial.remote().begin.remote())
+print(json.dumps({"idle": idle, "trial": pid, "imported": imported, "threads": [imported_with, runs_on]}))
 ray.shutdown()
 """
 
 
 @pytest.mark.sweep
-def test_a_local_ray_that_preloads_starts_as_many_idle_workers_as_asked_and_a_trial_takes_one():
+def test_a_local_ray_preloading_starts_the_idle_workers_asked_and_a_trial_takes_one_with_its_modules_and_cpus():
+    """A local Ray asked for one preloading worker starts one (Ray's own count, one per CPU, would be more);
+    the trial begins in it with the modules imported, and runs torch on the CPUs Ray gave it, not every core."""
     from search.tuner import local_cpus
 
-    assert local_cpus() >= 2  # Ray's own count, one per CPU, would be more than the one asked for
+    assert local_cpus() >= 2  # more than the one asked for
+    env = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}
     with short_ray_temp() as ray_temp:
-        done = subprocess.run([sys.executable, "-c", COUNT_IDLE_WORKERS, "1"], capture_output=True,
-                              text=True, cwd=ROOT, timeout=180, env={**os.environ, "RAY_TMPDIR": str(ray_temp)})
+        done = subprocess.run([sys.executable, "-c", PRELOADING_RAY, "1"], capture_output=True,
+                              text=True, cwd=ROOT, timeout=180, env={**env, "RAY_TMPDIR": str(ray_temp)})
     assert done.returncode == 0, done.stderr[-3000:]
     seen = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("{\"idle\"")))
     assert len(seen["idle"]) == 1, seen
-    assert seen["trial"] == seen["idle"][0] and seen["preloaded"]  # the trial began in the worker that had imported
+    assert seen["trial"] == seen["idle"][0]  # the trial began in the worker that had imported
+    assert seen["imported"] == ["email.mime.text", "torch"]  # what it was asked to, and nothing else
+    imported_with, trial_runs_on = seen["threads"]
+    # torch, imported before Ray set OMP_NUM_THREADS for the trial's 1 CPU, took every core (this machine has 2)
+    assert imported_with > 1 and trial_runs_on == 1
 
 
 @pytest.mark.sweep
