@@ -36,11 +36,15 @@ def test_an_unknown_name_gets_one_line_listing_the_names_there(sweep):
         "give its name, its folder, or --storage where it was written"]
 
 
-def test_export_writes_the_adapter_tokenizer_configs_and_a_model_card(sweep, tmp_path):
+def test_export_writes_the_adapter_tokenizer_configs_and_a_model_card_and_with_force_replaces_a_folder(
+        sweep, tmp_path):
     storage, name = storage_and_name(sweep)
-    out = tmp_path / "exported"
-    done = run_cli("export", name, str(out), "--storage", storage)
+    out = tmp_path / "exported"  # taken: --force replaces it (the merged exports below write new folders)
+    out.mkdir()
+    (out / "mine.txt").write_text("replace me")
+    done = run_cli("export", name, str(out), "--storage", storage, "--force")
     assert done.returncode == 0, done.stderr
+    assert not (out / "mine.txt").exists()
     best = json.loads(run_cli("best", name, "--storage", storage, "--json").stdout)
     assert f"exported trial {best['trial_id']} (adapter" in done.stdout
     for file in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "qlora_sweep.yaml",
@@ -71,10 +75,7 @@ def test_export_refuses_an_existing_folder_with_one_line_and_leaves_it_as_it_was
     done = run_cli("export", str(sweep[0]), str(out))
     assert done.returncode == 2
     assert done.stderr.strip() == f"qlora-sweep: error: {out} already exists; choose another folder, or --force to replace it"
-    assert [p.name for p in out.iterdir()] == ["mine.txt"]
-    forced = run_cli("export", str(sweep[0]), str(out), "--force")
-    assert forced.returncode == 0, forced.stderr
-    assert not (out / "mine.txt").exists() and (out / "adapter_config.json").is_file()
+    assert [p.name for p in out.iterdir()] == ["mine.txt"]  # --force replaces it: the test above
 
 
 def test_a_merged_export_loads_without_peft_or_bitsandbytes_and_computes_what_the_adapted_4bit_model_does(
