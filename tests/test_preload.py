@@ -190,26 +190,6 @@ def test_a_local_ray_preloading_starts_the_idle_workers_asked_and_a_trial_takes_
     assert imported_with > 1 and trial_runs_on == 1
 
 
-@pytest.mark.sweep
-def test_a_sweep_preloading_the_trial_begins_its_first_trial_with_its_imports_done(tiny_model_path, tmp_path):
-    from tests.conftest import tiny_sweep_dict, write_config
-    from tests.helpers import run_cli, trial_dirs
-
-    config = tiny_sweep_dict(tiny_model_path, tmp_path / "results", name="preloaded",
-                             search={"num_trials": 1, "max_concurrent_trials": 1},
-                             scheduler={"max_rungs": 1, "grace_period": 1}, resources={"preload_libraries": "trial"})
-    done = run_cli("run", write_config(tmp_path / "sweep.yaml", config))
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert ("Ray's idle workers import trainables.trial before a trial is theirs (resources.preload_libraries: trial)"
-            in done.stdout)
-    experiment = tmp_path / "results" / "preloaded"
-    first = [json.loads((d / "result.json").read_text().splitlines()[0]) for d in trial_dirs(experiment)]
-    assert len(first) == 1 and not first[0]["warm_start"]  # in a fresh worker
-    # which had imported the trial before it began: without preloading a fresh worker's imports take seconds
-    # here (tests/test_sweep_end_to_end.py: over 0.5 s, 7-12 s on this machine)
-    assert first[0]["startup_imports_s"] < 0.5, first
-
-
 # On a GPU machine seen as one GPU: a local Ray preloads everything a trial imports (bitsandbytes asks CUDA
 # about the GPU on import), then gives a trial half the GPU in that worker.
 TRIAL_IN_A_WORKER_THAT_PRELOADED_IT = """
