@@ -26,8 +26,8 @@ def test_an_oom_trial_retries_at_half_the_micro_batch_from_its_checkpoint_and_on
     """Two trials side by side, both out of memory from rung 2 on at micro-batch 4. Halved, the
     max_length 160 one fits (2 x 160 <= 350) and trains on from its rung-1 checkpoint; the 192 one
     (2 x 192 > 350) fails after its retry with its cause, and the sweep completes with the other.
-    (One sweep for both: each costs CI a driver, a Ray and fresh workers. A micro-batch of 1, which
-    is never halved, fails at once through the same raise.)"""
+    (One sweep for both: each costs CI a driver, a Ray and fresh workers. A trial already at
+    micro-batch 1, which is never halved and fails without a retry, is no longer run here.)"""
     config = tiny_sweep_dict(
         tiny_model_path, tmp_path / "results", name="oom", trial_retries=0,
         training={"steps_per_rung": 2, "micro_batch_size": 4, "gradient_accumulation_steps": 1,

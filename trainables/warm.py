@@ -81,8 +81,9 @@ def _run_trials(work: queue.SimpleQueue) -> None:
 # and FSDP code) and what the trial scores and reports with. Not peft, trl or transformers' Trainer:
 # they import bitsandbytes, which asks torch about every GPU, and a process that asked keeps the GPUs
 # it saw then (tests/test_preload.py). Nor torch's compiler (torch._inductor.compile_fx, which
-# bitsandbytes imports): on the H200's torch 2.11 its benchmarking module asks is_available on import,
-# though the CPU's 2.13 does not (benchmarks/cuda_on_import.py, benchmarks/results/2026-12-04-preload).
+# bitsandbytes imported until trainables.lazy_compile): on the H200's torch 2.11 its benchmarking module
+# asks is_available on import, though the CPU's 2.13 does not (benchmarks/cuda_on_import.py,
+# benchmarks/results/2026-12-04-preload).
 # On the 2-core CPU a process that has these imports the rest of trainables.trial in 2.1-3.0 s, one that has
 # the first five in 4.9-6.2 s, of 12 s in all (2026-12-04, fresh processes by turns, 3 each).
 CUDA_SAFE_IMPORTS = ("torch", "transformers", "transformers.modeling_utils", "accelerate", "datasets",
