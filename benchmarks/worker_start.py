@@ -14,7 +14,9 @@ Each side is one fresh process that ends once the trial's modules are imported a
   context_ahead  import torch, then a thread makes the CUDA context (a tensor) while the main thread
                  imports trainables.trial: what a worker could do, if torch releases the GIL meanwhile;
   context_first  import torch, make the context, then import trainables.trial, each timed: the split;
-  no_gpu         import trainables.trial with every GPU hidden: the imports without CUDA's part.
+  no_gpu         import trainables.trial with every GPU hidden: the imports without CUDA's part;
+  compiler_at_import  as_now without trainables.lazy_compile: bitsandbytes' torch.compile wrappers import
+                 TorchInductor as bitsandbytes is imported, as every worker did before 2026-12-06.
 One untimed process first (the page cache). --importtime: one more process under `python -X importtime`,
 its raw output to that file, and the JSON's `importtime_by_package` the self time summed by top-level package.
 Each run also says whether the imports loaded TorchInductor's compiler (`compiler_imported`): no trial asks for it
@@ -34,7 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-SIDES = ("as_now", "context_ahead", "context_first", "no_gpu")
+SIDES = ("as_now", "context_ahead", "context_first", "no_gpu", "compiler_at_import")
 
 PROBE = """
 import json, sys, threading, time
@@ -55,8 +57,11 @@ def make_context():
 
 side = sys.argv[1]
 gpu = None
-if side in ("as_now", "no_gpu"):
+if side in ("as_now", "no_gpu", "compiler_at_import"):
     at = began
+    if side == "compiler_at_import":
+        from trainables import lazy_compile
+        sys.meta_path.remove(next(f for f in sys.meta_path if isinstance(f, lazy_compile._DeferCompileWhileImporting)))
     import trainables.trial
     at = mark("trial_import_s", at)
     import torch

@@ -35,7 +35,8 @@ def test_the_summary_gives_each_sides_median_and_spread_of_every_phase():
 
 @pytest.mark.unit
 @pytest.mark.parametrize("arguments, message", [
-    (["--sides", "as_now,warm"], "--sides: unknown warm; choose from as_now, context_ahead, context_first, no_gpu"),
+    (["--sides", "as_now,warm"],
+     "--sides: unknown warm; choose from as_now, context_ahead, context_first, no_gpu, compiler_at_import"),
     (["--sides", ","], "--sides: unknown (none given)"),
     (["--rounds", "0"], "--rounds must be at least 1, not 0"),
     (["--importtime", "/no/such/folder/it.txt"], "folder /no/such/folder does not exist"),
@@ -52,11 +53,13 @@ def test_bad_arguments_are_refused_in_one_line_with_exit_2_before_any_process_st
 def test_each_side_imports_the_trial_in_a_fresh_process_and_times_its_phases(tmp_path):
     out = tmp_path / "start.json"
     done = subprocess.run([sys.executable, "benchmarks/worker_start.py", "--rounds", "1", "--sides",
-                           "context_ahead", "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+                           "context_ahead,compiler_at_import", "--out", str(out)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
-    (run,) = result["runs"]
+    run, before = result["runs"]
+    # as a worker imported the trial before trainables.lazy_compile: bitsandbytes' wrappers loaded TorchInductor
+    assert before["side"] == "compiler_at_import" and before["compiler_imported"] is True
     assert run["side"] == "context_ahead" and run["gpu"] is False  # the CPU: no context to make
     # the phases add up to the process's ready time, and the trial's modules took most of it
     assert run["ready_s"] == pytest.approx(run["torch_import_s"] + run["trial_import_s"] + run["join_s"], abs=0.01)
