@@ -61,7 +61,7 @@ if side in ("as_now", "no_gpu", "compiler_at_import"):
     at = began
     if side == "compiler_at_import":
         from trainables import lazy_compile
-        sys.meta_path.remove(next(f for f in sys.meta_path if isinstance(f, lazy_compile._DeferCompileWhileImporting)))
+        lazy_compile.uninstall()
     import trainables.trial
     at = mark("trial_import_s", at)
     import torch

@@ -59,6 +59,17 @@ class _DeferCompileWhileImporting(importlib.abc.MetaPathFinder):
         return spec
 
 
+def _installed() -> _DeferCompileWhileImporting | None:
+    return next((finder for finder in sys.meta_path if isinstance(finder, _DeferCompileWhileImporting)), None)
+
+
 def install() -> None:
-    if not any(isinstance(finder, _DeferCompileWhileImporting) for finder in sys.meta_path):
+    if _installed() is None:
         sys.meta_path.insert(0, _DeferCompileWhileImporting())
+
+
+def uninstall() -> None:
+    """bitsandbytes imported as it ships, compiler and all (benchmarks/worker_start.py's baseline side)."""
+    finder = _installed()
+    if finder is not None:
+        sys.meta_path.remove(finder)
