@@ -215,7 +215,8 @@ def preloaded_modules(sweep: SweepConfig, machine_gpus: Callable[[], int]) -> tu
     if mode == "auto":
         # the whole trial where it was measured to pay (a fresh worker's first rung 1.19-1.28x a later one
         # against 1.7-2.3x, one H100, both seeds) and is safe, idle workers holding no GPU memory; nothing
-        # elsewhere: on the CPU the workers' imports would share the cores with the driver's start, unmeasured
+        # elsewhere: on a 2-core CPU the workers' imports share the cores with the driver's start, and the
+        # quickstart took 9 % longer with either kind of preload, in every round (2026-12-06-quickstart-preload)
         return ("trainables.trial",) if machine_gpus() == 1 and sweep.resources.gpus_per_trial else ()
     # bitsandbytes asks CUDA about every GPU when the trial's libraries are imported; the process keeps them
     gpus = machine_gpus()
