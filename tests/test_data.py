@@ -3,6 +3,7 @@ import json
 import pytest
 
 from tests.dirty_data import EXPECTED_PROBLEMS, GOOD_ROWS, write_dirty_data
+from tests.helpers import ROOT
 from trainables.config import DataConfig, PromptConfig
 from trainables.data import load_dialogues, tokenize_for_training
 from trainables.errors import ConfigError
@@ -110,15 +111,11 @@ def test_bad_rows_fail_policy_names_every_problem_but_not_truncation(tmp_path):
 
 
 def test_trials_share_one_tokenized_copy_per_tokenizer_prompt_and_max_length(tiny_model_path, tmp_path):
-    """Each trial tokenizes in its own process; datasets' on-disk cache, keyed by the fingerprint of
-    (data, tokenizer, prompt, max_length), hands later trials the first one's result."""
+    """datasets' on-disk cache, keyed by the fingerprint of (data, tokenizer, prompt, max_length), hands a later
+    trial the first one's tokenized rows. That the key holds across processes, as trials run, is
+    tests/test_tokenize_ahead.py's: a trial's process loads the very files the driver's process wrote."""
     import os
-    import subprocess
-    import sys
 
-    import datasets
-
-    from tests.helpers import ROOT
     from trainables.config import ModelConfig
     from trainables.prompt import load_tokenizer
 
@@ -126,31 +123,20 @@ def test_trials_share_one_tokenized_copy_per_tokenizer_prompt_and_max_length(tin
     data.mkdir()
     for split in ("train", "validation"):
         (data / f"{split}.jsonl").write_text((ROOT / "trainables" / "samples" / f"{split}.jsonl").read_text())
-
-    # The first trial, here.
     train = load_dialogues(DataConfig(path=str(data)))["train"]
     tokenizer = load_tokenizer(ModelConfig(name_or_path=str(tiny_model_path)))
-    cached = tokenize_for_training(train, tokenizer, PromptConfig(), 256).cache_files[0]["filename"]
-    written = os.stat(cached).st_mtime_ns
 
-    # The next trial, in a process of its own (same cache folder): the same file, not written again.
-    trial = (
-        "import sys, os; from trainables.config import DataConfig, ModelConfig, PromptConfig; "
-        "from trainables.data import load_dialogues, tokenize_for_training; "
-        "from trainables.prompt import load_tokenizer; "
-        f"d = load_dialogues(DataConfig(path={str(data)!r})); "
-        f"t = load_tokenizer(ModelConfig(name_or_path={str(tiny_model_path)!r})); "
-        "ds = tokenize_for_training(d['train'], t, PromptConfig(), 256); "
-        "f = ds.cache_files[0]['filename']; print(f, os.stat(f).st_mtime_ns)"
-    )
-    done = subprocess.run([sys.executable, "-c", trial], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "HF_DATASETS_CACHE": str(datasets.config.HF_DATASETS_CACHE)})
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == [cached, str(written)]
+    def copy_at(max_length: int, **kwargs) -> tuple[str, int]:
+        cached = tokenize_for_training(train, tokenizer, PromptConfig(), max_length, **kwargs).cache_files[0]["filename"]
+        return cached, os.stat(cached).st_mtime_ns
+
+    first = copy_at(256)
+    assert copy_at(256) == first  # the same file, not written again
+    assert copy_at(192)[0] != first[0]  # another max_length: a copy of its own
 
     # data.reuse_tokenized: false computes and writes the copy again instead of loading it.
-    tokenize_for_training(train, tokenizer, PromptConfig(), 256, reuse=False)
-    assert os.stat(cached).st_mtime_ns > written
+    cached, rewritten = copy_at(256, reuse=False)
+    assert cached == first[0] and rewritten > first[1]
 
 
 def test_a_change_to_the_encoding_code_keys_new_tokenized_rows_instead_of_loading_the_old(tiny_tokenizer, tmp_path,
