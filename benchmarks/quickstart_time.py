@@ -82,7 +82,8 @@ def parse_side(text: str) -> tuple[str, list[str]]:
     """"NAME KEY=VALUE ..." into (NAME, [KEY=VALUE, ...]); exits 2 naming a malformed one."""
     name, *settings = text.split() or [""]
     if not name or "=" in name or not all("=" in setting for setting in settings):
-        refuse(f"--side {text!r}: expected a name, then KEY=VALUE settings, e.g. 'off resources.preload_libraries=false'")
+        refuse(f"--side {text!r}: expected a name, then KEY=VALUE settings, "
+               "e.g. 'off resources.preload_libraries=false'")
     return name, settings
 
 
@@ -132,7 +133,8 @@ def main() -> int:
         subprocess.run(INSTALL, shell=True, cwd=clone, check=True)
         install_s = round(time.monotonic() - started, 1)
         print(f"install: {install_s} s", flush=True)
-        base_env = {key: value for key, value in os.environ.items() if key not in ("QLORA_SWEEP_CACHE", "XDG_CACHE_HOME")}
+        moved_cache = ("QLORA_SWEEP_CACHE", "XDG_CACHE_HOME")  # the user's own cache is no new user's
+        base_env = {key: value for key, value in os.environ.items() if key not in moved_cache}
         if args.shared_model_cache:
             base_env["QLORA_SWEEP_CACHE"] = str(work / "cache")
             subprocess.run([".venv/bin/qlora-sweep", "fetch-model"], cwd=clone, env={**base_env, "HOME": str(work)},
