@@ -127,7 +127,8 @@ def test_trials_share_one_tokenized_copy_per_tokenizer_prompt_and_max_length(tin
     tokenizer = load_tokenizer(ModelConfig(name_or_path=str(tiny_model_path)))
 
     def copy_at(max_length: int, **kwargs) -> tuple[str, int]:
-        cached = tokenize_for_training(train, tokenizer, PromptConfig(), max_length, **kwargs).cache_files[0]["filename"]
+        tokenized = tokenize_for_training(train, tokenizer, PromptConfig(), max_length, **kwargs)
+        cached = tokenized.cache_files[0]["filename"]
         return cached, os.stat(cached).st_mtime_ns
 
     first = copy_at(256)
