@@ -12,7 +12,11 @@ For each seed (the searcher's and the training seed), in this order on one machi
                 rungs, seeds and trials at a time, each trial 1/that of the GPU;
   levers_off    (optional) qlora-sweep with its levers off: whole-set ROUGE each rung, padded
                 batches, recompute, one GPU per trial, a fresh process per trial;
-  qlora_sweep   the config as given.
+  qlora_sweep   the config as given; with --sweep-trials N it proposes N trials where by hand
+                proposes search.num_trials: a race to by hand's best is only a race where the
+                faster arm may search on in the time it saves (with the same seeded proposals
+                both arms otherwise end on the same values, and which scores them higher is
+                training's run-to-run spread).
 The config holds data.test_examples dialogues out of train (seeded): no arm trains on them or
 selects on them. Each arm's best adapter (the one its own search picked on validation) is scored
 on them afterwards, the sweep arms with `qlora-sweep best NAME --test`, the others with the same
@@ -26,7 +30,9 @@ spaces, as after one is run again on a changed config: `search_spaces_differ` sa
 search section each arm's test score records); `shared_best`: the same ratio at the lower of
 the two arms' bests, which both reach; `sooner_to_plain_best_values`: the same ratio at the
 trial of by hand's best values, where qlora-sweep trained them to the same rung (then whichever
-scored them higher is training's run-to-run spread, not the search); the plain script's
+scored them higher is training's run-to-run spread, not the search);
+`same_trials` (where qlora-sweep ran more trials): its best, time to it and `sooner_than_plain`
+over its first trials as many as by hand's, by when each began; the plain script's
 `best_rescored`: its best adapter scored on validation again by qlora-sweep's evaluator (its own generation picked it), so the two bests
 compare; qlora-sweep's first-rung and later-rung times (cold and warm workers);
 `same_hyperparameters`: the trials both arms trained alike, qlora-sweep's ROUGE-L and training
@@ -95,7 +101,10 @@ def curve(experiment: Path, metric: str = "rougeL") -> dict[str, Any]:
     rows = rows_of(experiment)
     if not rows:
         raise SystemExit(f"{experiment}: no results")
-    start = arm_start(rows)
+    return curve_of_rows(rows, arm_start(rows), metric)
+
+
+def curve_of_rows(rows: list[dict[str, Any]], start: float, metric: str = "rougeL") -> dict[str, Any]:
     whole = max((r.get("rouge_examples") or 0) for r in rows)
     scored = sorted((r["timestamp"] - start, r[metric]) for r in scored_on_whole_set(rows, metric))
     points, best = [], float("-inf")
@@ -106,6 +115,17 @@ def curve(experiment: Path, metric: str = "rougeL") -> dict[str, Any]:
     wall = max(r["timestamp"] for r in rows) - start
     return {"points": points, "best": best if points else None, "time_to_best_s": points[-1][0] if points else None,
             "wall_s": wall, "validation_examples": whole, "trials": len({r["trial_id"] for r in rows})}
+
+
+def first_trials(rows: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    """The rows of the arm's first `count` trials by when each began: near what an arm of `count` trials runs.
+    The seeded searcher's first proposals are the same whatever number follows them; ASHA may cut one of
+    them otherwise where a later trial reported the same rung before it."""
+    by_trial: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_trial.setdefault(row["trial_id"], []).append(row)
+    kept = sorted(by_trial, key=lambda trial: (arm_start(by_trial[trial]), trial))[:count]  # each trial's start
+    return [row for trial in kept for row in by_trial[trial]]
 
 
 def arm_start(rows: list[dict[str, Any]]) -> float:
@@ -169,6 +189,17 @@ def sooner_to_plain_best_values(plain: Path, ours: Path) -> dict[str, Any] | Non
     return {"hyperparameters": dict(key), "rung": rung, "plain_script_s": plain_s, "qlora_sweep_s": ours_s,
             "plain_script_rougeL": best["rougeL"], "qlora_sweep_rougeL": mine["rougeL"],
             "sooner": plain_s / ours_s if ours_s > 0 else None}
+
+
+def same_trials(ours: Path, plain: dict[str, Any]) -> dict[str, Any]:
+    """qlora-sweep's figures over its first trials as many as by hand ran, where it ran more: its best and
+    time to it, and the race to by hand's best that `sooner_than_plain` runs over all its trials."""
+    rows = rows_of(ours)
+    first = curve_of_rows(first_trials(rows, plain["trials"]), arm_start(rows))
+    reach = time_to_reach(first["points"], plain["best"])
+    return {"trials": first["trials"], "best": first["best"], "time_to_best_s": first["time_to_best_s"],
+            "time_to_reach_plain_best_s": reach,
+            "sooner_than_plain": plain["time_to_best_s"] / reach if reach else None}
 
 
 LAUNCH_SUFFIX = ".launch.json"  # beside an arm's folder: when its command was launched (time.time())
@@ -559,6 +590,8 @@ def run_seed(args: argparse.Namespace, seed: int) -> None:
             continue
         scores_file.write_text(json.dumps(tests, indent=2))  # an earlier score set aside stays on record
         arm_overrides = seeded + {"recipe": RECIPE, "levers_off": LEVERS_OFF}.get(arm, [])
+        if arm == "qlora_sweep" and args.sweep_trials:
+            arm_overrides = arm_overrides + [f"search.num_trials={args.sweep_trials}"]
         if arm == "plain_script":
             experiment = run_plain_script(args.config, arm_overrides, name, folder)
             values, checkpoint = best_of_plain_script(experiment)
@@ -598,8 +631,10 @@ def spaces_differ(tests: dict[str, Any]) -> dict[str, Any]:
         return {}
     if plain is None or ours is None:
         return {"unrecorded": "plain_script" if plain is None else "qlora_sweep"}
+    # how many trials an arm ran is not its space: qlora-sweep may run more (--sweep-trials) and is then
+    # also timed over its first trials as many as by hand's (the summary's same_trials)
     return {name: [plain.get(name), ours.get(name)] for name in sorted(set(plain) | set(ours))
-            if plain.get(name) != ours.get(name)}
+            if name != "num_trials" and plain.get(name) != ours.get(name)}
 
 
 def describe_spaces(differ: dict[str, Any]) -> str:
@@ -676,6 +711,8 @@ def summarize(out: Path, seed: int, gpus: int) -> dict[str, Any]:
             summary["shared_best"] = shared_best(plain["points"], ours["points"])
             summary["sooner_to_plain_best_values"] = sooner_to_plain_best_values(
                 folder / f"plain-script-s{seed}", folder / f"qlora-sweep-s{seed}")
+            if ours["trials"] > plain["trials"]:
+                summary["same_trials"] = same_trials(folder / f"qlora-sweep-s{seed}", plain)
         # values both arms trained compare whatever else each searched
         summary["same_hyperparameters"] = same_hyperparameters(folder / f"plain-script-s{seed}",
                                                                folder / f"qlora-sweep-s{seed}")
@@ -746,6 +783,9 @@ def main(argv: list[str] | None = None) -> int:
                         "scores (a chain cut short, or seeds run in different sessions); rerun the others")
     parser.add_argument("--rerun", nargs="+", choices=ARMS, default=[], help="with --resume: run these arms again "
                         "where OUT holds them (a change to measure in place); the earlier runs are set aside, renamed")
+    parser.add_argument("--sweep-trials", type=int, help="trials qlora-sweep's arm proposes (default: the config's "
+                        "search.num_trials, as by hand's): more to let it search on in the time it saves; the summary "
+                        "then also gives its figures over its first trials as many as by hand's (same_trials)")
     parser.add_argument("--rescore-pairs", type=int, default=RESCORED_PAIRS,
                         help=f"pairs of trials both searching arms trained alike whose adapters are scored again "
                         f"on the whole validation set after them (default {RESCORED_PAIRS}; 0: none): each pair "
@@ -753,6 +793,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rescore_pairs < 0:
         parser.error(f"--rescore-pairs {args.rescore_pairs}: 0 (none) or more")
+    if args.sweep_trials is not None and args.sweep_trials < 1:
+        parser.error(f"--sweep-trials {args.sweep_trials}: 1 or more")
     if args.rerun and not args.resume:
         parser.error("--rerun runs arms again inside an OUT that --resume continues: add --resume")
     gpus = args.gpus if args.gpus is not None else gpus_in_cluster()
@@ -777,7 +819,11 @@ def main(argv: list[str] | None = None) -> int:
             + (f" ({s['shared_best']['sooner']:.2f}x at the shared best, {s['shared_best']['rougeL']:.4f})"
                if (s.get("shared_best") or {}).get("sooner") else "")
             + (f"; {s['sooner_to_plain_best_values']['sooner']:.2f}x sooner to plain's best values"
-               if (s.get("sooner_to_plain_best_values") or {}).get("sooner") else ""))
+               if (s.get("sooner_to_plain_best_values") or {}).get("sooner") else "")
+            + (f"; over its first {s['same_trials']['trials']} trials best {s['same_trials']['best']:.4f}, "
+               + (f"{s['same_trials']['sooner_than_plain']:.2f}x sooner than plain"
+                  if s["same_trials"]["sooner_than_plain"] else "plain's best not reached")
+               if (s.get("same_trials") or {}).get("best") is not None else ""))
     return 0
 
 

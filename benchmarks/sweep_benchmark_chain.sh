@@ -13,7 +13,8 @@
 #               both searching arms run, up to RESCORE_PAIRS (default 4; 0: none) pairs of their trials
 #               are scored again after them on the whole validation set, qlora-sweep's also under Liger's
 #               kernels: rescored_pairs.json, about 1.5 minutes a seed on 100 dialogues, several times
-#               that on 500);
+#               that on 500); SWEEP_TRIALS=N lets qlora-sweep's arm propose N trials to by hand's 12
+#               (sweep_benchmark.py --sweep-trials; its first 12 are timed apart as same_trials);
 #   first-rung  benchmarks/first_rung.py --threads alternate: 7 trials of the recipe one after another
 #               in one process, 2 rungs each, every step timed: the first cold in the worker's kept
 #               trial thread, then the 6 warm ones by turns in a new thread (as Ray Tune starts one per
@@ -223,7 +224,7 @@ build_random_model('$shape', '$stage/smollm2-135m-instruct-tokenizer', Path('/tm
             # SEED may name several ("1 0"): split into words on purpose
             python3 benchmarks/sweep_benchmark.py configs/sweep_benchmark_gpu.yaml --seeds $seed --out "$res/sweep" \
                 --rescore-pairs "${RESCORE_PAIRS:-4}" --warmup-s "${WARMUP_S:-$((gpu_warm ? 0 : 60))}" \
-                "${on_device[@]}" "${resume[@]}" \
+                ${SWEEP_TRIALS:+--sweep-trials "$SWEEP_TRIALS"} "${on_device[@]}" "${resume[@]}" \
                 > "$res/sweep.log" 2>&1
             echo "sweep benchmark, seed $seed: exit $?"
             gpu_warm=1 ;;

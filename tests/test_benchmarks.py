@@ -683,6 +683,46 @@ def test_the_sweep_is_timed_to_the_trial_of_by_hands_best_values_whichever_arm_s
     assert sooner_to_plain_best_values(plain, subset) is None
 
 
+def test_a_sweep_of_more_trials_races_to_by_hands_best_over_all_of_them_and_over_its_first_as_many(tmp_path):
+    """sweep_benchmark.summarize with --sweep-trials: qlora-sweep ran 4 trials to by hand's 2, and only the
+    third to begin beat by hand's best. sooner_than_plain counts every trial; same_trials counts
+    the first 2 to begin, whatever their folders' order, and there by hand's best is never reached. How
+    many trials an arm ran is not a difference of space: both arms are still compared."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from sweep_benchmark import searched_space, summarize
+
+    config = str(ROOT / "configs" / "sweep_benchmark_gpu.yaml")
+    values = {"lora_r": 64, "learning_rate": 2e-4, "max_length": 512}
+
+    def arm(name: str, trials: dict[str, tuple[float, list[tuple[float, float]]]]) -> None:
+        for trial_id, (began, rungs) in trials.items():  # rungs: (seconds since the trial began, rougeL)
+            (tmp_path / "seed0" / name / trial_id).mkdir(parents=True)
+            (tmp_path / "seed0" / name / trial_id / "result.json").write_text("".join(json.dumps(
+                {"config": {**values, "lora_r": ord(trial_id[-1])}, "trial_id": trial_id, "training_iteration": i + 1,
+                 "rougeL": rouge, "rouge_examples": 500, "timestamp": 1000 + began + seconds, "time_total_s": seconds})
+                + "\n" for i, (seconds, rouge) in enumerate(rungs)))
+
+    arm("plain-script-s0", {"p1": (0, [(300, 0.330)]), "p2": (0, [(600, 0.336)])})
+    # the folders sort "a" first, but "b" and "c" began first; "a" and "d" came after them
+    arm("qlora-sweep-s0", {"a": (70, [(60, 0.338)]), "b": (0, [(50, 0.331)]), "c": (5, [(60, 0.333)]),
+                           "d": (80, [(60, 0.332)])})
+    scores = {"plain_script": {"rougeL": 0.3, "search": searched_space(config, [])},
+              "qlora_sweep": {"rougeL": 0.3, "search": searched_space(config, ["search.num_trials=4"])}}
+    (tmp_path / "seed0" / "test_scores.json").write_text(json.dumps(scores))
+
+    summary = summarize(tmp_path, 0, gpus=1)
+    assert "search_spaces_differ" not in summary
+    assert summary["qlora_sweep"]["trials"] == 4 and summary["plain_script"]["trials"] == 2
+    assert summary["qlora_sweep"]["time_to_reach_plain_best_s"] == pytest.approx(130)
+    assert summary["sooner_than_plain"] == pytest.approx(600 / 130)
+    assert summary["same_trials"] == pytest.approx({"trials": 2, "best": 0.333, "time_to_best_s": 65,
+                                                    "time_to_reach_plain_best_s": None, "sooner_than_plain": None})
+
+    for later in ("a", "d"):  # as many trials as by hand's
+        (tmp_path / "seed0" / "qlora-sweep-s0" / later).rename(tmp_path / later)
+    assert "same_trials" not in summarize(tmp_path, 0, gpus=1)
+
+
 def test_the_rescored_pairs_use_each_trials_latest_kept_adapter_and_sum_up_where_they_compare(tmp_path):
     """sweep_benchmark.kept_adapters picks a trial's latest checkpoint still on disk (Tune deleted the
     others); rescored_summary gives the arms' gap as their runs scored and as one evaluator scored,
@@ -755,6 +795,7 @@ def test_the_by_hand_arms_best_is_chosen_and_drawn_on_the_whole_validation_set_o
 @pytest.mark.parametrize("arguments, message", [
     (["--rescore-pairs", "-1"], "--rescore-pairs -1: 0 (none) or more"),
     (["--rerun", "qlora_sweep"], "--rerun runs arms again inside an OUT that --resume continues: add --resume"),
+    (["--sweep-trials", "0"], "--sweep-trials 0: 1 or more"),
 ])
 def test_the_sweep_benchmark_refuses_bad_arguments_with_exit_2_before_it_writes(arguments, message, tmp_path):
     done = subprocess.run([sys.executable, "benchmarks/sweep_benchmark.py", "configs/sweep_benchmark_gpu.yaml",
