@@ -137,9 +137,15 @@ def arm_start(rows: list[dict[str, Any]]) -> float:
 
 def scored_on_whole_set(rows: list[dict[str, Any]], metric: str = "rougeL") -> list[dict[str, Any]]:
     """The rows whose metric covers the whole validation set: an early rung may score ROUGE on a subset
-    (evaluation.rung_examples), which neither a curve nor the choice of a best may mix with the rest."""
+    (evaluation.rung_examples), which neither a curve nor the choice of a best may mix with the rest. A
+    rung a trial diverged in scored none (rouge_examples 0, its ROUGE 0): no score; a row without the key
+    is from before it was reported, and counts as the whole set."""
     whole = max(((r.get("rouge_examples") or 0) for r in rows), default=0)
-    return [r for r in rows if (r.get("rouge_examples") or whole) >= whole and isinstance(r.get(metric), (int, float))]
+
+    def whole_set(examples: int | None) -> bool:
+        return examples is None or (examples > 0 and examples >= whole)
+
+    return [r for r in rows if whole_set(r.get("rouge_examples")) and isinstance(r.get(metric), (int, float))]
 
 
 def time_to_reach(points: list[tuple[float, float]], target: float | None) -> float | None:

@@ -762,8 +762,9 @@ def test_the_rescored_pairs_use_each_trials_latest_kept_adapter_and_sum_up_where
 
 def test_the_by_hand_arms_best_is_chosen_and_drawn_on_the_whole_validation_set_only(tmp_path):
     """sweep_benchmark.best_of_plain_script and curve: where an early rung scores a subset (here 2 of 4
-    dialogues), its higher score by chance neither becomes the arm's best nor enters its curve; the
-    best's adapter is the checkpoint saved with its whole-set score."""
+    dialogues), its higher score by chance neither becomes the arm's best nor enters its curve, nor does a
+    diverged rung's 0 of no dialogues start it; the best's adapter is the checkpoint saved with its
+    whole-set score."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from sweep_benchmark import best_of_plain_script, curve
 
@@ -781,6 +782,7 @@ def test_the_by_hand_arms_best_is_chosen_and_drawn_on_the_whole_validation_set_o
     trial("a", {"lora_r": 16}, [(0.50, 2), (0.30, 4)])  # lucky on 2 dialogues at rung 1
     kept = trial("b", {"lora_r": 64}, [(0.20, 2), (0.35, 4)])
     trial("c", {"lora_r": 32}, [(0.45, 2)])  # stopped at rung 1: never scored on the whole set
+    trial("d", {"lora_r": 128}, [(0.0, 0)])  # diverged in rung 1: it scored no dialogue, not 0 on all
     values, checkpoint = best_of_plain_script(tmp_path / "arm")
     assert values == {"lora_r": 64} and checkpoint == str(kept / "checkpoint_000001")
     drawn = curve(tmp_path / "arm")
