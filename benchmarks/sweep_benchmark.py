@@ -13,10 +13,9 @@ For each seed (the searcher's and the training seed), in this order on one machi
   levers_off    (optional) qlora-sweep with its levers off: whole-set ROUGE each rung, padded
                 batches, recompute, one GPU per trial, a fresh process per trial;
   qlora_sweep   the config as given; with --sweep-trials N it proposes N trials where by hand
-                proposes search.num_trials: a race to by hand's best is only a race where the
-                faster arm may search on in the time it saves (with the same seeded proposals
-                both arms otherwise end on the same values, and which scores them higher is
-                training's run-to-run spread).
+                proposes search.num_trials, searching on in the time it saves (with the same seeded
+                proposals and count both arms end on the same values, and which scores them higher
+                is training's run-to-run spread; 36 to 12 on 2026-12-06 did not change the outcome).
 The config holds data.test_examples dialogues out of train (seeded): no arm trains on them or
 selects on them. Each arm's best adapter (the one its own search picked on validation) is scored
 on them afterwards, the sweep arms with `qlora-sweep best NAME --test`, the others with the same

@@ -90,7 +90,10 @@
 #           minutes: worker-start 6.5, gpu-config 3, both seeds' qlora-sweep arm 5; commit each part as that folder
 #           does, the arms without Tune's experiment-state snapshots. Send calls 2-4 straight after each reply, with
 #           nothing in between: call 2 went out too late once on 2026-12-05 and the machine was gone.)
-#           The latest, 2026-12-06-preload-auto: the same pytest, then `python3 benchmarks/idle_worker_memory.py
+#           The latest, 2026-12-06-sweep-36-trials: RESUME_FROM=/tmp/proj/benchmarks/results/2026-12-04-sweep-500
+#           SEED="0 1" RERUN=qlora_sweep RESCORE_PAIRS=0 SWEEP_TRIALS=36 PARTS=sweep, about 10 minutes (832 s of device
+#           time with the staging); commit each seed's qlora-sweep arm as 2026-12-06-preload-auto's runs do.
+#           The one before, 2026-12-06-preload-auto: the same pytest, then `python3 benchmarks/idle_worker_memory.py
 #           --workers 6 --out /tmp/res/idle_worker_memory.json`, then the loop below with SEED=0 and `for p in false
 #           auto auto false` (auto is the default now: the false side must be set), about 14 minutes; call 1 went
 #           with four results folders held out of the tree (the refusal above).
