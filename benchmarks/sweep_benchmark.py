@@ -100,10 +100,11 @@ def curve(experiment: Path, metric: str = "rougeL") -> dict[str, Any]:
     rows = rows_of(experiment)
     if not rows:
         raise SystemExit(f"{experiment}: no results")
-    return curve_of_rows(rows, arm_start(rows), metric)
+    return curve_of_rows(rows, metric)
 
 
-def curve_of_rows(rows: list[dict[str, Any]], start: float, metric: str = "rougeL") -> dict[str, Any]:
+def curve_of_rows(rows: list[dict[str, Any]], metric: str = "rougeL") -> dict[str, Any]:
+    start = arm_start(rows)
     whole = max((r.get("rouge_examples") or 0) for r in rows)
     scored = sorted((r["timestamp"] - start, r[metric]) for r in scored_on_whole_set(rows, metric))
     points, best = [], float("-inf")
@@ -116,15 +117,12 @@ def curve_of_rows(rows: list[dict[str, Any]], start: float, metric: str = "rouge
             "wall_s": wall, "validation_examples": whole, "trials": len({r["trial_id"] for r in rows})}
 
 
-def first_trials(rows: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+def first_trials(experiment: Path, count: int) -> list[dict[str, Any]]:
     """The rows of the arm's first `count` trials by when each began: near what an arm of `count` trials runs.
     The seeded searcher's first proposals are the same whatever number follows them; ASHA may cut one of
     them otherwise where a later trial reported the same rung before it."""
-    by_trial: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        by_trial.setdefault(row["trial_id"], []).append(row)
-    kept = sorted(by_trial, key=lambda trial: (arm_start(by_trial[trial]), trial))[:count]  # each trial's start
-    return [row for trial in kept for row in by_trial[trial]]
+    reported = [rows for _, rows in rows_by_trial(experiment) if rows]
+    return [row for rows in sorted(reported, key=arm_start)[:count] for row in rows]  # arm_start: a trial's too
 
 
 def arm_start(rows: list[dict[str, Any]]) -> float:
@@ -199,8 +197,7 @@ def sooner_to_plain_best_values(plain: Path, ours: Path) -> dict[str, Any] | Non
 def same_trials(ours: Path, plain: dict[str, Any]) -> dict[str, Any]:
     """qlora-sweep's figures over its first trials as many as by hand ran, where it ran more: its best and
     time to it, and the race to by hand's best that `sooner_than_plain` runs over all its trials."""
-    rows = rows_of(ours)
-    first = curve_of_rows(first_trials(rows, plain["trials"]), arm_start(rows))
+    first = curve_of_rows(first_trials(ours, plain["trials"]))  # the arm's first trial among them: its clock
     reach = time_to_reach(first["points"], plain["best"])
     return {"trials": first["trials"], "best": first["best"], "time_to_best_s": first["time_to_best_s"],
             "time_to_reach_plain_best_s": reach,
