@@ -117,7 +117,8 @@ def lr_schedule(optimizer: Any, training: Any, total_steps: int) -> Any:
     from transformers import get_scheduler
 
     return get_scheduler(training.lr_scheduler, optimizer, num_warmup_steps=training.warmup_steps,
-                         num_training_steps=total_steps)
+                         num_training_steps=total_steps,
+                         scheduler_specific_kwargs=training.lr_scheduler_kwargs(total_steps))
 
 
 def trials_at_once(sweep: SweepConfig, cluster_cpus: float) -> int:

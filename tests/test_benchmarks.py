@@ -460,6 +460,7 @@ def test_the_shared_best_is_the_lower_of_the_two_bests_and_each_arms_first_time_
 @pytest.mark.parametrize("scheduler, warmup, after_rungs", [
     ("linear", 2, [0.75, 0.0]),  # warm-up over 2 steps, then down to 0 at the 6th: (6 - 3) / (6 - 2) after 3
     ("constant", 0, [1.0, 1.0]),
+    ("warmup_stable_decay", 0, [1.0, 0.0]),  # held through the first rung, down to 0 over the last
 ])
 def test_the_by_hand_arm_trains_on_the_configs_schedule_across_its_rungs(scheduler, warmup, after_rungs,
                                                                           tiny_model_path):
@@ -482,7 +483,8 @@ def test_the_by_hand_arm_trains_on_the_configs_schedule_across_its_rungs(schedul
                                              "target_modules": "all-linear"})
     peak = 1e-3
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=peak)
-    schedule = lr_schedule(optimizer, TrainingConfig(lr_scheduler=scheduler, warmup_steps=warmup), total_steps=6)
+    schedule = lr_schedule(optimizer, TrainingConfig(lr_scheduler=scheduler, warmup_steps=warmup, steps_per_rung=3),
+                           total_steps=6)
     for rung, expected in enumerate(after_rungs):
         plain_train(model, rows, tokenizer, 2, 3, 0, peak, 0, optimizer, first_step=rung * 3, schedule=schedule)
         assert optimizer.param_groups[0]["lr"] == pytest.approx(peak * expected), (scheduler, rung)

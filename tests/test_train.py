@@ -210,3 +210,44 @@ def test_the_startup_clock_gives_each_part_and_the_parts_within_one_that_add_up_
                                 "startup_data_tokenized_s", "startup_model_s"}
     within = clock.parts["startup_data_tokenizer_s"] + clock.parts["startup_data_tokenized_s"]
     assert clock.parts["startup_data_tokenized_s"] >= 0.02 and within + 0.01 <= clock.parts["startup_data_s"]
+
+
+@pytest.mark.parametrize("scheduler, warmup, factors", [
+    # 2 rungs of 3 steps: the rate of each step, then after the last
+    ("warmup_stable_decay", 0, [1, 1, 1, 1, 2 / 3, 1 / 3, 0]),
+    ("warmup_stable_decay", 2, [0, 0.5, 1, 1, 2 / 3, 1 / 3, 0]),  # the warm-up, then the same last rung
+    ("constant", 0, [1, 1, 1, 1, 1, 1, 1]),
+])
+def test_warmup_stable_decay_holds_the_rate_until_the_last_rung_and_takes_it_to_zero_over_it(
+        scheduler, warmup, factors, tiny_model_path, tmp_path):
+    """A trial's Trainer builds the schedule it trains on (the Trainer's own create_scheduler, as train() calls
+    it) from the trial's training config: ASHA's earlier rungs at the constant rate, the last annealed."""
+    from trainables.model import attach_lora, load_quantized_model, prepare_for_training
+    from trainables.prompt import load_tokenizer
+    from trainables.train import build_trainer
+
+    model_config = ModelConfig(name_or_path=str(tiny_model_path))
+    tokenizer = load_tokenizer(model_config)
+    dataset = sample_training_set(tokenizer, 4)
+    peak = 1e-3
+    hp = TrialHyperparameters(lora_r=4, lora_alpha=8, learning_rate=peak, max_length=1000, lora_dropout=0.0,
+                              target_modules="all-linear")
+    model = attach_lora(prepare_for_training(load_quantized_model(model_config), False), hp)
+    training = TrainingConfig(steps_per_rung=3, lr_scheduler=scheduler, warmup_steps=warmup,
+                              gradient_checkpointing=False)
+    trainer = build_trainer(model, tokenizer, dataset, dataset, training, hp, total_steps=6, eval_batch_size=4,
+                            output_dir=str(tmp_path / "out"), callbacks=[])
+    trainer.create_optimizer_and_scheduler(num_training_steps=6)
+    rates = []
+    for _ in factors:
+        rates.append(trainer.lr_scheduler.get_last_lr()[0])
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+    assert rates == pytest.approx([peak * f for f in factors])
+
+
+def test_warmup_stable_decay_never_decays_into_the_warm_up_of_a_one_rung_budget():
+    training = TrainingConfig(steps_per_rung=10, lr_scheduler="warmup_stable_decay", warmup_steps=4)
+    assert training.lr_scheduler_kwargs(total_steps=10) == {"num_decay_steps": 6, "decay_type": "linear"}
+    assert training.lr_scheduler_kwargs(total_steps=30) == {"num_decay_steps": 10, "decay_type": "linear"}
+    assert TrainingConfig(lr_scheduler="linear").lr_scheduler_kwargs(total_steps=30) == {}

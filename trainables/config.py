@@ -220,10 +220,13 @@ class TrainingConfig(Section):
     )
     warmup_steps: int = Field(0, ge=0, description="Optimizer steps of linear learning-rate warm-up.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay on the LoRA weights.")
-    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup", "warmup_stable_decay"] = Field(
         "linear",
         description="Learning-rate schedule over the whole budget (max_rungs x steps_per_rung steps), so every "
-        "trial is at the same point of it at the same rung, whatever ASHA decides.",
+        "trial is at the same point of it at the same rung, whatever ASHA decides. warmup_stable_decay: after "
+        "warmup_steps the rate holds until the last rung and falls linearly to 0 over it (transformers' "
+        "warmup-stable-decay): ASHA's earlier rungs compare trials at a constant rate, and every trial that trains "
+        "to the end ends annealed.",
     )
     optimizer: str = Field(
         "adamw_torch", description="Any transformers `optim` name, e.g. adamw_torch, or paged_adamw_8bit (GPU only)."
@@ -365,6 +368,14 @@ class TrainingConfig(Section):
         "doubled the kernels launched, in steps that launching, not the GPU, bounds "
         "(benchmarks/results/2026-12-05-deterministic-cost).",
     )
+
+    def lr_scheduler_kwargs(self, total_steps: int) -> dict[str, Any]:
+        """What the schedule needs beyond its name and the budget: warmup_stable_decay's decay, the last rung
+        (never into the warm-up, where a budget is a single rung)."""
+        if self.lr_scheduler != "warmup_stable_decay":
+            return {}
+        decay = max(1, min(self.steps_per_rung, total_steps - self.warmup_steps))
+        return {"num_decay_steps": decay, "decay_type": "linear"}
 
     @model_validator(mode="after")
     def _fill_only_with_deterministic_kernels(self) -> "TrainingConfig":

@@ -68,6 +68,7 @@ def _sft_config(output_dir: str, total_steps: int, training: TrainingConfig, hp:
         gradient_accumulation_steps=training.gradient_accumulation_steps,
         learning_rate=hp.learning_rate,
         lr_scheduler_type=training.lr_scheduler,
+        lr_scheduler_kwargs=training.lr_scheduler_kwargs(total_steps),
         warmup_steps=training.warmup_steps,
         weight_decay=training.weight_decay,
         optim=training.optimizer,
