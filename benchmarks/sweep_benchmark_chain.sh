@@ -90,7 +90,13 @@
 #           minutes: worker-start 6.5, gpu-config 3, both seeds' qlora-sweep arm 5; commit each part as that folder
 #           does, the arms without Tune's experiment-state snapshots. Send calls 2-4 straight after each reply, with
 #           nothing in between: call 2 went out too late once on 2026-12-05 and the machine was gone.)
-#           The latest, 2026-12-06-sweep-36-trials: RESUME_FROM=/tmp/proj/benchmarks/results/2026-12-04-sweep-500
+#           The latest, 2026-12-06-wsd: three jobs, each started with detach.sh when the one before
+#           ended: RES=/tmp/res/wsd SETS=training.lr_scheduler=warmup_stable_decay, RESUME_FROM as below,
+#           SEED="0 1" RERUN=qlora_sweep RESCORE_PAIRS=0 PARTS=sweep, then the same with RES=/tmp/res/wsd-recipe
+#           WARMUP_S=0 RESUME_FROM=/tmp/res/wsd/sweep RERUN=recipe; the annealed arm again (RES=/tmp/res/wsd2
+#           WARMUP_S=0); a constant control (no SETS), about 20 minutes in all (its README has the commands).
+#           Calls 1 and 4 went with four results folders held out (the refusal above).
+#           The one before, 2026-12-06-sweep-36-trials: RESUME_FROM=/tmp/proj/benchmarks/results/2026-12-04-sweep-500
 #           SEED="0 1" RERUN=qlora_sweep RESCORE_PAIRS=0 SWEEP_TRIALS=36 PARTS=sweep, about 10 minutes (832 s of device
 #           time with the staging); commit each seed's qlora-sweep arm as 2026-12-06-preload-auto's runs do.
 #           The one before, 2026-12-06-preload-auto: the same pytest, then `python3 benchmarks/idle_worker_memory.py
