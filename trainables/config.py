@@ -228,8 +228,9 @@ class TrainingConfig(Section):
         "warmup-stable-decay): ASHA's earlier rungs compare trials at a constant rate, and every trial that trains "
         "to the end ends annealed. On an H100 (SmolLM2-135M, DialogSum, 3 rungs of 20 steps) it lowered the sweep's "
         "best ROUGE-L 0.005-0.014 below constant's mean (seed 0: 0.329 and 0.330 against 0.333-0.338 in 15 constant "
-        "runs; seed 1: 0.331 and 0.337 against 0.343-0.348 in 11): it raised the last rung's score at rates of 1e-3 "
-        "and above and lowered it below, where the best trials are (benchmarks/results/2026-12-06-wsd).",
+        "runs; seed 1: 0.331 and 0.337 against 0.343-0.348 in 11): it raised the last rung's score at rates too high "
+        "for a constant one and lowered it for every trial that scored best at constant "
+        "(benchmarks/results/2026-12-06-wsd).",
     )
     optimizer: str = Field(
         "adamw_torch", description="Any transformers `optim` name, e.g. adamw_torch, or paged_adamw_8bit (GPU only)."
