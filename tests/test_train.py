@@ -14,8 +14,19 @@ from trainables.config import ModelConfig, TrainingConfig, TrialHyperparameters
 pytestmark = pytest.mark.unit
 
 
+LEARNING_RATE = 1e-3
+
+
 def _trainer(tiny_model_path, tmp_path, padding_free, fused_lm_head=False, packing=False, micro_batch_size=4,
              max_length=1000, examples=4):
+    training = TrainingConfig(micro_batch_size=micro_batch_size, gradient_checkpointing=False,
+                              padding_free=padding_free, fused_lm_head=fused_lm_head, packing=packing)
+    return _trial_trainer(tiny_model_path, tmp_path / f"out-{padding_free}-{fused_lm_head}-{packing}", training,
+                          total_steps=1, max_length=max_length, examples=examples)
+
+
+def _trial_trainer(tiny_model_path, output_dir, training, total_steps, max_length=1000, examples=4):
+    """A trial's Trainer on the tiny model in 4-bit with LoRA, and the examples it trains on."""
     from trainables.model import attach_lora, load_quantized_model, prepare_for_training
     from trainables.prompt import load_tokenizer
     from trainables.train import build_trainer
@@ -23,14 +34,12 @@ def _trainer(tiny_model_path, tmp_path, padding_free, fused_lm_head=False, packi
     model_config = ModelConfig(name_or_path=str(tiny_model_path))
     tokenizer = load_tokenizer(model_config)
     dataset = sample_training_set(tokenizer, examples)
-    hp = TrialHyperparameters(lora_r=4, lora_alpha=8, learning_rate=1e-3, max_length=max_length, lora_dropout=0.0,
-                              target_modules="all-linear")
+    hp = TrialHyperparameters(lora_r=4, lora_alpha=8, learning_rate=LEARNING_RATE, max_length=max_length,
+                              lora_dropout=0.0, target_modules="all-linear")
     torch.manual_seed(0)
     model = attach_lora(prepare_for_training(load_quantized_model(model_config), False), hp)
-    training = TrainingConfig(micro_batch_size=micro_batch_size, gradient_checkpointing=False,
-                              padding_free=padding_free, fused_lm_head=fused_lm_head, packing=packing)
-    trainer = build_trainer(model, tokenizer, dataset, dataset, training, hp, total_steps=1, eval_batch_size=4,
-                            output_dir=str(tmp_path / f"out-{padding_free}-{fused_lm_head}-{packing}"), callbacks=[])
+    trainer = build_trainer(model, tokenizer, dataset, dataset, training, hp, total_steps=total_steps,
+                            eval_batch_size=4, output_dir=str(output_dir), callbacks=[])
     return trainer, [dataset[i] for i in range(len(dataset))]
 
 
@@ -222,21 +231,10 @@ def test_warmup_stable_decay_holds_the_rate_until_the_last_rung_and_takes_it_to_
         scheduler, warmup, factors, tiny_model_path, tmp_path):
     """A trial's Trainer builds the schedule it trains on (the Trainer's own create_scheduler, as train() calls
     it) from the trial's training config: ASHA's earlier rungs at the constant rate, the last annealed."""
-    from trainables.model import attach_lora, load_quantized_model, prepare_for_training
-    from trainables.prompt import load_tokenizer
-    from trainables.train import build_trainer
-
-    model_config = ModelConfig(name_or_path=str(tiny_model_path))
-    tokenizer = load_tokenizer(model_config)
-    dataset = sample_training_set(tokenizer, 4)
-    peak = 1e-3
-    hp = TrialHyperparameters(lora_r=4, lora_alpha=8, learning_rate=peak, max_length=1000, lora_dropout=0.0,
-                              target_modules="all-linear")
-    model = attach_lora(prepare_for_training(load_quantized_model(model_config), False), hp)
     training = TrainingConfig(steps_per_rung=3, lr_scheduler=scheduler, warmup_steps=warmup,
                               gradient_checkpointing=False)
-    trainer = build_trainer(model, tokenizer, dataset, dataset, training, hp, total_steps=6, eval_batch_size=4,
-                            output_dir=str(tmp_path / "out"), callbacks=[])
+    trainer, _ = _trial_trainer(tiny_model_path, tmp_path / "out", training, total_steps=6)
+    peak = LEARNING_RATE
     trainer.create_optimizer_and_scheduler(num_training_steps=6)
     rates = []
     for _ in factors:
