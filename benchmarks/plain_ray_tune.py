@@ -3,20 +3,21 @@ benchmarks/sweep_benchmark.py.
 
     python benchmarks/plain_ray_tune.py CONFIG --name NAME --storage DIR [--set KEY=VALUE ...]
 
-It reads the same sweep YAML (model, data, search space, number of trials and trials at a time,
-ASHA settings, seeds, learning-rate schedule) and uses none of qlora-sweep's trial code: a function
+It reads the same sweep YAML (model, data, search space, number of trials and trials at a time, ASHA
+settings, seeds, learning-rate schedule) and uses none of qlora-sweep's trial code: a function
 trainable loads the model in 4-bit NF4 and attaches LoRA with peft, trains each rung with padded
-micro-batches and AdamW on the config's learning-rate schedule (transformers' get_scheduler over
-the whole budget), generates summaries (16 at a time, with the KV cache) for the dialogues the
-config's evaluation.rung_examples scores at that rung (the whole validation set at the last) and
-scores them with rouge_score, saves the adapter with peft's save_pretrained and reports it to Tune as
-the rung's checkpoint. OptunaSearch (TPE, the same seed), ASHA; the trials running at
-once share the GPU evenly (1/N of it each), as a practitioner who knows a 135M model leaves a GPU
-idle would set it. Four things are shared with qlora-sweep on purpose, so that only the machinery
-differs: the prompt text (trainables.prompt), the data split (trainables.data.load_dialogues: the
-same bad rows dropped and the same data.test_examples held out of train, which no arm trains on),
-the learning-rate schedule, and the dialogues each rung scores (EvaluationConfig.dialogues_at: an
-early rung's a prefix of one data.seed shuffle, so both arms' ASHA cuts rank trials on the same ones).
+micro-batches and AdamW (peft's LoRA+ optimizer where search.loraplus_lr_ratio is not 1) on the
+config's learning-rate schedule (transformers' get_scheduler over the whole budget), generates
+summaries (16 at a time, with the KV cache) for the dialogues the config's evaluation.rung_examples
+scores at that rung (the whole validation set at the last) and scores them with rouge_score, saves
+the adapter with peft's save_pretrained and reports it to Tune as the rung's checkpoint.
+OptunaSearch (TPE, the same seed), ASHA; the trials running at once share the GPU evenly (1/N of it
+each), as a practitioner who knows a 135M model leaves a GPU idle would set it. Four things are
+shared with qlora-sweep on purpose, so that only the machinery differs: the prompt text
+(trainables.prompt), the data split (trainables.data.load_dialogues: the same bad rows dropped and
+the same data.test_examples held out of train, which no arm trains on), the learning-rate schedule,
+and the dialogues each rung scores (EvaluationConfig.dialogues_at: an early rung's a prefix of one
+data.seed shuffle, so both arms' ASHA cuts rank trials on the same ones).
 """
 
 from __future__ import annotations
@@ -64,10 +65,7 @@ def trainable(config: dict[str, Any], sweep_values: dict[str, Any]) -> None:
     # before the trial's first matmul, which cuBLAS runs by the workspace setting it finds
     use_deterministic_kernels(sweep.training.deterministic, sweep.training.fill_uninitialized_memory)
     model = plain_model(Path(sweep.model.name_or_path), sweep.training.seed, lora)
-    import torch
-
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=hp.learning_rate,
-                                  weight_decay=sweep.training.weight_decay)  # torch's default is 0.01, the Trainer's 0
+    optimizer = plain_optimizer(model, hp.learning_rate, hp.loraplus_lr_ratio, sweep.training.weight_decay)
     steps = sweep.training.steps_per_rung
     schedule = lr_schedule(optimizer, sweep.training, steps * sweep.scheduler.max_rungs)
     for rung in range(1, sweep.scheduler.max_rungs + 1):
@@ -84,6 +82,21 @@ def trainable(config: dict[str, Any], sweep_values: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as adapter:
             model.save_pretrained(adapter)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(adapter))
+
+
+def plain_optimizer(model: Any, learning_rate: float, loraplus_lr_ratio: float, weight_decay: float) -> Any:
+    """AdamW on the LoRA weights, as a practitioner builds it; with search.loraplus_lr_ratio other than 1, through
+    peft's create_loraplus_optimizer (lora_B at the ratio times the rate), the one call the LoRA+ docs give.
+    The weight decay is the config's (torch's default is 0.01, the Trainer's 0)."""
+    import torch
+
+    if loraplus_lr_ratio != 1:
+        from peft.optimizers import create_loraplus_optimizer
+
+        return create_loraplus_optimizer(model, torch.optim.AdamW, lr=learning_rate,
+                                         loraplus_lr_ratio=loraplus_lr_ratio, loraplus_weight_decay=weight_decay)
+    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate,
+                             weight_decay=weight_decay)
 
 
 cublas_workspace_set_here = False  # whether CUBLAS_WORKSPACE_CONFIG is use_deterministic_kernels' own

@@ -66,12 +66,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from search.config import load_config
+from search.config import SearchConfig, load_config
 from search.experiment import DRIVER_HEARTBEAT
 
 RECIPE_VALUES = {"lora_r": 32, "lora_alpha": 32, "learning_rate": 2.0e-4, "max_length": 512}
 RECIPE = ["search.lora_r={choice: [32]}", "search.lora_alpha={choice: [32]}", "search.lora_alpha_ratio=null",
-          "search.learning_rate={choice: [2.0e-4]}", "search.max_length={choice: [512]}",
+          "search.learning_rate={choice: [2.0e-4]}", "search.max_length={choice: [512]}", "search.loraplus_lr_ratio=1",
           "search.num_trials=1", "search.max_concurrent_trials=1", "evaluation.rung_examples=all"]
 LEVERS_OFF = ["resources.gpus_per_trial=1", "evaluation.rung_examples=all", "data.reuse_tokenized=false",
               "training.padding_free=false", "training.gradient_checkpointing=true", "evaluation.batch_size=16",
@@ -633,6 +633,10 @@ def spaces_differ(tests: dict[str, Any]) -> dict[str, Any]:
         return {}
     if plain is None or ours is None:
         return {"unrecorded": "plain_script" if plain is None else "qlora_sweep"}
+    # a setting recorded by one arm only came after the other's run, which ran at its default
+    defaults = SearchConfig.model_construct().model_dump(mode="json")
+    plain, ours = ({**{n: defaults[n] for n in set(plain) ^ set(ours) if n in defaults}, **recorded}
+                   for recorded in (plain, ours))
     # how many trials an arm ran is not its space: qlora-sweep may run more (--sweep-trials) and is then
     # also timed over its first trials as many as by hand's (the summary's same_trials)
     return {name: [plain.get(name), ours.get(name)] for name in sorted(set(plain) | set(ours))

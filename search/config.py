@@ -123,6 +123,12 @@ class SearchConfig(Section):
         "are cut, never the summary. Must exceed the prompt scaffolding; memory grows with it.",
     )
     lora_dropout: Param = Field(0.05, description="Dropout on LoRA's input, in [0, 1).")
+    loraplus_lr_ratio: Param = Field(
+        1,
+        description="LoRA+ (peft's create_loraplus_optimizer): lora_B trains at learning_rate x this, lora_A at "
+        "learning_rate; >= 1. 1 is plain LoRA, one rate for both; the LoRA+ paper suggests about 16, with a "
+        "learning_rate about half of plain LoRA's. Give {choice: [1, 4, 16]} to search it.",
+    )
     target_modules: Param = Field(
         "all-linear",
         description="Modules LoRA adapts: 'all-linear', a list of module names, or {choice: [...]} of those.",
@@ -186,6 +192,11 @@ class SearchConfig(Section):
     @classmethod
     def _positive(cls, param: Param | None) -> Param | None:
         return None if param is None else _check_numbers(param, "> 0", lambda v: v > 0)
+
+    @field_validator("loraplus_lr_ratio")
+    @classmethod
+    def _loraplus_ratio(cls, param: Param) -> Param:
+        return _check_numbers(param, ">= 1 (lora_B's rate over lora_A's; 1 is plain LoRA)", lambda v: v >= 1)
 
     @field_validator("lora_dropout")
     @classmethod

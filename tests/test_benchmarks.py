@@ -490,6 +490,40 @@ def test_the_by_hand_arm_trains_on_the_configs_schedule_across_its_rungs(schedul
         assert optimizer.param_groups[0]["lr"] == pytest.approx(peak * expected), (scheduler, rung)
 
 
+@pytest.mark.parametrize("ratio", [1, 16])
+def test_the_by_hand_arm_trains_lora_b_at_the_configs_loraplus_ratio_times_lora_as_rate(ratio, tiny_model_path):
+    """search.loraplus_lr_ratio reaches the by-hand arm too, through peft's LoRA+ optimizer as its docs build it,
+    so that a space with it is the same search in both arms: every LoRA weight in the optimizer once, lora_B at
+    the ratio times the rate through the schedule, the config's weight decay on all."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from transformers import AutoTokenizer
+
+    from plain_ray_tune import lr_schedule, plain_optimizer
+    from trainables.config import PromptConfig, TrainingConfig
+    from trainables.prompt import encode_example
+    from trial_speed import plain_model, plain_train
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    rows = [encode_example(tokenizer, PromptConfig(), f"#Person1#: hello {i}", f"greeting {i}", 256) for i in range(4)]
+    model = plain_model(tiny_model_path, 0, {"lora_r": 4, "lora_alpha": 4, "lora_dropout": 0.0,
+                                             "target_modules": "all-linear"})
+    peak = 1e-3
+    optimizer = plain_optimizer(model, peak, ratio, weight_decay=0.01)
+    schedule = lr_schedule(optimizer, TrainingConfig(lr_scheduler="linear", warmup_steps=0, steps_per_rung=2),
+                           total_steps=4)
+    plain_train(model, rows, tokenizer, 2, 2, 0, peak, 0, optimizer, first_step=0, schedule=schedule)
+
+    names = {id(p): name for name, p in model.named_parameters()}
+    rates = {names[id(p)]: (group["lr"], group["weight_decay"]) for group in optimizer.param_groups
+             for p in group["params"]}
+    trained = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert set(rates) == trained and sum(len(g["params"]) for g in optimizer.param_groups) == len(trained)
+    for name, (rate, decay) in rates.items():  # half-way down a linear schedule after the first rung
+        assert rate == pytest.approx(0.5 * peak * (ratio if "lora_B" in name else 1)), name
+        assert decay == 0.01, name
+
+
 def test_the_by_hand_arm_sets_torchs_deterministic_kernels_as_the_config_says(monkeypatch):
     """training.deterministic reaches the by-hand arm too (its trials use none of qlora-sweep's code), so that
     with it both arms' reruns repeat; off, a trial in a reused worker gets torch's fastest kernels back."""
@@ -639,6 +673,12 @@ def test_the_arms_are_timed_against_each_other_only_when_both_searched_the_same_
     assert describe_spaces(apart["search_spaces_differ"]) == (
         'the searching arms ran different spaces (lora_r: by hand {"choice": [16, 32, 64, 128]}, '
         'qlora-sweep {"choice": [64, 512]})')
+
+    # a setting only the newer record has (search.loraplus_lr_ratio, after by hand's run): the older ran its default
+    older = {name: value for name, value in space.items() if name != "loraplus_lr_ratio"}
+    assert "search_spaces_differ" not in summary_with(older, space)
+    with_loraplus = searched_space(config, ["search.loraplus_lr_ratio=16"])
+    assert summary_with(older, with_loraplus)["search_spaces_differ"] == {"loraplus_lr_ratio": [1, 16]}
 
     one_sided = summary_with(None, widened)
     assert one_sided["sooner_than_plain"] is None

@@ -63,6 +63,8 @@ BAD_CONFIGS = [
     ("no train split", {"data": {"train_split": "training"}}, "no 'training' split"),
     ("list where a searched value goes", {"search": {"lora_r": [8, 16]}},
      "search.lora_r: got the list [8, 16]: to search among these values, write {choice: [8, 16]}"),
+    ("loraplus ratio below one", {"search": {"loraplus_lr_ratio": {"choice": [0.5, 16]}}},
+     "search.loraplus_lr_ratio: values must be >= 1 (lora_B's rate over lora_A's; 1 is plain LoRA), got 0.5"),
     ("unknown key near a known one", {"training": {"micro_batch": 4}},
      "training.micro_batch: unknown key; did you mean training.micro_batch_size?"),
 ]

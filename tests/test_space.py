@@ -67,3 +67,17 @@ def test_a_config_naming_lora_alpha_searches_alpha_itself_and_naming_both_is_ref
         SearchConfig.model_validate({"lora_alpha_ratio": None})
     with pytest.raises(ValueError, match="> 0"):
         SearchConfig.model_validate({"lora_alpha_ratio": {"choice": [0, 1]}})
+
+
+def test_loraplus_is_plain_lora_unless_given_and_a_given_choice_is_searched_and_reaches_the_trial():
+    default = SearchConfig()
+    assert "loraplus_lr_ratio" not in default.searched and default.fixed["loraplus_lr_ratio"] == 1
+    values = {"lora_r": 16, "lora_alpha_ratio": 1, "learning_rate": 1e-4, "max_length": 256}
+    assert resolve_hyperparameters(default, values).loraplus_lr_ratio == 1
+
+    searched = SearchConfig.model_validate({"loraplus_lr_ratio": {"choice": [1, 4, 16]}})
+    assert tune_search_space(searched)["loraplus_lr_ratio"].categories == [1, 4, 16]
+    assert resolve_hyperparameters(searched, {**values, "loraplus_lr_ratio": 16}).loraplus_lr_ratio == 16
+    fixed = SearchConfig.model_validate({"loraplus_lr_ratio": 16})
+    assert "loraplus_lr_ratio" not in tune_search_space(fixed)
+    assert resolve_hyperparameters(fixed, values).loraplus_lr_ratio == 16

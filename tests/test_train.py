@@ -25,7 +25,8 @@ def _trainer(tiny_model_path, tmp_path, padding_free, fused_lm_head=False, packi
                           total_steps=1, max_length=max_length, examples=examples)
 
 
-def _trial_trainer(tiny_model_path, output_dir, training, total_steps, max_length=1000, examples=4):
+def _trial_trainer(tiny_model_path, output_dir, training, total_steps, max_length=1000, examples=4,
+                   loraplus_lr_ratio=1.0):
     """A trial's Trainer on the tiny model in 4-bit with LoRA, and the examples it trains on."""
     from trainables.model import attach_lora, load_quantized_model, prepare_for_training
     from trainables.prompt import load_tokenizer
@@ -35,7 +36,7 @@ def _trial_trainer(tiny_model_path, output_dir, training, total_steps, max_lengt
     tokenizer = load_tokenizer(model_config)
     dataset = sample_training_set(tokenizer, examples)
     hp = TrialHyperparameters(lora_r=4, lora_alpha=8, learning_rate=LEARNING_RATE, max_length=max_length,
-                              lora_dropout=0.0, target_modules="all-linear")
+                              lora_dropout=0.0, target_modules="all-linear", loraplus_lr_ratio=loraplus_lr_ratio)
     torch.manual_seed(0)
     model = attach_lora(prepare_for_training(load_quantized_model(model_config), False), hp)
     trainer = build_trainer(model, tokenizer, dataset, dataset, training, hp, total_steps=total_steps,
@@ -249,3 +250,67 @@ def test_warmup_stable_decay_never_decays_into_the_warm_up_of_a_one_rung_budget(
     assert training.lr_scheduler_kwargs(total_steps=10) == {"num_decay_steps": 6, "decay_type": "linear"}
     assert training.lr_scheduler_kwargs(total_steps=30) == {"num_decay_steps": 10, "decay_type": "linear"}
     assert TrainingConfig(lr_scheduler="linear").lr_scheduler_kwargs(total_steps=30) == {}
+
+
+def _rate_and_decay_by_parameter(trainer) -> dict[str, tuple[float, float]]:
+    names = {id(p): name for name, p in trainer.model.named_parameters()}
+    return {names[id(p)]: (group["lr"], group["weight_decay"])
+            for group in trainer.optimizer.param_groups for p in group["params"]}
+
+
+@pytest.mark.parametrize("ratio", [1.0, 16.0])
+def test_loraplus_trains_lora_b_at_the_ratio_times_lora_as_rate_through_the_trials_schedule(
+        ratio, tiny_model_path, tmp_path):
+    """search.loraplus_lr_ratio reaches the optimizer the trial's Trainer builds (its `optim`, its weight decay,
+    its schedule): every LoRA weight in it once, lora_A at the learning rate, lora_B at the ratio times it."""
+    training = TrainingConfig(steps_per_rung=2, lr_scheduler="linear", warmup_steps=0, weight_decay=0.01,
+                              gradient_checkpointing=False)
+    trainer, _ = _trial_trainer(tiny_model_path, tmp_path / "out", training, total_steps=4, loraplus_lr_ratio=ratio)
+    trainer.create_optimizer_and_scheduler(num_training_steps=4)
+    assert type(trainer.optimizer).__name__ == "AdamW"
+
+    trained = {name for name, p in trainer.model.named_parameters() if p.requires_grad}
+    groups = _rate_and_decay_by_parameter(trainer)
+    assert set(groups) == trained and sum(len(g["params"]) for g in trainer.optimizer.param_groups) == len(trained)
+    a_weights = {name for name in trained if "lora_A" in name}
+    assert a_weights and len(a_weights) * 2 == len(trained)
+    for name, (rate, decay) in groups.items():
+        assert rate == pytest.approx(LEARNING_RATE * (1 if name in a_weights else ratio)), name
+        assert decay == 0.01, name
+
+    trainer.optimizer.step()
+    trainer.lr_scheduler.step()  # linear over 4 steps: every group at 3/4 of its own rate
+    for name, (rate, _) in _rate_and_decay_by_parameter(trainer).items():
+        assert rate == pytest.approx(0.75 * LEARNING_RATE * (1 if name in a_weights else ratio)), name
+
+
+def test_a_loraplus_trial_resumed_from_its_checkpoint_trains_the_adapter_an_uninterrupted_one_does(
+        tiny_model_path, tmp_path):
+    """The optimizer's LoRA+ groups are saved with a checkpoint and loaded back into the same groups: a trial
+    that Tune restarts from its first rung ends where one that ran through ends, and differs from plain LoRA's."""
+    training = TrainingConfig(steps_per_rung=1, micro_batch_size=2, lr_scheduler="constant", warmup_steps=0,
+                              gradient_checkpointing=False)
+
+    from transformers import TrainerCallback
+
+    class StopAfterTheFirstRung(TrainerCallback):  # as a killed trial: its first rung's checkpoint, nothing more
+        def on_step_end(self, args, state, control, **kwargs):
+            control.should_training_stop = True
+
+    def adapter_after(name, ratio, resume_from=None, stop_early=False):
+        trainer, _ = _trial_trainer(tiny_model_path, tmp_path / name, training, total_steps=3,
+                                    loraplus_lr_ratio=ratio)
+        if stop_early:
+            trainer.add_callback(StopAfterTheFirstRung())
+        trainer.train(resume_from_checkpoint=resume_from)
+        return {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+
+    through = adapter_after("through", 16.0)
+    adapter_after("killed", 16.0, stop_early=True)
+    resumed = adapter_after("resumed", 16.0, resume_from=str(tmp_path / "killed" / "checkpoint-1"))
+    plain = adapter_after("plain", 1.0)
+    assert set(resumed) == set(through)
+    for name in through:
+        assert torch.allclose(resumed[name], through[name], atol=1e-6), name
+    b_weights = [name for name in through if "lora_B" in name]
+    assert any(not torch.allclose(through[name], plain[name], atol=1e-4) for name in b_weights)

@@ -514,6 +514,9 @@ class TrialHyperparameters(Section):
     max_length: int = Field(ge=1, description="Tokens per training example, prompt and summary together.")
     lora_dropout: float = Field(ge=0, lt=1, description="Dropout on LoRA's input.")
     target_modules: str | list[str] = Field(description="'all-linear' or the names of the modules LoRA adapts.")
+    # a default, so that a trial planned before the field existed (a resumed sweep's) trains as it did
+    loraplus_lr_ratio: float = Field(1.0, ge=1, description="LoRA+: lora_B's learning rate over lora_A's (1: plain "
+                                     "LoRA, one rate for both).")
 
 
 class MemoryPlan(Section):

@@ -53,6 +53,7 @@ def build_trainer(
             callbacks=callbacks,
         )
     trainer.remove_callback(PrinterCallback)  # metrics go to Tune's table, not raw dicts on stdout
+    trainer.loraplus_lr_ratio = hp.loraplus_lr_ratio
     keep_adapter_in_float32(model)
     return trainer
 
@@ -115,6 +116,29 @@ def micro_batches(training: TrainingConfig, hp: TrialHyperparameters) -> dict[st
             "max_length": training.micro_batch_size * hp.max_length}
 
 
+class LoraPlusOptimizer:
+    """A Trainer whose optimizer trains lora_B at loraplus_lr_ratio times lora_A's rate (LoRA+), through peft's
+    create_loraplus_optimizer, with the optimizer class and arguments the Trainer's `optim` gives.
+
+    The Trainer builds its optimizer when training starts, so a retry or a resumed trial builds it the same way
+    (a resumed one then loads the saved state into these groups). The schedule scales every group's rate alike.
+    At 1 the Trainer's own optimizer, unchanged."""
+
+    loraplus_lr_ratio: float = 1.0
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None and self.loraplus_lr_ratio != 1:
+            from peft.optimizers import create_loraplus_optimizer
+
+            opt_model = self.model if model is None else model
+            optimizer_class, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, opt_model)
+            self.optimizer = create_loraplus_optimizer(
+                opt_model, optimizer_class, loraplus_lr_ratio=self.loraplus_lr_ratio,
+                loraplus_weight_decay=self.args.weight_decay, **optimizer_kwargs)
+            logger.info("LoRA+: lora_B at %g x the learning rate", self.loraplus_lr_ratio)
+        return super().create_optimizer(model)
+
+
 def fused_head_sft_trainer() -> type:
     """SFTTrainer, whose training loss goes through TRL's chunked LM head as it does there, without
     the entropy and token accuracy TRL derives beside it at every step.
@@ -125,7 +149,7 @@ def fused_head_sft_trainer() -> type:
     work the host had launched ahead. TRL has no switch for them. The loss is TRL's own arithmetic,
     the label tokens' negative log-probabilities summed over their number (tests/test_train.py);
     evaluation, and any loss TRL computes otherwise, take TRL's path."""
-    class FusedHeadSFTTrainer(SFTTrainer):
+    class FusedHeadSFTTrainer(LoraPlusOptimizer, SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             plain_loss = (self.compute_loss_func is None and self.label_smoother is None and not self.aux_loss_enabled
                           and self.args.loss_type == "nll")
@@ -149,7 +173,7 @@ def full_logits_sft_trainer() -> type:
     and token accuracy for its logs. On CPU its torch fallback made a step 2.5x slower than this.
     Everything else (collation, padding-free batches, checkpoints) is SFTTrainer's.
     """
-    class FullLogitsSFTTrainer(SFTTrainer):
+    class FullLogitsSFTTrainer(LoraPlusOptimizer, SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             inputs["use_cache"] = False
             return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
