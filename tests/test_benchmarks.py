@@ -457,6 +457,23 @@ def test_the_shared_best_is_the_lower_of_the_two_bests_and_each_arms_first_time_
     assert shared_best([], ours) is None
 
 
+def _by_hand_model_and_rows(tiny_model_path):
+    """The by-hand arm's 4-bit model with LoRA (trial_speed.plain_model), its tokenizer and 4 training rows."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from transformers import AutoTokenizer
+
+    from trainables.config import PromptConfig
+    from trainables.prompt import encode_example
+    from trial_speed import plain_model
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    rows = [encode_example(tokenizer, PromptConfig(), f"#Person1#: hello {i}", f"greeting {i}", 256) for i in range(4)]
+    model = plain_model(tiny_model_path, 0, {"lora_r": 4, "lora_alpha": 4, "lora_dropout": 0.0,
+                                             "target_modules": "all-linear"})
+    return model, tokenizer, rows
+
+
 @pytest.mark.parametrize("scheduler, warmup, after_rungs", [
     ("linear", 2, [0.75, 0.0]),  # warm-up over 2 steps, then down to 0 at the 6th: (6 - 3) / (6 - 2) after 3
     ("constant", 0, [1.0, 1.0]),
@@ -467,20 +484,13 @@ def test_the_by_hand_arm_trains_on_the_configs_schedule_across_its_rungs(schedul
     """plain_ray_tune's rungs step one schedule over the whole budget (2 rungs x 3 steps here), the
     config's, as qlora-sweep's Trainer does: with a decaying one the rate is where the Trainer's
     formula has it at each rung's end, not back at its peak."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    model, tokenizer, rows = _by_hand_model_and_rows(tiny_model_path)  # benchmarks/ on the path
     import torch
-    from transformers import AutoTokenizer
 
     from plain_ray_tune import lr_schedule
-    from trainables.config import PromptConfig, TrainingConfig
-    from trainables.prompt import encode_example
-    from trial_speed import plain_model, plain_train
+    from trainables.config import TrainingConfig
+    from trial_speed import plain_train
 
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
-    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
-    rows = [encode_example(tokenizer, PromptConfig(), f"#Person1#: hello {i}", f"greeting {i}", 256) for i in range(4)]
-    model = plain_model(tiny_model_path, 0, {"lora_r": 4, "lora_alpha": 4, "lora_dropout": 0.0,
-                                             "target_modules": "all-linear"})
     peak = 1e-3
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=peak)
     schedule = lr_schedule(optimizer, TrainingConfig(lr_scheduler=scheduler, warmup_steps=warmup, steps_per_rung=3),
@@ -495,19 +505,11 @@ def test_the_by_hand_arm_trains_lora_b_at_the_configs_loraplus_ratio_times_lora_
     """search.loraplus_lr_ratio reaches the by-hand arm too, through peft's LoRA+ optimizer as its docs build it,
     so that a space with it is the same search in both arms: every LoRA weight in the optimizer once, lora_B at
     the ratio times the rate through the schedule, the config's weight decay on all."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from transformers import AutoTokenizer
-
+    model, tokenizer, rows = _by_hand_model_and_rows(tiny_model_path)  # benchmarks/ on the path
     from plain_ray_tune import lr_schedule, plain_optimizer
-    from trainables.config import PromptConfig, TrainingConfig
-    from trainables.prompt import encode_example
-    from trial_speed import plain_model, plain_train
+    from trainables.config import TrainingConfig
+    from trial_speed import plain_train
 
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
-    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
-    rows = [encode_example(tokenizer, PromptConfig(), f"#Person1#: hello {i}", f"greeting {i}", 256) for i in range(4)]
-    model = plain_model(tiny_model_path, 0, {"lora_r": 4, "lora_alpha": 4, "lora_dropout": 0.0,
-                                             "target_modules": "all-linear"})
     peak = 1e-3
     optimizer = plain_optimizer(model, peak, ratio, weight_decay=0.01)
     schedule = lr_schedule(optimizer, TrainingConfig(lr_scheduler="linear", warmup_steps=0, steps_per_rung=2),
