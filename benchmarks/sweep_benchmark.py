@@ -5,8 +5,9 @@
 
 For each seed (the searcher's and the training seed), in this order on one machine:
   zero_shot     the base model without an adapter;
-  recipe        r=32, alpha=32, learning rate 2e-4, max_length 512: one trial with the sweep's
-                per-trial budget (max_rungs x steps_per_rung steps), scored on the whole validation set;
+  recipe        r=32, alpha=32, learning rate 2e-4, max_length 512, plain LoRA (whatever
+                search.loraplus_lr_ratio says): one trial with the sweep's per-trial budget
+                (max_rungs x steps_per_rung steps), scored on the whole validation set;
   plain_script  benchmarks/plain_ray_tune.py: Ray Tune by hand (OptunaSearch, ASHA, peft,
                 bitsandbytes, none of qlora-sweep's trial code), the same search space, trials,
                 rungs, seeds and trials at a time, each trial 1/that of the GPU;
