@@ -91,7 +91,8 @@
 #           does, the arms without Tune's experiment-state snapshots. Send calls 2-4 straight after each reply, with
 #           nothing in between: call 2 went out too late once on 2026-12-05 and the machine was gone.)
 #           The latest, 2026-12-06-loraplus: RES=/tmp/res/lp16 WARMUP_S=30 SETS=search.loraplus_lr_ratio=16, RESUME_FROM
-#           as below, SEED="0 1" RERUN=qlora_sweep RESCORE_PAIRS=0 PARTS=sweep, 290 s in all (call 4 polled it to the end).
+#           as below, SEED="0 1" RERUN=qlora_sweep RESCORE_PAIRS=0 PARTS=sweep, 290 s in all (call 4 polled it to its
+#           end).
 #           The one before, 2026-12-06-wsd: three jobs, each started with detach.sh when the one before
 #           ended: RES=/tmp/res/wsd SETS=training.lr_scheduler=warmup_stable_decay, RESUME_FROM as below,
 #           SEED="0 1" RERUN=qlora_sweep RESCORE_PAIRS=0 PARTS=sweep, then the same with RES=/tmp/res/wsd-recipe
