@@ -106,3 +106,10 @@ def fake_nvidia_smi(folder: Path) -> Path:
                     '[ "$reply" = fail ] && exit 6\necho "$reply"\n')
     tool.chmod(0o755)
     return tool
+
+
+def rate_and_decay_by_parameter(model, optimizer) -> dict[str, tuple[float, float]]:
+    """Each parameter the optimizer holds, by its name in the model: its group's learning rate and weight decay."""
+    names = {id(p): name for name, p in model.named_parameters()}
+    return {names[id(p)]: (group["lr"], group["weight_decay"]) for group in optimizer.param_groups
+            for p in group["params"]}

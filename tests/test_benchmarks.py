@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, rate_and_decay_by_parameter
 
 pytestmark = pytest.mark.sweep
 
@@ -516,9 +516,7 @@ def test_the_by_hand_arm_trains_lora_b_at_the_configs_loraplus_ratio_times_lora_
                            total_steps=4)
     plain_train(model, rows, tokenizer, 2, 2, 0, peak, 0, optimizer, first_step=0, schedule=schedule)
 
-    names = {id(p): name for name, p in model.named_parameters()}
-    rates = {names[id(p)]: (group["lr"], group["weight_decay"]) for group in optimizer.param_groups
-             for p in group["params"]}
+    rates = rate_and_decay_by_parameter(model, optimizer)
     trained = {name for name, p in model.named_parameters() if p.requires_grad}
     assert set(rates) == trained and sum(len(g["params"]) for g in optimizer.param_groups) == len(trained)
     for name, (rate, decay) in rates.items():  # half-way down a linear schedule after the first rung

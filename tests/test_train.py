@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from tests.helpers import sample_training_set
+from tests.helpers import rate_and_decay_by_parameter, sample_training_set
 from tests.tiny_model import SAMPLE
 from trainables.config import ModelConfig, TrainingConfig, TrialHyperparameters
 
@@ -252,12 +252,6 @@ def test_warmup_stable_decay_never_decays_into_the_warm_up_of_a_one_rung_budget(
     assert TrainingConfig(lr_scheduler="linear").lr_scheduler_kwargs(total_steps=30) == {}
 
 
-def _rate_and_decay_by_parameter(trainer) -> dict[str, tuple[float, float]]:
-    names = {id(p): name for name, p in trainer.model.named_parameters()}
-    return {names[id(p)]: (group["lr"], group["weight_decay"])
-            for group in trainer.optimizer.param_groups for p in group["params"]}
-
-
 @pytest.mark.parametrize("ratio", [1.0, 16.0])
 def test_loraplus_trains_lora_b_at_the_ratio_times_lora_as_rate_through_the_trials_schedule(
         ratio, tiny_model_path, tmp_path):
@@ -270,7 +264,7 @@ def test_loraplus_trains_lora_b_at_the_ratio_times_lora_as_rate_through_the_tria
     assert type(trainer.optimizer).__name__ == "AdamW"
 
     trained = {name for name, p in trainer.model.named_parameters() if p.requires_grad}
-    groups = _rate_and_decay_by_parameter(trainer)
+    groups = rate_and_decay_by_parameter(trainer.model, trainer.optimizer)
     assert set(groups) == trained and sum(len(g["params"]) for g in trainer.optimizer.param_groups) == len(trained)
     a_weights = {name for name in trained if "lora_A" in name}
     assert a_weights and len(a_weights) * 2 == len(trained)
@@ -280,7 +274,7 @@ def test_loraplus_trains_lora_b_at_the_ratio_times_lora_as_rate_through_the_tria
 
     trainer.optimizer.step()
     trainer.lr_scheduler.step()  # linear over 4 steps: every group at 3/4 of its own rate
-    for name, (rate, _) in _rate_and_decay_by_parameter(trainer).items():
+    for name, (rate, _) in rate_and_decay_by_parameter(trainer.model, trainer.optimizer).items():
         assert rate == pytest.approx(0.75 * LEARNING_RATE * (1 if name in a_weights else ratio)), name
 
 
