@@ -32,7 +32,13 @@ fi
 tar_size() { (git ls-files; printf '%s\n' "$@") | tar cf - -T - | wc -c; }
 limit=$((64 * 1024 * 1024))
 status=0
-for carry in ".devbundle .devstage/inputs.tar.xz" ".devbundle" ".devstage/inputs.tar.xz"; do
+# The wheel's parts (the sweep chain's calls 2-4) where they are staged: on 2026-12-07 the tree alone was 37.5 MB as
+# tar, so those calls too were over unless results folders stayed out (the chain's header says which)
+wheel_calls=()
+for part in .devstage/w1 .devstage/w2 ".devstage/w3 .devstage/inputs.tar.xz"; do
+  [ -e "${part%% *}" ] && wheel_calls+=("$part")
+done
+for carry in ".devbundle .devstage/inputs.tar.xz" ".devbundle" ".devstage/inputs.tar.xz" "${wheel_calls[@]}"; do
   read -ra paths <<< "$carry"
   for path in "${paths[@]}"; do [ -e "$path" ] || { echo "slim_bundle.sh: no $path" >&2; exit 2; }; done
   bytes=$(tar_size "${paths[@]}")

@@ -71,8 +71,10 @@
 # On 2026-12-06 (tree 25.8 MB, the slimmed bundle 37.3 MB) call 1 was refused, and passed with
 # 2026-12-04-preload, 2026-12-04-sweep-r256, 2026-12-02-sweep and 2026-12-06-preload-trial held out (13 MB).
 # Never hold out 2026-12-04-sweep-500: the sweep part's RESUME_FROM reads it.
-# Calls 2-4 carry 30-33 MB beside the whole tree. After a rerun, commit the new arms but not the folders the
-# device set aside.
+# Calls 2-4 carry 30-33 MB beside the tree: on 2026-12-07 the whole tree was 37.5 MB as tar (`bash
+# benchmarks/slim_bundle.sh --check` prints every call's), so each was over too; keep the four folders out from
+# call 1 to the reply of call 4 (call 1 62.8 MB, call 2 56.4, call 4 59.3), then move them back. After a rerun,
+# commit the new arms but not the folders the device set aside.
 # The wheel travels in three parts, and the inputs with the last: on 2026-12-04 (late evening) a call 1 carrying the
 # bundle and the inputs was refused as over 64 MiB (the device counts more than the tree and the carried paths:
 # 52.5 MB of them were refused, while the bundle alone passed), and an earlier session lost its machine between a
@@ -90,6 +92,9 @@
 #           minutes: worker-start 6.5, gpu-config 3, both seeds' qlora-sweep arm 5; commit each part as that folder
 #           does, the arms without Tune's experiment-state snapshots. Send calls 2-4 straight after each reply, with
 #           nothing in between: call 2 went out too late once on 2026-12-05 and the machine was gone.)
+#           Prepared on 2026-12-07 and not run (17 starts that night found no machine): `bash /tmp/detach.sh
+#           'bash benchmarks/loraplus_runs.sh'` as call 4's job, LoRA+ at ratio 4 and at 16 with lower rates by
+#           turns, twice, each run into its own folder (about 20 minutes; its header has the one-run form).
 #           The latest, 2026-12-06-loraplus: RES=/tmp/res/lp16 WARMUP_S=30 SETS=search.loraplus_lr_ratio=16, RESUME_FROM
 #           as below, SEED="0 1" RERUN=qlora_sweep RESCORE_PAIRS=0 PARTS=sweep, 290 s in all (call 4 polled it to its
 #           end).
