@@ -13,19 +13,23 @@
 #   bash /tmp/detach.sh 'bash benchmarks/loraplus_runs.sh'        # ROUNDS="1 2" SIDES="r4 lr16": ~20 minutes
 #   bash /tmp/detach.sh 'ROUNDS=1 SIDES=r4 bash benchmarks/loraplus_runs.sh'   # one run, where little time is left
 set -u
-rates16='search.learning_rate={"low":2.0e-5,"high":2.0e-3,"log":true}'  # no spaces: the chain splits SETS on them
-for side in ${SIDES:-r4 lr16}; do  # every side known before any run
-  case $side in r4|lr16) ;; *) echo "loraplus_runs.sh: unknown side $side (r4, lr16)" >&2; exit 2 ;; esac
+sets_for() {  # SIDE: its config overrides (the chain's SETS); no output and status 1 for an unknown side
+  case $1 in
+    r4) echo "search.loraplus_lr_ratio=4" ;;
+    # no spaces in the value: the chain splits SETS on them
+    lr16) echo 'search.loraplus_lr_ratio=16 search.learning_rate={"low":2.0e-5,"high":2.0e-3,"log":true}' ;;
+    *) return 1 ;;
+  esac
+}
+sides=${SIDES:-r4 lr16}
+for side in $sides; do  # every side known before any run
+  sets_for "$side" > /dev/null || { echo "loraplus_runs.sh: unknown side $side (r4, lr16)" >&2; exit 2; }
 done
 warmup=${WARMUP_S:-30}
 for round in ${ROUNDS:-1 2}; do
-  for side in ${SIDES:-r4 lr16}; do
-    case $side in
-      r4) sets="search.loraplus_lr_ratio=4" ;;
-      lr16) sets="search.loraplus_lr_ratio=16 $rates16" ;;
-    esac
+  for side in $sides; do
     echo "=== $side, round $round: $(date -u +%T)"
-    RES=/tmp/res/$side-$round WARMUP_S=$warmup SETS="$sets" \
+    RES=/tmp/res/$side-$round WARMUP_S=$warmup SETS="$(sets_for "$side")" \
       RESUME_FROM=/tmp/proj/benchmarks/results/2026-12-04-sweep-500 SEED="0 1" RERUN=qlora_sweep RESCORE_PAIRS=0 \
       PARTS=sweep bash benchmarks/sweep_benchmark_chain.sh
     echo "=== $side, round $round: exit $?, $(date -u +%T)"
