@@ -28,8 +28,10 @@ if [ "${1:-}" != "--check" ]; then
   tar cf - -C "$work" site | xz -9e -T0 > "$work/site.tar.xz"
   mv "$work/site.tar.xz" .devbundle/site.tar.xz  # only a whole new bundle replaces the old one
 fi
-# What a call carries, as the device tool measures it: the tracked tree and the named paths, as one tar.
-tar_size() { (git ls-files; printf '%s\n' "$@") | tar cf - -T - | wc -c; }
+# What a call carries, as the device tool measures it: the tracked tree and the named paths, as one tar. Only the
+# tracked files that are here: a results folder held out for the call (the sweep chain's header) does not travel.
+tar_size() { (git ls-files | while IFS= read -r f; do [ -e "$f" ] && printf '%s\n' "$f"; done
+              printf '%s\n' "$@") | tar cf - -T - | wc -c; }
 limit=$((64 * 1024 * 1024))
 status=0
 # The wheel's parts (the sweep chain's calls 2-4) where they are staged: on 2026-12-07 the tree alone was 37.5 MB as
