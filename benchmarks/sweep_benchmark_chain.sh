@@ -60,21 +60,16 @@
 # SETS="training.float32_dense_layers=true" with RERUN=qlora_sweep (by hand's loop keeps its dense layers
 # in float32 through peft's k-bit preparation whatever the config says, so only qlora-sweep's trials change).
 # The device chain (../shared/tools/README.md; ask `status` first: a seed and the first-rung part take
-# about 24 minutes of device time with the staging). A call carries at most 64 MiB (67.1 MB), the
-# tracked files included (`git ls-files -z | du -cb --files0-from=- | tail -1`): 19.3 MB since the results'
-# duplicated copies of Tune's experiment state (qlora_sweep_state/) left the tree, so call 1 with the bundle's
-# 42.1 MB is 61.4 MB, which passed twice on 2026-12-05 (an H100, then an H200). With the tree at 25.2 MB call 1
-# was refused, and went with three folders the chain never reads moved out of the tree, and back at once after
-# its reply (it passed so four times on 2026-12-05); if call 1 is refused again, do that:
-#   mkdir -p /tmp/hold && mv benchmarks/results/2026-12-04-preload benchmarks/results/2026-12-0[12]-sweep /tmp/hold/
-#   (call 1)   mv /tmp/hold/* benchmarks/results/
-# On 2026-12-06 (tree 25.8 MB, the slimmed bundle 37.3 MB) call 1 was refused, and passed with
-# 2026-12-04-preload, 2026-12-04-sweep-r256, 2026-12-02-sweep and 2026-12-06-preload-trial held out (13 MB).
-# Never hold out 2026-12-04-sweep-500: the sweep part's RESUME_FROM reads it.
-# Calls 2-4 carry 30-33 MB beside the tree: on 2026-12-07 the whole tree was 37.5 MB as tar (`bash
-# benchmarks/slim_bundle.sh --check` prints every call's), so each was over too; keep the four folders out from
-# call 1 to the reply of call 4 (call 1 62.8 MB, call 2 56.4, call 4 59.3), then move them back. After a rerun,
-# commit the new arms but not the folders the device set aside.
+# about 24 minutes of device time with the staging). A call carries at most 64 MiB (67.1 MB): the tracked files
+# that are in the tree and the carried paths, as one tar. The results grow 1-4 MB a GPU session, so before call 1
+# hold every results folder the jobs do not read out of the tree, and put them back after call 4's reply:
+#   bash benchmarks/hold_results.sh out      # all but 2026-12-04-sweep-500 (RESUME_FROM) into .devstage/held
+#   bash benchmarks/slim_bundle.sh --check   # what each call carries now
+#   (calls 1-4)   bash benchmarks/hold_results.sh back    # before anything else, and before any commit
+# After 2026-12-07's results call 1 came to 65.9 MB with only the four folders held out by hand that sessions had
+# held since 2026-12-06 (1.3 MB to spare), and to 42.1 MB with the script's; calls 2-4 to 56-62 MB, and 36-39 MB so.
+# (Earlier refusals: with the tree at 25.2 MB on 2026-12-05, and at 25.8 MB with the slimmed bundle's 37.3 MB on
+# 2026-12-06.) After a rerun, commit the new arms but not the folders the device set aside.
 # The wheel travels in three parts, and the inputs with the last: on 2026-12-04 (late evening) a call 1 carrying the
 # bundle and the inputs was refused as over 64 MiB (the device counts more than the tree and the carried paths:
 # 52.5 MB of them were refused, while the bundle alone passed), and an earlier session lost its machine between a
@@ -92,10 +87,11 @@
 #           minutes: worker-start 6.5, gpu-config 3, both seeds' qlora-sweep arm 5; commit each part as that folder
 #           does, the arms without Tune's experiment-state snapshots. Send calls 2-4 straight after each reply, with
 #           nothing in between: call 2 went out too late once on 2026-12-05 and the machine was gone.)
-#           Prepared on 2026-12-07 and not run (17 starts that night found no machine): `bash /tmp/detach.sh
-#           'bash benchmarks/loraplus_runs.sh'` as call 4's job, LoRA+ at ratio 4 and at 16 with lower rates by
-#           turns, twice, each run into its own folder (about 20 minutes; its header has the one-run form).
-#           The latest, 2026-12-06-loraplus: RES=/tmp/res/lp16 WARMUP_S=30 SETS=search.loraplus_lr_ratio=16, RESUME_FROM
+#           The latest, 2026-12-07-loraplus: `bash /tmp/detach.sh 'bash benchmarks/loraplus_runs.sh'` as call 4's
+#           job, LoRA+ at ratio 4 and at 16 with lower rates by turns, twice, each run into its own folder, 21
+#           minutes on an H100 (call 4 waited 400 s, then three calls polled it to its end; its header has the
+#           one-run form).
+#           The one before, 2026-12-06-loraplus: RES=/tmp/res/lp16 WARMUP_S=30 SETS=search.loraplus_lr_ratio=16, RESUME_FROM
 #           as below, SEED="0 1" RERUN=qlora_sweep RESCORE_PAIRS=0 PARTS=sweep, 290 s in all (call 4 polled it to its
 #           end).
 #           The one before, 2026-12-06-wsd: three jobs, each started with detach.sh when the one before
