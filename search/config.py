@@ -129,8 +129,8 @@ class SearchConfig(Section):
         "learning_rate; >= 1. 1 is plain LoRA, one rate for both; the LoRA+ paper suggests about 16, with a "
         "learning_rate about half of plain LoRA's. Give {choice: [1, 4, 16]} to search it. Measured on SmolLM2-135M and "
         "DialogSum (one H100, 5 sweeps a seed at 4 and 16): the test ROUGE-L over the recipe rose on one seed and fell "
-        "on the other in every sweep, +2.93 on average against plain LoRA's +2.95; trials diverge where learning_rate "
-        "x alpha/r x this passes about 1.5e-2: lower the learning_rate range with it "
+        "on the other in every sweep, +2.93 points on average against plain LoRA's +2.95; trials diverged where "
+        "learning_rate x alpha/r x this passed 1.4e-2 to 1.9e-2: lower the learning_rate range with it "
         "(benchmarks/results/2026-12-06-loraplus, 2026-12-07-loraplus).",
     )
     target_modules: Param = Field(
