@@ -2,7 +2,7 @@
 # Keeps a device call under its 64 MiB as benchmarks/results grows (1-4 MB a GPU session): moves every results
 # folder a GPU job does not read out of the tree into .devstage/held/ (ignored, so it does not travel), and back
 # once the staging calls are through. On 2026-12-07 the tree with the bundle came to 65.9 MB with the four folders
-# the sweep chain's header named held out by hand, 1.3 MB under the limit; with all but the two below, 54 MB.
+# the sweep chain's header named held out by hand, 1.3 MB under the limit; with all but the two below, 42.1 MB.
 #   bash benchmarks/hold_results.sh out [KEEP ...]   # KEEP: folder names under benchmarks/results to leave there
 #   bash benchmarks/hold_results.sh back
 # KEEP by default: 2026-12-04-sweep-500 (the sweep part's RESUME_FROM) and 2026-12-02-trial-speed-defaults (a test
@@ -34,7 +34,7 @@ case ${1:-} in
   back)
     [ -d "$held" ] || fail "nothing is held ($held does not exist)"
     for dir in "$held"/*/; do
-      [ -d "$dir" ] || continue
+      [ -d "$dir" ] || continue  # nothing held (every folder kept): the pattern itself
       name=$(basename "$dir")
       [ ! -e "$results/$name" ] || fail "$results/$name exists beside the held copy: nothing moved; compare them"
     done

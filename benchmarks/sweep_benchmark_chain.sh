@@ -63,7 +63,7 @@
 # about 24 minutes of device time with the staging). A call carries at most 64 MiB (67.1 MB): the tracked files
 # that are in the tree and the carried paths, as one tar. The results grow 1-4 MB a GPU session, so before call 1
 # hold every results folder the jobs do not read out of the tree, and put them back after call 4's reply:
-#   bash benchmarks/hold_results.sh out      # all but 2026-12-04-sweep-500 (RESUME_FROM) into .devstage/held
+#   bash benchmarks/hold_results.sh out      # into .devstage/held: all but 2026-12-04-sweep-500 and a unit test's input
 #   bash benchmarks/slim_bundle.sh --check   # what each call carries now
 #   (calls 1-4)   bash benchmarks/hold_results.sh back    # before anything else, and before any commit
 # After 2026-12-07's results call 1 came to 65.9 MB with only the four folders held out by hand that sessions had

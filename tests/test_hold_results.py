@@ -58,6 +58,16 @@ def test_named_folders_are_kept_instead_of_the_default_ones(tmp_path):
     assert [p.name for p in (project / "benchmarks" / "results").iterdir()] == ["2026-12-07-loraplus"]
 
 
+def test_with_every_folder_kept_nothing_is_held_and_back_still_ends_the_hold(tmp_path):
+    project = _project(tmp_path)
+    before = _results(project)
+    assert "held 0 results folders" in _hold(project, "out", *KEPT, "2026-12-06-loraplus",
+                                             "2026-12-07-loraplus").stdout
+    back = _hold(project, "back")
+    assert back.returncode == 0 and "put 0 results folders back" in back.stdout, back.stderr
+    assert _results(project) == before and not (project / ".devstage" / "held").exists()
+
+
 @pytest.mark.parametrize("words, says", [
     (("out", "2026-12-08-nothing"), "no results folder benchmarks/results/2026-12-08-nothing to keep"),
     (("back",), "nothing is held"),
