@@ -33,19 +33,15 @@ case ${1:-} in
     ;;
   back)
     [ -d "$held" ] || fail "nothing is held ($held does not exist)"
-    for dir in "$held"/*/; do
-      [ -d "$dir" ] || continue  # nothing held (every folder kept): the pattern itself
+    shopt -s nullglob  # every folder kept: nothing held, an empty list
+    folders=("$held"/*/)
+    for dir in "${folders[@]}"; do
       name=$(basename "$dir")
       [ ! -e "$results/$name" ] || fail "$results/$name exists beside the held copy: nothing moved; compare them"
     done
-    moved=0
-    for dir in "$held"/*/; do
-      [ -d "$dir" ] || continue
-      mv "$held/$(basename "$dir")" "$results/"
-      moved=$((moved + 1))
-    done
+    for dir in "${folders[@]}"; do mv "${dir%/}" "$results/"; done
     rmdir "$held"
-    echo "put $moved results folders back in $results"
+    echo "put ${#folders[@]} results folders back in $results"
     ;;
   *) fail "usage: bash benchmarks/hold_results.sh out [KEEP ...] | back" ;;
 esac

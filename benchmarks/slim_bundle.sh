@@ -30,8 +30,9 @@ if [ "${1:-}" != "--check" ]; then
 fi
 # What a call carries, as the device tool measures it: the tracked tree and the named paths, as one tar. Only the
 # tracked files that are here: a results folder held out for the call (the sweep chain's header) does not travel.
-tar_size() { (git ls-files | while IFS= read -r f; do [ -e "$f" ] && printf '%s\n' "$f"; done
-              printf '%s\n' "$@") | tar cf - -T - | wc -c; }
+# Listed once: every call below carries the same tree.
+present=$(git ls-files | while IFS= read -r f; do [ -e "$f" ] && printf '%s\n' "$f"; done)
+tar_size() { printf '%s\n' "$present" "$@" | tar cf - -T - | wc -c; }
 limit=$((64 * 1024 * 1024))
 status=0
 # The wheel's parts (the sweep chain's calls 2-4) where they are staged: on 2026-12-07 the tree alone was 37.5 MB as
