@@ -33,8 +33,13 @@ def test_every_sweep_run_races_every_by_hand_run_and_a_run_that_never_reaches_co
     # by hand: a high best late and a low best earlier; the sweep: one fast run that reaches both, one that
     # reaches only the low one (2x its time: short of 3x), one that reaches neither
     plain = [_arm(tmp_path / "p1", [(300, 0.330), (600, 0.346)]), _arm(tmp_path / "p2", [(400, 0.338)])]
-    ours = [_arm(tmp_path / "o1", [(50, 0.340), (100, 0.347)]), _arm(tmp_path / "o2", [(200, 0.339)]),
-            _arm(tmp_path / "o3", [(90, 0.335)])]
+    ours = [_arm(tmp_path / "o1" / "qlora-sweep-s1", [(50, 0.340), (100, 0.347)]),
+            _arm(tmp_path / "o2" / "qlora-sweep-s1", [(200, 0.339)]),
+            _arm(tmp_path / "o3" / "qlora-sweep-s1", [(90, 0.335)])]
+    # the test scores sweep_benchmark.py writes beside a run: the first two runs' were scored, the third's not
+    for run, test in (("o1", 0.332), ("o2", 0.3295)):
+        (tmp_path / run / "test_scores.json").write_text(json.dumps(
+            {"recipe": {"rougeL": 0.30}, "qlora_sweep": {"rougeL": test}, "plain_script": {"rougeL": 0.33}}))
     out = tmp_path / "race.json"
     assert main(["--ours", *map(str, ours), "--plain", *map(str, plain), "--out", str(out)]) == 0
     result = json.loads(out.read_text())
@@ -49,9 +54,13 @@ def test_every_sweep_run_races_every_by_hand_run_and_a_run_that_never_reaches_co
     # six pairs sorted: never x3, 2.0, 6.0, 8.0; the lower middle is a "never"
     assert result["median_sooner_than_plain"] is None
     assert [o["best"] for o in result["ours"]] == [0.347, 0.339, 0.335]
+    # the test target, in ROUGE-L points over the recipe: +3.2 and +2.95; the run without scores counts in neither
+    assert [o["test_over_recipe"] for o in result["ours"]] == [pytest.approx(3.2), pytest.approx(2.95), None]
+    assert result["test_over_recipe"] == {"target": 3.0, "runs": 2, "mean": pytest.approx(3.075), "at_target": 1}
     printed = capsys.readouterr().out
     assert "best 0.3460 at 600 s; reached in 1 of 3 runs, 3x sooner or more in 1 (6.00x, never, never)" in printed
     assert "all 6 pairs: 2 at 3x or more, 3 reached; median never" in printed
+    assert "test over the recipe: mean +3.08 points over 2 runs, 1 at +3 or more" in printed
 
     # at a target of 2 the second run's 2.0x counts; with the run that never reached left out, the median is a figure
     assert main(["--ours", str(ours[0]), str(ours[1]), "--plain", *map(str, plain), "--target", "2",
