@@ -86,6 +86,17 @@ def main(argv: list[str] | None = None) -> int:
     for run in args.ours + args.plain:
         if not any(run.glob("*/result.json")):
             parser.error(f"{run}: no trial results there (an arm's experiment folder holds */result.json)")
+    # a run's best is its best on the most dialogues any of its rungs scored: a run cut before its last rung (on the
+    # whole validation set) would race with a subset's score, and one whose every rung diverged has none
+    scored = {run: curve(run) for run in args.ours + args.plain}
+    for run, c in scored.items():
+        if c["best"] is None:
+            parser.error(f"{run}: no rung scored ROUGE-L on its validation dialogues (every one diverged?)")
+    most = max(c["validation_examples"] for c in scored.values())
+    for run, c in scored.items():
+        if c["validation_examples"] < most:
+            parser.error(f"{run}: its best rung scored {c['validation_examples']} validation dialogues, other runs "
+                         f"{most}: a run cut before its last rung?")
     result = race(args.ours, args.plain, args.target, args.test_target)
     if args.out:
         args.out.write_text(json.dumps(result, indent=1) + "\n")

@@ -10,11 +10,11 @@ from tests.helpers import ROOT
 pytestmark = pytest.mark.unit
 
 
-def _arm(folder, scores):
-    """An arm's experiment folder whose one trial scored `scores` on the whole validation set, each (seconds since
-    the arm's start, ROUGE-L); the arm starts at t=1000."""
+def _arm(folder, scores, examples=500):
+    """An arm's experiment folder whose one trial scored `scores` on `examples` validation dialogues, each (seconds
+    since the arm's start, ROUGE-L); the arm starts at t=1000."""
     (folder / "trial_0").mkdir(parents=True)
-    rows = [{"config": {"lora_r": 64}, "training_iteration": i + 1, "rougeL": rouge, "rouge_examples": 500,
+    rows = [{"config": {"lora_r": 64}, "training_iteration": i + 1, "rougeL": rouge, "rouge_examples": examples,
              "trial_id": "t0", "timestamp": 1000 + seconds, "time_total_s": seconds}
             for i, (seconds, rouge) in enumerate(scores)]
     (folder / "trial_0" / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -73,14 +73,19 @@ def test_every_sweep_run_races_every_by_hand_run_and_a_run_that_never_reaches_co
 @pytest.mark.parametrize("args,message", [
     (["--target", "0"], "--target 0.0: must be above 0"),
     (["--plain", "{empty}"], "no trial results there"),
+    # a by-hand arm cut after rung 1, scored on 100 dialogues where the other run's last rung scored 500
+    (["--plain", "{cut}"], "{cut}: its best rung scored 100 validation dialogues, other runs 500: a run cut"),
+    (["--plain", "{diverged}"], "no rung scored ROUGE-L on its validation dialogues"),
 ])
 def test_bad_arguments_are_refused_in_one_line_with_exit_2_and_nothing_written(tmp_path, capsys, args, message):
     main = _main()
     run = _arm(tmp_path / "run", [(10, 0.3)])
     (tmp_path / "empty").mkdir()
+    folders = {"empty": tmp_path / "empty", "cut": _arm(tmp_path / "cut", [(10, 0.3)], examples=100),
+               "diverged": _arm(tmp_path / "diverged", [(10, 0.0)], examples=0)}
     out = tmp_path / "race.json"
-    argv = ["--ours", str(run), "--plain", str(run), "--out", str(out)] + [a.format(empty=tmp_path / "empty")
-                                                                            for a in args]
+    argv = ["--ours", str(run), "--plain", str(run), "--out", str(out)] + [a.format(**folders) for a in args]
+    message = message.format(**folders)
     with pytest.raises(SystemExit) as exit_:
         main(argv)
     assert exit_.value.code == 2
