@@ -39,11 +39,13 @@ def test_over_recipe(run: Path) -> float | None:
     return 100 * (ours - recipe) if ours is not None and recipe is not None else None
 
 
-def race(ours: list[Path], plain: list[Path], target: float, test_target: float = 3.0) -> dict[str, Any]:
-    our_curves = [(run, curve(run)) for run in ours]
+def race(curves: dict[Path, dict[str, Any]], ours: list[Path], plain: list[Path], target: float,
+         test_target: float = 3.0) -> dict[str, Any]:
+    """`curves`: every run's sweep_benchmark.curve, read once (main checks them first)."""
+    our_curves = [(run, curves[run]) for run in ours]
     by_plain_run, all_sooner = [], []
     for run in plain:
-        theirs = curve(run)
+        theirs = curves[run]
         sooner = []
         for _, mine in our_curves:
             reach = time_to_reach(mine["points"], theirs["best"])
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         if c["validation_examples"] < most:
             parser.error(f"{run}: its best rung scored {c['validation_examples']} validation dialogues, other runs "
                          f"{most}: a run cut before its last rung?")
-    result = race(args.ours, args.plain, args.target, args.test_target)
+    result = race(scored, args.ours, args.plain, args.target, args.test_target)
     if args.out:
         args.out.write_text(json.dumps(result, indent=1) + "\n")
     bests = [o["best"] for o in result["ours"]]
