@@ -87,10 +87,14 @@
 #           minutes: worker-start 6.5, gpu-config 3, both seeds' qlora-sweep arm 5; commit each part as that folder
 #           does, the arms without Tune's experiment-state snapshots. Send calls 2-4 straight after each reply, with
 #           nothing in between: call 2 went out too late once on 2026-12-05 and the machine was gone.)
-#           The latest, 2026-12-07-race: PARTS=sweep SEED=1 RESUME_FROM=(sweep-500, as below)
+#           The latest, 2026-12-07-hand-rerun: PARTS=sweep SEED="1 0" RESUME_FROM=(sweep-500, as below)
+#           RERUN=plain_script RESCORE_PAIRS=0: seed 1's by-hand arm in 711 s of trials on an H100 plus its test
+#           score, then seed 0's, cut by the session's device time. Next: the same with SEED=0 (about 12 minutes on
+#           an H200, 13-14 on an H100), then benchmarks/race_across_runs.py for seed 0 with both by-hand runs (the
+#           2026-12-07-race README has the seed-0 --ours list).
+#           The one before, 2026-12-07-race: PARTS=sweep SEED=1 RESUME_FROM=(sweep-500, as below)
 #           RERUN="plain_script qlora_sweep" RESCORE_PAIRS=0, meant as about 15 minutes; the machine was taken back
-#           during by hand's arm. Next: by hand's arm alone again (RERUN=plain_script, about 12 minutes a seed on
-#           an H200), then benchmarks/race_across_runs.py with both by-hand runs (that folder's README).
+#           during by hand's arm.
 #           The one before, 2026-12-07-loraplus: `bash /tmp/detach.sh 'bash benchmarks/loraplus_runs.sh'` as call 4's
 #           job, LoRA+ at ratio 4 and at 16 with lower rates by turns, twice, each run into its own folder, 21
 #           minutes on an H100 (call 4 waited 400 s, then three calls polled it to its end; its header has the
