@@ -89,9 +89,9 @@
 #           nothing in between: call 2 went out too late once on 2026-12-05 and the machine was gone.)
 #           The latest, 2026-12-07-hand-rerun: PARTS=sweep SEED="1 0" RESUME_FROM=(sweep-500, as below)
 #           RERUN=plain_script RESCORE_PAIRS=0: seed 1's by-hand arm in 711 s of trials on an H100 plus its test
-#           score, then seed 0's, cut by the session's device time. Next: the same with SEED=0 (about 12 minutes on
-#           an H200, 13-14 on an H100), then benchmarks/race_across_runs.py for seed 0 with both by-hand runs (the
-#           2026-12-07-race README has the seed-0 --ours list).
+#           score, then seed 0's, cut by the session's device time. Next: the same with SEED=0 (about 12.5 minutes
+#           on either card with the warm-up and test score), then benchmarks/race_across_runs.py for seed 0 with
+#           both by-hand runs (the 2026-12-07-race README has the seed-0 --ours list).
 #           The one before, 2026-12-07-race: PARTS=sweep SEED=1 RESUME_FROM=(sweep-500, as below)
 #           RERUN="plain_script qlora_sweep" RESCORE_PAIRS=0, meant as about 15 minutes; the machine was taken back
 #           during by hand's arm.
