@@ -87,11 +87,15 @@
 #           minutes: worker-start 6.5, gpu-config 3, both seeds' qlora-sweep arm 5; commit each part as that folder
 #           does, the arms without Tune's experiment-state snapshots. Send calls 2-4 straight after each reply, with
 #           nothing in between: call 2 went out too late once on 2026-12-05 and the machine was gone.)
-#           The latest, 2026-12-07-hand-rerun: PARTS=sweep SEED="1 0" RESUME_FROM=(sweep-500, as below)
+#           The latest, 2026-12-07-hand-seed0: PARTS=sweep SEED=0 RESUME_FROM=(sweep-500, as below)
+#           RERUN=plain_script RESCORE_PAIRS=0, 11 minutes on an H100 with the warm-up and test score; then on the
+#           held machine at once the same with RES=/tmp/res/h3 WARMUP_S=20, 9 minutes (its trials 22 % faster: the
+#           60 s warm-up does not bring a fresh H100 to speed for these trials). No race job is queued after it:
+#           by hand's draws now show the 3x target decided by run-to-run spread (BENCHMARKS.md). A race timed again
+#           should first find the warm-up that makes a fresh machine's trials as fast as a loaded one's.
+#           The one before, 2026-12-07-hand-rerun: PARTS=sweep SEED="1 0" RESUME_FROM=(sweep-500, as below)
 #           RERUN=plain_script RESCORE_PAIRS=0: seed 1's by-hand arm in 711 s of trials on an H100 plus its test
-#           score, then seed 0's, cut by the session's device time. Next: the same with SEED=0 (about 12.5 minutes
-#           on either card with the warm-up and test score), then benchmarks/race_across_runs.py for seed 0 with
-#           both by-hand runs (the 2026-12-07-race README has the seed-0 --ours list).
+#           score, then seed 0's, cut by the session's device time.
 #           The one before, 2026-12-07-race: PARTS=sweep SEED=1 RESUME_FROM=(sweep-500, as below)
 #           RERUN="plain_script qlora_sweep" RESCORE_PAIRS=0, meant as about 15 minutes; the machine was taken back
 #           during by hand's arm.
