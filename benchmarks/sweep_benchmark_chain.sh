@@ -89,7 +89,7 @@
 #           nothing in between: call 2 went out too late once on 2026-12-05 and the machine was gone.)
 #           The latest, 2026-12-07-hand-seed0: PARTS=sweep SEED=0 RESUME_FROM=(sweep-500, as below)
 #           RERUN=plain_script RESCORE_PAIRS=0, 11 minutes on an H100 with the warm-up and test score; then on the
-#           held machine at once the same with RES=/tmp/res/h3 WARMUP_S=20, 9 minutes (its trials 22 % faster: the
+#           held machine at once the same with RES=/tmp/res/h3 WARMUP_S=20, 9 minutes (its trials 22 % shorter: the
 #           60 s warm-up does not bring a fresh H100 to speed for these trials). No race job is queued after it:
 #           by hand's draws now show the 3x target decided by run-to-run spread (BENCHMARKS.md). A race timed again
 #           should first find the warm-up that makes a fresh machine's trials as fast as a loaded one's.
