@@ -77,7 +77,8 @@ RECIPE = ["search.lora_r={choice: [32]}", "search.lora_alpha={choice: [32]}", "s
 LEVERS_OFF = ["resources.gpus_per_trial=1", "evaluation.rung_examples=all", "data.reuse_tokenized=false",
               "training.padding_free=false", "training.gradient_checkpointing=true", "evaluation.batch_size=16",
               "resources.reuse_workers=false"]
-PROTOCOL = ("one machine, arms one at a time after an untimed GPU load (--warmup-s); plain_script runs before "
+PROTOCOL = ("one machine, arms one at a time after an untimed load of the trials' own work (--warmup-s); "
+            "plain_script runs before "
             "qlora_sweep on even seeds and after it on odd ones; times from each arm's first trial start")
 ARMS = ("zero_shot", "recipe", "plain_script", "levers_off", "qlora_sweep")
 DEFAULT_ARMS = ("zero_shot", "recipe", "plain_script", "qlora_sweep")
@@ -563,7 +564,8 @@ def arm_order(arms: list[str], seed: int) -> list[str]:
 
 
 def warm_up_gpu(seconds: float) -> None:
-    """Untimed load before the first arm: the H200 runs ~40 % faster after its first minutes of work."""
+    """Matrix products for `seconds`: the warm-up of the benchmarks that time one process (first_rung.py,
+    shared_determinism.py, gpu_smoke.sh); the sweep benchmark warms up with trials (warm_up, below)."""
     import torch
 
     if seconds <= 0 or not torch.cuda.is_available():
@@ -575,6 +577,43 @@ def warm_up_gpu(seconds: float) -> None:
             a = (a @ a).clamp_(-1, 1)
         torch.cuda.synchronize()
     print(f"GPU warmed up for {time.time() - started:.0f} s", flush=True)
+
+
+def warm_up(seconds: float, sweep: Any, out: Path) -> None:
+    """Untimed load before the first arm: the trials' own work, not matrix products. On a fresh H100
+    (2026-12-07, results/2026-12-07-warmup-curve) the GPU ran its matrix products at full rate and its SM
+    clock at 1980 MHz from its first second, so what a first arm pays is not the card's clocks. Yet the
+    first arm of a job on a fresh machine took longer over its first rungs than the same arm later in
+    the job in 5 of 6 jobs (median 8-11 % in four of qlora-sweep's, 28 % in by hand's), and only the
+    trials' own code touches what they touch first (libraries, kernels, the page cache). So: the config's
+    trials at once, training on its model for `seconds` (benchmarks/warmup_curve.py), the curve kept in OUT."""
+    import torch
+
+    if seconds <= 0 or not torch.cuda.is_available():  # no card to warm: a CPU run times nothing that needs it
+        return
+    curve = out / f"warmup-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.mkdir(parents=True, exist_ok=True)
+    with curve.with_suffix(".log").open("w") as log:
+        done = subprocess.run(warm_up_command(seconds, sweep, curve), stdout=log, stderr=subprocess.STDOUT)
+    if done.returncode != 0:  # before any arm: nothing is lost, and no arm is timed cold unawares
+        raise SystemExit(f"sweep_benchmark: the warm-up failed (exit {done.returncode}): "
+                         f"see {curve.with_suffix('.log')}")
+    summary = json.loads(curve.read_text()).get("summary", {})
+    print(f"warmed up for {seconds:.0f} s with {sweep.search.max_concurrent_trials} trials: "
+          f"{summary.get('plateau_tokens_per_s')} tokens/s at the end, the first run "
+          f"{summary.get('first_run_share')} of it ({curve.name})", flush=True)
+
+
+def warm_up_command(seconds: float, sweep: Any, curve: Path) -> list[str]:
+    """benchmarks/warmup_curve.py as the config's trials run: as many at once as it allows, on its model
+    and data, its micro-batch at its longest max_length, no idle phase."""
+    model, space = str(sweep.model.name_or_path), sweep.search.max_length
+    longest = max(space.choice) if hasattr(space, "choice") else space.high if hasattr(space, "high") else space
+    return [sys.executable, str(Path(__file__).with_name("warmup_curve.py")), "--model", model, "--tokenizer", model,
+            "--data", str(sweep.data.path), "--trials", str(sweep.search.max_concurrent_trials),
+            "--micro-batch-size", str(sweep.training.micro_batch_size),
+            "--max-length", str(int(longest)), "--matmul-s", "0", "--load-s", str(seconds), "--idle-s", "0",
+            "--after-idle-runs", "0", "--out", str(curve)]
 
 
 def run_seed(args: argparse.Namespace, seed: int) -> None:
@@ -785,7 +824,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--analyze-only", action="store_true")
     parser.add_argument("--gpus", type=int, help="GPUs in the cluster, for GPU-hours (default: this machine's)")
-    parser.add_argument("--warmup-s", type=float, default=60, help="untimed GPU load before the first arm")
+    parser.add_argument("--warmup-s", type=float, default=60, help="untimed load before the first arm: the config's trials training at once "
+                        "(GPU only)")
     parser.add_argument("--resume", action="store_true", help="keep the arms OUT already holds with their test "
                         "scores (a chain cut short, or seeds run in different sessions); rerun the others")
     parser.add_argument("--rerun", nargs="+", choices=ARMS, default=[], help="with --resume: run these arms again "
@@ -809,7 +849,7 @@ def main(argv: list[str] | None = None) -> int:
     if not sweep.data.test_examples:
         parser.error("the config holds out no test dialogues: set data.test_examples (e.g. 500)")
     if not args.analyze_only:
-        warm_up_gpu(args.warmup_s)
+        warm_up(args.warmup_s, sweep, args.out)
         for seed in args.seeds if args.seeds is not None else [0, 1]:
             run_seed(args, seed)
     # Every seed OUT holds, not only those run now: seeds run in different sessions share one summary

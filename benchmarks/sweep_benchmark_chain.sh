@@ -55,7 +55,10 @@
 #               CUDA context), 4 sides of START_ROUNDS (default 3) fresh processes by turns, and one process under
 #               `python -X importtime` (importtime.txt), into worker_start.json (6.5 minutes on 2026-12-05, 23 s a
 #               process: 2026-12-05-worker-start-loss-sweep; no GPU load);
-# WARMUP_S: the sweep part's untimed GPU load before its first arm (default 60, or 0 after a part that loaded the GPU).
+# WARMUP_S: the sweep part's untimed load before its first arm, the config's trials training at once on its model
+# (sweep_benchmark.py's warm_up, benchmarks/warmup_curve.py; the curve kept as sweep/warmup-*.json) (default 60, or 0
+# after a part that loaded the GPU). Until 2026-12-07 it was matrix products, which warm nothing a trial needs: a fresh
+# H100 ran them at full rate from its first second (results/2026-12-07-warmup-curve).
 # SETS (spaces between settings): config overrides for every part's runs beside the staged paths, e.g.
 # SETS="training.float32_dense_layers=true" with RERUN=qlora_sweep (by hand's loop keeps its dense layers
 # in float32 through peft's k-bit preparation whatever the config says, so only qlora-sweep's trials change).
@@ -87,12 +90,21 @@
 #           minutes: worker-start 6.5, gpu-config 3, both seeds' qlora-sweep arm 5; commit each part as that folder
 #           does, the arms without Tune's experiment-state snapshots. Send calls 2-4 straight after each reply, with
 #           nothing in between: call 2 went out too late once on 2026-12-05 and the machine was gone.)
-#           The latest, 2026-12-07-hand-seed0: PARTS=sweep SEED=0 RESUME_FROM=(sweep-500, as below)
+#           The next, not yet run: whether the trials' warm-up takes away a fresh machine's slower first arm. On one
+#           fresh machine qlora-sweep's seed-0 arm three times, `w=60; for k in 1 2 3; do RES=/tmp/res/aa$k WARMUP_S=$w
+#           RESUME_FROM=/tmp/proj/benchmarks/results/2026-12-04-sweep-500 SEED=0 RERUN=qlora_sweep RESCORE_PAIRS=0
+#           PARTS=sweep bash benchmarks/sweep_benchmark_chain.sh; w=0; done`, about 14 minutes; then each run's first
+#           rungs against the others', trial by trial (the same 12 proposals each time). Before the warm-up changed,
+#           the first arm of a job took 8-11 % longer over its first rungs in four of five such jobs.
+#           The latest, 2026-12-07-warmup-curve: call 1 carried [".devbundle", ".devstage/inputs.tar.xz"] and started
+#           `benchmarks/warmup_curve.py` on the smollm2-135m shape's random weights (its README has the command;
+#           12 minutes); then calls 2-4 as above, the job on the same machine at once: RES=/tmp/res/hc WARMUP_S=0
+#           PARTS=sweep SEED=0 RESUME_FROM=(sweep-500) RERUN=plain_script RESCORE_PAIRS=0, 11 minutes.
+#           The one before, 2026-12-07-hand-seed0: PARTS=sweep SEED=0 RESUME_FROM=(sweep-500, as below)
 #           RERUN=plain_script RESCORE_PAIRS=0, 11 minutes on an H100 with the warm-up and test score; then on the
 #           held machine at once the same with RES=/tmp/res/h3 WARMUP_S=20, 9 minutes (its trials 22 % shorter: the
-#           60 s warm-up does not bring a fresh H100 to speed for these trials). No race job is queued after it:
-#           by hand's draws now show the 3x target decided by run-to-run spread (BENCHMARKS.md). A race timed again
-#           should first find the warm-up that makes a fresh machine's trials as fast as a loaded one's.
+#           60 s warm-up does not bring a fresh H100 to speed for these trials). By hand's draws show the 3x target
+#           decided by run-to-run spread (BENCHMARKS.md).
 #           The one before, 2026-12-07-hand-rerun: PARTS=sweep SEED="1 0" RESUME_FROM=(sweep-500, as below)
 #           RERUN=plain_script RESCORE_PAIRS=0: seed 1's by-hand arm in 711 s of trials on an H100 plus its test
 #           score, then seed 0's, cut by the session's device time.

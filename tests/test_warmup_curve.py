@@ -20,24 +20,28 @@ def _load(*tokens_per_s, start=0):
 
 
 @pytest.mark.unit
-def test_the_warm_up_a_load_needed_ends_where_every_later_run_stays_within_5_percent_of_the_plateau():
+def test_the_warm_up_a_load_needed_ends_before_three_warm_runs_in_a_row_and_a_later_dip_is_counted_apart():
     curve = _script()
-    # slow, slower still, a warm run too early (a lucky one: a later run falls back), then warm for good
+    # slow, slower still, one warm run too early (the next falls back), three warm in a row, a dip, warm again
     records = ([{"phase": "matmul", "phase_t_s": 60.0, "time": -1}]
-               + _load(700, 650, 960, 800, 970, 1000, 1010, 990, 1000, 1020)
+               + _load(700, 650, 960, 800, 970, 1000, 1010, 900, 990, 1000, 1020, 1005)
                + [{"phase": "after_idle", "phase_t_s": 30.0, "aggregate_tokens_per_s": 900, "time": 99}])
     summary = curve.summarize(records)
     assert summary["plateau_tokens_per_s"] == 1000  # the median of the last five load runs
     assert summary["first_run_share"] == 0.7
-    # runs 5.. (970 and on) are warm for good: the warm-up was the first four runs, which ended 120 s into the load
+    # warm from run 5 (970, 1000, 1010): the warm-up was the first four runs, which ended 120 s into the load
     assert summary["warm_after_load_s"] == 120.0
+    assert summary["dips_after_warm"] == 1  # the 900
     assert summary["after_idle_shares"] == [0.9]
 
 
 @pytest.mark.unit
-def test_a_load_warm_from_its_first_run_needed_no_warm_up_and_a_short_load_names_no_plateau():
+def test_a_load_warm_from_its_first_run_needed_no_warm_up_one_never_warm_names_none_and_a_short_one_no_plateau():
     curve = _script()
     assert curve.summarize(_load(990, 1000, 1010, 1000, 995))["warm_after_load_s"] == 0.0
+    # never three warm runs in a row: no warm-up was long enough
+    never = curve.summarize(_load(1000, 800, 1000, 800, 1000, 800, 1000))
+    assert never["warm_after_load_s"] is None and never["dips_after_warm"] == 0
     assert curve.summarize(_load(700, 1000)) == {"load_runs": 2, "plateau_tokens_per_s": None}
 
 
@@ -66,6 +70,7 @@ def test_each_record_gets_the_gpu_clocks_sampled_while_its_run_trained_and_a_lin
     (["--load-s", "-1"], "--load-s -1.0: expected 0 or more"),
     (["--data", "/nonexistent"], "--data /nonexistent: no train.jsonl there"),
     (["--setting", "fast"], "--setting fast: expected a=1,b=true (TrainingConfig fields)"),
+    (["--model", "/nonexistent"], "--model /nonexistent: no config.json there"),
 ])
 @pytest.mark.unit
 def test_bad_arguments_get_one_line_exit_2_and_nothing_written(arguments, message, tmp_path, capsys):
@@ -91,15 +96,16 @@ def test_probes_measure_the_host_on_a_machine_without_a_gpu_and_leave_the_gpu_on
 
 @pytest.mark.sweep  # two trial processes: about half a minute
 def test_a_run_on_the_cpu_records_every_phase_in_order_with_the_workers_loaded_once(tiny_model_path, tmp_path):
+    """On a model folder (--model), as the sweep benchmark's warm-up runs it; nothing written beside the JSON."""
     import subprocess
 
     out = tmp_path / "curve.json"
     done = subprocess.run(
-        [sys.executable, "benchmarks/warmup_curve.py", "--shape", "tiny", "--data", "trainables/samples",
+        [sys.executable, "benchmarks/warmup_curve.py", "--model", str(tiny_model_path), "--data", "trainables/samples",
          "--tokenizer", str(tiny_model_path), "--out", str(out), "--setting", "fused_lm_head=false",
          "--trials", "2", "--matmul-s", "0", "--load-s", "0", "--idle-s", "0", "--after-idle-runs", "1",
          "--steps", "2", "--segment-warmup", "1", "--micro-batch-size", "2", "--max-length", "256",
-         "--train-examples", "16", "--model-cache", str(tmp_path / "models")],
+         "--train-examples", "16"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -110,5 +116,24 @@ def test_a_run_on_the_cpu_records_every_phase_in_order_with_the_workers_loaded_o
     assert [r["phase"] for r in runs] == ["load", "after_idle"] and all(r["aggregate_tokens_per_s"] > 0 for r in runs)
     assert all(r["cpu_loop_ms"] > 0 for r in result["records"])
     assert result["summary"] == {"load_runs": 1, "plateau_tokens_per_s": None}  # one load run names no plateau
-    assert not (tmp_path / "curve.clocks.csv").exists()  # no nvidia-smi here: no clocks file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curve.json"]  # no nvidia-smi here: no clocks file
     assert "plateau None tokens/s" in done.stdout
+
+
+@pytest.mark.unit
+def test_the_sweep_benchmark_warms_up_with_its_configs_trials_on_its_model_at_its_longest_length(tmp_path):
+    """sweep_benchmark.py's warm-up runs warmup_curve.py as the config's trials run, for --warmup-s of load."""
+    _script()
+    from sweep_benchmark import load_config, warm_up_command
+
+    model = tmp_path / "smolhf"
+    sweep = load_config(ROOT / "configs" / "sweep_benchmark_gpu.yaml",
+                        [f"model.name_or_path={model}", "data.path=/stage/dialogsum", "search.max_concurrent_trials=4"])
+    argv = warm_up_command(90, sweep, tmp_path / "warmup-1.json")
+    assert argv[1].endswith("benchmarks/warmup_curve.py")
+    given = dict(zip(argv[2::2], argv[3::2]))
+    assert given == {"--model": str(model), "--tokenizer": str(model), "--data": "/stage/dialogsum", "--trials": "4",
+                     "--micro-batch-size": "16", "--max-length": "512", "--matmul-s": "0", "--load-s": "90",
+                     "--idle-s": "0", "--after-idle-runs": "0", "--out": str(tmp_path / "warmup-1.json")}
+    fixed = load_config(ROOT / "configs" / "sweep_benchmark_gpu.yaml", ["search.max_length=448"])
+    assert dict(zip(argv[2::2], warm_up_command(90, fixed, tmp_path / "w.json")[3::2]))["--max-length"] == "448"
