@@ -584,7 +584,7 @@ def warm_up(seconds: float, sweep: Any, out: Path) -> None:
     (2026-12-07, results/2026-12-07-warmup-curve) the GPU ran its matrix products at full rate and its SM
     clock at 1980 MHz from its first second, so what a first arm pays is not the card's clocks. Yet the
     first arm of a job on a fresh machine took longer over its first rungs than the same arm later in
-    the job in 5 of 6 jobs (median 8-11 % in four of qlora-sweep's, 28 % in by hand's), and only the
+    the job in 5 of 6 jobs (median 8-11 % in four of qlora-sweep's, 29 % in by hand's), and only the
     trials' own code touches what they touch first (libraries, kernels, the page cache). So: the config's
     trials at once, training on its model for `seconds` (benchmarks/warmup_curve.py), the curve kept in OUT."""
     import torch

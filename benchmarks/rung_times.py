@@ -1,0 +1,84 @@
+"""How long one run's trials took against another run's, trial by trial: each rung's time and training
+speed as a ratio, over the trials both runs trained with the same values.
+
+    python benchmarks/rung_times.py FIRST_EXPERIMENT LATER_EXPERIMENT [--json OUT]
+
+An experiment is an arm's folder of Tune trials (each with params.json and progress.csv), as the
+sweep benchmark leaves it (seedN/qlora-sweep-sN, seedN/plain-script-sN). The same seed proposes the
+same trials in every run, so two runs of one arm pair up by their values, and each pair trained the
+same work: what differs is the machine's state and the trials running beside them. Printed per rung:
+the median ratio (first over later) of its seconds and of its tokens/s, their range, and the pairs.
+A first run of a job on a fresh machine against a later one says what the first run paid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+VALUES = ("learning_rate", "lora_r", "lora_alpha", "lora_alpha_ratio", "max_length")
+
+
+def rungs_by_values(experiment: Path) -> dict[tuple, dict[int, dict[str, float]]]:
+    """Each trial's rungs (seconds, tokens/s) keyed by its searched values."""
+    trials = {}
+    for params in sorted(experiment.glob("*/params.json")):
+        progress = params.with_name("progress.csv")
+        if not progress.is_file():
+            continue
+        values = json.loads(params.read_text())
+        key = tuple((name, round(values[name], 10) if isinstance(values[name], float) else values[name])
+                    for name in VALUES if name in values)
+        with progress.open() as rows:
+            trials[key] = {int(row["training_iteration"]): {"seconds": float(row["time_this_iter_s"]),
+                                                            "tokens_per_s": float(row["tokens_per_s"])}
+                           for row in csv.DictReader(rows) if row.get("tokens_per_s")}
+    return trials
+
+
+def compare(first: Path, later: Path) -> dict[str, Any]:
+    """Per rung, over the trials both ran to it: first/later ratios of seconds and of tokens/s."""
+    a, b = rungs_by_values(first), rungs_by_values(later)
+    ratios: dict[int, dict[str, list[float]]] = {}
+    for key in a.keys() & b.keys():
+        for rung in a[key].keys() & b[key].keys():
+            by = ratios.setdefault(rung, {"seconds": [], "tokens_per_s": []})
+            for measure in by:
+                by[measure].append(a[key][rung][measure] / b[key][rung][measure])
+    return {"first": str(first), "later": str(later), "pairs": len(a.keys() & b.keys()),
+            "rungs": {str(rung): {measure: {"median": round(statistics.median(v), 3), "min": round(min(v), 3),
+                                            "max": round(max(v), 3), "trials": len(v)}
+                                  for measure, v in by.items()}
+                      for rung, by in sorted(ratios.items())}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("first", type=Path)
+    parser.add_argument("later", type=Path)
+    parser.add_argument("--json", type=Path, help="write the comparison here too")
+    args = parser.parse_args(argv)
+    for folder in (args.first, args.later):
+        if not any(folder.glob("*/params.json")):
+            print(f"rung_times: {folder}: no trials (*/params.json) there", file=sys.stderr)
+            return 2
+    result = compare(args.first, args.later)
+    if not result["rungs"]:
+        print(f"rung_times: the two runs share no trial values: {args.first}, {args.later}", file=sys.stderr)
+        return 2
+    for rung, by in result["rungs"].items():
+        seconds, speed = by["seconds"], by["tokens_per_s"]
+        print(f"rung {rung}: time {seconds['median']:.2f}x ({seconds['min']:.2f}-{seconds['max']:.2f}), "
+              f"tokens/s {speed['median']:.2f}x ({speed['min']:.2f}-{speed['max']:.2f}), {seconds['trials']} trials")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
