@@ -78,8 +78,8 @@ LEVERS_OFF = ["resources.gpus_per_trial=1", "evaluation.rung_examples=all", "dat
               "training.padding_free=false", "training.gradient_checkpointing=true", "evaluation.batch_size=16",
               "resources.reuse_workers=false"]
 PROTOCOL = ("one machine, arms one at a time after an untimed load of the trials' own work (--warmup-s); "
-            "plain_script runs before "
-            "qlora_sweep on even seeds and after it on odd ones; times from each arm's first trial start")
+            "plain_script runs before qlora_sweep on even seeds and after it on odd ones; times from each arm's "
+            "first trial start")
 ARMS = ("zero_shot", "recipe", "plain_script", "levers_off", "qlora_sweep")
 DEFAULT_ARMS = ("zero_shot", "recipe", "plain_script", "qlora_sweep")
 FOLDERS = {"recipe": "recipe", "plain_script": "plain-script", "levers_off": "levers-off", "qlora_sweep": "qlora-sweep"}
@@ -583,7 +583,7 @@ def warm_up(seconds: float, sweep: Any, out: Path) -> None:
     """Untimed load before the first arm: the trials' own work, not matrix products. On a fresh H100
     (2026-12-07, results/2026-12-07-warmup-curve) the GPU ran its matrix products at full rate and its SM
     clock at 1980 MHz from its first second, so what a first arm pays is not the card's clocks. Yet the
-    first arm of a job on a fresh machine took longer over its first rungs than the same arm later in
+    first arm of a job on a fresh machine took longer over its first rung than the same arm later in
     the job in 5 of 6 jobs (median 8-11 % in four of qlora-sweep's, 29 % in by hand's), and only the
     trials' own code touches what they touch first (libraries, kernels, the page cache). So: the config's
     trials at once, training on its model for `seconds` (benchmarks/warmup_curve.py), the curve kept in OUT."""
@@ -824,8 +824,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--analyze-only", action="store_true")
     parser.add_argument("--gpus", type=int, help="GPUs in the cluster, for GPU-hours (default: this machine's)")
-    parser.add_argument("--warmup-s", type=float, default=60, help="untimed load before the first arm: the config's trials training at once "
-                        "(GPU only)")
+    parser.add_argument("--warmup-s", type=float, default=60,
+                        help="untimed load before the first arm: the config's trials training at once (GPU only)")
     parser.add_argument("--resume", action="store_true", help="keep the arms OUT already holds with their test "
                         "scores (a chain cut short, or seeds run in different sessions); rerun the others")
     parser.add_argument("--rerun", nargs="+", choices=ARMS, default=[], help="with --resume: run these arms again "

@@ -95,10 +95,10 @@
 #           RESUME_FROM=/tmp/proj/benchmarks/results/2026-12-04-sweep-500 SEED=0 RERUN=qlora_sweep RESCORE_PAIRS=0
 #           PARTS=sweep bash benchmarks/sweep_benchmark_chain.sh; w=0; done`, about 14 minutes; then each run's first
 #           rungs against the others', trial by trial (the same 12 proposals each time). Before the warm-up changed,
-#           the first arm of a job took 8-11 % longer over its first rungs in four of five such jobs.
+#           the first arm of a job took 8-11 % longer over its first rung in four of five such jobs.
 #           The latest, 2026-12-07-warmup-curve: call 1 carried [".devbundle", ".devstage/inputs.tar.xz"] and started
 #           `benchmarks/warmup_curve.py` on the smollm2-135m shape's random weights (its README has the command;
-#           12 minutes); then calls 2-4 as above, the job on the same machine at once: RES=/tmp/res/hc WARMUP_S=0
+#           11 minutes); then calls 2-4 as above, the job on the same machine at once: RES=/tmp/res/hc WARMUP_S=0
 #           PARTS=sweep SEED=0 RESUME_FROM=(sweep-500) RERUN=plain_script RESCORE_PAIRS=0, 11 minutes.
 #           The one before, 2026-12-07-hand-seed0: PARTS=sweep SEED=0 RESUME_FROM=(sweep-500, as below)
 #           RERUN=plain_script RESCORE_PAIRS=0, 11 minutes on an H100 with the warm-up and test score; then on the
