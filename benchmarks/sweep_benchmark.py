@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -594,7 +595,8 @@ def warm_up(seconds: float, sweep: Any, out: Path) -> None:
     curve = out / f"warmup-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.mkdir(parents=True, exist_ok=True)
     with curve.with_suffix(".log").open("w") as log:
-        done = subprocess.run(warm_up_command(seconds, sweep, curve), stdout=log, stderr=subprocess.STDOUT)
+        done = subprocess.run(warm_up_command(seconds, sweep, curve), stdout=log, stderr=subprocess.STDOUT,
+                              env=warm_up_environment(sweep))
     if done.returncode != 0:  # before any arm: nothing is lost, and no arm is timed cold unawares
         raise SystemExit(f"sweep_benchmark: the warm-up failed (exit {done.returncode}): "
                          f"see {curve.with_suffix('.log')}")
@@ -614,6 +616,13 @@ def warm_up_command(seconds: float, sweep: Any, curve: Path) -> list[str]:
             "--micro-batch-size", str(sweep.training.micro_batch_size),
             "--max-length", str(int(longest)), "--matmul-s", "0", "--load-s", str(seconds), "--idle-s", "0",
             "--after-idle-runs", "0", "--out", str(curve)]
+
+
+def warm_up_environment(sweep: Any) -> dict[str, str]:
+    """This process's environment, with each warm-up trial's CPU threads what Ray gives a trial's worker:
+    its CPUs (resources.cpus_per_trial), unless OMP_NUM_THREADS is set already."""
+    threads = str(max(1, int(sweep.resources.cpus_per_trial)))
+    return {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads)}
 
 
 def run_seed(args: argparse.Namespace, seed: int) -> None:

@@ -137,3 +137,18 @@ def test_the_sweep_benchmark_warms_up_with_its_configs_trials_on_its_model_at_it
                      "--idle-s": "0", "--after-idle-runs": "0", "--out": str(tmp_path / "warmup-1.json")}
     fixed = load_config(ROOT / "configs" / "sweep_benchmark_gpu.yaml", ["search.max_length=448"])
     assert dict(zip(argv[2::2], warm_up_command(90, fixed, tmp_path / "w.json")[3::2]))["--max-length"] == "448"
+
+
+@pytest.mark.unit
+def test_the_warm_ups_trials_get_as_many_cpu_threads_as_ray_gives_a_trial_unless_the_environment_says(monkeypatch):
+    _script()
+    from sweep_benchmark import load_config, warm_up_environment
+
+    sweep = load_config(ROOT / "configs" / "sweep_benchmark_gpu.yaml", ["resources.cpus_per_trial=3"])
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("QLORA_SWEEP_PROBE", "kept")
+    environment = warm_up_environment(sweep)
+    assert environment["OMP_NUM_THREADS"] == "3" and environment["QLORA_SWEEP_PROBE"] == "kept"
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert warm_up_environment(sweep)["OMP_NUM_THREADS"] == "1"
+
