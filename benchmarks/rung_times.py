@@ -3,7 +3,7 @@ speed as a ratio, over the trials both runs trained with the same values.
 
     python benchmarks/rung_times.py FIRST_EXPERIMENT LATER_EXPERIMENT [--json OUT]
 
-An experiment is an arm's folder of Tune trials (each with params.json and progress.csv), as the
+An experiment is an arm's folder of Tune trials (each with params.json and result.json), as the
 sweep benchmark leaves it (seedN/qlora-sweep-sN, seedN/plain-script-sN). The same seed proposes the
 same trials in every run, so two runs of one arm pair up by their values, and each pair trained the
 same work: what differs is the machine's state and the trials running beside them. Printed per rung:
@@ -14,42 +14,24 @@ A first run of a job on a fresh machine against a later one says what the first 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
-VALUES = ("learning_rate", "lora_r", "lora_alpha", "lora_alpha_ratio", "max_length")
-
-
-def rungs_by_values(experiment: Path) -> dict[tuple, dict[int, dict[str, float]]]:
-    """Each trial's rungs (seconds, tokens/s) keyed by its searched values."""
-    trials = {}
-    for params in sorted(experiment.glob("*/params.json")):
-        progress = params.with_name("progress.csv")
-        if not progress.is_file():
-            continue
-        values = json.loads(params.read_text())
-        key = tuple((name, round(values[name], 10) if isinstance(values[name], float) else values[name])
-                    for name in VALUES if name in values)
-        with progress.open() as rows:
-            trials[key] = {int(row["training_iteration"]): {"seconds": float(row["time_this_iter_s"]),
-                                                            "tokens_per_s": float(row["tokens_per_s"])}
-                           for row in csv.DictReader(rows) if row.get("tokens_per_s")}
-    return trials
-
+from sweep_benchmark import trials_by_hyperparameters  # beside this script: trials keyed as the arms pair them
 
 def compare(first: Path, later: Path) -> dict[str, Any]:
     """Per rung, over the trials both ran to it: first/later ratios of seconds and of tokens/s."""
-    a, b = rungs_by_values(first), rungs_by_values(later)
+    # a diverged rung is kept: what it trained took the machine's time like any other
+    a, b = (trials_by_hyperparameters(run, diverged=True) for run in (first, later))
     ratios: dict[int, dict[str, list[float]]] = {}
     for key in a.keys() & b.keys():
         for rung in a[key].keys() & b[key].keys():
             by = ratios.setdefault(rung, {"seconds": [], "tokens_per_s": []})
-            for measure in by:
-                by[measure].append(a[key][rung][measure] / b[key][rung][measure])
+            for measure, column in (("seconds", "time_this_iter_s"), ("tokens_per_s", "tokens_per_s")):
+                by[measure].append(a[key][rung][column] / b[key][rung][column])
     return {"first": str(first), "later": str(later), "pairs": len(a.keys() & b.keys()),
             "rungs": {str(rung): {measure: {"median": round(statistics.median(v), 3), "min": round(min(v), 3),
                                             "max": round(max(v), 3), "trials": len(v)}

@@ -70,6 +70,7 @@ sys.path.insert(0, str(ROOT))
 
 from search.config import SearchConfig, load_config
 from search.experiment import DRIVER_HEARTBEAT
+from search.space import largest_corner
 
 RECIPE_VALUES = {"lora_r": 32, "lora_alpha": 32, "learning_rate": 2.0e-4, "max_length": 512}
 RECIPE = ["search.lora_r={choice: [32]}", "search.lora_alpha={choice: [32]}", "search.lora_alpha_ratio=null",
@@ -286,12 +287,12 @@ def hyperparameter_key(values: dict[str, Any]) -> tuple:
     return tuple(sorted((k, round(v, 12) if isinstance(v, float) else v) for k, v in values.items()))
 
 
-def trials_by_hyperparameters(experiment: Path) -> dict[tuple, dict[int, dict[str, Any]]]:
+def trials_by_hyperparameters(experiment: Path, diverged: bool = False) -> dict[tuple, dict[int, dict[str, Any]]]:
     """Each trial's rows by rung, keyed by the values its searcher proposed; a rung qlora-sweep's trial
-    diverged in is left out (cut short, its ROUGE not measured: nothing to pair)."""
+    diverged in is left out (cut short, its ROUGE not measured: nothing to pair) unless `diverged`."""
     trials: dict[tuple, dict[int, dict[str, Any]]] = {}
     for row in rows_of(experiment):
-        if row.get("diverged"):
+        if row.get("diverged") and not diverged:
             continue
         trials.setdefault(hyperparameter_key(row["config"]), {})[row["training_iteration"]] = row
     return trials
@@ -609,12 +610,11 @@ def warm_up(seconds: float, sweep: Any, out: Path) -> None:
 def warm_up_command(seconds: float, sweep: Any, curve: Path) -> list[str]:
     """benchmarks/warmup_curve.py as the config's trials run: as many at once as it allows, on its model
     and data, its micro-batch at its longest max_length, no idle phase."""
-    model, space = str(sweep.model.name_or_path), sweep.search.max_length
-    longest = max(space.choice) if hasattr(space, "choice") else space.high if hasattr(space, "high") else space
+    model, longest = str(sweep.model.name_or_path), largest_corner(sweep.search).max_length
     return [sys.executable, str(Path(__file__).with_name("warmup_curve.py")), "--model", model, "--tokenizer", model,
             "--data", str(sweep.data.path), "--trials", str(sweep.search.max_concurrent_trials),
             "--micro-batch-size", str(sweep.training.micro_batch_size),
-            "--max-length", str(int(longest)), "--matmul-s", "0", "--load-s", str(seconds), "--idle-s", "0",
+            "--max-length", str(longest), "--matmul-s", "0", "--load-s", str(seconds), "--idle-s", "0",
             "--after-idle-runs", "0", "--out", str(curve)]
 
 

@@ -74,8 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     sampler = start_clock_sampler(clocks_file)
 
     def record(phase: str, phase_started: float, run: dict[str, Any] | None = None) -> None:
-        entry = {"phase": phase, "t_s": round(time.time() - started, 1),
-                 "phase_t_s": round(time.time() - phase_started, 1), "time": time.time()}
+        now = time.time()
+        entry = {"phase": phase, "t_s": round(now - started, 1), "phase_t_s": round(now - phase_started, 1),
+                 "time": now}
         if run is not None:
             entry.update(aggregate_tokens_per_s=round(run["aggregate_tokens_per_s"]),
                          overlap=round(run["overlap"], 3))

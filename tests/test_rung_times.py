@@ -16,8 +16,9 @@ def _run(folder, trials):
         trial = folder / f"trainable_{i}"
         trial.mkdir(parents=True)
         (trial / "params.json").write_text(json.dumps(values))
-        (trial / "progress.csv").write_text("training_iteration,time_this_iter_s,tokens_per_s\n" + "".join(
-            f"{rung},{seconds},{speed}\n" for rung, (seconds, speed) in enumerate(rungs, start=1)))
+        (trial / "result.json").write_text("".join(
+            json.dumps({"config": values, "training_iteration": rung, "time_this_iter_s": seconds,
+                        "tokens_per_s": speed}) + "\n" for rung, (seconds, speed) in enumerate(rungs, start=1)))
     return folder
 
 
