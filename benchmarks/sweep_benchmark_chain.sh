@@ -97,8 +97,8 @@
 #           rungs against the others', trial by trial (the same 12 proposals each time). Before the warm-up changed,
 #           the first arm of a job took 8-11 % longer over its first rung in four of five such jobs. It needs about
 #           1,000 s of device time from call 1 (a run of the arm took 211 s on 2026-12-04, plus the warm-up, the
-#           test score and the staging); on 2026-12-07 (afternoon) 16 calls from 11:14 to 12:33 found no machine
-#           of either kind (13 waited 90 s each, 3 were refused at once), 1,216 s went on them, and it was not run.
+#           test score and the staging); on 2026-12-07 (afternoon) 17 calls from 11:14 to 12:47 found no machine
+#           of either kind (14 waited 90-180 s each, 3 were refused at once), 1,396 s went on them, and it was not run.
 #           The latest, 2026-12-07-warmup-curve: call 1 carried [".devbundle", ".devstage/inputs.tar.xz"] and started
 #           `benchmarks/warmup_curve.py` on the smollm2-135m shape's random weights (its README has the command;
 #           11 minutes); then calls 2-4 as above, the job on the same machine at once: RES=/tmp/res/hc WARMUP_S=0
