@@ -8,7 +8,10 @@ sweep benchmark leaves it (seedN/qlora-sweep-sN, seedN/plain-script-sN). The sam
 same trials in every run, so two runs of one arm pair up by their values, and each pair trained the
 same work: what differs is the machine's state and the trials running beside them. Printed per rung:
 the median ratio (first over later) of its seconds and of its tokens/s, their range, and the pairs.
-A first run of a job on a fresh machine against a later one says what the first run paid.
+A first run of a job on a fresh machine against a later one says what the first run paid. Where the
+rows carry the parts of a rung, as qlora-sweep's trials report them (by hand's do not), rung 1's parts
+follow: first minus later in seconds, the median over the pairs, apart for trials that started in a
+fresh worker and in a kept one (warm_start) in both runs: where the first run's extra time went.
 """
 
 from __future__ import annotations
@@ -22,6 +25,26 @@ from typing import Any
 
 from sweep_benchmark import trials_by_hyperparameters  # beside this script: trials keyed as the arms pair them
 
+# rung 1's parts as a qlora-sweep trial reports them (trainables/report.py), and how a line names them
+PARTS = {"startup_s": "startup", "startup_imports_s": "imports", "startup_data_s": "data", "startup_model_s": "model",
+         "train_s": "train", "step_s_first": "first step", "step_s_median": "median step", "eval_s": "eval"}
+
+
+def first_rung_parts(a: dict[tuple, dict[int, dict[str, Any]]], b: dict[tuple, dict[int, dict[str, Any]]]
+                     ) -> dict[str, dict[str, Any]]:
+    """Rung 1's parts, first minus later (median seconds over the pairs), for the trials that started in a
+    fresh worker in both runs and for those that started in a kept one; empty where the rows have no parts."""
+    parts: dict[str, dict[str, Any]] = {}
+    for worker, warm in (("fresh", False), ("kept", True)):
+        pairs = [(a[key][1], b[key][1]) for key in a.keys() & b.keys() if 1 in a[key] and 1 in b[key]
+                 and a[key][1].get("warm_start") is warm and b[key][1].get("warm_start") is warm]
+        medians = {part: round(statistics.median(x[part] - y[part] for x, y in pairs), 2) for part in PARTS
+                   if pairs and all(x.get(part) is not None and y.get(part) is not None for x, y in pairs)}
+        if medians:
+            parts[worker] = {"trials": len(pairs), "first_minus_later_s": medians}
+    return parts
+
+
 def compare(first: Path, later: Path) -> dict[str, Any]:
     """Per rung, over the trials both ran to it: first/later ratios of seconds and of tokens/s."""
     # a diverged rung is kept: what it trained took the machine's time like any other
@@ -33,6 +56,7 @@ def compare(first: Path, later: Path) -> dict[str, Any]:
             for measure, column in (("seconds", "time_this_iter_s"), ("tokens_per_s", "tokens_per_s")):
                 by[measure].append(a[key][rung][column] / b[key][rung][column])
     return {"first": str(first), "later": str(later), "pairs": len(a.keys() & b.keys()),
+            "rung1_parts": first_rung_parts(a, b),
             "rungs": {str(rung): {measure: {"median": round(statistics.median(v), 3), "min": round(min(v), 3),
                                             "max": round(max(v), 3), "trials": len(v)}
                                   for measure, v in by.items()}
@@ -57,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         seconds, speed = by["seconds"], by["tokens_per_s"]
         print(f"rung {rung}: time {seconds['median']:.2f}x ({seconds['min']:.2f}-{seconds['max']:.2f}), "
               f"tokens/s {speed['median']:.2f}x ({speed['min']:.2f}-{speed['max']:.2f}), {seconds['trials']} trials")
+    for worker, by in result["rung1_parts"].items():
+        print(f"rung 1's parts, {by['trials']} trials in {worker} workers, first minus later (median s): "
+              + ", ".join(f"{PARTS[part]} {seconds:+.2f}" for part, seconds in by["first_minus_later_s"].items()))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     return 0

@@ -10,15 +10,17 @@ from tests.helpers import ROOT
 pytestmark = pytest.mark.unit
 
 
-def _run(folder, trials):
-    """An arm's folder of Tune trials: each (values, [(seconds, tokens/s) per rung])."""
+def _run(folder, trials, parts=None):
+    """An arm's folder of Tune trials: each (values, [(seconds, tokens/s) per rung]); parts: each trial's
+    rung-1 fields beside them (a qlora-sweep trial's startup, train and eval seconds, warm_start)."""
     for i, (values, rungs) in enumerate(trials):
         trial = folder / f"trainable_{i}"
         trial.mkdir(parents=True)
         (trial / "params.json").write_text(json.dumps(values))
         (trial / "result.json").write_text("".join(
             json.dumps({"config": values, "training_iteration": rung, "time_this_iter_s": seconds,
-                        "tokens_per_s": speed}) + "\n" for rung, (seconds, speed) in enumerate(rungs, start=1)))
+                        "tokens_per_s": speed, **(parts[i] if parts and rung == 1 else {})}) + "\n"
+            for rung, (seconds, speed) in enumerate(rungs, start=1)))
     return folder
 
 
@@ -53,3 +55,27 @@ def test_a_folder_without_trials_or_two_runs_with_no_values_in_common_get_one_li
     assert main([str(run), str(other), "--json", str(tmp_path / "c.json")]) == 2
     assert capsys.readouterr().err == f"rung_times: the two runs share no trial values: {run}, {other}\n"
     assert not (tmp_path / "c.json").exists()
+
+
+def _parts(warm_start, startup, first_step, train, imports=10.0):
+    return {"warm_start": warm_start, "startup_s": startup, "startup_imports_s": imports, "startup_data_s": 0.5,
+            "startup_model_s": 1.5, "train_s": train, "step_s_first": first_step, "step_s_median": 0.4,
+            "eval_s": 10.0}
+
+
+def test_rung_one_parts_say_where_a_first_run_spent_its_extra_time_apart_for_fresh_and_kept_workers(
+        tmp_path, capsys):
+    main = _main()
+    trials = [({"learning_rate": lr, "lora_r": 32, "max_length": 512}, [(40, 900)]) for lr in (1e-4, 2e-4, 3e-4)]
+    # the first run's fresh workers pay 2.5 and 1.5 s more in their first step, one of them 1 s more in imports;
+    # the third trial started in a kept worker in the first run and a fresh one in the later: no pair of either
+    first = _run(tmp_path / "first", trials, [_parts(False, 14, 3.0, 11.5, imports=11), _parts(False, 14, 2.0, 10.5),
+                                              _parts(True, 1, 0.5, 8)])
+    later = _run(tmp_path / "later", trials,
+                 [_parts(False, 13, 0.5, 9), _parts(False, 14, 0.5, 9), _parts(False, 13, 0.5, 9)])
+    assert main([str(first), str(later), "--json", str(tmp_path / "c.json")]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        "rung 1's parts, 2 trials in fresh workers, first minus later (median s): startup +0.50, imports +0.50, "
+        "data +0.00, model +0.00, train +2.00, first step +2.00, median step +0.00, eval +0.00"]
+    parts = json.loads((tmp_path / "c.json").read_text())["rung1_parts"]
+    assert list(parts) == ["fresh"] and parts["fresh"]["first_minus_later_s"]["step_s_first"] == 2.0
