@@ -26,8 +26,9 @@ from typing import Any
 from sweep_benchmark import trials_by_hyperparameters  # beside this script: trials keyed as the arms pair them
 
 # rung 1's parts as a qlora-sweep trial reports them (trainables/report.py), and how a line names them
-PARTS = {"startup_s": "startup", "startup_imports_s": "imports", "startup_data_s": "data", "startup_model_s": "model",
-         "train_s": "train", "step_s_first": "first step", "step_s_median": "median step", "eval_s": "eval"}
+PARTS = {"time_this_iter_s": "whole rung", "startup_s": "startup", "startup_imports_s": "imports",
+         "startup_data_s": "data", "startup_model_s": "model", "train_s": "train", "step_s_first": "first step",
+         "step_s_median": "median step", "eval_s": "eval"}
 
 
 def first_rung_parts(a: dict[tuple, dict[int, dict[str, Any]]], b: dict[tuple, dict[int, dict[str, Any]]]

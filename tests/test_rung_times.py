@@ -66,16 +66,16 @@ def _parts(warm_start, startup, first_step, train, imports=10.0):
 def test_rung_one_parts_say_where_a_first_run_spent_its_extra_time_apart_for_fresh_and_kept_workers(
         tmp_path, capsys):
     main = _main()
-    trials = [({"learning_rate": lr, "lora_r": 32, "max_length": 512}, [(40, 900)]) for lr in (1e-4, 2e-4, 3e-4)]
+    values = [{"learning_rate": lr, "lora_r": 32, "max_length": 512} for lr in (1e-4, 2e-4, 3e-4)]
     # the first run's fresh workers pay 2.5 and 1.5 s more in their first step, one of them 1 s more in imports;
     # the third trial started in a kept worker in the first run and a fresh one in the later: no pair of either
-    first = _run(tmp_path / "first", trials, [_parts(False, 14, 3.0, 11.5, imports=11), _parts(False, 14, 2.0, 10.5),
-                                              _parts(True, 1, 0.5, 8)])
-    later = _run(tmp_path / "later", trials,
+    first = _run(tmp_path / "first", [(v, [(seconds, 900)]) for v, seconds in zip(values, (45, 43, 41))],
+                 [_parts(False, 14, 3.0, 11.5, imports=11), _parts(False, 14, 2.0, 10.5), _parts(True, 1, 0.5, 8)])
+    later = _run(tmp_path / "later", [(v, [(40, 900)]) for v in values],
                  [_parts(False, 13, 0.5, 9), _parts(False, 14, 0.5, 9), _parts(False, 13, 0.5, 9)])
     assert main([str(first), str(later), "--json", str(tmp_path / "c.json")]) == 0
     assert capsys.readouterr().out.splitlines()[1:] == [
-        "rung 1's parts, 2 trials in fresh workers, first minus later (median s): startup +0.50, imports +0.50, "
-        "data +0.00, model +0.00, train +2.00, first step +2.00, median step +0.00, eval +0.00"]
+        "rung 1's parts, 2 trials in fresh workers, first minus later (median s): whole rung +4.00, startup +0.50, "
+        "imports +0.50, data +0.00, model +0.00, train +2.00, first step +2.00, median step +0.00, eval +0.00"]
     parts = json.loads((tmp_path / "c.json").read_text())["rung1_parts"]
     assert list(parts) == ["fresh"] and parts["fresh"]["first_minus_later_s"]["step_s_first"] == 2.0
