@@ -95,7 +95,9 @@
 #           RESUME_FROM=/tmp/proj/benchmarks/results/2026-12-04-sweep-500 SEED=0 RERUN=qlora_sweep RESCORE_PAIRS=0
 #           PARTS=sweep bash benchmarks/sweep_benchmark_chain.sh; w=0; done`, about 14 minutes; then each run's first
 #           rungs against the others', trial by trial (the same 12 proposals each time). Before the warm-up changed,
-#           the first arm of a job took 8-11 % longer over its first rung in four of five such jobs. It needs about
+#           the first arm of a job took 8-11 % longer over its first rung in four of five such jobs, and in all five
+#           its fresh workers' first training step took 1.9-2.8 s longer (rung_times.py's rung 1 parts, in
+#           results/2026-12-07-warmup-curve/first_run_parts.txt); with the warm-up that should be gone. It needs about
 #           1,000 s of device time from call 1 (a run of the arm took 211 s on 2026-12-04, plus the warm-up, the
 #           test score and the staging); on 2026-12-07 (afternoon) 17 calls from 11:14 to 12:47 found no machine
 #           of either kind (14 waited 90-180 s each, 3 were refused at once), 1,396 s went on them, and it was not run.
