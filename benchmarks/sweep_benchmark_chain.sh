@@ -51,6 +51,11 @@
 #               loads the 4-bit base, the next two take it from the kept worker (trainables.warm). Issue 11:
 #               "on an 8B base the load alone is most of a minute" (about 2 minutes: on 2026-12-05 the base loaded
 #               in 2.7 s from the page cache, the kept one in 0.8 s);
+#   triton-cache benchmarks/triton_cache_ab.py on SmolLM2: one short trial in fresh processes, by turns with an empty
+#               Triton cache and with one a first process filled (ROUNDS, default 3, pairs), every step timed and the
+#               Triton files it compiled counted: whether the cache is the 1.9-2.8 s a first run's fresh workers paid
+#               in their first step (about 4 minutes; not yet run). Without the wheel, as call 1's job on the
+#               smollm2-135m shape's random weights: its docstring;
 #   worker-start benchmarks/worker_start.py: where a fresh trial worker's 17-21 s before its plan go (imports, the
 #               CUDA context), 4 sides of START_ROUNDS (default 3) fresh processes by turns, and one process under
 #               `python -X importtime` (importtime.txt), into worker_start.json (6.5 minutes on 2026-12-05, 23 s a
@@ -171,10 +176,10 @@
 set -u
 set -f  # PARTS, SETS, CANDIDATES and CANDIDATE_ARGS split into words on purpose, never globbed ([100,100])
 for part in ${PARTS:-sweep}; do  # every part known before anything runs or is written
-    case $part in sweep|first-rung|cudnn|gpu-tests|gpu-config|kept-8b|worker-start) ;;
+    case $part in sweep|first-rung|cudnn|gpu-tests|gpu-config|kept-8b|worker-start|triton-cache) ;;
         candidate) [ -n "${CANDIDATES:-}" ] || { echo "part candidate: CANDIDATES is empty" >&2; exit 2; } ;;
         *) echo "unknown part $part (sweep, first-rung, cudnn, candidate, gpu-tests, gpu-config, kept-8b," \
-                "worker-start)" >&2
+                "worker-start, triton-cache)" >&2
            exit 2 ;;
     esac
 done
@@ -220,6 +225,11 @@ for part in ${PARTS:-sweep}; do
             python3 tests/tiny_model.py /tmp/tiny > /dev/null \
                 && timeout 480 python3 -m pytest -q -n 0 -p no:cacheprovider tests/test_gpu.py > "$res/gpu_tests.log" 2>&1
             echo "GPU tests: exit $?" ;;
+        triton-cache)  # fresh processes by turns, an empty Triton cache against a filled one
+            python3 benchmarks/triton_cache_ab.py --model /tmp/smolhf --data "$stage/dialogsum" \
+                --rounds "${ROUNDS:-3}" --out-dir "$res/triton-cache" "${on_device[@]}" \
+                > "$res/triton_cache_ab.log" 2>&1
+            echo "Triton cache A/B: exit $?" ;;
         worker-start)  # what a fresh worker spends before it plans: imports and the CUDA context, by turns
             python3 benchmarks/worker_start.py --rounds "${START_ROUNDS:-3}" --out "$res/worker_start.json" \
                 --importtime "$res/importtime.txt" > "$res/worker_start.log" 2>&1
