@@ -104,8 +104,11 @@
 #           its fresh workers' first training step took 1.9-2.8 s longer (rung_times.py's rung 1 parts, in
 #           results/2026-12-07-warmup-curve/first_run_parts.txt); with the warm-up that should be gone. It needs about
 #           1,000 s of device time from call 1 (a run of the arm took 211 s on 2026-12-04, plus the warm-up, the
-#           test score and the staging); on 2026-12-07 (afternoon) 17 calls from 11:14 to 12:47 found no machine
-#           of either kind (14 waited 90-180 s each, 3 were refused at once), 1,396 s went on them, and it was not run.
+#           test score and the staging); on 2026-12-07 (afternoon) 18 calls from 11:14 to 13:23 found no machine
+#           of either kind, 1,576 s went on them, and it was not run. After the loop, on the same machine, the part
+#           triton-cache (`RES=/tmp/res/tc PARTS=triton-cache bash benchmarks/sweep_benchmark_chain.sh`, about 4
+#           minutes: its own empty and filled caches, so the trials' cache in ~/.triton does not matter) says whether
+#           Triton's cache is that first step's cost; not before the loop, which is to start on a fresh machine.
 #           The latest, 2026-12-07-warmup-curve: call 1 carried [".devbundle", ".devstage/inputs.tar.xz"] and started
 #           `benchmarks/warmup_curve.py` on the smollm2-135m shape's random weights (its README has the command;
 #           11 minutes); then calls 2-4 as above, the job on the same machine at once: RES=/tmp/res/hc WARMUP_S=0
