@@ -206,8 +206,9 @@ with_clocks() {  # FILE COMMAND...: the command, the GPU's clocks sampled into F
     kill $sampler
     return $status
 }
-on_device=(--set data.path="$stage/dialogsum" --set model.name_or_path=/tmp/smolhf)
-for setting in ${SETS:-}; do on_device+=(--set "$setting"); done
+sets=()  # SETS as --set words
+for setting in ${SETS:-}; do sets+=(--set "$setting"); done
+on_device=(--set data.path="$stage/dialogsum" --set model.name_or_path=/tmp/smolhf "${sets[@]}")
 for part in ${PARTS:-sweep}; do
     case $part in
         first-rung)  # warm trials by turns in a new thread (as Tune starts one per trial) and in the kept one
@@ -230,7 +231,7 @@ for part in ${PARTS:-sweep}; do
             echo "GPU tests: exit $?" ;;
         triton-cache)  # fresh processes by turns, an empty Triton cache against a filled one
             python3 benchmarks/triton_cache_ab.py --model /tmp/smolhf --data "$stage/dialogsum" \
-                --rounds "${ROUNDS:-3}" --out-dir "$res/triton-cache" "${on_device[@]}" \
+                --rounds "${ROUNDS:-3}" --out-dir "$res/triton-cache" "${sets[@]}" \
                 > "$res/triton_cache_ab.log" 2>&1
             echo "Triton cache A/B: exit $?" ;;
         worker-start)  # what a fresh worker spends before it plans: imports and the CUDA context, by turns
